@@ -1,0 +1,27 @@
+//! Shadowcat: an MCP proxy whose session table evicts by a WebAssembly-pluggable policy.
+//!
+//! # Layout
+//!
+//! - [`config`]: validated settings of the session table, duration parsing.
+//! - [`session`]: the session table: slots with generations, the LRU index, the
+//!   max-age deadline heap, per-session rate limiters, pins for requests in
+//!   flight, metrics, teardown of removed sessions outside the lock, and the
+//!   background cleanup task.
+//! - [`eviction`]: the host-side policy interface the table calls, and the native
+//!   `lru` and `fifo` policies.
+//! - [`cli`]: the command line of the `shadowcat` binary.
+//!
+//! The main design decision: the table owns the truth and all locking; a policy
+//! only proposes victims, and every proposal is validated, with the table's own
+//! LRU order filling any shortfall. A policy can therefore be slow, wrong or
+//! sandboxed in WebAssembly without being able to lose a session or wedge a lock.
+
+pub mod cli;
+pub mod config;
+pub mod eviction;
+pub mod session;
+pub mod trace;
+pub mod wasm;
+
+pub use config::{ConfigError, QuotaBounds, RateLimit, TableConfig};
+pub use session::{SessionId, SessionTable, TableError};

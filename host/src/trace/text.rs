@@ -1,0 +1,58 @@
+//! Plain-text traces: one object id per line.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use super::{parse_id, Request, TraceError};
+
+/// Parses one id per line (surrounding whitespace trimmed; integer ids kept,
+/// others hashed). Blank lines and lines starting with `#` are skipped. The
+/// time is the 0-based line index in the file, so skipped lines leave gaps but
+/// time never goes backwards. Sizes are 1. Never skips zero-size records, so
+/// the second value is always 0.
+pub(super) fn parse(reader: &mut dyn Read, path: &Path) -> Result<(Vec<Request>, u64), TraceError> {
+    let mut reader = BufReader::with_capacity(1 << 16, reader);
+    let mut requests = Vec::new();
+    let mut line = Vec::new();
+    let mut line_index = 0u64;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|source| TraceError::Io {
+                path: path.to_path_buf(),
+                op: "read",
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+        let id = line.trim_ascii();
+        if !id.is_empty() && !id.starts_with(b"#") {
+            requests.push(Request::new(line_index, parse_id(id), 1));
+        }
+        line_index += 1;
+    }
+    Ok((requests, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::hash_id;
+
+    #[test]
+    fn ids_comments_and_blank_lines() {
+        let text = "# header comment\n42\n\n  user:7  \r\n#x\n42";
+        let (requests, skipped) = parse(&mut text.as_bytes(), Path::new("t.txt")).unwrap();
+        assert_eq!(skipped, 0);
+        assert_eq!(
+            requests,
+            [
+                Request::new(1, 42, 1),
+                Request::new(3, hash_id(b"user:7"), 1),
+                Request::new(5, 42, 1),
+            ]
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! Errors of loading and running WebAssembly policies.
+
+use std::path::PathBuf;
+
+/// The interface every policy must export, by name and version.
+pub const POLICY_EXPORT: &str = "shadowcat:policy/policy@0.1.0";
+/// The only imports a policy may have: the log function, and the type-only
+/// interface its exports refer to.
+pub const HOST_IMPORT: &str = "shadowcat:policy/host@0.1.0";
+pub const TYPES_IMPORT: &str = "shadowcat:policy/types@0.1.0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("eviction policy `{name}` not found; available: {}", available.join(", "))]
+    NotFound { name: String, available: Vec<String> },
+    #[error("cannot read policy file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a WebAssembly file (no `\\0asm` header)", path.display())]
+    NotWasm { path: PathBuf },
+    #[error(
+        "{} is a core WebAssembly module, not a component; build policies with \
+         `policies/build.sh` (wit-bindgen + wit-component)", path.display()
+    )]
+    CoreModule { path: PathBuf },
+    #[error("{} is not a valid WebAssembly component: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+    #[error(
+        "{} targets the wrong policy interface version: expected `{POLICY_EXPORT}`, found `{found}`",
+        path.display()
+    )]
+    WrongVersion { path: PathBuf, found: String },
+    #[error(
+        "{} is not a Shadowcat policy: expected an export `{POLICY_EXPORT}`, found exports [{}]",
+        path.display(), found.join(", ")
+    )]
+    WrongWorld { path: PathBuf, found: Vec<String> },
+    #[error(
+        "{} imports `{import}`; a policy may import only `{HOST_IMPORT}` and `{TYPES_IMPORT}` \
+         (no WASI, no clock, no I/O)",
+        path.display()
+    )]
+    ForbiddenImport { path: PathBuf, import: String },
+    #[error("policy `{policy}` refused its configuration: {message}")]
+    CreateRejected { policy: String, message: String },
+    #[error("policy `{policy}` failed during {phase}: {reason}")]
+    Fault {
+        policy: String,
+        phase: &'static str,
+        reason: String,
+    },
+    #[error("policy `{policy}` reported an invalid batch size {batch_size} (1 to 65536)")]
+    BadInfo { policy: String, batch_size: u32 },
+    #[error("invalid policy config `{0}`: expected key=value")]
+    BadConfigPair(String),
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Engine(String),
+}

@@ -1,0 +1,172 @@
+//! Metrics of a WebAssembly policy: calls, faults by kind, fallbacks, reloads and
+//! a call-latency histogram.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// What went wrong in a policy call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// A trap: a panic, `unreachable`, an out-of-bounds access.
+    Trap,
+    /// The epoch deadline passed (an infinite or too long loop).
+    Timeout,
+    /// The memory cap refused a `memory.grow` and the guest died of it.
+    Memory,
+    /// The policy returned an error.
+    Error,
+}
+
+impl FaultKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Trap => "trap",
+            FaultKind::Timeout => "timeout",
+            FaultKind::Memory => "memory",
+            FaultKind::Error => "error",
+        }
+    }
+}
+
+const BUCKETS: usize = 40;
+
+/// Log2 buckets of nanoseconds: bucket i holds latencies in [2^i, 2^(i+1)).
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; BUCKETS],
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    pub fn record(&self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let bucket = (63 - nanos.leading_zeros() as usize).min(BUCKETS - 1);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Upper bound of the bucket holding quantile `q` (0..=1); `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(Duration::from_nanos(1u64 << (i + 1).min(63)));
+            }
+        }
+        None
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct PolicyMetrics {
+    pub calls: AtomicU64,
+    pub traps: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub memory_faults: AtomicU64,
+    pub errors: AtomicU64,
+    /// Victims beyond the count asked for (ignored).
+    pub excess_victims: AtomicU64,
+    /// Decisions served from the host's LRU because the policy was faulted,
+    /// quarantined or busy.
+    pub fallbacks: AtomicU64,
+    /// Fresh instances created after a fault.
+    pub reinstantiations: AtomicU64,
+    pub hot_reloads: AtomicU64,
+    pub hot_reload_failures: AtomicU64,
+    pub quarantines: AtomicU64,
+    pub events_delivered: AtomicU64,
+    pub quota_adjustments: AtomicU64,
+    pub log_lines_dropped: AtomicU64,
+    pub latency: LatencyHistogram,
+}
+
+impl PolicyMetrics {
+    pub fn count_fault(&self, kind: FaultKind) {
+        let counter = match kind {
+            FaultKind::Trap => &self.traps,
+            FaultKind::Timeout => &self.timeouts,
+            FaultKind::Memory => &self.memory_faults,
+            FaultKind::Error => &self.errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> PolicyMetricsSnapshot {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PolicyMetricsSnapshot {
+            calls: load(&self.calls),
+            traps: load(&self.traps),
+            timeouts: load(&self.timeouts),
+            memory_faults: load(&self.memory_faults),
+            errors: load(&self.errors),
+            excess_victims: load(&self.excess_victims),
+            fallbacks: load(&self.fallbacks),
+            reinstantiations: load(&self.reinstantiations),
+            hot_reloads: load(&self.hot_reloads),
+            hot_reload_failures: load(&self.hot_reload_failures),
+            quarantines: load(&self.quarantines),
+            events_delivered: load(&self.events_delivered),
+            quota_adjustments: load(&self.quota_adjustments),
+            log_lines_dropped: load(&self.log_lines_dropped),
+            call_p50: self.latency.quantile(0.5),
+            call_p99: self.latency.quantile(0.99),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyMetricsSnapshot {
+    pub calls: u64,
+    pub traps: u64,
+    pub timeouts: u64,
+    pub memory_faults: u64,
+    pub errors: u64,
+    pub excess_victims: u64,
+    pub fallbacks: u64,
+    pub reinstantiations: u64,
+    pub hot_reloads: u64,
+    pub hot_reload_failures: u64,
+    pub quarantines: u64,
+    pub events_delivered: u64,
+    pub quota_adjustments: u64,
+    pub log_lines_dropped: u64,
+    pub call_p50: Option<Duration>,
+    pub call_p99: Option<Duration>,
+}
+
+impl PolicyMetricsSnapshot {
+    pub fn faults(&self) -> u64 {
+        self.traps + self.timeouts + self.memory_faults + self.errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_latency_histogram_quantiles_bound_the_samples() {
+        let h = LatencyHistogram::default();
+        assert_eq!(h.quantile(0.5), None);
+        for _ in 0..99 {
+            h.record(Duration::from_nanos(300));
+        }
+        h.record(Duration::from_micros(50));
+        assert_eq!(h.quantile(0.5), Some(Duration::from_nanos(512)));
+        assert_eq!(h.quantile(0.99), Some(Duration::from_nanos(512)));
+        assert_eq!(h.quantile(1.0), Some(Duration::from_nanos(65_536)));
+    }
+}

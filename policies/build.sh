@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Builds every policy guest and test fixture:
+#   policies/{lru,fifo,lfu}.wasm                      (what --eviction-policy NAME loads)
+#   tests/fixtures/{hostile,wrong-version}.wasm       (components for sandbox tests)
+#   tests/fixtures/core-module.wasm                   (lru as a plain core module)
+#
+# Guests compile for wasm32-unknown-unknown. With rustup's target installed that is
+# a plain cargo build; otherwise (these machines cannot download rustup targets) it
+# uses Debian's rustc/cargo 1.96 with the std source, building std with the guest
+# (-Zbuild-std) and linking with lld-22's wasm-ld. The core modules then become
+# components via the root workspace's `shadowcat-componentize` tool.
+#
+# Environment: SHADOWCAT_COMPONENTIZE=/path/to/binary skips building that tool.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+target=wasm32-unknown-unknown
+debian_packages=(rustc-web rust-web-src cargo-web lld-22)
+
+have_rustup_target() {
+    command -v rustup >/dev/null 2>&1 &&
+        rustup target list --installed 2>/dev/null | grep -qx "$target"
+}
+
+have_debian_toolchain() {
+    local status
+    status="$(dpkg-query -W -f='${Status}\n' "${debian_packages[@]}" 2>/dev/null)" || return 1
+    [[ "$(grep -c 'install ok installed' <<<"$status")" -eq "${#debian_packages[@]}" ]]
+}
+
+cargo_args=(build --release --locked --quiet --target "$target" --manifest-path "$here/Cargo.toml")
+
+if have_rustup_target; then
+    guest_build=(cargo "${cargo_args[@]}")
+else
+    if ! have_debian_toolchain; then
+        echo "build.sh: installing ${debian_packages[*]} (no rustup $target target)" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >/dev/null
+        apt-get install -y -qq "${debian_packages[@]}" >/dev/null
+    fi
+    # Full paths: rustup's shims come first in PATH and would pick a rustc that
+    # has no wasm32 std and no std source.
+    guest_build=(env RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1
+        CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld-22
+        /usr/bin/cargo "${cargo_args[@]}" -Zbuild-std=std,panic_abort)
+fi
+
+CARGO_TARGET_DIR="$here/target" "${guest_build[@]}"
+
+if [[ -n "${SHADOWCAT_COMPONENTIZE:-}" ]]; then
+    componentize=("$SHADOWCAT_COMPONENTIZE")
+else
+    if ! grep -qs 'policies/componentize' "$root/Cargo.toml"; then
+        echo "build.sh: the root workspace ($root/Cargo.toml) must list \"policies/componentize\" in its members" >&2
+        exit 1
+    fi
+    componentize=(cargo run --quiet --release --manifest-path "$root/Cargo.toml"
+        -p shadowcat-componentize --)
+fi
+
+out="$here/target/$target/release"
+mkdir -p "$root/tests/fixtures"
+# Relative paths in the report below.
+cd "$root"
+"${componentize[@]}" \
+    --module "$out/shadowcat_policy_lru.wasm" --output policies/lru.wasm \
+    --module "$out/shadowcat_policy_fifo.wasm" --output policies/fifo.wasm \
+    --module "$out/shadowcat_policy_lfu.wasm" --output policies/lfu.wasm \
+    --module "$out/shadowcat_policy_hostile.wasm" --output tests/fixtures/hostile.wasm \
+    --module "$out/shadowcat_policy_wrong_version.wasm" --output tests/fixtures/wrong-version.wasm \
+    --expect-export shadowcat:policy/policy@0.2.0
+
+install -m 0644 "$out/shadowcat_policy_lru.wasm" tests/fixtures/core-module.wasm.tmp
+mv tests/fixtures/core-module.wasm.tmp tests/fixtures/core-module.wasm
+echo "tests/fixtures/core-module.wasm: $(wc -c <tests/fixtures/core-module.wasm) bytes"

@@ -1,0 +1,75 @@
+//! First in, first out: evict the session inserted longest ago, whatever its use.
+//!
+//! FIFO asks for no `accessed` events, so the host's hot path (a request touching
+//! its session) never produces work for it; it is the cheapest policy to run and
+//! the usual baseline for the FIFO family (SIEVE, S3-FIFO).
+//!
+//! Event semantics:
+//! - `inserted`: appended at the back. An insert for an id already queued keeps
+//!   its original place (ids are never reused, so it is the same session).
+//! - `accessed`: not requested; ignored if sent anyway.
+//! - `removed` (any cause): forgotten; unknown ids are ignored.
+//!
+//! Victims without candidates: the front of the queue. With candidates: ordered
+//! by insertion time (the event time, ties by event order). A candidate the
+//! policy never saw inserted is ranked by the host's last-access word, after
+//! known ones at the same microsecond (it was inserted no later than that, and
+//! most likely its insert is still in the host's event buffer).
+
+use hashlink::LinkedHashMap;
+use shadowcat_policy_sdk::{
+    Candidate, Config, Needs, Policy, RemovalCause, export_policy, pick_lowest,
+};
+
+#[derive(Clone, Copy, Debug)]
+struct Inserted {
+    time: u64,
+    seq: u64,
+}
+
+pub struct Fifo {
+    queue: LinkedHashMap<u64, Inserted>,
+    seq: u64,
+}
+
+impl Policy for Fifo {
+    const NAME: &'static str = "fifo";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const NEEDS: Needs = Needs::INSERTED.union(Needs::REMOVED);
+
+    fn create(_capacity: u64, config: &Config) -> Result<Self, String> {
+        config.check_keys(Self::NAME, &[])?;
+        Ok(Self {
+            queue: LinkedHashMap::new(),
+            seq: 0,
+        })
+    }
+
+    fn on_insert(&mut self, id: u64, time: u64, _size: u32) {
+        self.seq += 1;
+        let seq = self.seq;
+        self.queue.entry(id).or_insert(Inserted { time, seq });
+    }
+
+    fn on_remove(&mut self, id: u64, _time: u64, _cause: RemovalCause) {
+        self.queue.remove(&id);
+    }
+
+    fn victims(&mut self, count: usize, candidates: &[Candidate], out: &mut Vec<u64>) {
+        if candidates.is_empty() {
+            out.extend(self.queue.keys().take(count));
+        } else {
+            pick_lowest(
+                count,
+                candidates,
+                |c| match self.queue.get(&c.id) {
+                    Some(e) => (e.time, false, e.seq),
+                    None => (c.last_access, true, 0),
+                },
+                out,
+            );
+        }
+    }
+}
+
+export_policy!(Fifo);

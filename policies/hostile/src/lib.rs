@@ -1,0 +1,220 @@
+//! Test fixture for the host's sandboxing: one guest whose misbehaviour is chosen
+//! by the config key `mode` at create time. Built to `tests/fixtures/hostile.wasm`,
+//! outside `policies/`, so that it is never offered as a real policy.
+//!
+//! Between faults it is a correct LRU, so a test can check that the host keeps
+//! working (and recovers state by replay) around a fault.
+//!
+//! Modes (all faults happen in `victims` unless said otherwise):
+//! - absent or `lru`: no fault.
+//! - `loop`: spins forever; the host must stop it with fuel or an epoch deadline.
+//! - `bomb`: allocates and touches memory until the host's memory cap makes the
+//!   allocation fail, which aborts (a trap).
+//! - `panic`: panics, which with `panic=abort` is a trap.
+//! - `bad-victims`: returns an id that never existed, then every known id twice
+//!   (so pinned and repeated ids come back), ignoring `count`.
+//! - `million`: returns 1,000,000 ids (known ones first, then ids that never
+//!   existed), ignoring `count`.
+//! - `error`: returns `Err("hostile policy: refusing to choose")`.
+//! - `create-fail`: `create` returns an error.
+//! - `trap-at`: every export call (including `create` and `info`) counts, and
+//!   call number `at` (config key, default 1000) traps. The count lives in the
+//!   instance, so the fresh instance the host makes afterwards starts over.
+
+#[path = "../../lru/src/lru.rs"]
+mod lru;
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use lru::Lru;
+use shadowcat_policy_sdk::{
+    Adapter, Candidate, Config, Guest, Info, Needs, Policy, RemovalCause, with_policy,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Lru,
+    Loop,
+    Bomb,
+    Panic,
+    BadVictims,
+    Million,
+    Error,
+    CreateFail,
+    TrapAt,
+}
+
+const MODES: &[(&str, Mode)] = &[
+    ("lru", Mode::Lru),
+    ("loop", Mode::Loop),
+    ("bomb", Mode::Bomb),
+    ("panic", Mode::Panic),
+    ("bad-victims", Mode::BadVictims),
+    ("million", Mode::Million),
+    ("error", Mode::Error),
+    ("create-fail", Mode::CreateFail),
+    ("trap-at", Mode::TrapAt),
+];
+
+/// An id the host never hands out in practice (generation and slot all ones).
+const NEVER_EXISTED: u64 = u64::MAX - 1;
+
+// Atomics rather than a RefCell: they are plain loads and stores on wasm32 and
+// need no borrow bookkeeping around the adapter's own state.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+/// Call number that traps; 0 means never.
+static TRAP_AT: AtomicU64 = AtomicU64::new(0);
+static SPIN: AtomicU64 = AtomicU64::new(0);
+
+fn count_call() {
+    let call = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+    if call == TRAP_AT.load(Ordering::Relaxed) {
+        trap();
+    }
+}
+
+fn trap() -> ! {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    std::process::abort();
+}
+
+pub struct Hostile {
+    mode: Mode,
+    lru: Lru,
+}
+
+impl Policy for Hostile {
+    const NAME: &'static str = "hostile";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const NEEDS: Needs = Needs::INSERTED.union(Needs::ACCESSED).union(Needs::REMOVED);
+
+    fn create(_capacity: u64, config: &Config) -> Result<Self, String> {
+        config.check_keys(Self::NAME, &["mode", "at"])?;
+        let name = config.str_or("mode", "lru");
+        let Some(&(_, mode)) = MODES.iter().find(|(n, _)| *n == name) else {
+            let names: Vec<&str> = MODES.iter().map(|(n, _)| *n).collect();
+            return Err(format!(
+                "hostile policy: unknown mode `{name}`; modes: {}",
+                names.join(", ")
+            ));
+        };
+        let at = config.u64_or("at", 1000)?;
+        match mode {
+            Mode::CreateFail => {
+                return Err(
+                    "hostile policy: create refused by configuration (mode=create-fail)".into(),
+                );
+            }
+            Mode::TrapAt => TRAP_AT.store(at, Ordering::Relaxed),
+            _ => TRAP_AT.store(0, Ordering::Relaxed),
+        }
+        Ok(Self {
+            mode,
+            lru: Lru::new(),
+        })
+    }
+
+    fn on_insert(&mut self, id: u64, time: u64, _size: u32) {
+        self.lru.touch(id, time);
+    }
+
+    fn on_access(&mut self, id: u64, time: u64, _size: u32) {
+        self.lru.touch(id, time);
+    }
+
+    fn on_remove(&mut self, id: u64, _time: u64, _cause: RemovalCause) {
+        self.lru.remove(id);
+    }
+
+    fn victims(&mut self, count: usize, candidates: &[Candidate], out: &mut Vec<u64>) {
+        self.lru.pick(count, candidates, out);
+    }
+}
+
+type Correct = Adapter<Hostile>;
+
+/// Wraps the SDK adapter to count calls and to answer `victims` in ways the SDK
+/// would not allow (more than `count` ids).
+struct Export;
+
+impl Guest for Export {
+    fn create(capacity: u64, config: Vec<(String, String)>) -> Result<(), String> {
+        // Create first so that `at` is known, then count: `at=1` traps in create.
+        let result = Correct::create(capacity, config);
+        count_call();
+        result
+    }
+
+    fn info() -> Info {
+        count_call();
+        Correct::info()
+    }
+
+    fn observe(events: Vec<u64>) -> Result<(), String> {
+        count_call();
+        Correct::observe(events)
+    }
+
+    fn victims(count: u32, candidates: Vec<u64>) -> Result<Vec<u64>, String> {
+        count_call();
+        match with_policy::<Hostile, _>(|h| h.mode)? {
+            Mode::Loop => spin(),
+            Mode::Bomb => bomb(),
+            Mode::Panic => panic!("hostile policy: panicking as configured (mode=panic)"),
+            Mode::Error => Err("hostile policy: refusing to choose".into()),
+            Mode::BadVictims => with_policy::<Hostile, _>(|h| {
+                let mut out = vec![NEVER_EXISTED];
+                for id in h.lru.ids() {
+                    out.extend([id, id]);
+                }
+                out
+            }),
+            Mode::Million => with_policy::<Hostile, _>(|h| {
+                const N: usize = 1_000_000;
+                let mut out: Vec<u64> = h.lru.ids().take(N).collect();
+                let missing = N - out.len();
+                out.extend((0..missing as u64).map(|i| NEVER_EXISTED - 1 - i));
+                out
+            }),
+            Mode::Lru | Mode::CreateFail | Mode::TrapAt => Correct::victims(count, candidates),
+        }
+    }
+
+    fn adjust_quotas(usage: Vec<u64>) -> Result<Vec<u64>, String> {
+        count_call();
+        Correct::adjust_quotas(usage)
+    }
+
+    fn maintain(now: u64) -> Result<(), String> {
+        count_call();
+        Correct::maintain(now)
+    }
+}
+
+fn spin() -> ! {
+    // Atomic stores and `black_box` are side effects the optimiser must keep, so
+    // this stays a real loop rather than being folded away.
+    loop {
+        SPIN.fetch_add(1, Ordering::Relaxed);
+        black_box(&SPIN);
+    }
+}
+
+fn bomb() -> ! {
+    const CHUNK: usize = 1 << 20;
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // Writing one byte per page makes the memory real even if the allocator
+        // knows fresh pages are zero.
+        let mut chunk = vec![0u8; CHUNK];
+        for byte in chunk.iter_mut().step_by(4096) {
+            *byte = 1;
+        }
+        hoard.push(black_box(chunk));
+    }
+}
+
+shadowcat_policy_sdk::bindings::export!(Export with_types_in shadowcat_policy_sdk::bindings);

@@ -1,0 +1,106 @@
+//! LRU state: one ordered hash map from session id to its last touch, oldest
+//! first. Inserting and accessing move an entry to the back in O(1); eviction
+//! reads from the front.
+//!
+//! Event semantics:
+//! - `inserted` and `accessed` both mean "touched now": the entry moves to the
+//!   back (or is added if unknown, since the host's table is the truth and the
+//!   policy may have missed the insert, e.g. after a replay).
+//! - `removed` (any cause) forgets the entry; unknown ids are ignored.
+//! - Recency is the order of events, not their timestamps, matching a
+//!   request-by-request LRU such as libCacheSim's.
+//!
+//! Victims without candidates: the front of the order. With candidates: the
+//! candidates ordered by last touch time (the event time, ties by event order).
+//! A candidate the policy has no record of is ranked by the host's last-access
+//! word instead, after known ones touched at the same microsecond: the likely
+//! reason it is unknown is a touch the host has not flushed to us yet.
+
+use hashlink::LinkedHashMap;
+use shadowcat_policy_sdk::{Candidate, Config, Needs, Policy, RemovalCause, pick_lowest};
+
+#[derive(Clone, Copy, Debug)]
+struct Touch {
+    time: u64,
+    seq: u64,
+}
+
+pub struct Lru {
+    order: LinkedHashMap<u64, Touch>,
+    seq: u64,
+}
+
+impl Lru {
+    pub fn new() -> Self {
+        Self {
+            order: LinkedHashMap::new(),
+            seq: 0,
+        }
+    }
+
+    pub fn touch(&mut self, id: u64, time: u64) {
+        self.seq += 1;
+        let touch = Touch {
+            time,
+            seq: self.seq,
+        };
+        match self.order.to_back(&id) {
+            Some(entry) => *entry = touch,
+            None => {
+                self.order.insert(id, touch);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, id: u64) {
+        self.order.remove(&id);
+    }
+
+    /// Known ids, least recently used first.
+    pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.order.keys().copied()
+    }
+
+    pub fn pick(&self, count: usize, candidates: &[Candidate], out: &mut Vec<u64>) {
+        if candidates.is_empty() {
+            out.extend(self.ids().take(count));
+        } else {
+            pick_lowest(
+                count,
+                candidates,
+                |c| match self.order.get(&c.id) {
+                    Some(t) => (t.time, false, t.seq),
+                    None => (c.last_access, true, 0),
+                },
+                out,
+            );
+        }
+    }
+}
+
+impl Policy for Lru {
+    const NAME: &'static str = "lru";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const NEEDS: Needs = Needs::INSERTED.union(Needs::ACCESSED).union(Needs::REMOVED);
+
+    fn create(_capacity: u64, config: &Config) -> Result<Self, String> {
+        config.check_keys(Self::NAME, &[])?;
+        Ok(Self::new())
+    }
+
+    fn on_insert(&mut self, id: u64, time: u64, _size: u32) {
+        self.touch(id, time);
+    }
+
+    fn on_access(&mut self, id: u64, time: u64, _size: u32) {
+        self.touch(id, time);
+    }
+
+    fn on_remove(&mut self, id: u64, _time: u64, _cause: RemovalCause) {
+        self.remove(id);
+    }
+
+    fn victims(&mut self, count: usize, candidates: &[Candidate], out: &mut Vec<u64>) {
+        self.pick(count, candidates, out);
+    }
+}

@@ -1,0 +1,109 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use shadowcat::eviction::RemovalCause;
+use shadowcat::session::{Micros, RemovedSession, Teardown};
+
+/// Runs `body` on its own thread and fails the test if it has not finished within
+/// `limit`, reporting any lock cycle `parking_lot` detected: a hang becomes a
+/// failure with a diagnosis instead of a stuck CI run.
+pub fn with_watchdog(limit: Duration, body: impl FnOnce() + Send + 'static) {
+    let (done_tx, done_rx) = mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        body();
+        let _ = done_tx.send(());
+    });
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match done_rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(()) => break,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let deadlocks = parking_lot::deadlock::check_deadlock();
+                if !deadlocks.is_empty() {
+                    let report: Vec<String> = deadlocks
+                        .iter()
+                        .flatten()
+                        .map(|t| format!("thread {:?}:\n{:?}", t.thread_id(), t.backtrace()))
+                        .collect();
+                    panic!("deadlock detected:\n{}", report.join("\n"));
+                }
+                if std::time::Instant::now() > deadline {
+                    panic!("watchdog: test did not finish within {limit:?} (hang)");
+                }
+            }
+        }
+    }
+    if let Err(panic) = worker.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// What the table handed to teardown, for checking against the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct RemovedRecord {
+    pub cause: RemovalCause,
+    pub removed_at: Micros,
+    pub last_access: Micros,
+    pub created_at: Micros,
+}
+
+#[derive(Clone, Default)]
+pub struct TeardownLog {
+    records: Arc<Mutex<Vec<RemovedRecord>>>,
+}
+
+impl TeardownLog {
+    pub fn teardown<U: Send + 'static>(&self) -> Arc<dyn Teardown<U>> {
+        let records = Arc::clone(&self.records);
+        Arc::new(move |s: RemovedSession<U>| {
+            let record = RemovedRecord {
+                cause: s.cause,
+                removed_at: s.removed_at,
+                last_access: s.info.last_access,
+                created_at: s.info.created_at,
+            };
+            let records = Arc::clone(&records);
+            async move {
+                records.lock().push(record);
+            }
+        })
+    }
+
+    /// Waits (bounded) until `n` teardowns have run.
+    pub async fn wait_for(&self, n: usize) {
+        for _ in 0..5_000 {
+            if self.records.lock().len() >= n {
+                return;
+            }
+            tokio::task::yield_now().await;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!(
+            "only {} of {n} teardowns ran",
+            self.records.lock().len()
+        );
+    }
+
+    pub fn sessions(&self) -> Vec<RemovedRecord> {
+        self.records.lock().clone()
+    }
+
+    pub fn causes(&self) -> Vec<RemovalCause> {
+        self.records.lock().iter().map(|r| r.cause).collect()
+    }
+
+    pub fn count_by_cause(&self) -> HashMap<RemovalCause, u64> {
+        let mut counts = HashMap::new();
+        for r in self.records.lock().iter() {
+            *counts.entry(r.cause).or_insert(0) += 1;
+        }
+        counts
+    }
+}

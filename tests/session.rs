@@ -1,0 +1,1037 @@
+//! Session table behaviour under concurrency, expiry, eviction and backpressure.
+//!
+//! Each of the five failures of the design this table replaces has a test here:
+//! deadlock on eviction (`evict_lru_*`), wrong active counts (`metrics_accuracy_*`),
+//! duplicate LRU entries and unbounded growth (`session_bounded_*`), cleanup by full
+//! scan (`concurrent_cleanup_*` checks the cost-bearing structures stay bounded; the
+//! cost itself is in `benches/session.rs`) and missing backpressure
+//! (`session_backpressure_*`).
+
+mod common;
+
+mod session {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    use std::sync::{Arc, OnceLock, Weak};
+    use std::time::Duration;
+
+    use parking_lot::Mutex;
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    use shadowcat::eviction::{EvictionPolicy, Fifo, FlushHint, HostLru, PolicyEvent, RemovalCause};
+    use shadowcat::session::{
+        CleanupTask, Clock, NewSession, RemoveOutcome, RemovedSession, SessionId, SessionState,
+        SessionTable, TableError,
+    };
+    use shadowcat::{RateLimit, TableConfig};
+
+    use crate::common::{with_watchdog, TeardownLog};
+
+    const SECOND: u64 = 1_000_000;
+
+    fn replay_config(max: usize) -> TableConfig {
+        TableConfig::unbounded_in_time(max)
+    }
+
+    fn manual_table(config: TableConfig, policy: Arc<dyn EvictionPolicy>) -> SessionTable<()> {
+        SessionTable::builder(config)
+            .policy(policy)
+            .clock(Clock::manual())
+            .build()
+            .expect("valid config")
+    }
+
+    /// Checks every invariant against a recount from the table's own snapshot.
+    fn assert_consistent<U: Send + 'static>(table: &SessionTable<U>) {
+        let snapshot = table.snapshot();
+        let stats = table.stats();
+        let metrics = table.metrics();
+        assert_eq!(stats.live, snapshot.len(), "live count vs recount");
+        assert_eq!(stats.lru_len, stats.live, "LRU index holds each session once");
+        assert_eq!(stats.external_ids, stats.live, "external id map");
+        assert!(stats.live <= table.config().max_sessions, "bound exceeded");
+        let active = snapshot
+            .iter()
+            .filter(|s| s.state == SessionState::Active)
+            .count();
+        assert_eq!(metrics.active, active as i64, "active gauge vs recount");
+        assert_eq!(
+            metrics.created,
+            stats.live as u64 + metrics.removed(),
+            "created = live + removals ({metrics:?})"
+        );
+        let pinned = snapshot.iter().filter(|s| s.in_flight > 0).count();
+        assert_eq!(stats.pinned, pinned, "pinned count vs recount");
+        assert!(
+            stats.deadline_heap_len <= 2 * stats.live + 64,
+            "deadline heap unbounded: {stats:?}"
+        );
+    }
+
+    /// A policy that proposes garbage: stale, random, pinned and repeated ids.
+    struct ChaoticPolicy {
+        seen: Mutex<Vec<SessionId>>,
+        rng: Mutex<SmallRng>,
+    }
+
+    impl ChaoticPolicy {
+        fn new(seed: u64) -> Self {
+            Self {
+                seen: Mutex::new(Vec::new()),
+                rng: Mutex::new(SmallRng::seed_from_u64(seed)),
+            }
+        }
+    }
+
+    impl EvictionPolicy for ChaoticPolicy {
+        fn name(&self) -> &str {
+            "chaotic"
+        }
+
+        fn record(&self, event: PolicyEvent) -> FlushHint {
+            if let PolicyEvent::Inserted { id, .. } = event {
+                let mut seen = self.seen.lock();
+                if seen.len() > 4096 {
+                    seen.drain(..2048);
+                }
+                seen.push(id);
+            }
+            FlushHint::Idle
+        }
+
+        fn victims(&self, count: usize, out: &mut Vec<SessionId>) {
+            let seen = self.seen.lock().clone();
+            let mut rng = self.rng.lock();
+            for _ in 0..count * 3 {
+                match rng.random_range(0..4) {
+                    0 => out.push(SessionId::from_bits(rng.random())),
+                    _ if !seen.is_empty() => {
+                        let id = seen[rng.random_range(0..seen.len())];
+                        out.push(id);
+                        out.push(id);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Calls back into the table from `victims`, as a policy with access to the
+    /// table might: deadlocks if the table ever asks while holding its lock.
+    struct ReentrantPolicy {
+        table: OnceLock<Weak<SessionTable<()>>>,
+        inner: Fifo,
+    }
+
+    impl EvictionPolicy for ReentrantPolicy {
+        fn name(&self) -> &str {
+            "reentrant"
+        }
+
+        fn record(&self, event: PolicyEvent) -> FlushHint {
+            self.inner.record(event)
+        }
+
+        fn victims(&self, count: usize, out: &mut Vec<SessionId>) {
+            if let Some(table) = self.table.get().and_then(Weak::upgrade) {
+                let _ = table.stats();
+                let _ = table.snapshot().len();
+            }
+            self.inner.victims(count, out);
+        }
+
+        fn flush(&self) {
+            if let Some(table) = self.table.get().and_then(Weak::upgrade) {
+                let _ = table.len();
+            }
+        }
+    }
+
+    /// One task's random mix of every table operation.
+    async fn churn(table: Arc<SessionTable<()>>, seed: u64, rounds: usize) {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut mine: Vec<SessionId> = Vec::new();
+        let mut pinned: Vec<SessionId> = Vec::new();
+        for round in 0..rounds {
+            match rng.random_range(0..100) {
+                0..=29 => match table.create(NewSession::new(())) {
+                    Ok(created) => mine.push(created.id),
+                    Err(TableError::Capacity { .. }) => {}
+                    Err(other) => panic!("create failed: {other}"),
+                },
+                30..=59 if !mine.is_empty() => {
+                    let id = mine[rng.random_range(0..mine.len())];
+                    let _ = table.touch(id, 100);
+                }
+                60..=67 if !mine.is_empty() => {
+                    let id = mine[rng.random_range(0..mine.len())];
+                    if table.begin_request(id, 10).is_ok() {
+                        pinned.push(id);
+                    }
+                }
+                68..=75 if !pinned.is_empty() => {
+                    let id = pinned.swap_remove(rng.random_range(0..pinned.len()));
+                    table.end_request(id).expect("a pinned session stays until unpinned");
+                }
+                76..=81 if !mine.is_empty() => {
+                    let id = mine.swap_remove(rng.random_range(0..mine.len()));
+                    let cause = if rng.random() {
+                        RemovalCause::Closed
+                    } else {
+                        RemovalCause::Deleted
+                    };
+                    let _ = table.remove(id, cause);
+                }
+                82..=86 if !mine.is_empty() => {
+                    let id = mine[rng.random_range(0..mine.len())];
+                    let _ = table.activate(id);
+                }
+                87..=91 => {
+                    table.evict(rng.random_range(1..4));
+                }
+                92..=95 => {
+                    table.clock().advance(rng.random_range(0..SECOND / 2));
+                    table.cleanup_expired(table.now());
+                }
+                _ => {
+                    let stats = table.stats();
+                    assert!(stats.live <= table.config().max_sessions);
+                }
+            }
+            if mine.len() > 256 {
+                mine.drain(..128);
+            }
+            if round % 64 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        for id in pinned {
+            table.end_request(id).expect("unpin at the end");
+        }
+    }
+
+    fn race(table: Arc<SessionTable<()>>, tasks: u64, rounds: usize) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let handles: Vec<_> = (0..tasks)
+                .map(|seed| tokio::spawn(churn(Arc::clone(&table), seed, rounds)))
+                .collect();
+            for handle in handles {
+                handle.await.expect("task panicked");
+            }
+        });
+        assert_consistent(&table);
+        assert_eq!(table.stats().in_flight, 0);
+    }
+
+    fn racing_config() -> TableConfig {
+        TableConfig {
+            max_sessions: 48,
+            idle_timeout: Some(Duration::from_secs(2)),
+            max_age: Some(Duration::from_secs(5)),
+            ..replay_config(48)
+        }
+    }
+
+    #[test]
+    fn evict_lru_races_creates_touches_removes_and_cleanup() {
+        with_watchdog(Duration::from_secs(120), || {
+            let table = Arc::new(manual_table(racing_config(), Arc::new(HostLru)));
+            race(Arc::clone(&table), 12, 4_000);
+            let m = table.metrics();
+            assert!(m.evicted > 100, "eviction was exercised: {m:?}");
+            assert!(m.expired_idle + m.expired_age > 0, "expiry was exercised: {m:?}");
+        });
+    }
+
+    #[test]
+    fn evict_lru_with_fifo_policy_races_without_losing_sessions() {
+        with_watchdog(Duration::from_secs(120), || {
+            let table = Arc::new(manual_table(racing_config(), Arc::new(Fifo::default())));
+            race(Arc::clone(&table), 10, 3_000);
+            assert!(table.metrics().evicted > 100);
+        });
+    }
+
+    #[test]
+    fn evict_lru_with_garbage_proposals_stays_correct_and_counts_them() {
+        with_watchdog(Duration::from_secs(120), || {
+            let table = Arc::new(manual_table(racing_config(), Arc::new(ChaoticPolicy::new(7))));
+            race(Arc::clone(&table), 10, 3_000);
+            let m = table.metrics();
+            assert!(m.invalid_victims > 0, "garbage was proposed and refused: {m:?}");
+            assert!(m.evicted > 100);
+        });
+    }
+
+    #[test]
+    fn evict_lru_policy_calling_back_into_table_does_not_deadlock() {
+        with_watchdog(Duration::from_secs(120), || {
+            let policy = Arc::new(ReentrantPolicy {
+                table: OnceLock::new(),
+                inner: Fifo::default(),
+            });
+            let table = Arc::new(manual_table(racing_config(), policy.clone()));
+            policy
+                .table
+                .set(Arc::downgrade(&table))
+                .unwrap_or_else(|_| panic!("set once"));
+            race(Arc::clone(&table), 8, 2_000);
+            assert!(table.metrics().evicted > 50);
+        });
+    }
+
+    #[test]
+    fn evict_lru_order_is_least_recently_used_and_skips_pinned() {
+        let table = manual_table(replay_config(3), Arc::new(HostLru));
+        let a = table.create(NewSession::new(())).expect("a").id;
+        let b = table.create(NewSession::new(())).expect("b").id;
+        let c = table.create(NewSession::new(())).expect("c").id;
+        table.touch(a, 0).expect("touch a");
+        // LRU order is now b, c, a; pin b so c is the first evictable.
+        table.begin_request(b, 0).expect("pin b");
+        let d = table.create(NewSession::new(())).expect("d");
+        assert_eq!(d.evicted, 1);
+        assert!(table.get(c).is_none(), "c was least recent and unpinned");
+        assert!(table.get(b).is_some(), "pinned b survives");
+        assert_eq!(table.touch(c, 0), Err(TableError::UnknownSession(c)));
+        table.end_request(b).expect("unpin");
+        assert_eq!(table.evict(1), 1);
+        assert!(table.get(a).is_none(), "after b's request ended, a is least recent");
+        assert_consistent(&table);
+    }
+
+    #[test]
+    fn evict_lru_all_pinned_fails_with_capacity_error_instead_of_blocking() {
+        let table = manual_table(replay_config(2), Arc::new(HostLru));
+        for _ in 0..2 {
+            let id = table.create(NewSession::new(())).expect("room").id;
+            table.begin_request(id, 0).expect("pin");
+        }
+        let err = table.create(NewSession::new(())).expect_err("nothing evictable");
+        assert!(
+            matches!(err, TableError::Capacity { live: 2, max_sessions: 2, pinned: 2 }),
+            "{err:?}"
+        );
+        assert_eq!(table.metrics().rejected_capacity, 1);
+        assert_eq!(table.len(), 2);
+        assert!(err.to_string().contains("in flight"));
+    }
+
+    #[test]
+    fn session_external_ids_resolve_and_duplicates_are_refused() {
+        let table = manual_table(replay_config(10), Arc::new(HostLru));
+        let generated = table.create(NewSession::new(())).expect("create");
+        assert_eq!(generated.external_id.len(), 32);
+        assert_eq!(table.lookup(&generated.external_id), Ok(generated.id));
+        let named = table
+            .create(NewSession::new(()).with_external_id("client-7"))
+            .expect("create named");
+        assert_eq!(table.lookup("client-7"), Ok(named.id));
+        assert_eq!(
+            table.create(NewSession::new(()).with_external_id("client-7")),
+            Err(TableError::DuplicateExternalId("client-7".into()))
+        );
+        table.remove(named.id, RemovalCause::Closed).expect("remove");
+        assert!(matches!(
+            table.lookup("client-7"),
+            Err(TableError::UnknownExternalId(_))
+        ));
+        assert_eq!(
+            table.remove(named.id, RemovalCause::Closed),
+            Err(TableError::UnknownSession(named.id))
+        );
+    }
+
+    #[test]
+    fn session_slot_reuse_never_revives_a_stale_handle() {
+        let table = manual_table(replay_config(1), Arc::new(HostLru));
+        let first = table.create(NewSession::new(())).expect("first").id;
+        let second = table.create(NewSession::new(())).expect("second evicts first").id;
+        assert_eq!(first.slot(), second.slot(), "slot reused");
+        assert_ne!(first, second);
+        assert!(table.get(first).is_none());
+        assert_eq!(table.touch(first, 1), Err(TableError::UnknownSession(first)));
+        assert!(table.get(second).is_some());
+    }
+
+    #[test]
+    fn session_removal_of_pinned_session_is_deferred_until_its_request_ends() {
+        let log = TeardownLog::default();
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let table: SessionTable<()> = SessionTable::builder(replay_config(4))
+            .clock(Clock::manual())
+            .teardown(log.teardown(), runtime.handle().clone())
+            .build()
+            .expect("table");
+        let id = table.create(NewSession::new(())).expect("create").id;
+        table.activate(id).expect("activate");
+        table.begin_request(id, 0).expect("pin");
+        assert_eq!(table.remove(id, RemovalCause::Closed), Ok(RemoveOutcome::Deferred));
+        let info = table.get(id).expect("still there");
+        assert_eq!(info.state, SessionState::Closing);
+        assert_eq!(table.metrics().active, 0, "closing is not active");
+        assert!(matches!(
+            table.touch(id, 0),
+            Err(TableError::NotAcceptingRequests { .. })
+        ));
+        table.end_request(id).expect("unpin");
+        assert!(table.get(id).is_none(), "removed when its request ended");
+        let m = table.metrics();
+        assert_eq!((m.closed, m.active), (1, 0));
+        runtime.block_on(log.wait_for(1));
+        assert_eq!(log.causes(), vec![RemovalCause::Closed]);
+        assert_consistent(&table);
+    }
+
+    #[test]
+    fn session_state_transitions_only_go_forward() {
+        let table = manual_table(replay_config(4), Arc::new(HostLru));
+        let id = table.create(NewSession::new(())).expect("create").id;
+        assert_eq!(table.get(id).map(|s| s.state), Some(SessionState::Initializing));
+        table.activate(id).expect("activate");
+        table.activate(id).expect("activating twice is harmless");
+        assert_eq!(table.metrics().active, 1);
+        table.begin_request(id, 0).expect("pin");
+        table.remove(id, RemovalCause::Deleted).expect("defer");
+        assert!(matches!(
+            table.activate(id),
+            Err(TableError::InvalidTransition { .. })
+        ));
+        assert_eq!(table.metrics().active, 0);
+    }
+
+    /// The replaced design decremented the active gauge for every removal.
+    #[test]
+    fn metrics_accuracy_removing_sessions_that_never_became_active() {
+        let table = manual_table(replay_config(100), Arc::new(HostLru));
+        let ids: Vec<_> = (0..10)
+            .map(|_| table.create(NewSession::new(())).expect("create").id)
+            .collect();
+        table.activate(ids[0]).expect("activate");
+        for &id in &ids[1..] {
+            table.remove(id, RemovalCause::Deleted).expect("remove");
+        }
+        let m = table.metrics();
+        assert_eq!(m.active, 1);
+        assert_eq!(m.deleted_by_admin, 9);
+        table.remove(ids[0], RemovalCause::Closed).expect("remove");
+        assert_eq!(table.metrics().active, 0);
+        assert_consistent(&table);
+    }
+
+    #[test]
+    fn metrics_accuracy_under_random_concurrent_operations() {
+        with_watchdog(Duration::from_secs(120), || {
+            let log = TeardownLog::default();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let table = Arc::new(
+                SessionTable::builder(racing_config())
+                    .clock(Clock::manual())
+                    .teardown(log.teardown(), runtime.handle().clone())
+                    .build()
+                    .expect("table"),
+            );
+            let done = Arc::new(AtomicBool::new(false));
+            let samples = Arc::new(AtomicUsize::new(0));
+            let sampler = {
+                let (table, done, samples) = (Arc::clone(&table), done.clone(), samples.clone());
+                std::thread::spawn(move || {
+                    while !done.load(Ordering::Relaxed) {
+                        let m = table.metrics();
+                        assert!(m.active >= 0, "negative active gauge: {m:?}");
+                        assert!(m.active as u64 <= m.created, "more active than created: {m:?}");
+                        assert!(m.removed() <= m.created, "more removed than created: {m:?}");
+                        let stats = table.stats();
+                        assert!(stats.live <= 48 && stats.lru_len <= 48, "{stats:?}");
+                        samples.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            };
+            runtime.block_on(async {
+                let handles: Vec<_> = (0..12)
+                    .map(|seed| tokio::spawn(churn(Arc::clone(&table), 1_000 + seed, 4_000)))
+                    .collect();
+                for handle in handles {
+                    handle.await.expect("task panicked");
+                }
+            });
+            done.store(true, Ordering::Relaxed);
+            sampler.join().expect("sampler saw an impossible value");
+            assert!(samples.load(Ordering::Relaxed) > 10);
+            assert_consistent(&table);
+            let m = table.metrics();
+            runtime.block_on(log.wait_for(m.removed() as usize));
+            let by_cause = log.count_by_cause();
+            let count = |c| by_cause.get(&c).copied().unwrap_or(0);
+            assert_eq!(count(RemovalCause::Evicted), m.evicted);
+            assert_eq!(count(RemovalCause::ExpiredIdle), m.expired_idle);
+            assert_eq!(count(RemovalCause::ExpiredAge), m.expired_age);
+            assert_eq!(count(RemovalCause::Closed), m.closed);
+            assert_eq!(count(RemovalCause::Deleted), m.deleted_by_admin);
+            assert_eq!(m.teardown_failures, 0);
+        });
+    }
+
+    #[test]
+    fn concurrent_cleanup_never_expires_a_session_touched_before_its_deadline() {
+        with_watchdog(Duration::from_secs(120), || {
+            let log = TeardownLog::default();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let idle = 10 * SECOND;
+            let max_age = 15 * SECOND;
+            // Room for everything: any session that vanishes was expired, not evicted.
+            let config = TableConfig {
+                max_sessions: 10_000,
+                idle_timeout: Some(Duration::from_micros(idle)),
+                max_age: Some(Duration::from_micros(max_age)),
+                ..replay_config(10_000)
+            };
+            let table = Arc::new(
+                SessionTable::builder(config)
+                    .clock(Clock::manual())
+                    .teardown(log.teardown(), runtime.handle().clone())
+                    .build()
+                    .expect("table"),
+            );
+            // Keepers touch their sessions far more often than the idle timeout
+            // while the clock advances and cleanup runs concurrently; creators add
+            // sessions nobody touches, which must expire.
+            let stop = Arc::new(AtomicBool::new(false));
+            let kept_alive_failures = Arc::new(AtomicU64::new(0));
+            runtime.block_on(async {
+                let mut handles = Vec::new();
+                for k in 0..4u64 {
+                    let (table, stop, failures) =
+                        (Arc::clone(&table), stop.clone(), kept_alive_failures.clone());
+                    handles.push(tokio::spawn(async move {
+                        let mut rng = SmallRng::seed_from_u64(k);
+                        let mut ids: Vec<(SessionId, u64)> = (0..8)
+                            .map(|_| (table.create(NewSession::new(())).expect("create").id, table.now()))
+                            .collect();
+                        while !stop.load(Ordering::Relaxed) {
+                            for (id, born) in ids.iter_mut() {
+                                let now = table.now();
+                                if now.saturating_sub(*born) >= max_age - 5 * SECOND {
+                                    // Let it expire (idle or age); replace it.
+                                    *id = table.create(NewSession::new(())).expect("create").id;
+                                    *born = table.now();
+                                    continue;
+                                }
+                                if table.touch(*id, 1).is_err() {
+                                    failures.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            if rng.random_range(0..4) == 0 {
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                    }));
+                }
+                for c in 0..2u64 {
+                    let (table, stop) = (Arc::clone(&table), stop.clone());
+                    handles.push(tokio::spawn(async move {
+                        let mut rng = SmallRng::seed_from_u64(100 + c);
+                        while !stop.load(Ordering::Relaxed) {
+                            if table.len() < 2_000 {
+                                table.create(NewSession::new(())).expect("room");
+                            }
+                            if rng.random_range(0..8) == 0 {
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                    }));
+                }
+                // The clock only moves a little between keeper passes, so a keeper
+                // always touches well inside the idle window.
+                let cleaner = {
+                    let table = Arc::clone(&table);
+                    tokio::spawn(async move {
+                        for _ in 0..2_000 {
+                            table.clock().advance(SECOND / 100);
+                            table.cleanup_expired(table.now());
+                            tokio::task::yield_now().await;
+                        }
+                    })
+                };
+                cleaner.await.expect("cleaner");
+                stop.store(true, Ordering::Relaxed);
+                for h in handles {
+                    h.await.expect("task");
+                }
+            });
+            let m = table.metrics();
+            runtime.block_on(log.wait_for(m.removed() as usize));
+            for removed in log.sessions() {
+                match removed.cause {
+                    RemovalCause::ExpiredIdle => assert!(
+                        removed.removed_at - removed.last_access >= idle,
+                        "expired while fresh: {removed:?}"
+                    ),
+                    RemovalCause::ExpiredAge => assert!(
+                        removed.removed_at - removed.created_at >= max_age,
+                        "aged out early: {removed:?}"
+                    ),
+                    _ => {}
+                }
+            }
+            assert!(m.expired_idle > 0, "untouched sessions expired: {m:?}");
+            assert!(m.expired_age > 0, "old sessions aged out: {m:?}");
+            assert_eq!(m.evicted, 0, "nothing was evicted: {m:?}");
+            assert_eq!(
+                kept_alive_failures.load(Ordering::Relaxed),
+                0,
+                "a kept-alive session vanished"
+            );
+            assert_consistent(&table);
+        });
+    }
+
+    #[test]
+    fn concurrent_cleanup_and_eviction_keep_the_deadline_heap_compact() {
+        let config = TableConfig {
+            max_sessions: 100,
+            max_age: Some(Duration::from_secs(3600)),
+            ..replay_config(100)
+        };
+        let table = manual_table(config, Arc::new(HostLru));
+        for _ in 0..100_000 {
+            table.create(NewSession::new(())).expect("create");
+        }
+        let stats = table.stats();
+        assert_eq!(stats.live, 100);
+        assert!(
+            stats.deadline_heap_len <= 2 * stats.live + 64,
+            "evictions left stale deadlines piling up: {stats:?}"
+        );
+        table.clock().advance(3_600 * SECOND);
+        assert_eq!(table.cleanup_expired(table.now()), 100);
+        assert_eq!(table.metrics().expired_age, 100);
+        assert!(table.stats().deadline_heap_len <= 64);
+    }
+
+    #[test]
+    fn session_bounded_lru_index_after_a_million_touches_of_few_sessions() {
+        let table = manual_table(replay_config(1_000), Arc::new(HostLru));
+        let ids: Vec<_> = (0..5)
+            .map(|_| table.create(NewSession::new(())).expect("create").id)
+            .collect();
+        for i in 0..1_000_000usize {
+            table.touch(ids[i % ids.len()], 1).expect("touch");
+        }
+        let stats = table.stats();
+        assert_eq!(stats.lru_len, 5, "one LRU entry per session: {stats:?}");
+        assert_eq!(stats.live, 5);
+        assert_eq!(
+            table.snapshot().iter().map(|s| s.requests).sum::<u64>(),
+            1_000_000
+        );
+    }
+
+    #[test]
+    fn session_bounded_structures_under_churn_of_millions_of_sessions() {
+        let config = TableConfig {
+            max_sessions: 1_000,
+            idle_timeout: Some(Duration::from_secs(60)),
+            max_age: Some(Duration::from_secs(600)),
+            rate_limit: TableConfig::default().rate_limit,
+            ..replay_config(1_000)
+        };
+        let table = manual_table(config, Arc::new(Fifo::default()));
+        let mut recent = Vec::new();
+        for i in 0..2_000_000u64 {
+            let id = table.create(NewSession::new(())).expect("create").id;
+            let _ = table.touch(id, 1);
+            recent.push(id);
+            if recent.len() == 16 {
+                for id in recent.drain(..) {
+                    let _ = table.touch(id, 1);
+                }
+            }
+            if i % 10_000 == 0 {
+                table.clock().advance(SECOND);
+                table.cleanup_expired(table.now());
+            }
+        }
+        let stats = table.stats();
+        assert_eq!(stats.live, 1_000);
+        assert_eq!(stats.lru_len, 1_000);
+        assert_eq!(stats.external_ids, 1_000);
+        assert_eq!(stats.limiters, 1_000, "one limiter per live session, no map");
+        assert!(stats.deadline_heap_len <= 2 * 1_000 + 64, "{stats:?}");
+        assert!(stats.slots <= 1_000, "slots are reused: {stats:?}");
+        assert_eq!(table.metrics().created, 2_000_000);
+        assert_consistent(&table);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn session_expiry_idle_with_paused_time() {
+        let config = TableConfig {
+            idle_timeout: Some(Duration::from_secs(60)),
+            max_age: None,
+            cleanup_interval: Duration::from_secs(10),
+            ..TableConfig::default()
+        };
+        let table = Arc::new(SessionTable::<()>::new(config).expect("table"));
+        let cleanup = CleanupTask::spawn(Arc::clone(&table));
+        let idle = table.create(NewSession::new(())).expect("idle").id;
+        let busy = table.create(NewSession::new(())).expect("busy").id;
+        for _ in 0..12 {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            table.touch(busy, 1).expect("busy stays alive");
+        }
+        assert!(table.get(idle).is_none(), "idle session expired");
+        assert!(table.get(busy).is_some(), "busy session kept");
+        let m = table.metrics();
+        assert_eq!((m.expired_idle, m.expired_age), (1, 0));
+        assert!(m.cleanup_rounds >= 10);
+        cleanup.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn session_expiry_max_age_with_paused_time() {
+        let config = TableConfig {
+            idle_timeout: None,
+            max_age: Some(Duration::from_secs(300)),
+            cleanup_interval: Duration::from_secs(30),
+            ..TableConfig::default()
+        };
+        let table = Arc::new(SessionTable::<()>::new(config).expect("table"));
+        let cleanup = CleanupTask::spawn(Arc::clone(&table));
+        let old = table.create(NewSession::new(())).expect("old").id;
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        let young = table.create(NewSession::new(())).expect("young").id;
+        for _ in 0..14 {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let _ = table.touch(old, 1);
+            table.touch(young, 1).expect("young is alive");
+        }
+        assert!(table.get(old).is_none(), "old expired by age however busy");
+        assert!(table.get(young).is_some());
+        assert_eq!(table.metrics().expired_age, 1);
+        cleanup.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn session_expiry_idle_and_age_mixed_with_paused_time() {
+        let config = TableConfig {
+            idle_timeout: Some(Duration::from_secs(60)),
+            max_age: Some(Duration::from_secs(150)),
+            cleanup_interval: Duration::from_secs(5),
+            ..TableConfig::default()
+        };
+        let table = Arc::new(SessionTable::<()>::new(config).expect("table"));
+        let cleanup = CleanupTask::spawn(Arc::clone(&table));
+        let ids: Vec<_> = (0..6)
+            .map(|_| table.create(NewSession::new(())).expect("create").id)
+            .collect();
+        // Three stay busy (touched every 20 s), three are left alone.
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            for &id in &ids[..3] {
+                table.touch(id, 1).expect("busy session alive before max age");
+            }
+        }
+        // 120 s: the idle three expired at ~60 s, the busy three live.
+        let m = table.metrics();
+        assert_eq!((m.expired_idle, m.expired_age), (3, 0), "{m:?}");
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        let m = table.metrics();
+        assert_eq!((m.expired_idle, m.expired_age), (3, 3), "{m:?}");
+        assert!(table.is_empty());
+        cleanup.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn session_pinned_session_is_not_expired_while_its_request_runs() {
+        let config = TableConfig {
+            idle_timeout: Some(Duration::from_secs(60)),
+            max_age: Some(Duration::from_secs(120)),
+            cleanup_interval: Duration::from_secs(10),
+            ..TableConfig::default()
+        };
+        let table = Arc::new(SessionTable::<()>::new(config).expect("table"));
+        let cleanup = CleanupTask::spawn(Arc::clone(&table));
+        let id = table.create(NewSession::new(())).expect("create").id;
+        let guard = table.request_guard(id, 1).expect("begin");
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        let info = table.get(id).expect("not removed while in flight");
+        assert_eq!(info.state, SessionState::Closing, "past max age: closing");
+        drop(guard);
+        assert!(table.get(id).is_none(), "removed once the request ended");
+        assert_eq!(table.metrics().expired_age, 1);
+        cleanup.shutdown().await;
+    }
+
+    /// A policy whose first maintenance tick panics.
+    struct PanicOnceInMaintain {
+        panicked: AtomicBool,
+    }
+
+    impl EvictionPolicy for PanicOnceInMaintain {
+        fn name(&self) -> &str {
+            "panic-once"
+        }
+        fn record(&self, _event: PolicyEvent) -> FlushHint {
+            FlushHint::Idle
+        }
+        fn victims(&self, _count: usize, _out: &mut Vec<SessionId>) {}
+        fn maintain(&self, _now: u64) {
+            if !self.panicked.swap(true, Ordering::Relaxed) {
+                panic!("policy bug in maintain");
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn session_cleanup_task_survives_a_panicking_round() {
+        let config = TableConfig {
+            idle_timeout: Some(Duration::from_secs(30)),
+            cleanup_interval: Duration::from_secs(10),
+            ..TableConfig::default()
+        };
+        let table = Arc::new(
+            SessionTable::<()>::builder(config)
+                .policy(Arc::new(PanicOnceInMaintain {
+                    panicked: AtomicBool::new(false),
+                }))
+                .build()
+                .expect("table"),
+        );
+        let cleanup = CleanupTask::spawn(Arc::clone(&table));
+        table.create(NewSession::new(())).expect("create");
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        assert_eq!(table.metrics().cleanup_panics, 1);
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        let m = table.metrics();
+        assert_eq!(m.cleanup_panics, 1);
+        assert_eq!(m.expired_idle, 1, "later rounds still expire sessions");
+        assert!(m.cleanup_rounds >= 4);
+        cleanup.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn session_teardown_that_panics_or_hangs_is_counted_and_does_not_wedge() {
+        let config = TableConfig {
+            teardown_timeout: Duration::from_secs(5),
+            ..TableConfig::default()
+        };
+        let finished = Arc::new(AtomicUsize::new(0));
+        let done = finished.clone();
+        let table: Arc<SessionTable<&'static str>> = Arc::new(
+            SessionTable::builder(config)
+                .teardown(
+                    Arc::new(move |s: RemovedSession<&'static str>| {
+                        let done = done.clone();
+                        async move {
+                            match s.upstream {
+                                "panics" => panic!("upstream close failed"),
+                                "hangs" => std::future::pending::<()>().await,
+                                _ => {
+                                    done.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    }),
+                    tokio::runtime::Handle::current(),
+                )
+                .build()
+                .expect("table"),
+        );
+        for kind in ["panics", "hangs", "fine"] {
+            let id = table.create(NewSession::new(kind)).expect("create").id;
+            table.remove(id, RemovalCause::Deleted).expect("remove");
+        }
+        // The table is usable at once, whatever the teardowns are doing.
+        let id = table.create(NewSession::new("fine")).expect("create").id;
+        table.touch(id, 1).expect("touch");
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(table.metrics().teardown_failures, 2);
+        assert_eq!(finished.load(Ordering::Relaxed), 1);
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn session_backpressure_rate_limit_says_when_to_retry() {
+        let config = TableConfig {
+            rate_limit: Some(RateLimit {
+                per_second: 1.try_into().expect("non-zero"),
+                burst: 3.try_into().expect("non-zero"),
+            }),
+            ..replay_config(10)
+        };
+        let table = manual_table(config, Arc::new(HostLru));
+        let id = table.create(NewSession::new(())).expect("create").id;
+        for _ in 0..3 {
+            table.touch(id, 1).expect("within burst");
+        }
+        match table.touch(id, 1) {
+            Err(TableError::RateLimited { id: limited, retry_after }) => {
+                assert_eq!(limited, id);
+                assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(1));
+            }
+            other => panic!("expected rate limiting, got {other:?}"),
+        }
+        assert_eq!(table.metrics().rejected_rate_limited, 1);
+        // Another session has its own bucket.
+        let other = table.create(NewSession::new(())).expect("create").id;
+        table.touch(other, 1).expect("independent bucket");
+        // Quotas can be changed per session.
+        let generous = RateLimit {
+            per_second: 1000.try_into().expect("non-zero"),
+            burst: 100.try_into().expect("non-zero"),
+        };
+        table.set_rate_limit(id, Some(generous)).expect("set");
+        assert_eq!(table.rate_limit(id), Ok(Some(generous)));
+        table.touch(id, 1).expect("new quota admits");
+    }
+
+    #[test]
+    fn session_backpressure_global_in_flight_bound_refuses_with_overloaded() {
+        let config = TableConfig {
+            max_in_flight: 4,
+            ..replay_config(10)
+        };
+        let table = Arc::new(manual_table(config, Arc::new(HostLru)));
+        let id = table.create(NewSession::new(())).expect("create").id;
+        let guards: Vec<_> = (0..4)
+            .map(|_| table.request_guard(id, 1).expect("within bound"))
+            .collect();
+        assert!(matches!(
+            table.begin_request(id, 1),
+            Err(TableError::Overloaded { in_flight: 4, max_in_flight: 4 })
+        ));
+        assert_eq!(table.metrics().rejected_overloaded, 1);
+        drop(guards);
+        assert_eq!(table.stats().in_flight, 0);
+        table.begin_request(id, 1).expect("room again");
+    }
+
+    #[test]
+    fn session_backpressure_holds_under_concurrent_requests() {
+        with_watchdog(Duration::from_secs(60), || {
+            let config = TableConfig {
+                max_in_flight: 8,
+                ..replay_config(64)
+            };
+            let table = Arc::new(manual_table(config, Arc::new(HostLru)));
+            let ids: Vec<_> = (0..16)
+                .map(|_| table.create(NewSession::new(())).expect("create").id)
+                .collect();
+            let peak = Arc::new(AtomicUsize::new(0));
+            let threads: Vec<_> = (0..8)
+                .map(|t| {
+                    let (table, ids, peak) = (Arc::clone(&table), ids.clone(), peak.clone());
+                    std::thread::spawn(move || {
+                        let mut rng = SmallRng::seed_from_u64(t);
+                        let mut held = Vec::new();
+                        for _ in 0..20_000 {
+                            if rng.random() && held.len() < 4 {
+                                let id = ids[rng.random_range(0..ids.len())];
+                                if let Ok(g) = table.request_guard(id, 1) {
+                                    held.push(g);
+                                }
+                            } else if !held.is_empty() {
+                                held.swap_remove(rng.random_range(0..held.len()));
+                            }
+                            peak.fetch_max(table.stats().in_flight, Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().expect("thread");
+            }
+            assert!(peak.load(Ordering::Relaxed) <= 8);
+            assert_eq!(table.stats().in_flight, 0);
+            assert!(table.metrics().rejected_overloaded > 0);
+        });
+    }
+
+    #[test]
+    fn session_weight_capacity_evicts_until_the_newcomer_fits() {
+        let config = TableConfig {
+            max_sessions: 100,
+            weight_capacity: Some(10),
+            ..replay_config(100)
+        };
+        let table = manual_table(config, Arc::new(Fifo::default()));
+        let a = table.create(NewSession::new(()).with_weight(4)).expect("a").id;
+        let b = table.create(NewSession::new(()).with_weight(4)).expect("b").id;
+        let c = table.create(NewSession::new(()).with_weight(6)).expect("c evicts a");
+        assert_eq!(c.evicted, 1, "4 + 6 fits in 10 once a is gone");
+        assert!(table.get(a).is_none() && table.get(b).is_some());
+        let d = table.create(NewSession::new(()).with_weight(7)).expect("d evicts b and c");
+        assert_eq!(d.evicted, 2);
+        assert!(table.get(b).is_none() && table.get(c.id).is_none());
+        assert_eq!(table.stats().live_weight, 7);
+        assert!(matches!(
+            table.create(NewSession::new(()).with_weight(11)),
+            Err(TableError::TooLarge { weight: 11, capacity: 10 })
+        ));
+    }
+
+    #[test]
+    fn session_policy_receives_events_in_table_order() {
+        #[derive(Default)]
+        struct Recorder(Mutex<Vec<PolicyEvent>>);
+        impl EvictionPolicy for Recorder {
+            fn name(&self) -> &str {
+                "recorder"
+            }
+            fn record(&self, event: PolicyEvent) -> FlushHint {
+                self.0.lock().push(event);
+                FlushHint::Idle
+            }
+            fn victims(&self, _count: usize, _out: &mut Vec<SessionId>) {}
+        }
+        let recorder = Arc::new(Recorder::default());
+        let table = manual_table(replay_config(1), recorder.clone());
+        let a = table.create(NewSession::new(())).expect("a").id;
+        table.clock().set(5);
+        table.touch(a, 3).expect("touch");
+        let b = table.create(NewSession::new(())).expect("b").id;
+        let events = recorder.0.lock().clone();
+        assert_eq!(
+            events,
+            vec![
+                PolicyEvent::Inserted { id: a, time: 0, weight: 1 },
+                PolicyEvent::Accessed { id: a, time: 5, weight: 1 },
+                PolicyEvent::Removed { id: a, time: 5, cause: RemovalCause::Evicted },
+                PolicyEvent::Inserted { id: b, time: 5, weight: 1 },
+            ]
+        );
+        let m = table.metrics();
+        assert_eq!(m.fallback_victims, 1, "recorder proposed nothing: host LRU filled in");
+    }
+
+    #[test]
+    fn session_config_is_validated_when_building_a_table() {
+        let err = SessionTable::<()>::new(TableConfig {
+            max_sessions: 0,
+            ..TableConfig::default()
+        })
+        .err()
+        .expect("zero sessions refused");
+        assert_eq!(err.setting, "max sessions");
+    }
+
+    #[allow(dead_code)]
+    fn assert_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<SessionTable<()>>();
+        check::<HashMap<u8, u8>>();
+    }
+}
