@@ -18,7 +18,9 @@ mod session {
     use parking_lot::Mutex;
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
-    use shadowcat::eviction::{EvictionPolicy, Fifo, FlushHint, HostLru, PolicyEvent, RemovalCause};
+    use shadowcat::eviction::{
+        EvictionPolicy, Fifo, FlushHint, HostLru, PolicyEvent, RemovalCause,
+    };
     use shadowcat::session::{
         CleanupTask, Clock, NewSession, RemoveOutcome, RemovedSession, SessionId, SessionState,
         SessionTable, TableError,
@@ -47,7 +49,10 @@ mod session {
         let stats = table.stats();
         let metrics = table.metrics();
         assert_eq!(stats.live, snapshot.len(), "live count vs recount");
-        assert_eq!(stats.lru_len, stats.live, "LRU index holds each session once");
+        assert_eq!(
+            stats.lru_len, stats.live,
+            "LRU index holds each session once"
+        );
         assert_eq!(stats.external_ids, stats.live, "external id map");
         assert!(stats.live <= table.config().max_sessions, "bound exceeded");
         let active = snapshot
@@ -171,7 +176,9 @@ mod session {
                 }
                 68..=75 if !pinned.is_empty() => {
                     let id = pinned.swap_remove(rng.random_range(0..pinned.len()));
-                    table.end_request(id).expect("a pinned session stays until unpinned");
+                    table
+                        .end_request(id)
+                        .expect("a pinned session stays until unpinned");
                 }
                 76..=81 if !mine.is_empty() => {
                     let id = mine.swap_remove(rng.random_range(0..mine.len()));
@@ -244,7 +251,10 @@ mod session {
             race(Arc::clone(&table), 12, 4_000);
             let m = table.metrics();
             assert!(m.evicted > 100, "eviction was exercised: {m:?}");
-            assert!(m.expired_idle + m.expired_age > 0, "expiry was exercised: {m:?}");
+            assert!(
+                m.expired_idle + m.expired_age > 0,
+                "expiry was exercised: {m:?}"
+            );
         });
     }
 
@@ -260,10 +270,16 @@ mod session {
     #[test]
     fn evict_lru_with_garbage_proposals_stays_correct_and_counts_them() {
         with_watchdog(Duration::from_secs(120), || {
-            let table = Arc::new(manual_table(racing_config(), Arc::new(ChaoticPolicy::new(7))));
+            let table = Arc::new(manual_table(
+                racing_config(),
+                Arc::new(ChaoticPolicy::new(7)),
+            ));
             race(Arc::clone(&table), 10, 3_000);
             let m = table.metrics();
-            assert!(m.invalid_victims > 0, "garbage was proposed and refused: {m:?}");
+            assert!(
+                m.invalid_victims > 0,
+                "garbage was proposed and refused: {m:?}"
+            );
             assert!(m.evicted > 100);
         });
     }
@@ -301,7 +317,10 @@ mod session {
         assert_eq!(table.touch(c, 0), Err(TableError::UnknownSession(c)));
         table.end_request(b).expect("unpin");
         assert_eq!(table.evict(1), 1);
-        assert!(table.get(a).is_none(), "after b's request ended, a is least recent");
+        assert!(
+            table.get(a).is_none(),
+            "after b's request ended, a is least recent"
+        );
         assert_consistent(&table);
     }
 
@@ -312,9 +331,18 @@ mod session {
             let id = table.create(NewSession::new(())).expect("room").id;
             table.begin_request(id, 0).expect("pin");
         }
-        let err = table.create(NewSession::new(())).expect_err("nothing evictable");
+        let err = table
+            .create(NewSession::new(()))
+            .expect_err("nothing evictable");
         assert!(
-            matches!(err, TableError::Capacity { live: 2, max_sessions: 2, pinned: 2 }),
+            matches!(
+                err,
+                TableError::Capacity {
+                    live: 2,
+                    max_sessions: 2,
+                    pinned: 2
+                }
+            ),
             "{err:?}"
         );
         assert_eq!(table.metrics().rejected_capacity, 1);
@@ -336,7 +364,9 @@ mod session {
             table.create(NewSession::new(()).with_external_id("client-7")),
             Err(TableError::DuplicateExternalId("client-7".into()))
         );
-        table.remove(named.id, RemovalCause::Closed).expect("remove");
+        table
+            .remove(named.id, RemovalCause::Closed)
+            .expect("remove");
         assert!(matches!(
             table.lookup("client-7"),
             Err(TableError::UnknownExternalId(_))
@@ -351,11 +381,17 @@ mod session {
     fn session_slot_reuse_never_revives_a_stale_handle() {
         let table = manual_table(replay_config(1), Arc::new(HostLru));
         let first = table.create(NewSession::new(())).expect("first").id;
-        let second = table.create(NewSession::new(())).expect("second evicts first").id;
+        let second = table
+            .create(NewSession::new(()))
+            .expect("second evicts first")
+            .id;
         assert_eq!(first.slot(), second.slot(), "slot reused");
         assert_ne!(first, second);
         assert!(table.get(first).is_none());
-        assert_eq!(table.touch(first, 1), Err(TableError::UnknownSession(first)));
+        assert_eq!(
+            table.touch(first, 1),
+            Err(TableError::UnknownSession(first))
+        );
         assert!(table.get(second).is_some());
     }
 
@@ -371,7 +407,10 @@ mod session {
         let id = table.create(NewSession::new(())).expect("create").id;
         table.activate(id).expect("activate");
         table.begin_request(id, 0).expect("pin");
-        assert_eq!(table.remove(id, RemovalCause::Closed), Ok(RemoveOutcome::Deferred));
+        assert_eq!(
+            table.remove(id, RemovalCause::Closed),
+            Ok(RemoveOutcome::Deferred)
+        );
         let info = table.get(id).expect("still there");
         assert_eq!(info.state, SessionState::Closing);
         assert_eq!(table.metrics().active, 0, "closing is not active");
@@ -392,7 +431,10 @@ mod session {
     fn session_state_transitions_only_go_forward() {
         let table = manual_table(replay_config(4), Arc::new(HostLru));
         let id = table.create(NewSession::new(())).expect("create").id;
-        assert_eq!(table.get(id).map(|s| s.state), Some(SessionState::Initializing));
+        assert_eq!(
+            table.get(id).map(|s| s.state),
+            Some(SessionState::Initializing)
+        );
         table.activate(id).expect("activate");
         table.activate(id).expect("activating twice is harmless");
         assert_eq!(table.metrics().active, 1);
@@ -448,7 +490,10 @@ mod session {
                     while !done.load(Ordering::Relaxed) {
                         let m = table.metrics();
                         assert!(m.active >= 0, "negative active gauge: {m:?}");
-                        assert!(m.active as u64 <= m.created, "more active than created: {m:?}");
+                        assert!(
+                            m.active as u64 <= m.created,
+                            "more active than created: {m:?}"
+                        );
                         assert!(m.removed() <= m.created, "more removed than created: {m:?}");
                         let stats = table.stats();
                         assert!(stats.live <= 48 && stats.lru_len <= 48, "{stats:?}");
@@ -514,12 +559,20 @@ mod session {
             runtime.block_on(async {
                 let mut handles = Vec::new();
                 for k in 0..4u64 {
-                    let (table, stop, failures) =
-                        (Arc::clone(&table), stop.clone(), kept_alive_failures.clone());
+                    let (table, stop, failures) = (
+                        Arc::clone(&table),
+                        stop.clone(),
+                        kept_alive_failures.clone(),
+                    );
                     handles.push(tokio::spawn(async move {
                         let mut rng = SmallRng::seed_from_u64(k);
                         let mut ids: Vec<(SessionId, u64)> = (0..8)
-                            .map(|_| (table.create(NewSession::new(())).expect("create").id, table.now()))
+                            .map(|_| {
+                                (
+                                    table.create(NewSession::new(())).expect("create").id,
+                                    table.now(),
+                                )
+                            })
                             .collect();
                         while !stop.load(Ordering::Relaxed) {
                             for (id, born) in ids.iter_mut() {
@@ -669,7 +722,10 @@ mod session {
         assert_eq!(stats.live, 1_000);
         assert_eq!(stats.lru_len, 1_000);
         assert_eq!(stats.external_ids, 1_000);
-        assert_eq!(stats.limiters, 1_000, "one limiter per live session, no map");
+        assert_eq!(
+            stats.limiters, 1_000,
+            "one limiter per live session, no map"
+        );
         assert!(stats.deadline_heap_len <= 2 * 1_000 + 64, "{stats:?}");
         assert!(stats.slots <= 1_000, "slots are reused: {stats:?}");
         assert_eq!(table.metrics().created, 2_000_000);
@@ -741,7 +797,9 @@ mod session {
         for _ in 0..6 {
             tokio::time::sleep(Duration::from_secs(20)).await;
             for &id in &ids[..3] {
-                table.touch(id, 1).expect("busy session alive before max age");
+                table
+                    .touch(id, 1)
+                    .expect("busy session alive before max age");
             }
         }
         // 120 s: the idle three expired at ~60 s, the busy three live.
@@ -878,7 +936,10 @@ mod session {
             table.touch(id, 1).expect("within burst");
         }
         match table.touch(id, 1) {
-            Err(TableError::RateLimited { id: limited, retry_after }) => {
+            Err(TableError::RateLimited {
+                id: limited,
+                retry_after,
+            }) => {
                 assert_eq!(limited, id);
                 assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(1));
             }
@@ -911,7 +972,10 @@ mod session {
             .collect();
         assert!(matches!(
             table.begin_request(id, 1),
-            Err(TableError::Overloaded { in_flight: 4, max_in_flight: 4 })
+            Err(TableError::Overloaded {
+                in_flight: 4,
+                max_in_flight: 4
+            })
         ));
         assert_eq!(table.metrics().rejected_overloaded, 1);
         drop(guards);
@@ -968,18 +1032,31 @@ mod session {
             ..replay_config(100)
         };
         let table = manual_table(config, Arc::new(Fifo::default()));
-        let a = table.create(NewSession::new(()).with_weight(4)).expect("a").id;
-        let b = table.create(NewSession::new(()).with_weight(4)).expect("b").id;
-        let c = table.create(NewSession::new(()).with_weight(6)).expect("c evicts a");
+        let a = table
+            .create(NewSession::new(()).with_weight(4))
+            .expect("a")
+            .id;
+        let b = table
+            .create(NewSession::new(()).with_weight(4))
+            .expect("b")
+            .id;
+        let c = table
+            .create(NewSession::new(()).with_weight(6))
+            .expect("c evicts a");
         assert_eq!(c.evicted, 1, "4 + 6 fits in 10 once a is gone");
         assert!(table.get(a).is_none() && table.get(b).is_some());
-        let d = table.create(NewSession::new(()).with_weight(7)).expect("d evicts b and c");
+        let d = table
+            .create(NewSession::new(()).with_weight(7))
+            .expect("d evicts b and c");
         assert_eq!(d.evicted, 2);
         assert!(table.get(b).is_none() && table.get(c.id).is_none());
         assert_eq!(table.stats().live_weight, 7);
         assert!(matches!(
             table.create(NewSession::new(()).with_weight(11)),
-            Err(TableError::TooLarge { weight: 11, capacity: 10 })
+            Err(TableError::TooLarge {
+                weight: 11,
+                capacity: 10
+            })
         ));
     }
 
@@ -1007,14 +1084,33 @@ mod session {
         assert_eq!(
             events,
             vec![
-                PolicyEvent::Inserted { id: a, time: 0, weight: 1 },
-                PolicyEvent::Accessed { id: a, time: 5, weight: 1 },
-                PolicyEvent::Removed { id: a, time: 5, cause: RemovalCause::Evicted },
-                PolicyEvent::Inserted { id: b, time: 5, weight: 1 },
+                PolicyEvent::Inserted {
+                    id: a,
+                    time: 0,
+                    weight: 1
+                },
+                PolicyEvent::Accessed {
+                    id: a,
+                    time: 5,
+                    weight: 1
+                },
+                PolicyEvent::Removed {
+                    id: a,
+                    time: 5,
+                    cause: RemovalCause::Evicted
+                },
+                PolicyEvent::Inserted {
+                    id: b,
+                    time: 5,
+                    weight: 1
+                },
             ]
         );
         let m = table.metrics();
-        assert_eq!(m.fallback_victims, 1, "recorder proposed nothing: host LRU filled in");
+        assert_eq!(
+            m.fallback_victims, 1,
+            "recorder proposed nothing: host LRU filled in"
+        );
     }
 
     #[test]

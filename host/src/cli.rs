@@ -165,10 +165,9 @@ pub struct TableArgs {
 fn parse_rate(text: &str) -> Result<Option<NonZeroU32>, String> {
     match text.trim() {
         "off" | "unlimited" => Ok(None),
-        other => other
-            .parse::<NonZeroU32>()
-            .map(Some)
-            .map_err(|_| format!("`{other}` is not a positive whole number of requests per second (or `off`)")),
+        other => other.parse::<NonZeroU32>().map(Some).map_err(|_| {
+            format!("`{other}` is not a positive whole number of requests per second (or `off`)")
+        }),
     }
 }
 

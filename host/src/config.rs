@@ -84,7 +84,8 @@ impl Default for QuotaBounds {
 
 impl QuotaBounds {
     pub fn clamp(&self, per_second: u32, burst: u32) -> RateLimit {
-        let clamp = |v: u32, lo: u32, hi: u32| NonZeroU32::new(v.clamp(lo, hi).max(1)).expect("at least 1");
+        let clamp =
+            |v: u32, lo: u32, hi: u32| NonZeroU32::new(v.clamp(lo, hi).max(1)).expect("at least 1");
         RateLimit {
             per_second: clamp(per_second, self.min_per_second, self.max_per_second),
             burst: clamp(burst, self.min_burst, self.max_burst),
@@ -139,7 +140,10 @@ impl TableConfig {
                 "must be positive (omit it to bound sessions by count only)",
             ));
         }
-        for (setting, value) in [("idle timeout", self.idle_timeout), ("max age", self.max_age)] {
+        for (setting, value) in [
+            ("idle timeout", self.idle_timeout),
+            ("max age", self.max_age),
+        ] {
             if let Some(d) = value {
                 check_duration(setting, d, Duration::from_millis(1), LONGEST_TIMEOUT)?;
             }
@@ -187,7 +191,9 @@ impl TableConfig {
                     "rate {}..{}, burst {}..{}",
                     q.min_per_second, q.max_per_second, q.min_burst, q.max_burst
                 ),
-                format!("minimums must be at least 1, not above the maximums, and at most {MAX_RATE}"),
+                format!(
+                    "minimums must be at least 1, not above the maximums, and at most {MAX_RATE}"
+                ),
             ));
         }
         check_duration(
@@ -255,7 +261,9 @@ mod tests {
         assert_eq!(config.max_age, Some(Duration::from_secs(86_400)));
         assert_eq!(config.cleanup_interval, Duration::from_secs(60));
         config.validate().expect("defaults validate");
-        TableConfig::unbounded_in_time(5).validate().expect("replay config validates");
+        TableConfig::unbounded_in_time(5)
+            .validate()
+            .expect("replay config validates");
     }
 
     #[test]
@@ -328,7 +336,9 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("90").unwrap_err().contains("no unit"));
-        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .contains("not a duration"));
         assert!(parse_duration("").is_err());
         assert_eq!(parse_optional_duration("off"), Ok(None));
         assert_eq!(
@@ -356,7 +366,11 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         "mib" => 1 << 20,
         "g" | "gb" => 1_000_000_000,
         "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit `{other}`; use B, KiB, MiB or GiB")),
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}`; use B, KiB, MiB or GiB"
+            ))
+        }
     };
     value
         .checked_mul(multiplier)

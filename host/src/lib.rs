@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod config;
 pub mod eviction;
+pub mod replay;
 pub mod session;
 pub mod trace;
 pub mod wasm;

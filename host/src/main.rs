@@ -40,7 +40,13 @@ fn engine(args: &PolicyArgs) -> Result<Arc<PolicyEngine>, wasm::PolicyError> {
 
 fn open(args: &PolicyArgs, spec: &str, capacity: u64) -> Result<OpenedPolicy> {
     let config = wasm::parse_config_pairs(&args.policy_config)?;
-    Ok(open_policy(spec, &args.dirs(), || engine(args), capacity, config)?)
+    Ok(open_policy(
+        spec,
+        &args.dirs(),
+        || engine(args),
+        capacity,
+        config,
+    )?)
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -57,27 +63,45 @@ fn run(cli: Cli) -> Result<()> {
 
 fn show_config(cli: &Cli) -> Result<()> {
     let config = cli.table.table_config();
-    config.validate().context("invalid session table configuration")?;
-    let policy = open(&cli.policy, &cli.table.eviction_policy, config.max_sessions as u64)?;
+    config
+        .validate()
+        .context("invalid session table configuration")?;
+    let policy = open(
+        &cli.policy,
+        &cli.table.eviction_policy,
+        config.max_sessions as u64,
+    )?;
     let table = SessionTable::<()>::builder(config.clone())
         .policy(policy.eviction())
         .build()
         .context("invalid session table configuration")?;
     let row = |k: &str, v: String| println!("{k:<18} {v}");
     match &policy {
-        OpenedPolicy::Native(_) => row("eviction policy", format!("{} (built in)", table.policy().name())),
+        OpenedPolicy::Native(_) => row(
+            "eviction policy",
+            format!("{} (built in)", table.policy().name()),
+        ),
         OpenedPolicy::Wasm(p) => {
             let info = p.info();
             row(
                 "eviction policy",
-                format!("{} {} ({}), needs {}", info.name, info.version, p.path().display(), info.needs_label()),
+                format!(
+                    "{} {} ({}), needs {}",
+                    info.name,
+                    info.version,
+                    p.path().display(),
+                    info.needs_label()
+                ),
             );
         }
     }
     row("max sessions", config.max_sessions.to_string());
     row("idle timeout", show(config.idle_timeout));
     row("max age", show(config.max_age));
-    row("cleanup interval", humantime::format_duration(config.cleanup_interval).to_string());
+    row(
+        "cleanup interval",
+        humantime::format_duration(config.cleanup_interval).to_string(),
+    );
     row(
         "rate limit",
         config.rate_limit.map_or_else(
@@ -90,14 +114,27 @@ fn show_config(cli: &Cli) -> Result<()> {
 }
 
 fn show(d: Option<Duration>) -> String {
-    d.map_or_else(|| "off".to_owned(), |d| humantime::format_duration(d).to_string())
+    d.map_or_else(
+        || "off".to_owned(),
+        |d| humantime::format_duration(d).to_string(),
+    )
 }
 
 fn list_policies(args: &PolicyArgs) -> Result<()> {
-    println!("{:<10} {:<9} {:<26} {:>9}  FILE", "NAME", "VERSION", "NEEDS", "SIZE");
+    println!(
+        "{:<10} {:<9} {:<26} {:>9}  FILE",
+        "NAME", "VERSION", "NEEDS", "SIZE"
+    );
     for name in BUILTIN_POLICIES {
-        let needs = if name == "fifo" { "inserted+removed" } else { "inserted+accessed+removed" };
-        println!("{name:<10} {:<9} {needs:<26} {:>9}  (built in)", "native", "-");
+        let needs = if name == "fifo" {
+            "inserted+removed"
+        } else {
+            "inserted+accessed+removed"
+        };
+        println!(
+            "{name:<10} {:<9} {needs:<26} {:>9}  (built in)",
+            "native", "-"
+        );
     }
     let files = policy_files(&args.dirs());
     if files.is_empty() {
@@ -119,7 +156,14 @@ fn list_policies(args: &PolicyArgs) -> Result<()> {
                     path.display()
                 );
             }
-            Err(e) => println!("{:<10} {:<9} {:<26} {:>9}  {}: {e}", "?", "-", "-", "-", path.display()),
+            Err(e) => println!(
+                "{:<10} {:<9} {:<26} {:>9}  {}: {e}",
+                "?",
+                "-",
+                "-",
+                "-",
+                path.display()
+            ),
         }
     }
     Ok(())
@@ -154,13 +198,20 @@ fn check_policy(args: &PolicyArgs, spec: &str) -> Result<()> {
     println!(
         "load        {:?} ({})",
         load_time,
-        if loaded.from_cache { "from cache" } else { "compiled" }
+        if loaded.from_cache {
+            "from cache"
+        } else {
+            "compiled"
+        }
     );
     let capacity = 1_000usize;
     let config = wasm::parse_config_pairs(&args.policy_config)?;
     let started = Instant::now();
     let policy = WasmPolicy::load(Arc::clone(&engine), &path, capacity as u64, config)?;
-    println!("instantiate {:?} (load, instantiate, create, info)", started.elapsed());
+    println!(
+        "instantiate {:?} (load, instantiate, create, info)",
+        started.elapsed()
+    );
     let info = policy.info();
     println!(
         "info        {} {}, needs {}, batch size {}",
@@ -205,7 +256,10 @@ fn check_policy(args: &PolicyArgs, spec: &str) -> Result<()> {
         m.call_p50.unwrap_or_default(),
         m.call_p99.unwrap_or_default()
     );
-    anyhow::ensure!(m.faults() == 0, "the policy faulted during the smoke sequence");
+    anyhow::ensure!(
+        m.faults() == 0,
+        "the policy faulted during the smoke sequence"
+    );
     anyhow::ensure!(table.len() == capacity, "the table lost sessions");
     println!("ok");
     Ok(())

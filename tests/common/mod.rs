@@ -85,10 +85,7 @@ impl TeardownLog {
             tokio::task::yield_now().await;
             std::thread::sleep(Duration::from_millis(1));
         }
-        panic!(
-            "only {} of {n} teardowns ran",
-            self.records.lock().len()
-        );
+        panic!("only {} of {n} teardowns ran", self.records.lock().len());
     }
 
     pub fn sessions(&self) -> Vec<RemovedRecord> {
@@ -106,4 +103,41 @@ impl TeardownLog {
         }
         counts
     }
+}
+
+/// A built policy shipped in `policies/`.
+pub fn policy_file(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../policies")
+        .join(format!("{name}.wasm"))
+}
+
+/// A test fixture in `tests/fixtures/`.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+/// `shared/traces/` beside the repository, read-only.
+pub fn shared_trace_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/traces")
+        .join(name)
+}
+
+/// The real reference trace (fails the test with a clear message when absent).
+pub fn reference_trace() -> shadowcat::trace::Trace {
+    let path = shared_trace_path("cloudPhysicsIO.oracleGeneral.bin");
+    assert!(
+        path.is_file(),
+        "reference trace missing: expected {} (shared/ beside the repository)",
+        path.display()
+    );
+    shadowcat::trace::read_trace(
+        &path,
+        &shadowcat::trace::TraceFormat::OracleGeneral,
+        &mut |_, _| {},
+    )
+    .expect("reference trace reads")
 }

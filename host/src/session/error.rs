@@ -32,7 +32,10 @@ pub enum TableError {
     #[error("session weight {weight} exceeds the table's whole weight capacity {capacity}")]
     TooLarge { weight: u64, capacity: u64 },
     #[error("session {id} is rate limited: retry after {retry_after:?}")]
-    RateLimited { id: SessionId, retry_after: Duration },
+    RateLimited {
+        id: SessionId,
+        retry_after: Duration,
+    },
     #[error("overloaded: {in_flight} requests in flight (bound {max_in_flight}); retry shortly")]
     Overloaded {
         in_flight: usize,

@@ -20,7 +20,9 @@ pub use clock::{Clock, Micros};
 pub use error::TableError;
 pub use id::SessionId;
 pub use metrics::MetricsSnapshot;
-pub use table::{Created, NewSession, RemoveOutcome, RequestGuard, SessionTable, TableStats};
+pub use table::{
+    Created, ExternalId, NewSession, RemoveOutcome, RequestGuard, SessionTable, TableStats,
+};
 pub use teardown::{Teardown, TeardownFuture};
 
 use crate::eviction::RemovalCause;

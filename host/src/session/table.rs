@@ -32,9 +32,7 @@ use super::metrics::{Metrics, MetricsSnapshot};
 use super::teardown::{Teardown, TeardownRunner};
 use super::{RemovedSession, SessionInfo, SessionState};
 use crate::config::{ConfigError, RateLimit, TableConfig};
-use crate::eviction::{
-    EvictionPolicy, FlushHint, HostLru, PolicyEvent, QuotaUsage, RemovalCause,
-};
+use crate::eviction::{EvictionPolicy, FlushHint, HostLru, PolicyEvent, QuotaUsage, RemovalCause};
 
 /// How many times a create asks the policy again after it proposed valid victims
 /// that did not yet make room (byte mode). A policy that proposes nothing valid
@@ -102,7 +100,8 @@ impl<U> Inner<U> {
             s.entry = Some(entry);
             SessionId::new(slot, s.generation)
         } else {
-            let slot = u32::try_from(self.slots.len()).expect("max_sessions is validated below u32");
+            let slot =
+                u32::try_from(self.slots.len()).expect("max_sessions is validated below u32");
             self.slots.push(Slot {
                 generation: 0,
                 entry: Some(entry),
@@ -126,26 +125,45 @@ fn info_of<U>(id: SessionId, entry: &Entry<U>) -> SessionInfo {
     }
 }
 
+/// How a new session is named outside the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExternalId {
+    /// A random 128-bit id, as the proxy hands out in `MCP-Session-Id`.
+    Generate,
+    /// A caller-chosen key (e.g. a configured client identity).
+    Given(String),
+    /// None: the session is reached only by its compact handle (trace replay).
+    Anonymous,
+}
+
 /// What [`SessionTable::create`] needs besides the configuration.
 pub struct NewSession<U> {
-    /// The external MCP session id; a random one is generated when `None`.
-    pub external_id: Option<String>,
+    pub external_id: ExternalId,
     /// Counts toward the table's weight capacity (1 unless in byte mode).
     pub weight: u32,
     pub upstream: U,
 }
 
 impl<U> NewSession<U> {
+    /// A session with a generated external id.
     pub fn new(upstream: U) -> Self {
         Self {
-            external_id: None,
+            external_id: ExternalId::Generate,
             weight: 1,
             upstream,
         }
     }
 
+    /// A session without an external id, reached only by its handle.
+    pub fn anonymous(upstream: U) -> Self {
+        Self {
+            external_id: ExternalId::Anonymous,
+            ..Self::new(upstream)
+        }
+    }
+
     pub fn with_external_id(mut self, external_id: impl Into<String>) -> Self {
-        self.external_id = Some(external_id.into());
+        self.external_id = ExternalId::Given(external_id.into());
         self
     }
 
@@ -270,8 +288,9 @@ impl<U: Send + 'static> SessionTable<U> {
             });
         }
         let external_id: Arc<str> = match external_id {
-            Some(given) => Arc::from(given),
-            None => Arc::from(generate_external_id()),
+            ExternalId::Given(given) => Arc::from(given),
+            ExternalId::Generate => Arc::from(generate_external_id()),
+            ExternalId::Anonymous => Arc::clone(&ANONYMOUS),
         };
         let mut proposals: Vec<SessionId> = Vec::new();
         let mut after = Aftermath::new();
@@ -279,7 +298,7 @@ impl<U: Send + 'static> SessionTable<U> {
         let mut round = 0;
         let result = loop {
             let mut inner = self.inner.lock();
-            if inner.by_external.contains_key(&external_id) {
+            if !external_id.is_empty() && inner.by_external.contains_key(&external_id) {
                 break Err(TableError::DuplicateExternalId(external_id.to_string()));
             }
             let now = self.clock.now();
@@ -310,7 +329,8 @@ impl<U: Send + 'static> SessionTable<U> {
                         pinned: inner.pinned,
                     });
                 }
-                let id = self.insert_locked(&mut inner, &external_id, weight, upstream, now, &mut after);
+                let id =
+                    self.insert_locked(&mut inner, &external_id, weight, upstream, now, &mut after);
                 break Ok(Created {
                     id,
                     external_id,
@@ -345,7 +365,11 @@ impl<U: Send + 'static> SessionTable<U> {
 
     /// Runs `f` on a session's upstream under the table lock: keep it short and
     /// never block or await in it.
-    pub fn with_upstream<R>(&self, id: SessionId, f: impl FnOnce(&U) -> R) -> Result<R, TableError> {
+    pub fn with_upstream<R>(
+        &self,
+        id: SessionId,
+        f: impl FnOnce(&U) -> R,
+    ) -> Result<R, TableError> {
         let inner = self.inner.lock();
         let entry = inner.entry(id).ok_or(TableError::UnknownSession(id))?;
         Ok(f(&entry.upstream))
@@ -428,7 +452,11 @@ impl<U: Send + 'static> SessionTable<U> {
     }
 
     /// [`begin_request`](Self::begin_request) with a guard that ends the request when dropped.
-    pub fn request_guard(self: &Arc<Self>, id: SessionId, bytes: u64) -> Result<RequestGuard<U>, TableError> {
+    pub fn request_guard(
+        self: &Arc<Self>,
+        id: SessionId,
+        bytes: u64,
+    ) -> Result<RequestGuard<U>, TableError> {
         self.begin_request(id, bytes)?;
         Ok(RequestGuard {
             table: Arc::clone(self),
@@ -587,16 +615,21 @@ impl<U: Send + 'static> SessionTable<U> {
                         inner.lru.to_back(&front);
                         continue;
                     }
-                    self.remove_locked(&mut inner, front, RemovalCause::ExpiredIdle, now, &mut after);
+                    self.remove_locked(
+                        &mut inner,
+                        front,
+                        RemovalCause::ExpiredIdle,
+                        now,
+                        &mut after,
+                    );
                 }
             }
             loop {
                 let Inner {
                     slots, deadlines, ..
                 } = &mut *inner;
-                let due = deadlines.pop_due(now, |id, deadline| {
-                    deadline_is_current(slots, id, deadline)
-                });
+                let due =
+                    deadlines.pop_due(now, |id, deadline| deadline_is_current(slots, id, deadline));
                 let Some(id) = due else { break };
                 let Some(entry) = inner.entry_mut(id) else {
                     break;
@@ -646,7 +679,11 @@ impl<U: Send + 'static> SessionTable<U> {
                 .collect();
             let mut usage = Vec::with_capacity(recent.len());
             for id in recent {
-                if let Some(entry) = inner.entry_mut(id) {
+                // A session touched only by its creation has no usage to report.
+                if let Some(entry) = inner
+                    .entry_mut(id)
+                    .filter(|e| e.window_admitted > 0 || e.window_rejected > 0)
+                {
                     usage.push(QuotaUsage {
                         id,
                         admitted: u64::from(std::mem::take(&mut entry.window_admitted)),
@@ -678,7 +715,11 @@ impl<U: Send + 'static> SessionTable<U> {
     }
 
     /// Replaces a session's rate limit (quota adjustments from a policy land here).
-    pub fn set_rate_limit(&self, id: SessionId, limit: Option<RateLimit>) -> Result<(), TableError> {
+    pub fn set_rate_limit(
+        &self,
+        id: SessionId,
+        limit: Option<RateLimit>,
+    ) -> Result<(), TableError> {
         let mut inner = self.inner.lock();
         let entry = inner.entry_mut(id).ok_or(TableError::UnknownSession(id))?;
         if entry.limiter.as_ref().map(|l| l.limit()) != limit {
@@ -760,7 +801,9 @@ impl<U: Send + 'static> SessionTable<U> {
             // Sizes vary: ask for one at a time so the policy sees each removal.
             1
         } else {
-            (inner.live + 1).saturating_sub(self.config.max_sessions).max(1)
+            (inner.live + 1)
+                .saturating_sub(self.config.max_sessions)
+                .max(1)
         }
     }
 
@@ -824,7 +867,9 @@ impl<U: Send + 'static> SessionTable<U> {
         });
         inner.live += 1;
         inner.live_weight += u64::from(weight);
-        inner.by_external.insert(Arc::clone(external_id), id);
+        if !external_id.is_empty() {
+            inner.by_external.insert(Arc::clone(external_id), id);
+        }
         inner.lru.insert(id);
         if let Some(deadline) = deadline {
             inner.deadlines.push(deadline, id);
@@ -859,7 +904,9 @@ impl<U: Send + 'static> SessionTable<U> {
         if entry.pins > 0 {
             inner.pinned -= 1;
         }
-        inner.by_external.remove(&entry.external_id);
+        if !entry.external_id.is_empty() {
+            inner.by_external.remove(&entry.external_id);
+        }
         inner.lru.remove(&id);
         if entry.deadline.is_some() {
             inner.deadlines.forget_one();
@@ -929,6 +976,9 @@ fn first_unpinned<U>(inner: &Inner<U>) -> Option<SessionId> {
         .find(|&id| inner.entry(id).is_some_and(|e| e.pins == 0))
 }
 
+/// The shared empty name of anonymous sessions (one allocation for all).
+static ANONYMOUS: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+
 fn generate_external_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
@@ -972,7 +1022,11 @@ impl<U: Send + 'static> TableBuilder<U> {
     }
 
     /// Tears down removed sessions' upstreams as tasks on `runtime`.
-    pub fn teardown(mut self, teardown: Arc<dyn Teardown<U>>, runtime: tokio::runtime::Handle) -> Self {
+    pub fn teardown(
+        mut self,
+        teardown: Arc<dyn Teardown<U>>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
         self.teardown = Some((teardown, runtime));
         self
     }

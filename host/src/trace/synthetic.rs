@@ -364,7 +364,6 @@ pub fn try_generate(spec: &SyntheticSpec) -> Result<Trace, SpecError> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
-    use std::time::Instant;
 
     fn spec(s: &str) -> SyntheticSpec {
         s.parse().unwrap_or_else(|e| panic!("{s:?}: {e}"))

@@ -131,7 +131,11 @@ impl PolicyEngine {
     /// Epoch ticks to allow one call: the timeout rounded up, plus the tick
     /// already under way.
     pub(crate) fn deadline_ticks(&self) -> u64 {
-        let ticks = self.limits.call_timeout.as_micros().div_ceil(EPOCH_TICK.as_micros());
+        let ticks = self
+            .limits
+            .call_timeout
+            .as_micros()
+            .div_ceil(EPOCH_TICK.as_micros());
         u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
     }
 
@@ -180,7 +184,9 @@ impl PolicyEngine {
     fn cache_key(&self, sha256: &str) -> String {
         let mut hasher = std::hash::DefaultHasher::new();
         WASMTIME_VERSION.hash(&mut hasher);
-        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
         format!("{sha256}-{:016x}.cwasm", hasher.finish())
     }
 
@@ -190,14 +196,19 @@ impl PolicyEngine {
         bytes: &[u8],
         sha256: &str,
     ) -> Result<(Component, bool), PolicyError> {
-        let cached = self.cache_dir.as_ref().map(|dir| dir.join(self.cache_key(sha256)));
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|dir| dir.join(self.cache_key(sha256)));
         if let Some(cached) = cached.as_ref().filter(|p| p.is_file()) {
             // SAFETY: the cache directory holds only artefacts this engine
             // configuration serialised (the file name carries the content hash and
             // the engine's compatibility hash); wasmtime checks the header too.
             match unsafe { Component::deserialize_file(&self.engine, cached) } {
                 Ok(component) => return Ok((component, true)),
-                Err(e) => tracing::warn!(path = %cached.display(), "ignoring unusable cached policy: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(path = %cached.display(), "ignoring unusable cached policy: {e:#}")
+                }
             }
         }
         let component = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Invalid {
@@ -249,7 +260,10 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), PolicyError> {
 
 fn check_interface(path: &Path, engine: &Engine, component: &Component) -> Result<(), PolicyError> {
     let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
     if !exports.iter().any(|e| e == POLICY_EXPORT) {
         let prefix = POLICY_EXPORT.split('@').next().unwrap_or(POLICY_EXPORT);
         if let Some(found) = exports.iter().find(|e| e.starts_with(prefix)) {

@@ -12,7 +12,10 @@ pub const TYPES_IMPORT: &str = "shadowcat:policy/types@0.1.0";
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("eviction policy `{name}` not found; available: {}", available.join(", "))]
-    NotFound { name: String, available: Vec<String> },
+    NotFound {
+        name: String,
+        available: Vec<String>,
+    },
     #[error("cannot read policy file {}: {source}", path.display())]
     Read {
         path: PathBuf,

@@ -29,7 +29,11 @@ pub fn default_policy_dirs(explicit: Option<&Path>) -> Vec<PathBuf> {
             dirs.push(workspace.join("policies"));
         }
         // target/release/deps/<test binary> -> <workspace>/policies
-        if let Some(workspace) = exe_dir.parent().and_then(Path::parent).and_then(Path::parent) {
+        if let Some(workspace) = exe_dir
+            .parent()
+            .and_then(Path::parent)
+            .and_then(Path::parent)
+        {
             dirs.push(workspace.join("policies"));
         }
     }

@@ -88,7 +88,9 @@ pub fn open_policy(
         }
         PolicySource::File(path) => {
             let engine = engine()?;
-            Ok(OpenedPolicy::Wasm(WasmPolicy::load(engine, &path, capacity, config)?))
+            Ok(OpenedPolicy::Wasm(WasmPolicy::load(
+                engine, &path, capacity, config,
+            )?))
         }
     }
 }

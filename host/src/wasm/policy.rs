@@ -58,7 +58,11 @@ fn pack(event: PolicyEvent, out: &mut Vec<u64>) {
         PolicyEvent::Accessed { id, time, weight } => (1, 0, weight, id, time),
         PolicyEvent::Removed { id, time, cause } => (2, cause as u64, 0, id, time),
     };
-    out.extend_from_slice(&[kind | (cause << 8) | (u64::from(weight) << 32), id.to_bits(), time]);
+    out.extend_from_slice(&[
+        kind | (cause << 8) | (u64::from(weight) << 32),
+        id.to_bits(),
+        time,
+    ]);
 }
 
 fn needs_bits(needs: EventNeeds) -> u8 {
@@ -225,7 +229,9 @@ impl WasmPolicy {
             });
         match result {
             Ok(instance) => {
-                self.metrics.reinstantiations.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .reinstantiations
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(policy = %self.name, elapsed = ?started.elapsed(), "policy instance recreated");
                 Some(Box::new(instance))
             }
@@ -285,7 +291,10 @@ impl WasmPolicy {
             return None;
         }
         let mut instance = self.checkout()?;
-        match self.deliver(&mut instance).and_then(|()| work(self, &mut instance)) {
+        match self
+            .deliver(&mut instance)
+            .and_then(|()| work(self, &mut instance))
+        {
             Ok(value) => {
                 self.checkin(instance);
                 Some(value)
@@ -315,7 +324,9 @@ impl WasmPolicy {
                 tracing::info!(policy = %self.name, path = %path.display(), "policy reloaded");
             }
             Err(e) => {
-                self.metrics.hot_reload_failures.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .hot_reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(policy = %self.name, path = %path.display(), "policy reload failed, keeping the running policy: {e}");
             }
         }
@@ -353,7 +364,8 @@ impl WasmPolicy {
                 rt.component = component;
                 rt.slot = Slot::Ready(Box::new(fresh));
                 rt.consecutive_faults = 0;
-                self.needs.store(needs_bits(rt.info.needs), Ordering::Release);
+                self.needs
+                    .store(needs_bits(rt.info.needs), Ordering::Release);
                 self.batch_words.store(
                     rt.info.batch_size as usize * WORDS_PER_EVENT,
                     Ordering::Release,
@@ -455,7 +467,9 @@ impl EvictionPolicy for WasmPolicy {
         let _ = self.with_instance("maintain", |me, instance| {
             me.timed(|| instance.maintain(now))?;
             let dropped = instance.log_lines_dropped();
-            me.metrics.log_lines_dropped.store(dropped, Ordering::Relaxed);
+            me.metrics
+                .log_lines_dropped
+                .store(dropped, Ordering::Relaxed);
             Ok(())
         });
     }
@@ -468,9 +482,9 @@ impl EvictionPolicy for WasmPolicy {
             .iter()
             .flat_map(|u| [u.id.to_bits(), u.admitted, u.rejected, u.window_ms])
             .collect();
-        let Some(answer) =
-            self.with_instance("adjust-quotas", |me, instance| me.timed(|| instance.adjust_quotas(&packed)))
-        else {
+        let Some(answer) = self.with_instance("adjust-quotas", |me, instance| {
+            me.timed(|| instance.adjust_quotas(&packed))
+        }) else {
             return;
         };
         // A ragged tail (not three words) is ignored rather than trusted.

@@ -17,6 +17,8 @@
 //!   existed), ignoring `count`.
 //! - `error`: returns `Err("hostile policy: refusing to choose")`.
 //! - `create-fail`: `create` returns an error.
+//! - `quota`: `adjust-quotas` proposes an absurd rate (a million per admitted
+//!   request) and a zero burst for every session, for the host to clamp.
 //! - `trap-at`: every export call (including `create` and `info`) counts, and
 //!   call number `at` (config key, default 1000) traps. The count lives in the
 //!   instance, so the fresh instance the host makes afterwards starts over.
@@ -43,6 +45,7 @@ enum Mode {
     Error,
     CreateFail,
     TrapAt,
+    Quota,
 }
 
 const MODES: &[(&str, Mode)] = &[
@@ -55,6 +58,7 @@ const MODES: &[(&str, Mode)] = &[
     ("error", Mode::Error),
     ("create-fail", Mode::CreateFail),
     ("trap-at", Mode::TrapAt),
+    ("quota", Mode::Quota),
 ];
 
 /// An id the host never hands out in practice (generation and slot all ones).
@@ -179,13 +183,21 @@ impl Guest for Export {
                 out.extend((0..missing as u64).map(|i| NEVER_EXISTED - 1 - i));
                 out
             }),
-            Mode::Lru | Mode::CreateFail | Mode::TrapAt => Correct::victims(count, candidates),
+            Mode::Lru | Mode::CreateFail | Mode::TrapAt | Mode::Quota => {
+                Correct::victims(count, candidates)
+            }
         }
     }
 
     fn adjust_quotas(usage: Vec<u64>) -> Result<Vec<u64>, String> {
         count_call();
-        Correct::adjust_quotas(usage)
+        if with_policy::<Hostile, _>(|h| h.mode)? != Mode::Quota {
+            return Correct::adjust_quotas(usage);
+        }
+        Ok(usage
+            .chunks_exact(4)
+            .flat_map(|u| [u[0], u[1].saturating_mul(1_000_000), 0])
+            .collect())
     }
 
     fn maintain(now: u64) -> Result<(), String> {

@@ -1,0 +1,132 @@
+//! Replaying a trace through the session table.
+//!
+//! The replay drives the very [`SessionTable`] and policy the proxy uses, on the
+//! trace's virtual time (a manual clock; nothing sleeps). Each request names an
+//! object; the replay keeps the object's session handle like a client keeps its
+//! session id. A request whose session is still in the table is a hit (a touch);
+//! otherwise it is a miss: the session is created again, evicting as the policy
+//! decides. Every request counts, cold misses included, with no warm-up.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{TableConfig, MAX_SESSIONS_LIMIT};
+use crate::eviction::EvictionPolicy;
+use crate::session::{Clock, NewSession, SessionId, SessionTable, TableError};
+use crate::trace::{IdMap, Trace};
+
+/// What the capacity counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapacityMode {
+    /// Every object counts 1.
+    Objects,
+    /// Objects count their size in bytes.
+    Bytes,
+}
+
+/// The outcome of one replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayOutcome {
+    pub requests: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    /// Misses of objects larger than the whole capacity (byte mode): counted as
+    /// misses and never admitted.
+    pub too_large: u64,
+    pub wall: Duration,
+}
+
+impl ReplayOutcome {
+    pub fn miss_ratio(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.misses as f64 / self.requests as f64
+        }
+    }
+
+    /// Millions of requests per second of wall time.
+    pub fn throughput_mrps(&self) -> f64 {
+        let secs = self.wall.as_secs_f64();
+        if secs == 0.0 {
+            0.0
+        } else {
+            self.requests as f64 / secs / 1e6
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("invalid capacity: {0}")]
+    Capacity(#[from] crate::config::ConfigError),
+    #[error("the session table refused a request: {0}")]
+    Table(#[from] TableError),
+}
+
+/// How often (in requests) the progress callback is called.
+pub const PROGRESS_EVERY: usize = 1 << 16;
+
+/// Replays `trace` through a table of `capacity` (objects or bytes) evicting by
+/// `policy`. `progress` receives the number of requests done so far.
+pub fn replay(
+    trace: &Trace,
+    policy: Arc<dyn EvictionPolicy>,
+    capacity: u64,
+    mode: CapacityMode,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ReplayOutcome, ReplayError> {
+    let config = match mode {
+        CapacityMode::Objects => {
+            TableConfig::unbounded_in_time(usize::try_from(capacity).unwrap_or(usize::MAX))
+        }
+        CapacityMode::Bytes => TableConfig {
+            weight_capacity: Some(capacity),
+            ..TableConfig::unbounded_in_time(trace.distinct_ids().clamp(1, MAX_SESSIONS_LIMIT))
+        },
+    };
+    let clock = Clock::manual();
+    let table: SessionTable<()> = SessionTable::builder(config)
+        .policy(policy)
+        .clock(clock.clone())
+        .build()?;
+    let mut sessions: IdMap<SessionId> =
+        IdMap::with_capacity_and_hasher(trace.distinct_ids(), Default::default());
+    let mut misses = 0u64;
+    let mut too_large = 0u64;
+    let started = Instant::now();
+    for (index, request) in trace.requests.iter().enumerate() {
+        if index % PROGRESS_EVERY == 0 {
+            progress(index as u64);
+        }
+        clock.set(request.time);
+        let weight = match mode {
+            CapacityMode::Objects => 1,
+            CapacityMode::Bytes => request.size,
+        };
+        if let Some(&id) = sessions.get(&request.id) {
+            match table.touch(id, u64::from(request.size)) {
+                Ok(()) => continue,
+                Err(TableError::UnknownSession(_)) => {}
+                Err(other) => return Err(other.into()),
+            }
+        }
+        misses += 1;
+        match table.create(NewSession::anonymous(()).with_weight(weight)) {
+            Ok(created) => {
+                sessions.insert(request.id, created.id);
+            }
+            Err(TableError::TooLarge { .. }) => too_large += 1,
+            Err(other) => return Err(other.into()),
+        }
+    }
+    let wall = started.elapsed();
+    progress(trace.requests.len() as u64);
+    Ok(ReplayOutcome {
+        requests: trace.requests.len() as u64,
+        misses,
+        evictions: table.metrics().evicted,
+        too_large,
+        wall,
+    })
+}

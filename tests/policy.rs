@@ -1,0 +1,620 @@
+//! WebAssembly policies: equivalence with native references, exact replay
+//! figures, hostile guests, hot reload, loading errors and the artefact cache.
+
+mod common;
+
+mod policy {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    use shadowcat::eviction::{EvictionPolicy, FlushHint, PolicyEvent, RemovalCause};
+    use shadowcat::session::{Clock, NewSession, SessionId, SessionTable, TableError};
+    use shadowcat::wasm::{PolicyEngine, PolicyError, PolicyLimits, WasmPolicy};
+    use shadowcat::{QuotaBounds, RateLimit, TableConfig};
+
+    use crate::common::{fixture, policy_file, reference_trace, with_watchdog};
+
+    fn engine() -> Arc<PolicyEngine> {
+        engine_with(PolicyLimits {
+            call_timeout: Duration::from_millis(20),
+            backoff_base: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(4),
+            max_consecutive_faults: 3,
+            memory_bytes: 32 << 20,
+        })
+    }
+
+    fn engine_with(limits: PolicyLimits) -> Arc<PolicyEngine> {
+        PolicyEngine::new(limits, None).expect("engine")
+    }
+
+    fn load(path: &Path, capacity: u64, config: &[(&str, &str)]) -> Arc<WasmPolicy> {
+        let config = config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        WasmPolicy::load(engine(), path, capacity, config).expect("policy loads")
+    }
+
+    fn hostile(mode: &str, capacity: u64) -> Arc<WasmPolicy> {
+        load(&fixture("hostile.wasm"), capacity, &[("mode", mode)])
+    }
+
+    /// Straightforward reference implementations: slow, obviously correct.
+    #[derive(Default)]
+    struct Reference {
+        kind: &'static str,
+        seq: u64,
+        // id -> (hits while cached, last touch sequence, insertion sequence)
+        entries: HashMap<SessionId, (u64, u64, u64)>,
+    }
+
+    impl Reference {
+        fn new(kind: &'static str) -> Self {
+            Self {
+                kind,
+                ..Self::default()
+            }
+        }
+
+        fn apply(&mut self, event: PolicyEvent) {
+            self.seq += 1;
+            match event {
+                PolicyEvent::Inserted { id, .. } => {
+                    self.entries.insert(id, (1, self.seq, self.seq));
+                }
+                PolicyEvent::Accessed { id, .. } => {
+                    if let Some(e) = self.entries.get_mut(&id) {
+                        e.0 += 1;
+                        e.1 = self.seq;
+                    }
+                }
+                PolicyEvent::Removed { id, .. } => {
+                    self.entries.remove(&id);
+                }
+            }
+        }
+
+        fn victims(&self, count: usize) -> Vec<SessionId> {
+            let mut all: Vec<(SessionId, (u64, u64, u64))> =
+                self.entries.iter().map(|(k, v)| (*k, *v)).collect();
+            match self.kind {
+                "lru" => all.sort_by_key(|(_, (_, last, _))| *last),
+                "fifo" => all.sort_by_key(|(_, (_, _, inserted))| *inserted),
+                "lfu" => all.sort_by_key(|(_, (hits, last, _))| (*hits, *last)),
+                other => panic!("no reference for {other}"),
+            }
+            all.into_iter().take(count).map(|(id, _)| id).collect()
+        }
+    }
+
+    #[test]
+    fn policy_shipped_wasm_policies_match_native_references_on_a_long_event_sequence() {
+        for kind in ["lru", "fifo", "lfu"] {
+            let policy = load(&policy_file(kind), 4_096, &[]);
+            let mut reference = Reference::new(kind);
+            let mut rng = SmallRng::seed_from_u64(99);
+            let mut live: Vec<SessionId> = Vec::new();
+            let mut next_slot = 0u32;
+            let mut decisions = 0;
+            for step in 0..60_000u64 {
+                let event = match rng.random_range(0..100) {
+                    0..=24 => {
+                        next_slot += 1;
+                        let id = SessionId::from_bits(u64::from(next_slot) | (7 << 32));
+                        live.push(id);
+                        Some(PolicyEvent::Inserted {
+                            id,
+                            time: step,
+                            weight: 1,
+                        })
+                    }
+                    25..=79 if !live.is_empty() => {
+                        // Skewed so counts differ and LFU ties are exercised.
+                        let i = (rng.random_range(0..live.len() as u64).pow(2) / live.len() as u64)
+                            as usize;
+                        Some(PolicyEvent::Accessed {
+                            id: live[i],
+                            time: step,
+                            weight: 1,
+                        })
+                    }
+                    80..=89 if !live.is_empty() => {
+                        let id = live.swap_remove(rng.random_range(0..live.len()));
+                        Some(PolicyEvent::Removed {
+                            id,
+                            time: step,
+                            cause: RemovalCause::Evicted,
+                        })
+                    }
+                    _ => None,
+                };
+                match event {
+                    Some(event) => {
+                        if policy.record(event) == FlushHint::FlushSoon {
+                            policy.flush();
+                        }
+                        reference.apply(event);
+                    }
+                    None => {
+                        let count = rng.random_range(1..8);
+                        let mut got = Vec::new();
+                        policy.victims(count, &mut got);
+                        assert_eq!(
+                            got,
+                            reference.victims(count),
+                            "{kind}: victims differ at step {step}"
+                        );
+                        decisions += 1;
+                    }
+                }
+            }
+            assert!(decisions > 4_000);
+            let m = policy.metrics();
+            assert_eq!(m.faults(), 0, "{kind}: {m:?}");
+            // FIFO asks for no access events, so it receives fewer.
+            assert!(
+                m.events_delivered > 15_000,
+                "{kind}: events were batched in: {m:?}"
+            );
+        }
+    }
+
+    /// Replays the reference trace through the table at the reference capacity.
+    fn replay_misses(policy: Arc<dyn EvictionPolicy>) -> u64 {
+        let trace = reference_trace();
+        let outcome = shadowcat::replay::replay(
+            &trace,
+            policy,
+            4_897,
+            shadowcat::replay::CapacityMode::Objects,
+            &mut |_| {},
+        )
+        .expect("replay");
+        outcome.misses
+    }
+
+    #[test]
+    fn policy_wasm_lru_and_fifo_reproduce_the_reference_miss_counts() {
+        assert_eq!(replay_misses(load(&policy_file("lru"), 4_897, &[])), 91_657);
+        assert_eq!(
+            replay_misses(load(&policy_file("fifo"), 4_897, &[])),
+            91_716
+        );
+    }
+
+    #[test]
+    fn policy_wasm_lfu_matches_the_reference_definition() {
+        let policy = load(&policy_file("lfu"), 4_897, &[]);
+        let misses = replay_misses(policy.clone());
+        let ratio = misses as f64 / 113_872.0;
+        assert!((ratio - 0.7907).abs() < 0.0015, "LFU miss ratio {ratio}");
+        assert_eq!(policy.metrics().faults(), 0);
+    }
+
+    /// Table invariants after a hostile run: nothing lost, nothing over the bound.
+    fn assert_table_sound(table: &SessionTable<()>, pinned: &[SessionId]) {
+        let stats = table.stats();
+        let m = table.metrics();
+        assert!(stats.live <= table.config().max_sessions);
+        assert_eq!(stats.lru_len, stats.live);
+        assert_eq!(m.created, stats.live as u64 + m.removed(), "{m:?}");
+        for id in pinned {
+            assert!(table.get(*id).is_some(), "a pinned session was evicted");
+        }
+    }
+
+    /// Fills a table over capacity with `policy`, pinning a few sessions, and
+    /// returns it with its pinned ids.
+    fn churn(policy: Arc<WasmPolicy>, creates: usize) -> (SessionTable<()>, Vec<SessionId>) {
+        let table: SessionTable<()> = SessionTable::builder(TableConfig::unbounded_in_time(32))
+            .policy(policy.clone())
+            .clock(Clock::manual())
+            .build()
+            .expect("table");
+        let mut pinned = Vec::new();
+        for i in 0..creates {
+            table.clock().set(i as u64);
+            let id = table
+                .create(NewSession::new(()))
+                .expect("create never fails")
+                .id;
+            if i < 4 {
+                table.begin_request(id, 0).expect("pin");
+                pinned.push(id);
+            }
+            let _ = table.touch(id, 1);
+            if i >= 32 {
+                // Let the fault backoff (1-4 ms) pass so recovery is attempted.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        (table, pinned)
+    }
+
+    #[test]
+    fn policy_hostile_infinite_loop_times_out_falls_back_and_is_quarantined() {
+        with_watchdog(Duration::from_secs(120), || {
+            let policy = hostile("loop", 32);
+            let (table, pinned) = churn(policy.clone(), 100);
+            assert_table_sound(&table, &pinned);
+            let m = policy.metrics();
+            assert!(m.timeouts >= 1, "{m:?}");
+            assert!(m.fallbacks >= 1, "{m:?}");
+            assert!(
+                policy.is_quarantined(),
+                "three timeouts in a row quarantine it: {m:?}"
+            );
+            assert_eq!(m.quarantines, 1);
+            assert!(table.metrics().fallback_victims > 0);
+        });
+    }
+
+    #[test]
+    fn policy_hostile_memory_bomb_hits_the_cap_and_is_counted() {
+        with_watchdog(Duration::from_secs(120), || {
+            // Generous time, small cap: the cap, not the clock, must stop it.
+            let engine = engine_with(PolicyLimits {
+                call_timeout: Duration::from_secs(2),
+                memory_bytes: 16 << 20,
+                backoff_base: Duration::from_millis(1),
+                backoff_max: Duration::from_millis(4),
+                max_consecutive_faults: 3,
+            });
+            let config = vec![("mode".to_string(), "bomb".to_string())];
+            let policy =
+                WasmPolicy::load(engine, &fixture("hostile.wasm"), 32, config).expect("loads");
+            let (table, pinned) = churn(policy.clone(), 60);
+            assert_table_sound(&table, &pinned);
+            let m = policy.metrics();
+            assert!(m.memory_faults >= 1, "{m:?}");
+            assert_eq!(m.timeouts, 0, "{m:?}");
+            assert!(m.fallbacks >= 1);
+            assert!(policy.is_quarantined());
+        });
+    }
+
+    #[test]
+    fn policy_hostile_panic_traps_and_decisions_continue_from_the_fallback() {
+        let policy = hostile("panic", 32);
+        let (table, pinned) = churn(policy.clone(), 100);
+        assert_table_sound(&table, &pinned);
+        let m = policy.metrics();
+        assert!(m.traps >= 1, "{m:?}");
+        assert!(m.reinstantiations >= 1, "a fresh instance was tried: {m:?}");
+        assert!(policy.is_quarantined());
+        assert_eq!(
+            table.len(),
+            32,
+            "every create succeeded through the fallback"
+        );
+    }
+
+    #[test]
+    fn policy_hostile_error_answers_are_counted_as_faults() {
+        let policy = hostile("error", 32);
+        let (table, pinned) = churn(policy.clone(), 50);
+        assert_table_sound(&table, &pinned);
+        assert!(policy.metrics().errors >= 1);
+    }
+
+    #[test]
+    fn policy_hostile_bad_victims_are_ignored_and_counted() {
+        let policy = hostile("bad-victims", 32);
+        let (table, pinned) = churn(policy.clone(), 200);
+        assert_table_sound(&table, &pinned);
+        let m = table.metrics();
+        assert!(
+            m.invalid_victims > 0,
+            "nonexistent/pinned ids refused: {m:?}"
+        );
+        assert_eq!(m.evicted, 200 - 32);
+        assert_eq!(policy.metrics().faults(), 0, "bad answers are not faults");
+    }
+
+    #[test]
+    fn policy_hostile_million_victims_evict_only_what_is_needed() {
+        let policy = hostile("million", 32);
+        let (table, pinned) = churn(policy.clone(), 40);
+        assert_table_sound(&table, &pinned);
+        assert_eq!(table.metrics().evicted, 8);
+        assert!(policy.metrics().excess_victims >= 8 * 999_000);
+    }
+
+    #[test]
+    fn policy_hostile_create_failure_shows_the_policy_message() {
+        let config = vec![("mode".to_string(), "create-fail".to_string())];
+        let err = WasmPolicy::load(engine(), &fixture("hostile.wasm"), 10, config)
+            .err()
+            .expect("create refused");
+        assert!(matches!(err, PolicyError::CreateRejected { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("create refused by configuration (mode=create-fail)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn policy_hostile_trap_on_the_thousandth_call_recovers_with_a_warmed_instance() {
+        // No backoff: the next decision after a trap recreates the instance.
+        let engine = engine_with(PolicyLimits {
+            backoff_base: Duration::ZERO,
+            max_consecutive_faults: 3,
+            ..PolicyLimits::default()
+        });
+        let config = vec![("mode".to_string(), "trap-at".to_string())];
+        let policy = WasmPolicy::load(engine, &fixture("hostile.wasm"), 16, config).expect("loads");
+        let table = Arc::new(
+            SessionTable::<()>::builder(TableConfig::unbounded_in_time(16))
+                .policy(policy.clone())
+                .clock(Clock::manual())
+                .build()
+                .expect("table"),
+        );
+        let weak = Arc::downgrade(&table);
+        policy.set_live_sessions(Box::new(move || {
+            weak.upgrade()
+                .map(|t| t.recency_order())
+                .unwrap_or_default()
+        }));
+        let mut ids = Vec::new();
+        for i in 0..3_000u64 {
+            table.clock().set(i);
+            ids.push(table.create(NewSession::new(())).expect("create").id);
+        }
+        let m = policy.metrics();
+        assert!(m.traps >= 2, "call 1000 of each instance traps: {m:?}");
+        assert_eq!(m.faults(), m.traps, "{m:?}");
+        assert!(
+            !policy.is_quarantined(),
+            "one fault at a time never quarantines: {m:?}"
+        );
+        // Past the backoff, the policy decides again from a fresh instance that
+        // was warmed with the live sessions: its victim is the table's least
+        // recent session, as a native LRU would choose.
+        std::thread::sleep(Duration::from_millis(20));
+        let mut proposed = Vec::new();
+        policy.victims(1, &mut proposed);
+        let oldest = table.recency_order()[0].0;
+        assert_eq!(proposed, vec![oldest]);
+        let m = policy.metrics();
+        assert!(
+            m.reinstantiations >= m.traps,
+            "each trap was followed by a fresh instance: {m:?}"
+        );
+        let tm = table.metrics();
+        assert_eq!(tm.created, 3_000);
+        assert_eq!(table.len(), 16);
+        assert_eq!(tm.evicted, 3_000 - 16, "no create failed");
+        assert_eq!(
+            tm.fallback_victims, m.traps,
+            "only the trapped decisions fell back: {tm:?}"
+        );
+    }
+
+    #[test]
+    fn policy_quota_adjustments_are_clamped_to_the_configured_bounds() {
+        let policy = hostile("quota", 8);
+        let bounds = QuotaBounds {
+            min_per_second: 2,
+            max_per_second: 300,
+            min_burst: 3,
+            max_burst: 40,
+        };
+        let config = TableConfig {
+            rate_limit: Some(RateLimit {
+                per_second: 100.try_into().expect("non-zero"),
+                burst: 10.try_into().expect("non-zero"),
+            }),
+            quota_bounds: bounds,
+            ..TableConfig::unbounded_in_time(8)
+        };
+        let table: SessionTable<()> = SessionTable::builder(config)
+            .policy(policy.clone())
+            .clock(Clock::manual())
+            .build()
+            .expect("table");
+        let busy = table.create(NewSession::new(())).expect("create").id;
+        let idle = table.create(NewSession::new(())).expect("create").id;
+        table.clock().set(1_000_000);
+        table.touch(busy, 1).expect("touch");
+        table.run_maintenance();
+        let adjusted = table.rate_limit(busy).expect("live").expect("limited");
+        assert_eq!(
+            adjusted.per_second.get(),
+            300,
+            "clamped down to the maximum"
+        );
+        assert_eq!(adjusted.burst.get(), 3, "clamped up to the minimum");
+        assert_eq!(
+            table
+                .rate_limit(idle)
+                .expect("live")
+                .map(|l| l.per_second.get()),
+            Some(100),
+            "sessions without recent use keep their quota"
+        );
+        assert!(policy.metrics().quota_adjustments >= 1);
+    }
+
+    #[test]
+    fn policy_loading_errors_say_what_is_wrong() {
+        let err = WasmPolicy::load(engine(), &fixture("core-module.wasm"), 10, Vec::new())
+            .err()
+            .expect("core module refused");
+        assert!(matches!(err, PolicyError::CoreModule { .. }), "{err}");
+        assert!(err.to_string().contains("not a component"));
+
+        let err = WasmPolicy::load(engine(), &fixture("wrong-version.wasm"), 10, Vec::new())
+            .err()
+            .expect("wrong version refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("expected `shadowcat:policy/policy@0.1.0`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("found `shadowcat:policy/policy@0.2.0`"),
+            "{text}"
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let junk = dir.path().join("junk.wasm");
+        std::fs::write(&junk, b"definitely not wasm").expect("write");
+        let err = WasmPolicy::load(engine(), &junk, 10, Vec::new())
+            .err()
+            .expect("junk refused");
+        assert!(matches!(err, PolicyError::NotWasm { .. }), "{err}");
+
+        let config = vec![("colour".to_string(), "blue".to_string())];
+        let err = WasmPolicy::load(engine(), &policy_file("lru"), 10, config)
+            .err()
+            .expect("unknown key refused");
+        assert!(matches!(err, PolicyError::CreateRejected { .. }), "{err}");
+        assert!(
+            err.to_string().contains("colour"),
+            "the policy's own message: {err}"
+        );
+
+        let dirs = vec![PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../policies"
+        ))];
+        let err = shadowcat::wasm::locate("s3fifo", &dirs).expect_err("not shipped");
+        let text = err.to_string();
+        assert!(
+            text.contains("lru") && text.contains("lfu.wasm"),
+            "lists what exists: {text}"
+        );
+        assert_eq!(
+            shadowcat::wasm::locate("lfu", &dirs).expect("found"),
+            shadowcat::wasm::PolicySource::File(dirs[0].join("lfu.wasm"))
+        );
+        assert_eq!(
+            shadowcat::wasm::locate("lru", &dirs).expect("built in"),
+            shadowcat::wasm::PolicySource::Builtin("lru")
+        );
+    }
+
+    #[test]
+    fn policy_compiled_artefacts_are_cached_by_content() {
+        let cache = tempfile::tempdir().expect("tempdir");
+        let engine = PolicyEngine::new(PolicyLimits::default(), Some(cache.path().to_owned()))
+            .expect("engine");
+        let first = engine.load(&policy_file("lfu")).expect("cold load");
+        assert!(!first.from_cache);
+        let second = engine.load(&policy_file("lfu")).expect("cached load");
+        assert!(second.from_cache);
+        assert_eq!(first.sha256, second.sha256);
+        // A changed file is a different key, never a stale artefact.
+        let other = engine.load(&policy_file("lru")).expect("other policy");
+        assert!(!other.from_cache);
+        let entries = std::fs::read_dir(cache.path()).expect("cache dir").count();
+        assert_eq!(entries, 2);
+    }
+
+    #[test]
+    fn policy_hot_reload_under_concurrent_load_swaps_and_survives_a_broken_file() {
+        with_watchdog(Duration::from_secs(180), || {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let live_file = dir.path().join("current.wasm");
+            std::fs::copy(policy_file("lru"), &live_file).expect("copy");
+            let policy = WasmPolicy::load(engine(), &live_file, 64, Vec::new()).expect("load");
+            let table = Arc::new(
+                SessionTable::<()>::builder(TableConfig::unbounded_in_time(64))
+                    .policy(policy.clone())
+                    .clock(Clock::manual())
+                    .build()
+                    .expect("table"),
+            );
+            let weak = Arc::downgrade(&table);
+            policy.set_live_sessions(Box::new(move || {
+                weak.upgrade()
+                    .map(|t| t.recency_order())
+                    .unwrap_or_default()
+            }));
+            policy.watch(Duration::from_millis(20)).expect("watcher");
+            let stop = Arc::new(AtomicBool::new(false));
+            let workers: Vec<_> = (0..6)
+                .map(|t| {
+                    let (table, stop) = (Arc::clone(&table), stop.clone());
+                    std::thread::spawn(move || {
+                        let mut rng = SmallRng::seed_from_u64(t);
+                        let mut mine: Vec<SessionId> = Vec::new();
+                        let mut ops = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            if mine.is_empty() || rng.random_range(0..4) == 0 {
+                                match table.create(NewSession::new(())) {
+                                    Ok(c) => mine.push(c.id),
+                                    Err(e) => panic!("create failed during reload: {e}"),
+                                }
+                            } else {
+                                let id = mine[rng.random_range(0..mine.len())];
+                                match table.touch(id, 1) {
+                                    Ok(()) | Err(TableError::UnknownSession(_)) => {}
+                                    Err(e) => panic!("touch failed: {e}"),
+                                }
+                            }
+                            if mine.len() > 128 {
+                                mine.drain(..64);
+                            }
+                            ops += 1;
+                        }
+                        ops
+                    })
+                })
+                .collect();
+            let wait_for = |what: &str, check: &dyn Fn() -> bool| {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !check() {
+                    assert!(Instant::now() < deadline, "timed out waiting for {what}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            };
+            std::thread::sleep(Duration::from_millis(100));
+            replace_file(
+                &live_file,
+                &std::fs::read(policy_file("fifo")).expect("fifo"),
+            );
+            wait_for("the fifo reload", &|| policy.metrics().hot_reloads == 1);
+            assert_eq!(policy.info().name, "fifo");
+            std::thread::sleep(Duration::from_millis(100));
+            replace_file(&live_file, b"\0asm garbage that is no component");
+            wait_for("the failed reload", &|| {
+                policy.metrics().hot_reload_failures == 1
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            stop.store(true, Ordering::Relaxed);
+            let ops: u64 = workers.into_iter().map(|w| w.join().expect("worker")).sum();
+            assert!(ops > 1_000, "load kept running: {ops}");
+            assert_eq!(
+                policy.info().name,
+                "fifo",
+                "the broken file left fifo running"
+            );
+            let m = policy.metrics();
+            assert_eq!((m.hot_reloads, m.hot_reload_failures), (1, 1), "{m:?}");
+            assert_eq!(m.faults(), 0, "{m:?}");
+            let tm = table.metrics();
+            assert_eq!(tm.created, table.len() as u64 + tm.removed());
+            assert_eq!(table.stats().lru_len, table.len());
+            // The reloaded policy still decides: its victim is a live session.
+            let mut proposed = Vec::new();
+            policy.victims(1, &mut proposed);
+            assert_eq!(proposed.len(), 1);
+            assert!(table.get(proposed[0]).is_some());
+        });
+    }
+
+    fn replace_file(path: &Path, bytes: &[u8]) {
+        let tmp = path.with_extension("new");
+        std::fs::write(&tmp, bytes).expect("write");
+        std::fs::rename(&tmp, path).expect("rename");
+    }
+}
