@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::bench::OutputFormat;
 use crate::config::{parse_duration, parse_optional_duration, parse_size, RateLimit, TableConfig};
 use crate::wasm::{default_policy_dirs, PolicyEngine, PolicyLimits};
 
@@ -49,6 +50,95 @@ pub enum Command {
     /// Inspect WebAssembly eviction policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Replay an access trace through the session table and compare eviction
+    /// policies side by side.
+    #[command(long_about = BENCH_ABOUT)]
+    Bench(BenchArgs),
+}
+
+const BENCH_ABOUT: &str = "Replay an access trace through the session table and compare eviction policies side by side.
+
+Each request names an object (a session). A request whose session is still in the table is a hit; otherwise it is a miss: the session is created again, evicting as the policy decides. The replay drives the same table and policy host the proxy uses, on the trace's own virtual time (nothing sleeps). Every request counts, cold misses included; there is no warm-up; records of size 0 are skipped. Capacity counts objects (every object 1) unless --bytes is given, then object sizes in bytes.
+
+Without --trace, a synthetic trace is generated (see --synthetic), so the command needs no files. Belady's offline optimum is shown as the floor, and every policy's wall time is compared with the native LRU measured in the same run.
+
+Examples:
+  shadowcat bench
+  shadowcat bench --trace cloudPhysicsIO.oracleGeneral.bin --capacity 4897 --policy lru --policy fifo.wasm
+  shadowcat bench --trace t.csv --csv-id-column 1 --capacity 0.01,0.1 --policy lfu --plot out.svg
+  shadowcat bench --synthetic zipf:alpha=0.8,requests=5000000,ids=500000 --format json";
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Trace file: oracleGeneral binary (`.bin`, `.oracleGeneral.bin`), CSV (`.csv`) or
+    /// text with one id per line (`.txt`); any may end in `.zst`. Omit for a synthetic trace.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+
+    /// Trace format when the file name does not tell.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub trace_format: Option<TraceFormatArg>,
+
+    /// CSV: 0-based column of the object id.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub csv_id_column: usize,
+    /// CSV: 0-based column of the time in seconds (default: the row number).
+    #[arg(long, value_name = "N")]
+    pub csv_time_column: Option<usize>,
+    /// CSV: 0-based column of the size in bytes (default: 1).
+    #[arg(long, value_name = "N")]
+    pub csv_size_column: Option<usize>,
+    /// CSV: field delimiter.
+    #[arg(long, default_value_t = ',', value_name = "CHAR")]
+    pub csv_delimiter: char,
+    /// CSV: whether the first row is a header (default: detected).
+    #[arg(long, value_name = "BOOL")]
+    pub csv_header: Option<bool>,
+
+    /// The synthetic trace used without --trace: `zipf`, `uniform`, `scan` (Zipf mixed
+    /// with scans) or `loop`, with `key=value` settings: alpha, requests, ids, seed,
+    /// every, length.
+    #[arg(
+        long,
+        value_name = "SPEC",
+        default_value = "zipf:alpha=1.0,requests=1000000,ids=100000,seed=42"
+    )]
+    pub synthetic: String,
+
+    /// Capacities, comma-separated or repeated: a count of objects (4897), a fraction
+    /// (0.01) or a percentage (1%) of the trace's distinct objects.
+    #[arg(long, value_name = "LIST", default_value = "0.01,0.05,0.1")]
+    pub capacity: Vec<String>,
+
+    /// A policy to compare, as --eviction-policy takes it (repeat for more).
+    /// Default: the built-in lru and fifo, and every .wasm policy found.
+    #[arg(long = "policy", value_name = "POLICY")]
+    pub policies: Vec<String>,
+
+    /// Capacity counts bytes (object sizes) instead of objects.
+    #[arg(long)]
+    pub bytes: bool,
+
+    /// Leave out Belady's offline optimum.
+    #[arg(long)]
+    pub no_belady: bool,
+
+    /// Output format of the results.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+
+    /// Also draw miss ratio against capacity for every policy (.svg or .png).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TraceFormatArg {
+    /// libCacheSim oracleGeneral: 24-byte binary records.
+    Oracle,
+    Csv,
+    /// One object id per line.
+    Text,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,11 @@
 //!   background cleanup task.
 //! - [`eviction`]: the host-side policy interface the table calls, and the native
 //!   `lru` and `fifo` policies.
+//! - [`wasm`]: the WebAssembly policy host: engine, sandbox limits, batching,
+//!   validation, fallback, recovery, hot reload.
+//! - [`trace`]: reading access traces, generating synthetic ones, Belady.
+//! - [`replay`]: driving a trace through the session table on virtual time.
+//! - [`bench`]: comparing policies side by side (table, JSON, CSV, plot).
 //! - [`cli`]: the command line of the `shadowcat` binary.
 //!
 //! The main design decision: the table owns the truth and all locking; a policy
@@ -16,6 +21,7 @@
 //! LRU order filling any shortfall. A policy can therefore be slow, wrong or
 //! sandboxed in WebAssembly without being able to lose a session or wedge a lock.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod eviction;

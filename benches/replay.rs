@@ -1,0 +1,342 @@
+//! Trace replay throughput and memory, native against WebAssembly policies.
+//!
+//! `cargo bench --bench replay` replays one synthetic Zipf trace (alpha 1.0,
+//! seed 42; 10,000,000 requests over 1,000,000 ids) through the session table at
+//! capacities of 1% and 10% of its distinct ids, with the native `lru` and `fifo`
+//! and with `lru.wasm`, `fifo.wasm` and `lfu.wasm`. The trace is generated once,
+//! outside every measurement; each iteration makes a fresh policy (untimed) and
+//! replays the whole trace (timed: table construction, the replay, dropping the
+//! table). Criterion reports requests/s (`Throughput::Elements`), 10 flat samples
+//! of one replay each.
+//!
+//! The full grid takes minutes. `SHADOWCAT_BENCH_REQUESTS` sets the trace length
+//! (default 10,000,000; the id space is always a tenth of it), e.g.
+//! `SHADOWCAT_BENCH_REQUESTS=1000000 cargo bench --bench replay`. Under
+//! `cargo test --benches` the default is 100,000 so the check stays quick.
+//!
+//! In benchmark mode, after each selected benchmark, 3 more replays are timed by
+//! hand and their heap is watched by a counting global allocator: the printed
+//! peak is the most live heap above the level just before the replay (the trace
+//! itself excluded, its size is printed once). A WebAssembly guest's linear
+//! memory is mapped by wasmtime, not allocated on the Rust heap, so the peak
+//! resident set size growth during the replay (Linux: `VmHWM` after resetting it
+//! via `/proc/self/clear_refs`) is printed too. A summary table closes the run:
+//! policy, capacity, M requests/s (median of the 3 hand-timed replays), misses,
+//! miss ratio, peak heap and peak RSS growth.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use shadowcat::eviction::{EvictionPolicy, Fifo, HostLru};
+use shadowcat::replay::{replay, CapacityMode};
+use shadowcat::trace::{generate, SyntheticSpec, Trace};
+use shadowcat::wasm::{PolicyEngine, PolicyLimits, WasmPolicy};
+
+/// Tracks live heap bytes and their high-water mark.
+struct CountingAllocator;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+static PEAK_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(by: usize) {
+    let now = LIVE_BYTES.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK_BYTES.fetch_max(now, Ordering::Relaxed);
+}
+
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            grew(layout.size());
+        }
+        ptr
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            grew(layout.size());
+        }
+        ptr
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            if new_size >= layout.size() {
+                grew(new_size - layout.size());
+            } else {
+                LIVE_BYTES.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// Restarts the heap high-water mark at the current level, which it returns.
+fn reset_heap_peak() -> usize {
+    let now = LIVE_BYTES.load(Ordering::Relaxed);
+    PEAK_BYTES.store(now, Ordering::Relaxed);
+    now
+}
+
+/// A `/proc/self/status` field in bytes (Linux only).
+fn proc_status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Resets the kernel's peak RSS to the current RSS, which it returns.
+fn reset_rss_peak() -> Option<u64> {
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    proc_status_bytes("VmRSS:")
+}
+
+const MIB: f64 = (1 << 20) as f64;
+const DEFAULT_REQUESTS: usize = 10_000_000;
+const TEST_MODE_REQUESTS: usize = 100_000;
+const OWN_RUNS: usize = 3;
+
+/// True under `cargo bench` (criterion's benchmark mode), false under
+/// `cargo test --benches`, `--test` or `--list`.
+fn benchmarking() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench")
+        && !args
+            .iter()
+            .any(|a| a == "--test" || a == "--list" || a.starts_with("--profile-time"))
+}
+
+fn requests() -> usize {
+    match std::env::var("SHADOWCAT_BENCH_REQUESTS") {
+        Ok(text) => text
+            .replace('_', "")
+            .parse()
+            .ok()
+            .filter(|&n: &usize| n >= 10)
+            .unwrap_or_else(|| panic!("SHADOWCAT_BENCH_REQUESTS={text:?}: want a number >= 10")),
+        Err(_) if benchmarking() => DEFAULT_REQUESTS,
+        Err(_) => TEST_MODE_REQUESTS,
+    }
+}
+
+fn policy_file(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../policies")
+        .join(format!("{name}.wasm"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    NativeLru,
+    NativeFifo,
+    Wasm(&'static str),
+}
+
+impl Kind {
+    const ALL: [Kind; 5] = [
+        Kind::NativeLru,
+        Kind::NativeFifo,
+        Kind::Wasm("lru"),
+        Kind::Wasm("fifo"),
+        Kind::Wasm("lfu"),
+    ];
+
+    fn label(self) -> String {
+        match self {
+            Kind::NativeLru => "native_lru".into(),
+            Kind::NativeFifo => "native_fifo".into(),
+            Kind::Wasm(name) => format!("{name}.wasm"),
+        }
+    }
+
+    fn make(self, engine: &Arc<PolicyEngine>, capacity: u64) -> Arc<dyn EvictionPolicy> {
+        match self {
+            Kind::NativeLru => Arc::new(HostLru),
+            Kind::NativeFifo => Arc::new(Fifo::default()),
+            Kind::Wasm(name) => {
+                WasmPolicy::load(Arc::clone(engine), &policy_file(name), capacity, Vec::new())
+                    .expect("policy loads")
+            }
+        }
+    }
+}
+
+/// One measured replay.
+struct Run {
+    elapsed: Duration,
+    misses: u64,
+    /// Most live heap above the level before the replay.
+    peak_heap: usize,
+    /// Peak RSS growth during the replay, where the kernel reports it.
+    peak_rss: Option<u64>,
+}
+
+/// Replays `trace` with a fresh policy, made and dropped outside the timing.
+fn run(engine: &Arc<PolicyEngine>, kind: Kind, trace: &Trace, capacity: u64) -> Run {
+    let policy = kind.make(engine, capacity);
+    let rss_before = reset_rss_peak();
+    let heap_before = reset_heap_peak();
+    let start = Instant::now();
+    let outcome = replay(
+        black_box(trace),
+        Arc::clone(&policy),
+        capacity,
+        CapacityMode::Objects,
+        &mut |_| {},
+    )
+    .expect("replay");
+    let elapsed = start.elapsed();
+    let peak_heap = PEAK_BYTES
+        .load(Ordering::Relaxed)
+        .saturating_sub(heap_before);
+    let peak_rss = rss_before
+        .zip(proc_status_bytes("VmHWM:"))
+        .map(|(before, peak)| peak.saturating_sub(before));
+    drop(policy);
+    Run {
+        elapsed,
+        misses: outcome.misses,
+        peak_heap,
+        peak_rss,
+    }
+}
+
+struct Row {
+    kind: Kind,
+    percent: u64,
+    capacity: u64,
+    mrps: f64,
+    misses: u64,
+    requests: usize,
+    peak_heap: usize,
+    peak_rss: Option<u64>,
+}
+
+fn bench_replay(c: &mut Criterion) {
+    let requests = requests();
+    let ids = (requests / 10).max(1);
+    let spec: SyntheticSpec = format!("zipf:alpha=1.0,requests={requests},ids={ids},seed=42")
+        .parse()
+        .expect("valid spec");
+    let heap_before = LIVE_BYTES.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let trace = generate(&spec);
+    let generated_in = started.elapsed();
+    let trace_heap = LIVE_BYTES
+        .load(Ordering::Relaxed)
+        .saturating_sub(heap_before);
+    let distinct = trace.distinct_ids() as u64;
+    println!(
+        "replay trace: zipf alpha 1.0, {} requests over {ids} ids ({distinct} distinct), \
+         generated in {generated_in:.2?}; trace heap {:.1} MiB",
+        trace.len(),
+        trace_heap as f64 / MIB
+    );
+
+    let cache = tempfile::tempdir().expect("tempdir");
+    let engine =
+        PolicyEngine::new(PolicyLimits::default(), Some(cache.path().to_owned())).expect("engine");
+
+    let mut group = c.benchmark_group("replay_throughput");
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.throughput(Throughput::Elements(trace.len() as u64));
+    let mut rows = Vec::new();
+    for percent in [1u64, 10] {
+        let capacity = (distinct * percent / 100).max(1);
+        for kind in Kind::ALL {
+            let bench_id = format!("{}/cap_{percent}pct", kind.label());
+            let mut matched = false;
+            group.bench_function(&bench_id, |b| {
+                matched = true;
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| run(&engine, kind, &trace, capacity).elapsed)
+                        .sum()
+                })
+            });
+            if !matched || !benchmarking() {
+                continue;
+            }
+            let runs: Vec<Run> = (0..OWN_RUNS)
+                .map(|_| run(&engine, kind, &trace, capacity))
+                .collect();
+            let mut secs: Vec<f64> = runs.iter().map(|r| r.elapsed.as_secs_f64()).collect();
+            secs.sort_by(f64::total_cmp);
+            assert!(
+                runs.iter().all(|r| r.misses == runs[0].misses),
+                "{bench_id}: replays are deterministic"
+            );
+            let row = Row {
+                kind,
+                percent,
+                capacity,
+                mrps: trace.len() as f64 / secs[OWN_RUNS / 2] / 1e6,
+                misses: runs[0].misses,
+                requests: trace.len(),
+                peak_heap: runs.iter().map(|r| r.peak_heap).max().unwrap_or(0),
+                peak_rss: runs.iter().filter_map(|r| r.peak_rss).max(),
+            };
+            println!(
+                "replay_throughput/{bench_id}: peak heap during one replay {:.1} MiB \
+                 (above {:.1} MiB live, of which the trace {:.1} MiB); peak RSS growth {}",
+                row.peak_heap as f64 / MIB,
+                LIVE_BYTES.load(Ordering::Relaxed) as f64 / MIB,
+                trace_heap as f64 / MIB,
+                row.peak_rss
+                    .map(|b| format!("{:.1} MiB", b as f64 / MIB))
+                    .unwrap_or_else(|| "n/a".into())
+            );
+            rows.push(row);
+        }
+    }
+    group.finish();
+    if rows.is_empty() {
+        return;
+    }
+    println!(
+        "\nreplay summary: {} requests, {distinct} distinct ids; M req/s is the median of \
+         {OWN_RUNS} hand-timed replays; peak heap excludes the {:.1} MiB trace",
+        trace.len(),
+        trace_heap as f64 / MIB
+    );
+    println!(
+        "{:<12} {:>14} {:>9} {:>12} {:>10} {:>14} {:>14}",
+        "policy", "capacity", "M req/s", "misses", "miss ratio", "peak heap MiB", "peak RSS+ MiB"
+    );
+    for r in &rows {
+        println!(
+            "{:<12} {:>8} ({:>2}%) {:>9.2} {:>12} {:>10.4} {:>14.1} {:>14}",
+            r.kind.label(),
+            r.capacity,
+            r.percent,
+            r.mrps,
+            r.misses,
+            r.misses as f64 / r.requests as f64,
+            r.peak_heap as f64 / MIB,
+            r.peak_rss
+                .map(|b| format!("{:.1}", b as f64 / MIB))
+                .unwrap_or_else(|| "n/a".into())
+        );
+    }
+}
+
+criterion_group!(benches, bench_replay);
+criterion_main!(benches);

@@ -1,0 +1,369 @@
+//! `shadowcat bench`: replay one trace through the session table under several
+//! policies and capacities, side by side, with Belady's optimum as the floor and
+//! the native LRU as the cost baseline measured in the same run.
+
+mod plot;
+mod report;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::eviction::EvictionPolicy;
+use crate::replay::{replay, CapacityMode, ReplayError};
+use crate::trace::{belady_misses, Trace, TraceError};
+use crate::wasm::PolicyError;
+
+pub use plot::{write_plot, PlotError};
+pub use report::{render, OutputFormat};
+
+/// The name the offline optimum goes by in results.
+pub const BELADY: &str = "belady";
+/// The baseline every policy's cost is compared with.
+pub const BASELINE: &str = "lru";
+
+/// A capacity as given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CapacitySpec {
+    /// Objects (or bytes in byte mode).
+    Absolute(u64),
+    /// A fraction of the distinct objects (or of their bytes).
+    Fraction(f64),
+}
+
+impl FromStr for CapacitySpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let t = text.trim();
+        if let Some(percent) = t.strip_suffix('%') {
+            let value: f64 = percent
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{t}` is not a percentage"))?;
+            return Self::fraction(value / 100.0, t);
+        }
+        if t.contains('.') || t.contains('e') {
+            let value: f64 = t
+                .parse()
+                .map_err(|_| format!("`{t}` is not a capacity; use a count (4897), a fraction (0.01) or a percentage (1%)"))?;
+            return Self::fraction(value, t);
+        }
+        match t.parse::<u64>() {
+            Ok(0) => Err("capacity 0 holds nothing; use at least 1".into()),
+            Ok(n) => Ok(CapacitySpec::Absolute(n)),
+            Err(_) => Err(format!(
+                "`{t}` is not a capacity; use a count (4897), a fraction (0.01) or a percentage (1%)"
+            )),
+        }
+    }
+}
+
+impl CapacitySpec {
+    fn fraction(value: f64, text: &str) -> Result<Self, String> {
+        if !(value > 0.0 && value <= 1.0) {
+            return Err(format!(
+                "capacity `{text}` must be a fraction in (0, 1] of the distinct objects"
+            ));
+        }
+        Ok(CapacitySpec::Fraction(value))
+    }
+
+    /// The capacity for a trace with `distinct` objects (or unique bytes).
+    pub fn resolve(self, distinct: u64) -> u64 {
+        match self {
+            CapacitySpec::Absolute(n) => n,
+            CapacitySpec::Fraction(f) => ((distinct as f64 * f).round() as u64).max(1),
+        }
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            CapacitySpec::Absolute(n) => n.to_string(),
+            CapacitySpec::Fraction(f) => format!("{}%", trim_float(f * 100.0)),
+        }
+    }
+}
+
+fn trim_float(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// Parses `0.01,0.1` or `4897` into capacities.
+pub fn parse_capacities(text: &str) -> Result<Vec<CapacitySpec>, String> {
+    text.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(CapacitySpec::from_str)
+        .collect()
+}
+
+/// One cell of the comparison.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BenchRow {
+    pub policy: String,
+    pub capacity: u64,
+    pub capacity_label: String,
+    /// Capacity as a fraction of distinct objects (or unique bytes), for plotting.
+    pub capacity_fraction: f64,
+    pub requests: u64,
+    pub misses: u64,
+    pub miss_ratio: f64,
+    /// `None` for Belady, which is computed offline rather than replayed.
+    pub evictions: Option<u64>,
+    pub throughput_mrps: f64,
+    pub wall_ms: f64,
+    /// Wall time relative to the native LRU at the same capacity.
+    pub cost_vs_lru: Option<f64>,
+    /// Miss ratio above Belady's at the same capacity (absolute difference).
+    pub gap_vs_belady: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub trace: String,
+    pub requests: u64,
+    pub distinct_objects: u64,
+    pub unique_bytes: u64,
+    pub mode: &'static str,
+    pub rows: Vec<BenchRow>,
+    pub warnings: Vec<String>,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("replaying `{policy}` at capacity {capacity}: {source}")]
+    Replay {
+        policy: String,
+        capacity: u64,
+        source: ReplayError,
+    },
+    #[error("no capacity given")]
+    NoCapacity,
+}
+
+/// Reports progress of a run; the CLI draws progress bars, tests ignore it.
+pub trait Progress {
+    fn replay_started(&mut self, _policy: &str, _capacity: &str, _requests: u64) {}
+    fn replay_advanced(&mut self, _done: u64) {}
+    fn replay_finished(&mut self, _row: &BenchRow) {}
+}
+
+/// Ignores progress.
+pub struct Quiet;
+
+impl Progress for Quiet {}
+
+/// What to compare.
+#[derive(Debug, Clone)]
+pub struct BenchPlan {
+    pub capacities: Vec<CapacitySpec>,
+    /// Policy names as `--eviction-policy` takes them; the native LRU baseline
+    /// is added first when missing.
+    pub policies: Vec<String>,
+    pub mode: CapacityMode,
+    pub belady: bool,
+}
+
+/// Opens a fresh policy for one replay (policies keep state, so every replay
+/// gets its own instance).
+pub type PolicyOpener<'a> = dyn Fn(&str, u64) -> Result<Arc<dyn EvictionPolicy>, PolicyError> + 'a;
+
+/// Replays `trace` for every policy and capacity of `plan`.
+pub fn run(
+    trace: &Trace,
+    plan: &BenchPlan,
+    open: &PolicyOpener<'_>,
+    progress: &mut dyn Progress,
+) -> Result<BenchReport, BenchError> {
+    if plan.capacities.is_empty() {
+        return Err(BenchError::NoCapacity);
+    }
+    let distinct = trace.distinct_ids() as u64;
+    let unique_bytes = trace.unique_bytes();
+    let universe = match plan.mode {
+        CapacityMode::Objects => distinct,
+        CapacityMode::Bytes => unique_bytes,
+    };
+    let mut warnings = Vec::new();
+    let mut policies: Vec<String> = Vec::new();
+    if !plan.policies.iter().any(|p| p == BASELINE) {
+        policies.push(BASELINE.to_owned());
+    }
+    for p in &plan.policies {
+        if !policies.contains(p) {
+            policies.push(p.clone());
+        }
+    }
+    // Open everything once up front so a typo fails before minutes of replay.
+    for name in &policies {
+        open(name, 1)?;
+    }
+    let mut rows = Vec::new();
+    for spec in &plan.capacities {
+        let capacity = spec.resolve(universe);
+        let label = spec.label();
+        if capacity >= universe {
+            warnings.push(format!(
+                "capacity {label} ({capacity}) holds every {} of the trace ({universe}): only cold misses remain",
+                if plan.mode == CapacityMode::Objects { "object" } else { "byte" }
+            ));
+        }
+        let fraction = capacity as f64 / universe.max(1) as f64;
+        let mut group: Vec<BenchRow> = Vec::new();
+        if plan.belady && plan.mode == CapacityMode::Objects {
+            progress.replay_started(BELADY, &label, trace.len() as u64);
+            let started = Instant::now();
+            let misses = belady_misses(trace, usize::try_from(capacity).unwrap_or(usize::MAX));
+            let row = make_row(
+                BELADY,
+                capacity,
+                &label,
+                fraction,
+                trace.len() as u64,
+                misses,
+                None,
+                started.elapsed(),
+            );
+            progress.replay_finished(&row);
+            group.push(row);
+        }
+        for name in &policies {
+            let policy = open(name, capacity)?;
+            progress.replay_started(name, &label, trace.len() as u64);
+            let outcome = replay(trace, policy, capacity, plan.mode, &mut |done| {
+                progress.replay_advanced(done)
+            })
+            .map_err(|source| BenchError::Replay {
+                policy: name.clone(),
+                capacity,
+                source,
+            })?;
+            let row = make_row(
+                name,
+                capacity,
+                &label,
+                fraction,
+                outcome.requests,
+                outcome.misses,
+                Some(outcome.evictions),
+                outcome.wall,
+            );
+            progress.replay_finished(&row);
+            group.push(row);
+        }
+        let baseline_wall = group
+            .iter()
+            .find(|r| r.policy == BASELINE)
+            .map(|r| r.wall_ms);
+        let belady_ratio = group
+            .iter()
+            .find(|r| r.policy == BELADY)
+            .map(|r| r.miss_ratio);
+        for row in &mut group {
+            if row.policy != BELADY {
+                row.cost_vs_lru = baseline_wall.filter(|w| *w > 0.0).map(|w| row.wall_ms / w);
+            }
+            row.gap_vs_belady = belady_ratio.map(|b| row.miss_ratio - b);
+        }
+        rows.extend(group);
+    }
+    if plan.belady && plan.mode == CapacityMode::Bytes {
+        warnings.push("Belady is computed in object mode only; omitted in byte mode".into());
+    }
+    Ok(BenchReport {
+        trace: trace.name.clone(),
+        requests: trace.len() as u64,
+        distinct_objects: distinct,
+        unique_bytes,
+        mode: match plan.mode {
+            CapacityMode::Objects => "objects",
+            CapacityMode::Bytes => "bytes",
+        },
+        rows,
+        warnings,
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn make_row(
+    policy: &str,
+    capacity: u64,
+    label: &str,
+    fraction: f64,
+    requests: u64,
+    misses: u64,
+    evictions: Option<u64>,
+    wall: Duration,
+) -> BenchRow {
+    let secs = wall.as_secs_f64();
+    BenchRow {
+        policy: policy.to_owned(),
+        capacity,
+        capacity_label: label.to_owned(),
+        capacity_fraction: fraction,
+        requests,
+        misses,
+        miss_ratio: if requests == 0 {
+            0.0
+        } else {
+            misses as f64 / requests as f64
+        },
+        evictions,
+        throughput_mrps: if secs > 0.0 {
+            requests as f64 / secs / 1e6
+        } else {
+            0.0
+        },
+        wall_ms: secs * 1e3,
+        cost_vs_lru: None,
+        gap_vs_belady: None,
+    }
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Where a trace comes from.
+#[derive(Debug, Clone)]
+pub enum TraceSource {
+    File(PathBuf),
+    Synthetic(crate::trace::SyntheticSpec),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_capacities_parse_counts_fractions_and_percentages() {
+        assert_eq!(
+            parse_capacities("0.01, 10%,4897"),
+            Ok(vec![
+                CapacitySpec::Fraction(0.01),
+                CapacitySpec::Fraction(0.1),
+                CapacitySpec::Absolute(4897)
+            ])
+        );
+        assert!(parse_capacities("0").unwrap_err().contains("holds nothing"));
+        assert!(parse_capacities("1.5").unwrap_err().contains("fraction"));
+        assert!(parse_capacities("lots").is_err());
+        assert_eq!(CapacitySpec::Fraction(0.01).resolve(48_974), 490);
+        assert_eq!(CapacitySpec::Fraction(0.01).label(), "1%");
+        assert_eq!(CapacitySpec::Fraction(0.005).label(), "0.5%");
+    }
+}

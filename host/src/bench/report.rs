@@ -1,0 +1,119 @@
+//! Rendering a comparison as an aligned table, JSON or CSV.
+
+use std::fmt::Write as _;
+
+use super::{BenchReport, BenchRow};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map_or_else(|| "-".to_owned(), f)
+}
+
+/// The cells of a row as shown in the table and CSV.
+fn cells(row: &BenchRow) -> [String; 10] {
+    [
+        row.policy.clone(),
+        row.capacity_label.clone(),
+        row.requests.to_string(),
+        row.misses.to_string(),
+        format!("{:.4}", row.miss_ratio),
+        opt(row.gap_vs_belady, |g| format!("{g:+.4}")),
+        row.evictions
+            .map_or_else(|| "-".to_owned(), |e| e.to_string()),
+        format!("{:.2}", row.throughput_mrps),
+        format!("{:.1}", row.wall_ms),
+        opt(row.cost_vs_lru, |c| format!("{c:.2}x")),
+    ]
+}
+
+const HEADERS: [&str; 10] = [
+    "policy",
+    "capacity",
+    "requests",
+    "misses",
+    "miss ratio",
+    "vs belady",
+    "evictions",
+    "M req/s",
+    "wall ms",
+    "cost vs lru",
+];
+
+pub fn render(report: &BenchReport, format: OutputFormat) -> Result<String, serde_json::Error> {
+    Ok(match format {
+        OutputFormat::Json => {
+            let mut s = serde_json::to_string_pretty(report)?;
+            s.push('\n');
+            s
+        }
+        OutputFormat::Csv => {
+            let mut s = HEADERS.join(",").replace(' ', "_");
+            s.push('\n');
+            for row in &report.rows {
+                let cells = cells(row);
+                let _ = writeln!(s, "{}", cells.map(|c| csv_field(&c)).join(","));
+            }
+            s
+        }
+        OutputFormat::Table => table(report),
+    })
+}
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+fn table(report: &BenchReport) -> String {
+    let rows: Vec<[String; 10]> = report.rows.iter().map(cells).collect();
+    let mut widths = HEADERS.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "trace {}: {} requests, {} distinct objects, capacity in {}",
+        report.trace, report.requests, report.distinct_objects, report.mode
+    );
+    let line = |out: &mut String, cells: &[String]| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            // The first two columns are names: left-aligned; numbers right-aligned.
+            if i < 2 {
+                let _ = write!(text, "{cell:<w$}  ");
+            } else {
+                let _ = write!(text, "{cell:>w$}  ");
+            }
+        }
+        let _ = writeln!(out, "{}", text.trim_end());
+    };
+    line(&mut out, &HEADERS.map(str::to_owned));
+    let mut previous_capacity: Option<&str> = None;
+    for (row, cells) in report.rows.iter().zip(&rows) {
+        if previous_capacity.is_some_and(|p| p != row.capacity_label) {
+            out.push('\n');
+        }
+        previous_capacity = Some(&row.capacity_label);
+        line(&mut out, cells);
+    }
+    if let Some(peak) = report.peak_rss_bytes {
+        let _ = writeln!(
+            out,
+            "\npeak memory (RSS): {:.1} MiB",
+            peak as f64 / (1 << 20) as f64
+        );
+    }
+    out
+}
