@@ -30,7 +30,13 @@ mod replay {
         open_policy(
             name,
             &policies_dir(),
-            || PolicyEngine::new(PolicyLimits::default(), None),
+            || {
+                let limits = PolicyLimits {
+                    call_timeout: std::time::Duration::from_secs(10),
+                    ..PolicyLimits::default()
+                };
+                PolicyEngine::new(limits, None)
+            },
             capacity,
             Vec::new(),
         )
@@ -140,7 +146,14 @@ mod replay {
                 "--policy-dir",
                 concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"),
             ])
-            .args(["--policy-cache", "off", "--log", "warn"])
+            .args([
+                "--policy-cache",
+                "off",
+                "--log",
+                "warn",
+                "--policy-timeout",
+                "10s",
+            ])
             .args(args)
             .output()
             .expect("binary runs")

@@ -367,7 +367,7 @@ fn check_policy(args: &PolicyArgs, spec: &str) -> Result<()> {
     let table = SessionTable::<()>::builder(TableConfig::unbounded_in_time(capacity))
         .policy(policy.clone())
         .clock(shadowcat::session::Clock::manual())
-        .build()?;
+        .build_shared()?;
     let started = Instant::now();
     let mut ids = Vec::new();
     for i in 0..(3 * capacity) {

@@ -247,6 +247,13 @@ pub fn run(
                 capacity,
                 source,
             })?;
+            if outcome.fallback_victims > 0 && name != BASELINE {
+                warnings.push(format!(
+                    "{name} at {label}: {} evictions fell back to the host LRU (policy faults or \
+                     timeouts; see the log); its figures are not the policy's alone",
+                    outcome.fallback_victims
+                ));
+            }
             let row = make_row(
                 name,
                 capacity,

@@ -90,6 +90,9 @@ pub struct QuotaAdjustment {
     pub burst: u32,
 }
 
+/// Live sessions in recency order (least recent first): id, last access, weight.
+pub type LiveSessions = Box<dyn Fn() -> Vec<(SessionId, Micros, u32)> + Send + Sync>;
+
 /// Whether a policy asks the table to call [`EvictionPolicy::flush`] once the
 /// table lock is released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +121,11 @@ pub trait EvictionPolicy: Send + Sync + 'static {
 
     /// Proposes rate limits given recent usage; proposing nothing keeps them.
     fn adjust_quotas(&self, _usage: &[QuotaUsage], _out: &mut Vec<QuotaAdjustment>) {}
+
+    /// Gives the policy a way to list the table's live sessions (least recent
+    /// first), to rebuild its state in a fresh instance. Called once by
+    /// [`crate::session::TableBuilder::build_shared`].
+    fn attach_live_sessions(&self, _source: LiveSessions) {}
 
     /// True when the policy's choice *is* the table's LRU order, so the table can
     /// skip asking it (and the second lock round trip that asking costs).

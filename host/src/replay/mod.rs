@@ -33,6 +33,9 @@ pub struct ReplayOutcome {
     /// Misses of objects larger than the whole capacity (byte mode): counted as
     /// misses and never admitted.
     pub too_large: u64,
+    /// Decisions the table made from its own LRU order because the policy
+    /// proposed too few valid victims (a fault, a timeout, a bad answer).
+    pub fallback_victims: u64,
     pub wall: Duration,
 }
 
@@ -86,10 +89,10 @@ pub fn replay(
         },
     };
     let clock = Clock::manual();
-    let table: SessionTable<()> = SessionTable::builder(config)
+    let table: Arc<SessionTable<()>> = SessionTable::builder(config)
         .policy(policy)
         .clock(clock.clone())
-        .build()?;
+        .build_shared()?;
     let mut sessions: IdMap<SessionId> =
         IdMap::with_capacity_and_hasher(trace.distinct_ids(), Default::default());
     let mut misses = 0u64;
@@ -122,11 +125,13 @@ pub fn replay(
     }
     let wall = started.elapsed();
     progress(trace.requests.len() as u64);
+    let metrics = table.metrics();
     Ok(ReplayOutcome {
         requests: trace.requests.len() as u64,
         misses,
-        evictions: table.metrics().evicted,
+        evictions: metrics.evicted,
         too_large,
+        fallback_victims: metrics.fallback_victims,
         wall,
     })
 }

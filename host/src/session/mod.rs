@@ -21,7 +21,8 @@ pub use error::TableError;
 pub use id::SessionId;
 pub use metrics::MetricsSnapshot;
 pub use table::{
-    Created, ExternalId, NewSession, RemoveOutcome, RequestGuard, SessionTable, TableStats,
+    Created, ExternalId, NewSession, RemoveOutcome, RequestGuard, SessionTable, TableBuilder,
+    TableStats,
 };
 pub use teardown::{Teardown, TeardownFuture};
 

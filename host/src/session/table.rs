@@ -1031,6 +1031,20 @@ impl<U: Send + 'static> TableBuilder<U> {
         self
     }
 
+    /// Builds the table behind an `Arc` and attaches the policy to it, so a
+    /// policy that loses its state (a WebAssembly fault) can rebuild it from the
+    /// live sessions.
+    pub fn build_shared(self) -> Result<Arc<SessionTable<U>>, ConfigError> {
+        let table = Arc::new(self.build()?);
+        let weak = Arc::downgrade(&table);
+        table.policy.attach_live_sessions(Box::new(move || {
+            weak.upgrade()
+                .map(|t| t.recency_order())
+                .unwrap_or_default()
+        }));
+        Ok(table)
+    }
+
     pub fn build(self) -> Result<SessionTable<U>, ConfigError> {
         self.config.validate()?;
         let metrics = Arc::new(Metrics::default());

@@ -123,6 +123,8 @@ pub(crate) struct Instance {
     bindings: bindings::EvictionPolicy,
     deadline_ticks: u64,
     pub info: PolicyInfo,
+    /// The host's reusable event buffer, parked here between deliveries.
+    pub spare_events: Vec<u64>,
 }
 
 impl Instance {
@@ -168,6 +170,7 @@ impl Instance {
             store,
             bindings,
             deadline_ticks,
+            spare_events: Vec::new(),
             info: PolicyInfo {
                 name: label.clone(),
                 version: String::new(),

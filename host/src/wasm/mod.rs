@@ -14,6 +14,7 @@ mod locate;
 mod metrics;
 mod policy;
 
+pub use crate::eviction::LiveSessions;
 pub use engine::{LoadedComponent, PolicyEngine, PolicyLimits, EPOCH_TICK};
 pub use error::{PolicyError, HOST_IMPORT, POLICY_EXPORT, TYPES_IMPORT};
 pub use instance::{EventNeeds, PolicyInfo};
@@ -21,7 +22,7 @@ pub use locate::{
     available_policies, default_policy_dirs, locate, policy_files, PolicySource, BUILTIN_POLICIES,
 };
 pub use metrics::{FaultKind, PolicyMetricsSnapshot};
-pub use policy::{LiveSessions, WasmPolicy};
+pub use policy::WasmPolicy;
 
 /// Parses repeated `--policy-config key=value` arguments.
 pub fn parse_config_pairs(pairs: &[String]) -> Result<Vec<(String, String)>, PolicyError> {

@@ -23,7 +23,7 @@ use super::error::PolicyError;
 use super::instance::{EventNeeds, Fault, Instance, PolicyInfo};
 use super::metrics::{PolicyMetrics, PolicyMetricsSnapshot};
 use crate::eviction::{
-    EvictionPolicy, FlushHint, PolicyEvent, QuotaAdjustment, QuotaUsage, RemovalCause,
+    EvictionPolicy, FlushHint, LiveSessions, PolicyEvent, QuotaAdjustment, QuotaUsage, RemovalCause,
 };
 use crate::session::{Micros, SessionId};
 
@@ -33,9 +33,6 @@ const WORDS_PER_EVENT: usize = 3;
 const NEED_INSERTED: u8 = 1;
 const NEED_ACCESSED: u8 = 2;
 const NEED_REMOVED: u8 = 4;
-
-/// Live sessions in recency order (least recent first): id, last access, weight.
-pub type LiveSessions = Box<dyn Fn() -> Vec<(SessionId, Micros, u32)> + Send + Sync>;
 
 enum Slot {
     Ready(Box<Instance>),
@@ -146,7 +143,7 @@ impl WasmPolicy {
     /// Takes the instance, waiting at most one call timeout for another caller
     /// to return it; recreates it after a fault once the backoff has passed.
     fn checkout(&self) -> Option<Box<Instance>> {
-        let wait_until = Instant::now() + self.engine.limits().call_timeout;
+        let mut wait_until: Option<Instant> = None;
         let mut rt = self.runtime.lock();
         loop {
             match &rt.slot {
@@ -158,7 +155,9 @@ impl WasmPolicy {
                     return Some(instance);
                 }
                 Slot::CheckedOut => {
-                    if self.returned.wait_until(&mut rt, wait_until).timed_out() {
+                    let until = *wait_until
+                        .get_or_insert_with(|| Instant::now() + self.engine.limits().call_timeout);
+                    if self.returned.wait_until(&mut rt, until).timed_out() {
                         return None;
                     }
                 }
@@ -262,14 +261,23 @@ impl WasmPolicy {
 
     /// Delivers buffered events to the instance the caller holds.
     fn deliver(&self, instance: &mut Instance) -> Result<(), Fault> {
-        let pending = std::mem::take(&mut *self.buffer.lock());
+        // Swap in the instance's spare vector so neither side reallocates in the
+        // steady state.
+        let mut pending = std::mem::take(&mut instance.spare_events);
+        std::mem::swap(&mut pending, &mut *self.buffer.lock());
+        let mut result = Ok(());
         for chunk in pending.chunks(MAX_EVENTS_PER_CALL * WORDS_PER_EVENT) {
-            self.timed(|| instance.observe(chunk))?;
+            result = self.timed(|| instance.observe(chunk));
+            if result.is_err() {
+                break;
+            }
             self.metrics
                 .events_delivered
                 .fetch_add((chunk.len() / WORDS_PER_EVENT) as u64, Ordering::Relaxed);
         }
-        Ok(())
+        pending.clear();
+        instance.spare_events = pending;
+        result
     }
 
     fn timed<R>(&self, call: impl FnOnce() -> R) -> R {
@@ -412,6 +420,25 @@ impl WasmPolicy {
     }
 }
 
+impl WasmPolicy {
+    /// Reloads the policy file on every SIGHUP, on the current tokio runtime.
+    /// The reload itself (compile, instantiate, warm) runs on a blocking thread,
+    /// off the runtime's workers.
+    #[cfg(unix)]
+    pub fn reload_on_sighup(self: &Arc<Self>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = signal(SignalKind::hangup())?;
+        let weak = Arc::downgrade(self);
+        Ok(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let Some(policy) = weak.upgrade() else { return };
+                tracing::info!(policy = %policy.name, "SIGHUP: reloading the policy");
+                let _ = tokio::task::spawn_blocking(move || policy.reload()).await;
+            }
+        }))
+    }
+}
+
 impl EvictionPolicy for WasmPolicy {
     fn name(&self) -> &str {
         &self.name
@@ -472,6 +499,10 @@ impl EvictionPolicy for WasmPolicy {
                 .store(dropped, Ordering::Relaxed);
             Ok(())
         });
+    }
+
+    fn attach_live_sessions(&self, source: LiveSessions) {
+        self.set_live_sessions(source);
     }
 
     fn adjust_quotas(&self, usage: &[QuotaUsage], out: &mut Vec<QuotaAdjustment>) {
