@@ -7,9 +7,14 @@
 //! outside every measurement; each iteration makes a fresh policy (untimed) and
 //! replays the whole trace (timed: table construction, the replay, dropping the
 //! table). Criterion reports requests/s (`Throughput::Elements`), 10 flat samples
-//! of one replay each.
+//! of one replay each, under `replay_zipf_<size>/<policy>/cap_<1|10>pct`
+//! (e.g. `replay_zipf_10M/lru.wasm/cap_10pct`).
 //!
-//! The full grid takes minutes. `SHADOWCAT_BENCH_REQUESTS` sets the trace length
+//! The full grid takes a long time: every benchmark needs at least 14 replays
+//! (warm-up, 10 samples, 3 hand-timed), and at 10M requests a replay takes
+//! seconds natively and tens of seconds with a wasm policy, so expect half an
+//! hour or more on a small machine; select with a filter, e.g.
+//! `cargo bench --bench replay -- 'lru.wasm/cap_10pct'`. `SHADOWCAT_BENCH_REQUESTS` sets the trace length
 //! (default 10,000,000; the id space is always a tenth of it), e.g.
 //! `SHADOWCAT_BENCH_REQUESTS=1000000 cargo bench --bench replay`. Under
 //! `cargo test --benches` the default is 100,000 so the check stays quick.
@@ -136,6 +141,17 @@ fn requests() -> usize {
     }
 }
 
+/// `10M`, `1M`, `500k` or the plain number.
+fn size_label(n: usize) -> String {
+    if n % 1_000_000 == 0 {
+        format!("{}M", n / 1_000_000)
+    } else if n % 1_000 == 0 {
+        format!("{}k", n / 1_000)
+    } else {
+        n.to_string()
+    }
+}
+
 fn policy_file(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../policies")
@@ -254,7 +270,10 @@ fn bench_replay(c: &mut Criterion) {
     let engine =
         PolicyEngine::new(PolicyLimits::default(), Some(cache.path().to_owned())).expect("engine");
 
-    let mut group = c.benchmark_group("replay_throughput");
+    // The trace size is part of the id, so baselines of different sizes are
+    // never compared with each other.
+    let group_name = format!("replay_zipf_{}", size_label(requests));
+    let mut group = c.benchmark_group(&group_name);
     group.sample_size(10);
     group.sampling_mode(SamplingMode::Flat);
     group.throughput(Throughput::Elements(trace.len() as u64));
@@ -295,7 +314,7 @@ fn bench_replay(c: &mut Criterion) {
                 peak_rss: runs.iter().filter_map(|r| r.peak_rss).max(),
             };
             println!(
-                "replay_throughput/{bench_id}: peak heap during one replay {:.1} MiB \
+                "{group_name}/{bench_id}: peak heap during one replay {:.1} MiB \
                  (above {:.1} MiB live, of which the trace {:.1} MiB); peak RSS growth {}",
                 row.peak_heap as f64 / MIB,
                 LIVE_BYTES.load(Ordering::Relaxed) as f64 / MIB,

@@ -368,25 +368,19 @@ mod policy {
     fn policy_hostile_trap_on_the_thousandth_call_recovers_with_a_warmed_instance() {
         // No backoff: the next decision after a trap recreates the instance.
         let engine = engine_with(PolicyLimits {
+            call_timeout: Duration::from_secs(5),
             backoff_base: Duration::ZERO,
             max_consecutive_faults: 3,
             ..PolicyLimits::default()
         });
         let config = vec![("mode".to_string(), "trap-at".to_string())];
         let policy = WasmPolicy::load(engine, &fixture("hostile.wasm"), 16, config).expect("loads");
-        let table = Arc::new(
-            SessionTable::<()>::builder(TableConfig::unbounded_in_time(16))
-                .policy(policy.clone())
-                .clock(Clock::manual())
-                .build()
-                .expect("table"),
-        );
-        let weak = Arc::downgrade(&table);
-        policy.set_live_sessions(Box::new(move || {
-            weak.upgrade()
-                .map(|t| t.recency_order())
-                .unwrap_or_default()
-        }));
+        // Shared, so the policy can warm a fresh instance from the live sessions.
+        let table = SessionTable::<()>::builder(TableConfig::unbounded_in_time(16))
+            .policy(policy.clone())
+            .clock(Clock::manual())
+            .build_shared()
+            .expect("table");
         let mut ids = Vec::new();
         for i in 0..3_000u64 {
             table.clock().set(i);
@@ -550,19 +544,11 @@ mod policy {
             let live_file = dir.path().join("current.wasm");
             std::fs::copy(policy_file("lru"), &live_file).expect("copy");
             let policy = WasmPolicy::load(engine(), &live_file, 64, Vec::new()).expect("load");
-            let table = Arc::new(
-                SessionTable::<()>::builder(TableConfig::unbounded_in_time(64))
-                    .policy(policy.clone())
-                    .clock(Clock::manual())
-                    .build()
-                    .expect("table"),
-            );
-            let weak = Arc::downgrade(&table);
-            policy.set_live_sessions(Box::new(move || {
-                weak.upgrade()
-                    .map(|t| t.recency_order())
-                    .unwrap_or_default()
-            }));
+            let table = SessionTable::<()>::builder(TableConfig::unbounded_in_time(64))
+                .policy(policy.clone())
+                .clock(Clock::manual())
+                .build_shared()
+                .expect("table");
             policy.watch(Duration::from_millis(20)).expect("watcher");
             let stop = Arc::new(AtomicBool::new(false));
             let workers: Vec<_> = (0..6)

@@ -732,16 +732,26 @@ mod session {
         assert_consistent(&table);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn session_expiry_idle_with_paused_time() {
+    /// A table on tokio's (paused) clock with its cleanup task running.
+    fn paused_table(
+        idle: Option<u64>,
+        max_age: Option<u64>,
+        interval: u64,
+    ) -> (Arc<SessionTable<()>>, CleanupTask) {
         let config = TableConfig {
-            idle_timeout: Some(Duration::from_secs(60)),
-            max_age: None,
-            cleanup_interval: Duration::from_secs(10),
+            idle_timeout: idle.map(Duration::from_secs),
+            max_age: max_age.map(Duration::from_secs),
+            cleanup_interval: Duration::from_secs(interval),
             ..TableConfig::default()
         };
         let table = Arc::new(SessionTable::<()>::new(config).expect("table"));
         let cleanup = CleanupTask::spawn(Arc::clone(&table));
+        (table, cleanup)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn session_expiry_idle_with_paused_time() {
+        let (table, cleanup) = paused_table(Some(60), None, 10);
         let idle = table.create(NewSession::new(())).expect("idle").id;
         let busy = table.create(NewSession::new(())).expect("busy").id;
         for _ in 0..12 {
@@ -758,14 +768,7 @@ mod session {
 
     #[tokio::test(start_paused = true)]
     async fn session_expiry_max_age_with_paused_time() {
-        let config = TableConfig {
-            idle_timeout: None,
-            max_age: Some(Duration::from_secs(300)),
-            cleanup_interval: Duration::from_secs(30),
-            ..TableConfig::default()
-        };
-        let table = Arc::new(SessionTable::<()>::new(config).expect("table"));
-        let cleanup = CleanupTask::spawn(Arc::clone(&table));
+        let (table, cleanup) = paused_table(None, Some(300), 30);
         let old = table.create(NewSession::new(())).expect("old").id;
         tokio::time::sleep(Duration::from_secs(200)).await;
         let young = table.create(NewSession::new(())).expect("young").id;
@@ -782,14 +785,7 @@ mod session {
 
     #[tokio::test(start_paused = true)]
     async fn session_expiry_idle_and_age_mixed_with_paused_time() {
-        let config = TableConfig {
-            idle_timeout: Some(Duration::from_secs(60)),
-            max_age: Some(Duration::from_secs(150)),
-            cleanup_interval: Duration::from_secs(5),
-            ..TableConfig::default()
-        };
-        let table = Arc::new(SessionTable::<()>::new(config).expect("table"));
-        let cleanup = CleanupTask::spawn(Arc::clone(&table));
+        let (table, cleanup) = paused_table(Some(60), Some(150), 5);
         let ids: Vec<_> = (0..6)
             .map(|_| table.create(NewSession::new(())).expect("create").id)
             .collect();
@@ -814,14 +810,7 @@ mod session {
 
     #[tokio::test(start_paused = true)]
     async fn session_pinned_session_is_not_expired_while_its_request_runs() {
-        let config = TableConfig {
-            idle_timeout: Some(Duration::from_secs(60)),
-            max_age: Some(Duration::from_secs(120)),
-            cleanup_interval: Duration::from_secs(10),
-            ..TableConfig::default()
-        };
-        let table = Arc::new(SessionTable::<()>::new(config).expect("table"));
-        let cleanup = CleanupTask::spawn(Arc::clone(&table));
+        let (table, cleanup) = paused_table(Some(60), Some(120), 10);
         let id = table.create(NewSession::new(())).expect("create").id;
         let guard = table.request_guard(id, 1).expect("begin");
         tokio::time::sleep(Duration::from_secs(200)).await;
@@ -1002,7 +991,7 @@ mod session {
                         let mut rng = SmallRng::seed_from_u64(t);
                         let mut held = Vec::new();
                         for _ in 0..20_000 {
-                            if rng.random() && held.len() < 4 {
+                            if rng.random() && held.len() < 6 {
                                 let id = ids[rng.random_range(0..ids.len())];
                                 if let Ok(g) = table.request_guard(id, 1) {
                                     held.push(g);

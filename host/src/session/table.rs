@@ -206,6 +206,9 @@ pub struct TableStats {
     pub free_slots: usize,
 }
 
+/// Whether an eviction loop must go on, given how many it has evicted so far.
+type Shortfall<'a, U> = dyn Fn(&SessionTable<U>, &Inner<U>, usize) -> bool + 'a;
+
 /// Removed sessions waiting for the lock to be released, plus whether the policy
 /// asked to be flushed.
 struct Aftermath<U> {
@@ -302,25 +305,16 @@ impl<U: Send + 'static> SessionTable<U> {
                 break Err(TableError::DuplicateExternalId(external_id.to_string()));
             }
             let now = self.clock.now();
-            let mut valid = 0;
-            for id in proposals.drain(..) {
-                if self.fits(&inner, weight) {
-                    break;
-                }
-                if self.is_evictable(&inner, id) {
-                    self.remove_locked(&mut inner, id, RemovalCause::Evicted, now, &mut after);
-                    valid += 1;
-                } else {
-                    self.metrics.inc(|m| &m.invalid_victims);
-                }
-            }
+            let short = |t: &Self, inner: &Inner<U>, _: usize| !t.fits(inner, weight);
+            let valid =
+                self.evict_proposed(&mut inner, proposals.drain(..), &short, now, &mut after);
             evicted += valid;
             let ask_policy = !self.fits(&inner, weight)
                 && !self.policy_defers_to_host()
                 && round < MAX_POLICY_ROUNDS
                 && (round == 0 || valid > 0);
             if !ask_policy {
-                evicted += self.evict_from_lru_locked(&mut inner, weight, now, &mut after);
+                evicted += self.evict_in_lru_order(&mut inner, &short, 0, now, &mut after);
                 if !self.fits(&inner, weight) {
                     self.metrics.inc(|m| &m.rejected_capacity);
                     break Err(TableError::Capacity {
@@ -566,27 +560,9 @@ impl<U: Send + 'static> SessionTable<U> {
         let evicted = {
             let mut inner = self.inner.lock();
             let now = self.clock.now();
-            let mut evicted = 0;
-            for id in proposals {
-                if evicted == count {
-                    break;
-                }
-                if self.is_evictable(&inner, id) {
-                    self.remove_locked(&mut inner, id, RemovalCause::Evicted, now, &mut after);
-                    evicted += 1;
-                } else {
-                    self.metrics.inc(|m| &m.invalid_victims);
-                }
-            }
-            while evicted < count {
-                let Some(victim) = first_unpinned(&inner) else {
-                    break;
-                };
-                self.metrics.inc(|m| &m.fallback_victims);
-                self.remove_locked(&mut inner, victim, RemovalCause::Evicted, now, &mut after);
-                evicted += 1;
-            }
-            evicted
+            let short = |_: &Self, _: &Inner<U>, evicted: usize| evicted < count;
+            let valid = self.evict_proposed(&mut inner, proposals, &short, now, &mut after);
+            valid + self.evict_in_lru_order(&mut inner, &short, valid, now, &mut after)
         };
         self.finish(after);
         evicted
@@ -815,15 +791,43 @@ impl<U: Send + 'static> SessionTable<U> {
         inner.entry(id).is_some_and(|e| e.pins == 0)
     }
 
-    fn evict_from_lru_locked(
+    /// Evicts the policy's valid proposals, in order, while `short` says more
+    /// room is needed; counts the invalid ones. Returns how many were evicted.
+    fn evict_proposed(
         &self,
         inner: &mut Inner<U>,
-        weight: u32,
+        proposals: impl IntoIterator<Item = SessionId>,
+        short: &Shortfall<'_, U>,
         now: Micros,
         after: &mut Aftermath<U>,
     ) -> usize {
         let mut evicted = 0;
-        while !self.fits(inner, weight) {
+        for id in proposals {
+            if !short(self, inner, evicted) {
+                break;
+            }
+            if self.is_evictable(inner, id) {
+                self.remove_locked(inner, id, RemovalCause::Evicted, now, after);
+                evicted += 1;
+            } else {
+                self.metrics.inc(|m| &m.invalid_victims);
+            }
+        }
+        evicted
+    }
+
+    /// Evicts from the front of the LRU index, skipping pinned sessions, while
+    /// `short` says more room is needed (`already` evicted before this call).
+    fn evict_in_lru_order(
+        &self,
+        inner: &mut Inner<U>,
+        short: &Shortfall<'_, U>,
+        already: usize,
+        now: Micros,
+        after: &mut Aftermath<U>,
+    ) -> usize {
+        let mut evicted = 0;
+        while short(self, inner, already + evicted) {
             let Some(victim) = first_unpinned(inner) else {
                 break;
             };
