@@ -253,8 +253,9 @@ impl Instance {
         self.call(|g, s| g.call_observe(s, events))
     }
 
-    pub fn victims(&mut self, count: u32, candidates: &[u64]) -> Result<Vec<u64>, Fault> {
-        self.call(|g, s| g.call_victims(s, count, candidates))
+    /// `input` is packed as the WIT describes: event count, events, candidates.
+    pub fn victims(&mut self, count: u32, input: &[u64]) -> Result<Vec<u64>, Fault> {
+        self.call(|g, s| g.call_victims(s, count, input))
     }
 
     pub fn adjust_quotas(&mut self, usage: &[u64]) -> Result<Vec<u64>, Fault> {

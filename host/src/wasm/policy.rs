@@ -259,6 +259,35 @@ impl WasmPolicy {
         Ok(())
     }
 
+    /// The packed input of `victims`: the event count, then the buffered events
+    /// (no candidates). Rides on the victims call itself, saving an `observe`
+    /// call and its allocations per decision; an oversized backlog goes through
+    /// `observe` first.
+    fn victims_input(&self, instance: &mut Instance) -> Result<Vec<u64>, Fault> {
+        if self.buffer.lock().len() > MAX_EVENTS_PER_CALL * WORDS_PER_EVENT {
+            self.deliver(instance)?;
+        }
+        let mut input = std::mem::take(&mut instance.spare_events);
+        input.clear();
+        input.push(0);
+        {
+            let mut buffer = self.buffer.lock();
+            input.extend_from_slice(&buffer);
+            buffer.clear();
+        }
+        let events = (input.len() - 1) / WORDS_PER_EVENT;
+        input[0] = events as u64;
+        self.metrics
+            .events_delivered
+            .fetch_add(events as u64, Ordering::Relaxed);
+        Ok(input)
+    }
+
+    fn recycle(&self, instance: &mut Instance, mut words: Vec<u64>) {
+        words.clear();
+        instance.spare_events = words;
+    }
+
     /// Delivers buffered events to the instance the caller holds.
     fn deliver(&self, instance: &mut Instance) -> Result<(), Fault> {
         // Swap in the instance's spare vector so neither side reallocates in the
@@ -289,7 +318,8 @@ impl WasmPolicy {
     }
 
     /// Runs `work` on the checked-out instance; on any fault the instance is
-    /// dropped and `None` returned (the caller falls back).
+    /// dropped and `None` returned (the caller falls back). `work` delivers
+    /// buffered events itself ([`Self::deliver`] or inside `victims`' input).
     fn with_instance<R>(
         &self,
         phase: &'static str,
@@ -299,10 +329,7 @@ impl WasmPolicy {
             return None;
         }
         let mut instance = self.checkout()?;
-        match self
-            .deliver(&mut instance)
-            .and_then(|()| work(self, &mut instance))
-        {
+        match work(self, &mut instance) {
             Ok(value) => {
                 self.checkin(instance);
                 Some(value)
@@ -466,7 +493,10 @@ impl EvictionPolicy for WasmPolicy {
     fn victims(&self, count: usize, out: &mut Vec<SessionId>) {
         let count32 = u32::try_from(count).unwrap_or(u32::MAX);
         let chosen = self.with_instance("victims", |me, instance| {
-            me.timed(|| instance.victims(count32, &[]))
+            let input = me.victims_input(instance)?;
+            let result = me.timed(|| instance.victims(count32, &input));
+            me.recycle(instance, input);
+            result
         });
         match chosen {
             Some(ids) => {
@@ -487,11 +517,12 @@ impl EvictionPolicy for WasmPolicy {
         if self.buffer.lock().is_empty() {
             return;
         }
-        let _ = self.with_instance("observe", |_, _| Ok(()));
+        let _ = self.with_instance("observe", |me, instance| me.deliver(instance));
     }
 
     fn maintain(&self, now: Micros) {
         let _ = self.with_instance("maintain", |me, instance| {
+            me.deliver(instance)?;
             me.timed(|| instance.maintain(now))?;
             let dropped = instance.log_lines_dropped();
             me.metrics
@@ -514,6 +545,7 @@ impl EvictionPolicy for WasmPolicy {
             .flat_map(|u| [u.id.to_bits(), u.admitted, u.rejected, u.window_ms])
             .collect();
         let Some(answer) = self.with_instance("adjust-quotas", |me, instance| {
+            me.deliver(instance)?;
             me.timed(|| instance.adjust_quotas(&packed))
         }) else {
             return;

@@ -31,7 +31,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use lru::Lru;
 use shadowcat_policy_sdk::{
-    Adapter, Candidate, Config, Guest, Info, Needs, Policy, RemovalCause, with_policy,
+    Adapter, Candidate, Config, Guest, Info, Needs, Policy, RemovalCause, apply_victims_input,
+    with_policy,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,8 +163,11 @@ impl Guest for Export {
         Correct::observe(events)
     }
 
-    fn victims(count: u32, candidates: Vec<u64>) -> Result<Vec<u64>, String> {
+    fn victims(count: u32, input: Vec<u64>) -> Result<Vec<u64>, String> {
         count_call();
+        // Pending events first, so the misbehaviour below acts on current state.
+        let candidates = apply_victims_input::<Hostile>(&input)?;
+        let candidates = [&[0u64][..], candidates].concat();
         match with_policy::<Hostile, _>(|h| h.mode)? {
             Mode::Loop => spin(),
             Mode::Bomb => bomb(),

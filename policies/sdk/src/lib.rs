@@ -410,6 +410,41 @@ pub fn with_policy<P: Policy, R>(f: impl FnOnce(&mut P) -> R) -> Result<R, Strin
     with_instance::<P, R>(|i| f(&mut i.policy))
 }
 
+/// Validates `events` (packed as in `observe`) and applies them in order.
+pub fn apply_events<P: Policy>(events: &[u64]) -> Result<(), String> {
+    let events = decode_events(events)?;
+    with_instance::<P, _>(|i| {
+        for event in events {
+            match event {
+                Event::Inserted { id, time, size } => i.policy.on_insert(id, time, size),
+                Event::Accessed { id, time, size } => i.policy.on_access(id, time, size),
+                Event::Removed { id, time, cause } => i.policy.on_remove(id, time, cause),
+            }
+        }
+    })
+}
+
+/// Splits the packed input of `victims` (event count, events, candidates),
+/// applies the events and returns the candidate words.
+pub fn apply_victims_input<P: Policy>(input: &[u64]) -> Result<&[u64], String> {
+    let Some((&count, rest)) = input.split_first() else {
+        return Err("victims: empty input (word 0 must be the event count)".to_owned());
+    };
+    let words = usize::try_from(count)
+        .ok()
+        .and_then(|n| n.checked_mul(EVENT_WORDS))
+        .filter(|&w| w <= rest.len())
+        .ok_or_else(|| {
+            format!(
+                "victims: input announces {count} events but holds only {} words after the count",
+                rest.len()
+            )
+        })?;
+    let (events, candidates) = rest.split_at(words);
+    apply_events::<P>(events)?;
+    Ok(candidates)
+}
+
 /// Implements the WIT exports for any [`Policy`]; [`export_policy!`] wires it up.
 pub struct Adapter<P>(PhantomData<P>);
 
@@ -437,22 +472,14 @@ impl<P: Policy> Guest for Adapter<P> {
     }
 
     fn observe(events: Vec<u64>) -> Result<(), String> {
-        let events = decode_events(&events)?;
-        with_instance::<P, _>(|i| {
-            for event in events {
-                match event {
-                    Event::Inserted { id, time, size } => i.policy.on_insert(id, time, size),
-                    Event::Accessed { id, time, size } => i.policy.on_access(id, time, size),
-                    Event::Removed { id, time, cause } => i.policy.on_remove(id, time, cause),
-                }
-            }
-        })
+        apply_events::<P>(&events)
     }
 
-    fn victims(count: u32, candidates: Vec<u64>) -> Result<Vec<u64>, String> {
+    fn victims(count: u32, input: Vec<u64>) -> Result<Vec<u64>, String> {
         let count = count as usize;
+        let candidates = apply_victims_input::<P>(&input)?;
         with_instance::<P, _>(|i| {
-            decode_candidates(&candidates, &mut i.candidates)?;
+            decode_candidates(candidates, &mut i.candidates)?;
             let mut out = Vec::with_capacity(count.min(1024));
             i.policy.victims(count, &i.candidates, &mut out);
             // The contract says at most `count`; enforce it here rather than

@@ -31,7 +31,7 @@ impl Guest for WrongVersion {
         Ok(())
     }
 
-    fn victims(_count: u32, _candidates: Vec<u64>) -> Result<Vec<u64>, String> {
+    fn victims(_count: u32, _input: Vec<u64>) -> Result<Vec<u64>, String> {
         Ok(Vec::new())
     }
 
