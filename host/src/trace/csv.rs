@@ -1,9 +1,10 @@
 //! Delimited-text traces with configurable columns.
 
 use std::borrow::Cow;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
+use super::input::for_each_line;
 use super::{parse_id, Request, TraceError};
 
 /// Where to find the fields of a CSV trace. Columns are 0-based.
@@ -58,30 +59,15 @@ pub(super) fn parse(
         line,
         reason,
     };
-    let mut reader = BufReader::with_capacity(1 << 16, reader);
     let mut requests = Vec::new();
     let mut skipped_zero_size = 0u64;
-    let mut line = Vec::new();
-    let mut line_number = 0u64;
     let mut header_decided = options.has_header.is_some();
     let mut skip_first_row = options.has_header == Some(true);
     let mut data_rows = 0u64;
-    loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|source| TraceError::Io {
-                path: path.to_path_buf(),
-                op: "read",
-                source,
-            })?;
-        if n == 0 {
-            break;
-        }
-        line_number += 1;
-        let row = trim_line_end(&line);
+    for_each_line(reader, path, |line_number, line| {
+        let row = trim_line_end(line);
         if row.iter().all(u8::is_ascii_whitespace) {
-            continue;
+            return Ok(());
         }
         let fields = split(row, options.delimiter).map_err(|r| error(line_number, r))?;
         if !header_decided {
@@ -90,7 +76,7 @@ pub(super) fn parse(
         }
         if skip_first_row {
             skip_first_row = false;
-            continue;
+            return Ok(());
         }
 
         let field = |column: usize, what: &str| {
@@ -125,10 +111,11 @@ pub(super) fn parse(
         data_rows += 1;
         if size == 0 {
             skipped_zero_size += 1;
-            continue;
+        } else {
+            requests.push(Request::new(time, id, size));
         }
-        requests.push(Request::new(time, id, size));
-    }
+        Ok(())
+    })?;
     Ok((requests, skipped_zero_size))
 }
 

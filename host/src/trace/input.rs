@@ -83,3 +83,30 @@ impl<R: Read> Read for CountingReader<'_, R> {
         Ok(n)
     }
 }
+
+/// Calls `each` with the 1-based number and the bytes (newline included) of
+/// every line of `reader`, stopping at the first error.
+pub(super) fn for_each_line(
+    reader: &mut dyn Read,
+    path: &Path,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), TraceError>,
+) -> Result<(), TraceError> {
+    let mut reader = io::BufReader::with_capacity(1 << 16, reader);
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        let n = io::BufRead::read_until(&mut reader, b'\n', &mut line).map_err(|source| {
+            TraceError::Io {
+                path: path.to_path_buf(),
+                op: "read",
+                source,
+            }
+        })?;
+        if n == 0 {
+            return Ok(());
+        }
+        number += 1;
+        each(number, &line)?;
+    }
+}

@@ -1,8 +1,9 @@
 //! Plain-text traces: one object id per line.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
+use super::input::for_each_line;
 use super::{parse_id, Request, TraceError};
 
 /// Parses one id per line (surrounding whitespace trimmed; integer ids kept,
@@ -11,28 +12,14 @@ use super::{parse_id, Request, TraceError};
 /// time never goes backwards. Sizes are 1. Never skips zero-size records, so
 /// the second value is always 0.
 pub(super) fn parse(reader: &mut dyn Read, path: &Path) -> Result<(Vec<Request>, u64), TraceError> {
-    let mut reader = BufReader::with_capacity(1 << 16, reader);
     let mut requests = Vec::new();
-    let mut line = Vec::new();
-    let mut line_index = 0u64;
-    loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|source| TraceError::Io {
-                path: path.to_path_buf(),
-                op: "read",
-                source,
-            })?;
-        if n == 0 {
-            break;
-        }
+    for_each_line(reader, path, |number, line| {
         let id = line.trim_ascii();
         if !id.is_empty() && !id.starts_with(b"#") {
-            requests.push(Request::new(line_index, parse_id(id), 1));
+            requests.push(Request::new(number - 1, parse_id(id), 1));
         }
-        line_index += 1;
-    }
+        Ok(())
+    })?;
     Ok((requests, 0))
 }
 
