@@ -42,7 +42,7 @@
 //! `cargo test --benches` each benchmark just runs once.
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,19 +55,14 @@ use shadowcat::session::{Clock, NewSession, SessionId, SessionTable};
 use shadowcat::trace::{generate, SyntheticSpec, Trace};
 use shadowcat::wasm::{PolicyEngine, PolicyLimits, WasmPolicy};
 use shadowcat::TableConfig;
+use shadowcat_benches::{fixture, policy_file};
 
 const SHIPPED: [&str; 3] = ["lru", "fifo", "lfu"];
 /// Live sessions the victims and observe benchmarks' policies know.
 const LIVE: u64 = 10_000;
 
-fn policy_file(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../policies")
-        .join(format!("{name}.wasm"))
-}
-
 fn hostile_file() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hostile.wasm")
+    fixture("hostile.wasm")
 }
 
 /// True under `cargo bench` (criterion's benchmark mode), false under

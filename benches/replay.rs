@@ -14,8 +14,9 @@
 //! (warm-up, 10 samples, 3 hand-timed), and at 10M requests a replay takes
 //! seconds natively and tens of seconds with a wasm policy, so expect half an
 //! hour or more on a small machine; select with a filter, e.g.
-//! `cargo bench --bench replay -- 'lru.wasm/cap_10pct'`. `SHADOWCAT_BENCH_REQUESTS` sets the trace length
-//! (default 10,000,000; the id space is always a tenth of it), e.g.
+//! `cargo bench --bench replay -- 'lru.wasm/cap_10pct'`.
+//! `SHADOWCAT_BENCH_REQUESTS` sets the trace length (default 10,000,000; the id
+//! space is always a tenth of it), e.g.
 //! `SHADOWCAT_BENCH_REQUESTS=1000000 cargo bench --bench replay`. Under
 //! `cargo test --benches` the default is 100,000 so the check stays quick.
 //!
@@ -25,13 +26,13 @@
 //! itself excluded, its size is printed once). A WebAssembly guest's linear
 //! memory is mapped by wasmtime, not allocated on the Rust heap, so the peak
 //! resident set size growth during the replay (Linux: `VmHWM` after resetting it
-//! via `/proc/self/clear_refs`) is printed too. A summary table closes the run:
+//! via `/proc/self/clear_refs`) is printed too; it counts only pages newly made
+//! resident, so heap that an earlier replay freed and this one reuses does not
+//! show (which is why the native policies read ~0). A summary table closes the run:
 //! policy, capacity, M requests/s (median of the 3 hand-timed replays), misses,
 //! miss ratio, peak heap and peak RSS growth.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,59 +41,10 @@ use shadowcat::eviction::{EvictionPolicy, Fifo, HostLru};
 use shadowcat::replay::{replay, CapacityMode};
 use shadowcat::trace::{generate, SyntheticSpec, Trace};
 use shadowcat::wasm::{PolicyEngine, PolicyLimits, WasmPolicy};
-
-/// Tracks live heap bytes and their high-water mark.
-struct CountingAllocator;
-
-static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
-static PEAK_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(by: usize) {
-    let now = LIVE_BYTES.fetch_add(by, Ordering::Relaxed) + by;
-    PEAK_BYTES.fetch_max(now, Ordering::Relaxed);
-}
-
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            grew(layout.size());
-        }
-        ptr
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            grew(layout.size());
-        }
-        ptr
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            if new_size >= layout.size() {
-                grew(new_size - layout.size());
-            } else {
-                LIVE_BYTES.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-            }
-        }
-        new
-    }
-}
+use shadowcat_benches::{live_bytes, peak_bytes, policy_file, reset_heap_peak, CountingAllocator};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
-
-/// Restarts the heap high-water mark at the current level, which it returns.
-fn reset_heap_peak() -> usize {
-    let now = LIVE_BYTES.load(Ordering::Relaxed);
-    PEAK_BYTES.store(now, Ordering::Relaxed);
-    now
-}
 
 /// A `/proc/self/status` field in bytes (Linux only).
 fn proc_status_bytes(field: &str) -> Option<u64> {
@@ -143,19 +95,13 @@ fn requests() -> usize {
 
 /// `10M`, `1M`, `500k` or the plain number.
 fn size_label(n: usize) -> String {
-    if n % 1_000_000 == 0 {
+    if n.is_multiple_of(1_000_000) {
         format!("{}M", n / 1_000_000)
-    } else if n % 1_000 == 0 {
+    } else if n.is_multiple_of(1_000) {
         format!("{}k", n / 1_000)
     } else {
         n.to_string()
     }
-}
-
-fn policy_file(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../policies")
-        .join(format!("{name}.wasm"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,9 +165,7 @@ fn run(engine: &Arc<PolicyEngine>, kind: Kind, trace: &Trace, capacity: u64) -> 
     )
     .expect("replay");
     let elapsed = start.elapsed();
-    let peak_heap = PEAK_BYTES
-        .load(Ordering::Relaxed)
-        .saturating_sub(heap_before);
+    let peak_heap = peak_bytes().saturating_sub(heap_before);
     let peak_rss = rss_before
         .zip(proc_status_bytes("VmHWM:"))
         .map(|(before, peak)| peak.saturating_sub(before));
@@ -251,13 +195,11 @@ fn bench_replay(c: &mut Criterion) {
     let spec: SyntheticSpec = format!("zipf:alpha=1.0,requests={requests},ids={ids},seed=42")
         .parse()
         .expect("valid spec");
-    let heap_before = LIVE_BYTES.load(Ordering::Relaxed);
+    let heap_before = live_bytes();
     let started = Instant::now();
     let trace = generate(&spec);
     let generated_in = started.elapsed();
-    let trace_heap = LIVE_BYTES
-        .load(Ordering::Relaxed)
-        .saturating_sub(heap_before);
+    let trace_heap = live_bytes().saturating_sub(heap_before);
     let distinct = trace.distinct_ids() as u64;
     println!(
         "replay trace: zipf alpha 1.0, {} requests over {ids} ids ({distinct} distinct), \
@@ -317,7 +259,7 @@ fn bench_replay(c: &mut Criterion) {
                 "{group_name}/{bench_id}: peak heap during one replay {:.1} MiB \
                  (above {:.1} MiB live, of which the trace {:.1} MiB); peak RSS growth {}",
                 row.peak_heap as f64 / MIB,
-                LIVE_BYTES.load(Ordering::Relaxed) as f64 / MIB,
+                live_bytes() as f64 / MIB,
                 trace_heap as f64 / MIB,
                 row.peak_rss
                     .map(|b| format!("{:.1} MiB", b as f64 / MIB))

@@ -4,9 +4,7 @@
 //! A bare `Mutex<LinkedHashSet>` move-to-back is measured in the same run as the
 //! baseline the table's touch is compared with.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,30 +14,9 @@ use parking_lot::Mutex;
 use shadowcat::eviction::{EvictionPolicy, Fifo, HostLru};
 use shadowcat::session::{Clock, NewSession, SessionTable};
 use shadowcat::TableConfig;
+use shadowcat_benches::{live_bytes, CountingAllocator};
 
 /// Counts live heap bytes so memory per session is measured, not estimated.
-struct CountingAllocator;
-
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
@@ -197,12 +174,12 @@ fn bench_memory(c: &mut Criterion) {
             },
         ),
     ] {
-        let before = LIVE_BYTES.load(Ordering::Relaxed);
+        let before = live_bytes();
         let t = table(config.clone(), Arc::new(HostLru));
         for _ in 0..N {
             t.create(NewSession::new(())).expect("create");
         }
-        let per_session = (LIVE_BYTES.load(Ordering::Relaxed) - before) as f64 / N as f64;
+        let per_session = (live_bytes() - before) as f64 / N as f64;
         println!("session_memory/{name}: {per_session:.0} bytes per live session at {N} sessions");
         drop(t);
         group.bench_function(format!("{name}/fill_100000"), |b| {
