@@ -30,7 +30,8 @@ pub(crate) struct Metrics {
 }
 
 fn inc(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+    // Release pairs with the snapshot's Acquire loads (see `snapshot`).
+    counter.fetch_add(1, Ordering::Release);
 }
 
 impl Metrics {
@@ -48,19 +49,29 @@ impl Metrics {
         inc(pick(self));
     }
 
-    /// Reads gauges before the monotone counters, so even a snapshot taken
-    /// concurrently with writers never shows more active sessions than created.
+    /// Reads in an order that keeps the snapshot's invariants even while other
+    /// threads write (the reads are not one atomic step): the active gauge and
+    /// the removal counters first, `created` last. Every counter only grows and
+    /// each is bounded by `created` at every instant, so a later read of
+    /// `created` is at least as large: the snapshot never shows more active or
+    /// removed sessions than created.
     pub fn snapshot(&self) -> MetricsSnapshot {
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let active = self.active.load(Ordering::Relaxed);
+        let load = |c: &AtomicU64| c.load(Ordering::Acquire);
+        let active = self.active.load(Ordering::Acquire);
+        let expired_idle = load(&self.expired_idle);
+        let expired_age = load(&self.expired_age);
+        let evicted = load(&self.evicted);
+        let closed = load(&self.closed);
+        let deleted_by_admin = load(&self.deleted_by_admin);
+        let created = load(&self.created);
         MetricsSnapshot {
             active,
-            created: load(&self.created),
-            expired_idle: load(&self.expired_idle),
-            expired_age: load(&self.expired_age),
-            evicted: load(&self.evicted),
-            closed: load(&self.closed),
-            deleted_by_admin: load(&self.deleted_by_admin),
+            created,
+            expired_idle,
+            expired_age,
+            evicted,
+            closed,
+            deleted_by_admin,
             rejected_rate_limited: load(&self.rejected_rate_limited),
             rejected_capacity: load(&self.rejected_capacity),
             rejected_overloaded: load(&self.rejected_overloaded),

@@ -506,7 +506,7 @@ impl<U: Send + 'static> SessionTable<U> {
         match entry.state {
             SessionState::Initializing => {
                 entry.state = SessionState::Active;
-                self.metrics.active.fetch_add(1, Ordering::Relaxed);
+                self.metrics.active.fetch_add(1, Ordering::Release);
                 Ok(())
             }
             SessionState::Active => Ok(()),
@@ -544,7 +544,7 @@ impl<U: Send + 'static> SessionTable<U> {
             entry.pending_removal = Some(cause);
         }
         if entry.state == SessionState::Active {
-            self.metrics.active.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.active.fetch_sub(1, Ordering::Release);
         }
         entry.state = SessionState::Closing;
     }
@@ -920,7 +920,7 @@ impl<U: Send + 'static> SessionTable<U> {
             deadlines.compact_if_needed(|id, deadline| deadline_is_current(slots, id, deadline));
         }
         if entry.state == SessionState::Active {
-            self.metrics.active.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.active.fetch_sub(1, Ordering::Release);
         }
         entry.state = SessionState::Closed;
         self.metrics.count_removal(cause);
