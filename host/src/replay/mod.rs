@@ -93,12 +93,14 @@ pub fn replay(
         .policy(policy)
         .clock(clock.clone())
         .build_shared()?;
-    let mut sessions: IdMap<SessionId> =
-        IdMap::with_capacity_and_hasher(trace.distinct_ids(), Default::default());
+    // Objects numbered densely up front, so the replay loop indexes a vector
+    // instead of probing a hash map on every request.
+    let (objects, distinct) = dense_object_numbers(trace);
+    let mut sessions: Vec<Option<SessionId>> = vec![None; distinct];
     let mut misses = 0u64;
     let mut too_large = 0u64;
     let started = Instant::now();
-    for (index, request) in trace.requests.iter().enumerate() {
+    for (index, (request, &object)) in trace.requests.iter().zip(&objects).enumerate() {
         if index % PROGRESS_EVERY == 0 {
             progress(index as u64);
         }
@@ -107,7 +109,8 @@ pub fn replay(
             CapacityMode::Objects => 1,
             CapacityMode::Bytes => request.size,
         };
-        if let Some(&id) = sessions.get(&request.id) {
+        let slot = &mut sessions[object as usize];
+        if let Some(id) = *slot {
             match table.touch(id, u64::from(request.size)) {
                 Ok(()) => continue,
                 Err(TableError::UnknownSession(_)) => {}
@@ -116,9 +119,7 @@ pub fn replay(
         }
         misses += 1;
         match table.create(NewSession::anonymous(()).with_weight(weight)) {
-            Ok(created) => {
-                sessions.insert(request.id, created.id);
-            }
+            Ok(created) => *slot = Some(created.id),
             Err(TableError::TooLarge { .. }) => too_large += 1,
             Err(other) => return Err(other.into()),
         }
@@ -134,4 +135,20 @@ pub fn replay(
         fallback_victims: metrics.fallback_victims,
         wall,
     })
+}
+
+/// Numbers the trace's objects 0, 1, 2, ... in order of first request; returns
+/// the number of each request's object and how many objects there are.
+fn dense_object_numbers(trace: &Trace) -> (Vec<u32>, usize) {
+    let mut numbers: IdMap<u32> =
+        IdMap::with_capacity_and_hasher(trace.len() / 4 + 16, Default::default());
+    let objects = trace
+        .requests
+        .iter()
+        .map(|r| {
+            let next = numbers.len() as u32;
+            *numbers.entry(r.id).or_insert(next)
+        })
+        .collect();
+    (objects, numbers.len())
 }
