@@ -7,6 +7,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Tracks live heap bytes and their high-water mark; a bench declares it its
 /// `#[global_allocator]`.
@@ -82,4 +83,59 @@ pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures")
         .join(name)
+}
+
+/// The policies every comparison bench runs: the native ones and each shipped
+/// WebAssembly policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    NativeLru,
+    NativeFifo,
+    Wasm(&'static str),
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::NativeLru,
+        Kind::NativeFifo,
+        Kind::Wasm("lru"),
+        Kind::Wasm("fifo"),
+        Kind::Wasm("lfu"),
+    ];
+
+    pub fn label(self) -> String {
+        match self {
+            Kind::NativeLru => "native_lru".into(),
+            Kind::NativeFifo => "native_fifo".into(),
+            Kind::Wasm(name) => format!("{name}.wasm"),
+        }
+    }
+
+    /// A fresh policy for a table of `capacity`.
+    pub fn make(
+        self,
+        engine: &Arc<shadowcat::wasm::PolicyEngine>,
+        capacity: u64,
+    ) -> Arc<dyn shadowcat::eviction::EvictionPolicy> {
+        use shadowcat::eviction::{Fifo, HostLru};
+        match self {
+            Kind::NativeLru => Arc::new(HostLru),
+            Kind::NativeFifo => Arc::new(Fifo::default()),
+            Kind::Wasm(name) => shadowcat::wasm::WasmPolicy::load(
+                Arc::clone(engine),
+                &policy_file(name),
+                capacity,
+                Vec::new(),
+            )
+            .expect("policy loads"),
+        }
+    }
+
+    /// The native policy a wasm one is compared with.
+    pub fn native_counterpart(self) -> Kind {
+        match self {
+            Kind::Wasm("fifo") => Kind::NativeFifo,
+            _ => Kind::NativeLru,
+        }
+    }
 }

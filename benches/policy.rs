@@ -49,13 +49,13 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use shadowcat::eviction::{EvictionPolicy, Fifo, FlushHint, HostLru, PolicyEvent, RemovalCause};
+use shadowcat::eviction::{EvictionPolicy, FlushHint, HostLru, PolicyEvent, RemovalCause};
 use shadowcat::replay::{replay, CapacityMode};
 use shadowcat::session::{Clock, NewSession, SessionId, SessionTable};
 use shadowcat::trace::{generate, SyntheticSpec, Trace};
 use shadowcat::wasm::{PolicyEngine, PolicyLimits, WasmPolicy};
 use shadowcat::TableConfig;
-use shadowcat_benches::{fixture, policy_file};
+use shadowcat_benches::{fixture, policy_file, Kind};
 
 const SHIPPED: [&str; 3] = ["lru", "fifo", "lfu"];
 /// Live sessions the victims and observe benchmarks' policies know.
@@ -106,47 +106,6 @@ impl CachedEngine {
             Vec::new(),
         )
         .expect("policy loads")
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    NativeLru,
-    NativeFifo,
-    Wasm(&'static str),
-}
-
-impl Kind {
-    const ALL: [Kind; 5] = [
-        Kind::NativeLru,
-        Kind::NativeFifo,
-        Kind::Wasm("lru"),
-        Kind::Wasm("fifo"),
-        Kind::Wasm("lfu"),
-    ];
-
-    fn label(self) -> String {
-        match self {
-            Kind::NativeLru => "native_lru".into(),
-            Kind::NativeFifo => "native_fifo".into(),
-            Kind::Wasm(name) => format!("{name}.wasm"),
-        }
-    }
-
-    fn make(self, engines: &CachedEngine, capacity: u64) -> Arc<dyn EvictionPolicy> {
-        match self {
-            Kind::NativeLru => Arc::new(HostLru),
-            Kind::NativeFifo => Arc::new(Fifo::default()),
-            Kind::Wasm(name) => engines.wasm(name, capacity),
-        }
-    }
-
-    /// The native policy a wasm one is compared with.
-    fn native_counterpart(self) -> Kind {
-        match self {
-            Kind::Wasm("fifo") => Kind::NativeFifo,
-            _ => Kind::NativeLru,
-        }
     }
 }
 
@@ -215,7 +174,7 @@ fn timed_replay(
     trace: &Trace,
     capacity: u64,
 ) -> (Duration, u64) {
-    let policy = kind.make(engines, capacity);
+    let policy = kind.make(&engines.engine, capacity);
     let start = Instant::now();
     let outcome = replay(
         trace,
@@ -301,7 +260,7 @@ fn bench_table_throughput(c: &mut Criterion) {
 
 /// A wasm policy (or the native FIFO baseline) knowing `LIVE` sessions.
 fn warmed_policy(engines: &CachedEngine, kind: Kind) -> Arc<dyn EvictionPolicy> {
-    let policy = kind.make(engines, LIVE);
+    let policy = kind.make(&engines.engine, LIVE);
     warm_up(policy.as_ref());
     policy
 }

@@ -37,11 +37,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use shadowcat::eviction::{EvictionPolicy, Fifo, HostLru};
 use shadowcat::replay::{replay, CapacityMode};
 use shadowcat::trace::{generate, SyntheticSpec, Trace};
-use shadowcat::wasm::{PolicyEngine, PolicyLimits, WasmPolicy};
-use shadowcat_benches::{live_bytes, peak_bytes, policy_file, reset_heap_peak, CountingAllocator};
+use shadowcat::wasm::{PolicyEngine, PolicyLimits};
+use shadowcat_benches::{live_bytes, peak_bytes, reset_heap_peak, CountingAllocator, Kind};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -101,42 +100,6 @@ fn size_label(n: usize) -> String {
         format!("{}k", n / 1_000)
     } else {
         n.to_string()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    NativeLru,
-    NativeFifo,
-    Wasm(&'static str),
-}
-
-impl Kind {
-    const ALL: [Kind; 5] = [
-        Kind::NativeLru,
-        Kind::NativeFifo,
-        Kind::Wasm("lru"),
-        Kind::Wasm("fifo"),
-        Kind::Wasm("lfu"),
-    ];
-
-    fn label(self) -> String {
-        match self {
-            Kind::NativeLru => "native_lru".into(),
-            Kind::NativeFifo => "native_fifo".into(),
-            Kind::Wasm(name) => format!("{name}.wasm"),
-        }
-    }
-
-    fn make(self, engine: &Arc<PolicyEngine>, capacity: u64) -> Arc<dyn EvictionPolicy> {
-        match self {
-            Kind::NativeLru => Arc::new(HostLru),
-            Kind::NativeFifo => Arc::new(Fifo::default()),
-            Kind::Wasm(name) => {
-                WasmPolicy::load(Arc::clone(engine), &policy_file(name), capacity, Vec::new())
-                    .expect("policy loads")
-            }
-        }
     }
 }
 
