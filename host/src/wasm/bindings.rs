@@ -5,6 +5,6 @@ wasmtime::component::bindgen!({
     world: "eviction-policy",
 });
 
-pub use exports::shadowcat::policy::policy::Guest as PolicyExports;
-pub use shadowcat::policy::host::Level;
-pub use shadowcat::policy::types::Needs;
+pub use self::exports::shadowcat::policy::policy::Guest as PolicyExports;
+pub use self::shadowcat::policy::host::Level;
+pub use self::shadowcat::policy::types::Needs;
