@@ -663,3 +663,87 @@ mod policy_signals {
         drop(Arc::clone(&policy));
     }
 }
+
+mod policy_cli {
+    use std::process::Command;
+
+    fn shadowcat(args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_shadowcat"))
+            .args([
+                "--policy-dir",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"),
+            ])
+            .args([
+                "--policy-cache",
+                "off",
+                "--log",
+                "warn",
+                "--policy-timeout",
+                "10s",
+            ])
+            .args(args)
+            .output()
+            .expect("binary runs")
+    }
+
+    fn text(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
+    #[test]
+    fn policy_cli_list_shows_builtins_and_shipped_policies() {
+        let out = shadowcat(&["policy", "list"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let list = text(&out.stdout);
+        assert!(list.starts_with("NAME"), "{list}");
+        for (name, needs) in [
+            ("lru", "inserted+accessed+removed"),
+            ("fifo", "inserted+removed"),
+            ("lfu", "inserted+accessed+removed"),
+        ] {
+            let row = list
+                .lines()
+                .find(|l| l.starts_with(name) && l.ends_with(&format!("{name}.wasm")))
+                .unwrap_or_else(|| panic!("no row for {name}.wasm in:\n{list}"));
+            assert!(row.contains("0.1.0") && row.contains(needs), "{row}");
+        }
+        assert!(list.contains("(built in)"));
+    }
+
+    #[test]
+    fn policy_cli_check_passes_shipped_policies_and_names_what_is_wrong() {
+        let out = shadowcat(&["policy", "check", "lfu"]);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        for line in ["interface   ok", "load", "smoke", "call time", "ok"] {
+            assert!(stdout.contains(line), "`{line}` missing:\n{stdout}");
+        }
+        let wrong = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/wrong-version.wasm"
+        );
+        let out = shadowcat(&["policy", "check", wrong]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out.stderr).contains("found `shadowcat:policy/policy@0.2.0`"));
+        let out = shadowcat(&[
+            "--eviction-policy",
+            "lfu.wasm",
+            "--policy-config",
+            "x=1",
+            "config",
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            text(&out.stderr).contains("refused its configuration"),
+            "{}",
+            text(&out.stderr)
+        );
+        let out = shadowcat(&["--eviction-policy", "lfu.wasm", "config"]);
+        assert!(out.status.success());
+        assert!(
+            text(&out.stdout).contains("lfu 0.1.0"),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+}

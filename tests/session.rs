@@ -946,6 +946,11 @@ mod session {
         table.set_rate_limit(id, Some(generous)).expect("set");
         assert_eq!(table.rate_limit(id), Ok(Some(generous)));
         table.touch(id, 1).expect("new quota admits");
+        assert_eq!(table.stats().limiters, 2);
+        table.set_rate_limit(other, None).expect("unlimit");
+        assert_eq!(table.stats().limiters, 1);
+        table.remove(id, RemovalCause::Deleted).expect("remove");
+        assert_eq!(table.stats().limiters, 0);
     }
 
     #[test]
@@ -984,14 +989,19 @@ mod session {
                 .map(|_| table.create(NewSession::new(())).expect("create").id)
                 .collect();
             let peak = Arc::new(AtomicUsize::new(0));
+            // All start together; each may try to hold more than the whole bound,
+            // so refusals happen however the threads are scheduled.
+            let start = Arc::new(std::sync::Barrier::new(8));
             let threads: Vec<_> = (0..8)
                 .map(|t| {
                     let (table, ids, peak) = (Arc::clone(&table), ids.clone(), peak.clone());
+                    let start = Arc::clone(&start);
                     std::thread::spawn(move || {
                         let mut rng = SmallRng::seed_from_u64(t);
                         let mut held = Vec::new();
+                        start.wait();
                         for _ in 0..20_000 {
-                            if rng.random() && held.len() < 6 {
+                            if rng.random() && held.len() < 12 {
                                 let id = ids[rng.random_range(0..ids.len())];
                                 if let Ok(g) = table.request_guard(id, 1) {
                                     held.push(g);

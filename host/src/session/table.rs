@@ -16,7 +16,7 @@
 //! which is what deadlocked the design this replaces.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use governor::clock::DefaultClock;
@@ -243,6 +243,8 @@ pub struct SessionTable<U = ()> {
     policy: Arc<dyn EvictionPolicy>,
     /// The policy proposes nothing and lets the LRU index decide (native LRU).
     defers_to_host: bool,
+    /// Live sessions with a rate limiter; changed only under `inner`.
+    limiters: AtomicUsize,
     metrics: Arc<Metrics>,
     clock: Clock,
     limiter_clock: DefaultClock,
@@ -686,9 +688,7 @@ impl<U: Send + 'static> SessionTable<U> {
         for adj in adjustments {
             let limit = bounds.clamp(adj.per_second, adj.burst);
             if let Some(entry) = inner.entry_mut(adj.id) {
-                if entry.limiter.as_ref().map(|l| l.limit()) != Some(limit) {
-                    entry.limiter = Some(SessionLimiter::new(limit, &self.limiter_clock));
-                }
+                self.set_limiter(entry, Some(limit));
                 applied += 1;
             }
         }
@@ -703,10 +703,26 @@ impl<U: Send + 'static> SessionTable<U> {
     ) -> Result<(), TableError> {
         let mut inner = self.inner.lock();
         let entry = inner.entry_mut(id).ok_or(TableError::UnknownSession(id))?;
-        if entry.limiter.as_ref().map(|l| l.limit()) != limit {
-            entry.limiter = limit.map(|l| SessionLimiter::new(l, &self.limiter_clock));
-        }
+        self.set_limiter(entry, limit);
         Ok(())
+    }
+
+    /// Replaces an entry's limiter when the limit changes, keeping the count of
+    /// live limiters (so `stats` need not visit every session).
+    fn set_limiter(&self, entry: &mut Entry<U>, limit: Option<RateLimit>) {
+        if entry.limiter.as_ref().map(|l| l.limit()) == limit {
+            return;
+        }
+        match (entry.limiter.is_some(), limit.is_some()) {
+            (false, true) => {
+                self.limiters.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.limiters.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        entry.limiter = limit.map(|l| SessionLimiter::new(l, &self.limiter_clock));
     }
 
     /// The current rate limit of a session.
@@ -716,8 +732,9 @@ impl<U: Send + 'static> SessionTable<U> {
         Ok(entry.limiter.as_ref().map(|l| l.limit()))
     }
 
-    /// Every live session, least recently used first. The only operation (with
-    /// [`stats`](Self::stats)' limiter count) that visits every session.
+    /// Every live session, least recently used first. With
+    /// [`recency_order`](Self::recency_order), the only operations that visit
+    /// every session.
     pub fn snapshot(&self) -> Vec<SessionInfo> {
         let inner = self.inner.lock();
         inner
@@ -749,14 +766,10 @@ impl<U: Send + 'static> SessionTable<U> {
         self.metrics.snapshot()
     }
 
-    /// Sizes of the internal structures. Counting limiters visits every session.
+    /// Sizes of the internal structures.
     pub fn stats(&self) -> TableStats {
         let inner = self.inner.lock();
-        let limiters = inner
-            .slots
-            .iter()
-            .filter(|s| s.entry.as_ref().is_some_and(|e| e.limiter.is_some()))
-            .count();
+        let limiters = self.limiters.load(Ordering::Relaxed);
         TableStats {
             live: inner.live,
             live_weight: inner.live_weight,
@@ -877,6 +890,9 @@ impl<U: Send + 'static> SessionTable<U> {
                 .map(|l| SessionLimiter::new(l, &self.limiter_clock)),
             upstream,
         });
+        if self.config.rate_limit.is_some() {
+            self.limiters.fetch_add(1, Ordering::Relaxed);
+        }
         inner.live += 1;
         inner.live_weight += u64::from(weight);
         if !external_id.is_empty() {
@@ -913,6 +929,9 @@ impl<U: Send + 'static> SessionTable<U> {
         inner.free_slots.push(id.slot());
         inner.live -= 1;
         inner.live_weight -= u64::from(entry.weight);
+        if entry.limiter.is_some() {
+            self.limiters.fetch_sub(1, Ordering::Relaxed);
+        }
         if entry.pins > 0 {
             inner.pinned -= 1;
         }
@@ -1085,6 +1104,7 @@ impl<U: Send + 'static> TableBuilder<U> {
             in_flight: InFlight::new(self.config.max_in_flight),
             config: self.config,
             defers_to_host: self.policy.defers_to_host_order(),
+            limiters: AtomicUsize::new(0),
             policy: self.policy,
             metrics,
             clock: self.clock.unwrap_or_default(),
