@@ -267,6 +267,16 @@ mod policy {
             );
             assert_eq!(m.quarantines, 1);
             assert!(table.metrics().fallback_victims > 0);
+            // A quarantined policy buffers nothing: its events would never leave.
+            for i in 0..100_000u64 {
+                let id = SessionId::from_bits(i);
+                policy.record(PolicyEvent::Accessed {
+                    id,
+                    time: i,
+                    weight: 1,
+                });
+            }
+            assert_eq!(policy.pending_events(), 0);
         });
     }
 

@@ -556,25 +556,33 @@ mod session {
             // sessions nobody touches, which must expire.
             let stop = Arc::new(AtomicBool::new(false));
             let kept_alive_failures = Arc::new(AtomicU64::new(0));
+            // Table time at the start of each keeper's latest pass: the clock
+            // never runs more than half an idle timeout ahead of the slowest
+            // keeper, however the tasks are scheduled.
+            let passes: Arc<Vec<AtomicU64>> = Arc::new((0..4).map(|_| AtomicU64::new(0)).collect());
             runtime.block_on(async {
                 let mut handles = Vec::new();
                 for k in 0..4u64 {
-                    let (table, stop, failures) = (
+                    let (table, stop, failures, passes) = (
                         Arc::clone(&table),
                         stop.clone(),
                         kept_alive_failures.clone(),
+                        passes.clone(),
                     );
+                    // Created before any task runs, at time 0, so the first
+                    // generation surely reaches its max age within the run.
+                    let mut ids: Vec<(SessionId, u64)> = (0..8)
+                        .map(|_| {
+                            (
+                                table.create(NewSession::new(())).expect("create").id,
+                                table.now(),
+                            )
+                        })
+                        .collect();
                     handles.push(tokio::spawn(async move {
                         let mut rng = SmallRng::seed_from_u64(k);
-                        let mut ids: Vec<(SessionId, u64)> = (0..8)
-                            .map(|_| {
-                                (
-                                    table.create(NewSession::new(())).expect("create").id,
-                                    table.now(),
-                                )
-                            })
-                            .collect();
                         while !stop.load(Ordering::Relaxed) {
+                            let pass_started = table.now();
                             for (id, born) in ids.iter_mut() {
                                 let now = table.now();
                                 if now.saturating_sub(*born) >= max_age - 5 * SECOND {
@@ -587,6 +595,7 @@ mod session {
                                     failures.fetch_add(1, Ordering::Relaxed);
                                 }
                             }
+                            passes[k as usize].store(pass_started, Ordering::Release);
                             if rng.random_range(0..4) == 0 {
                                 tokio::task::yield_now().await;
                             }
@@ -601,7 +610,7 @@ mod session {
                             if table.len() < 2_000 {
                                 table.create(NewSession::new(())).expect("room");
                             }
-                            if rng.random_range(0..8) == 0 {
+                            if table.len() >= 2_000 || rng.random_range(0..8) == 0 {
                                 tokio::task::yield_now().await;
                             }
                         }
@@ -610,11 +619,20 @@ mod session {
                 // The clock only moves a little between keeper passes, so a keeper
                 // always touches well inside the idle window.
                 let cleaner = {
-                    let table = Arc::clone(&table);
+                    let (table, passes) = (Arc::clone(&table), passes.clone());
                     tokio::spawn(async move {
-                        for _ in 0..2_000 {
-                            table.clock().advance(SECOND / 100);
-                            table.cleanup_expired(table.now());
+                        let mut steps = 0;
+                        while steps < 3_000 {
+                            let slowest = passes
+                                .iter()
+                                .map(|p| p.load(Ordering::Acquire))
+                                .min()
+                                .unwrap_or(0);
+                            if table.now() + SECOND / 100 - slowest < idle / 2 {
+                                table.clock().advance(SECOND / 100);
+                                table.cleanup_expired(table.now());
+                                steps += 1;
+                            }
                             tokio::task::yield_now().await;
                         }
                     })

@@ -80,6 +80,8 @@ pub struct WasmPolicy {
     needs: AtomicU8,
     batch_words: AtomicUsize,
     quarantined: AtomicBool,
+    /// No live instance (faulted or quarantined): events are not buffered.
+    faulted: AtomicBool,
     live_sessions: OnceLock<LiveSessions>,
     metrics: PolicyMetrics,
 }
@@ -112,6 +114,7 @@ impl WasmPolicy {
             returned: Condvar::new(),
             buffer: Mutex::new(Vec::new()),
             quarantined: AtomicBool::new(false),
+            faulted: AtomicBool::new(false),
             live_sessions: OnceLock::new(),
             metrics: PolicyMetrics::default(),
         }))
@@ -140,9 +143,15 @@ impl WasmPolicy {
         self.metrics.snapshot()
     }
 
-    /// Takes the instance, waiting at most one call timeout for another caller
-    /// to return it; recreates it after a fault once the backoff has passed.
-    fn checkout(&self) -> Option<Box<Instance>> {
+    /// Events buffered for the next delivery.
+    pub fn pending_events(&self) -> usize {
+        self.buffer.lock().len() / WORDS_PER_EVENT
+    }
+
+    /// Takes the instance, waiting (when `wait`) at most one call timeout for
+    /// another caller to return it; recreates it after a fault once the backoff
+    /// has passed.
+    fn checkout(&self, wait: bool) -> Option<Box<Instance>> {
         let mut wait_until: Option<Instant> = None;
         let mut rt = self.runtime.lock();
         loop {
@@ -154,6 +163,7 @@ impl WasmPolicy {
                     };
                     return Some(instance);
                 }
+                Slot::CheckedOut if !wait => return None,
                 Slot::CheckedOut => {
                     let until = *wait_until
                         .get_or_insert_with(|| Instant::now() + self.engine.limits().call_timeout);
@@ -182,6 +192,8 @@ impl WasmPolicy {
 
     /// Drops the (poisoned) instance and schedules a retry, or quarantines.
     fn fault(&self, phase: &'static str, fault: Fault) {
+        self.faulted.store(true, Ordering::Relaxed);
+        self.buffer.lock().clear();
         self.metrics.count_fault(fault.kind);
         let mut rt = self.runtime.lock();
         rt.consecutive_faults += 1;
@@ -214,7 +226,9 @@ impl WasmPolicy {
 
     /// A fresh Store and instance after a fault, warmed with the live sessions.
     fn reinstantiate(&self, component: &LoadedComponent) -> Option<Box<Instance>> {
-        // The dead instance's pending events are covered by the snapshot below.
+        // Accept events again before the snapshot below, so none falls between
+        // the two; the dead instance's pending events are covered by it.
+        self.faulted.store(false, Ordering::Relaxed);
         self.buffer.lock().clear();
         let started = Instant::now();
         let result = Instance::start(&self.engine, component, self.capacity, &self.config)
@@ -323,12 +337,13 @@ impl WasmPolicy {
     fn with_instance<R>(
         &self,
         phase: &'static str,
+        wait: bool,
         work: impl FnOnce(&Self, &mut Instance) -> Result<R, Fault>,
     ) -> Option<R> {
         if self.is_quarantined() {
             return None;
         }
-        let mut instance = self.checkout()?;
+        let mut instance = self.checkout(wait)?;
         match work(self, &mut instance) {
             Ok(value) => {
                 self.checkin(instance);
@@ -391,6 +406,8 @@ impl WasmPolicy {
                 self.metrics.count_fault(fault.kind);
             }
         }
+        // Events must be buffered from before the snapshot the warm-up takes.
+        let was_faulted = self.faulted.swap(false, Ordering::AcqRel);
         let warmed = self.warm(&mut fresh);
         let mut rt = self.runtime.lock();
         let result = match warmed {
@@ -406,10 +423,12 @@ impl WasmPolicy {
                     Ordering::Release,
                 );
                 self.quarantined.store(false, Ordering::Release);
+                self.faulted.store(false, Ordering::Release);
                 Ok(())
             }
             Err(fault) => {
                 rt.slot = old;
+                self.faulted.store(was_faulted, Ordering::Release);
                 Err(PolicyError::Fault {
                     policy: fresh.info.name.clone(),
                     phase: "warm-up",
@@ -478,7 +497,10 @@ impl EvictionPolicy for WasmPolicy {
             PolicyEvent::Accessed { .. } => needs & NEED_ACCESSED != 0,
             PolicyEvent::Removed { .. } => needs & NEED_REMOVED != 0,
         };
-        if !wanted {
+        // While faulted or quarantined nothing could take the events, and a
+        // recreated instance is rebuilt from the table anyway: buffering them
+        // would only grow without bound.
+        if !wanted || self.faulted.load(Ordering::Relaxed) {
             return FlushHint::Idle;
         }
         let mut buffer = self.buffer.lock();
@@ -492,7 +514,7 @@ impl EvictionPolicy for WasmPolicy {
 
     fn victims(&self, count: usize, out: &mut Vec<SessionId>) {
         let count32 = u32::try_from(count).unwrap_or(u32::MAX);
-        let chosen = self.with_instance("victims", |me, instance| {
+        let chosen = self.with_instance("victims", true, |me, instance| {
             let input = me.victims_input(instance)?;
             let result = me.timed(|| instance.victims(count32, &input));
             me.recycle(instance, input);
@@ -517,11 +539,13 @@ impl EvictionPolicy for WasmPolicy {
         if self.buffer.lock().is_empty() {
             return;
         }
-        let _ = self.with_instance("observe", |me, instance| me.deliver(instance));
+        // Never waits: a busy instance's holder delivers the backlog with its
+        // own call, and the request path must not queue behind it.
+        let _ = self.with_instance("observe", false, |me, instance| me.deliver(instance));
     }
 
     fn maintain(&self, now: Micros) {
-        let _ = self.with_instance("maintain", |me, instance| {
+        let _ = self.with_instance("maintain", true, |me, instance| {
             me.deliver(instance)?;
             me.timed(|| instance.maintain(now))?;
             let dropped = instance.log_lines_dropped();
@@ -544,7 +568,7 @@ impl EvictionPolicy for WasmPolicy {
             .iter()
             .flat_map(|u| [u.id.to_bits(), u.admitted, u.rejected, u.window_ms])
             .collect();
-        let Some(answer) = self.with_instance("adjust-quotas", |me, instance| {
+        let Some(answer) = self.with_instance("adjust-quotas", true, |me, instance| {
             me.deliver(instance)?;
             me.timed(|| instance.adjust_quotas(&packed))
         }) else {
