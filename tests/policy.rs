@@ -675,34 +675,11 @@ mod policy_signals {
 }
 
 mod policy_cli {
-    use std::process::Command;
-
-    fn shadowcat(args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_shadowcat"))
-            .args([
-                "--policy-dir",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"),
-            ])
-            .args([
-                "--policy-cache",
-                "off",
-                "--log",
-                "warn",
-                "--policy-timeout",
-                "10s",
-            ])
-            .args(args)
-            .output()
-            .expect("binary runs")
-    }
-
-    fn text(bytes: &[u8]) -> String {
-        String::from_utf8_lossy(bytes).into_owned()
-    }
+    use crate::common::{shadowcat_cli, text};
 
     #[test]
     fn policy_cli_list_shows_builtins_and_shipped_policies() {
-        let out = shadowcat(&["policy", "list"]);
+        let out = shadowcat_cli(&["policy", "list"]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         let list = text(&out.stdout);
         assert!(list.starts_with("NAME"), "{list}");
@@ -722,7 +699,7 @@ mod policy_cli {
 
     #[test]
     fn policy_cli_check_passes_shipped_policies_and_names_what_is_wrong() {
-        let out = shadowcat(&["policy", "check", "lfu"]);
+        let out = shadowcat_cli(&["policy", "check", "lfu"]);
         let stdout = text(&out.stdout);
         assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
         for line in ["interface   ok", "load", "smoke", "call time", "ok"] {
@@ -732,10 +709,10 @@ mod policy_cli {
             env!("CARGO_MANIFEST_DIR"),
             "/../tests/fixtures/wrong-version.wasm"
         );
-        let out = shadowcat(&["policy", "check", wrong]);
+        let out = shadowcat_cli(&["policy", "check", wrong]);
         assert_eq!(out.status.code(), Some(1));
         assert!(text(&out.stderr).contains("found `shadowcat:policy/policy@0.2.0`"));
-        let out = shadowcat(&[
+        let out = shadowcat_cli(&[
             "--eviction-policy",
             "lfu.wasm",
             "--policy-config",
@@ -748,7 +725,7 @@ mod policy_cli {
             "{}",
             text(&out.stderr)
         );
-        let out = shadowcat(&["--eviction-policy", "lfu.wasm", "config"]);
+        let out = shadowcat_cli(&["--eviction-policy", "lfu.wasm", "config"]);
         assert!(out.status.success());
         assert!(
             text(&out.stdout).contains("lfu 0.1.0"),

@@ -5,7 +5,6 @@ mod common;
 
 mod replay {
     use std::path::Path;
-    use std::process::Command;
     use std::sync::Arc;
 
     use shadowcat::bench::{self, BenchPlan, CapacitySpec, Quiet};
@@ -14,7 +13,7 @@ mod replay {
     use shadowcat::trace::{Request, Trace};
     use shadowcat::wasm::{open_policy, PolicyEngine, PolicyLimits};
 
-    use crate::common::{reference_trace, shared_trace_path};
+    use crate::common::{reference_trace, shadowcat_cli, shared_trace_path, text};
 
     fn misses(trace: &Trace, policy: Arc<dyn EvictionPolicy>, capacity: u64) -> u64 {
         replay(trace, policy, capacity, CapacityMode::Objects, &mut |_| {})
@@ -140,29 +139,6 @@ mod replay {
         assert_eq!(outcome.evictions, 1);
     }
 
-    fn shadowcat(args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_shadowcat"))
-            .args([
-                "--policy-dir",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"),
-            ])
-            .args([
-                "--policy-cache",
-                "off",
-                "--log",
-                "warn",
-                "--policy-timeout",
-                "10s",
-            ])
-            .args(args)
-            .output()
-            .expect("binary runs")
-    }
-
-    fn text(bytes: &[u8]) -> String {
-        String::from_utf8_lossy(bytes).into_owned()
-    }
-
     #[test]
     fn replay_cli_runs_on_the_reference_trace_and_writes_json_and_a_plot() {
         let trace = shared_trace_path("cloudPhysicsIO.oracleGeneral.bin");
@@ -173,7 +149,7 @@ mod replay {
         );
         let dir = tempfile::tempdir().expect("tempdir");
         let plot = dir.path().join("plot.svg");
-        let out = shadowcat(&[
+        let out = shadowcat_cli(&[
             "bench",
             "--trace",
             trace.to_str().expect("utf-8 path"),
@@ -201,7 +177,7 @@ mod replay {
 
     #[test]
     fn replay_cli_table_and_csv_on_the_embedded_default() {
-        let out = shadowcat(&[
+        let out = shadowcat_cli(&[
             "bench",
             "--synthetic",
             "zipf:alpha=1.0,requests=20000,ids=2000,seed=7",
@@ -216,7 +192,7 @@ mod replay {
         assert!(lines[0].starts_with("policy,capacity,requests,misses,miss_ratio"));
         // belady + lru + fifo + the three shipped wasm policies, at two capacities.
         assert_eq!(lines.len(), 1 + 2 * 6, "{csv}");
-        let out = shadowcat(&[
+        let out = shadowcat_cli(&[
             "bench",
             "--synthetic",
             "uniform:requests=5000,ids=500",
@@ -282,7 +258,7 @@ mod replay {
             let mut all = vec!["bench".to_string()];
             all.extend(args.clone());
             let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-            let out = shadowcat(&refs);
+            let out = shadowcat_cli(&refs);
             let stderr = text(&out.stderr);
             assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
             assert!(
@@ -295,7 +271,7 @@ mod replay {
 
     #[test]
     fn replay_cli_warns_when_the_capacity_holds_every_object() {
-        let out = shadowcat(&[
+        let out = shadowcat_cli(&[
             "bench",
             "--synthetic",
             "uniform:requests=2000,ids=100",
@@ -314,7 +290,7 @@ mod replay {
 
     #[test]
     fn replay_cli_help_documents_the_semantics() {
-        let out = shadowcat(&["bench", "--help"]);
+        let out = shadowcat_cli(&["bench", "--help"]);
         let help = text(&out.stdout);
         for phrase in [
             "cold misses included",

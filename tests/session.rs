@@ -218,11 +218,7 @@ mod session {
     }
 
     fn race(table: Arc<SessionTable<()>>, tasks: u64, rounds: usize) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime = multi_thread_runtime();
         runtime.block_on(async {
             let handles: Vec<_> = (0..tasks)
                 .map(|seed| tokio::spawn(churn(Arc::clone(&table), seed, rounds)))
@@ -233,6 +229,15 @@ mod session {
         });
         assert_consistent(&table);
         assert_eq!(table.stats().in_flight, 0);
+    }
+
+    /// Four workers: more than the cores here, so tasks interleave for real.
+    fn multi_thread_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("runtime")
     }
 
     fn racing_config() -> TableConfig {
@@ -470,11 +475,7 @@ mod session {
     fn metrics_accuracy_under_random_concurrent_operations() {
         with_watchdog(Duration::from_secs(120), || {
             let log = TeardownLog::default();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(4)
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let runtime = multi_thread_runtime();
             let table = Arc::new(
                 SessionTable::builder(racing_config())
                     .clock(Clock::manual())
@@ -530,11 +531,7 @@ mod session {
     fn concurrent_cleanup_never_expires_a_session_touched_before_its_deadline() {
         with_watchdog(Duration::from_secs(120), || {
             let log = TeardownLog::default();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(4)
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let runtime = multi_thread_runtime();
             let idle = 10 * SECOND;
             let max_age = 15 * SECOND;
             // Room for everything: any session that vanishes was expired, not evicted.

@@ -141,3 +141,28 @@ pub fn reference_trace() -> shadowcat::trace::Trace {
     )
     .expect("reference trace reads")
 }
+
+/// Runs the `shadowcat` binary on the shipped policies, with no artefact cache
+/// and a generous call deadline (these tests are about answers, not deadlines).
+pub fn shadowcat_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_shadowcat"))
+        .args([
+            "--policy-dir",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"),
+        ])
+        .args([
+            "--policy-cache",
+            "off",
+            "--log",
+            "warn",
+            "--policy-timeout",
+            "10s",
+        ])
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
