@@ -369,6 +369,14 @@ mod session {
             table.create(NewSession::new(()).with_external_id("client-7")),
             Err(TableError::DuplicateExternalId("client-7".into()))
         );
+        assert_eq!(
+            table.create(NewSession::new(()).with_external_id("")),
+            Err(TableError::EmptyExternalId)
+        );
+        let anonymous = table.create(NewSession::anonymous(())).expect("anonymous");
+        assert!(anonymous.external_id.is_empty());
+        assert!(table.lookup("").is_err(), "anonymous sessions have no name");
+        assert_eq!(table.stats().external_ids, 2);
         table
             .remove(named.id, RemovalCause::Closed)
             .expect("remove");

@@ -12,6 +12,8 @@ pub enum TableError {
     UnknownExternalId(String),
     #[error("session id `{0}` is already in use")]
     DuplicateExternalId(String),
+    #[error("an external session id must not be empty")]
+    EmptyExternalId,
     #[error("session {id} is {state}: it accepts no new requests")]
     NotAcceptingRequests { id: SessionId, state: SessionState },
     #[error("invalid state transition for session {id}: {from} -> {to}")]

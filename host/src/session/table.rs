@@ -298,6 +298,10 @@ impl<U: Send + 'static> SessionTable<U> {
             });
         }
         let external_id: Arc<str> = match external_id {
+            // Empty is how anonymous sessions are marked inside the table.
+            ExternalId::Given(given) if given.is_empty() => {
+                return Err(TableError::EmptyExternalId)
+            }
             ExternalId::Given(given) => Arc::from(given),
             ExternalId::Generate => Arc::from(generate_external_id()),
             ExternalId::Anonymous => Arc::clone(&ANONYMOUS),
