@@ -139,3 +139,22 @@ impl Kind {
         }
     }
 }
+
+/// Replays `trace` in object mode with `policy`, timing only the replay; the
+/// policy is kept alive (and dropped) by the caller, outside the timing.
+pub fn timed_replay(
+    trace: &shadowcat::trace::Trace,
+    policy: &Arc<dyn shadowcat::eviction::EvictionPolicy>,
+    capacity: u64,
+) -> (std::time::Duration, shadowcat::replay::ReplayOutcome) {
+    let start = std::time::Instant::now();
+    let outcome = shadowcat::replay::replay(
+        std::hint::black_box(trace),
+        Arc::clone(policy),
+        capacity,
+        shadowcat::replay::CapacityMode::Objects,
+        &mut |_| {},
+    )
+    .expect("replay");
+    (start.elapsed(), outcome)
+}

@@ -50,12 +50,11 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingM
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use shadowcat::eviction::{EvictionPolicy, FlushHint, HostLru, PolicyEvent, RemovalCause};
-use shadowcat::replay::{replay, CapacityMode};
 use shadowcat::session::{Clock, NewSession, SessionId, SessionTable};
 use shadowcat::trace::{generate, SyntheticSpec, Trace};
 use shadowcat::wasm::{PolicyEngine, PolicyLimits, WasmPolicy};
 use shadowcat::TableConfig;
-use shadowcat_benches::{fixture, policy_file, Kind};
+use shadowcat_benches::{fixture, policy_file, timed_replay, Kind};
 
 const SHIPPED: [&str; 3] = ["lru", "fifo", "lfu"];
 /// Live sessions the victims and observe benchmarks' policies know.
@@ -168,23 +167,14 @@ fn table_trace() -> Trace {
 
 /// One replay of `trace` with a fresh policy; the policy is made (and later
 /// dropped) outside the returned time.
-fn timed_replay(
+fn replay_with_fresh_policy(
     engines: &CachedEngine,
     kind: Kind,
     trace: &Trace,
     capacity: u64,
 ) -> (Duration, u64) {
     let policy = kind.make(&engines.engine, capacity);
-    let start = Instant::now();
-    let outcome = replay(
-        trace,
-        Arc::clone(&policy),
-        capacity,
-        CapacityMode::Objects,
-        &mut |_| {},
-    )
-    .expect("replay");
-    let elapsed = start.elapsed();
+    let (elapsed, outcome) = timed_replay(trace, &policy, capacity);
     drop(policy);
     (elapsed, outcome.misses)
 }
@@ -204,7 +194,9 @@ fn bench_table_throughput(c: &mut Criterion) {
             matched = true;
             b.iter_custom(|iters| {
                 (0..iters)
-                    .map(|_| timed_replay(&engines, kind, black_box(&trace), capacity).0)
+                    .map(|_| {
+                        replay_with_fresh_policy(&engines, kind, black_box(&trace), capacity).0
+                    })
                     .sum()
             })
         });
@@ -227,7 +219,7 @@ fn bench_table_throughput(c: &mut Criterion) {
         let mut misses = 0;
         let secs: Vec<f64> = (0..RUNS)
             .map(|_| {
-                let (elapsed, m) = timed_replay(&engines, kind, &trace, capacity);
+                let (elapsed, m) = replay_with_fresh_policy(&engines, kind, &trace, capacity);
                 misses = m;
                 elapsed.as_secs_f64()
             })

@@ -32,15 +32,15 @@
 //! policy, capacity, M requests/s (median of the 3 hand-timed replays), misses,
 //! miss ratio, peak heap and peak RSS growth.
 
-use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use shadowcat::replay::{replay, CapacityMode};
 use shadowcat::trace::{generate, SyntheticSpec, Trace};
 use shadowcat::wasm::{PolicyEngine, PolicyLimits};
-use shadowcat_benches::{live_bytes, peak_bytes, reset_heap_peak, CountingAllocator, Kind};
+use shadowcat_benches::{
+    live_bytes, peak_bytes, reset_heap_peak, timed_replay, CountingAllocator, Kind,
+};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
@@ -118,16 +118,7 @@ fn run(engine: &Arc<PolicyEngine>, kind: Kind, trace: &Trace, capacity: u64) -> 
     let policy = kind.make(engine, capacity);
     let rss_before = reset_rss_peak();
     let heap_before = reset_heap_peak();
-    let start = Instant::now();
-    let outcome = replay(
-        black_box(trace),
-        Arc::clone(&policy),
-        capacity,
-        CapacityMode::Objects,
-        &mut |_| {},
-    )
-    .expect("replay");
-    let elapsed = start.elapsed();
+    let (elapsed, outcome) = timed_replay(trace, &policy, capacity);
     let peak_heap = peak_bytes().saturating_sub(heap_before);
     let peak_rss = rss_before
         .zip(proc_status_bytes("VmHWM:"))
