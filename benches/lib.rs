@@ -158,3 +158,13 @@ pub fn timed_replay(
     .expect("replay");
     (start.elapsed(), outcome)
 }
+
+/// True under `cargo bench` (criterion's benchmark mode), false under
+/// `cargo test --benches`, `--test` or `--list`.
+pub fn benchmarking() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench")
+        && !args
+            .iter()
+            .any(|a| a == "--test" || a == "--list" || a.starts_with("--profile-time"))
+}

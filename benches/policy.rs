@@ -54,7 +54,7 @@ use shadowcat::session::{Clock, NewSession, SessionId, SessionTable};
 use shadowcat::trace::{generate, SyntheticSpec, Trace};
 use shadowcat::wasm::{PolicyEngine, PolicyLimits, WasmPolicy};
 use shadowcat::TableConfig;
-use shadowcat_benches::{fixture, policy_file, timed_replay, Kind};
+use shadowcat_benches::{benchmarking, fixture, policy_file, timed_replay, Kind};
 
 const SHIPPED: [&str; 3] = ["lru", "fifo", "lfu"];
 /// Live sessions the victims and observe benchmarks' policies know.
@@ -62,16 +62,6 @@ const LIVE: u64 = 10_000;
 
 fn hostile_file() -> PathBuf {
     fixture("hostile.wasm")
-}
-
-/// True under `cargo bench` (criterion's benchmark mode), false under
-/// `cargo test --benches`, `--test` or `--list`.
-fn benchmarking() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().any(|a| a == "--bench")
-        && !args
-            .iter()
-            .any(|a| a == "--test" || a == "--list" || a.starts_with("--profile-time"))
 }
 
 /// An engine with its own artefact cache, warmed with every shipped policy, so

@@ -39,7 +39,7 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throug
 use shadowcat::trace::{generate, SyntheticSpec, Trace};
 use shadowcat::wasm::{PolicyEngine, PolicyLimits};
 use shadowcat_benches::{
-    live_bytes, peak_bytes, reset_heap_peak, timed_replay, CountingAllocator, Kind,
+    benchmarking, live_bytes, peak_bytes, reset_heap_peak, timed_replay, CountingAllocator, Kind,
 };
 
 #[global_allocator]
@@ -68,16 +68,6 @@ const MIB: f64 = (1 << 20) as f64;
 const DEFAULT_REQUESTS: usize = 10_000_000;
 const TEST_MODE_REQUESTS: usize = 100_000;
 const OWN_RUNS: usize = 3;
-
-/// True under `cargo bench` (criterion's benchmark mode), false under
-/// `cargo test --benches`, `--test` or `--list`.
-fn benchmarking() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().any(|a| a == "--bench")
-        && !args
-            .iter()
-            .any(|a| a == "--test" || a == "--list" || a.starts_with("--profile-time"))
-}
 
 fn requests() -> usize {
     match std::env::var("SHADOWCAT_BENCH_REQUESTS") {

@@ -5,7 +5,6 @@
 mod plot;
 mod report;
 
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -343,13 +342,6 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
-}
-
-/// Where a trace comes from.
-#[derive(Debug, Clone)]
-pub enum TraceSource {
-    File(PathBuf),
-    Synthetic(crate::trace::SyntheticSpec),
 }
 
 #[cfg(test)]
