@@ -13,7 +13,7 @@ mod replay {
     use shadowcat::trace::{Request, Trace};
     use shadowcat::wasm::{open_policy, PolicyEngine, PolicyLimits};
 
-    use crate::common::{reference_trace, shadowcat_cli, shared_trace_path, text};
+    use crate::common::{reference_trace, reference_trace_path, shadowcat_cli, text};
 
     fn misses(trace: &Trace, policy: Arc<dyn EvictionPolicy>, capacity: u64) -> u64 {
         replay(trace, policy, capacity, CapacityMode::Objects, &mut |_| {})
@@ -141,12 +141,7 @@ mod replay {
 
     #[test]
     fn replay_cli_runs_on_the_reference_trace_and_writes_json_and_a_plot() {
-        let trace = shared_trace_path("cloudPhysicsIO.oracleGeneral.bin");
-        assert!(
-            trace.is_file(),
-            "reference trace missing at {}",
-            trace.display()
-        );
+        let trace = reference_trace_path();
         let dir = tempfile::tempdir().expect("tempdir");
         let plot = dir.path().join("plot.svg");
         let out = shadowcat_cli(&[

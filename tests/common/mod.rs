@@ -119,27 +119,21 @@ pub fn fixture(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
-/// `shared/traces/` beside the repository, read-only.
-pub fn shared_trace_path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/traces")
-        .join(name)
+/// The reference trace (libCacheSim's CloudPhysics sample), committed
+/// zstd-compressed in `tests/fixtures/traces/` (see the README there).
+pub fn reference_trace_path() -> std::path::PathBuf {
+    fixture("traces/cloudPhysicsIO.oracleGeneral.bin.zst")
 }
 
-/// The real reference trace (fails the test with a clear message when absent).
+/// The reference trace, read from the committed fixture.
 pub fn reference_trace() -> shadowcat::trace::Trace {
-    let path = shared_trace_path("cloudPhysicsIO.oracleGeneral.bin");
-    assert!(
-        path.is_file(),
-        "reference trace missing: expected {} (shared/ beside the repository)",
-        path.display()
-    );
+    let path = reference_trace_path();
     shadowcat::trace::read_trace(
         &path,
         &shadowcat::trace::TraceFormat::OracleGeneral,
         &mut |_, _| {},
     )
-    .expect("reference trace reads")
+    .unwrap_or_else(|e| panic!("reading the reference trace {}: {e}", path.display()))
 }
 
 /// Runs the `shadowcat` binary on the shipped policies, with no artefact cache

@@ -1,10 +1,8 @@
 //! Delimited-text traces with configurable columns.
 
-use std::borrow::Cow;
 use std::io::Read;
 use std::path::Path;
 
-use super::input::for_each_line;
 use super::{parse_id, Request, TraceError};
 
 /// Where to find the fields of a CSV trace. Columns are 0-based.
@@ -47,8 +45,9 @@ impl Default for CsvOptions {
 /// the first request of traces with string ids, as long as they have a numeric
 /// time or size column; otherwise set `has_header` explicitly.
 ///
-/// Fields may be double-quoted (RFC 4180, `""` for a quote, no line breaks
-/// inside quotes). Blank lines are skipped.
+/// Fields follow RFC 4180 (the `csv` crate): double-quoted fields may hold the
+/// delimiter, line breaks and `""` for a quote. Blank lines are skipped, and
+/// surrounding whitespace is trimmed from every field.
 pub(super) fn parse(
     reader: &mut dyn Read,
     path: &Path,
@@ -59,28 +58,54 @@ pub(super) fn parse(
         line,
         reason,
     };
+    let mut blanks = BlanksAroundQuotes::new(reader, options.delimiter);
+    let mut rows = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(options.delimiter)
+        .trim(::csv::Trim::All)
+        .buffer_capacity(1 << 16)
+        .from_reader(&mut blanks);
     let mut requests = Vec::new();
     let mut skipped_zero_size = 0u64;
     let mut header_decided = options.has_header.is_some();
     let mut skip_first_row = options.has_header == Some(true);
     let mut data_rows = 0u64;
-    for_each_line(reader, path, |line_number, line| {
-        let row = trim_line_end(line);
-        if row.iter().all(u8::is_ascii_whitespace) {
-            return Ok(());
+    let mut last_line = 0u64;
+    let mut fields = ::csv::ByteRecord::new();
+    loop {
+        match rows.read_byte_record(&mut fields) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                let line = e.position().map_or(last_line + 1, |p| p.line());
+                return Err(match e.into_kind() {
+                    ::csv::ErrorKind::Io(source) => TraceError::Io {
+                        path: path.to_path_buf(),
+                        op: "read",
+                        source,
+                    },
+                    other => error(line, format!("{other:?}")),
+                });
+            }
         }
-        let fields = split(row, options.delimiter).map_err(|r| error(line_number, r))?;
+        let line_number = fields.position().map_or(last_line + 1, |p| p.line());
+        last_line = line_number;
+        // A line of blanks is one empty field once trimmed.
+        if fields.iter().all(<[u8]>::is_empty) {
+            continue;
+        }
         if !header_decided {
             header_decided = true;
             skip_first_row = looks_like_header(&fields, options);
         }
         if skip_first_row {
             skip_first_row = false;
-            return Ok(());
+            continue;
         }
 
         let field = |column: usize, what: &str| {
-            fields.get(column).map(|f| trim(f)).ok_or_else(|| {
+            fields.get(column).ok_or_else(|| {
                 error(
                     line_number,
                     format!(
@@ -114,16 +139,99 @@ pub(super) fn parse(
         } else {
             requests.push(Request::new(time, id, size));
         }
-        Ok(())
-    })?;
+    }
+    drop(rows);
+    if blanks.state == Lexeme::Quoted {
+        return Err(error(
+            last_line.max(1),
+            "unterminated quoted field: the input ends inside double quotes".into(),
+        ));
+    }
     Ok((requests, skipped_zero_size))
 }
 
+/// Where [`BlanksAroundQuotes`] is within a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lexeme {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: the closing one, or the first of `""`.
+    QuoteInQuoted,
+    AfterClosingQuote,
+}
+
+/// Drops blanks between a delimiter and an opening quote and between a closing
+/// quote and the next delimiter (`a, "b" ,c`), which hand-written traces often
+/// have. The csv crate follows RFC 4180 strictly there and would read such a
+/// field literally, quotes included; it has no option like Python's
+/// `skipinitialspace`. Every other blank is kept and trimmed by the reader.
+/// Also tells whether the input ended inside a quoted field, which the csv
+/// crate accepts silently.
+struct BlanksAroundQuotes<'a> {
+    inner: &'a mut dyn Read,
+    delimiter: u8,
+    state: Lexeme,
+}
+
+impl<'a> BlanksAroundQuotes<'a> {
+    fn new(inner: &'a mut dyn Read, delimiter: u8) -> Self {
+        Self {
+            inner,
+            delimiter,
+            state: Lexeme::FieldStart,
+        }
+    }
+
+    /// Whether to keep `byte`, advancing the state.
+    fn keep(&mut self, byte: u8) -> bool {
+        let blank = byte == b' ' || byte == b'\t';
+        let ends_field = byte == self.delimiter || byte == b'\n' || byte == b'\r';
+        let (keep, next) = match self.state {
+            Lexeme::FieldStart if blank => (false, Lexeme::FieldStart),
+            Lexeme::FieldStart if byte == b'"' => (true, Lexeme::Quoted),
+            Lexeme::Quoted if byte == b'"' => (true, Lexeme::QuoteInQuoted),
+            Lexeme::Quoted => (true, Lexeme::Quoted),
+            Lexeme::QuoteInQuoted if byte == b'"' => (true, Lexeme::Quoted),
+            Lexeme::QuoteInQuoted | Lexeme::AfterClosingQuote if blank => {
+                (false, Lexeme::AfterClosingQuote)
+            }
+            _ if ends_field => (true, Lexeme::FieldStart),
+            _ => (true, Lexeme::Unquoted),
+        };
+        self.state = next;
+        keep
+    }
+}
+
+impl Read for BlanksAroundQuotes<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.inner.read(buf)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let mut kept = 0;
+            for i in 0..n {
+                let byte = buf[i];
+                if self.keep(byte) {
+                    buf[kept] = byte;
+                    kept += 1;
+                }
+            }
+            // Zero would read as the end of the input.
+            if kept > 0 {
+                return Ok(kept);
+            }
+        }
+    }
+}
+
 /// See [`parse`] for the rule.
-fn looks_like_header(fields: &[Cow<'_, [u8]>], options: &CsvOptions) -> bool {
+fn looks_like_header(fields: &::csv::ByteRecord, options: &CsvOptions) -> bool {
     let id_is_integer = fields
         .get(options.id_column)
-        .map(|f| is_integer(trim(f)))
+        .map(is_integer)
         .unwrap_or(false);
     if id_is_integer {
         return false;
@@ -137,7 +245,7 @@ fn looks_like_header(fields: &[Cow<'_, [u8]>], options: &CsvOptions) -> bool {
         || numeric_columns.iter().any(|&c| {
             fields
                 .get(c)
-                .map(|f| parse_seconds_as_micros(trim(f)).is_err())
+                .map(|f| parse_seconds_as_micros(f).is_err())
                 .unwrap_or(true)
         })
 }
@@ -178,86 +286,6 @@ fn parse_size(field: &[u8]) -> Result<u32, String> {
             u32::MAX
         )
     })
-}
-
-/// Splits one row into fields, unquoting double-quoted ones. Borrowed unless
-/// a field contains an escaped quote.
-fn split(row: &[u8], delimiter: u8) -> Result<Vec<Cow<'_, [u8]>>, String> {
-    let mut fields = Vec::new();
-    let mut rest = row;
-    loop {
-        let start_trimmed = trim_start(rest);
-        if start_trimmed.first() == Some(&b'"') {
-            let (field, after) = quoted(&start_trimmed[1..])?;
-            fields.push(field);
-            let after = trim_start(after);
-            match after.first() {
-                None => return Ok(fields),
-                Some(&c) if c == delimiter => rest = &after[1..],
-                Some(_) => {
-                    return Err(format!(
-                        "unexpected text after the closing quote of field {}",
-                        fields.len() - 1
-                    ))
-                }
-            }
-        } else {
-            match rest.iter().position(|&c| c == delimiter) {
-                Some(end) => {
-                    fields.push(Cow::Borrowed(&rest[..end]));
-                    rest = &rest[end + 1..];
-                }
-                None => {
-                    fields.push(Cow::Borrowed(rest));
-                    return Ok(fields);
-                }
-            }
-        }
-    }
-}
-
-/// Parses the inside of a quoted field (opening quote already consumed);
-/// returns the field and what follows the closing quote.
-fn quoted(input: &[u8]) -> Result<(Cow<'_, [u8]>, &[u8]), String> {
-    let mut owned: Option<Vec<u8>> = None;
-    let mut i = 0;
-    while i < input.len() {
-        if input[i] == b'"' {
-            if input.get(i + 1) == Some(&b'"') {
-                // Escaped quote: from here on the field differs from the input.
-                owned.get_or_insert_with(|| input[..i].to_vec()).push(b'"');
-                i += 2;
-                continue;
-            }
-            let field = match owned {
-                Some(bytes) => Cow::Owned(bytes),
-                None => Cow::Borrowed(&input[..i]),
-            };
-            return Ok((field, &input[i + 1..]));
-        }
-        if let Some(bytes) = owned.as_mut() {
-            bytes.push(input[i]);
-        }
-        i += 1;
-    }
-    Err("unterminated quoted field".to_string())
-}
-
-fn trim_line_end(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
-}
-
-fn trim_start(field: &[u8]) -> &[u8] {
-    let start = field
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(field.len());
-    &field[start..]
-}
-
-fn trim(field: &[u8]) -> &[u8] {
-    field.trim_ascii()
 }
 
 #[cfg(test)]
@@ -322,6 +350,20 @@ mod tests {
         assert_eq!(requests[0].id, hash_id(b"a\"b"));
         assert_eq!(requests[1].id, hash_id(b"x;y"));
         assert_eq!(requests[1].size, 6);
+    }
+
+    #[test]
+    fn quoted_fields_may_hold_line_breaks() {
+        let text = "id,size\n\"multi\nline\",5\n7,6\n";
+        let opts = options(0, None, Some(1));
+        let (requests, _) = parse_str(text, &opts).unwrap();
+        assert_eq!(requests.len(), 2);
+        assert_eq!(requests[0].id, hash_id(b"multi\nline"));
+        assert_eq!(requests[0].size, 5);
+        assert_eq!(requests[1], Request::new(1, 7, 6));
+        // The row after a quoted line break is reported by its own line.
+        let err = parse_str("\"a\nb\",1\n9\n", &options(0, None, Some(1))).unwrap_err();
+        assert!(matches!(err, TraceError::Csv { line: 3, .. }), "{err}");
     }
 
     #[test]

@@ -6,27 +6,50 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-/// The reference trace; see shared/traces/README.md.
-const REAL_TRACE: &str = concat!(
+/// The reference trace, committed zstd-compressed; see tests/fixtures/traces/README.md.
+const REAL_TRACE_ZST: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/traces/cloudPhysicsIO.oracleGeneral.bin"
+    "/../tests/fixtures/traces/cloudPhysicsIO.oracleGeneral.bin.zst"
 );
+const REAL_TRACE_NAME: &str = "cloudPhysicsIO.oracleGeneral.bin";
+const REAL_TRACE_SHA256: &str = "65438dd7b2d3dec7ffe8a5c9348045da92de3311f339b7b59c9a0a44e6050dea";
 const REAL_REQUESTS: usize = 113_872;
 const REAL_DISTINCT_IDS: usize = 48_974;
 
-fn real_trace_path() -> &'static Path {
-    let path = Path::new(REAL_TRACE);
-    assert!(
-        path.is_file(),
-        "reference trace missing: expected {REAL_TRACE} (shared/traces/ beside the repository \
-         clone); these tests need it"
+/// The reference trace's uncompressed bytes, checked against the published digest.
+fn real_trace_bytes() -> Vec<u8> {
+    let compressed = fs::read(REAL_TRACE_ZST)
+        .unwrap_or_else(|e| panic!("reading the committed fixture {REAL_TRACE_ZST}: {e}"));
+    let bytes = zstd::stream::decode_all(compressed.as_slice())
+        .unwrap_or_else(|e| panic!("decompressing {REAL_TRACE_ZST}: {e}"));
+    use sha2::Digest;
+    let digest: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        digest, REAL_TRACE_SHA256,
+        "the fixture is not the reference trace"
     );
-    path
+    bytes
+}
+
+/// The reference trace uncompressed under its own name in a temporary directory.
+struct RealTraceFile {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn real_trace_file() -> RealTraceFile {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let path = dir.path().join(REAL_TRACE_NAME);
+    fs::write(&path, real_trace_bytes()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    RealTraceFile { _dir: dir, path }
 }
 
 fn read_real_trace() -> Trace {
     read_trace(
-        real_trace_path(),
+        Path::new(REAL_TRACE_ZST),
         &TraceFormat::OracleGeneral,
         &mut |_, _| {},
     )
@@ -62,7 +85,8 @@ impl Drop for TempFile {
 
 #[test]
 fn real_trace_counts_match_the_reference() {
-    let path = real_trace_path();
+    let file = real_trace_file();
+    let path = file.path.as_path();
     let mut calls = Vec::new();
     let started = Instant::now();
     let trace = read_trace(path, &TraceFormat::OracleGeneral, &mut |read, total| {
@@ -75,7 +99,7 @@ fn real_trace_counts_match_the_reference() {
     assert_eq!(trace.len(), REAL_REQUESTS);
     assert_eq!(trace.distinct_ids(), REAL_DISTINCT_IDS);
     assert_eq!(trace.skipped_zero_size, 0);
-    assert_eq!(trace.name, "cloudPhysicsIO.oracleGeneral.bin");
+    assert_eq!(trace.name, REAL_TRACE_NAME);
 
     // 2.7 MB: two intermediate reports (every MiB) and the final one.
     let len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -86,6 +110,11 @@ fn real_trace_counts_match_the_reference() {
     // Our next_access must agree with the file's own field (1-based, -1 for
     // none) since this file has no zero-size records to shift indices.
     let bytes = fs::read(path).unwrap_or_else(|e| panic!("{e}"));
+    let from_fixture = read_real_trace();
+    assert_eq!(
+        from_fixture.requests, trace.requests,
+        "the .zst fixture reads back the same"
+    );
     for (i, (record, request)) in bytes
         .chunks_exact(ORACLE_RECORD_SIZE)
         .zip(&trace.requests)
@@ -120,7 +149,7 @@ fn belady_on_the_real_trace_matches_the_reference() {
 
 #[test]
 fn truncated_file_reports_record_and_offset() {
-    let bytes = fs::read(real_trace_path()).unwrap_or_else(|e| panic!("{e}"));
+    let bytes = real_trace_bytes();
     // Ten whole records and 7 bytes of the eleventh.
     let file = TempFile::with_bytes("truncated.oracleGeneral.bin", &bytes[..10 * 24 + 7]);
     let err = read_trace(&file.0, &TraceFormat::OracleGeneral, &mut |_, _| {}).unwrap_err();
@@ -198,7 +227,7 @@ fn missing_file_names_the_path() {
 
 #[test]
 fn zstd_round_trip_reads_back_identical_records() {
-    let bytes = fs::read(real_trace_path()).unwrap_or_else(|e| panic!("{e}"));
+    let bytes = real_trace_bytes();
     let head = &bytes[..1000 * ORACLE_RECORD_SIZE];
     let plain = TempFile::with_bytes("head.oracleGeneral.bin", head);
     let compressed = zstd::stream::encode_all(head, 3).unwrap_or_else(|e| panic!("{e}"));

@@ -1,0 +1,149 @@
+//! `shadowcat bench`: replay a trace under several policies and print the comparison.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use shadowcat::bench::{parse_capacities, render, write_plot, BenchPlan, BenchRow, Progress};
+use shadowcat::cli::{BenchArgs, PolicyArgs, TraceFormatArg};
+use shadowcat::replay::CapacityMode;
+use shadowcat::trace::{read_trace, CsvOptions, SyntheticSpec, Trace, TraceFormat};
+use shadowcat::wasm::{self, open_policy, policy_files, PolicyEngine, BUILTIN_POLICIES};
+
+use super::common::engine;
+
+/// Progress bars on a terminal, nothing otherwise; a log line per finished replay.
+struct Bars {
+    bar: Option<ProgressBar>,
+}
+
+impl Bars {
+    fn new_bar(len: u64, message: String) -> ProgressBar {
+        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{msg:<28} [{bar:30}] {percent:>3}% {per_sec} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message(message);
+        bar
+    }
+}
+
+impl Progress for Bars {
+    fn replay_started(&mut self, policy: &str, capacity: &str, requests: u64) {
+        self.bar = Some(Self::new_bar(requests, format!("{policy} @ {capacity}")));
+    }
+
+    fn replay_advanced(&mut self, done: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(done);
+        }
+    }
+
+    fn replay_finished(&mut self, row: &BenchRow) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        tracing::info!(
+            policy = %row.policy,
+            capacity = %row.capacity_label,
+            miss_ratio = format_args!("{:.4}", row.miss_ratio),
+            mrps = format_args!("{:.2}", row.throughput_mrps),
+            "replayed"
+        );
+    }
+}
+
+fn load_trace(args: &BenchArgs) -> Result<Trace> {
+    let Some(path) = &args.trace else {
+        let spec: SyntheticSpec = args
+            .synthetic
+            .parse()
+            .map_err(|e| anyhow::anyhow!("invalid --synthetic `{}`: {e}", args.synthetic))?;
+        let started = Instant::now();
+        let trace = shadowcat::trace::try_generate(&spec)?;
+        tracing::info!(spec = %spec, requests = trace.len(), distinct = trace.distinct_ids(), elapsed = ?started.elapsed(), "generated synthetic trace");
+        return Ok(trace);
+    };
+    let csv = CsvOptions {
+        id_column: args.csv_id_column,
+        time_column: args.csv_time_column,
+        size_column: args.csv_size_column,
+        delimiter: u8::try_from(args.csv_delimiter)
+            .ok()
+            .filter(u8::is_ascii)
+            .ok_or_else(|| anyhow::anyhow!("--csv-delimiter must be one ASCII character"))?,
+        has_header: args.csv_header,
+    };
+    let format = match args.trace_format {
+        Some(TraceFormatArg::Oracle) => TraceFormat::OracleGeneral,
+        Some(TraceFormatArg::Text) => TraceFormat::Text,
+        Some(TraceFormatArg::Csv) => TraceFormat::Csv(csv),
+        None => match shadowcat::trace::detect_format(path) {
+            Some(TraceFormat::Csv(_)) => TraceFormat::Csv(csv),
+            Some(other) => other,
+            None => anyhow::bail!(
+                "cannot tell the format of {} from its name; give --trace-format oracle|csv|text",
+                path.display()
+            ),
+        },
+    };
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let bar = Bars::new_bar(size, format!("reading {}", path.display()));
+    let started = Instant::now();
+    let trace = read_trace(path, &format, &mut |done, _| bar.set_position(done));
+    bar.finish_and_clear();
+    let trace = trace?;
+    tracing::info!(requests = trace.len(), distinct = trace.distinct_ids(), skipped_zero_size = trace.skipped_zero_size, elapsed = ?started.elapsed(), "read trace");
+    Ok(trace)
+}
+
+pub fn run(policy_args: &PolicyArgs, args: &BenchArgs) -> Result<()> {
+    let mut capacities = Vec::new();
+    for list in &args.capacity {
+        capacities.extend(parse_capacities(list).map_err(|e| anyhow::anyhow!("--capacity: {e}"))?);
+    }
+    let dirs = policy_args.dirs();
+    let policies = if args.policies.is_empty() {
+        let mut names: Vec<String> = BUILTIN_POLICIES.iter().map(|s| (*s).to_owned()).collect();
+        names.extend(policy_files(&dirs).into_iter().map(|(name, _)| name));
+        names
+    } else {
+        args.policies.clone()
+    };
+    let plan = BenchPlan {
+        capacities,
+        policies,
+        mode: if args.bytes {
+            CapacityMode::Bytes
+        } else {
+            CapacityMode::Objects
+        },
+        belady: !args.no_belady,
+    };
+    let trace = load_trace(args)?;
+    let config = wasm::parse_config_pairs(&policy_args.policy_config)?;
+    let shared_engine: OnceLock<Arc<PolicyEngine>> = OnceLock::new();
+    let get_engine = || -> Result<Arc<PolicyEngine>, wasm::PolicyError> {
+        if let Some(e) = shared_engine.get() {
+            return Ok(Arc::clone(e));
+        }
+        let e = engine(policy_args)?;
+        Ok(Arc::clone(shared_engine.get_or_init(|| e)))
+    };
+    let opener = |name: &str, capacity: u64| {
+        open_policy(name, &dirs, get_engine, capacity, config.clone()).map(|p| p.eviction())
+    };
+    let report = shadowcat::bench::run(&trace, &plan, &opener, &mut Bars { bar: None })?;
+    for warning in &report.warnings {
+        tracing::warn!("{warning}");
+    }
+    print!("{}", render(&report, args.format)?);
+    if let Some(path) = &args.plot {
+        write_plot(&report, path)?;
+        tracing::info!(path = %path.display(), "wrote plot");
+    }
+    Ok(())
+}

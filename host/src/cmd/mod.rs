@@ -1,0 +1,6 @@
+//! One file per subcommand; `main.rs` only parses and dispatches.
+
+pub mod bench;
+mod common;
+pub mod config;
+pub mod policy;
