@@ -49,7 +49,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use shadowcat::eviction::{EvictionPolicy, FlushHint, HostLru, PolicyEvent, RemovalCause};
+use shadowcat::eviction::{
+    EvictionPolicy, FlushHint, HostLru, PolicyEvent, RemovalCause, VictimRequest,
+};
 use shadowcat::session::{Clock, NewSession, SessionId, SessionTable};
 use shadowcat::trace::{generate, SyntheticSpec, Trace};
 use shadowcat::wasm::{PolicyEngine, PolicyLimits, WasmPolicy};
@@ -122,6 +124,8 @@ fn warm_up(policy: &dyn EvictionPolicy) -> u64 {
                 id: id(slot),
                 time,
                 weight: 1,
+                key: 0,
+                tenant: 0,
             },
         );
     }
@@ -266,7 +270,7 @@ fn bench_victims(c: &mut Criterion) {
                 matched = true;
                 b.iter(|| {
                     out.clear();
-                    policy.victims(black_box(count), &mut out);
+                    let _ = policy.victims(VictimRequest::count(black_box(count)), &mut out);
                     out.len()
                 })
             });
@@ -286,7 +290,7 @@ fn bench_victims(c: &mut Criterion) {
             .map(|_| {
                 out.clear();
                 let start = Instant::now();
-                policy.victims(black_box(count), &mut out);
+                let _ = policy.victims(VictimRequest::count(black_box(count)), &mut out);
                 let elapsed = start.elapsed();
                 assert_eq!(out.len(), count, "{} proposes {count}", kind.label());
                 elapsed
@@ -349,6 +353,8 @@ fn bench_observe(c: &mut Criterion) {
                             id: id(oldest + LIVE),
                             time,
                             weight: 1,
+                            key: 0,
+                            tenant: 0,
                         });
                         oldest += 1;
                     }
@@ -444,21 +450,21 @@ fn bench_recovery(c: &mut Criterion) {
             if policy.metrics().traps > 0 {
                 break;
             }
-            policy.victims(1, &mut out);
+            let _ = policy.victims(VictimRequest::count(1), &mut out);
         }
         assert_eq!(policy.metrics().traps, 1, "primed with one trap");
-        let oldest = table.recency_order().first().map(|s| s.0);
+        let oldest = table.recency_order().first().map(|s| s.id);
         // One cycle: the recovering victims call, then the trapping one. Returns
         // (recovery time, trap time).
         let cycle = |out: &mut Vec<SessionId>| {
             out.clear();
             let start = Instant::now();
-            policy.victims(1, out);
+            let _ = policy.victims(VictimRequest::count(1), out);
             let recovery = start.elapsed();
             assert_eq!(out.first().copied(), oldest, "warmed instance answers");
             out.clear();
             let start = Instant::now();
-            policy.victims(1, out);
+            let _ = policy.victims(VictimRequest::count(1), out);
             let trap = start.elapsed();
             assert!(out.is_empty(), "the trapped call falls back");
             (recovery, trap)

@@ -12,7 +12,9 @@ mod policy {
 
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
-    use shadowcat::eviction::{EvictionPolicy, FlushHint, PolicyEvent, RemovalCause};
+    use shadowcat::eviction::{
+        EvictionPolicy, FlushHint, PolicyEvent, RemovalCause, VictimRequest,
+    };
     use shadowcat::session::{Clock, NewSession, SessionId, SessionTable, TableError};
     use shadowcat::wasm::{PolicyEngine, PolicyError, PolicyLimits, WasmPolicy};
     use shadowcat::{QuotaBounds, RateLimit, TableConfig};
@@ -90,6 +92,7 @@ mod policy {
                 PolicyEvent::Removed { id, .. } => {
                     self.entries.remove(&id);
                 }
+                PolicyEvent::Refused { .. } => {}
             }
         }
 
@@ -125,6 +128,8 @@ mod policy {
                             id,
                             time: step,
                             weight: 1,
+                            key: u64::from(next_slot),
+                            tenant: 0,
                         })
                     }
                     25..=79 if !live.is_empty() => {
@@ -157,7 +162,9 @@ mod policy {
                     None => {
                         let count = rng.random_range(1..8);
                         let mut got = Vec::new();
-                        policy.victims(count, &mut got);
+                        policy
+                            .victims(VictimRequest::count(count), &mut got)
+                            .expect("the policy answers");
                         assert_eq!(
                             got,
                             reference.victims(count),
@@ -408,8 +415,10 @@ mod policy {
         // recent session, as a native LRU would choose.
         std::thread::sleep(Duration::from_millis(20));
         let mut proposed = Vec::new();
-        policy.victims(1, &mut proposed);
-        let oldest = table.recency_order()[0].0;
+        policy
+            .victims(VictimRequest::count(1), &mut proposed)
+            .expect("the recreated instance answers");
+        let oldest = table.recency_order()[0].id;
         assert_eq!(proposed, vec![oldest]);
         let m = policy.metrics();
         assert!(
@@ -572,7 +581,7 @@ mod policy {
                             if mine.is_empty() || rng.random_range(0..4) == 0 {
                                 match table.create(NewSession::new(())) {
                                     Ok(c) => mine.push(c.id),
-                                    Err(e) => panic!("create failed during reload: {e}"),
+                                    Err(e) => panic!("create failed during reload: {}", e.error),
                                 }
                             } else {
                                 let id = mine[rng.random_range(0..mine.len())];
@@ -626,7 +635,9 @@ mod policy {
             assert_eq!(table.stats().lru_len, table.len());
             // The reloaded policy still decides: its victim is a live session.
             let mut proposed = Vec::new();
-            policy.victims(1, &mut proposed);
+            policy
+                .victims(VictimRequest::count(1), &mut proposed)
+                .expect("the reloaded policy answers");
             assert_eq!(proposed.len(), 1);
             assert!(table.get(proposed[0]).is_some());
         });

@@ -19,7 +19,8 @@ mod session {
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
     use shadowcat::eviction::{
-        EvictionPolicy, Fifo, FlushHint, HostLru, PolicyEvent, RemovalCause,
+        EvictionPolicy, Fifo, FlushHint, HostLru, PolicyEvent, RemovalCause, Unavailable,
+        VictimRequest,
     };
     use shadowcat::session::{
         CleanupTask, Clock, NewSession, RemoveOutcome, RemovedSession, SessionId, SessionState,
@@ -65,10 +66,10 @@ mod session {
             stats.live as u64 + metrics.removed(),
             "created = live + removals ({metrics:?})"
         );
-        let pinned = snapshot.iter().filter(|s| s.in_flight > 0).count();
-        assert_eq!(stats.pinned, pinned, "pinned count vs recount");
+        let pinned = snapshot.iter().filter(|s| s.pins > 0).count();
+        assert_eq!(stats.pinned_sessions, pinned, "pinned count vs recount");
         assert!(
-            stats.deadline_heap_len <= 2 * stats.live + 64,
+            stats.deadline_queue_len <= 2 * stats.live + 64,
             "deadline heap unbounded: {stats:?}"
         );
     }
@@ -104,7 +105,12 @@ mod session {
             FlushHint::Idle
         }
 
-        fn victims(&self, count: usize, out: &mut Vec<SessionId>) {
+        fn victims(
+            &self,
+            request: VictimRequest,
+            out: &mut Vec<SessionId>,
+        ) -> Result<(), Unavailable> {
+            let count = request.count;
             let seen = self.seen.lock().clone();
             let mut rng = self.rng.lock();
             for _ in 0..count * 3 {
@@ -118,6 +124,7 @@ mod session {
                     _ => {}
                 }
             }
+            Ok(())
         }
     }
 
@@ -137,12 +144,16 @@ mod session {
             self.inner.record(event)
         }
 
-        fn victims(&self, count: usize, out: &mut Vec<SessionId>) {
+        fn victims(
+            &self,
+            request: VictimRequest,
+            out: &mut Vec<SessionId>,
+        ) -> Result<(), Unavailable> {
             if let Some(table) = self.table.get().and_then(Weak::upgrade) {
                 let _ = table.stats();
                 let _ = table.snapshot().len();
             }
-            self.inner.victims(count, out);
+            self.inner.victims(request, out)
         }
 
         fn flush(&self) {
@@ -159,7 +170,7 @@ mod session {
         let mut pinned: Vec<SessionId> = Vec::new();
         for round in 0..rounds {
             match rng.random_range(0..100) {
-                0..=29 => match table.create(NewSession::new(())) {
+                0..=29 => match table.create(NewSession::new(())).map_err(|r| r.error) {
                     Ok(created) => mine.push(created.id),
                     Err(TableError::Capacity { .. }) => {}
                     Err(other) => panic!("create failed: {other}"),
@@ -228,7 +239,7 @@ mod session {
             }
         });
         assert_consistent(&table);
-        assert_eq!(table.stats().in_flight, 0);
+        assert_eq!(table.stats().requests_in_flight, 0);
     }
 
     /// Four workers: more than the cores here, so tasks interleave for real.
@@ -338,7 +349,8 @@ mod session {
         }
         let err = table
             .create(NewSession::new(()))
-            .expect_err("nothing evictable");
+            .expect_err("nothing evictable")
+            .error;
         assert!(
             matches!(
                 err,
@@ -359,22 +371,28 @@ mod session {
     fn session_external_ids_resolve_and_duplicates_are_refused() {
         let table = manual_table(replay_config(10), Arc::new(HostLru));
         let generated = table.create(NewSession::new(())).expect("create");
-        assert_eq!(generated.external_id.len(), 32);
-        assert_eq!(table.lookup(&generated.external_id), Ok(generated.id));
+        let name = generated.external_id.as_deref().expect("generated name");
+        assert_eq!(name.len(), 32);
+        assert!(name.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(table.lookup(name), Ok(generated.id));
         let named = table
             .create(NewSession::new(()).with_external_id("client-7"))
             .expect("create named");
         assert_eq!(table.lookup("client-7"), Ok(named.id));
         assert_eq!(
-            table.create(NewSession::new(()).with_external_id("client-7")),
+            table
+                .create(NewSession::new(()).with_external_id("client-7"))
+                .map_err(|r| r.error),
             Err(TableError::DuplicateExternalId("client-7".into()))
         );
         assert_eq!(
-            table.create(NewSession::new(()).with_external_id("")),
+            table
+                .create(NewSession::new(()).with_external_id(""))
+                .map_err(|r| r.error),
             Err(TableError::EmptyExternalId)
         );
         let anonymous = table.create(NewSession::anonymous(())).expect("anonymous");
-        assert!(anonymous.external_id.is_empty());
+        assert!(anonymous.external_id.is_none());
         assert!(table.lookup("").is_err(), "anonymous sessions have no name");
         assert_eq!(table.stats().external_ids, 2);
         table
@@ -689,13 +707,13 @@ mod session {
         let stats = table.stats();
         assert_eq!(stats.live, 100);
         assert!(
-            stats.deadline_heap_len <= 2 * stats.live + 64,
+            stats.deadline_queue_len <= 2 * stats.live + 64,
             "evictions left stale deadlines piling up: {stats:?}"
         );
         table.clock().advance(3_600 * SECOND);
         assert_eq!(table.cleanup_expired(table.now()), 100);
         assert_eq!(table.metrics().expired_age, 100);
-        assert!(table.stats().deadline_heap_len <= 64);
+        assert!(table.stats().deadline_queue_len <= 64);
     }
 
     #[test]
@@ -749,7 +767,7 @@ mod session {
             stats.limiters, 1_000,
             "one limiter per live session, no map"
         );
-        assert!(stats.deadline_heap_len <= 2 * 1_000 + 64, "{stats:?}");
+        assert!(stats.deadline_queue_len <= 2 * 1_000 + 64, "{stats:?}");
         assert!(stats.slots <= 1_000, "slots are reused: {stats:?}");
         assert_eq!(table.metrics().created, 2_000_000);
         assert_consistent(&table);
@@ -857,7 +875,13 @@ mod session {
         fn record(&self, _event: PolicyEvent) -> FlushHint {
             FlushHint::Idle
         }
-        fn victims(&self, _count: usize, _out: &mut Vec<SessionId>) {}
+        fn victims(
+            &self,
+            _request: VictimRequest,
+            _out: &mut Vec<SessionId>,
+        ) -> Result<(), Unavailable> {
+            Ok(())
+        }
         fn maintain(&self, _now: u64) {
             if !self.panicked.swap(true, Ordering::Relaxed) {
                 panic!("policy bug in maintain");
@@ -996,7 +1020,7 @@ mod session {
         ));
         assert_eq!(table.metrics().rejected_overloaded, 1);
         drop(guards);
-        assert_eq!(table.stats().in_flight, 0);
+        assert_eq!(table.stats().requests_in_flight, 0);
         table.begin_request(id, 1).expect("room again");
     }
 
@@ -1032,7 +1056,7 @@ mod session {
                             } else if !held.is_empty() {
                                 held.swap_remove(rng.random_range(0..held.len()));
                             }
-                            peak.fetch_max(table.stats().in_flight, Ordering::Relaxed);
+                            peak.fetch_max(table.stats().requests_in_flight, Ordering::Relaxed);
                         }
                     })
                 })
@@ -1041,7 +1065,7 @@ mod session {
                 t.join().expect("thread");
             }
             assert!(peak.load(Ordering::Relaxed) <= 8);
-            assert_eq!(table.stats().in_flight, 0);
+            assert_eq!(table.stats().requests_in_flight, 0);
             assert!(table.metrics().rejected_overloaded > 0);
         });
     }
@@ -1074,7 +1098,9 @@ mod session {
         assert!(table.get(b).is_none() && table.get(c.id).is_none());
         assert_eq!(table.stats().live_weight, 7);
         assert!(matches!(
-            table.create(NewSession::new(()).with_weight(11)),
+            table
+                .create(NewSession::new(()).with_weight(11))
+                .map_err(|r| r.error),
             Err(TableError::TooLarge {
                 weight: 11,
                 capacity: 10
@@ -1094,7 +1120,13 @@ mod session {
                 self.0.lock().push(event);
                 FlushHint::Idle
             }
-            fn victims(&self, _count: usize, _out: &mut Vec<SessionId>) {}
+            fn victims(
+                &self,
+                _request: VictimRequest,
+                _out: &mut Vec<SessionId>,
+            ) -> Result<(), Unavailable> {
+                Ok(())
+            }
         }
         let recorder = Arc::new(Recorder::default());
         let table = manual_table(replay_config(1), recorder.clone());
@@ -1109,7 +1141,9 @@ mod session {
                 PolicyEvent::Inserted {
                     id: a,
                     time: 0,
-                    weight: 1
+                    weight: 1,
+                    key: 0,
+                    tenant: 0
                 },
                 PolicyEvent::Accessed {
                     id: a,
@@ -1124,7 +1158,9 @@ mod session {
                 PolicyEvent::Inserted {
                     id: b,
                     time: 5,
-                    weight: 1
+                    weight: 1,
+                    key: 0,
+                    tenant: 0
                 },
             ]
         );

@@ -17,7 +17,11 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(setting: &'static str, value: impl ToString, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        setting: &'static str,
+        value: impl ToString,
+        reason: impl Into<String>,
+    ) -> Self {
         Self {
             setting,
             value: value.to_string(),

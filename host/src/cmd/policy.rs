@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use shadowcat::cli::PolicyArgs;
-use shadowcat::session::{NewSession, SessionTable};
+use shadowcat::session::{NewSession, Rejected, SessionTable};
 use shadowcat::wasm::{self, locate, policy_files, PolicySource, WasmPolicy, BUILTIN_POLICIES};
 use shadowcat::TableConfig;
 
@@ -121,7 +121,9 @@ pub fn check(args: &PolicyArgs, spec: &str) -> Result<()> {
     let mut ids = Vec::new();
     for i in 0..(3 * capacity) {
         table.clock().set(i as u64);
-        let created = table.create(NewSession::new(()))?;
+        let created = table
+            .create(NewSession::new(()))
+            .map_err(Rejected::into_error)?;
         ids.push(created.id);
         if i % 3 == 0 {
             let _ = table.touch(ids[i / 2], 1);

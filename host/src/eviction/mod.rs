@@ -30,15 +30,21 @@ pub enum RemovalCause {
     Closed = 3,
     /// An operator removed it.
     Deleted = 4,
+    /// The proxy shut down.
+    Shutdown = 5,
+    /// Its upstream (child process, upstream HTTP session) failed.
+    UpstreamFailed = 6,
 }
 
 impl RemovalCause {
-    pub const ALL: [RemovalCause; 5] = [
+    pub const ALL: [RemovalCause; 7] = [
         RemovalCause::ExpiredIdle,
         RemovalCause::ExpiredAge,
         RemovalCause::Evicted,
         RemovalCause::Closed,
         RemovalCause::Deleted,
+        RemovalCause::Shutdown,
+        RemovalCause::UpstreamFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,8 +54,20 @@ impl RemovalCause {
             RemovalCause::Evicted => "evicted",
             RemovalCause::Closed => "closed",
             RemovalCause::Deleted => "deleted",
+            RemovalCause::Shutdown => "shutdown",
+            RemovalCause::UpstreamFailed => "upstream-failed",
         }
     }
+}
+
+/// Why the table refused a victim a policy proposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Refusal {
+    /// A request is in flight on it.
+    Pinned = 0,
+    /// No such live session (never existed, already removed, or proposed twice).
+    NotLive = 1,
 }
 
 /// What happened to a session, in table order.
@@ -59,6 +77,12 @@ pub enum PolicyEvent {
         id: SessionId,
         time: Micros,
         weight: u32,
+        /// Stable across re-creations of the same client's session (the hash
+        /// of the client key in the proxy, the object id in a trace replay), so
+        /// a policy can recognise a returning client; 0 when unknown.
+        key: u64,
+        /// Fair-share group of the session; 0 is the default tenant.
+        tenant: u32,
     },
     Accessed {
         id: SessionId,
@@ -69,6 +93,12 @@ pub enum PolicyEvent {
         id: SessionId,
         time: Micros,
         cause: RemovalCause,
+    },
+    /// A proposed victim the table did not evict.
+    Refused {
+        id: SessionId,
+        time: Micros,
+        reason: Refusal,
     },
 }
 
@@ -90,8 +120,19 @@ pub struct QuotaAdjustment {
     pub burst: u32,
 }
 
-/// Live sessions in recency order (least recent first): id, last access, weight.
-pub type LiveSessions = Box<dyn Fn() -> Vec<(SessionId, Micros, u32)> + Send + Sync>;
+/// Live sessions in recency order (least recent first), to warm a fresh
+/// policy instance.
+pub type LiveSessions = Box<dyn Fn() -> Vec<LiveSession> + Send + Sync>;
+
+/// One live session as a warm-up replays it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveSession {
+    pub id: SessionId,
+    pub last_access: Micros,
+    pub weight: u32,
+    pub key: u64,
+    pub tenant: u32,
+}
 
 /// Whether a policy asks the table to call [`EvictionPolicy::flush`] once the
 /// table lock is released.
@@ -99,6 +140,44 @@ pub type LiveSessions = Box<dyn Fn() -> Vec<(SessionId, Micros, u32)> + Send + S
 pub enum FlushHint {
     Idle,
     FlushSoon,
+}
+
+/// What a victims call is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VictimRequest {
+    /// How many victims the table needs (more may be proposed; extra ones
+    /// are ignored).
+    pub count: usize,
+    /// The session being created, when the table is making room for one.
+    pub arriving: Option<Arriving>,
+}
+
+impl VictimRequest {
+    pub fn count(count: usize) -> Self {
+        Self {
+            count,
+            arriving: None,
+        }
+    }
+}
+
+/// The session a create is making room for (not yet in the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arriving {
+    pub key: u64,
+    pub weight: u32,
+}
+
+/// Why a policy gave no answer; the table then decides from its own LRU
+/// order and counts the decision under this reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Unavailable {
+    #[error("another caller was using the policy instance")]
+    Busy,
+    #[error("the policy faulted (trap, timeout, memory or error)")]
+    Faulted,
+    #[error("the policy is recovering from a fault or quarantined")]
+    Recovering,
 }
 
 /// Host-side interface every eviction policy implements: the native ones here and
@@ -109,9 +188,10 @@ pub trait EvictionPolicy: Send + Sync + 'static {
     /// Called under the table lock for every event; cheap, leaf locks only.
     fn record(&self, event: PolicyEvent) -> FlushHint;
 
-    /// Proposes up to `count` sessions to evict, best first, appended to `out`.
-    /// Proposing nothing means "use the table's LRU order".
-    fn victims(&self, count: usize, out: &mut Vec<SessionId>);
+    /// Proposes victims, best first, appended to `out`. Proposing nothing
+    /// valid means "use the table's LRU order"; `Err` says why there was no
+    /// answer at all.
+    fn victims(&self, request: VictimRequest, out: &mut Vec<SessionId>) -> Result<(), Unavailable>;
 
     /// Delivers buffered events; called without the table lock.
     fn flush(&self) {}

@@ -3,7 +3,7 @@
 use hashlink::LinkedHashSet;
 use parking_lot::Mutex;
 
-use super::{EvictionPolicy, FlushHint, PolicyEvent};
+use super::{EvictionPolicy, FlushHint, PolicyEvent, Unavailable, VictimRequest};
 use crate::session::SessionId;
 
 /// Least recently used, served straight from the table's own LRU index: it
@@ -20,7 +20,13 @@ impl EvictionPolicy for HostLru {
         FlushHint::Idle
     }
 
-    fn victims(&self, _count: usize, _out: &mut Vec<SessionId>) {}
+    fn victims(
+        &self,
+        _request: VictimRequest,
+        _out: &mut Vec<SessionId>,
+    ) -> Result<(), Unavailable> {
+        Ok(())
+    }
 
     fn defers_to_host_order(&self) -> bool {
         true
@@ -47,12 +53,13 @@ impl EvictionPolicy for Fifo {
             PolicyEvent::Removed { id, .. } => {
                 self.order.lock().remove(&id);
             }
-            PolicyEvent::Accessed { .. } => {}
+            PolicyEvent::Accessed { .. } | PolicyEvent::Refused { .. } => {}
         }
         FlushHint::Idle
     }
 
-    fn victims(&self, count: usize, out: &mut Vec<SessionId>) {
-        out.extend(self.order.lock().iter().take(count).copied());
+    fn victims(&self, request: VictimRequest, out: &mut Vec<SessionId>) -> Result<(), Unavailable> {
+        out.extend(self.order.lock().iter().take(request.count).copied());
+        Ok(())
     }
 }

@@ -118,7 +118,10 @@ pub fn replay(
             }
         }
         misses += 1;
-        match table.create(NewSession::anonymous(()).with_weight(weight)) {
+        let new = NewSession::anonymous(())
+            .with_weight(weight)
+            .with_key(request.id);
+        match table.create(new).map_err(|r| r.error) {
             Ok(created) => *slot = Some(created.id),
             Err(TableError::TooLarge { .. }) => too_large += 1,
             Err(other) => return Err(other.into()),

@@ -1,6 +1,5 @@
 //! The background cleanup task.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,11 +9,13 @@ use tokio::task::JoinHandle;
 
 use super::SessionTable;
 
-/// Owns the periodic cleanup task: expiry plus the policy's maintenance tick.
+/// Owns the periodic cleanup task: expiry plus the policy's maintenance tick
+/// and quota round ([`SessionTable::run_maintenance`]).
 ///
-/// Dropping it stops the task; [`CleanupTask::shutdown`] stops it and waits.
-/// A panic inside one round (a policy's `maintain`, a bug) is logged and counted
-/// and the next round runs as scheduled.
+/// Each round runs on tokio's blocking pool (it may call into a WebAssembly
+/// policy). Dropping the task stops it; [`CleanupTask::shutdown`] stops it and
+/// waits. A panic inside one round (a policy's `maintain`, a bug) is logged and
+/// counted and the next round runs as scheduled.
 pub struct CleanupTask {
     stop: watch::Sender<bool>,
     handle: Option<JoinHandle<()>>,
@@ -39,13 +40,20 @@ impl CleanupTask {
                     _ = ticker.tick() => {}
                     _ = stopped.changed() => break,
                 }
-                let round = std::panic::catch_unwind(AssertUnwindSafe(|| table.run_maintenance()));
+                // A round may call into the policy (WebAssembly), so it runs on
+                // the blocking pool, never on a runtime worker.
+                let round = {
+                    let table = Arc::clone(&table);
+                    tokio::task::spawn_blocking(move || table.run_maintenance()).await
+                };
                 match round {
                     Ok(expired) if expired > 0 => {
                         tracing::debug!(expired, live = table.len(), "cleanup round")
                     }
                     Ok(_) => {}
-                    Err(panic) => {
+                    Err(join) if !join.is_panic() => break,
+                    Err(join) => {
+                        let panic = join.into_panic();
                         table
                             .metrics_handle()
                             .cleanup_panics

@@ -45,4 +45,6 @@ pub enum TableError {
     },
     #[error("session {0} has no request in flight to end")]
     NotPinned(SessionId),
+    #[error("no session slot left: every slot's generations are spent")]
+    SlotsExhausted,
 }

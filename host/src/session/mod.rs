@@ -4,25 +4,30 @@
 
 mod cleanup;
 mod clock;
+mod core;
 mod error;
 mod expiry;
+mod flusher;
 mod id;
 mod limiter;
 mod metrics;
+mod signal;
 mod table;
 mod teardown;
 
 use std::fmt;
 use std::sync::Arc;
 
+pub use self::core::{RemoveOutcome, TableStats};
 pub use cleanup::CleanupTask;
 pub use clock::{Clock, Micros};
 pub use error::TableError;
 pub use id::SessionId;
-pub use metrics::MetricsSnapshot;
+pub use metrics::{FallbackReason, MetricsSnapshot};
+pub use signal::Attachment;
 pub use table::{
-    Created, ExternalId, NewSession, RemoveOutcome, RequestGuard, SessionTable, TableBuilder,
-    TableStats,
+    Created, ExternalId, FlushMode, NewSession, Rejected, RequestGuard, SessionTable,
+    ShutdownReport, TableBuilder,
 };
 pub use teardown::{Teardown, TeardownFuture};
 
@@ -62,14 +67,22 @@ impl fmt::Display for SessionState {
 /// A copy of one session's bookkeeping (no upstream).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
+    /// The compact handle; it never leaves the process.
     pub id: SessionId,
-    pub external_id: Arc<str>,
+    /// The unguessable name clients and operators use; `None` for sessions
+    /// reached only by their handle (trace replay).
+    pub external_id: Option<Arc<str>>,
+    /// Stable across re-creations for the same client (see [`NewSession::key`]).
+    pub key: u64,
+    pub tenant: u32,
     pub state: SessionState,
     pub created_at: Micros,
     pub last_access: Micros,
     pub requests: u64,
     pub bytes: u64,
-    pub in_flight: u32,
+    /// Pins: requests in flight on this session. A pinned session is never
+    /// evicted or expired; its removal waits for the last pin.
+    pub pins: u32,
     pub weight: u32,
 }
 
@@ -78,7 +91,6 @@ pub struct SessionInfo {
 #[derive(Debug)]
 pub struct RemovedSession<U> {
     pub info: SessionInfo,
-    pub id: SessionId,
     pub cause: RemovalCause,
     /// Table time of the removal.
     pub removed_at: Micros,

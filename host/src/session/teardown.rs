@@ -12,6 +12,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::task::TaskTracker;
+
 use super::metrics::Metrics;
 use super::RemovedSession;
 
@@ -36,6 +38,8 @@ pub(crate) struct TeardownRunner<U> {
     teardown: Arc<dyn Teardown<U>>,
     runtime: tokio::runtime::Handle,
     timeout: Duration,
+    /// Every teardown in progress, so a shutdown can wait for them all.
+    running: TaskTracker,
 }
 
 impl<U: Send + 'static> TeardownRunner<U> {
@@ -48,11 +52,25 @@ impl<U: Send + 'static> TeardownRunner<U> {
             teardown,
             runtime,
             timeout,
+            running: TaskTracker::new(),
+        }
+    }
+
+    /// Waits up to `deadline` for every teardown started so far; returns how
+    /// many were still running when it passed.
+    pub async fn wait(&self, deadline: Duration) -> usize {
+        self.running.close();
+        let finished = tokio::time::timeout(deadline, self.running.wait()).await;
+        self.running.reopen();
+        if finished.is_ok() {
+            0
+        } else {
+            self.running.len()
         }
     }
 
     pub fn run(&self, session: RemovedSession<U>, metrics: &Arc<Metrics>) {
-        let id = session.id;
+        let session_id = session.info.external_id.clone();
         let teardown = Arc::clone(&self.teardown);
         // Building the future runs plugin code too, so it belongs inside the task
         // where a panic is contained.
@@ -61,21 +79,28 @@ impl<U: Send + 'static> TeardownRunner<U> {
         });
         let timeout = self.timeout;
         let metrics = Arc::clone(metrics);
-        self.runtime.spawn(async move {
-            let abort = work.abort_handle();
-            let failure = match tokio::time::timeout(timeout, work).await {
-                Ok(Ok(())) => None,
-                Ok(Err(join)) if join.is_panic() => Some("panicked"),
-                Ok(Err(_)) => Some("was cancelled"),
-                Err(_) => {
-                    abort.abort();
-                    Some("timed out")
+        self.running.spawn_on(
+            async move {
+                let abort = work.abort_handle();
+                let failure = match tokio::time::timeout(timeout, work).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(join)) if join.is_panic() => Some("panicked"),
+                    Ok(Err(_)) => Some("was cancelled"),
+                    Err(_) => {
+                        abort.abort();
+                        Some("timed out")
+                    }
+                };
+                if let Some(what) = failure {
+                    metrics.teardown_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        session = session_id.as_deref().unwrap_or("-"),
+                        ?timeout,
+                        "upstream teardown {what}"
+                    );
                 }
-            };
-            if let Some(what) = failure {
-                metrics.teardown_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(session = %id, ?timeout, "upstream teardown {what}");
-            }
-        });
+            },
+            &self.runtime,
+        );
     }
 }

@@ -23,7 +23,8 @@ use super::error::PolicyError;
 use super::instance::{EventNeeds, Fault, Instance, PolicyInfo};
 use super::metrics::{PolicyMetrics, PolicyMetricsSnapshot};
 use crate::eviction::{
-    EvictionPolicy, FlushHint, LiveSessions, PolicyEvent, QuotaAdjustment, QuotaUsage, RemovalCause,
+    EvictionPolicy, FlushHint, LiveSessions, PolicyEvent, QuotaAdjustment, QuotaUsage,
+    RemovalCause, Unavailable, VictimRequest,
 };
 use crate::session::{Micros, SessionId};
 
@@ -48,18 +49,33 @@ struct Runtime {
     consecutive_faults: u32,
 }
 
-/// Packs an event as the WIT's three words.
-fn pack(event: PolicyEvent, out: &mut Vec<u64>) {
+/// The 0.1 interface's code for a removal cause; causes it predates map to
+/// the nearest one it has.
+fn cause_code_0_1(cause: RemovalCause) -> u64 {
+    match cause {
+        RemovalCause::Shutdown => RemovalCause::Deleted as u64,
+        RemovalCause::UpstreamFailed => RemovalCause::Closed as u64,
+        other => other as u64,
+    }
+}
+
+/// Packs an event as the WIT's three words; `false` for events the 0.1
+/// interface has no word for.
+fn pack(event: PolicyEvent, out: &mut Vec<u64>) -> bool {
     let (kind, cause, weight, id, time) = match event {
-        PolicyEvent::Inserted { id, time, weight } => (0u64, 0u64, weight, id, time),
+        PolicyEvent::Inserted {
+            id, time, weight, ..
+        } => (0u64, 0u64, weight, id, time),
         PolicyEvent::Accessed { id, time, weight } => (1, 0, weight, id, time),
-        PolicyEvent::Removed { id, time, cause } => (2, cause as u64, 0, id, time),
+        PolicyEvent::Removed { id, time, cause } => (2, cause_code_0_1(cause), 0, id, time),
+        PolicyEvent::Refused { .. } => return false,
     };
     out.extend_from_slice(&[
         kind | (cause << 8) | (u64::from(weight) << 32),
         id.to_bits(),
         time,
     ]);
+    true
 }
 
 fn needs_bits(needs: EventNeeds) -> u8 {
@@ -151,7 +167,7 @@ impl WasmPolicy {
     /// Takes the instance, waiting (when `wait`) at most one call timeout for
     /// another caller to return it; recreates it after a fault once the backoff
     /// has passed.
-    fn checkout(&self, wait: bool) -> Option<Box<Instance>> {
+    fn checkout(&self, wait: bool) -> Result<Box<Instance>, Unavailable> {
         let mut wait_until: Option<Instant> = None;
         let mut rt = self.runtime.lock();
         loop {
@@ -161,23 +177,25 @@ impl WasmPolicy {
                     else {
                         unreachable!("matched Ready above");
                     };
-                    return Some(instance);
+                    return Ok(instance);
                 }
-                Slot::CheckedOut if !wait => return None,
+                Slot::CheckedOut if !wait => return Err(Unavailable::Busy),
                 Slot::CheckedOut => {
                     let until = *wait_until
                         .get_or_insert_with(|| Instant::now() + self.engine.limits().call_timeout);
                     if self.returned.wait_until(&mut rt, until).timed_out() {
-                        return None;
+                        return Err(Unavailable::Busy);
                     }
                 }
                 Slot::Faulted { retry_at } if Instant::now() >= *retry_at => {
                     rt.slot = Slot::CheckedOut;
                     let component = rt.component.clone();
                     drop(rt);
-                    return self.reinstantiate(&component);
+                    return self
+                        .reinstantiate(&component)
+                        .ok_or(Unavailable::Recovering);
                 }
-                Slot::Faulted { .. } | Slot::Quarantined => return None,
+                Slot::Faulted { .. } | Slot::Quarantined => return Err(Unavailable::Recovering),
             }
         }
     }
@@ -265,8 +283,17 @@ impl WasmPolicy {
         let mut words = Vec::with_capacity(live.len().min(MAX_EVENTS_PER_CALL) * WORDS_PER_EVENT);
         for chunk in live.chunks(MAX_EVENTS_PER_CALL) {
             words.clear();
-            for &(id, time, weight) in chunk {
-                pack(PolicyEvent::Inserted { id, time, weight }, &mut words);
+            for session in chunk {
+                pack(
+                    PolicyEvent::Inserted {
+                        id: session.id,
+                        time: session.last_access,
+                        weight: session.weight,
+                        key: session.key,
+                        tenant: session.tenant,
+                    },
+                    &mut words,
+                );
             }
             instance.observe(&words)?;
         }
@@ -339,20 +366,20 @@ impl WasmPolicy {
         phase: &'static str,
         wait: bool,
         work: impl FnOnce(&Self, &mut Instance) -> Result<R, Fault>,
-    ) -> Option<R> {
+    ) -> Result<R, Unavailable> {
         if self.is_quarantined() {
-            return None;
+            return Err(Unavailable::Recovering);
         }
         let mut instance = self.checkout(wait)?;
         match work(self, &mut instance) {
             Ok(value) => {
                 self.checkin(instance);
-                Some(value)
+                Ok(value)
             }
             Err(fault) => {
                 drop(instance);
                 self.fault(phase, fault);
-                None
+                Err(Unavailable::Faulted)
             }
         }
     }
@@ -496,6 +523,7 @@ impl EvictionPolicy for WasmPolicy {
             PolicyEvent::Inserted { .. } => needs & NEED_INSERTED != 0,
             PolicyEvent::Accessed { .. } => needs & NEED_ACCESSED != 0,
             PolicyEvent::Removed { .. } => needs & NEED_REMOVED != 0,
+            PolicyEvent::Refused { .. } => false,
         };
         // While faulted or quarantined nothing could take the events, and a
         // recreated instance is rebuilt from the table anyway: buffering them
@@ -504,7 +532,9 @@ impl EvictionPolicy for WasmPolicy {
             return FlushHint::Idle;
         }
         let mut buffer = self.buffer.lock();
-        pack(event, &mut buffer);
+        if !pack(event, &mut buffer) {
+            return FlushHint::Idle;
+        }
         if buffer.len() >= self.batch_words.load(Ordering::Relaxed) {
             FlushHint::FlushSoon
         } else {
@@ -512,7 +542,8 @@ impl EvictionPolicy for WasmPolicy {
         }
     }
 
-    fn victims(&self, count: usize, out: &mut Vec<SessionId>) {
+    fn victims(&self, request: VictimRequest, out: &mut Vec<SessionId>) -> Result<(), Unavailable> {
+        let count = request.count;
         let count32 = u32::try_from(count).unwrap_or(u32::MAX);
         let chosen = self.with_instance("victims", true, |me, instance| {
             let input = me.victims_input(instance)?;
@@ -521,16 +552,18 @@ impl EvictionPolicy for WasmPolicy {
             result
         });
         match chosen {
-            Some(ids) => {
+            Ok(ids) => {
                 if ids.len() > count {
                     self.metrics
                         .excess_victims
                         .fetch_add((ids.len() - count) as u64, Ordering::Relaxed);
                 }
                 out.extend(ids.into_iter().take(count).map(SessionId::from_bits));
+                Ok(())
             }
-            None => {
+            Err(why) => {
                 self.metrics.fallbacks.fetch_add(1, Ordering::Relaxed);
+                Err(why)
             }
         }
     }
@@ -568,7 +601,7 @@ impl EvictionPolicy for WasmPolicy {
             .iter()
             .flat_map(|u| [u.id.to_bits(), u.admitted, u.rejected, u.window_ms])
             .collect();
-        let Some(answer) = self.with_instance("adjust-quotas", true, |me, instance| {
+        let Ok(answer) = self.with_instance("adjust-quotas", true, |me, instance| {
             me.deliver(instance)?;
             me.timed(|| instance.adjust_quotas(&packed))
         }) else {
