@@ -7,8 +7,13 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::bench::OutputFormat;
+
+pub mod config_file;
+mod proxy;
+
 use crate::config::{parse_duration, parse_optional_duration, parse_size, RateLimit, TableConfig};
 use crate::wasm::{default_policy_dirs, PolicyEngine, PolicyLimits};
+pub use proxy::{ForwardCommand, ReverseArgs, SessionAction, SessionArgs, UpstreamArgs};
 
 const ABOUT: &str = "Shadowcat: an MCP proxy with a bounded session table whose eviction \
 policy is a pluggable, sandboxed WebAssembly component.";
@@ -22,11 +27,24 @@ The session table holds at most --max-sessions client sessions. A session unused
 --eviction-policy; sessions with a request in flight are never evicted. Each session may \
 make --rate-limit requests per second, with bursts of --burst.
 
-Durations take a unit: 250ms, 90s, 5m, 1h, 1h30m; `off` disables a timeout.";
+Durations take a unit: 250ms, 90s, 5m, 1h, 1h30m; `off` disables a timeout.
+
+Start here:
+  shadowcat --eviction-policy lfu.wasm reverse --upstream-stdio \"CMD ARGS\"   serve MCP clients
+  shadowcat forward stdio -- CMD ARGS                                         proxy a stdio client
+  shadowcat session list                                                      sessions of a running proxy
+  shadowcat bench                                                             compare eviction policies
+  shadowcat policy list                                                       policies found";
 
 #[derive(Debug, Parser)]
-#[command(name = "shadowcat", version, about = ABOUT, long_about = LONG_ABOUT)]
+#[command(name = "shadowcat", version, about = ABOUT, long_about = LONG_ABOUT, args_override_self = true)]
 pub struct Cli {
+    /// Read options from a TOML file: top-level keys are global options,
+    /// `[reverse]`, `[forward.stdio]`, `[bench]` hold a command's; keys are
+    /// long option names (`max-sessions = 500`). Flags override the file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     #[command(flatten)]
     pub table: TableArgs,
 
@@ -54,6 +72,14 @@ pub enum Command {
     /// policies side by side.
     #[command(long_about = BENCH_ABOUT)]
     Bench(BenchArgs),
+    /// Serve MCP clients over streamable HTTP, one upstream per session.
+    #[command(long_about = proxy::REVERSE_ABOUT)]
+    Reverse(ReverseArgs),
+    /// Proxy one MCP client on stdin/stdout to a server it starts.
+    #[command(subcommand)]
+    Forward(ForwardCommand),
+    /// List, delete or clean up the sessions of a running proxy.
+    Session(SessionArgs),
 }
 
 const BENCH_ABOUT: &str = "Replay an access trace through the session table and compare eviction policies side by side.

@@ -14,7 +14,9 @@
 //! - [`trace`]: reading access traces, generating synthetic ones, Belady.
 //! - [`replay`]: driving a trace through the session table on virtual time.
 //! - [`bench`]: comparing policies side by side (table, JSON, CSV, plot).
-//! - [`cli`]: the command line of the `shadowcat` binary.
+//! - [`proxy`]: the MCP proxy itself: streamable HTTP and stdio transports,
+//!   one upstream per session, the admin API, metrics and the access log.
+//! - [`cli`]: the command line of the `shadowcat` binary (and its config file).
 //!
 //! The main design decision: the table owns the truth and all locking; a policy
 //! only proposes victims, and every proposal is validated, with the table's own
@@ -25,6 +27,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod eviction;
+pub mod proxy;
 pub mod replay;
 pub mod session;
 pub mod trace;

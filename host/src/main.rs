@@ -7,7 +7,15 @@ use shadowcat::cli::{Cli, Command, PolicyCommand};
 mod cmd;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args =
+        match shadowcat::cli::config_file::expand(&Cli::command(), std::env::args_os().collect()) {
+            Ok(args) => args,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::from(2);
+            }
+        };
+    let cli = Cli::parse_from(args);
     init_tracing(&cli.log);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -40,5 +48,16 @@ fn run(cli: Cli) -> Result<()> {
             cmd::policy::check(&cli.policy, &file)
         }
         Some(Command::Bench(ref args)) => cmd::bench::run(&cli.policy, args),
+        Some(Command::Reverse(ref args)) => runtime()?.block_on(cmd::reverse::run(&cli, args)),
+        Some(Command::Forward(ref command)) => {
+            runtime()?.block_on(cmd::forward::run(&cli, command))
+        }
+        Some(Command::Session(ref args)) => runtime()?.block_on(cmd::session::run(args)),
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

@@ -6,6 +6,8 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod proxy;
+
 use parking_lot::Mutex;
 use shadowcat::eviction::RemovalCause;
 use shadowcat::session::{Micros, RemovedSession, Teardown};

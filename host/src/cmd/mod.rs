@@ -3,4 +3,7 @@
 pub mod bench;
 mod common;
 pub mod config;
+pub mod forward;
 pub mod policy;
+pub mod reverse;
+pub mod session;

@@ -805,6 +805,14 @@ impl<U> Core<U> {
         self.lru.iter().filter_map(|&id| self.info(id)).collect()
     }
 
+    /// `f` over every live session and its upstream, least recently used first.
+    pub fn inspect<R>(&self, mut f: impl FnMut(SessionInfo, &U) -> R) -> Vec<R> {
+        self.lru
+            .iter()
+            .filter_map(|&id| self.entry(id).map(|e| f(e.info(id), &e.upstream)))
+            .collect()
+    }
+
     /// Live sessions, least recently used first, as a warm-up replays them.
     pub fn recency_order(&self) -> Vec<LiveSession> {
         self.lru

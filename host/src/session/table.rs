@@ -566,6 +566,13 @@ impl<U: Send + 'static> SessionTable<U> {
         self.core.lock().snapshot()
     }
 
+    /// `f` over every live session and its upstream, least recently used
+    /// first, under the table lock: keep `f` short (the admin view copies a
+    /// few fields).
+    pub fn inspect<R>(&self, f: impl FnMut(SessionInfo, &U) -> R) -> Vec<R> {
+        self.core.lock().inspect(f)
+    }
+
     /// Live sessions, least recently used first (used to warm a new policy).
     pub fn recency_order(&self) -> Vec<LiveSession> {
         self.core.lock().recency_order()

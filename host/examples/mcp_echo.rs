@@ -1,0 +1,124 @@
+//! A minimal MCP server over stdio, for trying the proxy without Node or
+//! Python, and for its tests:
+//!
+//! ```sh
+//! cargo build --release --examples
+//! shadowcat reverse --upstream-stdio target/release/examples/mcp_echo
+//! ```
+//!
+//! It answers `initialize`, `ping`, `tools/list` and `tools/call` for these
+//! tools: `echo {message}` (answers `Echo: <message>`), `sleep {ms}` (answers
+//! after a delay, to hold a request in flight), `notify {message}` (sends a
+//! log notification, then answers), `spawn {seconds}` (starts a `sleep`
+//! grandchild, to check process-group teardown), `crash` (exits at once,
+//! leaving the request unanswered). Any other method gets -32601.
+
+use std::io::{BufRead, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+fn main() {
+    let out = Arc::new(Mutex::new(std::io::stdout()));
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let message: Value = match serde_json::from_str(&line) {
+            Ok(message) => message,
+            Err(e) => {
+                send(
+                    &out,
+                    json!({"jsonrpc": "2.0", "id": null,
+                           "error": {"code": -32700, "message": e.to_string()}}),
+                );
+                continue;
+            }
+        };
+        let Some(id) = message.get("id").cloned() else {
+            continue; // a notification: nothing to answer
+        };
+        let method = message["method"].as_str().unwrap_or_default().to_owned();
+        let params = message.get("params").cloned().unwrap_or(Value::Null);
+        let out = Arc::clone(&out);
+        // Requests run concurrently, like a real server's: a slow one does
+        // not hold up the others.
+        std::thread::spawn(move || handle(&out, id, &method, &params));
+    }
+}
+
+fn handle(out: &Mutex<std::io::Stdout>, id: Value, method: &str, params: &Value) {
+    let result = match method {
+        "initialize" => json!({
+            "protocolVersion": params["protocolVersion"].as_str().unwrap_or("2025-11-25"),
+            "capabilities": {"tools": {}, "logging": {}},
+            "serverInfo": {"name": "mcp-echo", "version": "1.0.0"},
+        }),
+        "ping" => json!({}),
+        "tools/list" => {
+            let tools: Vec<Value> = ["echo", "sleep", "notify", "spawn", "crash"]
+                .iter()
+                .map(|name| json!({"name": name, "inputSchema": {"type": "object"}}))
+                .collect();
+            json!({ "tools": tools })
+        }
+        "tools/call" => {
+            let arguments = &params["arguments"];
+            match params["name"].as_str().unwrap_or_default() {
+                "echo" => text(&format!(
+                    "Echo: {}",
+                    arguments["message"].as_str().unwrap_or_default()
+                )),
+                "sleep" => {
+                    let ms = arguments["ms"].as_u64().unwrap_or(1_000);
+                    std::thread::sleep(Duration::from_millis(ms));
+                    text(&format!("slept {ms} ms"))
+                }
+                "notify" => {
+                    send(
+                        out,
+                        json!({"jsonrpc": "2.0", "method": "notifications/message",
+                               "params": {"level": "info", "data": arguments["message"]}}),
+                    );
+                    text("notified")
+                }
+                "spawn" => {
+                    let seconds = arguments["seconds"].as_u64().unwrap_or(1_000).to_string();
+                    match std::process::Command::new("sleep").arg(&seconds).spawn() {
+                        Ok(child) => text(&format!("spawned {}", child.id())),
+                        Err(e) => text(&format!("spawn failed: {e}")),
+                    }
+                }
+                "crash" => std::process::exit(3),
+                other => {
+                    return send(
+                        out,
+                        json!({"jsonrpc": "2.0", "id": id,
+                               "error": {"code": -32602, "message": format!("no tool {other}")}}),
+                    )
+                }
+            }
+        }
+        other => {
+            return send(
+                out,
+                json!({"jsonrpc": "2.0", "id": id,
+                       "error": {"code": -32601, "message": format!("no method {other}")}}),
+            )
+        }
+    };
+    send(out, json!({"jsonrpc": "2.0", "id": id, "result": result}));
+}
+
+fn text(text: &str) -> Value {
+    json!({"content": [{"type": "text", "text": text}]})
+}
+
+fn send(out: &Mutex<std::io::Stdout>, message: Value) {
+    let Ok(mut out) = out.lock() else { return };
+    let _ = writeln!(out, "{message}");
+    let _ = out.flush();
+}

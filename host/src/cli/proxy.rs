@@ -1,0 +1,182 @@
+//! Options of the proxy commands: `reverse`, `forward`, `session`.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use crate::config::{parse_duration, parse_size};
+use crate::proxy::client_key::ClientKeySource;
+
+pub const REVERSE_ABOUT: &str = "Serve MCP clients over streamable HTTP at /mcp, one upstream per session.
+
+Each session holds its own upstream: a child process started from --upstream-stdio, or a session of its own on the streamable-HTTP server at --upstream-http. Both protocol eras are served: with protocol sessions (2025-11-25 and earlier: `initialize` opens a session, Shadowcat mints its MCP-Session-Id), and without (2026-07-28: Shadowcat keys its own session by --client-key). The session table's global options (--max-sessions, --idle-timeout, --max-age, --rate-limit, --eviction-policy, ...) bound the sessions; evicted or expired sessions answer 404, so clients initialize again.
+
+The admin API (--admin-listen, loopback by default) lists, deletes and cleans up sessions, and serves /metrics (Prometheus) and /healthz; `shadowcat session ...` talks to it.
+
+Examples:
+  shadowcat --eviction-policy lfu.wasm --max-sessions 100 reverse --listen 127.0.0.1:8080 \\
+      --upstream-stdio \"npx -y @modelcontextprotocol/server-everything stdio\"
+  shadowcat reverse --upstream-http http://127.0.0.1:3001/mcp --client-key header:x-api-key
+  shadowcat --config shadowcat.toml reverse";
+
+/// `shadowcat reverse`.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("upstream").required(true).args(["upstream_stdio", "upstream_http"])))]
+pub struct ReverseArgs {
+    /// Address to serve MCP clients on (streamable HTTP at /mcp).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// Start one MCP server per session from this command line (split like a
+    /// shell would, without running one), speaking MCP over its stdin/stdout.
+    #[arg(long, value_name = "\"CMD ARGS\"")]
+    pub upstream_stdio: Option<String>,
+
+    /// Open one session per client session on this streamable-HTTP MCP server.
+    #[arg(long, value_name = "URL")]
+    pub upstream_http: Option<reqwest::Url>,
+
+    /// Who a client is, for per-client limits, eviction keys and the access
+    /// log: `remote` (its IP address) or `header:NAME` (a header's value, only
+    /// ever kept hashed). In the 2026-07-28 era it also names the session.
+    #[arg(long, default_value = "remote", value_name = "remote|header:NAME")]
+    pub client_key: ClientKeySource,
+
+    /// A session whose MCP handshake has not finished this long after its
+    /// `initialize` is removed.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub init_timeout: Duration,
+
+    /// Largest request body; larger ones get 413.
+    #[arg(long, default_value = "4MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub max_body: usize,
+
+    /// Sessions one client key may open per second (`off`: unlimited), so
+    /// looping `initialize` cannot escape the per-session rate limit.
+    #[arg(long, default_value = "5", value_name = "PER_SECOND", value_parser = parse_rate)]
+    pub init_rate: ::std::option::Option<NonZeroU32>,
+
+    /// Sessions one client key may open at once above --init-rate.
+    #[arg(long, default_value = "20", value_name = "N")]
+    pub init_burst: NonZeroU32,
+
+    /// Address of the admin API (`off` to disable). Keep it on loopback or
+    /// behind --admin-token-file.
+    #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR|off", value_parser = parse_admin_listen)]
+    pub admin_listen: ::std::option::Option<SocketAddr>,
+
+    /// A file holding the bearer token the admin API requires.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Record every session access as an oracleGeneral trace (keyed by the
+    /// client key's hash) for `shadowcat bench --trace FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<PathBuf>,
+
+    /// On SIGINT/SIGTERM, how long requests in flight may take to finish
+    /// before every upstream is torn down.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
+}
+
+/// How upstreams are driven and torn down.
+#[derive(Debug, Clone, Args)]
+pub struct UpstreamArgs {
+    /// Teardown of a stdio upstream: after closing its stdin, wait this long
+    /// before SIGTERM to its process group, and as long again before SIGKILL.
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
+    pub upstream_grace: Duration,
+
+    /// Connection and DELETE timeout for an HTTP upstream.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+
+    /// Requests queued to one upstream before more are refused (503).
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub upstream_max_pending: usize,
+}
+
+/// `shadowcat forward`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ForwardCommand {
+    /// The client on our stdin/stdout; the server started from CMD ARGS.
+    ///
+    /// Messages pass through unchanged. The session's --rate-limit applies to
+    /// the client's requests: a refused one gets a JSON-RPC error with
+    /// `error.data.retryAfterMs`, never silence.
+    Stdio {
+        #[command(flatten)]
+        upstream: UpstreamArgs,
+
+        /// The MCP server to start, after `--`.
+        #[arg(last = true, required = true, num_args = 1.., value_name = "CMD ARGS")]
+        command: Vec<String>,
+    },
+}
+
+/// `shadowcat session`: talk to a running proxy's admin API.
+#[derive(Debug, Clone, Args)]
+pub struct SessionArgs {
+    /// The admin API of the running proxy.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:9464",
+        value_name = "URL",
+        global = true
+    )]
+    pub admin: reqwest::Url,
+
+    /// A file holding the admin API's bearer token.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub admin_token_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub action: SessionAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SessionAction {
+    /// List every session: id, state, age, idle, requests, upstream.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Expire what is due now; with --all, remove every session.
+    Cleanup {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove one session (its upstream is torn down).
+    Delete {
+        /// The session's MCP-Session-Id.
+        id: String,
+    },
+}
+
+fn parse_rate(text: &str) -> Result<Option<NonZeroU32>, String> {
+    match text.trim() {
+        "off" | "unlimited" => Ok(None),
+        other => other
+            .parse::<NonZeroU32>()
+            .map(Some)
+            .map_err(|_| format!("`{other}` is not a positive whole number per second (or `off`)")),
+    }
+}
+
+fn parse_admin_listen(text: &str) -> Result<Option<SocketAddr>, String> {
+    match text.trim() {
+        "off" => Ok(None),
+        other => other
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("`{other}` is not an address like 127.0.0.1:9464 (or `off`)")),
+    }
+}

@@ -1,0 +1,42 @@
+//! `shadowcat forward stdio -- CMD ARGS...`: one stdio client, one server.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use shadowcat::cli::{Cli, ForwardCommand};
+use shadowcat::proxy::forward::{self, ForwardEnd};
+use shadowcat::proxy::session::{CloseUpstream, ProxySession};
+use shadowcat::proxy::upstream::StdioCommand;
+use shadowcat::session::{FlushMode, SessionTable};
+
+use super::common::open;
+
+pub async fn run(cli: &Cli, command: &ForwardCommand) -> Result<()> {
+    let ForwardCommand::Stdio { upstream, command } = command;
+    let config = cli.table.table_config();
+    let policy = {
+        let (policy_args, spec) = (cli.policy.clone(), cli.table.eviction_policy.clone());
+        let capacity = config.max_sessions as u64;
+        tokio::task::spawn_blocking(move || open(&policy_args, &spec, capacity)).await??
+    };
+    let table = SessionTable::<ProxySession>::builder(config)
+        .policy(policy.eviction())
+        .teardown(Arc::new(CloseUpstream), tokio::runtime::Handle::current())
+        .flush(FlushMode::Thread)
+        .build_shared()
+        .context("invalid session table configuration")?;
+    let mut server = StdioCommand::new(command[0].clone(), command[1..].to_vec());
+    server.grace = upstream.upstream_grace;
+    server.max_pending = upstream.upstream_max_pending;
+    let end = forward::run(
+        table,
+        Arc::new(server),
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+    )
+    .await?;
+    match end {
+        ForwardEnd::ClientClosed => Ok(()),
+        ForwardEnd::ServerFailed(reason) => anyhow::bail!("the MCP server ended: {reason}"),
+    }
+}

@@ -1,0 +1,130 @@
+//! `shadowcat session list|cleanup|delete`: a running proxy's sessions,
+//! through its admin API.
+
+use anyhow::{Context, Result};
+use reqwest::{Method, StatusCode};
+use shadowcat::cli::{SessionAction, SessionArgs};
+use shadowcat::proxy::admin::{Removed, SessionRow};
+
+pub async fn run(args: &SessionArgs) -> Result<()> {
+    let token = match &args.admin_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let client = reqwest::Client::new();
+    let call = |method: Method, path: &str| {
+        let url = args.admin.join(path).unwrap_or_else(|_| args.admin.clone());
+        let request = client.request(method, url);
+        match &token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    };
+    let send = |request: reqwest::RequestBuilder| async {
+        let response = request.send().await.with_context(|| {
+            format!(
+                "cannot reach the admin API at {} (is `shadowcat reverse` running, and is \
+                 this its --admin-listen?)",
+                args.admin
+            )
+        })?;
+        match response.status() {
+            StatusCode::UNAUTHORIZED => {
+                anyhow::bail!("the admin API wants a token: give --admin-token-file")
+            }
+            status if !status.is_success() => {
+                let body = response.text().await.unwrap_or_default();
+                anyhow::bail!("{status}: {}", body.trim())
+            }
+            _ => Ok(response),
+        }
+    };
+    match &args.action {
+        SessionAction::List { json } => {
+            let rows: Vec<SessionRow> = send(call(Method::GET, "sessions"))
+                .await?
+                .json()
+                .await
+                .context("the admin API answered something that is not a session list")?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print_table(&rows);
+            }
+        }
+        SessionAction::Cleanup { all } => {
+            let path = if *all {
+                "sessions/cleanup?all=true"
+            } else {
+                "sessions/cleanup"
+            };
+            let done: Removed = send(call(Method::POST, path)).await?.json().await?;
+            println!(
+                "removed {} session(s){}",
+                done.removed,
+                deferred(done.deferred)
+            );
+        }
+        SessionAction::Delete { id } => {
+            let response = call(Method::DELETE, &format!("sessions/{id}")).send().await;
+            match response {
+                Ok(r) if r.status() == StatusCode::NOT_FOUND => {
+                    anyhow::bail!("no session `{id}` (it may have expired or been evicted)")
+                }
+                Ok(r) => {
+                    let done: Removed = send_checked(r).await?.json().await?;
+                    println!("removed `{id}`{}", deferred(done.deferred));
+                }
+                Err(e) => {
+                    return Err(e).context(format!("cannot reach the admin API at {}", args.admin))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn send_checked(response: reqwest::Response) -> Result<reqwest::Response> {
+    match response.status() {
+        StatusCode::UNAUTHORIZED => {
+            anyhow::bail!("the admin API wants a token: give --admin-token-file")
+        }
+        status if !status.is_success() => anyhow::bail!("{status}"),
+        _ => Ok(response),
+    }
+}
+
+fn deferred(n: usize) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} leave when their requests in flight end)")
+    }
+}
+
+fn print_table(rows: &[SessionRow]) {
+    println!(
+        "{:<34} {:<12} {:>9} {:>9} {:>9} {:>10} {:>8}  UPSTREAM",
+        "ID", "STATE", "AGE s", "IDLE s", "REQUESTS", "BYTES", "IN FLIGHT"
+    );
+    for r in rows {
+        println!(
+            "{:<34} {:<12} {:>9.1} {:>9.1} {:>9} {:>10} {:>8}  {}",
+            r.id,
+            r.state,
+            r.age_seconds,
+            r.idle_seconds,
+            r.requests,
+            r.bytes,
+            r.in_flight,
+            r.upstream
+        );
+    }
+    let policy = rows.first().map(|r| r.policy.as_str()).unwrap_or("-");
+    println!("{} session(s), policy {policy}", rows.len());
+}

@@ -1,0 +1,256 @@
+//! JSON-RPC 2.0 messages as the proxy sees them: the bytes as they came, plus
+//! just enough of the envelope to route them.
+//!
+//! The proxy forwards messages unchanged, so it never re-serialises a body it
+//! can pass through: it keeps the original bytes and parses only the envelope
+//! (`id`, `method`, whether it is a result or an error). The one exception is
+//! the stdio transport, whose framing is one message per line: a body with a
+//! line break in it (pretty-printed JSON) is compacted before it is written.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+/// JSON-RPC error codes the proxy answers with.
+pub mod code {
+    pub const PARSE_ERROR: i64 = -32700;
+    pub const INVALID_REQUEST: i64 = -32600;
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// Server-defined range: the proxy's own refusals.
+    pub const RATE_LIMITED: i64 = -32029;
+    pub const OVERLOADED: i64 = -32030;
+    pub const UPSTREAM_FAILED: i64 = -32031;
+    pub const SESSION_CLOSED: i64 = -32032;
+}
+
+/// What a message is, by the fields it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Has a method and an id: expects a response.
+    Request,
+    /// Has a method and no id.
+    Notification,
+    /// Has an id and a result or an error.
+    Response,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    jsonrpc: Option<&'a str>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    method: Option<String>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+}
+
+/// `Some` whenever the field is there, `null` included: an error response to
+/// an unparseable request has `"id": null`, and a result may be `null`.
+fn present<'de, D>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// One JSON-RPC message: its original bytes and its routing envelope.
+#[derive(Debug, Clone)]
+pub struct Message {
+    raw: Bytes,
+    kind: Kind,
+    /// The id as it was written (`1`, `"a"`), compact; the key that pairs a
+    /// response with its request.
+    id: Option<String>,
+    method: Option<String>,
+}
+
+/// Why bytes are not a JSON-RPC message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error("parse error: {0}")]
+    Parse(String),
+    #[error("invalid request: {0}")]
+    Invalid(&'static str),
+}
+
+impl MessageError {
+    pub fn code(&self) -> i64 {
+        match self {
+            MessageError::Parse(_) => code::PARSE_ERROR,
+            MessageError::Invalid(_) => code::INVALID_REQUEST,
+        }
+    }
+}
+
+impl Message {
+    /// Parses one message. A JSON array (a batch, allowed by the 2025-03-26
+    /// protocol revision only) is refused as invalid: no current client sends
+    /// one.
+    pub fn parse(raw: Bytes) -> Result<Self, MessageError> {
+        let text = trim_ascii(&raw);
+        if text.first() == Some(&b'[') {
+            // Still check it is JSON, so garbage reads as a parse error.
+            serde_json::from_slice::<&RawValue>(text)
+                .map_err(|e| MessageError::Parse(e.to_string()))?;
+            return Err(MessageError::Invalid("batches are not supported"));
+        }
+        let envelope: Envelope<'_> =
+            serde_json::from_slice(text).map_err(|e| MessageError::Parse(e.to_string()))?;
+        if envelope.jsonrpc != Some("2.0") {
+            return Err(MessageError::Invalid("`jsonrpc` must be \"2.0\""));
+        }
+        let id = envelope.id.map(|id| compact_id(id.get()));
+        let kind = match (&envelope.method, &id, envelope.result.or(envelope.error)) {
+            (Some(_), Some(_), None) => Kind::Request,
+            (Some(_), None, None) => Kind::Notification,
+            (None, Some(_), Some(_)) => Kind::Response,
+            _ => {
+                return Err(MessageError::Invalid(
+                    "a message needs a method (request, notification) or an id with a \
+                     result or error (response)",
+                ))
+            }
+        };
+        let method = envelope.method;
+        Ok(Self {
+            raw,
+            kind,
+            id,
+            method,
+        })
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    pub fn method(&self) -> Option<&str> {
+        self.method.as_deref()
+    }
+
+    pub fn is_request(&self, method: &str) -> bool {
+        self.kind == Kind::Request && self.method() == Some(method)
+    }
+
+    pub fn is_notification(&self, method: &str) -> bool {
+        self.kind == Kind::Notification && self.method() == Some(method)
+    }
+
+    /// The message exactly as received.
+    pub fn bytes(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// The message as one line for the stdio framing (no line break inside).
+    pub fn line(&self) -> Bytes {
+        let body = trim_ascii(&self.raw);
+        if !body.contains(&b'\n') && !body.contains(&b'\r') {
+            return self.raw.slice_ref(body);
+        }
+        // Pretty-printed: line breaks can only be whitespace between tokens
+        // (JSON strings cannot hold raw ones), so compacting keeps the value.
+        match serde_json::from_slice::<Value>(body) {
+            Ok(value) => Bytes::from(value.to_string()),
+            Err(_) => self.raw.clone(),
+        }
+    }
+}
+
+fn trim_ascii(bytes: &[u8]) -> &[u8] {
+    bytes.trim_ascii()
+}
+
+/// An id's compact spelling, so `1` and ` 1` pair up.
+fn compact_id(raw: &str) -> String {
+    match serde_json::from_str::<Value>(raw) {
+        Ok(value) => value.to_string(),
+        Err(_) => raw.trim().to_owned(),
+    }
+}
+
+/// A JSON-RPC error response. `id` is the compact id of the request it
+/// answers, or `None` when it is unknown (a parse error).
+pub fn error_response(id: Option<&str>, code: i64, message: &str, data: Option<Value>) -> Bytes {
+    let id: Value = id
+        .and_then(|id| serde_json::from_str(id).ok())
+        .unwrap_or(Value::Null);
+    let mut error = serde_json::json!({ "code": code, "message": message });
+    if let Some(data) = data {
+        error["data"] = data;
+    }
+    Bytes::from(serde_json::json!({ "jsonrpc": "2.0", "id": id, "error": error }).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Message, MessageError> {
+        Message::parse(Bytes::from(text.to_owned()))
+    }
+
+    #[test]
+    fn proxy_jsonrpc_classifies_requests_notifications_and_responses() {
+        let request = parse(r#"{"jsonrpc":"2.0","id": 7,"method":"tools/list"}"#).expect("request");
+        assert_eq!(request.kind(), Kind::Request);
+        assert_eq!(request.id(), Some("7"));
+        assert!(request.is_request("tools/list"));
+        let notification =
+            parse(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).expect("note");
+        assert_eq!(notification.kind(), Kind::Notification);
+        assert!(notification.is_notification("notifications/initialized"));
+        let response = parse(r#"{"jsonrpc":"2.0","id":"a","result":{}}"#).expect("response");
+        assert_eq!(response.kind(), Kind::Response);
+        assert_eq!(response.id(), Some("\"a\""));
+        let error = parse(r#"{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"x"}}"#)
+            .expect("error response");
+        assert_eq!(error.kind(), Kind::Response);
+    }
+
+    #[test]
+    fn proxy_jsonrpc_refuses_garbage_with_the_right_code() {
+        let err = parse("{not json").expect_err("garbage");
+        assert_eq!(err.code(), code::PARSE_ERROR);
+        let err = parse(r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#).expect_err("old version");
+        assert_eq!(err.code(), code::INVALID_REQUEST);
+        let err = parse(r#"{"jsonrpc":"2.0","id":1}"#).expect_err("no method, no result");
+        assert_eq!(err.code(), code::INVALID_REQUEST);
+        let err = parse(r#"[{"jsonrpc":"2.0","id":1,"method":"x"}]"#).expect_err("batch");
+        assert_eq!(err.code(), code::INVALID_REQUEST);
+        let err = parse("[oops").expect_err("bad batch");
+        assert_eq!(err.code(), code::PARSE_ERROR);
+    }
+
+    #[test]
+    fn proxy_jsonrpc_keeps_bytes_and_compacts_only_for_stdio() {
+        let text = "{\n  \"jsonrpc\": \"2.0\",\n  \"id\": 1,\n  \"method\": \"ping\"\n}";
+        let message = parse(text).expect("pretty");
+        assert_eq!(message.bytes().as_ref(), text.as_bytes());
+        let line = message.line();
+        assert!(!line.contains(&b'\n'));
+        let value: Value = serde_json::from_slice(&line).expect("json");
+        assert_eq!(value["method"], "ping");
+        let compact = parse(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).expect("compact");
+        assert_eq!(compact.line(), compact.bytes().clone());
+    }
+
+    #[test]
+    fn proxy_jsonrpc_error_responses_echo_the_id() {
+        let body = error_response(Some("\"abc\""), code::RATE_LIMITED, "slow down", None);
+        let value: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(value["id"], "abc");
+        assert_eq!(value["error"]["code"], code::RATE_LIMITED);
+        let body = error_response(None, code::PARSE_ERROR, "bad", None);
+        let value: Value = serde_json::from_slice(&body).expect("json");
+        assert!(value["id"].is_null());
+        let message = Message::parse(body).expect("an error with a null id is a response");
+        assert_eq!(message.kind(), Kind::Response);
+    }
+}

@@ -1,0 +1,63 @@
+//! The HTTP headers of MCP's streamable HTTP transport, and the protocol
+//! revisions the proxy serves.
+
+pub const SESSION_ID: &str = "mcp-session-id";
+pub const PROTOCOL_VERSION: &str = "mcp-protocol-version";
+/// 2026-07-28: the JSON-RPC method of the body, and the tool, resource or
+/// prompt it names.
+pub const MCP_METHOD: &str = "mcp-method";
+pub const MCP_NAME: &str = "mcp-name";
+pub const LAST_EVENT_ID: &str = "last-event-id";
+
+/// Revisions with protocol sessions (`initialize`, `MCP-Session-Id`).
+pub const SESSION_ERA: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+/// Revisions without protocol sessions: every request stands alone.
+pub const STATELESS_ERA: [&str; 1] = ["2026-07-28"];
+/// What a request without the header is assumed to speak (the revision that
+/// introduced the header says so).
+pub const ASSUMED_WITHOUT_HEADER: &str = "2025-03-26";
+
+/// Which kind of protocol a request speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Era {
+    /// 2025-11-25 and earlier: `initialize` opens a session named by
+    /// `MCP-Session-Id`.
+    Sessions,
+    /// 2026-07-28: no protocol session; the proxy keys its own by client.
+    Stateless,
+}
+
+/// The era of a `MCP-Protocol-Version` header value, or `None` when the
+/// proxy does not serve that revision.
+pub fn era_of(version: Option<&str>) -> Option<Era> {
+    match version {
+        None => Some(Era::Sessions),
+        Some(v) if SESSION_ERA.contains(&v) => Some(Era::Sessions),
+        Some(v) if STATELESS_ERA.contains(&v) => Some(Era::Stateless),
+        Some(_) => None,
+    }
+}
+
+pub fn supported_versions() -> String {
+    SESSION_ERA
+        .iter()
+        .chain(&STATELESS_ERA)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_protocol_versions_map_to_their_era() {
+        assert_eq!(era_of(None), Some(Era::Sessions));
+        assert_eq!(era_of(Some("2025-11-25")), Some(Era::Sessions));
+        assert_eq!(era_of(Some("2024-11-05")), Some(Era::Sessions));
+        assert_eq!(era_of(Some("2026-07-28")), Some(Era::Stateless));
+        assert_eq!(era_of(Some("1999-01-01")), None);
+        assert!(supported_versions().contains("2026-07-28"));
+    }
+}

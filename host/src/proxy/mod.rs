@@ -1,0 +1,244 @@
+//! The MCP proxy: clients on one side, one upstream per session on the other,
+//! the session table in between.
+//!
+//! # Layout
+//!
+//! - [`jsonrpc`]: messages as bytes plus a routing envelope (never re-encoded).
+//! - [`mcp_headers`]: the streamable-HTTP headers and the two protocol eras.
+//! - [`client_key`]: who a client is (a header or its address), as a hash.
+//! - [`upstream`]: what a session holds upstream, behind one trait: a child
+//!   process over stdio ([`upstream::StdioUpstream`]) or a session on an
+//!   upstream HTTP server ([`upstream::HttpUpstream`]).
+//! - [`session`]: the table's per-session value and its teardown.
+//! - [`reverse`]: streamable HTTP at `/mcp` for clients (both eras).
+//! - [`forward`]: a client on our stdin/stdout, the server spawned.
+//! - [`admin`]: the operator's API (sessions, cleanup, metrics, health).
+//! - [`metrics`]: Prometheus exposition.
+//! - [`access_log`]: the access trace `shadowcat bench` replays.
+//!
+//! # Where things run
+//!
+//! Request handlers run on tokio workers and only take the table lock for
+//! short operations. Creating a session may ask the eviction policy for a
+//! victim (a WebAssembly call), so it runs on the blocking pool; the table
+//! delivers policy events from its own thread ([`crate::session::FlushMode::Thread`])
+//! and the cleanup task runs its rounds on the blocking pool. Upstream
+//! teardown (closing stdin, signals, an HTTP DELETE) runs as tasks after the
+//! table has released its lock.
+
+pub mod access_log;
+pub mod admin;
+pub mod client_key;
+pub mod forward;
+pub mod jsonrpc;
+pub mod mcp_headers;
+pub mod metrics;
+pub mod reverse;
+pub mod session;
+pub mod upstream;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+use self::access_log::AccessLog;
+use self::client_key::{ClientKey, ClientKeySource};
+use self::mcp_headers::Era;
+use self::metrics::ProxyMetrics;
+use self::session::ProxySession;
+use self::upstream::{Upstream, UpstreamError, UpstreamSpec};
+use crate::config::RateLimit;
+use crate::eviction::RemovalCause;
+use crate::session::{ExternalId, NewSession, SessionId, SessionTable, TableError};
+
+/// Settings of the client-facing side.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    pub client_key: ClientKeySource,
+    /// A session whose handshake (`initialize`, then `notifications/initialized`)
+    /// has not finished by then is removed.
+    pub init_timeout: Duration,
+    /// Largest request body accepted.
+    pub max_body: usize,
+    /// Sessions one client key may open per second (and at once); stops a
+    /// client from escaping its per-session limits by looping `initialize`.
+    pub init_rate: Option<RateLimit>,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        Self {
+            client_key: ClientKeySource::Remote,
+            init_timeout: Duration::from_secs(30),
+            max_body: 4 << 20,
+            init_rate: Some(RateLimit {
+                per_second: NonZeroU32::new(5).expect("non-zero"),
+                burst: NonZeroU32::new(20).expect("non-zero"),
+            }),
+        }
+    }
+}
+
+/// Why a session could not be opened, with what the client is told.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("this client opens sessions too fast; retry after {0:?}")]
+    TooFast(Duration),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Table(TableError),
+    #[error("the session table is shutting down")]
+    ShuttingDown,
+}
+
+/// Everything the transports share.
+pub struct Proxy {
+    pub table: Arc<SessionTable<ProxySession>>,
+    pub upstreams: UpstreamSpec,
+    pub options: ProxyOptions,
+    pub metrics: Arc<ProxyMetrics>,
+    pub access_log: Option<AccessLog>,
+    pub policy_name: String,
+    opens: Option<DefaultKeyedRateLimiter<u64>>,
+}
+
+/// A session just opened.
+pub struct Opened {
+    pub id: SessionId,
+    pub name: Option<Arc<str>>,
+    pub upstream: Arc<dyn Upstream>,
+}
+
+impl Proxy {
+    pub fn new(
+        table: Arc<SessionTable<ProxySession>>,
+        upstreams: UpstreamSpec,
+        options: ProxyOptions,
+        metrics: Arc<ProxyMetrics>,
+        access_log: Option<AccessLog>,
+        policy_name: String,
+    ) -> Self {
+        let opens = options.init_rate.map(|limit| {
+            DefaultKeyedRateLimiter::keyed(
+                Quota::per_second(limit.per_second).allow_burst(limit.burst),
+            )
+        });
+        Self {
+            table,
+            upstreams,
+            options,
+            metrics,
+            access_log,
+            policy_name,
+            opens,
+        }
+    }
+
+    /// Records one access to the table by `client`.
+    pub fn count_access(&self, client: ClientKey, hit: bool) {
+        self.metrics.count_access(hit);
+        if let Some(log) = &self.access_log {
+            log.record(client);
+        }
+    }
+
+    /// Opens a session for `client`: checks its rate of opening sessions,
+    /// starts an upstream, and creates the table entry (evicting as the policy
+    /// decides). A refused create tears the fresh upstream down.
+    pub async fn open_session(
+        self: &Arc<Self>,
+        client: ClientKey,
+        era: Era,
+        name: ExternalId,
+    ) -> Result<Opened, OpenError> {
+        if let Some(opens) = &self.opens {
+            if let Err(not_until) = opens.check_key(&client.0) {
+                return Err(OpenError::TooFast(
+                    not_until.wait_time_from(DefaultClock::default().now()),
+                ));
+            }
+        }
+        let upstream = self.upstreams.open().await?;
+        self.metrics.upstreams_started.inc();
+        let new = NewSession {
+            external_id: name,
+            key: client.0,
+            tenant: 0,
+            weight: 1,
+            upstream: ProxySession {
+                upstream: Arc::clone(&upstream),
+                client,
+                era,
+            },
+        };
+        let table = Arc::clone(&self.table);
+        // The create may ask a WebAssembly policy for a victim.
+        let created = tokio::task::spawn_blocking(move || table.create(new))
+            .await
+            .map_err(|_| OpenError::ShuttingDown)?;
+        let created = match created {
+            Ok(created) => created,
+            Err(rejected) => {
+                let refused = rejected.upstream.upstream;
+                tokio::spawn(async move { refused.close().await });
+                return Err(OpenError::Table(rejected.error));
+            }
+        };
+        self.count_access(client, false);
+        self.watch_upstream(created.id, Arc::clone(&upstream));
+        match era {
+            Era::Sessions => self.expire_unfinished_handshake(created.id),
+            Era::Stateless => {
+                let _ = self.table.activate(created.id);
+            }
+        }
+        Ok(Opened {
+            id: created.id,
+            name: created.external_id,
+            upstream,
+        })
+    }
+
+    /// Closes the session when its upstream fails on its own. After a normal
+    /// removal the session is already gone and nothing happens.
+    fn watch_upstream(self: &Arc<Self>, id: SessionId, upstream: Arc<dyn Upstream>) {
+        let proxy = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let reason = upstream.failed().await;
+            let Some(proxy) = proxy.upgrade() else { return };
+            if proxy.table.remove(id, RemovalCause::UpstreamFailed).is_ok() {
+                proxy.metrics.upstream_failures.inc();
+                tracing::warn!(upstream = %upstream.describe(), "session closed: {reason}");
+            }
+        });
+    }
+
+    fn expire_unfinished_handshake(self: &Arc<Self>, id: SessionId) {
+        let proxy = Arc::downgrade(self);
+        let timeout = self.options.init_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let Some(proxy) = proxy.upgrade() else { return };
+            let unfinished = proxy
+                .table
+                .get(id)
+                .is_some_and(|s| s.state == crate::session::SessionState::Initializing);
+            if unfinished && proxy.table.remove(id, RemovalCause::ExpiredIdle).is_ok() {
+                tracing::info!(?timeout, "session expired before finishing its handshake");
+            }
+        });
+    }
+
+    /// Forgets clients that have not opened a session for a while, so the
+    /// per-client limiter stays as small as the set of recent clients.
+    pub fn forget_idle_clients(&self) {
+        if let Some(opens) = &self.opens {
+            opens.retain_recent();
+            opens.shrink_to_fit();
+        }
+    }
+}

@@ -1,0 +1,584 @@
+//! Streamable HTTP for MCP clients at `/mcp`, in both protocol eras.
+//!
+//! Sessions era (2025-11-25 and earlier): `initialize` opens a session and the
+//! proxy mints its `MCP-Session-Id` (128 random bits); POST, GET (the
+//! server-to-client stream) and DELETE name it. An unknown, expired or evicted
+//! id gets 404, which tells the client to initialize again.
+//!
+//! Stateless era (2026-07-28): no protocol session. The proxy keys its own
+//! session by the client key, creating it on the client's first request; the
+//! table, its limits and eviction work exactly as in the other era.
+//!
+//! Answers the proxy gives itself: 400 for a missing session id or an
+//! unsupported protocol revision, 404 for an unknown session, 413 for a body
+//! over `--max-body`, 415 for a body that is not JSON, 429 with `Retry-After`
+//! for the per-session rate limit or a client opening sessions too fast, 503
+//! with `Retry-After` when the table is full of busy sessions or requests are
+//! at their global bound, 502 when the upstream fails. Invalid JSON gets a
+//! -32700 error and leaves the session as it was.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::header::{ACCEPT, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use futures::StreamExt;
+
+use super::client_key::ClientKey;
+use super::jsonrpc::{code, error_response, Message};
+use super::mcp_headers::{
+    era_of, supported_versions, Era, LAST_EVENT_ID, MCP_METHOD, MCP_NAME, PROTOCOL_VERSION,
+    SESSION_ID,
+};
+use super::upstream::{Event, Events, Forwarded, Reply, Upstream, UpstreamError};
+use super::{OpenError, Opened, Proxy};
+use crate::eviction::RemovalCause;
+use crate::session::{ExternalId, RequestGuard, SessionId, TableError};
+
+/// The router serving `/mcp`; serve it with `ConnectInfo<SocketAddr>`.
+pub fn router(proxy: Arc<Proxy>) -> Router {
+    let max_body = proxy.options.max_body;
+    Router::new()
+        .route(
+            "/mcp",
+            post(handle_post).get(handle_get).delete(handle_delete),
+        )
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(proxy)
+}
+
+/// A response with a JSON-RPC error body.
+fn refuse(status: StatusCode, id: Option<&str>, code: i64, message: &str) -> Response {
+    let body = error_response(id, code, message, None);
+    (status, [(CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn retry_after(mut response: Response, wait: Duration) -> Response {
+    // Whole seconds, rounded up: `Retry-After: 0` would invite a hot loop.
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+        response.headers_mut().insert(RETRY_AFTER, value);
+    }
+    response
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn forwarded(headers: &HeaderMap) -> Forwarded {
+    let get = |name| header(headers, name).map(str::to_owned);
+    Forwarded {
+        protocol_version: get(PROTOCOL_VERSION),
+        mcp_method: get(MCP_METHOD),
+        mcp_name: get(MCP_NAME),
+        last_event_id: get(LAST_EVENT_ID),
+    }
+}
+
+fn accepts(headers: &HeaderMap, media: &str) -> bool {
+    header(headers, ACCEPT.as_str()).is_none_or(|accept| {
+        accept
+            .split(',')
+            .map(|part| part.split(';').next().unwrap_or("").trim())
+            .any(|m| m == media || m == "*/*")
+    })
+}
+
+/// Maps a table refusal to what the client is told.
+fn table_refusal(error: &TableError, id: Option<&str>) -> Response {
+    match error {
+        TableError::RateLimited {
+            retry_after: wait, ..
+        } => retry_after(
+            refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                id,
+                code::RATE_LIMITED,
+                &format!("rate limited: this session's quota is spent; retry after {wait:?}"),
+            ),
+            *wait,
+        ),
+        TableError::Overloaded { .. } => retry_after(
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                id,
+                code::OVERLOADED,
+                "the proxy has too many requests in flight; retry shortly",
+            ),
+            Duration::from_secs(1),
+        ),
+        TableError::Capacity { .. } => retry_after(
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                id,
+                code::OVERLOADED,
+                "the session table is full and every session is busy; retry shortly",
+            ),
+            Duration::from_secs(1),
+        ),
+        TableError::UnknownSession(_)
+        | TableError::UnknownExternalId(_)
+        | TableError::NotAcceptingRequests { .. } => session_not_found(id),
+        other => {
+            tracing::error!("session table: {other}");
+            refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                id,
+                code::INTERNAL_ERROR,
+                "internal error",
+            )
+        }
+    }
+}
+
+fn session_not_found(id: Option<&str>) -> Response {
+    refuse(
+        StatusCode::NOT_FOUND,
+        id,
+        code::SESSION_CLOSED,
+        "session not found: it expired, was evicted or was closed; send initialize again",
+    )
+}
+
+fn open_refusal(error: &OpenError, id: Option<&str>) -> Response {
+    match error {
+        OpenError::TooFast(wait) => retry_after(
+            refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                id,
+                code::RATE_LIMITED,
+                &format!("this client opens sessions too fast; retry after {wait:?}"),
+            ),
+            *wait,
+        ),
+        OpenError::Table(table) => table_refusal(table, id),
+        OpenError::Upstream(upstream) => upstream_refusal(upstream, id),
+        OpenError::ShuttingDown => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            id,
+            code::OVERLOADED,
+            "the proxy is shutting down",
+        ),
+    }
+}
+
+fn upstream_refusal(error: &UpstreamError, id: Option<&str>) -> Response {
+    match error {
+        UpstreamError::Busy(_) => retry_after(
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                id,
+                code::OVERLOADED,
+                &error.to_string(),
+            ),
+            Duration::from_secs(1),
+        ),
+        UpstreamError::SessionGone => session_not_found(id),
+        UpstreamError::Unsupported(_) => refuse(
+            StatusCode::BAD_REQUEST,
+            id,
+            code::INVALID_REQUEST,
+            &error.to_string(),
+        ),
+        UpstreamError::Failed(_) | UpstreamError::Unreachable(_) => refuse(
+            StatusCode::BAD_GATEWAY,
+            id,
+            code::UPSTREAM_FAILED,
+            &error.to_string(),
+        ),
+    }
+}
+
+/// Counts a finished request and its time to first byte.
+fn finish(proxy: &Proxy, method: &'static str, started: Instant, response: Response) -> Response {
+    proxy
+        .metrics
+        .count_request(method, response.status().as_u16());
+    proxy
+        .metrics
+        .latency
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn handle_post(
+    State(proxy): State<Arc<Proxy>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let response = post_message(&proxy, remote, &headers, body).await;
+    finish(&proxy, "POST", started, response)
+}
+
+async fn post_message(
+    proxy: &Arc<Proxy>,
+    remote: SocketAddr,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let json = header(headers, CONTENT_TYPE.as_str()).is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !json {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+            code::INVALID_REQUEST,
+            "the body must be JSON (Content-Type: application/json)",
+        );
+    }
+    let version = header(headers, PROTOCOL_VERSION);
+    let Some(era) = era_of(version) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            None,
+            code::INVALID_REQUEST,
+            &format!(
+                "unsupported MCP-Protocol-Version `{}`; supported: {}",
+                version.unwrap_or_default(),
+                supported_versions()
+            ),
+        );
+    };
+    let message = match Message::parse(body) {
+        Ok(message) => message,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, None, e.code(), &e.to_string()),
+    };
+    let client = proxy.options.client_key.key(headers, remote.ip());
+    match era {
+        Era::Sessions => post_in_session(proxy, client, headers, message).await,
+        Era::Stateless => post_stateless(proxy, client, headers, message).await,
+    }
+}
+
+async fn post_in_session(
+    proxy: &Arc<Proxy>,
+    client: ClientKey,
+    headers: &HeaderMap,
+    message: Message,
+) -> Response {
+    let request_id = message.id().map(str::to_owned);
+    let rid = request_id.as_deref();
+    if message.is_request("initialize") {
+        let opened = match proxy
+            .open_session(client, Era::Sessions, ExternalId::Generate)
+            .await
+        {
+            Ok(opened) => opened,
+            Err(e) => return open_refusal(&e, rid),
+        };
+        let Opened { id, name, upstream } = opened;
+        let guard = match proxy.table.request_guard(id, message.bytes().len() as u64) {
+            Ok(guard) => guard,
+            Err(e) => return table_refusal(&e, rid),
+        };
+        let mut response = relay(proxy, upstream, message, headers, guard).await;
+        if let Some(value) = name.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+            response.headers_mut().insert(SESSION_ID, value);
+        }
+        return response;
+    }
+    let Some(name) = header(headers, SESSION_ID) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            rid,
+            code::INVALID_REQUEST,
+            "missing Mcp-Session-Id: send initialize first",
+        );
+    };
+    let id = match proxy.table.lookup(name) {
+        Ok(id) => id,
+        Err(_) => return session_not_found(rid),
+    };
+    let (guard, upstream) = match begin(proxy, id, client, message.bytes().len()) {
+        Ok(begun) => begun,
+        Err(response) => return response,
+    };
+    if message.is_notification("notifications/initialized") {
+        let _ = proxy.table.activate(id);
+    }
+    relay(proxy, upstream, message, headers, guard).await
+}
+
+async fn post_stateless(
+    proxy: &Arc<Proxy>,
+    client: ClientKey,
+    headers: &HeaderMap,
+    message: Message,
+) -> Response {
+    let rid = message.id().map(str::to_owned);
+    let rid = rid.as_deref();
+    let name = client.session_name();
+    let id = match proxy.table.lookup(&name) {
+        Ok(id) => id,
+        Err(_) => match proxy
+            .open_session(client, Era::Stateless, ExternalId::Given(name.clone()))
+            .await
+        {
+            Ok(opened) => {
+                let guard = match proxy
+                    .table
+                    .request_guard(opened.id, message.bytes().len() as u64)
+                {
+                    Ok(guard) => guard,
+                    Err(e) => return table_refusal(&e, rid),
+                };
+                return relay(proxy, opened.upstream, message, headers, guard).await;
+            }
+            // Another request of the same client created it meanwhile.
+            Err(OpenError::Table(TableError::DuplicateExternalId(_))) => {
+                match proxy.table.lookup(&name) {
+                    Ok(id) => id,
+                    Err(_) => return session_not_found(rid),
+                }
+            }
+            Err(e) => return open_refusal(&e, rid),
+        },
+    };
+    let (guard, upstream) = match begin(proxy, id, client, message.bytes().len()) {
+        Ok(begun) => begun,
+        Err(response) => return response,
+    };
+    relay(proxy, upstream, message, headers, guard).await
+}
+
+/// Starts a request on a live session: pins it (rate limited) and takes a
+/// handle on its upstream.
+#[allow(clippy::result_large_err)]
+fn begin(
+    proxy: &Arc<Proxy>,
+    id: SessionId,
+    client: ClientKey,
+    bytes: usize,
+) -> Result<
+    (
+        RequestGuard<super::session::ProxySession>,
+        Arc<dyn Upstream>,
+    ),
+    Response,
+> {
+    let guard = proxy
+        .table
+        .request_guard(id, bytes as u64)
+        .map_err(|e| table_refusal(&e, None))?;
+    let upstream = proxy
+        .table
+        .with_upstream(id, |s| Arc::clone(&s.upstream))
+        .map_err(|e| table_refusal(&e, None))?;
+    proxy.count_access(client, true);
+    Ok((guard, upstream))
+}
+
+/// Sends one message upstream and relays the answer. The request stays pinned
+/// until its response has gone out (the guard travels with the stream).
+async fn relay(
+    proxy: &Arc<Proxy>,
+    upstream: Arc<dyn Upstream>,
+    message: Message,
+    headers: &HeaderMap,
+    guard: RequestGuard<super::session::ProxySession>,
+) -> Response {
+    let request_id = message.id().map(str::to_owned);
+    let reply = upstream.send(message, &forwarded(headers)).await;
+    let events = match reply {
+        Ok(Reply::Accepted) => return StatusCode::ACCEPTED.into_response(),
+        Ok(Reply::Refused {
+            status,
+            content_type,
+            body,
+        }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let content_type = content_type.unwrap_or_else(|| "application/json".into());
+            return (status, [(CONTENT_TYPE, content_type)], body).into_response();
+        }
+        Ok(Reply::Events(events)) => events,
+        Err(e) => {
+            if matches!(e, UpstreamError::SessionGone | UpstreamError::Failed(_)) {
+                let _ = proxy.table.remove(guard.id(), RemovalCause::UpstreamFailed);
+            }
+            return upstream_refusal(&e, request_id.as_deref());
+        }
+    };
+    answer(events, request_id, headers, guard).await
+}
+
+/// Answers with plain JSON when the first thing the upstream sends is the
+/// response itself (and the client takes JSON); with an SSE stream otherwise.
+async fn answer(
+    mut events: Events,
+    request_id: Option<String>,
+    headers: &HeaderMap,
+    guard: RequestGuard<super::session::ProxySession>,
+) -> Response {
+    let Some(first) = events.next().await else {
+        return refuse(
+            StatusCode::BAD_GATEWAY,
+            request_id.as_deref(),
+            code::UPSTREAM_FAILED,
+            "the upstream ended without answering",
+        );
+    };
+    let is_answer = first.id.is_none()
+        && first
+            .message
+            .as_ref()
+            .is_some_and(|m| m.id().is_some() && m.id() == request_id.as_deref());
+    let wants_stream =
+        !accepts(headers, "application/json") && accepts(headers, "text/event-stream");
+    if is_answer && !wants_stream {
+        if let Some(message) = first.message {
+            drop(guard);
+            return (
+                StatusCode::OK,
+                [(CONTENT_TYPE, "application/json")],
+                message.bytes().clone(),
+            )
+                .into_response();
+        }
+    }
+    let stream = futures::stream::once(async move { first })
+        .chain(events)
+        .map(move |event| {
+            // The pin lasts as long as the stream: dropped with it.
+            let _pinned = &guard;
+            Ok::<_, Infallible>(sse_event(event))
+        });
+    Sse::new(stream).into_response()
+}
+
+fn sse_event(event: Event) -> SseEvent {
+    let mut sse = SseEvent::default();
+    if let Some(id) = event.id {
+        sse = sse.id(id);
+    }
+    match event.message {
+        Some(message) => sse.data(String::from_utf8_lossy(message.bytes())),
+        None => sse.data(""),
+    }
+}
+
+async fn handle_get(
+    State(proxy): State<Arc<Proxy>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let response = open_stream(&proxy, remote, &headers).await;
+    finish(&proxy, "GET", started, response)
+}
+
+async fn open_stream(proxy: &Arc<Proxy>, remote: SocketAddr, headers: &HeaderMap) -> Response {
+    if let Some(response) = stateless_has_no(headers, "GET") {
+        return response;
+    }
+    let Some(name) = header(headers, SESSION_ID) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            None,
+            code::INVALID_REQUEST,
+            "missing Mcp-Session-Id: a stream belongs to a session",
+        );
+    };
+    let Ok(id) = proxy.table.lookup(name) else {
+        return session_not_found(None);
+    };
+    if !accepts(headers, "text/event-stream") {
+        return refuse(
+            StatusCode::NOT_ACCEPTABLE,
+            None,
+            code::INVALID_REQUEST,
+            "a stream is text/event-stream: accept it",
+        );
+    }
+    // A stream does not pin its session: it attaches, and ends when the
+    // session is removed for any reason.
+    let attachment = match proxy.table.attach(id) {
+        Ok(attachment) => attachment,
+        Err(e) => return table_refusal(&e, None),
+    };
+    if let Err(e) = proxy.table.touch(id, 0) {
+        return table_refusal(&e, None);
+    }
+    let client = proxy.options.client_key.key(headers, remote.ip());
+    proxy.count_access(client, true);
+    let upstream = match proxy.table.with_upstream(id, |s| Arc::clone(&s.upstream)) {
+        Ok(upstream) => upstream,
+        Err(e) => return table_refusal(&e, None),
+    };
+    let events = match upstream.listen(&forwarded(headers)).await {
+        Ok(events) => events,
+        Err(UpstreamError::Unsupported(_)) => {
+            let mut response = StatusCode::METHOD_NOT_ALLOWED.into_response();
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("POST, DELETE"));
+            return response;
+        }
+        Err(e) => return upstream_refusal(&e, None),
+    };
+    let closed = async move {
+        attachment.closed().await;
+    };
+    let stream = events
+        .take_until(closed)
+        .map(|event| Ok::<_, Infallible>(sse_event(event)));
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+async fn handle_delete(State(proxy): State<Arc<Proxy>>, headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    let response = delete_session(&proxy, &headers);
+    finish(&proxy, "DELETE", started, response)
+}
+
+fn delete_session(proxy: &Proxy, headers: &HeaderMap) -> Response {
+    if let Some(response) = stateless_has_no(headers, "DELETE") {
+        return response;
+    }
+    let Some(name) = header(headers, SESSION_ID) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            None,
+            code::INVALID_REQUEST,
+            "missing Mcp-Session-Id: which session?",
+        );
+    };
+    let Ok(id) = proxy.table.lookup(name) else {
+        return session_not_found(None);
+    };
+    match proxy.table.remove(id, RemovalCause::Closed) {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => table_refusal(&e, None),
+    }
+}
+
+/// The stateless era has no stream and no session to delete.
+fn stateless_has_no(headers: &HeaderMap, method: &str) -> Option<Response> {
+    (era_of(header(headers, PROTOCOL_VERSION)) == Some(Era::Stateless)).then(|| {
+        let mut response = refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+            code::INVALID_REQUEST,
+            &format!("{method} has no meaning without protocol sessions (2026-07-28)"),
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+        response
+    })
+}

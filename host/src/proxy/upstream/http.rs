@@ -1,0 +1,246 @@
+//! A session of its own on an upstream streamable-HTTP MCP server.
+//!
+//! Each proxy session opens one upstream session: the client's `initialize`
+//! goes through, and the `MCP-Session-Id` the upstream answers with is kept
+//! here and sent on every later request (clients only ever see Shadowcat's
+//! own id). Teardown DELETEs the upstream session. In the 2026-07-28 era there
+//! is no upstream session: requests go through with their headers, and the
+//! proxy's session only carries the client's limits and eviction state.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use parking_lot::Mutex;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::{RequestBuilder, StatusCode};
+use tokio::sync::watch;
+
+use super::{Event, Events, Forwarded, HttpUpstreamConfig, Reply, Upstream, UpstreamError};
+use crate::proxy::jsonrpc::{code, error_response, Message};
+use crate::proxy::mcp_headers::{
+    LAST_EVENT_ID, MCP_METHOD, MCP_NAME, PROTOCOL_VERSION, SESSION_ID,
+};
+
+pub struct HttpUpstream {
+    config: Arc<HttpUpstreamConfig>,
+    /// The upstream's own session id, once its `initialize` answered.
+    session: Mutex<Option<String>>,
+    /// `Some(reason)` once the upstream session is gone.
+    ended: watch::Sender<Option<String>>,
+}
+
+impl HttpUpstream {
+    pub fn new(config: Arc<HttpUpstreamConfig>) -> Self {
+        Self {
+            config,
+            session: Mutex::new(None),
+            ended: watch::Sender::new(None),
+        }
+    }
+
+    fn end(&self, reason: &str) {
+        self.ended.send_if_modified(|ended| {
+            let first = ended.is_none();
+            if first {
+                *ended = Some(reason.to_owned());
+            }
+            first
+        });
+    }
+
+    fn with_headers(&self, request: RequestBuilder, headers: &Forwarded) -> RequestBuilder {
+        let mut map = HeaderMap::new();
+        let mut put = |name: &'static str, value: Option<&str>| {
+            if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+                map.insert(name, value);
+            }
+        };
+        put(PROTOCOL_VERSION, headers.protocol_version.as_deref());
+        put(MCP_METHOD, headers.mcp_method.as_deref());
+        put(MCP_NAME, headers.mcp_name.as_deref());
+        put(LAST_EVENT_ID, headers.last_event_id.as_deref());
+        put(SESSION_ID, self.session.lock().as_deref());
+        request.headers(map)
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> UpstreamError {
+        UpstreamError::Unreachable(format!("{}: {e}", self.config.url))
+    }
+
+    /// An upstream 404 on a request that carried its session id: the upstream
+    /// session expired or was deleted behind the proxy's back.
+    fn gone(&self, status: StatusCode) -> bool {
+        status == StatusCode::NOT_FOUND && self.session.lock().is_some()
+    }
+}
+
+#[async_trait]
+impl Upstream for HttpUpstream {
+    async fn send(&self, message: Message, headers: &Forwarded) -> Result<Reply, UpstreamError> {
+        if let Some(reason) = self.ended.borrow().clone() {
+            return Err(UpstreamError::Failed(reason));
+        }
+        let request = self
+            .config
+            .client
+            .post(self.config.url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json, text/event-stream")
+            .body(message.bytes().clone());
+        let response = self
+            .with_headers(request, headers)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        if let Some(id) = response
+            .headers()
+            .get(SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+        {
+            let mut session = self.session.lock();
+            if session.is_none() {
+                *session = Some(id.to_owned());
+            }
+        }
+        if self.gone(status) {
+            self.end("the upstream session ended (404)");
+            return Err(UpstreamError::SessionGone);
+        }
+        if status == StatusCode::ACCEPTED {
+            return Ok(Reply::Accepted);
+        }
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            return Ok(Reply::Refused {
+                status: status.as_u16(),
+                content_type,
+                body,
+            });
+        }
+        let request_id = message.id().map(str::to_owned);
+        if content_type
+            .as_deref()
+            .is_some_and(|t| t.starts_with("text/event-stream"))
+        {
+            return Ok(Reply::Events(events(response, request_id)));
+        }
+        let body = response.bytes().await.map_err(|e| self.unreachable(e))?;
+        if body.trim_ascii().is_empty() {
+            return Ok(Reply::Accepted);
+        }
+        let message = Message::parse(body)
+            .unwrap_or_else(|e| upstream_error(request_id.as_deref(), &e.to_string()));
+        Ok(Reply::Events(
+            futures::stream::once(async move { Event::message(message) }).boxed(),
+        ))
+    }
+
+    async fn listen(&self, headers: &Forwarded) -> Result<Events, UpstreamError> {
+        let request = self
+            .config
+            .client
+            .get(self.config.url.clone())
+            .header(ACCEPT, "text/event-stream");
+        let response = self
+            .with_headers(request, headers)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        if self.gone(status) {
+            self.end("the upstream session ended (404)");
+            return Err(UpstreamError::SessionGone);
+        }
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            return Err(UpstreamError::Unsupported("a server-to-client stream"));
+        }
+        if !status.is_success() {
+            return Err(UpstreamError::Failed(format!(
+                "the upstream refused the stream: {status}"
+            )));
+        }
+        Ok(events(response, None))
+    }
+
+    async fn close(&self) {
+        let session = self.session.lock().clone();
+        if let Some(session) = session {
+            let deleted = self
+                .config
+                .client
+                .delete(self.config.url.clone())
+                .header(SESSION_ID, session)
+                .timeout(self.config.timeout)
+                .send()
+                .await;
+            if let Err(e) = deleted {
+                tracing::debug!(url = %self.config.url, "deleting the upstream session: {e}");
+            }
+        }
+        self.end("the session was closed");
+    }
+
+    async fn failed(&self) -> String {
+        let mut ended = self.ended.subscribe();
+        let reason = match ended.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => "the upstream ended".into(),
+        };
+        reason
+    }
+
+    fn describe(&self) -> String {
+        self.config.url.to_string()
+    }
+}
+
+/// The server-sent events of a response, as messages; a broken stream ends
+/// with an error response to the request it was answering.
+fn events(response: reqwest::Response, request_id: Option<String>) -> Events {
+    let mut answered = false;
+    response
+        .bytes_stream()
+        .eventsource()
+        .map(move |event| match event {
+            Ok(event) => {
+                let id = Some(event.id).filter(|id| !id.is_empty());
+                let message = if event.data.trim().is_empty() {
+                    None
+                } else {
+                    let parsed = Message::parse(Bytes::from(event.data));
+                    Some(parsed.unwrap_or_else(|e| {
+                        upstream_error(request_id.as_deref(), &format!("invalid message: {e}"))
+                    }))
+                };
+                if message
+                    .as_ref()
+                    .is_some_and(|m| m.id().is_some() && m.id() == request_id.as_deref())
+                {
+                    answered = true;
+                }
+                Some(Event { id, message })
+            }
+            Err(e) if !answered && request_id.is_some() => Some(Event::message(upstream_error(
+                request_id.as_deref(),
+                &format!("the upstream stream broke: {e}"),
+            ))),
+            Err(_) => None,
+        })
+        .take_while(|event| futures::future::ready(event.is_some()))
+        .filter_map(futures::future::ready)
+        .boxed()
+}
+
+fn upstream_error(id: Option<&str>, reason: &str) -> Message {
+    let body = error_response(id, code::UPSTREAM_FAILED, reason, None);
+    Message::parse(body).expect("error responses are valid JSON-RPC")
+}

@@ -1,0 +1,397 @@
+//! Running the `shadowcat` binary as a proxy, and a small MCP client for it.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::Response;
+use serde_json::{json, Value};
+
+/// The MCP echo server example (`host/examples/mcp_echo.rs`), which
+/// `cargo test` builds next to the test binaries.
+pub fn echo_server() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = dir.join("examples").join("mcp_echo");
+    assert!(
+        path.is_file(),
+        "{} is missing: `cargo test` builds the examples; run it from the workspace",
+        path.display()
+    );
+    path
+}
+
+/// A unique argument to find a test's processes by (see [`processes_with`]).
+pub fn marker(test: &str) -> String {
+    format!("--marker=shadowcat-test-{test}-{}", std::process::id())
+}
+
+/// Pids of live processes with `needle` as one whole argument (so a process
+/// that merely mentions it inside a longer argument, like the proxy's own
+/// `--upstream-stdio "server --marker=..."`, does not count).
+pub fn processes_with(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // A zombie has exited; only its parent's wait is missing.
+            let zombie = state
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z'));
+            !zombie
+                && cmdline
+                    .split(|&b| b == 0)
+                    .any(|arg| arg == needle.as_bytes())
+        })
+        .collect()
+}
+
+/// Waits (bounded) until no process carries `needle`; returns the survivors.
+pub fn wait_no_processes(needle: &str, limit: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = processes_with(needle);
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `shadowcat reverse`.
+pub struct ProxyProcess {
+    child: Option<Child>,
+    pub mcp: String,
+    pub admin: String,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl ProxyProcess {
+    /// Starts `shadowcat GLOBAL... reverse REVERSE...` on ephemeral ports and
+    /// waits until it serves.
+    pub fn start(global: &[&str], reverse: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
+            .args([
+                "--policy-dir",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"),
+            ])
+            .args(["--policy-cache", "off", "--log", "shadowcat=info"])
+            .args(global)
+            .args([
+                "reverse",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(reverse)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("shadowcat starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (lines, stderr_lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[shadowcat] {line}");
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let (addrs, found) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = addrs.send(line);
+            }
+        });
+        let (mut mcp, mut admin) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while mcp.is_none() || admin.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match found.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("mcp ") {
+                        mcp = Some(url.to_owned());
+                    } else if let Some(url) = line.strip_prefix("admin ") {
+                        admin = Some(url.to_owned());
+                    }
+                }
+                Err(_) => {
+                    let status = child.try_wait().ok().flatten();
+                    let _ = child.kill();
+                    let log: Vec<String> = stderr_lines.try_iter().collect();
+                    panic!("shadowcat did not start ({status:?}):\n{}", log.join("\n"));
+                }
+            }
+        }
+        Self {
+            child: Some(child),
+            mcp: mcp.expect("mcp url"),
+            admin: admin.expect("admin url"),
+            stderr: stderr_lines,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        wait_with_timeout(&mut child, Duration::from_secs(60))
+    }
+
+    /// Log lines written so far.
+    pub fn log(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+
+    /// The admin API's metrics, parsed as Prometheus text.
+    pub fn metrics(&self) -> prometheus_parse::Scrape {
+        let text = reqwest::blocking::get(format!("{}/metrics", self.admin))
+            .and_then(Response::text)
+            .expect("metrics");
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        prometheus_parse::Scrape::parse(lines).expect("metrics parse as Prometheus text")
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn wait_with_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One value of a scraped metric (summed over labels matching `labels`).
+pub fn metric(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+/// A minimal streamable-HTTP MCP client (legacy era unless told otherwise).
+pub struct McpClient {
+    pub url: String,
+    http: reqwest::blocking::Client,
+    pub session: Option<String>,
+    pub headers: Vec<(String, String)>,
+    next_id: u64,
+}
+
+/// What one POST got back.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    /// The JSON-RPC message answering the request (from JSON or SSE), or the
+    /// error body.
+    pub body: Value,
+    /// Every message of an SSE answer, in order.
+    pub messages: Vec<Value>,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        self.body["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+impl McpClient {
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+            session: None,
+            headers: Vec::new(),
+            next_id: 0,
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn post_raw(&self, body: Vec<u8>, content_type: &str) -> Answer {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header("content-type", content_type)
+            .header("accept", "application/json, text/event-stream")
+            .body(body);
+        if let Some(session) = &self.session {
+            request = request
+                .header("mcp-session-id", session)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        for (k, v) in &self.headers {
+            request = request.header(k, v);
+        }
+        let response = request.send().expect("proxy answers");
+        read_answer(response, None)
+    }
+
+    pub fn post(&mut self, message: Value) -> Answer {
+        let id = message.get("id").cloned();
+        let mut answer = self.post_raw(message.to_string().into_bytes(), "application/json");
+        if let Some(id) = id {
+            if let Some(found) = answer.messages.iter().find(|m| m["id"] == id) {
+                answer.body = found.clone();
+            }
+        }
+        answer
+    }
+
+    pub fn request(&mut self, method: &str, params: Value) -> Answer {
+        self.next_id += 1;
+        self.post(json!({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}))
+    }
+
+    pub fn notify(&mut self, method: &str) -> Answer {
+        self.post(json!({"jsonrpc": "2.0", "method": method}))
+    }
+
+    /// `initialize` plus `notifications/initialized`; keeps the session id.
+    /// The answer is the notification's when the handshake failed half-way
+    /// (the session was evicted in between), and the session is then dropped.
+    pub fn initialize(&mut self) -> Answer {
+        self.session = None;
+        let answer = self.request(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "shadowcat-test", "version": "1"}}),
+        );
+        if answer.status != 200 {
+            return answer;
+        }
+        self.session = answer
+            .headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let done = self.notify("notifications/initialized");
+        if done.status != 202 {
+            self.session = None;
+            return done;
+        }
+        answer
+    }
+
+    pub fn echo(&mut self, message: &str) -> Answer {
+        self.request(
+            "tools/call",
+            json!({"name": "echo", "arguments": {"message": message}}),
+        )
+    }
+
+    pub fn delete(&self) -> u16 {
+        let mut request = self.http.delete(&self.url);
+        if let Some(session) = &self.session {
+            request = request.header("mcp-session-id", session);
+        }
+        request.send().expect("proxy answers").status().as_u16()
+    }
+
+    /// Opens the GET stream; returns the response to read events from.
+    pub fn open_stream(&self) -> Response {
+        let mut request = self
+            .http
+            .get(&self.url)
+            .header("accept", "text/event-stream");
+        if let Some(session) = &self.session {
+            request = request
+                .header("mcp-session-id", session)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        self.http
+            .execute(request.build().expect("request"))
+            .expect("proxy answers")
+    }
+}
+
+/// Reads a JSON or SSE answer into its messages.
+pub fn read_answer(response: Response, _: Option<&Value>) -> Answer {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let sse = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/event-stream"));
+    let mut text = String::new();
+    let mut body_reader = response;
+    let _ = body_reader.read_to_string(&mut text);
+    let messages: Vec<Value> = if sse {
+        text.split("\n\n")
+            .filter_map(|event| {
+                let data: Vec<&str> = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                (!data.is_empty() && !data.concat().is_empty())
+                    .then(|| serde_json::from_str(&data.join("\n")).ok())
+                    .flatten()
+            })
+            .collect()
+    } else {
+        serde_json::from_str(&text).into_iter().collect()
+    };
+    let body = messages.last().cloned().unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+        messages,
+    }
+}

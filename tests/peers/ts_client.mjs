@@ -1,0 +1,99 @@
+#!/usr/bin/env node
+// TypeScript MCP SDK client over streamable HTTP (StreamableHTTPClientTransport).
+//
+// Usage: node ts_client.mjs URL [--era legacy|auto|2026] [--sdk 1|2] [--terminate]
+//                               [--message TEXT] [--timeout SECONDS]
+//
+// Connects, lists tools, calls `echo`, prints one JSON line:
+// {"tools": [...], "echo": "...", "protocol_version": "...", "session_id": "..." | null}
+//
+// --sdk 1 is @modelcontextprotocol/sdk 1.x, the client most deployments run; it only
+// knows the initialize handshake. --sdk 2 is @modelcontextprotocol/client 2.x, whose
+// `versionNegotiation.mode` selects the era ('legacy' is its default too). The SDK
+// defaults to 1 for --era legacy and 2 otherwise.
+// Neither SDK sends DELETE on close(); --terminate calls terminateSession() first,
+// as clients that end their sessions explicitly do.
+
+import { parseArgs } from "node:util";
+
+const USAGE =
+  "usage: ts_client.mjs URL [--era legacy|auto|2026] [--sdk 1|2] [--terminate] [--message TEXT] [--timeout SECONDS]";
+
+function die(message) {
+  process.stderr.write(`ts_client: error: ${message}\n`);
+  process.exit(1);
+}
+
+function parse() {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      allowPositionals: true,
+      options: {
+        era: { type: "string", default: "legacy" },
+        sdk: { type: "string" },
+        terminate: { type: "boolean", default: false },
+        message: { type: "string", default: "hello from ts_client" },
+        timeout: { type: "string", default: "30" },
+      },
+    });
+  } catch (err) {
+    die(`${err.message}\n${USAGE}`);
+  }
+  const { values, positionals } = parsed;
+  if (positionals.length !== 1) die(USAGE);
+  const era = values.era;
+  if (!["legacy", "auto", "2026"].includes(era)) die(`unknown --era ${era}\n${USAGE}`);
+  const sdk = values.sdk ?? (era === "legacy" ? "1" : "2");
+  if (!["1", "2"].includes(sdk)) die(`unknown --sdk ${sdk}\n${USAGE}`);
+  if (sdk === "1" && era !== "legacy") die("--sdk 1 has no 2026-07-28 support; use --sdk 2");
+  const timeout = Number(values.timeout);
+  if (!(timeout > 0)) die(`bad --timeout ${values.timeout}`);
+  return { url: positionals[0], era, sdk, terminate: values.terminate, message: values.message, timeout };
+}
+
+async function loadSdk(sdk, era) {
+  if (sdk === "1") {
+    const { Client } = await import("@modelcontextprotocol/sdk/client/index.js");
+    const { StreamableHTTPClientTransport } = await import("@modelcontextprotocol/sdk/client/streamableHttp.js");
+    return { Client, StreamableHTTPClientTransport, options: {} };
+  }
+  const { Client, StreamableHTTPClientTransport } = await import("@modelcontextprotocol/client");
+  const mode = era === "2026" ? { pin: "2026-07-28" } : era;
+  return { Client, StreamableHTTPClientTransport, options: { versionNegotiation: { mode } } };
+}
+
+async function run(args) {
+  const { Client, StreamableHTTPClientTransport, options } = await loadSdk(args.sdk, args.era);
+  const client = new Client({ name: "shadowcat-ts-client", version: "1.0.0" }, options);
+  const transport = new StreamableHTTPClientTransport(new URL(args.url));
+  await client.connect(transport);
+  try {
+    const tools = await client.listTools();
+    const result = await client.callTool({ name: "echo", arguments: { message: args.message } });
+    const text = result.content.map((block) => block.text ?? "").join("");
+    if (result.isError) throw new Error(`echo tool returned an error: ${text}`);
+    return {
+      tools: tools.tools.map((tool) => tool.name),
+      echo: text,
+      protocol_version: client.getNegotiatedProtocolVersion?.() ?? transport.protocolVersion ?? null,
+      session_id: transport.sessionId ?? null,
+    };
+  } finally {
+    if (args.terminate && transport.sessionId) await transport.terminateSession();
+    await client.close();
+  }
+}
+
+const args = parse();
+const timer = setTimeout(() => die(`timed out after ${args.timeout}s`), args.timeout * 1000);
+try {
+  const out = await run(args);
+  clearTimeout(timer);
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+  process.exit(0);
+} catch (err) {
+  // fetch() hides the socket error (ECONNREFUSED, ...) in `cause`.
+  const cause = err?.cause ? ` (${err.cause.code ?? err.cause.message})` : "";
+  die(err instanceof Error ? `${err.name}: ${err.message}${cause}` : String(err));
+}

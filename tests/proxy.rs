@@ -1,0 +1,804 @@
+//! The proxy end to end, as users run it: the `shadowcat` binary in front of
+//! the `mcp_echo` example server (built by `cargo test`), driven over HTTP.
+//! Tests with the official SDKs and real servers are in `tests/peers.rs`.
+
+mod common;
+
+mod proxy {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    use serde_json::{json, Value};
+
+    use crate::common::proxy::{
+        echo_server, marker, metric, processes_with, wait_no_processes, wait_with_timeout,
+        McpClient, ProxyProcess,
+    };
+    use crate::common::with_watchdog;
+
+    fn upstream(marker: &str) -> String {
+        format!("{} {marker}", echo_server().display())
+    }
+
+    fn start(test: &str, global: &[&str], extra: &[&str]) -> (ProxyProcess, String) {
+        let mark = marker(test);
+        let up = upstream(&mark);
+        let mut reverse = vec!["--upstream-stdio", up.as_str()];
+        reverse.extend_from_slice(extra);
+        (ProxyProcess::start(global, &reverse), mark)
+    }
+
+    #[test]
+    fn proxy_session_lifecycle_initialize_call_delete_then_404_and_reinitialize() {
+        let (proxy, mark) = start("lifecycle", &[], &[]);
+        let mut client = McpClient::new(&proxy.mcp);
+        let init = client.initialize();
+        assert_eq!(init.status, 200, "{:?}", init.body);
+        assert_eq!(init.body["result"]["serverInfo"]["name"], "mcp-echo");
+        let session = client.session.clone().expect("a session id");
+        assert_eq!(session.len(), 32, "128 random bits as hex: {session}");
+        assert!(session.bytes().all(|b| b.is_ascii_hexdigit()));
+        let answer = client.echo("hi");
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.text(), "Echo: hi");
+        assert_eq!(
+            processes_with(&mark).len(),
+            1,
+            "one upstream process per session"
+        );
+
+        assert_eq!(client.delete(), 200);
+        let gone = client.echo("again");
+        assert_eq!(gone.status, 404, "a closed session answers 404");
+        assert!(wait_no_processes(&mark, Duration::from_secs(10)).is_empty());
+        assert_eq!(client.delete(), 404);
+
+        let again = client.initialize();
+        assert_eq!(again.status, 200);
+        assert_ne!(client.session.as_deref(), Some(session.as_str()));
+        assert_eq!(client.echo("back").text(), "Echo: back");
+        let scrape = proxy.metrics();
+        assert_eq!(
+            metric(&scrape, "shadowcat_sessions_created_total", &[]),
+            2.0
+        );
+        assert_eq!(
+            metric(
+                &scrape,
+                "shadowcat_sessions_removed_total",
+                &[("cause", "closed")]
+            ),
+            1.0
+        );
+        assert!(proxy.terminate().success());
+        assert!(wait_no_processes(&mark, Duration::from_secs(10)).is_empty());
+    }
+
+    #[test]
+    fn proxy_refusals_say_why_with_the_right_status() {
+        let (proxy, _mark) = start("refusals", &[], &["--max-body", "64KiB"]);
+        let mut client = McpClient::new(&proxy.mcp);
+        // A request without a session id.
+        let missing = client.echo("x");
+        assert_eq!(missing.status, 400);
+        assert!(missing.body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Mcp-Session-Id"));
+        // An unknown session id.
+        client.session = Some("0123456789abcdef0123456789abcdef".into());
+        assert_eq!(client.echo("x").status, 404);
+        // A wrong content type.
+        client.initialize();
+        let form = client.post_raw(b"a=b".to_vec(), "application/x-www-form-urlencoded");
+        assert_eq!(form.status, 415);
+        // A body over --max-body.
+        let big = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                         "params": {"name": "echo", "arguments": {"message": "x".repeat(100_000)}}});
+        assert_eq!(
+            client
+                .post_raw(big.to_string().into_bytes(), "application/json")
+                .status,
+            413
+        );
+        // Invalid JSON: a parse error, and the session lives on.
+        let garbage = client.post_raw(b"{\"jsonrpc\": \"2.0\", oops".to_vec(), "application/json");
+        assert_eq!(garbage.status, 400);
+        assert_eq!(garbage.body["error"]["code"], -32700);
+        assert_eq!(client.echo("still here").text(), "Echo: still here");
+        // An unsupported protocol revision.
+        let mut old = McpClient::new(&proxy.mcp).with_header("mcp-protocol-version", "1999-01-01");
+        let refused = old.echo("x");
+        assert_eq!(refused.status, 400);
+        assert!(refused.body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2025-11-25"));
+    }
+
+    #[test]
+    fn proxy_rate_limit_answers_429_with_retry_after() {
+        let (proxy, _mark) = start("ratelimit", &["--rate-limit", "1", "--burst", "3"], &[]);
+        let mut client = McpClient::new(&proxy.mcp);
+        assert_eq!(client.initialize().status, 200);
+        let statuses: Vec<u16> = (0..6).map(|i| client.echo(&i.to_string()).status).collect();
+        let limited = statuses.iter().filter(|&&s| s == 429).count();
+        assert!(
+            limited >= 2,
+            "a burst of 3 at 1/s refuses the rest: {statuses:?}"
+        );
+        let answer = client.echo("once more");
+        assert_eq!(answer.status, 429);
+        let retry: u64 = answer
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After in whole seconds");
+        assert!((1..=2).contains(&retry), "retry after {retry}s");
+        assert_eq!(answer.body["error"]["code"], -32029);
+        assert!(
+            metric(
+                &proxy.metrics(),
+                "shadowcat_requests_rejected_total",
+                &[("reason", "rate-limited")]
+            ) >= 3.0
+        );
+    }
+
+    #[test]
+    fn proxy_full_table_of_busy_sessions_answers_503_and_evicts_idle_ones() {
+        let (proxy, mark) = start("capacity", &["--max-sessions", "2"], &[]);
+        let mut a = McpClient::new(&proxy.mcp);
+        let mut b = McpClient::new(&proxy.mcp);
+        assert_eq!(a.initialize().status, 200);
+        assert_eq!(b.initialize().status, 200);
+        // Both sessions busy: a third has nowhere to go.
+        let slow = |mut c: McpClient| {
+            std::thread::spawn(move || {
+                c.request(
+                    "tools/call",
+                    json!({"name": "sleep", "arguments": {"ms": 3000}}),
+                )
+                .status
+            })
+        };
+        let (ta, tb) = (slow(a), slow(b));
+        std::thread::sleep(Duration::from_millis(700));
+        let mut c = McpClient::new(&proxy.mcp);
+        let refused = c.initialize();
+        assert_eq!(refused.status, 503, "{:?}", refused.body);
+        assert!(refused.headers.contains_key("retry-after"));
+        assert_eq!(ta.join().expect("a"), 200, "busy sessions were not evicted");
+        assert_eq!(tb.join().expect("b"), 200);
+        // Idle now: the newcomer evicts the least recently used.
+        assert_eq!(c.initialize().status, 200);
+        let scrape = proxy.metrics();
+        assert_eq!(
+            metric(
+                &scrape,
+                "shadowcat_sessions_removed_total",
+                &[("cause", "evicted")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            metric(
+                &scrape,
+                "shadowcat_requests_rejected_total",
+                &[("reason", "capacity")]
+            ),
+            1.0
+        );
+        // The refused create left no process behind; the evicted one is gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while processes_with(&mark).len() != 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(processes_with(&mark).len(), 2);
+    }
+
+    #[test]
+    fn proxy_unfinished_handshake_expires_after_init_timeout() {
+        let (proxy, mark) = start("inittimeout", &[], &["--init-timeout", "300ms"]);
+        let mut client = McpClient::new(&proxy.mcp);
+        let init = client.request(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "half", "version": "1"}}),
+        );
+        assert_eq!(init.status, 200);
+        client.session = init
+            .headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        // Never sends notifications/initialized.
+        assert!(
+            wait_no_processes(&mark, Duration::from_secs(15)).is_empty(),
+            "the half-open session's upstream was torn down"
+        );
+        assert_eq!(client.echo("late").status, 404);
+        assert_eq!(
+            metric(
+                &proxy.metrics(),
+                "shadowcat_sessions_removed_total",
+                &[("cause", "expired-idle")]
+            ),
+            1.0
+        );
+    }
+
+    #[test]
+    fn proxy_looping_initialize_from_one_client_is_limited() {
+        let (proxy, _mark) = start(
+            "loopinit",
+            &[],
+            &[
+                "--init-rate",
+                "1",
+                "--init-burst",
+                "3",
+                "--client-key",
+                "header:x-client",
+            ],
+        );
+        let open = |who: &str| {
+            McpClient::new(&proxy.mcp)
+                .with_header("x-client", who)
+                .initialize()
+        };
+        let statuses: Vec<u16> = (0..6).map(|_| open("looper").status).collect();
+        assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+        assert!(statuses[3..].contains(&429), "{statuses:?}");
+        let refused = open("looper");
+        if refused.status == 429 {
+            assert!(refused.headers.contains_key("retry-after"));
+        }
+        // Another client key has its own budget.
+        assert_eq!(open("someone-else").status, 200);
+    }
+
+    #[test]
+    fn proxy_stream_does_not_pin_and_ends_when_the_session_is_removed() {
+        let (proxy, _mark) = start("stream", &["--max-sessions", "1"], &[]);
+        let mut a = McpClient::new(&proxy.mcp);
+        assert_eq!(a.initialize().status, 200);
+        let stream = a.open_stream();
+        assert_eq!(stream.status(), 200);
+        let (ended_tx, ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                line.clear();
+            }
+            let _ = ended_tx.send(());
+        });
+        // A newcomer evicts the session although its stream is open.
+        let mut b = McpClient::new(&proxy.mcp);
+        assert_eq!(
+            b.initialize().status,
+            200,
+            "a stream does not pin its session"
+        );
+        ended
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the evicted session's stream ended");
+        assert_eq!(a.echo("x").status, 404);
+    }
+
+    #[test]
+    fn proxy_upstream_crash_answers_pending_requests_and_closes_the_session() {
+        let (proxy, mark) = start("crash", &[], &[]);
+        let mut client = McpClient::new(&proxy.mcp);
+        assert_eq!(client.initialize().status, 200);
+        let crash = client.request("tools/call", json!({"name": "crash", "arguments": {}}));
+        assert_eq!(crash.body["error"]["code"], -32031, "{:?}", crash.body);
+        assert!(wait_no_processes(&mark, Duration::from_secs(10)).is_empty());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client.echo("x").status != 404 {
+            assert!(Instant::now() < deadline, "the crashed session is closed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let scrape = proxy.metrics();
+        assert_eq!(
+            metric(
+                &scrape,
+                "shadowcat_sessions_removed_total",
+                &[("cause", "upstream-failed")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            metric(&scrape, "shadowcat_upstream_failures_total", &[]),
+            1.0
+        );
+    }
+
+    #[test]
+    fn proxy_teardown_kills_the_whole_process_group_and_shutdown_leaves_no_orphans() {
+        let (proxy, mark) = start(
+            "orphans",
+            &["--max-sessions", "3"],
+            &["--upstream-grace", "200ms"],
+        );
+        let grandchild = format!("77{}", std::process::id() % 10_000);
+        let mut clients: Vec<McpClient> = (0..5).map(|_| McpClient::new(&proxy.mcp)).collect();
+        for client in &mut clients {
+            assert_eq!(client.initialize().status, 200);
+            let spawned = client.request(
+                "tools/call",
+                json!({"name": "spawn", "arguments": {"seconds": grandchild.parse::<u64>().unwrap_or(7777)}}),
+            );
+            assert!(spawned.text().starts_with("spawned"), "{:?}", spawned.body);
+        }
+        let sleepers = grandchild.clone();
+        // Two sessions were evicted, with their grandchildren.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while (processes_with(&mark).len(), processes_with(&sleepers).len()) != (3, 3) {
+            assert!(
+                Instant::now() < deadline,
+                "evicted upstreams and their children are gone: {} servers, {} children",
+                processes_with(&mark).len(),
+                processes_with(&sleepers).len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let status = proxy.terminate();
+        assert!(status.success(), "{status:?}");
+        assert!(wait_no_processes(&mark, Duration::from_secs(10)).is_empty());
+        assert!(wait_no_processes(&sleepers, Duration::from_secs(10)).is_empty());
+    }
+
+    #[test]
+    fn proxy_shutdown_lets_requests_in_flight_finish() {
+        let (proxy, mark) = start("shutdown", &[], &["--shutdown-grace", "20s"]);
+        let mut client = McpClient::new(&proxy.mcp);
+        assert_eq!(client.initialize().status, 200);
+        let slow = std::thread::spawn(move || {
+            client.request(
+                "tools/call",
+                json!({"name": "sleep", "arguments": {"ms": 1500}}),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(400));
+        let status = proxy.terminate();
+        let answer = slow.join().expect("client");
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.text(), "slept 1500 ms");
+        assert!(status.success());
+        assert!(wait_no_processes(&mark, Duration::from_secs(10)).is_empty());
+    }
+
+    #[test]
+    fn proxy_admin_api_and_cli_list_delete_and_clean_up_sessions() {
+        let (proxy, _mark) = start("admin", &[], &[]);
+        let mut clients: Vec<McpClient> = (0..3).map(|_| McpClient::new(&proxy.mcp)).collect();
+        for c in &mut clients {
+            assert_eq!(c.initialize().status, 200);
+            assert_eq!(c.echo("x").status, 200);
+        }
+        let cli = |args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
+                .args(["session", "--admin", &proxy.admin])
+                .args(args)
+                .output()
+                .expect("cli runs");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let (ok, out, err) = cli(&["list", "--json"]);
+        assert!(ok, "{err}");
+        let rows: Vec<Value> = serde_json::from_str(&out).expect("json rows");
+        assert_eq!(rows.len(), 3);
+        let first = clients[0].session.clone().expect("id");
+        let row = rows
+            .iter()
+            .find(|r| r["id"] == first.as_str())
+            .expect("listed");
+        assert_eq!(row["state"], "active");
+        assert_eq!(row["requests"], 3, "initialize, initialized, echo");
+        assert!(row["pid"].as_u64().is_some());
+        assert_eq!(row["policy"], "lru");
+        let (ok, out, _) = cli(&["list"]);
+        assert!(
+            ok && out.contains(&first) && out.contains("3 session(s)"),
+            "{out}"
+        );
+
+        let (ok, out, err) = cli(&["delete", &first]);
+        assert!(ok, "{err}");
+        assert!(out.contains("removed"), "{out}");
+        assert_eq!(clients[0].echo("x").status, 404);
+        let (ok, _, err) = cli(&["delete", &first]);
+        assert!(!ok && err.contains("no session"), "{err}");
+        let (ok, out, _) = cli(&["cleanup"]);
+        assert!(ok && out.contains("removed 0"), "nothing is due: {out}");
+        let (ok, out, _) = cli(&["cleanup", "--all"]);
+        assert!(ok && out.contains("removed 2"), "{out}");
+        assert_eq!(clients[1].echo("x").status, 404);
+
+        let scrape = proxy.metrics();
+        assert_eq!(
+            metric(&scrape, "shadowcat_sessions_created_total", &[]),
+            3.0
+        );
+        assert_eq!(
+            metric(
+                &scrape,
+                "shadowcat_sessions_removed_total",
+                &[("cause", "deleted")]
+            ),
+            3.0
+        );
+        assert_eq!(metric(&scrape, "shadowcat_sessions_live", &[]), 0.0);
+        assert_eq!(
+            metric(
+                &scrape,
+                "shadowcat_session_accesses_total",
+                &[("result", "miss")]
+            ),
+            3.0
+        );
+        assert!(
+            metric(
+                &scrape,
+                "shadowcat_http_requests_total",
+                &[("status", "404")]
+            ) >= 2.0
+        );
+        let health = reqwest::blocking::get(format!("{}/healthz", proxy.admin)).expect("health");
+        assert_eq!(health.status(), 200);
+    }
+
+    #[test]
+    fn proxy_admin_token_is_required_when_configured() {
+        let dir = tempfile::tempdir().expect("dir");
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "0123456789abcdef-secret\n").expect("write");
+        let token_path = token_file.to_str().expect("utf-8").to_owned();
+        let (proxy, _mark) = start("token", &[], &["--admin-token-file", &token_path]);
+        let http = reqwest::blocking::Client::new();
+        let no_token = http
+            .get(format!("{}/sessions", proxy.admin))
+            .send()
+            .expect("answer");
+        assert_eq!(no_token.status(), 401);
+        let wrong = http
+            .get(format!("{}/sessions", proxy.admin))
+            .bearer_auth("0123456789abcdef-wrong!")
+            .send()
+            .expect("answer");
+        assert_eq!(wrong.status(), 401);
+        let right = http
+            .get(format!("{}/sessions", proxy.admin))
+            .bearer_auth("0123456789abcdef-secret")
+            .send()
+            .expect("answer");
+        assert_eq!(right.status(), 200);
+        assert_eq!(
+            http.get(format!("{}/healthz", proxy.admin))
+                .send()
+                .expect("h")
+                .status(),
+            200
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
+            .args(["session", "--admin", &proxy.admin, "list"])
+            .output()
+            .expect("cli");
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--admin-token-file"));
+        let out = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
+            .args([
+                "session",
+                "--admin",
+                &proxy.admin,
+                "--admin-token-file",
+                &token_path,
+                "list",
+            ])
+            .output()
+            .expect("cli");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// N+5 clients over a table of N, each re-initializing after a 404, then
+    /// the access log replayed through `bench` with the same table and
+    /// policy: the replay sees exactly the hits and misses the proxy saw.
+    #[test]
+    fn proxy_access_log_replays_through_bench_with_the_same_hits_and_misses() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("access.oracleGeneral.bin");
+        let log_path = log.to_str().expect("utf-8").to_owned();
+        let (proxy, _mark) = start(
+            "accesslog",
+            &["--max-sessions", "4", "--rate-limit", "off"],
+            &[
+                "--access-log",
+                &log_path,
+                "--client-key",
+                "header:x-client",
+                "--init-rate",
+                "off",
+            ],
+        );
+        let mut clients: Vec<McpClient> = (0..9)
+            .map(|i| McpClient::new(&proxy.mcp).with_header("x-client", &format!("client-{i}")))
+            .collect();
+        let mut rng = SmallRng::seed_from_u64(5);
+        let mut reinitialized = 0;
+        for _ in 0..120 {
+            // Skewed: low-numbered clients come back more often.
+            let i = (rng.random_range(0..81u32) as f64).sqrt() as usize;
+            let client = &mut clients[i];
+            if client.session.is_none() || client.echo("x").status == 404 {
+                if client.session.is_some() {
+                    reinitialized += 1;
+                }
+                assert_eq!(client.initialize().status, 200);
+                assert_eq!(client.echo("x").status, 200);
+            }
+        }
+        assert!(
+            reinitialized > 5,
+            "evicted clients came back: {reinitialized}"
+        );
+        let scrape = proxy.metrics();
+        let hits = metric(
+            &scrape,
+            "shadowcat_session_accesses_total",
+            &[("result", "hit")],
+        ) as u64;
+        let misses = metric(
+            &scrape,
+            "shadowcat_session_accesses_total",
+            &[("result", "miss")],
+        ) as u64;
+        assert!(proxy.terminate().success());
+        let out = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
+            .args([
+                "--log",
+                "warn",
+                "bench",
+                "--trace",
+                &log_path,
+                "--capacity",
+                "4",
+            ])
+            .args(["--policy", "lru", "--no-belady", "--format", "json"])
+            .output()
+            .expect("bench runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+        let row = report["rows"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["policy"] == "lru"))
+            .expect("lru row");
+        assert_eq!(row["requests"], hits + misses);
+        assert_eq!(row["misses"], misses, "the replay evicts as the proxy did");
+    }
+
+    #[test]
+    fn proxy_forward_stdio_passes_messages_unchanged_and_answers_rate_limits() {
+        let mark = marker("forward");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
+            .args([
+                "--log",
+                "warn",
+                "--rate-limit",
+                "1",
+                "--burst",
+                "2",
+                "forward",
+                "stdio",
+                "--",
+            ])
+            .arg(echo_server())
+            .arg(&mark)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("forward starts");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut read = || {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("a line");
+            line
+        };
+        // Spacing inside the message is kept byte for byte on the way in.
+        writeln!(stdin, r#"{{"jsonrpc":"2.0", "id":1, "method":"initialize","params":{{"protocolVersion":"2025-11-25"}}}}"#).expect("write");
+        let init: Value = serde_json::from_str(&read()).expect("json");
+        assert_eq!(init["result"]["serverInfo"]["name"], "mcp-echo");
+        writeln!(
+            stdin,
+            r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+        )
+        .expect("write");
+        writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"one"}}}}}}"#).expect("write");
+        let echoed = read();
+        assert_eq!(
+            echoed.trim_end(),
+            r#"{"id":2,"jsonrpc":"2.0","result":{"content":[{"text":"Echo: one","type":"text"}]}}"#,
+            "the server's bytes, unchanged"
+        );
+        // The burst of 2 is spent: the third request is refused right here.
+        writeln!(stdin, r#"{{"jsonrpc":"2.0","id":"r3","method":"ping"}}"#).expect("write");
+        let refused: Value = serde_json::from_str(&read()).expect("json");
+        assert_eq!(refused["id"], "r3");
+        assert_eq!(refused["error"]["code"], -32029);
+        assert!(refused["error"]["data"]["retryAfterMs"]
+            .as_u64()
+            .is_some_and(|ms| ms > 0));
+        std::thread::sleep(Duration::from_millis(1100));
+        writeln!(stdin, r#"{{"jsonrpc":"2.0","id":4,"method":"ping"}}"#).expect("write");
+        let pong: Value = serde_json::from_str(&read()).expect("json");
+        assert_eq!(pong["id"], 4);
+        assert_eq!(pong["result"], json!({}));
+        drop(stdin);
+        let status = wait_with_timeout(&mut child, Duration::from_secs(20));
+        assert!(status.success(), "{status:?}");
+        assert!(wait_no_processes(&mark, Duration::from_secs(10)).is_empty());
+    }
+
+    #[test]
+    fn proxy_config_file_sets_options_and_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("shadowcat.toml");
+        std::fs::write(&file, "max-sessions = 17\nidle-timeout = \"5m\"\n").expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
+            .args(["--config", file.to_str().expect("utf-8"), "config"])
+            .output()
+            .expect("runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("max sessions       17"), "{text}");
+        assert!(text.contains("5m"), "{text}");
+        std::fs::write(&file, "max-sesions = 17\n").expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
+            .args(["--config", file.to_str().expect("utf-8"), "config"])
+            .output()
+            .expect("runs");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("unknown key `max-sesions`"), "{err}");
+    }
+
+    #[test]
+    fn proxy_stateless_era_keys_sessions_by_client_and_has_no_stream() {
+        let (proxy, mark) = start("stateless", &[], &["--client-key", "header:x-api-key"]);
+        let client = |key: &str| {
+            McpClient::new(&proxy.mcp)
+                .with_header("mcp-protocol-version", "2026-07-28")
+                .with_header("x-api-key", key)
+        };
+        let mut alice = client("alice-key");
+        let answer = alice.echo("first");
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        assert!(
+            !answer.headers.contains_key("mcp-session-id"),
+            "no protocol session"
+        );
+        assert_eq!(alice.echo("second").text(), "Echo: second");
+        let mut bob = client("bob-key");
+        assert_eq!(bob.echo("hi").status, 200);
+        assert_eq!(
+            processes_with(&mark).len(),
+            2,
+            "one upstream per client key"
+        );
+        let stream = reqwest::blocking::Client::new()
+            .get(&proxy.mcp)
+            .header("mcp-protocol-version", "2026-07-28")
+            .send()
+            .expect("answer");
+        assert_eq!(stream.status(), 405);
+        let rows: Vec<Value> = reqwest::blocking::get(format!("{}/sessions", proxy.admin))
+            .and_then(|r| r.json())
+            .expect("rows");
+        assert_eq!(rows.len(), 2);
+        assert!(
+            rows.iter()
+                .all(|r| !r["id"].as_str().unwrap_or_default().contains("alice")),
+            "the key is kept hashed"
+        );
+    }
+
+    /// Many clients at once, at random, against a small table: the proxy
+    /// neither hangs nor loses count, and leaves no process behind.
+    #[test]
+    fn proxy_concurrent_clients_with_random_interleavings() {
+        with_watchdog(Duration::from_secs(240), || {
+            let (proxy, mark) = start(
+                "concurrent",
+                &["--max-sessions", "6", "--rate-limit", "off"],
+                &[
+                    "--client-key",
+                    "header:x-client",
+                    "--init-rate",
+                    "off",
+                    "--upstream-grace",
+                    "200ms",
+                ],
+            );
+            let ok = Arc::new(AtomicUsize::new(0));
+            let threads: Vec<_> = (0..12)
+                .map(|t| {
+                    let (url, ok) = (proxy.mcp.clone(), Arc::clone(&ok));
+                    std::thread::spawn(move || {
+                        let mut rng = SmallRng::seed_from_u64(t);
+                        let mut client = McpClient::new(&url).with_header("x-client", &t.to_string());
+                        for _ in 0..25 {
+                            match rng.random_range(0..10) {
+                                0 => {
+                                    client.delete();
+                                    client.session = None;
+                                }
+                                1 => {
+                                    let _ = client.request(
+                                        "tools/call",
+                                        json!({"name": "sleep", "arguments": {"ms": rng.random_range(1..50)}}),
+                                    );
+                                }
+                                _ => {
+                                    if client.session.is_none() || client.echo("x").status == 404 {
+                                        // 503: every session busy; 404: evicted
+                                        // between initialize and initialized.
+                                        let status = client.initialize().status;
+                                        assert!(matches!(status, 200 | 404 | 503), "initialize: {status}");
+                                    } else {
+                                        ok.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for thread in threads {
+                thread.join().expect("client thread");
+            }
+            let scrape = proxy.metrics();
+            let served = ok.load(Ordering::Relaxed);
+            assert!(served > 12, "requests were served: {served}");
+            assert!(
+                metric(
+                    &scrape,
+                    "shadowcat_sessions_removed_total",
+                    &[("cause", "evicted")]
+                ) > 0.0,
+                "the table was kept full enough to evict"
+            );
+            let created = metric(&scrape, "shadowcat_sessions_created_total", &[]);
+            let removed = metric(&scrape, "shadowcat_sessions_removed_total", &[]);
+            let live = metric(&scrape, "shadowcat_sessions_live", &[]);
+            assert_eq!(created, removed + live, "no session lost from the count");
+            assert!(live <= 6.0);
+            assert_eq!(metric(&scrape, "shadowcat_requests_in_flight", &[]), 0.0);
+            assert!(proxy.terminate().success());
+            assert!(wait_no_processes(&mark, Duration::from_secs(10)).is_empty());
+        });
+    }
+}
