@@ -801,4 +801,144 @@ mod proxy {
             assert!(wait_no_processes(&mark, Duration::from_secs(10)).is_empty());
         });
     }
+
+    mod http_upstream {
+        use std::time::{Duration, Instant};
+
+        use serde_json::json;
+
+        use crate::common::http_server::HttpMcpServer;
+        use crate::common::proxy::{metric, McpClient, ProxyProcess};
+
+        fn proxy_for(server: &HttpMcpServer, global: &[&str]) -> ProxyProcess {
+            ProxyProcess::start(global, &["--upstream-http", &server.url])
+        }
+
+        #[test]
+        fn proxy_http_upstream_session_is_its_own_and_deleted_on_teardown() {
+            let server = HttpMcpServer::start();
+            let proxy = proxy_for(&server, &[]);
+            let mut client = McpClient::new(&proxy.mcp);
+            let init = client.initialize();
+            assert_eq!(init.status, 200, "{:?}", init.body);
+            assert_eq!(init.body["result"]["serverInfo"]["name"], "http-echo");
+            let ours = client.session.clone().expect("our id");
+            assert_eq!(client.echo("over http").text(), "Echo: over http");
+            let seen = server.state.seen.lock().clone();
+            let upstream_ids: Vec<Option<String>> =
+                seen.iter().map(|s| s.session.clone()).collect();
+            assert_eq!(upstream_ids[0], None, "initialize carries no session");
+            assert!(
+                upstream_ids[1..]
+                    .iter()
+                    .all(|s| s.as_deref() == Some("upstream-session-1")),
+                "later requests carry the upstream's own id: {upstream_ids:?}"
+            );
+            assert!(
+                seen.iter()
+                    .all(|s| s.session.as_deref() != Some(ours.as_str())),
+                "our id never goes upstream"
+            );
+            assert_eq!(client.delete(), 200);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while server.state.deleted.lock().is_empty() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the upstream session was deleted"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert_eq!(
+                server.state.deleted.lock().clone(),
+                vec!["upstream-session-1"]
+            );
+            assert_eq!(client.echo("x").status, 404);
+        }
+
+        #[test]
+        fn proxy_http_upstream_session_lost_upstream_closes_ours_with_404() {
+            let server = HttpMcpServer::start();
+            let proxy = proxy_for(&server, &[]);
+            let mut client = McpClient::new(&proxy.mcp);
+            assert_eq!(client.initialize().status, 200);
+            server.expire("upstream-session-1");
+            assert_eq!(
+                client.echo("x").status,
+                404,
+                "the upstream's 404 becomes ours"
+            );
+            assert_eq!(client.echo("x").status, 404, "and the session is gone");
+            let scrape = proxy.metrics();
+            assert_eq!(
+                metric(
+                    &scrape,
+                    "shadowcat_sessions_removed_total",
+                    &[("cause", "upstream-failed")]
+                ),
+                1.0
+            );
+            assert_eq!(client.initialize().status, 200, "a re-initialize works");
+            assert_eq!(client.echo("y").text(), "Echo: y");
+        }
+
+        #[test]
+        fn proxy_http_upstream_sse_answers_pass_through_with_event_ids() {
+            let server = HttpMcpServer::start();
+            let proxy = proxy_for(&server, &[]);
+            let mut client = McpClient::new(&proxy.mcp);
+            assert_eq!(client.initialize().status, 200);
+            let answer = client.request(
+                "tools/call",
+                json!({"name": "echo", "arguments": {"message": "streamed", "stream": true}}),
+            );
+            assert_eq!(answer.status, 200);
+            assert_eq!(
+                answer
+                    .headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok()),
+                Some("text/event-stream")
+            );
+            assert_eq!(
+                answer.messages.len(),
+                2,
+                "the notification, then the answer"
+            );
+            assert_eq!(answer.messages[0]["method"], "notifications/progress");
+            assert_eq!(answer.text(), "Echo: streamed");
+            for id in ["id: prime-1", "id: ev-2", "id: ev-3"] {
+                assert!(
+                    answer.raw.contains(id),
+                    "event ids kept for resumption: {}",
+                    answer.raw
+                );
+            }
+        }
+
+        #[test]
+        fn proxy_http_upstream_stateless_era_forwards_its_headers_unchanged() {
+            let server = HttpMcpServer::start();
+            let proxy = ProxyProcess::start(
+                &[],
+                &[
+                    "--upstream-http",
+                    &server.url,
+                    "--client-key",
+                    "header:x-api-key",
+                ],
+            );
+            let mut client = McpClient::new(&proxy.mcp)
+                .with_header("mcp-protocol-version", "2026-07-28")
+                .with_header("mcp-method", "tools/call")
+                .with_header("mcp-name", "echo")
+                .with_header("x-api-key", "k1");
+            assert_eq!(client.echo("new era").text(), "Echo: new era");
+            let seen = server.state.seen.lock().clone();
+            let last = seen.last().expect("a request");
+            assert_eq!(last.protocol_version.as_deref(), Some("2026-07-28"));
+            assert_eq!(last.mcp_method.as_deref(), Some("tools/call"));
+            assert_eq!(last.mcp_name.as_deref(), Some("echo"));
+            assert_eq!(last.session, None, "no protocol session upstream");
+        }
+    }
 }

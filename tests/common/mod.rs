@@ -6,6 +6,8 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod http_server;
+pub mod peers;
 pub mod proxy;
 
 use parking_lot::Mutex;

@@ -233,6 +233,8 @@ pub struct Answer {
     pub body: Value,
     /// Every message of an SSE answer, in order.
     pub messages: Vec<Value>,
+    /// The body as received.
+    pub raw: String,
 }
 
 impl Answer {
@@ -393,5 +395,6 @@ pub fn read_answer(response: Response, _: Option<&Value>) -> Answer {
         headers,
         body,
         messages,
+        raw: text,
     }
 }

@@ -15,6 +15,7 @@
 //! - [`admin`]: the operator's API (sessions, cleanup, metrics, health).
 //! - [`metrics`]: Prometheus exposition.
 //! - [`access_log`]: the access trace `shadowcat bench` replays.
+//! - [`server`]: all of it started and shut down as one ([`server::RunningProxy`]).
 //!
 //! # Where things run
 //!
@@ -34,6 +35,7 @@ pub mod jsonrpc;
 pub mod mcp_headers;
 pub mod metrics;
 pub mod reverse;
+pub mod server;
 pub mod session;
 pub mod upstream;
 

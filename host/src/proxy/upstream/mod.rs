@@ -129,6 +129,22 @@ pub struct HttpUpstreamConfig {
     pub timeout: Duration,
 }
 
+impl HttpUpstreamConfig {
+    /// `timeout` bounds connecting and the teardown DELETE, never a request
+    /// (a tool call or a stream may rightly take long).
+    pub fn new(url: reqwest::Url, timeout: Duration) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(64)
+            .build()?;
+        Ok(Self {
+            url,
+            client,
+            timeout,
+        })
+    }
+}
+
 impl UpstreamSpec {
     /// A fresh upstream for one session.
     pub async fn open(&self) -> Result<Arc<dyn Upstream>, UpstreamError> {

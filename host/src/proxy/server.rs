@@ -1,0 +1,222 @@
+//! A running reverse proxy: the session table, the MCP endpoint, the admin
+//! API and the background tasks, started and shut down as one.
+//!
+//! `shadowcat reverse` is this plus signal handling; benches and embedders
+//! start it directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::access_log::{AccessLog, AccessLogError, AccessLogWriter};
+use super::metrics::ProxyMetrics;
+use super::session::{CloseUpstream, ProxySession};
+use super::upstream::UpstreamSpec;
+use super::{admin, reverse, Proxy, ProxyOptions};
+use crate::config::{ConfigError, TableConfig};
+use crate::session::{CleanupTask, FlushMode, SessionTable, ShutdownReport};
+use crate::wasm::OpenedPolicy;
+
+/// Everything a reverse proxy is started from.
+pub struct ReverseConfig {
+    pub table: TableConfig,
+    pub policy: OpenedPolicy,
+    pub upstreams: UpstreamSpec,
+    pub options: ProxyOptions,
+    pub listen: SocketAddr,
+    /// `None`: no admin API.
+    pub admin_listen: Option<SocketAddr>,
+    pub admin_token: Option<String>,
+    pub access_log: Option<PathBuf>,
+    /// How long requests in flight may take to finish at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid session table configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    AccessLog(#[from] AccessLogError),
+    #[error("cannot listen for SIGHUP: {0}")]
+    Signal(std::io::Error),
+}
+
+/// A proxy serving; [`RunningProxy::shutdown`] stops it cleanly.
+pub struct RunningProxy {
+    pub mcp: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    proxy: Arc<Proxy>,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    cleanup: CleanupTask,
+    access_writer: Option<AccessLogWriter>,
+    shutdown_grace: Duration,
+}
+
+impl RunningProxy {
+    /// Binds both listeners and starts serving. Must run inside a tokio
+    /// runtime.
+    pub async fn start(config: ReverseConfig) -> Result<Self, StartError> {
+        let ReverseConfig {
+            table: table_config,
+            policy,
+            upstreams,
+            options,
+            listen,
+            admin_listen,
+            admin_token,
+            access_log,
+            shutdown_grace,
+        } = config;
+        let table = SessionTable::<ProxySession>::builder(table_config.clone())
+            .policy(policy.eviction())
+            .teardown(Arc::new(CloseUpstream), tokio::runtime::Handle::current())
+            .flush(FlushMode::Thread)
+            .build_shared()?;
+        let (access_log, access_writer) = match &access_log {
+            Some(path) => {
+                let (log, writer) = AccessLog::create(path).await?;
+                (Some(log), Some(writer))
+            }
+            None => (None, None),
+        };
+        let wasm = match &policy {
+            OpenedPolicy::Wasm(p) => Some(Arc::clone(p)),
+            OpenedPolicy::Native(_) => None,
+        };
+        let mut background = Vec::new();
+        if let Some(policy) = &wasm {
+            background.push(policy.reload_on_sighup().map_err(StartError::Signal)?);
+        }
+        let metrics = ProxyMetrics::new(&table, wasm, access_log.clone());
+        let proxy = Arc::new(Proxy::new(
+            Arc::clone(&table),
+            upstreams,
+            options,
+            metrics,
+            access_log,
+            policy.name(),
+        ));
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })
+        };
+        let (stop, stopped) = watch::channel(false);
+        let listener = bind(listen).await?;
+        let mcp = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: listen,
+            source,
+        })?;
+        let mut servers = vec![tokio::spawn(serve(
+            listener,
+            reverse::router(Arc::clone(&proxy)),
+            stopped.clone(),
+        ))];
+        let mut admin = None;
+        if let Some(addr) = admin_listen {
+            let listener = bind(addr).await?;
+            admin = Some(
+                listener
+                    .local_addr()
+                    .map_err(|source| StartError::Listen { addr, source })?,
+            );
+            servers.push(tokio::spawn(serve(
+                listener,
+                admin::router(Arc::clone(&proxy), admin_token),
+                stopped,
+            )));
+        }
+        let cleanup = CleanupTask::spawn(Arc::clone(&table));
+        background.push({
+            let (proxy, every) = (Arc::downgrade(&proxy), table_config.cleanup_interval);
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(every);
+                loop {
+                    ticker.tick().await;
+                    let Some(proxy) = proxy.upgrade() else { return };
+                    proxy.forget_idle_clients();
+                }
+            })
+        });
+        Ok(Self {
+            mcp,
+            admin,
+            proxy,
+            stop,
+            servers,
+            background,
+            cleanup,
+            access_writer,
+            shutdown_grace,
+        })
+    }
+
+    pub fn proxy(&self) -> &Arc<Proxy> {
+        &self.proxy
+    }
+
+    /// Stops accepting, lets requests in flight finish within the grace
+    /// period, closes every session (tearing every upstream down) and flushes
+    /// the access log.
+    pub async fn shutdown(self) -> std::io::Result<ShutdownReport> {
+        let Self {
+            proxy,
+            stop,
+            servers,
+            background,
+            cleanup,
+            access_writer,
+            shutdown_grace,
+            ..
+        } = self;
+        let _ = stop.send(true);
+        let table = Arc::clone(&proxy.table);
+        let deadline = Instant::now() + shutdown_grace;
+        while table.stats().requests_in_flight > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for task in background {
+            task.abort();
+        }
+        cleanup.shutdown().await;
+        let report = table.shutdown(shutdown_grace).await;
+        // Streams end once their sessions are closed; the servers follow.
+        for server in servers {
+            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        }
+        drop(table);
+        drop(proxy);
+        if let Some(writer) = access_writer {
+            writer.finish().await?;
+        }
+        Ok(report)
+    }
+}
+
+/// Serves `router` until `stop` turns true; then stops accepting and lets
+/// open connections finish.
+async fn serve(listener: TcpListener, router: axum::Router, mut stop: watch::Receiver<bool>) {
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, service)
+        .with_graceful_shutdown(stopped)
+        .await
+    {
+        tracing::error!("server error: {e}");
+    }
+}
