@@ -30,7 +30,7 @@
 //!   no quarantine, so every trap is followed by an immediate re-instantiation.
 //!   `reinstantiate_and_victims/N` times exactly the `victims` call that follows
 //!   a trap: new Store, instantiate, create, info, warm-up with the table's N
-//!   live sessions (one `observe` of N events; the snapshot itself,
+//!   live sessions (`observe` calls of at most `EVENTS_PER_CALL` events; the snapshot itself,
 //!   `SessionTable::recency_order`, is included) and the victims call proper.
 //!   `trap/N` times the call that traps (the fault, dropping the dead instance).
 //!   Each iteration runs one of each; `at` is chosen so the fresh instance
@@ -54,7 +54,7 @@ use shadowcat::eviction::{
 };
 use shadowcat::session::{Clock, NewSession, SessionId, SessionTable};
 use shadowcat::trace::{generate, SyntheticSpec, Trace};
-use shadowcat::wasm::{PolicyEngine, PolicyLimits, WasmPolicy};
+use shadowcat::wasm::{PolicyEngine, PolicyLimits, WasmPolicy, EVENTS_PER_CALL};
 use shadowcat::TableConfig;
 use shadowcat_benches::{benchmarking, fixture, policy_file, timed_replay, Kind};
 
@@ -417,6 +417,7 @@ fn bench_recovery(c: &mut Criterion) {
             PolicyLimits {
                 backoff_base: Duration::ZERO,
                 max_consecutive_faults: u32::MAX,
+                max_window_faults: u32::MAX,
                 ..PolicyLimits::default()
             },
             None,
@@ -434,10 +435,10 @@ fn bench_recovery(c: &mut Criterion) {
             table.clock().set(t);
             table.create(NewSession::anonymous(())).expect("create");
         }
-        // Export calls of a fresh instance: create, info, the warm-up observe
-        // (only when there is something to replay), then the victims call we
+        // Export calls of a fresh instance: create, info, the warm-up observes
+        // (one per `EVENTS_PER_CALL` live sessions), then the victims call we
         // time; the next call traps.
-        let at = 2 + u64::from(live > 0) + 2;
+        let at = 2 + live.div_ceil(EVENTS_PER_CALL as u64) + 2;
         let config = vec![
             ("mode".to_string(), "trap-at".to_string()),
             ("at".to_string(), at.to_string()),

@@ -10,10 +10,13 @@ mod replay {
     use shadowcat::bench::{self, BenchPlan, CapacitySpec, Quiet};
     use shadowcat::eviction::{EvictionPolicy, Fifo, HostLru};
     use shadowcat::replay::{replay, CapacityMode};
+    use shadowcat::session::FallbackReason;
     use shadowcat::trace::{Request, Trace};
-    use shadowcat::wasm::{open_policy, PolicyEngine, PolicyLimits};
+    use shadowcat::wasm::{
+        open_policy, ConfiguredPolicy, OpenedPolicy, PolicyEngine, PolicyLimits,
+    };
 
-    use crate::common::{reference_trace, reference_trace_path, shadowcat_cli, text};
+    use crate::common::{fixture, reference_trace, reference_trace_path, shadowcat_cli, text};
 
     fn misses(trace: &Trace, policy: Arc<dyn EvictionPolicy>, capacity: u64) -> u64 {
         replay(trace, policy, capacity, CapacityMode::Objects, &mut |_| {})
@@ -25,22 +28,49 @@ mod replay {
         vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")]
     }
 
-    fn open(name: &str, capacity: u64) -> Arc<dyn EvictionPolicy> {
+    fn open_configured(
+        policy: &ConfiguredPolicy,
+        capacity: u64,
+    ) -> Result<OpenedPolicy, shadowcat::wasm::PolicyError> {
         open_policy(
-            name,
+            &policy.spec,
             &policies_dir(),
             || {
                 let limits = PolicyLimits {
                     call_timeout: std::time::Duration::from_secs(10),
+                    backoff_base: std::time::Duration::ZERO,
                     ..PolicyLimits::default()
                 };
                 PolicyEngine::new(limits, None)
             },
             capacity,
-            Vec::new(),
+            policy.config.clone(),
         )
-        .expect("policy opens")
-        .eviction()
+    }
+
+    fn open(name: &str, capacity: u64) -> Arc<dyn EvictionPolicy> {
+        open_configured(&ConfiguredPolicy::named(name), capacity)
+            .expect("policy opens")
+            .eviction()
+    }
+
+    fn hostile_path() -> String {
+        fixture("hostile.wasm").display().to_string()
+    }
+
+    /// The hostile fixture with settings, as `bench` labels it.
+    fn hostile_with(config: &[(&str, &str)]) -> ConfiguredPolicy {
+        let spec = hostile_path();
+        let config: Vec<(String, String)> = config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let pairs: Vec<String> = config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        ConfiguredPolicy {
+            label: format!("{spec}:{}", pairs.join(",")),
+            spec,
+            config,
+        }
     }
 
     #[test]
@@ -86,12 +116,14 @@ mod replay {
         // The same figures through the comparison, with Belady's row.
         let plan = BenchPlan {
             capacities: vec![CapacitySpec::Absolute(3)],
-            policies: expected.iter().map(|(n, _)| n.to_string()).collect(),
+            policies: expected
+                .iter()
+                .map(|(n, _)| ConfiguredPolicy::named(n))
+                .collect(),
             mode: CapacityMode::Objects,
             belady: true,
         };
-        let report =
-            bench::run(&trace, &plan, &|name, cap| Ok(open(name, cap)), &mut Quiet).expect("bench");
+        let report = bench::run(&trace, &plan, &open_configured, &mut Quiet).expect("bench");
         let got: Vec<(&str, u64)> = report
             .rows
             .iter()
@@ -137,6 +169,271 @@ mod replay {
         assert_eq!(outcome.misses, 4);
         assert_eq!(outcome.too_large, 1);
         assert_eq!(outcome.evictions, 1);
+    }
+
+    /// Issue 10, item 4: byte mode asks the policy for as many victims as the
+    /// bytes need, so a correct LRU guest reproduces the native LRU exactly,
+    /// with no fallback and no warning about one.
+    #[test]
+    fn replay_byte_mode_lru_wasm_matches_native_lru_without_fallbacks_or_warnings() {
+        let trace = reference_trace();
+        let plan = BenchPlan {
+            capacities: vec![CapacitySpec::Fraction(0.01), CapacitySpec::Fraction(0.1)],
+            policies: vec![
+                ConfiguredPolicy::named("lru"),
+                ConfiguredPolicy::named("lru.wasm"),
+            ],
+            mode: CapacityMode::Bytes,
+            belady: false,
+        };
+        let report = bench::run(&trace, &plan, &open_configured, &mut Quiet).expect("bench");
+        let misses: Vec<(&str, &str, u64)> = report
+            .rows
+            .iter()
+            .map(|r| (r.policy.as_str(), r.capacity_label.as_str(), r.misses))
+            .collect();
+        assert_eq!(
+            misses,
+            vec![
+                ("lru", "1%", 94_956),
+                ("lru.wasm", "1%", 94_956),
+                ("lru", "10%", 92_200),
+                ("lru.wasm", "10%", 92_200),
+            ]
+        );
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        let capacity = CapacitySpec::Fraction(0.01).resolve(trace.unique_bytes());
+        let outcome = replay(
+            &trace,
+            open("lru.wasm", capacity),
+            capacity,
+            CapacityMode::Bytes,
+            &mut |_| {},
+        )
+        .expect("replay");
+        assert_eq!(outcome.fallback_victims, 0);
+        for reason in FallbackReason::ALL {
+            assert_eq!(outcome.table.fallbacks_by(reason), 0, "{reason:?}");
+        }
+        assert_eq!(outcome.table.invalid_victims, 0);
+    }
+
+    /// Issue 10, item 4: when evictions do fall back, the warning says why,
+    /// from the table's fallback reasons and the policy's own fault counts.
+    #[test]
+    fn replay_bench_fallback_warnings_name_the_cause() {
+        let requests = (0..3_000u64)
+            .map(|i| Request::new(i, (i * 7_919) % 300, 1))
+            .collect();
+        let trace = Trace::new("cycle", requests);
+        let faulty = hostile_with(&[("mode", "trap-every"), ("every", "7")]);
+        let empty = hostile_with(&[("mode", "empty")]);
+        let erring = hostile_with(&[("mode", "error")]);
+        let plan = BenchPlan {
+            capacities: vec![CapacitySpec::Absolute(50)],
+            policies: vec![
+                ConfiguredPolicy::named("lru.wasm"),
+                faulty.clone(),
+                empty.clone(),
+                erring.clone(),
+            ],
+            mode: CapacityMode::Objects,
+            belady: false,
+        };
+        let report = bench::run(&trace, &plan, &open_configured, &mut Quiet).expect("bench");
+        let warning = |label: &str| -> String {
+            let found: Vec<&String> = report
+                .warnings
+                .iter()
+                .filter(|w| w.starts_with(&format!("{label} at 50:")))
+                .collect();
+            assert_eq!(found.len(), 1, "{label}: {:?}", report.warnings);
+            found[0].clone()
+        };
+        let w = warning(&faulty.label);
+        assert!(
+            w.contains("decisions failed in the policy (10 traps)"),
+            "{w}"
+        );
+        assert!(w.contains("while the policy was quarantined"), "{w}");
+        let w = warning(&empty.label);
+        assert!(w.contains("answers without a valid victim"), "{w}");
+        assert!(!w.contains("failed in the policy"), "{w}");
+        let w = warning(&erring.label);
+        assert!(w.contains("error answers"), "{w}");
+        assert!(!w.contains("quarantined") && !w.contains("traps"), "{w}");
+        assert!(
+            !report.warnings.iter().any(|w| w.starts_with("lru.wasm")),
+            "{:?}",
+            report.warnings
+        );
+    }
+
+    /// Runs `shadowcat bench` on a small synthetic trace; returns (exit code,
+    /// the (policy, capacity) cells in order, stderr).
+    fn bench_cells(
+        before: &[&str],
+        after: &[&str],
+    ) -> (Option<i32>, Vec<(String, String)>, String) {
+        let mut args: Vec<&str> = before.to_vec();
+        args.extend([
+            "bench",
+            "--synthetic",
+            "uniform:requests=2000,ids=200,seed=3",
+            "--no-belady",
+            "--format",
+            "json",
+        ]);
+        args.extend(after);
+        let out = shadowcat_cli(&args);
+        let cells = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|report| report["rows"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|row| {
+                let field = |name: &str| row[name].as_str().unwrap_or_default().to_owned();
+                (field("policy"), field("capacity_label"))
+            })
+            .collect();
+        (out.status.code(), cells, text(&out.stderr))
+    }
+
+    fn cell(policy: &str, capacity: &str) -> (String, String) {
+        (policy.to_owned(), capacity.to_owned())
+    }
+
+    /// Issue 10, item 1: settings go to the policy they are for, never to a
+    /// built-in, and a global setting is refused where it is ambiguous.
+    #[test]
+    fn replay_cli_bench_gives_each_policy_its_own_settings() {
+        let hostile = hostile_path();
+        let labelled = |config: &str| format!("{hostile}:{config}");
+        // Global: the only WebAssembly policy takes it; lru takes none.
+        let (code, cells, stderr) = bench_cells(
+            &["--policy-config", "mode=lru"],
+            &["--capacity", "50", "--policy", "lru", "--policy", &hostile],
+        );
+        assert_eq!(code, Some(0), "{stderr}");
+        assert_eq!(
+            cells,
+            vec![cell("lru", "50"), cell(&labelled("mode=lru"), "50")]
+        );
+        // Inline and scoped, two settings of one policy side by side.
+        let inline = format!("{hostile}:mode=trap-at,at=100000");
+        let (code, cells, stderr) = bench_cells(
+            &["--policy-config", &format!("{hostile}:at=5000000")],
+            &[
+                "--capacity",
+                "50",
+                "--policy",
+                &inline,
+                "--policy",
+                "lru.wasm",
+            ],
+        );
+        assert_eq!(code, Some(0), "{stderr}");
+        assert_eq!(
+            cells,
+            vec![
+                cell("lru", "50"),
+                cell(&labelled("at=5000000,mode=trap-at,at=100000"), "50"),
+                cell("lru.wasm", "50"),
+            ]
+        );
+        // Ambiguous: two WebAssembly policies could take it.
+        let (code, _, stderr) = bench_cells(
+            &["--policy-config", "mode=lru"],
+            &[
+                "--capacity",
+                "50",
+                "--policy",
+                "lru.wasm",
+                "--policy",
+                &hostile,
+            ],
+        );
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.contains("could go to any of"), "{stderr}");
+        assert!(stderr.contains("POLICY:mode=lru"), "{stderr}");
+        // Only built-ins: nothing can take it.
+        let (code, _, stderr) = bench_cells(
+            &["--policy-config", "mode=lru"],
+            &["--capacity", "50", "--policy", "lru", "--policy", "fifo"],
+        );
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains("built-in policies take no configuration"),
+            "{stderr}"
+        );
+    }
+
+    /// Issue 10, item 2: `--eviction-policy` is part of what `bench` compares,
+    /// and a policy that cannot be loaded is an error, not silently dropped.
+    #[test]
+    fn replay_cli_bench_includes_the_eviction_policy_and_fails_if_it_is_missing() {
+        let hostile = hostile_path();
+        let (code, cells, stderr) = bench_cells(
+            &["--eviction-policy", &hostile],
+            &["--capacity", "50", "--policy", "lru"],
+        );
+        assert_eq!(code, Some(0), "{stderr}");
+        assert_eq!(cells, vec![cell("lru", "50"), cell(&hostile, "50")]);
+        // It takes the global settings, as it would in the proxy.
+        let (code, cells, stderr) = bench_cells(
+            &["--eviction-policy", "lfu", "--policy-config", "x=1"],
+            &["--capacity", "50", "--policy", "lru.wasm"],
+        );
+        assert_eq!(code, Some(1), "lfu refuses the key: {cells:?}");
+        assert!(stderr.contains("lfu") && stderr.contains("`x`"), "{stderr}");
+        // Also when it is compared under another spelling (lfu.wasm).
+        let (code, _, stderr) = bench_cells(
+            &["--eviction-policy", "lfu", "--policy-config", "x=1"],
+            &[
+                "--capacity",
+                "50",
+                "--policy",
+                "lfu.wasm",
+                "--policy",
+                "fifo.wasm",
+            ],
+        );
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.contains("`lfu.wasm:x=1`"), "{stderr}");
+        assert!(stderr.contains("unknown config key `x`"), "{stderr}");
+        let (code, _, stderr) = bench_cells(&["--eviction-policy", "nope"], &["--capacity", "50"]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.contains("--eviction-policy nope"), "{stderr}");
+        assert!(stderr.contains("not found"), "{stderr}");
+    }
+
+    /// Issue 10, item 3: a policy is opened at the capacities actually run, so
+    /// one with a minimum table size is benchmarked above it, and skipped
+    /// (with a warning) below it.
+    #[test]
+    fn replay_cli_bench_opens_policies_at_the_capacities_run() {
+        let minimum = format!("{}:min-capacity=100", hostile_path());
+        let (code, cells, stderr) = bench_cells(&[], &["--capacity", "200", "--policy", &minimum]);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert_eq!(cells, vec![cell("lru", "200"), cell(&minimum, "200")]);
+        let (code, cells, stderr) =
+            bench_cells(&[], &["--capacity", "50,200", "--policy", &minimum]);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert_eq!(
+            cells,
+            vec![cell("lru", "50"), cell("lru", "200"), cell(&minimum, "200")]
+        );
+        assert!(
+            stderr.contains("refused capacity 50, skipped there"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("below the minimum of 100"), "{stderr}");
+        let (code, _, stderr) = bench_cells(&[], &["--capacity", "50", "--policy", &minimum]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains("refused to be created at every capacity"),
+            "{stderr}"
+        );
     }
 
     #[test]

@@ -88,10 +88,16 @@ Each request names an object (a session). A request whose session is still in th
 
 Without --trace, a synthetic trace is generated (see --synthetic), so the command needs no files. Belady's offline optimum is shown as the floor, and every policy's wall time is compared with the native LRU measured in the same run.
 
+Policies: the built-in lru and fifo and every .wasm policy found, unless --policy names some; the policy named by --eviction-policy is always included, and the command fails if it cannot be loaded. Every policy is opened at each capacity it runs at; a policy that refuses a capacity (a minimum table size) is skipped there with a warning. Settings go to one policy: inline (--policy lfu.wasm:k=v,k2=v2) or scoped (--policy-config lfu.wasm:k=v). A global --policy-config k=v goes to the --eviction-policy when that is a WebAssembly policy, else to the only WebAssembly policy compared; it is an error when several could take it, and never goes to a built-in (they take none). A configured policy is labelled with its settings (lfu.wasm:k=v), so one policy can be compared under several settings.
+
+When some evictions were not the policy's own choice (the host's LRU order stood in because the policy faulted, timed out, answered with an error, was quarantined or proposed no valid victim), a warning names the cause and counts.
+
 Examples:
   shadowcat bench
   shadowcat bench --trace cloudPhysicsIO.oracleGeneral.bin --capacity 4897 --policy lru --policy fifo.wasm
   shadowcat bench --trace t.csv --csv-id-column 1 --capacity 0.01,0.1 --policy lfu --plot out.svg
+  shadowcat bench --policy lfu.wasm:k=v --policy lfu.wasm --capacity 1%
+  shadowcat --eviction-policy ./my-policy.wasm bench --capacity 4897
   shadowcat bench --synthetic zipf:alpha=0.8,requests=5000000,ids=500000 --format json";
 
 #[derive(Debug, Clone, Args)]
@@ -136,9 +142,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "LIST", default_value = "0.01,0.05,0.1")]
     pub capacity: Vec<String>,
 
-    /// A policy to compare, as --eviction-policy takes it (repeat for more).
-    /// Default: the built-in lru and fifo, and every .wasm policy found.
-    #[arg(long = "policy", value_name = "POLICY")]
+    /// A policy to compare, as --eviction-policy takes it, optionally with its
+    /// settings: `lfu.wasm:k=v,k2=v2` (repeat for more). Default: the built-in lru
+    /// and fifo, and every .wasm policy found; --eviction-policy's is always added.
+    #[arg(long = "policy", value_name = "POLICY[:KEY=VALUE,...]")]
     pub policies: Vec<String>,
 
     /// Capacity counts bytes (object sizes) instead of objects.
@@ -171,8 +178,11 @@ pub enum TraceFormatArg {
 pub enum PolicyCommand {
     /// List built-in policies and the `.wasm` policies found in the policy directories.
     List,
-    /// Validate a policy file (interface and version), instantiate it, run a smoke
-    /// sequence of events and decisions, and print timings.
+    /// Check that a policy keeps the host's contract: validate the file (interface
+    /// and version), instantiate it, drive it through a session table (inserts,
+    /// accesses, removals, evictions, maintain and adjust-quotas rounds) and fail,
+    /// with the reason, on any fault or error answer, on invalid or missing victims
+    /// beyond 1%, or on more victims than asked for. Prints timings.
     Check {
         /// A `.wasm` component, or a policy name looked up like --eviction-policy.
         file: String,
@@ -188,11 +198,17 @@ pub struct PolicyArgs {
     pub policy_dir: Option<PathBuf>,
 
     /// A `key=value` setting passed to the policy's `create`; repeat for more.
-    #[arg(long = "policy-config", global = true, value_name = "KEY=VALUE")]
+    /// `POLICY:key=value` gives it to that policy only (in `bench`, where several
+    /// policies run); a bare `key=value` goes to the WebAssembly policy in use.
+    #[arg(
+        long = "policy-config",
+        global = true,
+        value_name = "[POLICY:]KEY=VALUE"
+    )]
     pub policy_config: Vec<String>,
 
     /// Longest one call into a WebAssembly policy may run before it is interrupted
-    /// (the decision then follows the host LRU order).
+    /// (`create` included; a decision then follows the host LRU order).
     #[arg(long, global = true, default_value = "20ms", value_name = "DURATION",
           value_parser = parse_duration)]
     pub policy_timeout: Duration,
@@ -202,9 +218,17 @@ pub struct PolicyArgs {
           value_parser = parse_size)]
     pub policy_memory: usize,
 
-    /// Consecutive faults after which a policy is quarantined (the host LRU takes over).
+    /// Consecutive faults (traps, timeouts, memory) after which a policy is
+    /// quarantined (the host LRU takes over until it is reloaded). An `Err` answer
+    /// is not a fault.
     #[arg(long, global = true, default_value_t = 5, value_name = "N")]
     pub policy_max_faults: u32,
+
+    /// Quarantine a policy once N of its last CALLS calls faulted, however spread
+    /// out (a policy that faults on and off never makes a streak).
+    #[arg(long, global = true, default_value = "10/200", value_name = "N/CALLS",
+          value_parser = parse_fault_rate)]
+    pub policy_fault_rate: (u32, u32),
 
     /// Directory of compiled policy artefacts (default: $XDG_CACHE_HOME/shadowcat
     /// or ~/.cache/shadowcat); `off` disables the cache.
@@ -212,12 +236,26 @@ pub struct PolicyArgs {
     pub policy_cache: Option<String>,
 }
 
+fn parse_fault_rate(text: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("`{text}` is not N/CALLS (e.g. 10/200: ten faults within 200 calls)");
+    let (faults, calls) = text.split_once('/').ok_or_else(bad)?;
+    let faults: u32 = faults.trim().parse().map_err(|_| bad())?;
+    let calls: u32 = calls.trim().parse().map_err(|_| bad())?;
+    if faults == 0 || calls == 0 || faults > calls {
+        return Err(format!("`{text}`: need 1 <= N <= CALLS"));
+    }
+    Ok((faults, calls))
+}
+
 impl PolicyArgs {
     pub fn limits(&self) -> PolicyLimits {
+        let (max_window_faults, fault_window) = self.policy_fault_rate;
         PolicyLimits {
             call_timeout: self.policy_timeout,
             memory_bytes: self.policy_memory,
             max_consecutive_faults: self.policy_max_faults.max(1),
+            max_window_faults,
+            fault_window,
             ..PolicyLimits::default()
         }
     }
@@ -335,6 +373,23 @@ mod tests {
         assert_eq!(config.cleanup_interval, Duration::from_secs(300));
         assert_eq!(config.rate_limit, None);
         assert_eq!(cli.table.eviction_policy, "fifo");
+    }
+
+    #[test]
+    fn policy_cli_parses_the_fault_rate() {
+        let cli = Cli::try_parse_from(["shadowcat", "--policy-fault-rate", "3/50", "config"])
+            .expect("valid");
+        let limits = cli.policy.limits();
+        assert_eq!((limits.max_window_faults, limits.fault_window), (3, 50));
+        let defaults = Cli::try_parse_from(["shadowcat", "config"]).expect("valid");
+        let limits = defaults.policy.limits();
+        assert_eq!((limits.max_window_faults, limits.fault_window), (10, 200));
+        for bad in ["0/10", "11/10", "ten", "5/"] {
+            assert!(
+                Cli::try_parse_from(["shadowcat", "--policy-fault-rate", bad, "config"]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -30,9 +30,11 @@ fn init_tracing(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only for a terminal: in a file or a pipe they are noise.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -47,7 +49,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Policy(PolicyCommand::Check { file })) => {
             cmd::policy::check(&cli.policy, &file)
         }
-        Some(Command::Bench(ref args)) => cmd::bench::run(&cli.policy, args),
+        Some(Command::Bench(ref args)) => cmd::bench::run(&cli, args),
         Some(Command::Reverse(ref args)) => runtime()?.block_on(cmd::reverse::run(&cli, args)),
         Some(Command::Forward(ref command)) => {
             runtime()?.block_on(cmd::forward::run(&cli, command))

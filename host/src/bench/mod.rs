@@ -6,15 +6,14 @@ mod plot;
 mod report;
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::eviction::EvictionPolicy;
-use crate::replay::{replay, CapacityMode, ReplayError};
+use crate::replay::{replay, CapacityMode, ReplayError, ReplayOutcome};
+use crate::session::FallbackReason;
 use crate::trace::{belady_misses, Trace, TraceError};
-use crate::wasm::PolicyError;
+use crate::wasm::{ConfiguredPolicy, OpenedPolicy, PolicyError, PolicyMetricsSnapshot};
 
 pub use plot::{write_plot, PlotError};
 pub use report::{render, OutputFormat};
@@ -139,11 +138,24 @@ pub enum BenchError {
     Trace(#[from] TraceError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
-    #[error("replaying `{policy}` at capacity {capacity}: {source}")]
+    // The cause is in the message, not a `source`, so that a report of the
+    // whole chain does not print it twice.
+    #[error("`{policy}` cannot be opened at capacity {capacity}: {error}")]
+    Open {
+        policy: String,
+        capacity: u64,
+        error: PolicyError,
+    },
+    #[error("`{policy}` refused to be created at every capacity asked for: {}", reasons.join("; "))]
+    RefusedEveryCapacity {
+        policy: String,
+        reasons: Vec<String>,
+    },
+    #[error("replaying `{policy}` at capacity {capacity}: {error}")]
     Replay {
         policy: String,
         capacity: u64,
-        source: ReplayError,
+        error: ReplayError,
     },
     #[error("no capacity given")]
     NoCapacity,
@@ -165,16 +177,17 @@ impl Progress for Quiet {}
 #[derive(Debug, Clone)]
 pub struct BenchPlan {
     pub capacities: Vec<CapacitySpec>,
-    /// Policy names as `--eviction-policy` takes them; the native LRU baseline
-    /// is added first when missing.
-    pub policies: Vec<String>,
+    /// Policies with their settings (see [`crate::wasm::config::configure`]);
+    /// the native LRU baseline always comes first, added when missing.
+    pub policies: Vec<ConfiguredPolicy>,
     pub mode: CapacityMode,
     pub belady: bool,
 }
 
-/// Opens a fresh policy for one replay (policies keep state, so every replay
-/// gets its own instance).
-pub type PolicyOpener<'a> = dyn Fn(&str, u64) -> Result<Arc<dyn EvictionPolicy>, PolicyError> + 'a;
+/// Opens a fresh policy for a table of the given capacity (policies keep
+/// state, so every replay gets its own instance).
+pub type PolicyOpener<'a> =
+    dyn Fn(&ConfiguredPolicy, u64) -> Result<OpenedPolicy, PolicyError> + 'a;
 
 /// Replays `trace` for every policy and capacity of `plan`.
 pub fn run(
@@ -193,18 +206,51 @@ pub fn run(
         CapacityMode::Bytes => unique_bytes,
     };
     let mut warnings = Vec::new();
-    let mut policies: Vec<String> = Vec::new();
-    if !plan.policies.iter().any(|p| p == BASELINE) {
-        policies.push(BASELINE.to_owned());
-    }
+    // The baseline first, whether the plan names it or not.
+    let mut policies: Vec<ConfiguredPolicy> = vec![ConfiguredPolicy::named(BASELINE)];
     for p in &plan.policies {
-        if !policies.contains(p) {
+        if !policies.iter().any(|q| q.label == p.label) {
             policies.push(p.clone());
         }
     }
-    // Open everything once up front so a typo fails before minutes of replay.
-    for name in &policies {
-        open(name, 1)?;
+    // Open every policy at every capacity it will run at, up front, so a typo
+    // or a refused setting fails before minutes of replay. A policy may refuse
+    // a capacity (a minimum table size): that cell is skipped with a warning,
+    // the others still run.
+    let capacities: Vec<u64> = plan
+        .capacities
+        .iter()
+        .map(|s| s.resolve(universe))
+        .collect();
+    let mut refused: Vec<(String, u64)> = Vec::new();
+    for policy in &policies {
+        let mut reasons = Vec::new();
+        for &capacity in &capacities {
+            match open(policy, capacity) {
+                Ok(_) => {}
+                Err(PolicyError::CreateRejected { message, .. }) => {
+                    warnings.push(format!(
+                        "{} refused capacity {capacity}, skipped there: {message}",
+                        policy.label
+                    ));
+                    reasons.push(format!("{capacity}: {message}"));
+                    refused.push((policy.label.clone(), capacity));
+                }
+                Err(error) => {
+                    return Err(BenchError::Open {
+                        policy: policy.label.clone(),
+                        capacity,
+                        error,
+                    })
+                }
+            }
+        }
+        if reasons.len() == capacities.len() {
+            return Err(BenchError::RefusedEveryCapacity {
+                policy: policy.label.clone(),
+                reasons,
+            });
+        }
     }
     let mut rows = Vec::new();
     for spec in &plan.capacities {
@@ -235,23 +281,27 @@ pub fn run(
             progress.replay_finished(&row);
             group.push(row);
         }
-        for name in &policies {
-            let policy = open(name, capacity)?;
-            progress.replay_started(name, &label, trace.len() as u64);
-            let outcome = replay(trace, policy, capacity, plan.mode, &mut |done| {
-                progress.replay_advanced(done)
-            })
-            .map_err(|source| BenchError::Replay {
+        for policy in &policies {
+            if refused.contains(&(policy.label.clone(), capacity)) {
+                continue;
+            }
+            let name = &policy.label;
+            let opened = open(policy, capacity).map_err(|error| BenchError::Open {
                 policy: name.clone(),
                 capacity,
-                source,
+                error,
             })?;
-            if outcome.fallback_victims > 0 && name != BASELINE {
-                warnings.push(format!(
-                    "{name} at {label}: {} evictions fell back to the host LRU (policy faults or \
-                     timeouts; see the log); its figures are not the policy's alone",
-                    outcome.fallback_victims
-                ));
+            progress.replay_started(name, &label, trace.len() as u64);
+            let outcome = replay(trace, opened.eviction(), capacity, plan.mode, &mut |done| {
+                progress.replay_advanced(done)
+            })
+            .map_err(|error| BenchError::Replay {
+                policy: name.clone(),
+                capacity,
+                error,
+            })?;
+            if let Some(warning) = fallback_warning(name, &label, &outcome, opened.wasm_metrics()) {
+                warnings.push(warning);
             }
             let row = make_row(
                 name,
@@ -298,6 +348,79 @@ pub fn run(
         warnings,
         peak_rss_bytes: peak_rss_bytes(),
     })
+}
+
+/// Why some of a replay's evictions were not the policy's own choice, when
+/// any were not: from the table's fallback reasons and, for a WebAssembly
+/// policy, its own fault and error counts. `None` when every eviction was the
+/// policy's (always so for the native LRU, whose choice *is* the host order).
+fn fallback_warning(
+    name: &str,
+    label: &str,
+    outcome: &ReplayOutcome,
+    wasm: Option<PolicyMetricsSnapshot>,
+) -> Option<String> {
+    let t = &outcome.table;
+    let decisions: u64 = FallbackReason::ALL.iter().map(|r| t.fallbacks_by(*r)).sum();
+    if outcome.fallback_victims == 0 && decisions == 0 {
+        return None;
+    }
+    let mut causes = Vec::new();
+    let faulted = t.fallbacks_by(FallbackReason::Faulted);
+    if faulted > 0 {
+        let detail = match wasm {
+            Some(m) => {
+                let mut kinds = Vec::new();
+                for (n, what) in [
+                    (m.traps, "traps"),
+                    (m.timeouts, "timeouts (raise --policy-timeout)"),
+                    (m.memory_faults, "memory faults (raise --policy-memory)"),
+                    (m.guest_errors, "error answers"),
+                ] {
+                    if n > 0 {
+                        kinds.push(format!("{n} {what}"));
+                    }
+                }
+                format!(" ({})", kinds.join(", "))
+            }
+            None => String::new(),
+        };
+        causes.push(format!("{faulted} decisions failed in the policy{detail}"));
+    }
+    let recovering = t.fallbacks_by(FallbackReason::Recovering);
+    if recovering > 0 {
+        let state = match wasm {
+            Some(m) if m.quarantines > 0 => "the policy was quarantined",
+            _ => "the policy was being recreated after a fault",
+        };
+        causes.push(format!("{recovering} decisions while {state}"));
+    }
+    let busy = t.fallbacks_by(FallbackReason::Busy);
+    if busy > 0 {
+        causes.push(format!(
+            "{busy} decisions while another caller held the policy instance"
+        ));
+    }
+    let short = t.fallbacks_by(FallbackReason::Short);
+    if short > 0 {
+        causes.push(format!(
+            "{short} answers without a valid victim ({} invalid proposals)",
+            t.invalid_victims
+        ));
+    }
+    if causes.is_empty() {
+        causes.push(format!(
+            "the policy proposed fewer valid victims than needed ({} invalid proposals)",
+            t.invalid_victims
+        ));
+    }
+    Some(format!(
+        "{name} at {label}: {} of {} evictions were the host's LRU choice, not the policy's: {}; \
+         its figures are not the policy's alone",
+        outcome.fallback_victims,
+        outcome.evictions,
+        causes.join("; ")
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]

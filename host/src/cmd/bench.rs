@@ -1,15 +1,22 @@
 //! `shadowcat bench`: replay a trace under several policies and print the comparison.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use parking_lot::Mutex;
 use shadowcat::bench::{parse_capacities, render, write_plot, BenchPlan, BenchRow, Progress};
-use shadowcat::cli::{BenchArgs, PolicyArgs, TraceFormatArg};
+use shadowcat::cli::{BenchArgs, Cli, TraceFormatArg};
 use shadowcat::replay::CapacityMode;
 use shadowcat::trace::{read_trace, CsvOptions, SyntheticSpec, Trace, TraceFormat};
-use shadowcat::wasm::{self, open_policy, policy_files, PolicyEngine, BUILTIN_POLICIES};
+use shadowcat::wasm::config::{configure, PolicyArg};
+use shadowcat::wasm::{
+    self, locate, policy_files, ConfiguredPolicy, LoadedComponent, OpenedPolicy, PolicyEngine,
+    PolicySource, WasmPolicy, BUILTIN_POLICIES,
+};
 
 use super::common::engine;
 
@@ -100,19 +107,56 @@ fn load_trace(args: &BenchArgs) -> Result<Trace> {
     Ok(trace)
 }
 
-pub fn run(policy_args: &PolicyArgs, args: &BenchArgs) -> Result<()> {
+/// The policies to compare with their settings: `--policy` (or the default
+/// set), plus `--eviction-policy`'s, which must load.
+fn select_policies(cli: &Cli, args: &BenchArgs) -> Result<Vec<ConfiguredPolicy>> {
+    let dirs = cli.policy.dirs();
+    let mut requested: Vec<PolicyArg> = if args.policies.is_empty() {
+        let mut names: Vec<String> = BUILTIN_POLICIES.iter().map(|s| (*s).to_owned()).collect();
+        names.extend(policy_files(&dirs).into_iter().map(|(name, _)| name));
+        names
+            .into_iter()
+            .map(|spec| PolicyArg {
+                spec,
+                config: Vec::new(),
+            })
+            .collect()
+    } else {
+        args.policies
+            .iter()
+            .map(|p| PolicyArg::parse(p))
+            .collect::<Result<_, _>>()?
+    };
+    let chosen = cli.table.eviction_policy.as_str();
+    let source = locate(chosen, &dirs).with_context(|| format!("--eviction-policy {chosen}"))?;
+    // The same policy without inline settings counts as included already.
+    let present = requested
+        .iter()
+        .position(|p| p.config.is_empty() && locate(&p.spec, &dirs).is_ok_and(|s| s == source));
+    let index = present.unwrap_or_else(|| {
+        requested.push(PolicyArg {
+            spec: chosen.to_owned(),
+            config: Vec::new(),
+        });
+        requested.len() - 1
+    });
+    let chosen_wasm = matches!(source, PolicySource::File(_)).then_some(index);
+    Ok(configure(
+        requested,
+        chosen_wasm,
+        &cli.policy.policy_config,
+        &dirs,
+    )?)
+}
+
+pub fn run(cli: &Cli, args: &BenchArgs) -> Result<()> {
+    let policy_args = &cli.policy;
     let mut capacities = Vec::new();
     for list in &args.capacity {
         capacities.extend(parse_capacities(list).map_err(|e| anyhow::anyhow!("--capacity: {e}"))?);
     }
     let dirs = policy_args.dirs();
-    let policies = if args.policies.is_empty() {
-        let mut names: Vec<String> = BUILTIN_POLICIES.iter().map(|s| (*s).to_owned()).collect();
-        names.extend(policy_files(&dirs).into_iter().map(|(name, _)| name));
-        names
-    } else {
-        args.policies.clone()
-    };
+    let policies = select_policies(cli, args)?;
     let plan = BenchPlan {
         capacities,
         policies,
@@ -124,7 +168,6 @@ pub fn run(policy_args: &PolicyArgs, args: &BenchArgs) -> Result<()> {
         belady: !args.no_belady,
     };
     let trace = load_trace(args)?;
-    let config = wasm::parse_config_pairs(&policy_args.policy_config)?;
     let shared_engine: OnceLock<Arc<PolicyEngine>> = OnceLock::new();
     let get_engine = || -> Result<Arc<PolicyEngine>, wasm::PolicyError> {
         if let Some(e) = shared_engine.get() {
@@ -133,8 +176,30 @@ pub fn run(policy_args: &PolicyArgs, args: &BenchArgs) -> Result<()> {
         let e = engine(policy_args)?;
         Ok(Arc::clone(shared_engine.get_or_init(|| e)))
     };
-    let opener = |name: &str, capacity: u64| {
-        open_policy(name, &dirs, get_engine, capacity, config.clone()).map(|p| p.eviction())
+    // Each file is compiled (or read from the cache) once, then instantiated
+    // for every capacity it runs at.
+    let components: Mutex<HashMap<PathBuf, LoadedComponent>> = Mutex::new(HashMap::new());
+    let opener = |policy: &ConfiguredPolicy,
+                  capacity: u64|
+     -> Result<OpenedPolicy, wasm::PolicyError> {
+        match locate(&policy.spec, &dirs)? {
+            PolicySource::Builtin(name) => wasm::open_builtin(name, &policy.config),
+            PolicySource::File(path) => {
+                let engine = get_engine()?;
+                let cached = components.lock().get(&path).cloned();
+                let component = match cached {
+                    Some(component) => component,
+                    None => {
+                        let component = engine.load(&path)?;
+                        components.lock().insert(path, component.clone());
+                        component
+                    }
+                };
+                let policy =
+                    WasmPolicy::from_component(engine, component, capacity, policy.config.clone())?;
+                Ok(OpenedPolicy::Wasm(policy))
+            }
+        }
     };
     let report = shadowcat::bench::run(&trace, &plan, &opener, &mut Bars { bar: None })?;
     for warning in &report.warnings {

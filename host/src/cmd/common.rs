@@ -10,15 +10,12 @@ pub fn engine(args: &PolicyArgs) -> Result<Arc<PolicyEngine>, wasm::PolicyError>
     PolicyEngine::new(args.limits(), args.cache_dir())
 }
 
+/// Opens the one policy a command runs, with the `--policy-config` settings
+/// meant for it (a setting scoped to another policy is an error).
 pub fn open(args: &PolicyArgs, spec: &str, capacity: u64) -> Result<OpenedPolicy> {
-    let config = wasm::parse_config_pairs(&args.policy_config)?;
-    Ok(open_policy(
-        spec,
-        &args.dirs(),
-        || engine(args),
-        capacity,
-        config,
-    )?)
+    let dirs = args.dirs();
+    let config = wasm::config::config_for(spec, &args.policy_config, &dirs)?;
+    Ok(open_policy(spec, &dirs, || engine(args), capacity, config)?)
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -1,13 +1,11 @@
 //! `shadowcat policy list` and `shadowcat policy check`.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Result;
 use shadowcat::cli::PolicyArgs;
-use shadowcat::session::{NewSession, Rejected, SessionTable};
+use shadowcat::wasm::conformance::{self, CheckPlan};
 use shadowcat::wasm::{self, locate, policy_files, PolicySource, WasmPolicy, BUILTIN_POLICIES};
-use shadowcat::TableConfig;
 
 use super::common::engine;
 
@@ -69,91 +67,85 @@ fn display_dirs(args: &PolicyArgs) -> String {
 }
 
 pub fn check(args: &PolicyArgs, spec: &str) -> Result<()> {
-    let path = match locate(spec, &args.dirs())? {
+    let dirs = args.dirs();
+    let path = match locate(spec, &dirs)? {
         PolicySource::File(path) => path,
         PolicySource::Builtin(name) => {
             println!("`{name}` is a built-in native policy; nothing to check.");
             return Ok(());
         }
     };
+    let config = wasm::config::config_for(spec, &args.policy_config, &dirs)?;
     let engine = engine(args)?;
-    let started = Instant::now();
-    let loaded = engine.load(&path)?;
-    let load_time = started.elapsed();
+    let plan = CheckPlan::default();
+    let r = conformance::check(&engine, &path, config, plan.clone())?;
     println!(
         "interface   ok: exports {} and imports nothing else ({} bytes, sha256 {})",
         wasm::POLICY_EXPORT,
-        loaded.size,
-        &loaded.sha256[..16]
+        r.size,
+        r.sha256.get(..16).unwrap_or(&r.sha256)
     );
     println!(
         "load        {:?} ({})",
-        load_time,
-        if loaded.from_cache {
+        r.load_time,
+        if r.from_cache {
             "from cache"
         } else {
             "compiled"
         }
     );
-    let capacity = 1_000usize;
-    let config = wasm::parse_config_pairs(&args.policy_config)?;
-    let started = Instant::now();
-    let policy = WasmPolicy::load(Arc::clone(&engine), &path, capacity as u64, config)?;
     println!(
-        "instantiate {:?} (load, instantiate, create, info)",
-        started.elapsed()
+        "instantiate {:?} (instantiate, create, info)",
+        r.instantiate_time
     );
-    let info = policy.info();
     println!(
         "info        {} {}, needs {}, batch size {}",
-        info.name,
-        info.version,
-        info.needs_label(),
-        info.batch_size
+        r.info.name,
+        r.info.version,
+        r.info.needs_label(),
+        r.info.batch_size
     );
-    // Smoke sequence: fill, touch, then churn past capacity so every create asks
-    // the policy for a victim.
-    let table = SessionTable::<()>::builder(TableConfig::unbounded_in_time(capacity))
-        .policy(policy.clone())
-        .clock(shadowcat::session::Clock::manual())
-        .build_shared()?;
-    let started = Instant::now();
-    let mut ids = Vec::new();
-    for i in 0..(3 * capacity) {
-        table.clock().set(i as u64);
-        let created = table
-            .create(NewSession::new(()))
-            .map_err(Rejected::into_error)?;
-        ids.push(created.id);
-        if i % 3 == 0 {
-            let _ = table.touch(ids[i / 2], 1);
-        }
-    }
-    table.run_maintenance();
-    let smoke = started.elapsed();
-    let m = policy.metrics();
-    let t = table.metrics();
+    let (t, m) = (&r.table, &r.policy);
     println!(
-        "smoke       {} creates, {} evictions in {:?}; {} calls, {} events, {} faults, {} invalid victims, {} fallback victims",
-        3 * capacity,
+        "smoke       {} creates into {} sessions, {} evictions, {} closed, {} deleted, {} expired in {:?}",
+        t.created,
+        plan.capacity,
         t.evicted,
-        smoke,
+        t.closed,
+        t.deleted_by_admin,
+        t.expired_idle,
+        r.run_time
+    );
+    println!(
+        "victims     {} proposed, {} invalid, {} beyond the count; {} evictions chosen by the host",
+        m.proposed_victims, t.invalid_victims, m.excess_victims, t.fallback_victims
+    );
+    println!(
+        "maintenance {} rounds of maintain and adjust-quotas, {} quota adjustments",
+        r.maintenance_rounds, m.quota_adjustments
+    );
+    println!(
+        "calls       {} calls, {} events, {} faults, {} error answers",
         m.calls,
         m.events_delivered,
         m.faults(),
-        t.invalid_victims,
-        t.fallback_victims
+        m.guest_errors
     );
     println!(
         "call time   p50 <= {:?}, p99 <= {:?}",
         m.call_p50.unwrap_or_default(),
         m.call_p99.unwrap_or_default()
     );
-    anyhow::ensure!(
-        m.faults() == 0,
-        "the policy faulted during the smoke sequence"
-    );
-    anyhow::ensure!(table.len() == capacity, "the table lost sessions");
-    println!("ok");
-    Ok(())
+    if r.passed() {
+        println!("ok");
+        return Ok(());
+    }
+    for failure in &r.failures {
+        println!("FAILED      {failure}");
+    }
+    anyhow::bail!(
+        "{} does not keep the policy contract: {}",
+        path.display(),
+        r.failures.join("; ")
+    )
 }

@@ -6,7 +6,6 @@
 //! time. Only what exists in the proxy alone (HTTP requests, accesses, upstream
 //! failures) is counted here with `prometheus-client` metrics.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use prometheus_client::collector::Collector;
@@ -302,14 +301,19 @@ impl Collector for TableCollector {
             labelled(
                 e,
                 "policy_faults",
-                "Policy calls that faulted, by kind",
+                "Policy calls that faulted (the instance is recreated), by kind",
                 "kind",
                 [
                     ("trap", p.traps),
                     ("timeout", p.timeouts),
                     ("memory", p.memory_faults),
-                    ("error", p.errors),
                 ],
+            )?;
+            counter(
+                e,
+                "policy_guest_errors",
+                "Calls the policy answered with an error (one decision lost, instance kept)",
+                p.guest_errors,
             )?;
             counter(
                 e,
@@ -372,17 +376,3 @@ impl Collector for TableCollector {
     }
 }
 
-/// A counter that a scrape reads without registering anything (used for
-/// figures kept outside prometheus-client).
-#[derive(Debug, Default)]
-pub struct Tally(AtomicU64);
-
-impl Tally {
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}

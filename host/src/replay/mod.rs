@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{TableConfig, MAX_SESSIONS_LIMIT};
 use crate::eviction::EvictionPolicy;
-use crate::session::{Clock, NewSession, SessionId, SessionTable, TableError};
+use crate::session::{Clock, MetricsSnapshot, NewSession, SessionId, SessionTable, TableError};
 use crate::trace::{IdMap, Trace};
 
 /// What the capacity counts.
@@ -37,6 +37,8 @@ pub struct ReplayOutcome {
     /// proposed too few valid victims (a fault, a timeout, a bad answer).
     pub fallback_victims: u64,
     pub wall: Duration,
+    /// The table's metrics at the end (fallbacks by reason, invalid victims).
+    pub table: MetricsSnapshot,
 }
 
 impl ReplayOutcome {
@@ -137,6 +139,7 @@ pub fn replay(
         too_large,
         fallback_victims: metrics.fallback_victims,
         wall,
+        table: metrics,
     })
 }
 

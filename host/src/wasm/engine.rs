@@ -12,7 +12,9 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 use super::bindings::{self, EvictionPolicyPre};
+use super::cache::ArtefactCache;
 use super::error::{PolicyError, HOST_IMPORT, POLICY_EXPORT, TYPES_IMPORT};
+use super::guest_text;
 use super::instance::GuestState;
 
 /// How often the epoch advances; call deadlines are counted in these ticks.
@@ -28,6 +30,12 @@ pub struct PolicyLimits {
     pub memory_bytes: usize,
     /// Consecutive faults after which the policy is quarantined.
     pub max_consecutive_faults: u32,
+    /// Calls over which faults are counted for [`Self::max_window_faults`].
+    pub fault_window: u32,
+    /// Faults within the last [`Self::fault_window`] calls that quarantine the
+    /// policy, however they are spread (an intermittent fault never makes a
+    /// streak, but still costs an instance and a warm-up every time).
+    pub max_window_faults: u32,
     /// First wait before re-instantiating after a fault; doubles per fault.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
@@ -39,6 +47,8 @@ impl Default for PolicyLimits {
             call_timeout: Duration::from_millis(20),
             memory_bytes: 64 << 20,
             max_consecutive_faults: 5,
+            fault_window: 200,
+            max_window_faults: 10,
             backoff_base: Duration::from_millis(10),
             backoff_max: Duration::from_secs(10),
         }
@@ -66,7 +76,7 @@ pub struct PolicyEngine {
     engine: Engine,
     linker: Linker<GuestState>,
     limits: PolicyLimits,
-    cache_dir: Option<PathBuf>,
+    cache: Option<ArtefactCache>,
     _ticker: Ticker,
 }
 
@@ -82,6 +92,9 @@ pub struct LoadedComponent {
 }
 
 impl PolicyEngine {
+    /// An engine whose compiled policies are cached in `cache_dir` (the `wasm`
+    /// module docs say what the cache trusts). A directory that fails the
+    /// ownership or permission check is not used, with a WARN line saying why.
     pub fn new(limits: PolicyLimits, cache_dir: Option<PathBuf>) -> Result<Arc<Self>, PolicyError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
@@ -108,11 +121,20 @@ impl PolicyEngine {
                 })
                 .map_err(|e| PolicyError::Engine(format!("cannot start the epoch ticker: {e}")))?
         };
+        let cache = cache_dir.and_then(|dir| match ArtefactCache::open(dir) {
+            Ok(cache) => Some(cache),
+            Err(refused) => {
+                tracing::warn!(
+                    "policy cache not used, policies are compiled on every load: {refused}"
+                );
+                None
+            }
+        });
         Ok(Arc::new(Self {
             engine,
             linker,
             limits,
-            cache_dir,
+            cache,
             _ticker: Ticker {
                 stop,
                 thread: Some(thread),
@@ -126,6 +148,11 @@ impl PolicyEngine {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The artefact cache in use, if any (`None` when disabled or refused).
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache.as_ref().map(ArtefactCache::dir)
     }
 
     /// Epoch ticks to allow one call: the timeout rounded up, plus the tick
@@ -149,28 +176,29 @@ impl PolicyEngine {
 
     /// Reads, validates and compiles (or loads from cache) a policy component.
     pub fn load(&self, path: &Path) -> Result<LoadedComponent, PolicyError> {
-        let bytes = std::fs::read(path).map_err(|source| PolicyError::Read {
+        let bytes = std::fs::read(path).map_err(|error| PolicyError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         self.load_bytes(path, &bytes)
     }
 
     pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<LoadedComponent, PolicyError> {
         check_header(path, bytes)?;
-        let sha256 = hex(&Sha256::digest(bytes));
-        let (component, from_cache) = self.compile_cached(path, bytes, &sha256)?;
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        let sha256 = hex(&digest);
+        let (component, from_cache) = self.compile_cached(path, bytes, &digest)?;
         check_interface(path, &self.engine, &component)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| PolicyError::Invalid {
                 path: path.to_owned(),
-                reason: format!("{e:#}"),
+                reason: guest_text::bounded(&format!("{e:#}"), guest_text::MAX_DETAIL),
             })?;
         let pre = EvictionPolicyPre::new(pre).map_err(|e| PolicyError::Invalid {
             path: path.to_owned(),
-            reason: format!("{e:#}"),
+            reason: guest_text::bounded(&format!("{e:#}"), guest_text::MAX_DETAIL),
         })?;
         Ok(LoadedComponent {
             path: path.to_owned(),
@@ -194,47 +222,47 @@ impl PolicyEngine {
         &self,
         path: &Path,
         bytes: &[u8],
-        sha256: &str,
+        digest: &[u8; 32],
     ) -> Result<(Component, bool), PolicyError> {
-        let cached = self
-            .cache_dir
-            .as_ref()
-            .map(|dir| dir.join(self.cache_key(sha256)));
-        if let Some(cached) = cached.as_ref().filter(|p| p.is_file()) {
-            // SAFETY: the cache directory holds only artefacts this engine
-            // configuration serialised (the file name carries the content hash and
-            // the engine's compatibility hash); wasmtime checks the header too.
-            match unsafe { Component::deserialize_file(&self.engine, cached) } {
-                Ok(component) => return Ok((component, true)),
-                Err(e) => {
-                    tracing::warn!(path = %cached.display(), "ignoring unusable cached policy: {e:#}")
+        let key = self.cache_key(&hex(digest));
+        if let Some(cache) = &self.cache {
+            match cache.read(&key, digest) {
+                Ok(Some(artefact)) => {
+                    // SAFETY: the artefact comes from a directory only this user
+                    // can write, its digest matches the one recorded when this
+                    // engine configuration compiled it from these very component
+                    // bytes (see the `cache` module for the trust model), and
+                    // wasmtime checks its own header and compatibility hash too.
+                    match unsafe { Component::deserialize(&self.engine, &artefact) } {
+                        Ok(component) => return Ok((component, true)),
+                        Err(e) => {
+                            tracing::warn!(key, "ignoring unusable cached policy: {e:#}")
+                        }
+                    }
                 }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("recompiling policy {}: {e}", path.display()),
             }
         }
         let component = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Invalid {
             path: path.to_owned(),
-            reason: format!("{e:#}"),
+            reason: guest_text::bounded(&format!("{e:#}"), guest_text::MAX_DETAIL),
         })?;
-        if let Some(cached) = cached {
-            if let Err(e) = write_cache(&cached, &component) {
-                tracing::debug!(path = %cached.display(), "policy cache not written: {e}");
+        if let Some(cache) = &self.cache {
+            let written = component
+                .serialize()
+                .map_err(|e| format!("{e:#}"))
+                .and_then(|artefact| {
+                    cache
+                        .write(&key, digest, &artefact)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = written {
+                tracing::debug!(key, "policy cache not written: {e}");
             }
         }
         Ok((component, false))
     }
-}
-
-fn write_cache(path: &Path, component: &Component) -> std::io::Result<()> {
-    let bytes = component
-        .serialize()
-        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    // Write then rename, so a concurrent reader never sees half a file.
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -260,6 +288,8 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), PolicyError> {
 
 fn check_interface(path: &Path, engine: &Engine, component: &Component) -> Result<(), PolicyError> {
     let ty = component.component_type();
+    // Names come from the component: cut them before they reach an error message.
+    let bound = |name: &str| guest_text::bounded(name, guest_text::MAX_ERROR);
     let exports: Vec<String> = ty
         .exports(engine)
         .map(|(name, _)| name.to_owned())
@@ -269,12 +299,12 @@ fn check_interface(path: &Path, engine: &Engine, component: &Component) -> Resul
         if let Some(found) = exports.iter().find(|e| e.starts_with(prefix)) {
             return Err(PolicyError::WrongVersion {
                 path: path.to_owned(),
-                found: found.clone(),
+                found: bound(found),
             });
         }
         return Err(PolicyError::WrongWorld {
             path: path.to_owned(),
-            found: exports,
+            found: exports.iter().take(16).map(|e| bound(e)).collect(),
         });
     }
     if let Some((import, _)) = ty
@@ -283,7 +313,7 @@ fn check_interface(path: &Path, engine: &Engine, component: &Component) -> Resul
     {
         return Err(PolicyError::ForbiddenImport {
             path: path.to_owned(),
-            import: import.to_owned(),
+            import: bound(import),
         });
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! Errors of loading and running WebAssembly policies.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The interface every policy must export, by name and version.
 pub const POLICY_EXPORT: &str = "shadowcat:policy/policy@0.1.0";
@@ -16,10 +17,10 @@ pub enum PolicyError {
         name: String,
         available: Vec<String>,
     },
-    #[error("cannot read policy file {}: {source}", path.display())]
+    #[error("cannot read policy file {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{} is not a WebAssembly file (no `\\0asm` header)", path.display())]
     NotWasm { path: PathBuf },
@@ -48,6 +49,16 @@ pub enum PolicyError {
     ForbiddenImport { path: PathBuf, import: String },
     #[error("policy `{policy}` refused its configuration: {message}")]
     CreateRejected { policy: String, message: String },
+    #[error(
+        "policy `{policy}` timed out during {phase} after {}: every call into a policy is \
+         interrupted at the --policy-timeout limit; raise it to allow a slower policy",
+        humantime::format_duration(*after)
+    )]
+    Timeout {
+        policy: String,
+        phase: &'static str,
+        after: Duration,
+    },
     #[error("policy `{policy}` failed during {phase}: {reason}")]
     Fault {
         policy: String,
@@ -56,8 +67,8 @@ pub enum PolicyError {
     },
     #[error("policy `{policy}` reported an invalid batch size {batch_size} (1 to 65536)")]
     BadInfo { policy: String, batch_size: u32 },
-    #[error("invalid policy config `{0}`: expected key=value")]
-    BadConfigPair(String),
+    #[error(transparent)]
+    Config(#[from] super::config::ConfigArgError),
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),
 }

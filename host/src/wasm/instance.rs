@@ -4,11 +4,11 @@ use governor::{DefaultDirectRateLimiter, Quota};
 use wasmtime::{ResourceLimiter, Store, Trap};
 
 use super::bindings::{self, Level, PolicyExports};
-use super::engine::{LoadedComponent, PolicyEngine};
+use super::engine::{LoadedComponent, PolicyEngine, PolicyLimits};
 use super::error::PolicyError;
+use super::guest_text::{self, MAX_DETAIL, MAX_ERROR, MAX_LOG_LINE, MAX_NAME, MAX_VERSION};
 use super::metrics::FaultKind;
 
-const MAX_LOG_LINE: usize = 1024;
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 pub(crate) const MAX_BATCH_SIZE: u32 = 65_536;
 
@@ -53,18 +53,14 @@ pub struct GuestState {
 impl bindings::shadowcat::policy::types::Host for GuestState {}
 
 impl bindings::shadowcat::policy::host::Host for GuestState {
-    fn log(&mut self, level: Level, mut message: String) {
+    fn log(&mut self, level: Level, message: String) {
         if self.log_gate.check().is_err() {
             self.log_dropped += 1;
             return;
         }
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-        }
+        // Escaped so that a `\n` in the message cannot start a line that looks
+        // like the host's own, and cut so one call cannot flood the log.
+        let message = guest_text::bounded(&message, MAX_LOG_LINE);
         let policy = self.policy.as_str();
         match level {
             Level::Error => tracing::error!(target: "shadowcat::policy_log", policy, "{message}"),
@@ -111,17 +107,141 @@ impl PolicyInfo {
     }
 }
 
-/// A fault with its kind and a readable reason.
+/// A fault: the instance is poisoned and must be dropped.
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub kind: FaultKind,
+    /// One line for the operator: what happened, and which limit when one did.
     pub reason: String,
+    /// Everything wasmtime said, backtrace included (bounded; logged at DEBUG).
+    pub detail: String,
+}
+
+impl Fault {
+    fn from_error(error: &wasmtime::Error, kind: FaultKind, limits: &PolicyLimits) -> Self {
+        let reason = match kind {
+            FaultKind::Timeout => format!(
+                "timed out after {} (the --policy-timeout limit)",
+                humantime::format_duration(limits.call_timeout)
+            ),
+            FaultKind::Memory => format!(
+                "ran out of memory: its linear memory may not grow past {} bytes (--policy-memory)",
+                limits.memory_bytes
+            ),
+            FaultKind::Trap => match error.downcast_ref::<Trap>() {
+                Some(trap) => trap.to_string(),
+                None => error.root_cause().to_string(),
+            },
+        };
+        Self {
+            kind,
+            reason: guest_text::bounded(&reason, MAX_ERROR),
+            detail: guest_text::bounded(&format!("{error:?}"), MAX_DETAIL),
+        }
+    }
+}
+
+/// Why an instance could not be started.
+#[derive(Debug)]
+pub enum StartError {
+    /// `create` answered `Err`: the configuration or capacity was refused.
+    Rejected {
+        policy: String,
+        message: String,
+    },
+    Fault {
+        policy: String,
+        phase: &'static str,
+        fault: Fault,
+    },
+    BadInfo {
+        policy: String,
+        batch_size: u32,
+    },
+}
+
+impl StartError {
+    /// The error for the operator: a timeout names the limit and the option.
+    pub fn into_policy_error(self, limits: &PolicyLimits) -> PolicyError {
+        match self {
+            StartError::Rejected { policy, message } => {
+                PolicyError::CreateRejected { policy, message }
+            }
+            StartError::Fault {
+                policy,
+                phase,
+                fault,
+            } if fault.kind == FaultKind::Timeout => PolicyError::Timeout {
+                policy,
+                phase,
+                after: limits.call_timeout,
+            },
+            StartError::Fault {
+                policy,
+                phase,
+                fault,
+            } => PolicyError::Fault {
+                policy,
+                phase,
+                reason: fault.reason,
+            },
+            StartError::BadInfo { policy, batch_size } => {
+                PolicyError::BadInfo { policy, batch_size }
+            }
+        }
+    }
+
+    /// The same as a fault of a running policy (a recreated instance failing
+    /// to start costs what any fault costs).
+    pub fn into_fault(self) -> Fault {
+        match self {
+            StartError::Fault { fault, .. } => fault,
+            StartError::Rejected { message, .. } => Fault {
+                kind: FaultKind::Trap,
+                reason: format!("create refused on re-instantiation: {message}"),
+                detail: String::new(),
+            },
+            StartError::BadInfo { batch_size, .. } => Fault {
+                kind: FaultKind::Trap,
+                reason: format!("invalid batch size {batch_size} on re-instantiation"),
+                detail: String::new(),
+            },
+        }
+    }
+}
+
+/// How a call into the guest failed.
+#[derive(Debug, Clone)]
+pub enum CallError {
+    /// The guest answered `Err` (bounded, escaped): a soft failure that costs
+    /// this one call; the instance is fine.
+    Guest(String),
+    /// A trap, a timeout or a memory fault: the instance is poisoned.
+    Fault(Fault),
+}
+
+impl CallError {
+    /// Where an `Err` answer cannot be taken softly (the export has no error
+    /// channel, or the instance is not running yet), it counts as a fault.
+    pub fn into_fault(self) -> Fault {
+        match self {
+            CallError::Fault(fault) => fault,
+            CallError::Guest(reason) => Fault {
+                kind: FaultKind::Trap,
+                reason,
+                detail: String::new(),
+            },
+        }
+    }
 }
 
 pub(crate) struct Instance {
     store: Store<GuestState>,
     bindings: bindings::EvictionPolicy,
     deadline_ticks: u64,
+    limits: PolicyLimits,
+    /// Calls made into this instance, for the fault-rate window.
+    calls: u64,
     pub info: PolicyInfo,
     /// The host's reusable event buffer, parked here between deliveries.
     pub spare_events: Vec<u64>,
@@ -134,11 +254,11 @@ impl Instance {
         component: &LoadedComponent,
         capacity: u64,
         config: &[(String, String)],
-    ) -> Result<Self, PolicyError> {
+    ) -> Result<Self, StartError> {
         let label = component
             .path
             .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
+            .map(|s| guest_text::bounded(&s.to_string_lossy(), MAX_NAME))
             .unwrap_or_else(|| "policy".into());
         let log_quota = Quota::per_second(10.try_into().expect("non-zero"))
             .allow_burst(20.try_into().expect("non-zero"));
@@ -157,19 +277,24 @@ impl Instance {
         store.limiter(|state| &mut state.memory);
         let deadline_ticks = engine.deadline_ticks();
         store.set_epoch_deadline(deadline_ticks);
-        let fault = |phase: &'static str, reason: String| PolicyError::Fault {
-            policy: label.clone(),
-            phase,
-            reason,
+        let limits = engine.limits().clone();
+        let bindings = match component.pre.instantiate(&mut store) {
+            Ok(bindings) => bindings,
+            Err(error) => {
+                let kind = classify(&error, store.data().memory.refused);
+                return Err(StartError::Fault {
+                    policy: label,
+                    phase: "instantiation",
+                    fault: Fault::from_error(&error, kind, &limits),
+                });
+            }
         };
-        let bindings = component
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| fault("instantiation", format!("{e:#}")))?;
         let mut instance = Self {
             store,
             bindings,
             deadline_ticks,
+            limits: limits.clone(),
+            calls: 0,
             spare_events: Vec::new(),
             info: PolicyInfo {
                 name: label.clone(),
@@ -185,23 +310,34 @@ impl Instance {
         let config: Vec<(String, String)> = config.to_vec();
         match instance.call(|g, s| g.call_create(s, capacity, &config)) {
             Ok(()) => {}
-            Err(Fault {
-                kind: FaultKind::Error,
-                reason,
-            }) => {
-                return Err(PolicyError::CreateRejected {
+            Err(CallError::Guest(message)) => {
+                return Err(StartError::Rejected {
                     policy: label,
-                    message: reason,
+                    message,
                 })
             }
-            Err(f) => return Err(fault("create", f.reason)),
+            Err(CallError::Fault(fault)) => {
+                return Err(StartError::Fault {
+                    policy: label,
+                    phase: "create",
+                    fault,
+                })
+            }
         }
-        let info = instance
-            .call(|g, s| g.call_info(s).map(Ok))
-            .map_err(|f| fault("info", f.reason))?;
+        let info = match instance.call(|g, s| g.call_info(s).map(Ok)) {
+            Ok(info) => info,
+            Err(error) => {
+                return Err(StartError::Fault {
+                    policy: label,
+                    phase: "info",
+                    fault: error.into_fault(),
+                })
+            }
+        };
+        let name = guest_text::bounded(&info.name, MAX_NAME);
         if info.batch_size == 0 || info.batch_size > MAX_BATCH_SIZE {
-            return Err(PolicyError::BadInfo {
-                policy: info.name,
+            return Err(StartError::BadInfo {
+                policy: name,
                 batch_size: info.batch_size,
             });
         }
@@ -211,62 +347,72 @@ impl Instance {
                 accessed: info.needs.contains(bindings::Needs::ACCESSED),
                 removed: info.needs.contains(bindings::Needs::REMOVED),
             },
-            name: info.name,
-            version: info.version,
+            name,
+            version: guest_text::bounded(&info.version, MAX_VERSION),
             batch_size: info.batch_size,
         };
         instance.store.data_mut().policy = instance.info.name.clone();
         Ok(instance)
     }
 
-    /// One call into the guest under a fresh epoch deadline. A trap poisons the
-    /// Store: the caller must drop this instance after any `Err` other than
-    /// [`FaultKind::Error`]... and, by the host's rule, after that one too.
+    /// One call into the guest under a fresh epoch deadline. After a
+    /// [`CallError::Fault`] the Store is poisoned and the caller must drop this
+    /// instance; after a [`CallError::Guest`] it is fine to keep using it.
     pub fn call<R>(
         &mut self,
         f: impl FnOnce(&PolicyExports, &mut Store<GuestState>) -> wasmtime::Result<Result<R, String>>,
-    ) -> Result<R, Fault> {
+    ) -> Result<R, CallError> {
         self.store.set_epoch_deadline(self.deadline_ticks);
         self.store.data_mut().memory.refused = false;
+        self.calls += 1;
         let exports = self.bindings.shadowcat_policy_policy();
         match f(exports, &mut self.store) {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(message)) => Err(Fault {
-                kind: FaultKind::Error,
-                reason: message,
-            }),
+            Ok(Err(message)) => Err(CallError::Guest(guest_text::bounded(&message, MAX_ERROR))),
             Err(error) => {
-                let kind = match error.downcast_ref::<Trap>() {
-                    Some(Trap::Interrupt) => FaultKind::Timeout,
-                    _ if self.store.data().memory.refused => FaultKind::Memory,
-                    _ => FaultKind::Trap,
-                };
-                Err(Fault {
+                let kind = classify(&error, self.store.data().memory.refused);
+                Err(CallError::Fault(Fault::from_error(
+                    &error,
                     kind,
-                    reason: format!("{error:#}"),
-                })
+                    &self.limits,
+                )))
             }
         }
     }
 
-    pub fn observe(&mut self, events: &[u64]) -> Result<(), Fault> {
+    /// Calls made since the last time this was asked.
+    pub fn take_calls(&mut self) -> u64 {
+        std::mem::take(&mut self.calls)
+    }
+
+    pub fn observe(&mut self, events: &[u64]) -> Result<(), CallError> {
         self.call(|g, s| g.call_observe(s, events))
     }
 
     /// `input` is packed as the WIT describes: event count, events, candidates.
-    pub fn victims(&mut self, count: u32, input: &[u64]) -> Result<Vec<u64>, Fault> {
+    pub fn victims(&mut self, count: u32, input: &[u64]) -> Result<Vec<u64>, CallError> {
         self.call(|g, s| g.call_victims(s, count, input))
     }
 
-    pub fn adjust_quotas(&mut self, usage: &[u64]) -> Result<Vec<u64>, Fault> {
+    pub fn adjust_quotas(&mut self, usage: &[u64]) -> Result<Vec<u64>, CallError> {
         self.call(|g, s| g.call_adjust_quotas(s, usage))
     }
 
-    pub fn maintain(&mut self, now: u64) -> Result<(), Fault> {
+    pub fn maintain(&mut self, now: u64) -> Result<(), CallError> {
         self.call(|g, s| g.call_maintain(s, now))
     }
 
     pub fn log_lines_dropped(&self) -> u64 {
         self.store.data().log_dropped
+    }
+}
+
+/// Which fault a wasmtime error is: the epoch deadline, the memory cap (the
+/// guest aborts right after a refused `memory.grow`), or any other trap.
+fn classify(error: &wasmtime::Error, memory_refused: bool) -> FaultKind {
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => FaultKind::Timeout,
+        _ if memory_refused => FaultKind::Memory,
+        _ => FaultKind::Trap,
     }
 }

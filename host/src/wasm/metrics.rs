@@ -13,8 +13,6 @@ pub enum FaultKind {
     Timeout,
     /// The memory cap refused a `memory.grow` and the guest died of it.
     Memory,
-    /// The policy returned an error.
-    Error,
 }
 
 impl FaultKind {
@@ -23,7 +21,6 @@ impl FaultKind {
             FaultKind::Trap => "trap",
             FaultKind::Timeout => "timeout",
             FaultKind::Memory => "memory",
-            FaultKind::Error => "error",
         }
     }
 }
@@ -80,11 +77,15 @@ pub struct PolicyMetrics {
     pub traps: AtomicU64,
     pub timeouts: AtomicU64,
     pub memory_faults: AtomicU64,
-    pub errors: AtomicU64,
+    /// `Err` answers: soft failures that cost the one call they answer, not
+    /// faults (the instance stays, nothing counts toward quarantine).
+    pub guest_errors: AtomicU64,
+    /// Victims proposed within the count asked for (the table still validates them).
+    pub proposed_victims: AtomicU64,
     /// Victims beyond the count asked for (ignored).
     pub excess_victims: AtomicU64,
     /// Decisions served from the host's LRU because the policy was faulted,
-    /// quarantined or busy.
+    /// quarantined, busy or answered with an error.
     pub fallbacks: AtomicU64,
     /// Fresh instances created after a fault.
     pub reinstantiations: AtomicU64,
@@ -103,7 +104,6 @@ impl PolicyMetrics {
             FaultKind::Trap => &self.traps,
             FaultKind::Timeout => &self.timeouts,
             FaultKind::Memory => &self.memory_faults,
-            FaultKind::Error => &self.errors,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -115,7 +115,8 @@ impl PolicyMetrics {
             traps: load(&self.traps),
             timeouts: load(&self.timeouts),
             memory_faults: load(&self.memory_faults),
-            errors: load(&self.errors),
+            guest_errors: load(&self.guest_errors),
+            proposed_victims: load(&self.proposed_victims),
             excess_victims: load(&self.excess_victims),
             fallbacks: load(&self.fallbacks),
             reinstantiations: load(&self.reinstantiations),
@@ -137,7 +138,9 @@ pub struct PolicyMetricsSnapshot {
     pub traps: u64,
     pub timeouts: u64,
     pub memory_faults: u64,
-    pub errors: u64,
+    /// `Err` answers (soft failures; not in [`Self::faults`]).
+    pub guest_errors: u64,
+    pub proposed_victims: u64,
     pub excess_victims: u64,
     pub fallbacks: u64,
     pub reinstantiations: u64,
@@ -152,8 +155,10 @@ pub struct PolicyMetricsSnapshot {
 }
 
 impl PolicyMetricsSnapshot {
+    /// Calls that cost the instance: traps, timeouts and memory faults. A
+    /// guest's `Err` is not one (see [`Self::guest_errors`]).
     pub fn faults(&self) -> u64 {
-        self.traps + self.timeouts + self.memory_faults + self.errors
+        self.traps + self.timeouts + self.memory_faults
     }
 }
 

@@ -5,47 +5,85 @@
 //! cache) serves every policy; each [`WasmPolicy`] owns one Store. The session
 //! table calls a `WasmPolicy` through [`crate::eviction::EvictionPolicy`] like
 //! any native policy; everything a guest answers is validated by the table.
+//!
+//! # Layout
+//!
+//! - `engine`: the wasmtime engine, sandbox limits, loading and validating a
+//!   component; `cache`: the compiled-artefact cache.
+//! - `instance`: one Store, calls into it, the guest's log import.
+//! - `policy`: the [`WasmPolicy`] front the table calls, and event batching.
+//! - `checkout`: taking the instance out for a call, faults, recovery;
+//!   `health`: the fault history that decides retry or quarantine.
+//! - `reload`: hot reload (file watch, SIGHUP).
+//! - `guest_text`: bounding and escaping every string a guest hands over.
+//! - [`config`]: which `--policy-config` setting goes to which policy.
+//! - [`conformance`]: `shadowcat policy check`.
+//!
+//! # What a guest can and cannot do
+//!
+//! A guest computes and nothing else: no WASI, no clock, one rate-limited log
+//! import. A call is bounded in time (`--policy-timeout`) and memory
+//! (`--policy-memory`). A trap, timeout or memory fault costs the instance (a
+//! fresh one is made after a backoff, warmed with the live sessions);
+//! repeated faults, in a streak or spread over a window of calls, quarantine
+//! the policy. An `Err` answer costs only the call it answers. Every string a
+//! guest returns (name, version, errors, log lines) is cut to a bound and has
+//! its control characters escaped before it is stored or printed.
+//!
+//! # What the artefact cache trusts
+//!
+//! Compiled policies are cached on disk and loaded with wasmtime's `unsafe`
+//! deserialisation, which runs the artefact's machine code as is. The cache
+//! therefore trusts its directory, and checks that trust: the directory must
+//! be owned by the current user and writable by no one else (it is created
+//! `0700`; anything else is refused with a WARN line and policies are compiled
+//! on every load). Each artefact carries the sha256 of its source component and
+//! of its own bytes, recorded when it was compiled and verified before loading,
+//! so a corrupted, truncated or swapped artefact is recompiled instead. This
+//! detects accidents, not a malicious user who can already write the directory
+//! as you. See the `cache` module.
 
 mod bindings;
+mod cache;
+mod checkout;
+pub mod config;
+pub mod conformance;
 mod engine;
 mod error;
+mod guest_text;
+mod health;
 mod instance;
 mod locate;
 mod metrics;
+mod names;
 mod policy;
+mod reload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use crate::eviction::LiveSessions;
+use crate::eviction::{EvictionPolicy, Fifo, HostLru};
+pub use config::{ConfigArgError, ConfigPairs, ConfiguredPolicy};
 pub use engine::{LoadedComponent, PolicyEngine, PolicyLimits, EPOCH_TICK};
 pub use error::{PolicyError, HOST_IMPORT, POLICY_EXPORT, TYPES_IMPORT};
+pub use guest_text::{MAX_ERROR, MAX_LOG_LINE, MAX_NAME, MAX_VERSION};
 pub use instance::{EventNeeds, PolicyInfo};
 pub use locate::{
     available_policies, default_policy_dirs, locate, policy_files, PolicySource, BUILTIN_POLICIES,
 };
 pub use metrics::{FaultKind, PolicyMetricsSnapshot};
-pub use policy::WasmPolicy;
-
-/// Parses repeated `--policy-config key=value` arguments.
-pub fn parse_config_pairs(pairs: &[String]) -> Result<Vec<(String, String)>, PolicyError> {
-    pairs
-        .iter()
-        .map(|pair| match pair.split_once('=') {
-            Some((key, value)) if !key.trim().is_empty() => {
-                Ok((key.trim().to_owned(), value.trim().to_owned()))
-            }
-            _ => Err(PolicyError::BadConfigPair(pair.clone())),
-        })
-        .collect()
-}
+pub use policy::{WasmPolicy, EVENTS_PER_CALL};
 
 /// A policy ready for a table: native, or a loaded WebAssembly component.
 #[derive(Clone)]
 pub enum OpenedPolicy {
-    Native(std::sync::Arc<dyn crate::eviction::EvictionPolicy>),
-    Wasm(std::sync::Arc<WasmPolicy>),
+    Native(Arc<dyn EvictionPolicy>),
+    Wasm(Arc<WasmPolicy>),
 }
 
 impl OpenedPolicy {
-    pub fn eviction(&self) -> std::sync::Arc<dyn crate::eviction::EvictionPolicy> {
+    pub fn eviction(&self) -> Arc<dyn EvictionPolicy> {
         match self {
             OpenedPolicy::Native(p) => p.clone(),
             OpenedPolicy::Wasm(p) => p.clone(),
@@ -55,38 +93,46 @@ impl OpenedPolicy {
     pub fn name(&self) -> String {
         match self {
             OpenedPolicy::Native(p) => p.name().to_owned(),
-            OpenedPolicy::Wasm(p) => crate::eviction::EvictionPolicy::name(p.as_ref()).to_owned(),
+            OpenedPolicy::Wasm(p) => EvictionPolicy::name(p.as_ref()).to_owned(),
         }
     }
+
+    /// The WebAssembly policy's own metrics (`None` for a native one).
+    pub fn wasm_metrics(&self) -> Option<PolicyMetricsSnapshot> {
+        match self {
+            OpenedPolicy::Native(_) => None,
+            OpenedPolicy::Wasm(p) => Some(p.metrics()),
+        }
+    }
+}
+
+/// A native policy by name, refusing configuration (built-ins take none).
+pub fn open_builtin(name: &'static str, config: &ConfigPairs) -> Result<OpenedPolicy, PolicyError> {
+    if let Some((key, _)) = config.first() {
+        return Err(ConfigArgError::Builtin {
+            policy: name.to_owned(),
+            key: key.clone(),
+        }
+        .into());
+    }
+    let policy: Arc<dyn EvictionPolicy> = match name {
+        "fifo" => Arc::new(Fifo::default()),
+        _ => Arc::new(HostLru),
+    };
+    Ok(OpenedPolicy::Native(policy))
 }
 
 /// Opens `spec` (`lru`, `fifo`, `lfu`, `lfu.wasm`, a path) for a table of
 /// `capacity`. The engine is only created when a WebAssembly policy is named.
 pub fn open_policy(
     spec: &str,
-    dirs: &[std::path::PathBuf],
-    engine: impl FnOnce() -> Result<std::sync::Arc<PolicyEngine>, PolicyError>,
+    dirs: &[PathBuf],
+    engine: impl FnOnce() -> Result<Arc<PolicyEngine>, PolicyError>,
     capacity: u64,
-    config: Vec<(String, String)>,
+    config: ConfigPairs,
 ) -> Result<OpenedPolicy, PolicyError> {
-    use crate::eviction::{EvictionPolicy, Fifo, HostLru};
     match locate(spec, dirs)? {
-        PolicySource::Builtin(name) => {
-            if let Some((key, _)) = config.first() {
-                return Err(PolicyError::CreateRejected {
-                    policy: name.to_owned(),
-                    message: format!(
-                        "the built-in `{name}` policy takes no configuration (got `{key}`); \
-                         use `{name}.wasm` for the WebAssembly one"
-                    ),
-                });
-            }
-            let policy: std::sync::Arc<dyn EvictionPolicy> = match name {
-                "fifo" => std::sync::Arc::new(Fifo::default()),
-                _ => std::sync::Arc::new(HostLru),
-            };
-            Ok(OpenedPolicy::Native(policy))
-        }
+        PolicySource::Builtin(name) => open_builtin(name, &config),
         PolicySource::File(path) => {
             let engine = engine()?;
             Ok(OpenedPolicy::Wasm(WasmPolicy::load(

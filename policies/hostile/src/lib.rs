@@ -22,6 +22,24 @@
 //! - `trap-at`: every export call (including `create` and `info`) counts, and
 //!   call number `at` (config key, default 1000) traps. The count lives in the
 //!   instance, so the fresh instance the host makes afterwards starts over.
+//! - `trap-every`: counted the same way, every `every`-th call (config key,
+//!   default 7) traps: an intermittent fault that never makes a streak.
+//! - `empty`: `victims` proposes nothing.
+//! - `garbage`: `victims` proposes `count` ids that never existed.
+//! - `trap-maintain`, `trap-quotas`: `maintain`, or `adjust-quotas`, traps.
+//! - `huge-name`: `info` reports a 1 MiB name and version full of line breaks
+//!   and escape sequences that imitate host log lines.
+//! - `huge-error`: `victims` and `maintain` return a 1 MiB such error.
+//! - `huge-log`: every `victims` call logs a 1 MiB such line (at warn), then
+//!   answers correctly.
+//! - `huge-create-error`: `create` fails with a 1 MiB such message.
+//! - `create-loop`: `create` spins forever.
+//!
+//! Config keys for any mode:
+//! - `min-capacity`: `create` refuses a smaller capacity, as a policy with a
+//!   minimum table size would.
+//! - `max-observe`: an `observe` call with more events than this traps, as a
+//!   slow guest handed too much in one call would miss its deadline.
 
 #[path = "../../lru/src/lru.rs"]
 mod lru;
@@ -31,8 +49,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use lru::Lru;
 use shadowcat_policy_sdk::{
-    Adapter, Candidate, Config, Guest, Info, Needs, Policy, RemovalCause, apply_victims_input,
-    with_policy,
+    Adapter, Candidate, Config, EVENT_WORDS, Guest, Info, Level, Needs, Policy, RemovalCause,
+    apply_victims_input, log, with_policy,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +64,17 @@ enum Mode {
     Error,
     CreateFail,
     TrapAt,
+    TrapEvery,
     Quota,
+    Empty,
+    Garbage,
+    TrapMaintain,
+    TrapQuotas,
+    HugeName,
+    HugeError,
+    HugeLog,
+    HugeCreateError,
+    CreateLoop,
 }
 
 const MODES: &[(&str, Mode)] = &[
@@ -59,7 +87,17 @@ const MODES: &[(&str, Mode)] = &[
     ("error", Mode::Error),
     ("create-fail", Mode::CreateFail),
     ("trap-at", Mode::TrapAt),
+    ("trap-every", Mode::TrapEvery),
     ("quota", Mode::Quota),
+    ("empty", Mode::Empty),
+    ("garbage", Mode::Garbage),
+    ("trap-maintain", Mode::TrapMaintain),
+    ("trap-quotas", Mode::TrapQuotas),
+    ("huge-name", Mode::HugeName),
+    ("huge-error", Mode::HugeError),
+    ("huge-log", Mode::HugeLog),
+    ("huge-create-error", Mode::HugeCreateError),
+    ("create-loop", Mode::CreateLoop),
 ];
 
 /// An id the host never hands out in practice (generation and slot all ones).
@@ -70,13 +108,33 @@ const NEVER_EXISTED: u64 = u64::MAX - 1;
 static CALLS: AtomicU64 = AtomicU64::new(0);
 /// Call number that traps; 0 means never.
 static TRAP_AT: AtomicU64 = AtomicU64::new(0);
+/// Every call whose number is a multiple of this traps; 0 means never.
+static TRAP_EVERY: AtomicU64 = AtomicU64::new(0);
+/// Most events one `observe` call may carry before it traps; 0 means any.
+static MAX_OBSERVE: AtomicU64 = AtomicU64::new(0);
 static SPIN: AtomicU64 = AtomicU64::new(0);
 
 fn count_call() {
     let call = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
-    if call == TRAP_AT.load(Ordering::Relaxed) {
+    let every = TRAP_EVERY.load(Ordering::Relaxed);
+    if call == TRAP_AT.load(Ordering::Relaxed) || (every > 0 && call % every == 0) {
         trap();
     }
+}
+
+/// Exactly 1 MiB of text that, printed raw, would start lines looking like the
+/// host's own and drive the terminal.
+fn huge_text() -> String {
+    const SIZE: usize = 1 << 20;
+    const FORGED: &str = "hostile\nERROR shadowcat: forged line\r\x1b[2K";
+    let mut text = String::with_capacity(SIZE);
+    while text.len() + FORGED.len() <= SIZE {
+        text.push_str(FORGED);
+    }
+    while text.len() < SIZE {
+        text.push('x');
+    }
+    text
 }
 
 fn trap() -> ! {
@@ -96,8 +154,11 @@ impl Policy for Hostile {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const NEEDS: Needs = Needs::INSERTED.union(Needs::ACCESSED).union(Needs::REMOVED);
 
-    fn create(_capacity: u64, config: &Config) -> Result<Self, String> {
-        config.check_keys(Self::NAME, &["mode", "at"])?;
+    fn create(capacity: u64, config: &Config) -> Result<Self, String> {
+        config.check_keys(
+            Self::NAME,
+            &["mode", "at", "every", "min-capacity", "max-observe"],
+        )?;
         let name = config.str_or("mode", "lru");
         let Some(&(_, mode)) = MODES.iter().find(|(n, _)| *n == name) else {
             let names: Vec<&str> = MODES.iter().map(|(n, _)| *n).collect();
@@ -107,14 +168,27 @@ impl Policy for Hostile {
             ));
         };
         let at = config.u64_or("at", 1000)?;
+        let every = config.u64_or("every", 7)?;
+        let min_capacity = config.u64_or("min-capacity", 0)?;
+        if capacity < min_capacity {
+            return Err(format!(
+                "hostile policy: capacity {capacity} is below the minimum of {min_capacity}"
+            ));
+        }
+        MAX_OBSERVE.store(config.u64_or("max-observe", 0)?, Ordering::Relaxed);
+        TRAP_AT.store(0, Ordering::Relaxed);
+        TRAP_EVERY.store(0, Ordering::Relaxed);
         match mode {
             Mode::CreateFail => {
                 return Err(
                     "hostile policy: create refused by configuration (mode=create-fail)".into(),
                 );
             }
+            Mode::HugeCreateError => return Err(huge_text()),
+            Mode::CreateLoop => spin(),
             Mode::TrapAt => TRAP_AT.store(at, Ordering::Relaxed),
-            _ => TRAP_AT.store(0, Ordering::Relaxed),
+            Mode::TrapEvery => TRAP_EVERY.store(every, Ordering::Relaxed),
+            _ => {}
         }
         Ok(Self {
             mode,
@@ -155,11 +229,20 @@ impl Guest for Export {
 
     fn info() -> Info {
         count_call();
-        Correct::info()
+        let mut info = Correct::info();
+        if with_policy::<Hostile, _>(|h| h.mode) == Ok(Mode::HugeName) {
+            info.name = huge_text();
+            info.version = huge_text();
+        }
+        info
     }
 
     fn observe(events: Vec<u64>) -> Result<(), String> {
         count_call();
+        let most = MAX_OBSERVE.load(Ordering::Relaxed);
+        if most > 0 && (events.len() / EVENT_WORDS) as u64 > most {
+            trap();
+        }
         Correct::observe(events)
     }
 
@@ -173,6 +256,15 @@ impl Guest for Export {
             Mode::Bomb => bomb(),
             Mode::Panic => panic!("hostile policy: panicking as configured (mode=panic)"),
             Mode::Error => Err("hostile policy: refusing to choose".into()),
+            Mode::HugeError => Err(huge_text()),
+            Mode::Empty => Ok(Vec::new()),
+            Mode::Garbage => Ok((0..u64::from(count))
+                .map(|i| NEVER_EXISTED - 1 - i)
+                .collect()),
+            Mode::HugeLog => {
+                log(Level::Warn, &huge_text());
+                Correct::victims(count, candidates)
+            }
             Mode::BadVictims => with_policy::<Hostile, _>(|h| {
                 let mut out = vec![NEVER_EXISTED];
                 for id in h.lru.ids() {
@@ -187,16 +279,25 @@ impl Guest for Export {
                 out.extend((0..missing as u64).map(|i| NEVER_EXISTED - 1 - i));
                 out
             }),
-            Mode::Lru | Mode::CreateFail | Mode::TrapAt | Mode::Quota => {
-                Correct::victims(count, candidates)
-            }
+            Mode::Lru
+            | Mode::CreateFail
+            | Mode::TrapAt
+            | Mode::TrapEvery
+            | Mode::Quota
+            | Mode::TrapMaintain
+            | Mode::TrapQuotas
+            | Mode::HugeName
+            | Mode::HugeCreateError
+            | Mode::CreateLoop => Correct::victims(count, candidates),
         }
     }
 
     fn adjust_quotas(usage: Vec<u64>) -> Result<Vec<u64>, String> {
         count_call();
-        if with_policy::<Hostile, _>(|h| h.mode)? != Mode::Quota {
-            return Correct::adjust_quotas(usage);
+        match with_policy::<Hostile, _>(|h| h.mode)? {
+            Mode::Quota => {}
+            Mode::TrapQuotas => trap(),
+            _ => return Correct::adjust_quotas(usage),
         }
         Ok(usage
             .chunks_exact(4)
@@ -206,7 +307,11 @@ impl Guest for Export {
 
     fn maintain(now: u64) -> Result<(), String> {
         count_call();
-        Correct::maintain(now)
+        match with_policy::<Hostile, _>(|h| h.mode)? {
+            Mode::TrapMaintain => trap(),
+            Mode::HugeError => Err(huge_text()),
+            _ => Correct::maintain(now),
+        }
     }
 }
 

@@ -35,8 +35,8 @@
 //!
 //! Everything the host sends is validated here: a packed list whose length is not a
 //! multiple of its stride, an unknown event kind or removal cause, or a call before
-//! `create` becomes an `Err(String)` for the host, never a trap. A trap would poison
-//! the whole instance and cost the host a replay; an error only costs one decision.
+//! `create` becomes an `Err(String)` for the host, never a trap.
+#![doc = include_str!("../FAILURES.md")]
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -152,13 +152,13 @@ pub trait Policy: Sized + 'static {
     /// Push quota proposals onto `out`; sessions not mentioned keep their quota.
     fn adjust_quotas(&mut self, _usage: &[Usage], _out: &mut Vec<QuotaAdjustment>) {}
 
-    /// Periodic tick with the host clock (aging, sketch halving, adaptation).
+    /// Periodic tick with the host clock (aging, sketch halving, adaptation); an `Err` costs only this tick.
     fn maintain(&mut self, _now: u64) -> Result<(), String> {
         Ok(())
     }
 }
 
-/// Sends a log line to the host (which rate-limits it).
+/// Sends a log line to the host, which rate-limits it (a burst of 20, then 10 a second), cuts it to 1024 bytes and escapes its control characters.
 pub fn log(level: Level, message: &str) {
     bindings::shadowcat::policy::host::log(level, message);
 }
