@@ -357,6 +357,29 @@ mod proxy {
     }
 
     #[test]
+    fn proxy_killed_with_sigkill_takes_its_upstream_processes_with_it() {
+        // Stubborn servers outlive a closed stdin: only the parent-death
+        // signal ends them when the proxy cannot.
+        let mark = marker("sigkill");
+        let up = format!("{} {mark} --stubborn", echo_server().display());
+        let proxy = ProxyProcess::start(&[], &["--upstream-stdio", &up]);
+        let mut clients: Vec<McpClient> = (0..3).map(|_| McpClient::new(&proxy.mcp)).collect();
+        for client in &mut clients {
+            assert_eq!(client.initialize().status, 200);
+        }
+        assert_eq!(processes_with(&mark).len(), 3);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(proxy.pid() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        drop(proxy);
+        assert!(
+            wait_no_processes(&mark, Duration::from_secs(10)).is_empty(),
+            "the upstreams died with their parent"
+        );
+    }
+
+    #[test]
     fn proxy_shutdown_lets_requests_in_flight_finish() {
         let (proxy, mark) = start("shutdown", &[], &["--shutdown-grace", "20s"]);
         let mut client = McpClient::new(&proxy.mcp);

@@ -12,6 +12,9 @@
 //! log notification, then answers), `spawn {seconds}` (starts a `sleep`
 //! grandchild, to check process-group teardown), `crash` (exits at once,
 //! leaving the request unanswered). Any other method gets -32601.
+//!
+//! With `--stubborn` it behaves like a badly written server: it ignores
+//! SIGTERM and keeps running after its stdin closes, so only SIGKILL ends it.
 
 use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
@@ -20,6 +23,13 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 fn main() {
+    let stubborn = std::env::args().any(|a| a == "--stubborn");
+    if stubborn {
+        // SAFETY: installs the ignore disposition; no handler code runs.
+        let _ = unsafe {
+            nix::sys::signal::signal(nix::sys::signal::Signal::SIGTERM, nix::sys::signal::SigHandler::SigIgn)
+        };
+    }
     let out = Arc::new(Mutex::new(std::io::stdout()));
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
@@ -47,6 +57,11 @@ fn main() {
         // Requests run concurrently, like a real server's: a slow one does
         // not hold up the others.
         std::thread::spawn(move || handle(&out, id, &method, &params));
+    }
+    if stubborn {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
     }
 }
 

@@ -116,6 +116,7 @@ impl StdioUpstream {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        die_with_parent(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| UpstreamError::Unreachable(format!("cannot start `{command}`: {e}")))?;
@@ -276,6 +277,24 @@ impl Drop for StdioUpstream {
         }
     }
 }
+
+/// Makes the child die with the proxy even when the proxy cannot tear it
+/// down (SIGKILL, a crash): Linux sends it SIGKILL when its parent thread
+/// exits. The spawning thread is a runtime worker, which lives as long as the
+/// proxy, so this fires only when the proxy itself is gone.
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // the prctl system call, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_: &mut Command) {}
 
 async fn write_lines(mut stdin: ChildStdin, mut lines: mpsc::Receiver<Bytes>) {
     while let Some(line) = lines.recv().await {
