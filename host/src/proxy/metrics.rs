@@ -375,4 +375,3 @@ impl Collector for TableCollector {
         Ok(())
     }
 }
-

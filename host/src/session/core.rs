@@ -17,6 +17,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use hashlink::LinkedHashSet;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 use super::clock::{duration_to_micros, Micros};
 use super::error::TableError;
@@ -28,8 +30,13 @@ use super::signal::CloseSignal;
 use super::{RemovedSession, SessionInfo, SessionState};
 use crate::config::{RateLimit, TableConfig};
 use crate::eviction::{
-    EvictionPolicy, FlushHint, LiveSession, PolicyEvent, QuotaUsage, Refusal, RemovalCause,
+    Candidate, EvictionPolicy, FlushHint, LiveSession, PolicyEvent, QuotaUsage, Refusal,
+    RemovalCause,
 };
+
+/// Seeds the candidate sampler: fixed, so a replay samples the same
+/// candidates every run and sampled policies are measured deterministically.
+const SAMPLER_SEED: u64 = 0x5eed_5ca7;
 
 /// Session ids are host-generated, never chosen by a client, so a fast
 /// (randomly seeded) hash is safe for the indexes keyed by them.
@@ -201,6 +208,7 @@ pub(crate) struct Core<U> {
     max_age: Option<Micros>,
     rate_limit: Option<RateLimit>,
     metrics: Arc<Metrics>,
+    sampler: SmallRng,
 }
 
 impl<U> Core<U> {
@@ -225,6 +233,7 @@ impl<U> Core<U> {
             max_age: config.max_age.map(duration_to_micros),
             rate_limit: config.rate_limit,
             metrics,
+            sampler: SmallRng::seed_from_u64(SAMPLER_SEED),
         }
     }
 
@@ -617,17 +626,47 @@ impl<U> Core<U> {
         }
     }
 
+    /// Up to `count` distinct live, unpinned sessions drawn at random (by
+    /// probing slots, so the cost is O(count) whatever the table's size).
+    pub fn sample(&mut self, count: usize, out: &mut Vec<Candidate>) {
+        if self.live == self.pinned || self.slots.is_empty() {
+            return;
+        }
+        let probes = count.saturating_mul(8).max(16);
+        for _ in 0..probes {
+            if out.len() >= count {
+                break;
+            }
+            let slot = self.sampler.random_range(0..self.slots.len());
+            let s = &self.slots[slot];
+            let Some(entry) = s.entry.as_ref().filter(|e| e.pins == 0) else {
+                continue;
+            };
+            let id = SessionId::new(slot as u32, s.generation);
+            if out.iter().all(|c| c.id != id) {
+                out.push(Candidate {
+                    id,
+                    last_access: entry.last_access,
+                    requests: entry.requests,
+                    key: entry.key,
+                });
+            }
+        }
+    }
+
     /// Evicts the policy's proposals in order while more room is needed.
     /// Proposals the table will not evict (pinned, not live, repeated) are
-    /// counted and reported back to the policy. Returns how many it evicted.
+    /// counted and reported back to the policy. Returns how many it evicted
+    /// and how many it refused.
     pub fn evict_proposed(
         &mut self,
         proposals: &[SessionId],
         room: Room,
         now: Micros,
         fx: &mut Effects<'_, U>,
-    ) -> usize {
+    ) -> (usize, usize) {
         let mut evicted = 0;
+        let mut refused = 0;
         for &id in proposals {
             if !self.short_of(room, evicted) {
                 break;
@@ -638,6 +677,7 @@ impl<U> Core<U> {
                     evicted += 1;
                 }
                 found => {
+                    refused += 1;
                     self.metrics.inc(|m| &m.invalid_victims);
                     let reason = if found.is_some() {
                         Refusal::Pinned
@@ -652,7 +692,7 @@ impl<U> Core<U> {
                 }
             }
         }
-        evicted
+        (evicted, refused)
     }
 
     /// Evicts from the front of the LRU index, skipping pinned sessions, while
@@ -792,6 +832,8 @@ impl<U> Core<U> {
                     admitted: u64::from(std::mem::take(&mut entry.window_admitted)),
                     rejected: u64::from(std::mem::take(&mut entry.window_rejected)),
                     window_ms,
+                    key: entry.key,
+                    tenant: entry.tenant,
                 });
             }
         }

@@ -277,7 +277,7 @@ impl Harness {
                         }
                     })
                     .collect();
-                let evicted =
+                let (evicted, _) =
                     self.core
                         .evict_proposed(&proposals, Room::Sessions(*count), now, &mut fx);
                 let mut expected = 0;

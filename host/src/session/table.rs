@@ -44,8 +44,12 @@ use super::teardown::{Teardown, TeardownRunner};
 use super::SessionInfo;
 use crate::config::{ConfigError, RateLimit, TableConfig};
 use crate::eviction::{
-    Arriving, EvictionPolicy, HostLru, LiveSession, RemovalCause, VictimRequest,
+    Arriving, Candidate, EvictionPolicy, HostLru, LiveSession, RemovalCause, VictimRequest,
 };
+
+/// Times a create asks the policy again after every proposal it made was
+/// refused (pinned): it was told which, and may do better.
+const MAX_REASKS: usize = 4;
 
 /// How a new session is named outside the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,20 +244,33 @@ impl<U: Send + 'static> SessionTable<U> {
             ExternalId::Anonymous => None,
         };
         let room = Room::For(weight);
+        let arriving = Some(Arriving { key, weight });
         let mut fx = self.effects();
         let mut proposals: Vec<SessionId> = Vec::new();
+        let mut candidates: Vec<Candidate> = Vec::new();
         let mut evicted = 0;
         // Why the host takes over from the policy, once it must.
         let mut host_decides: Option<FallbackReason> = None;
         let mut asked = false;
+        let mut reasks = 0;
         let result = loop {
             let mut core = self.core.lock();
             let now = self.clock.now();
             if let Some(name) = external_id.as_deref().filter(|n| core.contains_external(n)) {
                 break reject(TableError::DuplicateExternalId(name.to_owned()), upstream);
             }
-            let valid = core.evict_proposed(&proposals, room, now, &mut fx);
+            let (mut valid, refused) = core.evict_proposed(&proposals, room, now, &mut fx);
             proposals.clear();
+            if !core.fits(weight) && !self.defers_to_host && host_decides.is_none() {
+                // Victims the policy chose ahead (its order holds between
+                // events): evicted in this same lock round, with no call.
+                self.policy
+                    .ready_victims(core.victims_needed(weight), &mut proposals);
+                if !proposals.is_empty() {
+                    valid += core.evict_proposed(&proposals, room, now, &mut fx).0;
+                    proposals.clear();
+                }
+            }
             evicted += valid;
             if !core.fits(weight) {
                 if !core.reclaimable(weight) {
@@ -266,18 +283,28 @@ impl<U: Send + 'static> SessionTable<U> {
                     break reject(error, upstream);
                 }
                 if asked && valid == 0 && host_decides.is_none() {
-                    host_decides = Some(FallbackReason::Short);
+                    // A policy told of its refused proposals (pinned) gets a
+                    // few more tries before the host takes over.
+                    if refused > 0 && reasks < MAX_REASKS && self.policy.learns_from_refusals() {
+                        reasks += 1;
+                    } else {
+                        host_decides = Some(FallbackReason::Short);
+                    }
                 }
                 if !self.defers_to_host && host_decides.is_none() {
                     // Valid victims that did not make room yet (byte mode):
                     // ask again, never more rounds than sessions.
-                    let request = VictimRequest {
-                        count: core.victims_needed(weight),
-                        arriving: Some(Arriving { key, weight }),
-                    };
+                    let count = core.victims_needed(weight);
+                    candidates.clear();
+                    core.sample(self.policy.sample_size(), &mut candidates);
                     drop(core);
                     self.finish(fx.take());
                     asked = true;
+                    let request = VictimRequest {
+                        count,
+                        arriving,
+                        candidates: &candidates,
+                    };
                     if let Err(why) = self.policy.victims(request, &mut proposals) {
                         host_decides = Some(why.into());
                     }
@@ -432,12 +459,19 @@ impl<U: Send + 'static> SessionTable<U> {
     /// May call the policy for victims (see the module docs on blocking).
     pub fn evict(&self, count: usize) -> usize {
         let mut proposals = Vec::new();
+        let mut candidates = Vec::new();
         let mut host_decides = None;
         if !self.defers_to_host {
-            if let Err(why) = self
-                .policy
-                .victims(VictimRequest::count(count), &mut proposals)
-            {
+            let sample = self.policy.sample_size();
+            if sample > 0 {
+                self.core.lock().sample(sample, &mut candidates);
+            }
+            let request = VictimRequest {
+                count,
+                arriving: None,
+                candidates: &candidates,
+            };
+            if let Err(why) = self.policy.victims(request, &mut proposals) {
                 host_decides = Some(FallbackReason::from(why));
             }
         }
@@ -446,7 +480,7 @@ impl<U: Send + 'static> SessionTable<U> {
             let mut core = self.core.lock();
             let now = self.clock.now();
             let room = Room::Sessions(count);
-            let valid = core.evict_proposed(&proposals, room, now, &mut fx);
+            let (valid, _) = core.evict_proposed(&proposals, room, now, &mut fx);
             let rest = core.evict_lru(room, valid, !self.defers_to_host, now, &mut fx);
             if rest > 0 && !self.defers_to_host {
                 self.metrics

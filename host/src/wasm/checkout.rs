@@ -195,14 +195,14 @@ impl WasmPolicy {
         self.events.resume();
         self.events.clear();
         let started = Instant::now();
-        let mut instance =
-            match Instance::start(&self.engine, component, self.capacity, &self.config) {
-                Ok(instance) => instance,
-                Err(e) => {
-                    self.fault("re-instantiation", e.into_fault(), 1);
-                    return None;
-                }
-            };
+        let mut instance = match Instance::start(&self.engine, component, self.table, &self.config)
+        {
+            Ok(instance) => instance,
+            Err(e) => {
+                self.fault("re-instantiation", e.into_fault(), 1);
+                return None;
+            }
+        };
         match self.warm(&mut instance) {
             Ok(()) => {
                 self.metrics

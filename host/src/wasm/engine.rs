@@ -11,9 +11,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-use super::bindings::{self, EvictionPolicyPre};
+use super::bindings::{v0_1, v0_2, InterfaceVersion};
 use super::cache::ArtefactCache;
-use super::error::{PolicyError, HOST_IMPORT, POLICY_EXPORT, TYPES_IMPORT};
+use super::error::PolicyError;
 use super::guest_text;
 use super::instance::GuestState;
 
@@ -80,12 +80,28 @@ pub struct PolicyEngine {
     _ticker: Ticker,
 }
 
+/// A component pre-linked against the interface version it exports.
+#[derive(Clone)]
+pub enum Prelinked {
+    V0_1(v0_1::EvictionPolicyPre<GuestState>),
+    V0_2(v0_2::EvictionPolicyPre<GuestState>),
+}
+
+impl Prelinked {
+    pub fn version(&self) -> InterfaceVersion {
+        match self {
+            Prelinked::V0_1(_) => InterfaceVersion::V0_1,
+            Prelinked::V0_2(_) => InterfaceVersion::V0_2,
+        }
+    }
+}
+
 /// A validated, compiled, pre-linked policy component.
 #[derive(Clone)]
 pub struct LoadedComponent {
     pub path: PathBuf,
     pub sha256: String,
-    pub pre: EvictionPolicyPre<GuestState>,
+    pub pre: Prelinked,
     pub size: u64,
     /// Whether the compiled artefact came from the cache.
     pub from_cache: bool,
@@ -103,7 +119,13 @@ impl PolicyEngine {
         config.concurrency_support(false);
         let engine = Engine::new(&config).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        bindings::EvictionPolicy::add_to_linker::<GuestState, HasSelf<GuestState>>(
+        // Both versions' imports in one linker: their names differ by version.
+        v0_1::EvictionPolicy::add_to_linker::<GuestState, HasSelf<GuestState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
+        v0_2::EvictionPolicy::add_to_linker::<GuestState, HasSelf<GuestState>>(
             &mut linker,
             |state| state,
         )
@@ -188,18 +210,20 @@ impl PolicyEngine {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
         let sha256 = hex(&digest);
         let (component, from_cache) = self.compile_cached(path, bytes, &digest)?;
-        check_interface(path, &self.engine, &component)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| PolicyError::Invalid {
-                path: path.to_owned(),
-                reason: guest_text::bounded(&format!("{e:#}"), guest_text::MAX_DETAIL),
-            })?;
-        let pre = EvictionPolicyPre::new(pre).map_err(|e| PolicyError::Invalid {
+        let version = check_interface(path, &self.engine, &component)?;
+        let invalid = |e: wasmtime::Error| PolicyError::Invalid {
             path: path.to_owned(),
             reason: guest_text::bounded(&format!("{e:#}"), guest_text::MAX_DETAIL),
-        })?;
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
+        let pre = match version {
+            InterfaceVersion::V0_1 => {
+                Prelinked::V0_1(v0_1::EvictionPolicyPre::new(pre).map_err(invalid)?)
+            }
+            InterfaceVersion::V0_2 => {
+                Prelinked::V0_2(v0_2::EvictionPolicyPre::new(pre).map_err(invalid)?)
+            }
+        };
         Ok(LoadedComponent {
             path: path.to_owned(),
             sha256,
@@ -286,7 +310,13 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), PolicyError> {
     Ok(())
 }
 
-fn check_interface(path: &Path, engine: &Engine, component: &Component) -> Result<(), PolicyError> {
+/// The interface version the component exports (the newest when several),
+/// and that it imports nothing but that version's host and types.
+fn check_interface(
+    path: &Path,
+    engine: &Engine,
+    component: &Component,
+) -> Result<InterfaceVersion, PolicyError> {
     let ty = component.component_type();
     // Names come from the component: cut them before they reach an error message.
     let bound = |name: &str| guest_text::bounded(name, guest_text::MAX_ERROR);
@@ -294,8 +324,11 @@ fn check_interface(path: &Path, engine: &Engine, component: &Component) -> Resul
         .exports(engine)
         .map(|(name, _)| name.to_owned())
         .collect();
-    if !exports.iter().any(|e| e == POLICY_EXPORT) {
-        let prefix = POLICY_EXPORT.split('@').next().unwrap_or(POLICY_EXPORT);
+    let version = InterfaceVersion::SUPPORTED
+        .into_iter()
+        .find(|v| exports.iter().any(|e| e == v.export()));
+    let Some(version) = version else {
+        let prefix = "shadowcat:policy/policy@";
         if let Some(found) = exports.iter().find(|e| e.starts_with(prefix)) {
             return Err(PolicyError::WrongVersion {
                 path: path.to_owned(),
@@ -306,15 +339,13 @@ fn check_interface(path: &Path, engine: &Engine, component: &Component) -> Resul
             path: path.to_owned(),
             found: exports.iter().take(16).map(|e| bound(e)).collect(),
         });
-    }
-    if let Some((import, _)) = ty
-        .imports(engine)
-        .find(|(name, _)| *name != HOST_IMPORT && *name != TYPES_IMPORT)
-    {
+    };
+    let allowed = version.allowed_imports();
+    if let Some((import, _)) = ty.imports(engine).find(|(name, _)| !allowed.contains(name)) {
         return Err(PolicyError::ForbiddenImport {
             path: path.to_owned(),
             import: bound(import),
         });
     }
-    Ok(())
+    Ok(version)
 }

@@ -3,12 +3,15 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The interface every policy must export, by name and version.
-pub const POLICY_EXPORT: &str = "shadowcat:policy/policy@0.1.0";
+/// The interface a policy exports, in its newest version (older ones load too).
+pub const POLICY_EXPORT: &str = "shadowcat:policy/policy@0.2.0";
+/// The exports of every version the host loads, as error messages list them.
+pub const POLICY_EXPORTS: &str =
+    "`shadowcat:policy/policy@0.2.0` or `shadowcat:policy/policy@0.1.0`";
 /// The only imports a policy may have: the log function, and the type-only
-/// interface its exports refer to.
-pub const HOST_IMPORT: &str = "shadowcat:policy/host@0.1.0";
-pub const TYPES_IMPORT: &str = "shadowcat:policy/types@0.1.0";
+/// interface its exports refer to, of its own version.
+pub const HOST_IMPORT: &str = "shadowcat:policy/host@0.2.0";
+pub const TYPES_IMPORT: &str = "shadowcat:policy/types@0.2.0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -32,18 +35,18 @@ pub enum PolicyError {
     #[error("{} is not a valid WebAssembly component: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
     #[error(
-        "{} targets the wrong policy interface version: expected `{POLICY_EXPORT}`, found `{found}`",
+        "{} targets a policy interface version this host does not load: expected {POLICY_EXPORTS}, found `{found}`",
         path.display()
     )]
     WrongVersion { path: PathBuf, found: String },
     #[error(
-        "{} is not a Shadowcat policy: expected an export `{POLICY_EXPORT}`, found exports [{}]",
+        "{} is not a Shadowcat policy: expected an export {POLICY_EXPORTS}, found exports [{}]",
         path.display(), found.join(", ")
     )]
     WrongWorld { path: PathBuf, found: Vec<String> },
     #[error(
-        "{} imports `{import}`; a policy may import only `{HOST_IMPORT}` and `{TYPES_IMPORT}` \
-         (no WASI, no clock, no I/O)",
+        "{} imports `{import}`; a policy may import only the `host` and `types` interfaces \
+         of its own version, e.g. `{HOST_IMPORT}` and `{TYPES_IMPORT}` (no WASI, no clock, no I/O)",
         path.display()
     )]
     ForbiddenImport { path: PathBuf, import: String },

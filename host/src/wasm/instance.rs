@@ -3,14 +3,16 @@
 use governor::{DefaultDirectRateLimiter, Quota};
 use wasmtime::{ResourceLimiter, Store, Trap};
 
-use super::bindings::{self, Level, PolicyExports};
-use super::engine::{LoadedComponent, PolicyEngine, PolicyLimits};
+use super::bindings::{v0_1, v0_2, InterfaceVersion};
+use super::engine::{LoadedComponent, PolicyEngine, PolicyLimits, Prelinked};
 use super::error::PolicyError;
 use super::guest_text::{self, MAX_DETAIL, MAX_ERROR, MAX_LOG_LINE, MAX_NAME, MAX_VERSION};
 use super::metrics::FaultKind;
 
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 pub(crate) const MAX_BATCH_SIZE: u32 = 65_536;
+/// Most candidates the host samples for one decision.
+pub(crate) const MAX_SAMPLE_SIZE: u32 = 1_024;
 
 /// Caps linear memory and remembers that it refused, so the trap that follows
 /// (a Rust guest aborts when allocation fails) is reported as a memory fault.
@@ -49,24 +51,101 @@ pub struct GuestState {
     log_dropped: u64,
 }
 
-// The `types` interface has no functions; the trait only marks it linked.
-impl bindings::shadowcat::policy::types::Host for GuestState {}
+/// A guest log line's level, whatever interface version sent it.
+#[derive(Debug, Clone, Copy)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
 
-impl bindings::shadowcat::policy::host::Host for GuestState {
-    fn log(&mut self, level: Level, message: String) {
+impl GuestState {
+    fn log_line(&mut self, level: LogLevel, message: &str) {
         if self.log_gate.check().is_err() {
             self.log_dropped += 1;
             return;
         }
         // Escaped so that a `\n` in the message cannot start a line that looks
         // like the host's own, and cut so one call cannot flood the log.
-        let message = guest_text::bounded(&message, MAX_LOG_LINE);
+        let message = guest_text::bounded(message, MAX_LOG_LINE);
         let policy = self.policy.as_str();
         match level {
-            Level::Error => tracing::error!(target: "shadowcat::policy_log", policy, "{message}"),
-            Level::Warn => tracing::warn!(target: "shadowcat::policy_log", policy, "{message}"),
-            Level::Info => tracing::info!(target: "shadowcat::policy_log", policy, "{message}"),
-            Level::Debug => tracing::debug!(target: "shadowcat::policy_log", policy, "{message}"),
+            LogLevel::Error => {
+                tracing::error!(target: "shadowcat::policy_log", policy, "{message}")
+            }
+            LogLevel::Warn => tracing::warn!(target: "shadowcat::policy_log", policy, "{message}"),
+            LogLevel::Info => tracing::info!(target: "shadowcat::policy_log", policy, "{message}"),
+            LogLevel::Debug => {
+                tracing::debug!(target: "shadowcat::policy_log", policy, "{message}")
+            }
+        }
+    }
+}
+
+// The `types` interfaces have no functions; the traits only mark them linked.
+impl v0_1::shadowcat::policy::types::Host for GuestState {}
+impl v0_2::shadowcat::policy::types::Host for GuestState {}
+
+impl v0_1::shadowcat::policy::host::Host for GuestState {
+    fn log(&mut self, level: v0_1::shadowcat::policy::host::Level, message: String) {
+        use v0_1::shadowcat::policy::host::Level;
+        let level = match level {
+            Level::Error => LogLevel::Error,
+            Level::Warn => LogLevel::Warn,
+            Level::Info => LogLevel::Info,
+            Level::Debug => LogLevel::Debug,
+        };
+        self.log_line(level, &message);
+    }
+}
+
+impl v0_2::shadowcat::policy::host::Host for GuestState {
+    fn log(&mut self, level: v0_2::shadowcat::policy::host::Level, message: String) {
+        use v0_2::shadowcat::policy::host::Level;
+        let level = match level {
+            Level::Error => LogLevel::Error,
+            Level::Warn => LogLevel::Warn,
+            Level::Info => LogLevel::Info,
+            Level::Debug => LogLevel::Debug,
+        };
+        self.log_line(level, &message);
+    }
+}
+
+/// What a policy is told about its table at `create`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyTable {
+    /// Sessions, or bytes in byte mode.
+    pub capacity: u64,
+    pub byte_mode: bool,
+    /// Microseconds; 0: none.
+    pub idle_timeout: u64,
+    pub max_age: u64,
+}
+
+impl PolicyTable {
+    pub fn of_config(config: &crate::config::TableConfig) -> Self {
+        let micros = |d: Option<std::time::Duration>| {
+            d.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        };
+        Self {
+            capacity: config.weight_capacity.unwrap_or(config.max_sessions as u64),
+            byte_mode: config.weight_capacity.is_some(),
+            idle_timeout: micros(config.idle_timeout),
+            max_age: micros(config.max_age),
+        }
+    }
+}
+
+/// A table of `capacity` sessions with no expiry (what a replay or a check runs).
+impl From<u64> for PolicyTable {
+    fn from(capacity: u64) -> Self {
+        Self {
+            capacity,
+            byte_mode: false,
+            idle_timeout: 0,
+            max_age: 0,
         }
     }
 }
@@ -77,6 +156,17 @@ pub struct EventNeeds {
     pub inserted: bool,
     pub accessed: bool,
     pub removed: bool,
+    /// Proposals the host refused (0.2).
+    pub refused: bool,
+}
+
+/// What a policy promises about itself (0.2; a 0.1 policy promises nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PolicyTraits {
+    /// Its victim order holds between events: the host may prefetch victims.
+    pub stable_order: bool,
+    /// It chooses among host-sampled candidates.
+    pub sampled: bool,
 }
 
 /// What a policy says about itself.
@@ -84,8 +174,13 @@ pub struct EventNeeds {
 pub struct PolicyInfo {
     pub name: String,
     pub version: String,
+    /// The interface version the component was built against.
+    pub interface: InterfaceVersion,
     pub needs: EventNeeds,
+    pub traits: PolicyTraits,
     pub batch_size: u32,
+    /// Candidates the host samples per decision (0 unless `sampled`).
+    pub sample_size: u32,
 }
 
 impl PolicyInfo {
@@ -95,6 +190,7 @@ impl PolicyInfo {
             (n.inserted, "inserted"),
             (n.accessed, "accessed"),
             (n.removed, "removed"),
+            (n.refused, "refused"),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
@@ -235,9 +331,24 @@ impl CallError {
     }
 }
 
+/// A policy instance's exports, of whichever interface version it has.
+enum Bindings {
+    V0_1(v0_1::EvictionPolicy),
+    V0_2(v0_2::EvictionPolicy),
+}
+
+/// Words per event, per candidate and per usage record in the current
+/// interface, and in 0.1.
+const EVENT_WORDS: usize = 4;
+const CANDIDATE_WORDS: usize = 4;
+const USAGE_WORDS: usize = 6;
+const LEGACY_EVENT_WORDS: usize = 3;
+/// The `victims` input header: event count, arriving key, arriving size.
+const VICTIMS_HEADER: usize = 3;
+
 pub(crate) struct Instance {
     store: Store<GuestState>,
-    bindings: bindings::EvictionPolicy,
+    bindings: Bindings,
     deadline_ticks: u64,
     limits: PolicyLimits,
     /// Calls made into this instance, for the fault-rate window.
@@ -245,14 +356,16 @@ pub(crate) struct Instance {
     pub info: PolicyInfo,
     /// The host's reusable event buffer, parked here between deliveries.
     pub spare_events: Vec<u64>,
+    /// Where calls to a 0.1 policy are repacked into its layouts.
+    legacy: Vec<u64>,
 }
 
 impl Instance {
-    /// Instantiates, creates with `capacity` and `config`, and reads `info`.
+    /// Instantiates, creates for `table` with `config`, and reads `info`.
     pub fn start(
         engine: &PolicyEngine,
         component: &LoadedComponent,
-        capacity: u64,
+        table: PolicyTable,
         config: &[(String, String)],
     ) -> Result<Self, StartError> {
         let label = component
@@ -278,7 +391,11 @@ impl Instance {
         let deadline_ticks = engine.deadline_ticks();
         store.set_epoch_deadline(deadline_ticks);
         let limits = engine.limits().clone();
-        let bindings = match component.pre.instantiate(&mut store) {
+        let instantiated = match &component.pre {
+            Prelinked::V0_1(pre) => pre.instantiate(&mut store).map(Bindings::V0_1),
+            Prelinked::V0_2(pre) => pre.instantiate(&mut store).map(Bindings::V0_2),
+        };
+        let bindings = match instantiated {
             Ok(bindings) => bindings,
             Err(error) => {
                 let kind = classify(&error, store.data().memory.refused);
@@ -296,19 +413,40 @@ impl Instance {
             limits: limits.clone(),
             calls: 0,
             spare_events: Vec::new(),
+            legacy: Vec::new(),
             info: PolicyInfo {
                 name: label.clone(),
                 version: String::new(),
+                interface: component.pre.version(),
                 needs: EventNeeds {
                     inserted: true,
                     accessed: true,
                     removed: true,
+                    refused: false,
                 },
+                traits: PolicyTraits::default(),
                 batch_size: 256,
+                sample_size: 0,
             },
         };
         let config: Vec<(String, String)> = config.to_vec();
-        match instance.call(|g, s| g.call_create(s, capacity, &config)) {
+        let created = instance.call(|store, bindings| match bindings {
+            Bindings::V0_1(b) => {
+                b.shadowcat_policy_policy()
+                    .call_create(store, table.capacity, &config)
+            }
+            Bindings::V0_2(b) => {
+                let table = v0_2::shadowcat::policy::types::Table {
+                    capacity: table.capacity,
+                    byte_mode: table.byte_mode,
+                    idle_timeout: table.idle_timeout,
+                    max_age: table.max_age,
+                };
+                b.shadowcat_policy_policy()
+                    .call_create(store, table, &config)
+            }
+        });
+        match created {
             Ok(()) => {}
             Err(CallError::Guest(message)) => {
                 return Err(StartError::Rejected {
@@ -324,7 +462,7 @@ impl Instance {
                 })
             }
         }
-        let info = match instance.call(|g, s| g.call_info(s).map(Ok)) {
+        let info = match instance.read_info() {
             Ok(info) => info,
             Err(error) => {
                 return Err(StartError::Fault {
@@ -334,39 +472,86 @@ impl Instance {
                 })
             }
         };
-        let name = guest_text::bounded(&info.name, MAX_NAME);
         if info.batch_size == 0 || info.batch_size > MAX_BATCH_SIZE {
             return Err(StartError::BadInfo {
-                policy: name,
+                policy: info.name,
                 batch_size: info.batch_size,
             });
         }
-        instance.info = PolicyInfo {
-            needs: EventNeeds {
-                inserted: info.needs.contains(bindings::Needs::INSERTED),
-                accessed: info.needs.contains(bindings::Needs::ACCESSED),
-                removed: info.needs.contains(bindings::Needs::REMOVED),
-            },
-            name,
-            version: guest_text::bounded(&info.version, MAX_VERSION),
-            batch_size: info.batch_size,
-        };
+        instance.info = info;
         instance.store.data_mut().policy = instance.info.name.clone();
         Ok(instance)
+    }
+
+    /// `info`, normalised across versions (strings bounded, sample size capped).
+    fn read_info(&mut self) -> Result<PolicyInfo, CallError> {
+        let interface = self.info.interface;
+        let info = self.call(|store, bindings| {
+            Ok(Ok(match bindings {
+                Bindings::V0_1(b) => {
+                    use v0_1::shadowcat::policy::types::Needs;
+                    let info = b.shadowcat_policy_policy().call_info(store)?;
+                    PolicyInfo {
+                        name: info.name,
+                        version: info.version,
+                        interface,
+                        needs: EventNeeds {
+                            inserted: info.needs.contains(Needs::INSERTED),
+                            accessed: info.needs.contains(Needs::ACCESSED),
+                            removed: info.needs.contains(Needs::REMOVED),
+                            refused: false,
+                        },
+                        traits: PolicyTraits::default(),
+                        batch_size: info.batch_size,
+                        sample_size: 0,
+                    }
+                }
+                Bindings::V0_2(b) => {
+                    use v0_2::shadowcat::policy::types::{Needs, Traits};
+                    let info = b.shadowcat_policy_policy().call_info(store)?;
+                    let sampled = info.traits.contains(Traits::SAMPLED);
+                    PolicyInfo {
+                        name: info.name,
+                        version: info.version,
+                        interface,
+                        needs: EventNeeds {
+                            inserted: info.needs.contains(Needs::INSERTED),
+                            accessed: info.needs.contains(Needs::ACCESSED),
+                            removed: info.needs.contains(Needs::REMOVED),
+                            refused: info.needs.contains(Needs::REFUSED),
+                        },
+                        traits: PolicyTraits {
+                            stable_order: info.traits.contains(Traits::STABLE_ORDER),
+                            sampled,
+                        },
+                        batch_size: info.batch_size,
+                        sample_size: if sampled {
+                            info.sample_size.clamp(1, MAX_SAMPLE_SIZE)
+                        } else {
+                            0
+                        },
+                    }
+                }
+            }))
+        })?;
+        Ok(PolicyInfo {
+            name: guest_text::bounded(&info.name, MAX_NAME),
+            version: guest_text::bounded(&info.version, MAX_VERSION),
+            ..info
+        })
     }
 
     /// One call into the guest under a fresh epoch deadline. After a
     /// [`CallError::Fault`] the Store is poisoned and the caller must drop this
     /// instance; after a [`CallError::Guest`] it is fine to keep using it.
-    pub fn call<R>(
+    fn call<R>(
         &mut self,
-        f: impl FnOnce(&PolicyExports, &mut Store<GuestState>) -> wasmtime::Result<Result<R, String>>,
+        f: impl FnOnce(&mut Store<GuestState>, &Bindings) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, CallError> {
         self.store.set_epoch_deadline(self.deadline_ticks);
         self.store.data_mut().memory.refused = false;
         self.calls += 1;
-        let exports = self.bindings.shadowcat_policy_policy();
-        match f(exports, &mut self.store) {
+        match f(&mut self.store, &self.bindings) {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(message)) => Err(CallError::Guest(guest_text::bounded(&message, MAX_ERROR))),
             Err(error) => {
@@ -385,25 +570,110 @@ impl Instance {
         std::mem::take(&mut self.calls)
     }
 
+    /// `events` in the current layout (four words each).
     pub fn observe(&mut self, events: &[u64]) -> Result<(), CallError> {
-        self.call(|g, s| g.call_observe(s, events))
+        if let Bindings::V0_1(_) = self.bindings {
+            let mut legacy = std::mem::take(&mut self.legacy);
+            legacy.clear();
+            legacy_events(events, &mut legacy);
+            let result = self.call(|store, bindings| match bindings {
+                Bindings::V0_1(b) => b.shadowcat_policy_policy().call_observe(store, &legacy),
+                Bindings::V0_2(_) => unreachable!("matched V0_1 above"),
+            });
+            self.legacy = legacy;
+            return result;
+        }
+        self.call(|store, bindings| match bindings {
+            Bindings::V0_2(b) => b.shadowcat_policy_policy().call_observe(store, events),
+            Bindings::V0_1(_) => unreachable!("handled above"),
+        })
     }
 
-    /// `input` is packed as the WIT describes: event count, events, candidates.
+    /// `input` packed as the current interface describes: the header (event
+    /// count, arriving key, arriving size), events, candidates.
     pub fn victims(&mut self, count: u32, input: &[u64]) -> Result<Vec<u64>, CallError> {
-        self.call(|g, s| g.call_victims(s, count, input))
+        if let Bindings::V0_1(_) = self.bindings {
+            let mut legacy = std::mem::take(&mut self.legacy);
+            legacy.clear();
+            legacy_victims_input(input, &mut legacy);
+            let result = self.call(|store, bindings| match bindings {
+                Bindings::V0_1(b) => b
+                    .shadowcat_policy_policy()
+                    .call_victims(store, count, &legacy),
+                Bindings::V0_2(_) => unreachable!("matched V0_1 above"),
+            });
+            self.legacy = legacy;
+            return result;
+        }
+        self.call(|store, bindings| match bindings {
+            Bindings::V0_2(b) => b
+                .shadowcat_policy_policy()
+                .call_victims(store, count, input),
+            Bindings::V0_1(_) => unreachable!("handled above"),
+        })
     }
 
+    /// `usage` in the current layout (six words per session).
     pub fn adjust_quotas(&mut self, usage: &[u64]) -> Result<Vec<u64>, CallError> {
-        self.call(|g, s| g.call_adjust_quotas(s, usage))
+        if let Bindings::V0_1(_) = self.bindings {
+            let legacy: Vec<u64> = usage
+                .chunks_exact(USAGE_WORDS)
+                .flat_map(|u| [u[0], u[1], u[2], u[3]])
+                .collect();
+            return self.call(|store, bindings| match bindings {
+                Bindings::V0_1(b) => b
+                    .shadowcat_policy_policy()
+                    .call_adjust_quotas(store, &legacy),
+                Bindings::V0_2(_) => unreachable!("matched V0_1 above"),
+            });
+        }
+        self.call(|store, bindings| match bindings {
+            Bindings::V0_2(b) => b.shadowcat_policy_policy().call_adjust_quotas(store, usage),
+            Bindings::V0_1(_) => unreachable!("handled above"),
+        })
     }
 
     pub fn maintain(&mut self, now: u64) -> Result<(), CallError> {
-        self.call(|g, s| g.call_maintain(s, now))
+        self.call(|store, bindings| match bindings {
+            Bindings::V0_1(b) => b.shadowcat_policy_policy().call_maintain(store, now),
+            Bindings::V0_2(b) => b.shadowcat_policy_policy().call_maintain(store, now),
+        })
     }
 
     pub fn log_lines_dropped(&self) -> u64 {
         self.store.data().log_dropped
+    }
+}
+
+/// Current events as 0.1 has them: three words, no key or tenant, no
+/// `refused` kind, and causes it predates mapped to the nearest it has.
+fn legacy_events(events: &[u64], out: &mut Vec<u64>) {
+    for event in events.chunks_exact(EVENT_WORDS) {
+        let kind = event[0] & 0xff;
+        if kind == 3 {
+            continue;
+        }
+        let cause = match (event[0] >> 8) & 0xff {
+            5 => 4, // shutdown: deleted
+            6 => 3, // upstream failed: closed
+            other => other,
+        };
+        let size = event[0] >> 32;
+        out.extend_from_slice(&[kind | (cause << 8) | (size << 32), event[1], event[2]]);
+    }
+}
+
+/// A current `victims` input as 0.1 has it: the event count, three-word
+/// events, three-word candidates (id, last access, requests).
+fn legacy_victims_input(input: &[u64], out: &mut Vec<u64>) {
+    let events = input.first().copied().unwrap_or(0) as usize;
+    let body = input.get(VICTIMS_HEADER..).unwrap_or_default();
+    let (events, candidates) = body.split_at((events * EVENT_WORDS).min(body.len()));
+    out.push(0);
+    legacy_events(events, out);
+    out[0] = ((out.len() - 1) / LEGACY_EVENT_WORDS) as u64;
+    for candidate in candidates.chunks_exact(CANDIDATE_WORDS) {
+        out.extend_from_slice(&candidate[..3]);
     }
 }
 

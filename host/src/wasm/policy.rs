@@ -25,11 +25,11 @@ use super::checkout::{Runtime, Slot};
 use super::engine::{LoadedComponent, PolicyEngine};
 use super::error::PolicyError;
 use super::health::{FaultHistory, FaultLog};
-use super::instance::{CallError, EventNeeds, Fault, Instance, PolicyInfo};
+use super::instance::{CallError, EventNeeds, Fault, Instance, PolicyInfo, PolicyTable};
 use super::metrics::{PolicyMetrics, PolicyMetricsSnapshot};
 use super::names::NameHistory;
 use crate::eviction::{
-    EvictionPolicy, FlushHint, LiveSessions, PolicyEvent, QuotaAdjustment, QuotaUsage,
+    EvictionPolicy, FlushHint, LiveSessions, PolicyEvent, QuotaAdjustment, QuotaUsage, Refusal,
     RemovalCause, Unavailable, VictimRequest,
 };
 use crate::session::{Micros, SessionId};
@@ -40,38 +40,37 @@ use crate::session::{Micros, SessionId};
 /// guest given a whole large table in one call would time out, fault again and
 /// end up quarantined by its own recovery.
 pub const EVENTS_PER_CALL: usize = 4_096;
-pub(super) const WORDS_PER_EVENT: usize = 3;
+pub(super) const WORDS_PER_EVENT: usize = 4;
 const NEED_INSERTED: u8 = 1;
 const NEED_ACCESSED: u8 = 2;
 const NEED_REMOVED: u8 = 4;
+const NEED_REFUSED: u8 = 8;
+/// The `victims` input header: event count, arriving key, arriving size.
+const VICTIMS_HEADER: usize = 3;
 
-/// The 0.1 interface's code for a removal cause; causes it predates map to
-/// the nearest one it has.
-fn cause_code_0_1(cause: RemovalCause) -> u64 {
-    match cause {
-        RemovalCause::Shutdown => RemovalCause::Deleted as u64,
-        RemovalCause::UpstreamFailed => RemovalCause::Closed as u64,
-        other => other as u64,
-    }
-}
-
-/// Packs an event as the WIT's three words; `false` for events the 0.1
-/// interface has no word for.
-pub(super) fn pack(event: PolicyEvent, out: &mut Vec<u64>) -> bool {
-    let (kind, cause, weight, id, time) = match event {
+/// Packs an event as the current interface's four words (see
+/// `wit/0.2.0/policy.wit`); the instance repacks for a 0.1 policy.
+pub(super) fn pack(event: PolicyEvent, out: &mut Vec<u64>) {
+    let (kind, detail, tenant, size, id, time, key) = match event {
         PolicyEvent::Inserted {
-            id, time, weight, ..
-        } => (0u64, 0u64, weight, id, time),
-        PolicyEvent::Accessed { id, time, weight } => (1, 0, weight, id, time),
-        PolicyEvent::Removed { id, time, cause } => (2, cause_code_0_1(cause), 0, id, time),
-        PolicyEvent::Refused { .. } => return false,
+            id,
+            time,
+            weight,
+            key,
+            tenant,
+        } => (0u64, 0u64, tenant, weight, id, time, key),
+        PolicyEvent::Accessed { id, time, weight } => (1, 0, 0, weight, id, time, 0),
+        PolicyEvent::Removed { id, time, cause } => (2, cause as u64, 0, 0, id, time, 0),
+        PolicyEvent::Refused { id, time, reason } => (3, reason as u64, 0, 0, id, time, 0),
     };
+    // Tenants past 16 bits share the last number rather than wrap into another's.
+    let tenant = u64::from(tenant.min(u32::from(u16::MAX)));
     out.extend_from_slice(&[
-        kind | (cause << 8) | (u64::from(weight) << 32),
+        kind | (detail << 8) | (tenant << 16) | (u64::from(size) << 32),
         id.to_bits(),
         time,
+        key,
     ]);
-    true
 }
 
 /// Packed events waiting for the next call into the guest.
@@ -80,6 +79,9 @@ pub(super) struct EventBuffer {
     words: Mutex<Vec<u64>>,
     needs: AtomicU8,
     batch_words: AtomicUsize,
+    /// Candidates the table samples per decision; read under the table lock,
+    /// so it lives here rather than behind the instance's lock.
+    sample_size: AtomicUsize,
     /// No live instance (faulted or quarantined): nothing could take the
     /// events, and a recreated instance is rebuilt from the table anyway, so
     /// buffering them would only grow without bound.
@@ -92,6 +94,7 @@ impl EventBuffer {
             words: Mutex::new(Vec::new()),
             needs: AtomicU8::new(0),
             batch_words: AtomicUsize::new(0),
+            sample_size: AtomicUsize::new(0),
             dropping: AtomicBool::new(false),
         };
         buffer.configure(info);
@@ -104,15 +107,19 @@ impl EventBuffer {
             inserted,
             accessed,
             removed,
+            refused,
         } = info.needs;
         let bits = (if inserted { NEED_INSERTED } else { 0 })
             | (if accessed { NEED_ACCESSED } else { 0 })
-            | (if removed { NEED_REMOVED } else { 0 });
+            | (if removed { NEED_REMOVED } else { 0 })
+            | (if refused { NEED_REFUSED } else { 0 });
         self.needs.store(bits, Ordering::Release);
         self.batch_words.store(
             info.batch_size as usize * WORDS_PER_EVENT,
             Ordering::Release,
         );
+        self.sample_size
+            .store(info.sample_size as usize, Ordering::Release);
     }
 
     fn record(&self, event: PolicyEvent) -> FlushHint {
@@ -121,15 +128,13 @@ impl EventBuffer {
             PolicyEvent::Inserted { .. } => needs & NEED_INSERTED != 0,
             PolicyEvent::Accessed { .. } => needs & NEED_ACCESSED != 0,
             PolicyEvent::Removed { .. } => needs & NEED_REMOVED != 0,
-            PolicyEvent::Refused { .. } => false,
+            PolicyEvent::Refused { .. } => needs & NEED_REFUSED != 0,
         };
         if !wanted || self.dropping.load(Ordering::Relaxed) {
             return FlushHint::Idle;
         }
         let mut words = self.words.lock();
-        if !pack(event, &mut words) {
-            return FlushHint::Idle;
-        }
+        pack(event, &mut words);
         if words.len() >= self.batch_words.load(Ordering::Relaxed) {
             FlushHint::FlushSoon
         } else {
@@ -163,7 +168,7 @@ impl EventBuffer {
 
 pub struct WasmPolicy {
     pub(super) engine: Arc<PolicyEngine>,
-    pub(super) capacity: u64,
+    pub(super) table: PolicyTable,
     pub(super) config: Vec<(String, String)>,
     pub(super) runtime: Mutex<Runtime>,
     pub(super) returned: Condvar,
@@ -178,16 +183,16 @@ pub struct WasmPolicy {
 }
 
 impl WasmPolicy {
-    /// Loads, validates, instantiates and creates a policy for a table of
-    /// `capacity` sessions.
+    /// Loads, validates, instantiates and creates a policy for `table` (a
+    /// plain capacity converts: sessions, no expiry).
     pub fn load(
         engine: Arc<PolicyEngine>,
         path: &Path,
-        capacity: u64,
+        table: impl Into<PolicyTable>,
         config: Vec<(String, String)>,
     ) -> Result<Arc<Self>, PolicyError> {
         let component = engine.load(path)?;
-        Self::from_component(engine, component, capacity, config)
+        Self::from_component(engine, component, table, config)
     }
 
     /// Instantiates and creates a policy from a component already loaded (so
@@ -195,10 +200,11 @@ impl WasmPolicy {
     pub fn from_component(
         engine: Arc<PolicyEngine>,
         component: LoadedComponent,
-        capacity: u64,
+        table: impl Into<PolicyTable>,
         config: Vec<(String, String)>,
     ) -> Result<Arc<Self>, PolicyError> {
-        let instance = Instance::start(&engine, &component, capacity, &config)
+        let table = table.into();
+        let instance = Instance::start(&engine, &component, table, &config)
             .map_err(|e| e.into_policy_error(engine.limits()))?;
         let info = instance.info.clone();
         Ok(Arc::new(Self {
@@ -211,7 +217,7 @@ impl WasmPolicy {
                 health: FaultHistory::default(),
             }),
             engine,
-            capacity,
+            table,
             config,
             returned: Condvar::new(),
             quarantined: AtomicBool::new(false),
@@ -255,24 +261,35 @@ impl WasmPolicy {
         self.events.words() / WORDS_PER_EVENT
     }
 
-    /// The packed input of `victims`: the event count, then the buffered events
-    /// (no candidates). Rides on the victims call itself, saving an `observe`
-    /// call and its allocations per decision; a backlog larger than one call
-    /// takes goes through `observe` first.
-    fn victims_input(&self, instance: &mut Instance) -> Result<Vec<u64>, Fault> {
+    /// The packed input of `victims`: the header (event count, arriving key,
+    /// arriving size), the buffered events, the candidates. The events ride
+    /// on the victims call itself, saving an `observe` call and its
+    /// allocations per decision; a backlog larger than one call takes goes
+    /// through `observe` first.
+    fn victims_input(
+        &self,
+        instance: &mut Instance,
+        request: &VictimRequest<'_>,
+    ) -> Result<Vec<u64>, Fault> {
         if self.events.words() > EVENTS_PER_CALL * WORDS_PER_EVENT {
             self.deliver(instance)?;
         }
         let mut input = std::mem::take(&mut instance.spare_events);
         input.clear();
-        input.push(0);
+        let (key, size) = request
+            .arriving
+            .map_or((0, 0), |a| (a.key, u64::from(a.weight)));
+        input.extend_from_slice(&[0, key, size]);
         {
             let mut words = self.events.words.lock();
             input.extend_from_slice(&words);
             words.clear();
         }
-        let events = (input.len() - 1) / WORDS_PER_EVENT;
+        let events = (input.len() - VICTIMS_HEADER) / WORDS_PER_EVENT;
         input[0] = events as u64;
+        for c in request.candidates {
+            input.extend_from_slice(&[c.id.to_bits(), c.last_access, c.requests, c.key]);
+        }
         self.metrics
             .events_delivered
             .fetch_add(events as u64, Ordering::Relaxed);
@@ -340,11 +357,17 @@ impl EvictionPolicy for WasmPolicy {
         self.events.record(event)
     }
 
-    fn victims(&self, request: VictimRequest, out: &mut Vec<SessionId>) -> Result<(), Unavailable> {
+    fn victims(
+        &self,
+        request: VictimRequest<'_>,
+        out: &mut Vec<SessionId>,
+    ) -> Result<(), Unavailable> {
         let count = request.count;
         let count32 = u32::try_from(count).unwrap_or(u32::MAX);
         let chosen = self.with_instance("victims", true, |me, instance| {
-            let input = me.victims_input(instance).map_err(CallError::Fault)?;
+            let input = me
+                .victims_input(instance, &request)
+                .map_err(CallError::Fault)?;
             let result = me.timed(|| instance.victims(count32, &input));
             me.recycle(instance, input);
             result
@@ -395,13 +418,30 @@ impl EvictionPolicy for WasmPolicy {
         self.set_live_sessions(source);
     }
 
+    fn sample_size(&self) -> usize {
+        self.events.sample_size.load(Ordering::Acquire)
+    }
+
+    fn learns_from_refusals(&self) -> bool {
+        self.events.needs.load(Ordering::Acquire) & NEED_REFUSED != 0
+    }
+
     fn adjust_quotas(&self, usage: &[QuotaUsage], out: &mut Vec<QuotaAdjustment>) {
         if usage.is_empty() {
             return;
         }
         let packed: Vec<u64> = usage
             .iter()
-            .flat_map(|u| [u.id.to_bits(), u.admitted, u.rejected, u.window_ms])
+            .flat_map(|u| {
+                [
+                    u.id.to_bits(),
+                    u.admitted,
+                    u.rejected,
+                    u.window_ms,
+                    u.key,
+                    u64::from(u.tenant),
+                ]
+            })
             .collect();
         let Ok(answer) = self.with_instance("adjust-quotas", true, |me, instance| {
             me.deliver_then(instance, |i| i.adjust_quotas(&packed))
@@ -423,12 +463,16 @@ impl EvictionPolicy for WasmPolicy {
     }
 }
 
-/// Causes as the WIT numbers them (checked here so a reordering of the enum
-/// cannot silently change the wire format).
+/// Causes and refusal reasons as the WIT numbers them (checked here so a
+/// reordering of an enum cannot silently change the wire format).
 const _: () = {
     assert!(RemovalCause::ExpiredIdle as u8 == 0);
     assert!(RemovalCause::ExpiredAge as u8 == 1);
     assert!(RemovalCause::Evicted as u8 == 2);
     assert!(RemovalCause::Closed as u8 == 3);
     assert!(RemovalCause::Deleted as u8 == 4);
+    assert!(RemovalCause::Shutdown as u8 == 5);
+    assert!(RemovalCause::UpstreamFailed as u8 == 6);
+    assert!(Refusal::Pinned as u8 == 0);
+    assert!(Refusal::NotLive as u8 == 1);
 };

@@ -46,7 +46,7 @@ impl WasmPolicy {
 
     fn try_reload(&self, path: &Path) -> Result<(), PolicyError> {
         let component = self.engine.load(path)?;
-        let mut fresh = Instance::start(&self.engine, &component, self.capacity, &self.config)
+        let mut fresh = Instance::start(&self.engine, &component, self.table, &self.config)
             .map_err(|e| e.into_policy_error(self.engine.limits()))?;
         // Take the running instance out (waiting for a caller to return it) so
         // no decision runs during the swap.
