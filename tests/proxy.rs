@@ -271,6 +271,10 @@ mod proxy {
         assert_eq!(a.initialize().status, 200);
         let stream = a.open_stream();
         assert_eq!(stream.status(), 200);
+        assert_eq!(
+            metric(&proxy.metrics(), "shadowcat_session_streams", &[]),
+            1.0
+        );
         let (ended_tx, ended) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stream);
@@ -291,6 +295,14 @@ mod proxy {
             .recv_timeout(Duration::from_secs(20))
             .expect("the evicted session's stream ended");
         assert_eq!(a.echo("x").status, 404);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(&proxy.metrics(), "shadowcat_session_streams", &[]) != 0.0 {
+            assert!(
+                Instant::now() < deadline,
+                "a closed stream no longer counts"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]
@@ -746,6 +758,31 @@ mod proxy {
             rows.iter()
                 .all(|r| !r["id"].as_str().unwrap_or_default().contains("alice")),
             "the key is kept hashed"
+        );
+    }
+
+    #[test]
+    fn proxy_stateless_probe_refused_by_a_sessions_era_upstream_leaves_no_session() {
+        let (proxy, mark) = start("probe", &[], &[]);
+        let mut probe =
+            McpClient::new(&proxy.mcp).with_header("mcp-protocol-version", "2026-07-28");
+        let answer = probe.request("server/discover", json!({}));
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body["error"]["code"], -32601, "{:?}", answer.body);
+        assert!(
+            wait_no_processes(&mark, Duration::from_secs(10)).is_empty(),
+            "the probe's upstream was closed"
+        );
+        let rows: Vec<Value> = reqwest::blocking::get(format!("{}/sessions", proxy.admin))
+            .and_then(|r| r.json())
+            .expect("rows");
+        assert!(rows.is_empty(), "{rows:?}");
+        // The client then falls back to the sessions era, as SDK clients do.
+        let mut client = McpClient::new(&proxy.mcp);
+        assert_eq!(client.initialize().status, 200);
+        assert_eq!(
+            client.echo("after the probe").text(),
+            "Echo: after the probe"
         );
     }
 

@@ -84,7 +84,7 @@ pub enum Command {
 
 const BENCH_ABOUT: &str = "Replay an access trace through the session table and compare eviction policies side by side.
 
-Each request names an object (a session). A request whose session is still in the table is a hit; otherwise it is a miss: the session is created again, evicting as the policy decides. The replay drives the same table and policy host the proxy uses, on the trace's own virtual time (nothing sleeps). Every request counts, cold misses included; there is no warm-up; records of size 0 are skipped. Capacity counts objects (every object 1) unless --bytes is given, then object sizes in bytes.
+Each request names an object (a session). A request whose session is still in the table is a hit; otherwise it is a miss: the session is created again, evicting as the policy decides. The replay drives the same table and policy host the proxy uses, on the trace's own virtual time (nothing sleeps); the policy's maintenance tick runs every 60 s of trace time, as the proxy's cleanup does by default, and each session carries its object id as its stable key. Every request counts, cold misses included; there is no warm-up; records of size 0 are skipped. Capacity counts objects (every object 1) unless --bytes is given, then object sizes in bytes.
 
 Without --trace, a synthetic trace is generated (see --synthetic), so the command needs no files. Belady's offline optimum is shown as the floor, and every policy's wall time is compared with the native LRU measured in the same run.
 
@@ -230,6 +230,13 @@ pub struct PolicyArgs {
           value_parser = parse_fault_rate)]
     pub policy_fault_rate: (u32, u32),
 
+    /// Victims asked of a policy that declares a stable victim order per call,
+    /// then handed out one eviction at a time without calling it again (each
+    /// checked against the events since); 1 turns this off.
+    #[arg(long, global = true, default_value_t = crate::wasm::PREFETCH, value_name = "N",
+          value_parser = parse_prefetch)]
+    pub policy_prefetch: usize,
+
     /// Directory of compiled policy artefacts (default: $XDG_CACHE_HOME/shadowcat
     /// or ~/.cache/shadowcat); `off` disables the cache.
     #[arg(long, global = true, value_name = "DIR")]
@@ -256,6 +263,7 @@ impl PolicyArgs {
             max_consecutive_faults: self.policy_max_faults.max(1),
             max_window_faults,
             fault_window,
+            prefetch: self.policy_prefetch,
             ..PolicyLimits::default()
         }
     }
@@ -314,6 +322,15 @@ pub struct TableArgs {
     /// (`lfu`, `lfu.wasm`: looked up in --policy-dir), or a path to a `.wasm` file.
     #[arg(long, global = true, default_value = "lru", value_name = "POLICY")]
     pub eviction_policy: String,
+}
+
+fn parse_prefetch(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=4096).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{text}` is not a victim count from 1 (off) to 4096"
+        )),
+    }
 }
 
 fn parse_rate(text: &str) -> Result<Option<NonZeroU32>, String> {

@@ -91,12 +91,11 @@ pub fn expand(command: &Command, args: Vec<OsString>) -> Result<Vec<OsString>, C
     let globals = to_args(&path, command, &table, "the top level", true)?;
     let mut expanded: Vec<OsString> = args.first().cloned().into_iter().collect();
     expanded.extend(globals);
-    let mut rest = args.into_iter().skip(1).peekable();
     // Walk down the user's subcommands, inserting each one's section after it.
     let mut current = command.clone();
     let mut section: Option<&toml::Table> = Some(&table);
     let mut section_name = String::new();
-    while let Some(arg) = rest.next() {
+    for arg in args.into_iter().skip(1) {
         let sub = arg
             .to_str()
             .and_then(|name| current.find_subcommand(name).cloned());

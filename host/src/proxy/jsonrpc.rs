@@ -65,6 +65,8 @@ pub struct Message {
     /// response with its request.
     id: Option<String>,
     method: Option<String>,
+    /// A response carrying `error` rather than `result`.
+    is_error: bool,
 }
 
 /// Why bytes are not a JSON-RPC message.
@@ -115,11 +117,13 @@ impl Message {
             }
         };
         let method = envelope.method;
+        let is_error = kind == Kind::Response && envelope.error.is_some();
         Ok(Self {
             raw,
             kind,
             id,
             method,
+            is_error,
         })
     }
 
@@ -133,6 +137,11 @@ impl Message {
 
     pub fn method(&self) -> Option<&str> {
         self.method.as_deref()
+    }
+
+    /// An error response.
+    pub fn is_error(&self) -> bool {
+        self.is_error
     }
 
     pub fn is_request(&self, method: &str) -> bool {
@@ -212,6 +221,8 @@ mod tests {
         let error = parse(r#"{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"x"}}"#)
             .expect("error response");
         assert_eq!(error.kind(), Kind::Response);
+        assert!(error.is_error());
+        assert!(!response.is_error());
     }
 
     #[test]

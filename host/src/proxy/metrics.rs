@@ -217,8 +217,8 @@ impl Collector for TableCollector {
         gauge(
             e,
             "session_streams",
-            "Sessions with a server-to-client stream attached",
-            signed(stats.attachments),
+            "Server-to-client streams open",
+            signed(stats.open_streams),
         )?;
         labelled(
             e,

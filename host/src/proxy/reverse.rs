@@ -303,7 +303,7 @@ async fn post_in_session(
         Ok(id) => id,
         Err(_) => return session_not_found(rid),
     };
-    let (guard, upstream) = match begin(proxy, id, client, message.bytes().len()) {
+    let (guard, upstream) = match begin(proxy, id, client, &message) {
         Ok(begun) => begun,
         Err(response) => return response,
     };
@@ -336,7 +336,17 @@ async fn post_stateless(
                     Ok(guard) => guard,
                     Err(e) => return table_refusal(&e, rid),
                 };
-                return relay(proxy, opened.upstream, message, headers, guard).await;
+                let probe = message.is_request("server/discover");
+                let (response, answered) =
+                    relay_and_tell(proxy, opened.upstream, message, headers, guard).await;
+                if probe && answered == Answered::Refused {
+                    // A client probing for the 2026 era, refused by an upstream
+                    // that only speaks the sessions era, falls back to
+                    // `initialize`: nothing will use this session again, and it
+                    // must not hold an upstream until it idles out.
+                    let _ = proxy.table.remove(opened.id, RemovalCause::Closed);
+                }
+                return response;
             }
             // Another request of the same client created it meanwhile.
             Err(OpenError::Table(TableError::DuplicateExternalId(_))) => {
@@ -348,7 +358,7 @@ async fn post_stateless(
             Err(e) => return open_refusal(&e, rid),
         },
     };
-    let (guard, upstream) = match begin(proxy, id, client, message.bytes().len()) {
+    let (guard, upstream) = match begin(proxy, id, client, &message) {
         Ok(begun) => begun,
         Err(response) => return response,
     };
@@ -356,13 +366,13 @@ async fn post_stateless(
 }
 
 /// Starts a request on a live session: pins it (rate limited) and takes a
-/// handle on its upstream.
+/// handle on its upstream. A refusal answers the request by its id.
 #[allow(clippy::result_large_err)]
 fn begin(
     proxy: &Arc<Proxy>,
     id: SessionId,
     client: ClientKey,
-    bytes: usize,
+    message: &Message,
 ) -> Result<
     (
         RequestGuard<super::session::ProxySession>,
@@ -370,14 +380,15 @@ fn begin(
     ),
     Response,
 > {
+    let rid = message.id();
     let guard = proxy
         .table
-        .request_guard(id, bytes as u64)
-        .map_err(|e| table_refusal(&e, None))?;
+        .request_guard(id, message.bytes().len() as u64)
+        .map_err(|e| table_refusal(&e, rid))?;
     let upstream = proxy
         .table
         .with_upstream(id, |s| Arc::clone(&s.upstream))
-        .map_err(|e| table_refusal(&e, None))?;
+        .map_err(|e| table_refusal(&e, rid))?;
     proxy.count_access(client, true);
     Ok((guard, upstream))
 }
@@ -391,10 +402,32 @@ async fn relay(
     headers: &HeaderMap,
     guard: RequestGuard<super::session::ProxySession>,
 ) -> Response {
+    relay_and_tell(proxy, upstream, message, headers, guard)
+        .await
+        .0
+}
+
+/// How the upstream answered, as far as the proxy saw before relaying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answered {
+    Fine,
+    /// An error response, or a refusal at the HTTP level.
+    Refused,
+    /// A stream whose end the proxy does not wait for.
+    Streaming,
+}
+
+async fn relay_and_tell(
+    proxy: &Arc<Proxy>,
+    upstream: Arc<dyn Upstream>,
+    message: Message,
+    headers: &HeaderMap,
+    guard: RequestGuard<super::session::ProxySession>,
+) -> (Response, Answered) {
     let request_id = message.id().map(str::to_owned);
     let reply = upstream.send(message, &forwarded(headers)).await;
     let events = match reply {
-        Ok(Reply::Accepted) => return StatusCode::ACCEPTED.into_response(),
+        Ok(Reply::Accepted) => return (StatusCode::ACCEPTED.into_response(), Answered::Fine),
         Ok(Reply::Refused {
             status,
             content_type,
@@ -402,14 +435,18 @@ async fn relay(
         }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             let content_type = content_type.unwrap_or_else(|| "application/json".into());
-            return (status, [(CONTENT_TYPE, content_type)], body).into_response();
+            let response = (status, [(CONTENT_TYPE, content_type)], body).into_response();
+            return (response, Answered::Refused);
         }
         Ok(Reply::Events(events)) => events,
         Err(e) => {
             if matches!(e, UpstreamError::SessionGone | UpstreamError::Failed(_)) {
                 let _ = proxy.table.remove(guard.id(), RemovalCause::UpstreamFailed);
             }
-            return upstream_refusal(&e, request_id.as_deref());
+            return (
+                upstream_refusal(&e, request_id.as_deref()),
+                Answered::Refused,
+            );
         }
     };
     answer(events, request_id, headers, guard).await
@@ -422,14 +459,15 @@ async fn answer(
     request_id: Option<String>,
     headers: &HeaderMap,
     guard: RequestGuard<super::session::ProxySession>,
-) -> Response {
+) -> (Response, Answered) {
     let Some(first) = events.next().await else {
-        return refuse(
+        let response = refuse(
             StatusCode::BAD_GATEWAY,
             request_id.as_deref(),
             code::UPSTREAM_FAILED,
             "the upstream ended without answering",
         );
+        return (response, Answered::Refused);
     };
     let is_answer = first.id.is_none()
         && first
@@ -441,12 +479,18 @@ async fn answer(
     if is_answer && !wants_stream {
         if let Some(message) = first.message {
             drop(guard);
-            return (
+            let answered = if message.is_error() {
+                Answered::Refused
+            } else {
+                Answered::Fine
+            };
+            let response = (
                 StatusCode::OK,
                 [(CONTENT_TYPE, "application/json")],
                 message.bytes().clone(),
             )
                 .into_response();
+            return (response, answered);
         }
     }
     let stream = futures::stream::once(async move { first })
@@ -456,7 +500,7 @@ async fn answer(
             let _pinned = &guard;
             Ok::<_, Infallible>(sse_event(event))
         });
-    Sse::new(stream).into_response()
+    (Sse::new(stream).into_response(), Answered::Streaming)
 }
 
 fn sse_event(event: Event) -> SseEvent {

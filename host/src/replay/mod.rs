@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::{TableConfig, MAX_SESSIONS_LIMIT};
 use crate::eviction::EvictionPolicy;
-use crate::session::{Clock, MetricsSnapshot, NewSession, SessionId, SessionTable, TableError};
+use crate::session::{
+    Clock, MetricsSnapshot, Micros, NewSession, SessionId, SessionTable, TableError,
+};
 use crate::trace::{IdMap, Trace};
 
 /// What the capacity counts.
@@ -69,6 +71,10 @@ pub enum ReplayError {
     Table(#[from] TableError),
 }
 
+/// Trace time between two maintenance ticks of the policy (the proxy's
+/// default cleanup interval).
+pub const MAINTAIN_EVERY: Micros = 60_000_000;
+
 /// How often (in requests) the progress callback is called.
 pub const PROGRESS_EVERY: usize = 1 << 16;
 
@@ -102,11 +108,21 @@ pub fn replay(
     let mut misses = 0u64;
     let mut too_large = 0u64;
     let started = Instant::now();
+    let mut next_tick = trace
+        .requests
+        .first()
+        .map_or(u64::MAX, |r| r.time.saturating_add(MAINTAIN_EVERY));
     for (index, (request, &object)) in trace.requests.iter().zip(&objects).enumerate() {
         if index % PROGRESS_EVERY == 0 {
             progress(index as u64);
         }
         clock.set(request.time);
+        if request.time >= next_tick {
+            // As the proxy's cleanup does on the wall clock: decaying and
+            // adapting policies are measured with their ticks.
+            table.run_maintenance();
+            next_tick = request.time.saturating_add(MAINTAIN_EVERY);
+        }
         let weight = match mode {
             CapacityMode::Objects => 1,
             CapacityMode::Bytes => request.size,

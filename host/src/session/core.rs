@@ -178,7 +178,10 @@ pub struct TableStats {
     pub deadline_queue_stale: usize,
     pub external_ids: usize,
     pub limiters: usize,
+    /// Sessions that have had a stream attached (their close signal exists).
     pub attachments: usize,
+    /// Streams attached right now.
+    pub open_streams: usize,
     pub slots: usize,
     pub free_slots: usize,
     pub retired_slots: usize,
@@ -884,6 +887,7 @@ impl<U> Core<U> {
             external_ids: self.by_external.len(),
             limiters: self.limiters,
             attachments: self.attachments,
+            open_streams: 0,
             slots: self.slots.len(),
             free_slots: self.free_slots.len(),
             retired_slots: self.retired_slots,

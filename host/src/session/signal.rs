@@ -8,6 +8,7 @@
 //! whatever the cause (eviction, expiry, DELETE, shutdown), after releasing
 //! its lock.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::Notify;
@@ -28,15 +29,18 @@ impl CloseSignal {
     }
 }
 
-/// A non-pinning attachment to a session; see the module docs.
-#[derive(Debug, Clone)]
+/// A non-pinning attachment to a session; see the module docs. It counts as
+/// an open stream until it is dropped.
+#[derive(Debug)]
 pub struct Attachment {
     signal: Arc<CloseSignal>,
+    open: Arc<AtomicUsize>,
 }
 
 impl Attachment {
-    pub(crate) fn new(signal: Arc<CloseSignal>) -> Self {
-        Self { signal }
+    pub(crate) fn new(signal: Arc<CloseSignal>, open: Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self { signal, open }
     }
 
     /// Resolves when the session is removed, with the cause.
@@ -56,5 +60,11 @@ impl Attachment {
     /// The cause, if the session has already been removed.
     pub fn cause(&self) -> Option<RemovalCause> {
         self.signal.cause.get().copied()
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
     }
 }

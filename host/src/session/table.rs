@@ -26,6 +26,7 @@
 //! table lock; with [`FlushMode::Thread`] the event deliveries they trigger run
 //! on a dedicated thread, never on the caller's.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -172,6 +173,8 @@ pub struct SessionTable<U = ()> {
     teardown: Option<TeardownRunner<U>>,
     flusher: Option<Flusher>,
     keep_records: bool,
+    /// Attachments (streams) alive now.
+    open_streams: Arc<AtomicUsize>,
 }
 
 impl<U: Send + 'static> SessionTable<U> {
@@ -450,7 +453,8 @@ impl<U: Send + 'static> SessionTable<U> {
     /// A non-pinning attachment that resolves when the session is removed,
     /// whatever the cause: what a long-lived stream holds instead of a pin.
     pub fn attach(&self, id: SessionId) -> Result<Attachment, TableError> {
-        self.core.lock().attach(id).map(Attachment::new)
+        let signal = self.core.lock().attach(id)?;
+        Ok(Attachment::new(signal, Arc::clone(&self.open_streams)))
     }
 
     /// Evicts up to `count` unpinned sessions chosen by the policy (the host LRU
@@ -628,6 +632,7 @@ impl<U: Send + 'static> SessionTable<U> {
     pub fn stats(&self) -> TableStats {
         let mut stats = self.core.lock().stats();
         stats.requests_in_flight = self.in_flight.current();
+        stats.open_streams = self.open_streams.load(Ordering::Relaxed);
         stats
     }
 
@@ -762,6 +767,7 @@ impl<U: Send + 'static> TableBuilder<U> {
             clock: self.clock.unwrap_or_default(),
             teardown,
             flusher,
+            open_streams: Arc::default(),
         })
     }
 }

@@ -39,6 +39,9 @@ pub struct PolicyLimits {
     /// First wait before re-instantiating after a fault; doubles per fault.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Victims asked of a `stable-order` policy per call, handed out one
+    /// eviction at a time; 1 turns prefetching off.
+    pub prefetch: usize,
 }
 
 impl Default for PolicyLimits {
@@ -51,6 +54,7 @@ impl Default for PolicyLimits {
             max_window_faults: 10,
             backoff_base: Duration::from_millis(10),
             backoff_max: Duration::from_secs(10),
+            prefetch: super::policy::PREFETCH,
         }
     }
 }

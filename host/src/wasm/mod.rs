@@ -64,16 +64,17 @@ use std::sync::Arc;
 
 pub use crate::eviction::LiveSessions;
 use crate::eviction::{EvictionPolicy, Fifo, HostLru};
+pub use bindings::InterfaceVersion;
 pub use config::{ConfigArgError, ConfigPairs, ConfiguredPolicy};
 pub use engine::{LoadedComponent, PolicyEngine, PolicyLimits, EPOCH_TICK};
 pub use error::{PolicyError, HOST_IMPORT, POLICY_EXPORT, TYPES_IMPORT};
 pub use guest_text::{MAX_ERROR, MAX_LOG_LINE, MAX_NAME, MAX_VERSION};
-pub use instance::{EventNeeds, PolicyInfo};
+pub use instance::{EventNeeds, PolicyInfo, PolicyTable, PolicyTraits};
 pub use locate::{
     available_policies, default_policy_dirs, locate, policy_files, PolicySource, BUILTIN_POLICIES,
 };
 pub use metrics::{FaultKind, PolicyMetricsSnapshot};
-pub use policy::{WasmPolicy, EVENTS_PER_CALL};
+pub use policy::{WasmPolicy, EVENTS_PER_CALL, PREFETCH};
 
 /// A policy ready for a table: native, or a loaded WebAssembly component.
 #[derive(Clone)]

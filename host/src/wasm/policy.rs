@@ -14,6 +14,7 @@
 //! asks for a flush once the policy's batch size is reached. A decision takes
 //! the pending events along in its own `victims` call.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -40,6 +41,11 @@ use crate::session::{Micros, SessionId};
 /// guest given a whole large table in one call would time out, fault again and
 /// end up quarantined by its own recovery.
 pub const EVENTS_PER_CALL: usize = 4_096;
+/// Victims asked of a `stable-order` policy per call, by default: one is used
+/// now, the rest are handed out by later evictions without a call (as long as
+/// no event names them). A call costs about as much as a few dozen evictions
+/// from the queue, so this amortises it well while keeping the queue short.
+pub const PREFETCH: usize = 32;
 pub(super) const WORDS_PER_EVENT: usize = 4;
 const NEED_INSERTED: u8 = 1;
 const NEED_ACCESSED: u8 = 2;
@@ -73,15 +79,64 @@ pub(super) fn pack(event: PolicyEvent, out: &mut Vec<u64>) {
     ]);
 }
 
+/// Victims a stable-order policy chose ahead, handed out one eviction at a
+/// time (see [`EvictionPolicy::ready_victims`]). Lives under the event
+/// buffer's lock so that every event is checked against it as it is recorded.
+#[derive(Default)]
+struct Ready {
+    victims: VecDeque<SessionId>,
+    /// One bit per slot modulo 64, set for queued victims: most events name
+    /// no queued victim, and this tells so without a scan.
+    mask: u64,
+}
+
+impl Ready {
+    fn bit(id: SessionId) -> u64 {
+        1 << (id.slot() % 64)
+    }
+
+    fn install(&mut self, victims: impl IntoIterator<Item = SessionId>) {
+        self.victims.clear();
+        self.mask = 0;
+        for id in victims {
+            self.mask |= Self::bit(id);
+            self.victims.push_back(id);
+        }
+    }
+
+    /// An event named `id`: it is no longer a choice made ahead. The others
+    /// keep their order (what `stable-order` promises).
+    fn forget(&mut self, id: SessionId) {
+        if self.mask & Self::bit(id) != 0 {
+            self.victims.retain(|&v| v != id);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.victims.clear();
+        self.mask = 0;
+    }
+}
+
+/// What the event buffer's lock guards.
+#[derive(Default)]
+struct Buffered {
+    /// Packed events waiting for the next call.
+    words: Vec<u64>,
+    ready: Ready,
+}
+
 /// Packed events waiting for the next call into the guest.
 pub(super) struct EventBuffer {
     /// A leaf lock: taken under the table lock by `record`.
-    words: Mutex<Vec<u64>>,
+    words: Mutex<Buffered>,
     needs: AtomicU8,
     batch_words: AtomicUsize,
     /// Candidates the table samples per decision; read under the table lock,
     /// so it lives here rather than behind the instance's lock.
     sample_size: AtomicUsize,
+    /// The policy declared `stable-order`: victims are chosen ahead.
+    stable_order: AtomicBool,
     /// No live instance (faulted or quarantined): nothing could take the
     /// events, and a recreated instance is rebuilt from the table anyway, so
     /// buffering them would only grow without bound.
@@ -91,10 +146,11 @@ pub(super) struct EventBuffer {
 impl EventBuffer {
     fn new(info: &PolicyInfo) -> Self {
         let buffer = Self {
-            words: Mutex::new(Vec::new()),
+            words: Mutex::new(Buffered::default()),
             needs: AtomicU8::new(0),
             batch_words: AtomicUsize::new(0),
             sample_size: AtomicUsize::new(0),
+            stable_order: AtomicBool::new(false),
             dropping: AtomicBool::new(false),
         };
         buffer.configure(info);
@@ -120,6 +176,10 @@ impl EventBuffer {
         );
         self.sample_size
             .store(info.sample_size as usize, Ordering::Release);
+        self.stable_order
+            .store(info.traits.stable_order, Ordering::Release);
+        // Choices of a previous instance or file are not this one's.
+        self.words.lock().ready.clear();
     }
 
     fn record(&self, event: PolicyEvent) -> FlushHint {
@@ -133,9 +193,12 @@ impl EventBuffer {
         if !wanted || self.dropping.load(Ordering::Relaxed) {
             return FlushHint::Idle;
         }
-        let mut words = self.words.lock();
-        pack(event, &mut words);
-        if words.len() >= self.batch_words.load(Ordering::Relaxed) {
+        let mut buffered = self.words.lock();
+        if !buffered.ready.victims.is_empty() {
+            buffered.ready.forget(event_id(event));
+        }
+        pack(event, &mut buffered.words);
+        if buffered.words.len() >= self.batch_words.load(Ordering::Relaxed) {
             FlushHint::FlushSoon
         } else {
             FlushHint::Idle
@@ -145,7 +208,9 @@ impl EventBuffer {
     /// Drops what is pending and everything recorded until [`Self::resume`].
     pub(super) fn stop(&self) {
         self.dropping.store(true, Ordering::Relaxed);
-        self.words.lock().clear();
+        let mut buffered = self.words.lock();
+        buffered.words.clear();
+        buffered.ready.clear();
     }
 
     /// Buffers events again; returns whether they were being dropped.
@@ -154,15 +219,47 @@ impl EventBuffer {
     }
 
     pub(super) fn clear(&self) {
-        self.words.lock().clear();
+        let mut buffered = self.words.lock();
+        buffered.words.clear();
+        buffered.ready.clear();
     }
 
     fn words(&self) -> usize {
-        self.words.lock().len()
+        self.words.lock().words.len()
     }
 
     fn is_empty(&self) -> bool {
-        self.words.lock().is_empty()
+        self.words.lock().words.is_empty()
+    }
+
+    /// Queues victims chosen ahead, minus any that an event recorded since
+    /// the guest was called (still buffered) already named.
+    fn install_ready(&self, victims: &[SessionId]) {
+        let mut buffered = self.words.lock();
+        let Buffered { words, ready } = &mut *buffered;
+        ready.install(victims.iter().copied());
+        for event in words.chunks_exact(WORDS_PER_EVENT) {
+            ready.forget(SessionId::from_bits(event[1]));
+        }
+    }
+
+    fn take_ready(&self, count: usize, out: &mut Vec<SessionId>) {
+        let mut buffered = self.words.lock();
+        let ready = &mut buffered.ready;
+        let take = count.min(ready.victims.len());
+        out.extend(ready.victims.drain(..take));
+        if ready.victims.is_empty() {
+            ready.mask = 0;
+        }
+    }
+}
+
+fn event_id(event: PolicyEvent) -> SessionId {
+    match event {
+        PolicyEvent::Inserted { id, .. }
+        | PolicyEvent::Accessed { id, .. }
+        | PolicyEvent::Removed { id, .. }
+        | PolicyEvent::Refused { id, .. } => id,
     }
 }
 
@@ -281,9 +378,9 @@ impl WasmPolicy {
             .map_or((0, 0), |a| (a.key, u64::from(a.weight)));
         input.extend_from_slice(&[0, key, size]);
         {
-            let mut words = self.events.words.lock();
-            input.extend_from_slice(&words);
-            words.clear();
+            let mut buffered = self.events.words.lock();
+            input.extend_from_slice(&buffered.words);
+            buffered.words.clear();
         }
         let events = (input.len() - VICTIMS_HEADER) / WORDS_PER_EVENT;
         input[0] = events as u64;
@@ -308,7 +405,7 @@ impl WasmPolicy {
         // Swap in the instance's spare vector so neither side reallocates in the
         // steady state.
         let mut pending = std::mem::take(&mut instance.spare_events);
-        std::mem::swap(&mut pending, &mut *self.events.words.lock());
+        std::mem::swap(&mut pending, &mut self.events.words.lock().words);
         let mut result = Ok(());
         for chunk in pending.chunks(EVENTS_PER_CALL * WORDS_PER_EVENT) {
             match self.timed(|| instance.observe(chunk)) {
@@ -363,27 +460,39 @@ impl EvictionPolicy for WasmPolicy {
         out: &mut Vec<SessionId>,
     ) -> Result<(), Unavailable> {
         let count = request.count;
-        let count32 = u32::try_from(count).unwrap_or(u32::MAX);
+        let prefetch = self.engine.limits().prefetch;
+        let stable = prefetch > 1 && self.events.stable_order.load(Ordering::Acquire);
+        let ask = if stable { count.max(prefetch) } else { count };
+        let ask32 = u32::try_from(ask).unwrap_or(u32::MAX);
         let chosen = self.with_instance("victims", true, |me, instance| {
             let input = me
                 .victims_input(instance, &request)
                 .map_err(CallError::Fault)?;
-            let result = me.timed(|| instance.victims(count32, &input));
+            let result = me.timed(|| instance.victims(ask32, &input));
             me.recycle(instance, input);
             result
         });
         match chosen {
             Ok(ids) => {
-                let within = ids.len().min(count);
-                if ids.len() > count {
+                let within = ids.len().min(ask);
+                if ids.len() > ask {
                     self.metrics
                         .excess_victims
-                        .fetch_add((ids.len() - count) as u64, Ordering::Relaxed);
+                        .fetch_add((ids.len() - ask) as u64, Ordering::Relaxed);
                 }
                 self.metrics
                     .proposed_victims
                     .fetch_add(within as u64, Ordering::Relaxed);
-                out.extend(ids.into_iter().take(count).map(SessionId::from_bits));
+                let ids: Vec<SessionId> = ids
+                    .into_iter()
+                    .take(ask)
+                    .map(SessionId::from_bits)
+                    .collect();
+                let now = count.min(ids.len());
+                out.extend_from_slice(&ids[..now]);
+                if stable {
+                    self.events.install_ready(&ids[now..]);
+                }
                 Ok(())
             }
             Err(why) => {
@@ -424,6 +533,12 @@ impl EvictionPolicy for WasmPolicy {
 
     fn learns_from_refusals(&self) -> bool {
         self.events.needs.load(Ordering::Acquire) & NEED_REFUSED != 0
+    }
+
+    fn ready_victims(&self, count: usize, out: &mut Vec<SessionId>) {
+        if self.events.stable_order.load(Ordering::Relaxed) {
+            self.events.take_ready(count, out);
+        }
     }
 
     fn adjust_quotas(&self, usage: &[QuotaUsage], out: &mut Vec<QuotaAdjustment>) {
