@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # Builds every policy guest and test fixture:
-#   policies/{lru,fifo,lfu}.wasm                      (what --eviction-policy NAME loads)
-#   tests/fixtures/{hostile,wrong-version}.wasm       (components for sandbox tests)
-#   tests/fixtures/core-module.wasm                   (lru as a plain core module)
+#   policies/{lru,fifo,lfu}.wasm        what --eviction-policy NAME loads (interface 0.2)
+#   tests/fixtures/hostile.wasm         misbehaves on demand, for the sandbox tests (0.2)
+#   tests/fixtures/example-mru.wasm     the policy of policies/README.md's guide (0.2)
+#   tests/fixtures/lru-0.1.wasm         an exact LRU against interface 0.1, without the SDK
+#   tests/fixtures/wrong-version.wasm   0.1's shape under a version no host knows (0.99.0)
+#   tests/fixtures/core-module.wasm     lru as a plain core module (not a component)
 #
 # Guests compile for wasm32-unknown-unknown. With rustup's target installed that is
 # a plain cargo build; otherwise (these machines cannot download rustup targets) it
 # uses Debian's rustc/cargo 1.96 with the std source, building std with the guest
 # (-Zbuild-std) and linking with lld-22's wasm-ld. The core modules then become
 # components via the root workspace's `shadowcat-componentize` tool.
+#
+# The output depends on the sources and the toolchain only, not on where the
+# checkout or the cargo registry lives: panic locations embed source paths, so
+# both are remapped to fixed prefixes. CI rebuilds in a fresh clone elsewhere and
+# compares bytes with the committed files.
 #
 # Environment: SHADOWCAT_COMPONENTIZE=/path/to/binary skips building that tool.
 set -euo pipefail
@@ -17,6 +25,21 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 target=wasm32-unknown-unknown
 debian_packages=(rustc-web rust-web-src cargo-web lld-22)
+v01=shadowcat:policy/policy@0.1.0
+v02=shadowcat:policy/policy@0.2.0
+
+# The guide's example must be the crate CI builds, word for word.
+readme_example="$(awk '
+    /^<!-- example-mru\/src\/lib.rs -->$/ { armed = 1; next }
+    armed && /^```rust$/ { inside = 1; armed = 0; next }
+    inside && /^```$/ { exit }
+    inside { print }
+' "$here/README.md")"
+if [[ "$readme_example" != "$(<"$here/example-mru/src/lib.rs")" ]]; then
+    echo "build.sh: the example in policies/README.md differs from policies/example-mru/src/lib.rs;" \
+        "copy the crate's source into the README" >&2
+    exit 1
+fi
 
 have_rustup_target() {
     command -v rustup >/dev/null 2>&1 &&
@@ -47,7 +70,16 @@ else
         /usr/bin/cargo "${cargo_args[@]}" -Zbuild-std=std,panic_abort)
 fi
 
-CARGO_TARGET_DIR="$here/target" "${guest_build[@]}"
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+rustflags=(
+    "--remap-path-prefix=$root=/shadowcat"
+    "--remap-path-prefix=$cargo_home/registry/src=/cargo/registry/src"
+    "--remap-path-prefix=$cargo_home/git/checkouts=/cargo/git/checkouts"
+)
+# The encoded form keeps paths with spaces intact, and it overrides any RUSTFLAGS
+# or config rustflags of the caller's, which would change the output.
+CARGO_ENCODED_RUSTFLAGS="$(IFS=$'\x1f'; echo "${rustflags[*]}")" \
+    CARGO_TARGET_DIR="$here/target" "${guest_build[@]}"
 
 if [[ -n "${SHADOWCAT_COMPONENTIZE:-}" ]]; then
     componentize=("$SHADOWCAT_COMPONENTIZE")
@@ -65,12 +97,17 @@ mkdir -p "$root/tests/fixtures"
 # Relative paths in the report below.
 cd "$root"
 "${componentize[@]}" \
-    --module "$out/shadowcat_policy_lru.wasm" --output policies/lru.wasm \
-    --module "$out/shadowcat_policy_fifo.wasm" --output policies/fifo.wasm \
-    --module "$out/shadowcat_policy_lfu.wasm" --output policies/lfu.wasm \
+    --module "$out/shadowcat_policy_lru.wasm" --output policies/lru.wasm --expect-export "$v02" \
+    --module "$out/shadowcat_policy_fifo.wasm" --output policies/fifo.wasm --expect-export "$v02" \
+    --module "$out/shadowcat_policy_lfu.wasm" --output policies/lfu.wasm --expect-export "$v02" \
     --module "$out/shadowcat_policy_hostile.wasm" --output tests/fixtures/hostile.wasm \
+    --expect-export "$v02" \
+    --module "$out/shadowcat_policy_example_mru.wasm" --output tests/fixtures/example-mru.wasm \
+    --expect-export "$v02" \
+    --module "$out/shadowcat_policy_legacy_lru.wasm" --output tests/fixtures/lru-0.1.wasm \
+    --expect-export "$v01" \
     --module "$out/shadowcat_policy_wrong_version.wasm" --output tests/fixtures/wrong-version.wasm \
-    --expect-export shadowcat:policy/policy@0.2.0
+    --expect-export "shadowcat:policy/policy@0.99.0"
 
 install -m 0644 "$out/shadowcat_policy_lru.wasm" tests/fixtures/core-module.wasm.tmp
 mv tests/fixtures/core-module.wasm.tmp tests/fixtures/core-module.wasm

@@ -210,6 +210,74 @@ mod policy {
         );
     }
 
+    /// Prefetching (the host asking a stable-order policy for 32 victims at a
+    /// time and handing them out one eviction at a time) changes nothing but
+    /// the number of calls.
+    #[test]
+    fn policy_prefetched_victims_give_the_same_decisions_with_fewer_calls() {
+        for (name, expected) in [("lru", 91_657), ("fifo", 91_716)] {
+            let mut calls = Vec::new();
+            for prefetch in [1, 32] {
+                let engine = engine_with(PolicyLimits {
+                    call_timeout: Duration::from_secs(5),
+                    prefetch,
+                    ..PolicyLimits::default()
+                });
+                let policy =
+                    WasmPolicy::load(engine, &policy_file(name), 4_897, Vec::new()).expect("loads");
+                assert!(policy.info().traits.stable_order, "{name} declares it");
+                assert_eq!(
+                    replay_misses(policy.clone()),
+                    expected,
+                    "{name} prefetch {prefetch}"
+                );
+                let m = policy.metrics();
+                assert_eq!(m.faults(), 0);
+                calls.push(m.calls);
+            }
+            assert!(
+                calls[1] * 4 < calls[0],
+                "{name}: prefetching makes far fewer calls: {calls:?}"
+            );
+        }
+    }
+
+    /// A component built against interface 0.1 still loads and decides
+    /// exactly, adapted to the current layouts by the host.
+    #[test]
+    fn policy_interface_0_1_components_keep_loading() {
+        let policy = load(&fixture("lru-0.1.wasm"), 4_897, &[]);
+        let info = policy.info();
+        assert_eq!(info.interface, shadowcat::wasm::InterfaceVersion::V0_1);
+        assert!(!info.traits.stable_order && !info.needs.refused);
+        assert_eq!(replay_misses(policy.clone()), 91_657);
+        assert_eq!(policy.metrics().faults(), 0);
+        let current = load(&policy_file("lru"), 4_897, &[]);
+        assert_eq!(
+            current.info().interface,
+            shadowcat::wasm::InterfaceVersion::V0_2
+        );
+    }
+
+    /// A sampled policy chooses among the candidates the table draws: every
+    /// proposal is live and unpinned, so none is refused or replaced.
+    #[test]
+    fn policy_sampled_candidates_reach_a_wasm_policy() {
+        let policy = load(
+            &fixture("hostile.wasm"),
+            64,
+            &[("traits", "sampled"), ("sample-size", "8")],
+        );
+        assert!(policy.info().traits.sampled);
+        assert_eq!(policy.info().sample_size, 8);
+        let (table, pinned) = churn(policy.clone(), 400);
+        assert_table_sound(&table, &pinned);
+        let m = table.metrics();
+        assert!(m.evicted > 300, "{m:?}");
+        assert_eq!((m.invalid_victims, m.fallback_victims), (0, 0), "{m:?}");
+        assert_eq!(policy.metrics().faults(), 0);
+    }
+
     #[test]
     fn policy_wasm_lfu_matches_the_reference_definition() {
         let policy = load(&policy_file("lfu"), 4_897, &[]);
@@ -670,11 +738,13 @@ mod policy {
             .expect("wrong version refused");
         let text = err.to_string();
         assert!(
-            text.contains("expected `shadowcat:policy/policy@0.1.0`"),
+            text.contains(
+                "expected `shadowcat:policy/policy@0.2.0` or `shadowcat:policy/policy@0.1.0`"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("found `shadowcat:policy/policy@0.2.0`"),
+            text.contains("found `shadowcat:policy/policy@0.99.0`"),
             "{text}"
         );
 
@@ -1155,7 +1225,7 @@ mod policy_cli {
         );
         let out = shadowcat_cli(&["policy", "check", wrong]);
         assert_eq!(out.status.code(), Some(1));
-        assert!(text(&out.stderr).contains("found `shadowcat:policy/policy@0.2.0`"));
+        assert!(text(&out.stderr).contains("found `shadowcat:policy/policy@0.99.0`"));
         let out = shadowcat_cli(&[
             "--eviction-policy",
             "lfu.wasm",

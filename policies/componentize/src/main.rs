@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Several `--module`/`--output` groups may be given so that one process handles
-//! every policy. `--expect-export` defaults to `shadowcat:policy/policy@0.1.0`.
+//! every policy. `--expect-export` may be repeated within a group: the component
+//! must export one of the names given. Without it, any policy interface version
+//! the host loads will do (`shadowcat:policy/policy@0.2.0` or `@0.1.0`).
 //! Prints `OUT: SIZE bytes` per written file.
 
 use std::path::{Path, PathBuf};
@@ -17,12 +19,28 @@ use anyhow::{bail, Context, Result};
 use wit_component::{ComponentEncoder, DecodedWasm};
 use wit_parser::WorldItem;
 
-const DEFAULT_EXPORT: &str = "shadowcat:policy/policy@0.1.0";
+/// The policy interface versions the host loads, newest first.
+const DEFAULT_EXPORTS: &[&str] = &[
+    "shadowcat:policy/policy@0.2.0",
+    "shadowcat:policy/policy@0.1.0",
+];
 
+#[derive(Debug, PartialEq)]
 struct Job {
     module: PathBuf,
     output: PathBuf,
-    expect_export: String,
+    /// The component must export one of these; empty means [`DEFAULT_EXPORTS`].
+    expect_exports: Vec<String>,
+}
+
+impl Job {
+    fn expected(&self) -> Vec<&str> {
+        if self.expect_exports.is_empty() {
+            DEFAULT_EXPORTS.to_vec()
+        } else {
+            self.expect_exports.iter().map(String::as_str).collect()
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -54,7 +72,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Vec<Job>> {
             "--module" => jobs.push(Job {
                 module: value.into(),
                 output: PathBuf::new(),
-                expect_export: DEFAULT_EXPORT.to_owned(),
+                expect_exports: Vec::new(),
             }),
             "--output" | "--expect-export" => {
                 let Some(job) = jobs.last_mut() else {
@@ -63,7 +81,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Vec<Job>> {
                 if flag == "--output" {
                     job.output = value.into();
                 } else {
-                    job.expect_export = value;
+                    job.expect_exports.push(value);
                 }
             }
             _ => bail!(
@@ -93,7 +111,7 @@ fn componentize(job: &Job) -> Result<()> {
         .context("reading the component-type metadata wit-bindgen embedded")?
         .encode()
         .context("encoding the component")?;
-    check_export(&component, &job.expect_export)?;
+    check_export(&component, &job.expected())?;
     write_atomically(&job.output, &component)
         .with_context(|| format!("writing {}", job.output.display()))?;
     println!("{}: {} bytes", job.output.display(), component.len());
@@ -111,9 +129,10 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Decodes the component again and looks for the expected exported interface,
-/// so a guest built against the wrong WIT is caught here, not at load time.
-fn check_export(component: &[u8], expected: &str) -> Result<()> {
+/// Decodes the component again and looks for one of the expected exported
+/// interfaces, so a guest built against the wrong WIT is caught here, not at
+/// load time.
+fn check_export(component: &[u8], expected: &[&str]) -> Result<()> {
     let DecodedWasm::Component(resolve, world) =
         wit_component::decode(component).context("decoding the encoded component")?
     else {
@@ -127,9 +146,14 @@ fn check_export(component: &[u8], expected: &str) -> Result<()> {
             _ => None,
         })
         .collect();
-    if !exports.iter().any(|e| e == expected) {
+    if !exports.iter().any(|e| expected.contains(&e.as_str())) {
         bail!(
-            "the component does not export `{expected}` (it exports: {})",
+            "the component does not export {} (it exports: {})",
+            expected
+                .iter()
+                .map(|e| format!("`{e}`"))
+                .collect::<Vec<_>>()
+                .join(" or "),
             if exports.is_empty() {
                 "nothing".to_owned()
             } else {
@@ -138,4 +162,45 @@ fn check_export(component: &[u8], expected: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Vec<Job>> {
+        parse_args(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn expect_export_repeats_per_module_and_defaults_to_every_loaded_version() {
+        let jobs = parse(&[
+            "--module",
+            "a.wasm",
+            "--output",
+            "a.out",
+            "--module",
+            "b.wasm",
+            "--expect-export",
+            "x@0.1.0",
+            "--expect-export",
+            "x@0.2.0",
+            "--output",
+            "b.out",
+        ])
+        .unwrap();
+        assert_eq!(jobs[0].expected(), DEFAULT_EXPORTS);
+        assert_eq!(jobs[1].expected(), ["x@0.1.0", "x@0.2.0"]);
+        assert_eq!(jobs[1].output, PathBuf::from("b.out"));
+    }
+
+    #[test]
+    fn malformed_arguments_are_errors() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--output", "a.out"]).is_err());
+        assert!(parse(&["--expect-export", "x"]).is_err());
+        assert!(parse(&["--module", "a.wasm"]).is_err());
+        assert!(parse(&["--module"]).is_err());
+        assert!(parse(&["--modules", "a"]).is_err());
+    }
 }

@@ -10,15 +10,18 @@
 //! - `accessed`: not requested; ignored if sent anyway.
 //! - `removed` (any cause): forgotten; unknown ids are ignored.
 //!
-//! Victims without candidates: the front of the queue. With candidates: ordered
-//! by insertion time (the event time, ties by event order). A candidate the
-//! policy never saw inserted is ranked by the host's last-access word, after
-//! known ones at the same microsecond (it was inserted no later than that, and
-//! most likely its insert is still in the host's event buffer).
+//! State: a slot-indexed list in insertion order; every event is O(1) with no
+//! hashing. Victims without candidates: the front of the queue, O(count), and
+//! stable between events (`stable-order`: inserts go to the back). With
+//! candidates: ordered by insertion time (the event time, ties by event order).
+//! A candidate the policy never saw inserted is ranked by the host's
+//! last-access word, after known ones at the same microsecond (it was inserted
+//! no later than that, and most likely its insert is still in the host's event
+//! buffer).
 
-use hashlink::LinkedHashMap;
 use shadowcat_policy_sdk::{
-    Candidate, Config, Needs, Policy, RemovalCause, export_policy, pick_lowest,
+    Choice, Config, Needs, Policy, RemovalCause, Session, SlotList, Table, Traits, export_policy,
+    pick_lowest,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -28,7 +31,7 @@ struct Inserted {
 }
 
 pub struct Fifo {
-    queue: LinkedHashMap<u64, Inserted>,
+    queue: SlotList<Inserted>,
     seq: u64,
 }
 
@@ -36,33 +39,41 @@ impl Policy for Fifo {
     const NAME: &'static str = "fifo";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const NEEDS: Needs = Needs::INSERTED.union(Needs::REMOVED);
+    const TRAITS: Traits = Traits::STABLE_ORDER;
 
-    fn create(_capacity: u64, config: &Config) -> Result<Self, String> {
+    fn create(_table: &Table, config: &Config) -> Result<Self, String> {
         config.check_keys(Self::NAME, &[])?;
         Ok(Self {
-            queue: LinkedHashMap::new(),
+            queue: SlotList::new(),
             seq: 0,
         })
     }
 
-    fn on_insert(&mut self, id: u64, time: u64, _size: u32) {
+    fn on_insert(&mut self, session: &Session) {
         self.seq += 1;
-        let seq = self.seq;
-        self.queue.entry(id).or_insert(Inserted { time, seq });
+        if !self.queue.contains(session.id) {
+            let inserted = Inserted {
+                time: session.time,
+                seq: self.seq,
+            };
+            // Untracked only if its slot cannot be had (memory): the host then
+            // fills from its own order.
+            let _ = self.queue.push_back(session.id, inserted);
+        }
     }
 
     fn on_remove(&mut self, id: u64, _time: u64, _cause: RemovalCause) {
-        self.queue.remove(&id);
+        self.queue.remove(id);
     }
 
-    fn victims(&mut self, count: usize, candidates: &[Candidate], out: &mut Vec<u64>) {
-        if candidates.is_empty() {
-            out.extend(self.queue.keys().take(count));
+    fn victims(&mut self, count: usize, choice: &Choice<'_>, out: &mut Vec<u64>) {
+        if choice.candidates.is_empty() {
+            out.extend(self.queue.iter().take(count).map(|(id, _)| id));
         } else {
             pick_lowest(
                 count,
-                candidates,
-                |c| match self.queue.get(&c.id) {
+                choice.candidates,
+                |c| match self.queue.get(c.id) {
                     Some(e) => (e.time, false, e.seq),
                     None => (c.last_access, true, 0),
                 },
@@ -73,3 +84,6 @@ impl Policy for Fifo {
 }
 
 export_policy!(Fifo);
+
+#[cfg(test)]
+mod tests;

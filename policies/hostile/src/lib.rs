@@ -40,6 +40,13 @@
 //!   minimum table size would.
 //! - `max-observe`: an `observe` call with more events than this traps, as a
 //!   slow guest handed too much in one call would miss its deadline.
+//! - `traits`: what `info` declares, comma separated: `stable-order`,
+//!   `sampled` (default none), so a test can hand the host a policy that
+//!   claims a stable order and then breaks it, or one that asks for samples.
+//! - `sample-size`: what `info` declares as its sample size (default 64).
+
+// Natively only the unit tests call into the fixture.
+#![cfg_attr(not(any(target_arch = "wasm32", test)), allow(dead_code))]
 
 #[path = "../../lru/src/lru.rs"]
 mod lru;
@@ -48,9 +55,10 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use lru::Lru;
+use shadowcat_policy_sdk::bindings::shadowcat::policy::types::Table as WitTable;
 use shadowcat_policy_sdk::{
-    Adapter, Candidate, Config, EVENT_WORDS, Guest, Info, Level, Needs, Policy, RemovalCause,
-    apply_victims_input, log, with_policy,
+    Adapter, Choice, Config, EVENT_WORDS, Guest, Info, Level, Needs, Policy, RemovalCause, Session,
+    Table, Traits, USAGE_WORDS, apply_victims_input, choose_victims, log, with_policy,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,7 +125,7 @@ static SPIN: AtomicU64 = AtomicU64::new(0);
 fn count_call() {
     let call = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
     let every = TRAP_EVERY.load(Ordering::Relaxed);
-    if call == TRAP_AT.load(Ordering::Relaxed) || (every > 0 && call % every == 0) {
+    if call == TRAP_AT.load(Ordering::Relaxed) || (every > 0 && call.is_multiple_of(every)) {
         trap();
     }
 }
@@ -144,8 +152,28 @@ fn trap() -> ! {
     std::process::abort();
 }
 
+const TRAITS: &[(&str, Traits)] = &[
+    ("stable-order", Traits::STABLE_ORDER),
+    ("sampled", Traits::SAMPLED),
+];
+
+fn parse_traits(list: &str) -> Result<Traits, String> {
+    let mut traits = Traits::empty();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let Some(&(_, t)) = TRAITS.iter().find(|(n, _)| *n == name) else {
+            return Err(format!(
+                "hostile policy: unknown trait `{name}` in `traits`; traits: stable-order, sampled"
+            ));
+        };
+        traits |= t;
+    }
+    Ok(traits)
+}
+
 pub struct Hostile {
     mode: Mode,
+    traits: Traits,
+    sample_size: u32,
     lru: Lru,
 }
 
@@ -154,11 +182,20 @@ impl Policy for Hostile {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const NEEDS: Needs = Needs::INSERTED.union(Needs::ACCESSED).union(Needs::REMOVED);
 
-    fn create(capacity: u64, config: &Config) -> Result<Self, String> {
+    fn create(table: &Table, config: &Config) -> Result<Self, String> {
         config.check_keys(
             Self::NAME,
-            &["mode", "at", "every", "min-capacity", "max-observe"],
+            &[
+                "mode",
+                "at",
+                "every",
+                "min-capacity",
+                "max-observe",
+                "traits",
+                "sample-size",
+            ],
         )?;
+        let capacity = table.capacity;
         let name = config.str_or("mode", "lru");
         let Some(&(_, mode)) = MODES.iter().find(|(n, _)| *n == name) else {
             let names: Vec<&str> = MODES.iter().map(|(n, _)| *n).collect();
@@ -170,6 +207,8 @@ impl Policy for Hostile {
         let at = config.u64_or("at", 1000)?;
         let every = config.u64_or("every", 7)?;
         let min_capacity = config.u64_or("min-capacity", 0)?;
+        let traits = parse_traits(config.str_or("traits", ""))?;
+        let sample_size = config.u32_or("sample-size", Self::SAMPLE_SIZE)?;
         if capacity < min_capacity {
             return Err(format!(
                 "hostile policy: capacity {capacity} is below the minimum of {min_capacity}"
@@ -192,24 +231,26 @@ impl Policy for Hostile {
         }
         Ok(Self {
             mode,
+            traits,
+            sample_size,
             lru: Lru::new(),
         })
     }
 
-    fn on_insert(&mut self, id: u64, time: u64, _size: u32) {
-        self.lru.touch(id, time);
+    fn on_insert(&mut self, session: &Session) {
+        self.lru.touch(session.id, session.time);
     }
 
-    fn on_access(&mut self, id: u64, time: u64, _size: u32) {
-        self.lru.touch(id, time);
+    fn on_access(&mut self, session: &Session) {
+        self.lru.touch(session.id, session.time);
     }
 
     fn on_remove(&mut self, id: u64, _time: u64, _cause: RemovalCause) {
         self.lru.remove(id);
     }
 
-    fn victims(&mut self, count: usize, candidates: &[Candidate], out: &mut Vec<u64>) {
-        self.lru.pick(count, candidates, out);
+    fn victims(&mut self, count: usize, choice: &Choice<'_>, out: &mut Vec<u64>) {
+        self.lru.pick(count, choice.candidates, out);
     }
 }
 
@@ -220,9 +261,9 @@ type Correct = Adapter<Hostile>;
 struct Export;
 
 impl Guest for Export {
-    fn create(capacity: u64, config: Vec<(String, String)>) -> Result<(), String> {
+    fn create(table: WitTable, config: Vec<(String, String)>) -> Result<(), String> {
         // Create first so that `at` is known, then count: `at=1` traps in create.
-        let result = Correct::create(capacity, config);
+        let result = Correct::create(table, config);
         count_call();
         result
     }
@@ -230,9 +271,15 @@ impl Guest for Export {
     fn info() -> Info {
         count_call();
         let mut info = Correct::info();
-        if with_policy::<Hostile, _>(|h| h.mode) == Ok(Mode::HugeName) {
-            info.name = huge_text();
-            info.version = huge_text();
+        if let Ok((mode, traits, sample_size)) =
+            with_policy::<Hostile, _>(|h| (h.mode, h.traits, h.sample_size))
+        {
+            info.traits = traits;
+            info.sample_size = sample_size;
+            if mode == Mode::HugeName {
+                info.name = huge_text();
+                info.version = huge_text();
+            }
         }
         info
     }
@@ -249,8 +296,7 @@ impl Guest for Export {
     fn victims(count: u32, input: Vec<u64>) -> Result<Vec<u64>, String> {
         count_call();
         // Pending events first, so the misbehaviour below acts on current state.
-        let candidates = apply_victims_input::<Hostile>(&input)?;
-        let candidates = [&[0u64][..], candidates].concat();
+        let request = apply_victims_input::<Hostile>(&input)?;
         match with_policy::<Hostile, _>(|h| h.mode)? {
             Mode::Loop => spin(),
             Mode::Bomb => bomb(),
@@ -263,7 +309,7 @@ impl Guest for Export {
                 .collect()),
             Mode::HugeLog => {
                 log(Level::Warn, &huge_text());
-                Correct::victims(count, candidates)
+                choose_victims::<Hostile>(count, &request)
             }
             Mode::BadVictims => with_policy::<Hostile, _>(|h| {
                 let mut out = vec![NEVER_EXISTED];
@@ -288,7 +334,7 @@ impl Guest for Export {
             | Mode::TrapQuotas
             | Mode::HugeName
             | Mode::HugeCreateError
-            | Mode::CreateLoop => Correct::victims(count, candidates),
+            | Mode::CreateLoop => choose_victims::<Hostile>(count, &request),
         }
     }
 
@@ -300,7 +346,7 @@ impl Guest for Export {
             _ => return Correct::adjust_quotas(usage),
         }
         Ok(usage
-            .chunks_exact(4)
+            .chunks_exact(USAGE_WORDS)
             .flat_map(|u| [u[0], u[1].saturating_mul(1_000_000), 0])
             .collect())
     }
@@ -338,4 +384,10 @@ fn bomb() -> ! {
     }
 }
 
+// Natively the exports have no caller, and their names break the linker's
+// version script (see `export_policy!`).
+#[cfg(target_arch = "wasm32")]
 shadowcat_policy_sdk::bindings::export!(Export with_types_in shadowcat_policy_sdk::bindings);
+
+#[cfg(test)]
+mod tests;

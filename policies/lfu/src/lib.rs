@@ -15,45 +15,230 @@
 //!   is the truth and the policy may have missed it, e.g. after a replay.
 //! - `removed` (any cause): forgotten, count and all; unknown ids are ignored.
 //!
-//! State: a map id -> (count, sequence of last touch) and an ordered set keyed
-//! by (count, sequence), so every event is O(log n) and eviction reads the set's
-//! front.
+//! State: O(1) frequency buckets. Each distinct count held by some session has
+//! a bucket; buckets form a list in increasing count, and each bucket lists its
+//! sessions least recently touched first, linked through their slots. A touch
+//! moves a session from its bucket's list to the tail of the next bucket
+//! (created after it if that count is missing); an emptied bucket is unlinked.
+//! Every event is O(1) with no hashing, and victims read from the lowest bucket
+//! up, O(count).
+//!
+//! Not `stable-order`: a new session at count 1 goes ahead of older victims
+//! with higher counts.
 //!
 //! Victims with candidates: known candidates ranked by (count, last touch);
 //! candidates the policy has no record of are treated as count 0, so they come
 //! first, ordered by the host's last-access word.
 
-use std::collections::BTreeMap;
-
-use hashbrown::HashMap;
 use shadowcat_policy_sdk::{
-    Candidate, Config, Needs, Policy, RemovalCause, export_policy, pick_lowest,
+    Choice, Config, NO_SLOT, Needs, Policy, RemovalCause, Session, SlotMap, Table, export_policy,
+    pick_lowest, slot,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Rank {
-    count: u64,
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    bucket: u32,
+    /// Neighbours in the bucket, by slot.
+    prev: u32,
+    next: u32,
     /// Event sequence number of the last insert or access; unique.
     seq: u64,
 }
 
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    count: u64,
+    /// Least and most recently touched sessions, by slot.
+    head: u32,
+    tail: u32,
+    /// Neighbouring buckets (lower and higher counts), by index.
+    lower: u32,
+    higher: u32,
+}
+
+const NONE: u32 = NO_SLOT;
+
 pub struct Lfu {
-    ranks: HashMap<u64, Rank>,
-    order: BTreeMap<Rank, u64>,
+    entries: SlotMap<Entry>,
+    buckets: Vec<Bucket>,
+    /// Indices of unused buckets, for reuse.
+    spare: Vec<u32>,
+    /// The bucket with the lowest count, or NONE.
+    lowest: u32,
     seq: u64,
 }
 
 impl Lfu {
+    fn new() -> Self {
+        Self {
+            entries: SlotMap::new(),
+            buckets: Vec::new(),
+            spare: Vec::new(),
+            lowest: NONE,
+            seq: 0,
+        }
+    }
+
+    /// A bucket for `count` linked between `lower` and `higher`.
+    fn new_bucket(&mut self, count: u64, lower: u32, higher: u32) -> u32 {
+        let bucket = Bucket {
+            count,
+            head: NONE,
+            tail: NONE,
+            lower,
+            higher,
+        };
+        let index = match self.spare.pop() {
+            Some(i) => {
+                self.buckets[i as usize] = bucket;
+                i
+            }
+            None => {
+                self.buckets.push(bucket);
+                (self.buckets.len() - 1) as u32
+            }
+        };
+        match lower {
+            NONE => self.lowest = index,
+            l => self.buckets[l as usize].higher = index,
+        }
+        if higher != NONE {
+            self.buckets[higher as usize].lower = index;
+        }
+        index
+    }
+
+    fn drop_bucket(&mut self, b: u32) {
+        let Bucket { lower, higher, .. } = self.buckets[b as usize];
+        match lower {
+            NONE => self.lowest = higher,
+            l => self.buckets[l as usize].higher = higher,
+        }
+        if higher != NONE {
+            self.buckets[higher as usize].lower = lower;
+        }
+        self.spare.push(b);
+    }
+
+    fn entry(&mut self, s: u32) -> Option<&mut Entry> {
+        self.entries.at_mut(s).map(|(_, e)| e)
+    }
+
+    /// Appends slot `s` (tracked, unlinked) to bucket `b`.
+    fn link(&mut self, s: u32, b: u32) {
+        let tail = self.buckets[b as usize].tail;
+        if let Some(e) = self.entry(s) {
+            e.bucket = b;
+            e.prev = tail;
+            e.next = NONE;
+        }
+        match tail {
+            NONE => self.buckets[b as usize].head = s,
+            t => {
+                if let Some(e) = self.entry(t) {
+                    e.next = s;
+                }
+            }
+        }
+        self.buckets[b as usize].tail = s;
+    }
+
+    /// Takes slot `s` out of its bucket's list and returns the bucket, which
+    /// may be left empty for the caller to drop.
+    fn detach(&mut self, s: u32) -> Option<u32> {
+        let &mut Entry {
+            bucket, prev, next, ..
+        } = self.entry(s)?;
+        match prev {
+            NONE => self.buckets[bucket as usize].head = next,
+            p => {
+                if let Some(e) = self.entry(p) {
+                    e.next = next;
+                }
+            }
+        }
+        match next {
+            NONE => self.buckets[bucket as usize].tail = prev,
+            n => {
+                if let Some(e) = self.entry(n) {
+                    e.prev = prev;
+                }
+            }
+        }
+        Some(bucket)
+    }
+
+    fn drop_if_empty(&mut self, b: u32) {
+        if self.buckets[b as usize].head == NONE {
+            self.drop_bucket(b);
+        }
+    }
+
+    /// Forgets whatever session holds slot `s`.
+    fn forget(&mut self, s: u32) {
+        if let Some(b) = self.detach(s) {
+            self.drop_if_empty(b);
+        }
+    }
+
     fn touch(&mut self, id: u64) {
         self.seq += 1;
         let seq = self.seq;
-        let rank = self.ranks.entry(id).or_insert(Rank { count: 0, seq: 0 });
-        if rank.count > 0 {
-            self.order.remove(rank);
+        let s = slot(id);
+        if let Some(e) = self.entries.get_mut(id) {
+            e.seq = seq;
+            let b = e.bucket;
+            let Bucket { count, higher, .. } = self.buckets[b as usize];
+            let target = match count.checked_add(1) {
+                // Saturated: it stays at its count as the most recent there.
+                None => b,
+                Some(c) if higher != NONE && self.buckets[higher as usize].count == c => higher,
+                Some(c) => self.new_bucket(c, b, higher),
+            };
+            // The target is linked in before `b` may be dropped, so the bucket
+            // list stays connected.
+            self.detach(s);
+            self.link(s, target);
+            self.drop_if_empty(b);
+            return;
         }
-        rank.count = rank.count.saturating_add(1);
-        rank.seq = seq;
-        self.order.insert(*rank, id);
+        // A stale session's removal was missed: forget it first.
+        self.forget(s);
+        let entry = Entry {
+            bucket: NONE,
+            prev: NONE,
+            next: NONE,
+            seq,
+        };
+        // Untracked only if its slot cannot be had (memory): the host then
+        // fills from its own order.
+        if self.entries.insert(id, entry).is_err() {
+            return;
+        }
+        let target = match self.lowest {
+            l if l != NONE && self.buckets[l as usize].count == 1 => l,
+            l => self.new_bucket(1, NONE, l),
+        };
+        self.link(s, target);
+    }
+
+    /// Tracked ids, next victim first.
+    fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        let mut bucket = self.lowest;
+        let mut at = NONE;
+        std::iter::from_fn(move || {
+            while at == NONE {
+                let b = self.buckets.get(bucket as usize)?;
+                at = b.head;
+                if at == NONE {
+                    return None;
+                }
+                bucket = b.higher;
+            }
+            let (id, e) = self.entries.at(at)?;
+            at = e.next;
+            Some(id)
+        })
     }
 }
 
@@ -62,38 +247,35 @@ impl Policy for Lfu {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const NEEDS: Needs = Needs::INSERTED.union(Needs::ACCESSED).union(Needs::REMOVED);
 
-    fn create(_capacity: u64, config: &Config) -> Result<Self, String> {
+    fn create(_table: &Table, config: &Config) -> Result<Self, String> {
         config.check_keys(Self::NAME, &[])?;
-        Ok(Self {
-            ranks: HashMap::new(),
-            order: BTreeMap::new(),
-            seq: 0,
-        })
+        Ok(Self::new())
     }
 
-    fn on_insert(&mut self, id: u64, _time: u64, _size: u32) {
-        self.touch(id);
+    fn on_insert(&mut self, session: &Session) {
+        self.touch(session.id);
     }
 
-    fn on_access(&mut self, id: u64, _time: u64, _size: u32) {
-        self.touch(id);
+    fn on_access(&mut self, session: &Session) {
+        self.touch(session.id);
     }
 
     fn on_remove(&mut self, id: u64, _time: u64, _cause: RemovalCause) {
-        if let Some(rank) = self.ranks.remove(&id) {
-            self.order.remove(&rank);
+        if self.entries.contains(id) {
+            self.forget(slot(id));
+            self.entries.remove(id);
         }
     }
 
-    fn victims(&mut self, count: usize, candidates: &[Candidate], out: &mut Vec<u64>) {
-        if candidates.is_empty() {
-            out.extend(self.order.values().take(count));
+    fn victims(&mut self, count: usize, choice: &Choice<'_>, out: &mut Vec<u64>) {
+        if choice.candidates.is_empty() {
+            out.extend(self.ids().take(count));
         } else {
             pick_lowest(
                 count,
-                candidates,
-                |c| match self.ranks.get(&c.id) {
-                    Some(r) => (r.count, 0, r.seq),
+                choice.candidates,
+                |c| match self.entries.get(c.id) {
+                    Some(e) => (self.buckets[e.bucket as usize].count, 0, e.seq),
                     None => (0, c.last_access, 0),
                 },
                 out,
@@ -103,3 +285,6 @@ impl Policy for Lfu {
 }
 
 export_policy!(Lfu);
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,6 @@
-//! LRU state: one ordered hash map from session id to its last touch, oldest
-//! first. Inserting and accessing move an entry to the back in O(1); eviction
-//! reads from the front.
+//! LRU state: a [`SlotList`] of live sessions, least recently touched first.
+//! Inserting and accessing move an entry to the back in O(1) (a slot-indexed
+//! relink, no hashing); eviction reads from the front.
 //!
 //! Event semantics:
 //! - `inserted` and `accessed` both mean "touched now": the entry moves to the
@@ -10,14 +10,19 @@
 //! - Recency is the order of events, not their timestamps, matching a
 //!   request-by-request LRU such as libCacheSim's.
 //!
-//! Victims without candidates: the front of the order. With candidates: the
-//! candidates ordered by last touch time (the event time, ties by event order).
-//! A candidate the policy has no record of is ranked by the host's last-access
-//! word instead, after known ones touched at the same microsecond: the likely
-//! reason it is unknown is a touch the host has not flushed to us yet.
+//! Victims without candidates: the front of the order, which is stable between
+//! events in the sense of `stable-order` (touches go to the back, so events
+//! that name none of the first k leave them first, in order). With candidates:
+//! the candidates ordered by last touch time (the event time, ties by event
+//! order). A candidate the policy has no record of is ranked by the host's
+//! last-access word instead, after known ones touched at the same microsecond:
+//! the likely reason it is unknown is a touch the host has not flushed to us
+//! yet.
 
-use hashlink::LinkedHashMap;
-use shadowcat_policy_sdk::{Candidate, Config, Needs, Policy, RemovalCause, pick_lowest};
+use shadowcat_policy_sdk::{
+    Candidate, Choice, Config, Needs, Policy, RemovalCause, Session, SlotList, Table, Traits,
+    pick_lowest,
+};
 
 #[derive(Clone, Copy, Debug)]
 struct Touch {
@@ -26,39 +31,47 @@ struct Touch {
 }
 
 pub struct Lru {
-    order: LinkedHashMap<u64, Touch>,
+    order: SlotList<Touch>,
     seq: u64,
+}
+
+impl Default for Lru {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Lru {
     pub fn new() -> Self {
         Self {
-            order: LinkedHashMap::new(),
+            order: SlotList::new(),
             seq: 0,
         }
     }
 
+    #[inline]
     pub fn touch(&mut self, id: u64, time: u64) {
         self.seq += 1;
         let touch = Touch {
             time,
             seq: self.seq,
         };
-        match self.order.to_back(&id) {
+        match self.order.move_to_back(id) {
             Some(entry) => *entry = touch,
-            None => {
-                self.order.insert(id, touch);
-            }
+            // Untracked only if its slot cannot be had (memory): the host then
+            // fills from its own order.
+            None => _ = self.order.push_back(id, touch),
         }
     }
 
+    #[inline]
     pub fn remove(&mut self, id: u64) {
-        self.order.remove(&id);
+        self.order.remove(id);
     }
 
     /// Known ids, least recently used first.
     pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
-        self.order.keys().copied()
+        self.order.iter().map(|(id, _)| id)
     }
 
     pub fn pick(&self, count: usize, candidates: &[Candidate], out: &mut Vec<u64>) {
@@ -68,7 +81,7 @@ impl Lru {
             pick_lowest(
                 count,
                 candidates,
-                |c| match self.order.get(&c.id) {
+                |c| match self.order.get(c.id) {
                     Some(t) => (t.time, false, t.seq),
                     None => (c.last_access, true, 0),
                 },
@@ -82,25 +95,26 @@ impl Policy for Lru {
     const NAME: &'static str = "lru";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const NEEDS: Needs = Needs::INSERTED.union(Needs::ACCESSED).union(Needs::REMOVED);
+    const TRAITS: Traits = Traits::STABLE_ORDER;
 
-    fn create(_capacity: u64, config: &Config) -> Result<Self, String> {
+    fn create(_table: &Table, config: &Config) -> Result<Self, String> {
         config.check_keys(Self::NAME, &[])?;
         Ok(Self::new())
     }
 
-    fn on_insert(&mut self, id: u64, time: u64, _size: u32) {
-        self.touch(id, time);
+    fn on_insert(&mut self, session: &Session) {
+        self.touch(session.id, session.time);
     }
 
-    fn on_access(&mut self, id: u64, time: u64, _size: u32) {
-        self.touch(id, time);
+    fn on_access(&mut self, session: &Session) {
+        self.touch(session.id, session.time);
     }
 
     fn on_remove(&mut self, id: u64, _time: u64, _cause: RemovalCause) {
         self.remove(id);
     }
 
-    fn victims(&mut self, count: usize, candidates: &[Candidate], out: &mut Vec<u64>) {
-        self.pick(count, candidates, out);
+    fn victims(&mut self, count: usize, choice: &Choice<'_>, out: &mut Vec<u64>) {
+        self.pick(count, choice.candidates, out);
     }
 }

@@ -1,7 +1,8 @@
-//! Test fixture: a trivial policy exporting `shadowcat:policy/policy@0.2.0`, built
+//! Test fixture: a trivial policy exporting `shadowcat:policy/policy@0.99.0`, built
 //! against `wit/policy.wit`, a copy of the 0.1.0 interface with only the package
 //! version changed. The host must refuse it with a version error rather than a
-//! generic instantiation failure. It does not use the SDK, which is bound to 0.1.0.
+//! generic instantiation failure. It does not use the SDK, whose bindings follow the
+//! current interface.
 
 wit_bindgen::generate!({
     path: "wit",
@@ -11,6 +12,7 @@ wit_bindgen::generate!({
 use exports::shadowcat::policy::policy::Guest;
 use shadowcat::policy::types::{Info, Needs};
 
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 struct WrongVersion;
 
 impl Guest for WrongVersion {
@@ -21,7 +23,7 @@ impl Guest for WrongVersion {
     fn info() -> Info {
         Info {
             name: "wrong-version".into(),
-            version: "0.2.0".into(),
+            version: "0.99.0".into(),
             needs: Needs::empty(),
             batch_size: 256,
         }
@@ -44,4 +46,7 @@ impl Guest for WrongVersion {
     }
 }
 
+// Natively the exports have no caller, and their names, which contain `:`,
+// break the native linker's version script.
+#[cfg(target_arch = "wasm32")]
 export!(WrongVersion);

@@ -1,0 +1,168 @@
+use shadowcat_policy_sdk::testing::{Reference, Rng, Workload, compare};
+use shadowcat_policy_sdk::{Choice, Config, Policy, RemovalCause, Session, Table, Traits, slot};
+
+use crate::Lfu;
+
+/// libCacheSim's LFU, spelled out: (id, count, sequence number of the last
+/// touch), searched and sorted linearly.
+#[derive(Default)]
+struct Model {
+    entries: Vec<(u64, u64, u64)>,
+    seq: u64,
+}
+
+impl Model {
+    fn touch(&mut self, id: u64) {
+        self.seq += 1;
+        match self.entries.iter_mut().find(|e| e.0 == id) {
+            Some(e) => {
+                e.1 += 1;
+                e.2 = self.seq;
+            }
+            None => {
+                self.entries.retain(|e| slot(e.0) != slot(id));
+                self.entries.push((id, 1, self.seq));
+            }
+        }
+    }
+
+    fn order(&self) -> Vec<u64> {
+        let mut ranked: Vec<_> = self.entries.iter().map(|e| ((e.1, e.2), e.0)).collect();
+        ranked.sort();
+        ranked.into_iter().map(|r| r.1).collect()
+    }
+}
+
+impl Reference for Model {
+    fn insert(&mut self, s: &Session) {
+        self.touch(s.id);
+    }
+    fn access(&mut self, s: &Session) {
+        self.touch(s.id);
+    }
+    fn remove(&mut self, id: u64, _: RemovalCause) {
+        self.entries.retain(|e| e.0 != id);
+    }
+    fn victims(&mut self, count: usize, choice: &Choice<'_>) -> Vec<u64> {
+        if choice.candidates.is_empty() {
+            return self.order().into_iter().take(count).collect();
+        }
+        let mut ranked = Vec::new();
+        for c in choice.candidates {
+            if ranked.iter().any(|&(_, id)| id == c.id) {
+                continue;
+            }
+            let rank = match self.entries.iter().find(|e| e.0 == c.id) {
+                Some(e) => (e.1, 0, e.2),
+                None => (0, c.last_access, 0),
+            };
+            ranked.push((rank, c.id));
+        }
+        ranked.sort();
+        ranked.into_iter().take(count).map(|r| r.1).collect()
+    }
+}
+
+fn lfu() -> Lfu {
+    Lfu::create(&Table::new(64), &Config::default()).unwrap()
+}
+
+fn session(id: u64) -> Session {
+    Session {
+        id,
+        key: 0,
+        tenant: 0,
+        size: 1,
+        time: 0,
+    }
+}
+
+#[test]
+fn lfu_matches_the_reference_including_ties() {
+    for seed in 1..=5 {
+        let workload = Workload {
+            seed,
+            ..Workload::default()
+        };
+        let report = compare(&mut lfu(), &mut Model::default(), &workload);
+        assert!(report.policy_evictions > 1000, "{report:?}");
+        assert!(report.refusals > 10, "{report:?}");
+    }
+}
+
+#[test]
+fn lfu_matches_the_reference_on_sampled_candidates() {
+    for seed in 1..=5 {
+        let workload = Workload {
+            seed,
+            sampled: true,
+            ..Workload::default()
+        };
+        let report = compare(&mut lfu(), &mut Model::default(), &workload);
+        assert!(report.policy_evictions > 1000, "{report:?}");
+    }
+}
+
+#[test]
+fn lfu_matches_the_reference_at_scale() {
+    let workload = Workload {
+        seed: 99,
+        steps: 40_000,
+        capacity: 1_000,
+        keys: 10_000,
+        max_count: 64,
+        ..Workload::default()
+    };
+    compare(&mut lfu(), &mut Model::default(), &workload);
+}
+
+/// Beyond what a well-behaved host sends: repeated inserts, accesses and
+/// removals of unknown ids, new generations over sessions whose removal was
+/// missed. The whole order is compared after every event, so every bucket
+/// split, merge and reuse is checked.
+#[test]
+fn lfu_buckets_keep_the_exact_order_under_any_event_sequence() {
+    let mut rng = Rng::new(3);
+    let mut lfu = lfu();
+    let mut model = Model::default();
+    let mut generations = [0u64; 24];
+    for _ in 0..40_000 {
+        let s = rng.below(24);
+        if rng.percent(3) {
+            generations[s as usize] += 1;
+        }
+        let id = (generations[s as usize] << 32) | s;
+        match rng.below(10) {
+            0..=2 => {
+                lfu.on_insert(&session(id));
+                model.touch(id);
+            }
+            3..=7 => {
+                lfu.on_access(&session(id));
+                model.touch(id);
+            }
+            _ => {
+                lfu.on_remove(id, 0, RemovalCause::Closed);
+                Reference::remove(&mut model, id, RemovalCause::Closed);
+            }
+        }
+        assert_eq!(lfu.ids().collect::<Vec<_>>(), model.order());
+        assert_eq!(lfu.entries.len(), model.entries.len());
+    }
+    // Buckets are reused, not leaked: never more than one per live session.
+    assert!(lfu.buckets.len() <= 24, "{} buckets", lfu.buckets.len());
+}
+
+#[test]
+fn lfu_is_not_stable_order_because_an_insert_can_go_first() {
+    assert!(!Lfu::TRAITS.contains(Traits::STABLE_ORDER));
+    let mut lfu = lfu();
+    lfu.on_insert(&session(1));
+    lfu.on_access(&session(1));
+    let mut before = Vec::new();
+    lfu.victims(1, &Choice::default(), &mut before);
+    lfu.on_insert(&session(2));
+    let mut after = Vec::new();
+    lfu.victims(1, &Choice::default(), &mut after);
+    assert_eq!((before, after), (vec![1], vec![2]));
+}
