@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use hashlink::LinkedHashSet;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -26,6 +25,7 @@ use super::expiry::Deadlines;
 use super::id::SessionId;
 use super::limiter::Gcra;
 use super::metrics::Metrics;
+use super::recency::Recency;
 use super::signal::CloseSignal;
 use super::{RemovedSession, SessionInfo, SessionState};
 use crate::config::{RateLimit, TableConfig};
@@ -202,7 +202,7 @@ pub(crate) struct Core<U> {
     attachments: usize,
     by_external: HashMap<Arc<str>, SessionId, FastHash>,
     /// Every live session exactly once, least recently used first.
-    lru: LinkedHashSet<SessionId, FastHash>,
+    lru: Recency,
     deadlines: Deadlines,
     last_quota_round: Micros,
     max_sessions: usize,
@@ -227,7 +227,7 @@ impl<U> Core<U> {
             limiters: 0,
             attachments: 0,
             by_external: HashMap::default(),
-            lru: LinkedHashSet::default(),
+            lru: Recency::default(),
             deadlines: Deadlines::default(),
             last_quota_round: 0,
             max_sessions: config.max_sessions,
@@ -377,7 +377,7 @@ impl<U> Core<U> {
         if let Some(external) = external_id {
             self.by_external.insert(external, id);
         }
-        self.lru.insert(id);
+        self.lru.push_back(id.slot());
         if let Some(age) = self.max_age {
             self.deadlines.push(now.saturating_add(age), id);
         }
@@ -470,7 +470,7 @@ impl<U> Core<U> {
         entry.window_admitted = entry.window_admitted.saturating_add(1);
         entry.bytes = entry.bytes.saturating_add(bytes);
         let weight = entry.weight;
-        self.lru.to_back(&id);
+        self.lru.move_to_back(id.slot());
         fx.event(PolicyEvent::Accessed {
             id,
             time: now,
@@ -558,7 +558,7 @@ impl<U> Core<U> {
         now: Micros,
         fx: &mut Effects<'_, U>,
     ) -> (usize, usize) {
-        let ids: Vec<SessionId> = self.lru.iter().copied().collect();
+        let ids: Vec<SessionId> = self.lru_ids().collect();
         let mut removed = 0;
         let mut released_pins = 0;
         for id in ids {
@@ -594,7 +594,7 @@ impl<U> Core<U> {
         if let Some(external) = &entry.external_id {
             self.by_external.remove(external);
         }
-        self.lru.remove(&id);
+        self.lru.remove(id.slot());
         if entry.has_deadline {
             let slots = &self.slots;
             self.deadlines.forget_one(|id| live_in(slots, id));
@@ -724,10 +724,19 @@ impl<U> Core<U> {
     }
 
     fn first_unpinned(&self) -> Option<SessionId> {
-        self.lru
-            .iter()
-            .copied()
+        self.lru_ids()
             .find(|&id| self.entry(id).is_some_and(|e| e.pins == 0))
+    }
+
+    /// The id of the session in `slot` (which the LRU index holds only while
+    /// a session lives there).
+    fn id_of(&self, slot: u32) -> SessionId {
+        SessionId::new(slot, self.slots[slot as usize].generation)
+    }
+
+    /// Live session ids, least recently used first.
+    fn lru_ids(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.lru.iter().map(|slot| self.id_of(slot))
     }
 
     /// Expires sessions idle past the idle timeout or older than the max age at
@@ -735,10 +744,11 @@ impl<U> Core<U> {
     /// front of the LRU index, aged ones off the deadline queue.
     pub fn expire(&mut self, now: Micros, fx: &mut Effects<'_, U>) {
         if let Some(idle) = self.idle_timeout {
-            while let Some(&front) = self.lru.front() {
+            while let Some(slot) = self.lru.front() {
+                let front = self.id_of(slot);
                 let Some(entry) = self.entry_mut(front) else {
                     debug_assert!(false, "LRU index names a missing session");
-                    self.lru.pop_front();
+                    self.lru.remove(slot);
                     continue;
                 };
                 if now.saturating_sub(entry.last_access) < idle {
@@ -750,7 +760,7 @@ impl<U> Core<U> {
                     // order and the host's the same.
                     entry.last_access = now;
                     let weight = entry.weight;
-                    self.lru.to_back(&front);
+                    self.lru.move_to_back(slot);
                     fx.event(PolicyEvent::Accessed {
                         id: front,
                         time: now,
@@ -818,9 +828,8 @@ impl<U> Core<U> {
         let window_ms = now.saturating_sub(since) / 1_000;
         let recent: Vec<SessionId> = self
             .lru
-            .iter()
-            .rev()
-            .copied()
+            .iter_rev()
+            .map(|slot| self.id_of(slot))
             .take_while(|&id| self.entry(id).is_some_and(|e| e.last_access >= since))
             .collect();
         let mut usage = Vec::with_capacity(recent.len());
@@ -847,22 +856,20 @@ impl<U> Core<U> {
 
     /// Every live session, least recently used first.
     pub fn snapshot(&self) -> Vec<SessionInfo> {
-        self.lru.iter().filter_map(|&id| self.info(id)).collect()
+        self.lru_ids().filter_map(|id| self.info(id)).collect()
     }
 
     /// `f` over every live session and its upstream, least recently used first.
     pub fn inspect<R>(&self, mut f: impl FnMut(SessionInfo, &U) -> R) -> Vec<R> {
-        self.lru
-            .iter()
-            .filter_map(|&id| self.entry(id).map(|e| f(e.info(id), &e.upstream)))
+        self.lru_ids()
+            .filter_map(|id| self.entry(id).map(|e| f(e.info(id), &e.upstream)))
             .collect()
     }
 
     /// Live sessions, least recently used first, as a warm-up replays them.
     pub fn recency_order(&self) -> Vec<LiveSession> {
-        self.lru
-            .iter()
-            .filter_map(|&id| {
+        self.lru_ids()
+            .filter_map(|id| {
                 self.entry(id).map(|e| LiveSession {
                     id,
                     last_access: e.last_access,
