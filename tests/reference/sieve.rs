@@ -1,0 +1,67 @@
+//! SIEVE (libCacheSim `sieve`, Sieve.c; Zhang et al., NSDI'24).
+//!
+//! A session enters at the head unvisited; a hit marks it visited and does not
+//! move it. The hand starts at the tail and walks toward the head, clearing
+//! visited marks, wrapping to the tail; the first unvisited session goes, and
+//! the hand stays just past it, so the next eviction resumes there.
+
+use std::collections::HashMap;
+
+use super::queue::Queue;
+use super::Policy;
+
+#[derive(Debug, Default)]
+pub struct Sieve {
+    queue: Queue,
+    visited: HashMap<u64, bool>,
+    /// None: start at the tail.
+    hand: Option<u64>,
+}
+
+impl Sieve {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Policy for Sieve {
+    fn name(&self) -> String {
+        "sieve".into()
+    }
+
+    fn admit(&mut self, id: u64, _key: u64, _time: u64, _evicted: &mut Vec<u64>) {
+        self.queue.push_head(id);
+        self.visited.insert(id, false);
+    }
+
+    fn hit(&mut self, id: u64, _time: u64, _evicted: &mut Vec<u64>) {
+        if let Some(v) = self.visited.get_mut(&id) {
+            *v = true;
+        }
+    }
+
+    fn evict(&mut self, _candidates: &[u64], evicted: &mut Vec<u64>) {
+        let Some(mut o) = self.hand.or_else(|| self.queue.tail()) else {
+            return;
+        };
+        while self.visited[&o] {
+            self.visited.insert(o, false);
+            o = match self.queue.toward_head(o) {
+                Some(next) => next,
+                None => self.queue.tail().expect("the queue holds o"),
+            };
+        }
+        self.hand = self.queue.toward_head(o);
+        self.queue.remove(o);
+        self.visited.remove(&o);
+        evicted.push(o);
+    }
+
+    fn forget(&mut self, id: u64) {
+        if self.hand == Some(id) {
+            self.hand = self.queue.toward_head(id);
+        }
+        self.queue.remove(id);
+        self.visited.remove(&id);
+    }
+}
