@@ -136,9 +136,10 @@ pub fn replay(
             }
         }
         misses += 1;
+        // Key 0 means "no key" to a policy; object ids start at 0.
         let new = NewSession::anonymous(())
             .with_weight(weight)
-            .with_key(request.id);
+            .with_key(request.id.wrapping_add(1));
         match table.create(new).map_err(|r| r.error) {
             Ok(created) => *slot = Some(created.id),
             Err(TableError::TooLarge { .. }) => too_large += 1,
