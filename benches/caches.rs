@@ -12,7 +12,10 @@
 //! `cargo bench --bench caches` first prints a table of miss ratios: moka's
 //! best and spread over 5 runs (its maintenance runs on its own schedule, so
 //! its misses vary from run to run), quick_cache's (deterministic), and the
-//! best reference model, followed by every model's miss ratio. Then criterion
+//! best reference model, followed by every model's miss ratio, then every
+//! shipped policy (`policies/*.wasm`, default settings) replayed through the
+//! host's session table next to moka's best and quick_cache, with the best of
+//! them and whether it misses less than both. Then criterion
 //! measures the replay time of each crate (`caches_<workload>/<crate>/<capacity>`,
 //! requests/s; a fresh cache per replay, built outside the timing). The table
 //! takes about a minute; a criterion filter does not skip it.
@@ -27,7 +30,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
+use shadowcat::replay::{replay, CapacityMode};
 use shadowcat::trace::{read_trace, try_generate, SyntheticSpec, Trace, TraceFormat};
+use shadowcat::wasm::{PolicyEngine, PolicyLimits, WasmPolicy};
 use shadowcat_benches::{benchmarking, fixture};
 
 use reference::driver::Driver;
@@ -60,6 +65,7 @@ const MODELS: &[ModelSpec] = &[
         &[("variant", "libcachesim")],
     ),
     ("wtinylfu (Caffeine)", "wtinylfu", &[]),
+    ("wtinylfu (tuned)", "wtinylfu-tuned", &[]),
     ("lfu-decay", "lfu-decay", &[]),
 ];
 
@@ -67,6 +73,9 @@ struct Workload {
     name: &'static str,
     /// (time in microseconds, key)
     requests: Vec<(u64, u64)>,
+    /// The same requests as the host replays them (keys are ids plus one
+    /// there too).
+    trace: Trace,
     /// (label, capacity in entries)
     capacities: Vec<(String, usize)>,
 }
@@ -90,6 +99,7 @@ fn workloads() -> Vec<Workload> {
         Workload {
             name: "reference",
             requests: keyed(&reference, limit),
+            trace: truncated(&reference, limit),
             capacities: [489, 4_897, 9_794]
                 .into_iter()
                 .map(|c| (c.to_string(), c))
@@ -98,6 +108,7 @@ fn workloads() -> Vec<Workload> {
         Workload {
             name: "zipf_1M",
             requests: keyed(&synthetic, limit),
+            trace: truncated(&synthetic, limit),
             capacities: [1, 5, 10]
                 .into_iter()
                 .map(|pct| (format!("{pct}pct"), (distinct * pct / 100).max(1)))
@@ -116,6 +127,13 @@ fn keyed(trace: &Trace, limit: usize) -> Vec<(u64, u64)> {
         .take(limit)
         .map(|r| (r.time, r.id + 1))
         .collect()
+}
+
+fn truncated(trace: &Trace, limit: usize) -> Trace {
+    if trace.len() <= limit {
+        return trace.clone();
+    }
+    Trace::new(trace.name.clone(), trace.requests[..limit].to_vec())
 }
 
 fn moka_misses(requests: &[(u64, u64)], capacity: usize) -> u64 {
@@ -178,8 +196,18 @@ fn mrps(requests: usize, elapsed: Duration) -> f64 {
     requests as f64 / elapsed.as_secs_f64() / 1e6
 }
 
-/// Miss ratios of everything at every capacity, printed as two tables.
-fn print_miss_ratios(workloads: &[Workload]) {
+/// moka's best and quick_cache's miss ratio at one workload and capacity.
+struct Baseline {
+    workload: &'static str,
+    label: String,
+    capacity: usize,
+    moka_best: f64,
+    quick_cache: f64,
+}
+
+/// Miss ratios of everything at every capacity, printed as two tables;
+/// returns moka's and quick_cache's for the table of shipped policies.
+fn print_miss_ratios(workloads: &[Workload]) -> Vec<Baseline> {
     let runs = if benchmarking() { MOKA_RUNS } else { 1 };
     println!(
         "\nmiss ratios (moka: best of {runs} runs and max - min; M req/s: one replay, \
@@ -190,6 +218,7 @@ fn print_miss_ratios(workloads: &[Workload]) {
     );
     println!("|---|---:|---:|---:|---:|---|---:|---:|");
     let mut per_model = Vec::new();
+    let mut baselines = Vec::new();
     for w in workloads {
         let n = w.requests.len();
         let ratio = |misses: u64| misses as f64 / n as f64;
@@ -222,6 +251,13 @@ fn print_miss_ratios(workloads: &[Workload]) {
                 mrps(n, quick_time),
             );
             per_model.push((w.name, label.clone(), n, models));
+            baselines.push(Baseline {
+                workload: w.name,
+                label: capacity_label(label, capacity),
+                capacity,
+                moka_best: best,
+                quick_cache: quick,
+            });
         }
     }
     println!("\nreference models (miss ratio, M req/s)\n");
@@ -239,6 +275,99 @@ fn print_miss_ratios(workloads: &[Workload]) {
                 misses as f64 / n as f64,
                 mrps(n, elapsed)
             ));
+        }
+        println!("{row}");
+    }
+    println!();
+    baselines
+}
+
+/// The shipped policies, `policies/*.wasm`, by name.
+fn shipped_policies() -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("policies/ reads")
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            Some(name.strip_suffix(".wasm")?.to_owned())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every shipped policy through the host's table at every point of
+/// `baselines`, next to moka's best and quick_cache: the quality goal is
+/// that the best of them misses less than both at every point.
+fn print_shipped(workloads: &[Workload], baselines: &[Baseline]) {
+    let engine = PolicyEngine::new(
+        PolicyLimits {
+            call_timeout: Duration::from_secs(10),
+            ..PolicyLimits::default()
+        },
+        None,
+    )
+    .expect("policy engine");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let names = shipped_policies();
+    println!("shipped policies through the host (policies/*.wasm, default settings; miss ratio)\n");
+    let mut header = String::from(
+        "| workload | capacity | moka best | quick_cache | best shipped | beats both by |",
+    );
+    for name in &names {
+        header.push_str(&format!(" {name} |"));
+    }
+    println!("{header}");
+    println!(
+        "|---|---|---:|---:|---|---:|{}",
+        "---:|".repeat(names.len())
+    );
+    for b in baselines {
+        let w = workloads
+            .iter()
+            .find(|w| w.name == b.workload)
+            .expect("a baseline's workload");
+        let ratios: Vec<f64> = names
+            .iter()
+            .map(|name| {
+                let policy = WasmPolicy::load(
+                    engine.clone(),
+                    &dir.join(format!("{name}.wasm")),
+                    b.capacity as u64,
+                    Vec::new(),
+                )
+                .unwrap_or_else(|e| panic!("{name}.wasm: {e}"));
+                replay(
+                    &w.trace,
+                    policy,
+                    b.capacity as u64,
+                    CapacityMode::Objects,
+                    &mut |_| {},
+                )
+                .unwrap_or_else(|e| panic!("{name}.wasm replay: {e}"))
+                .miss_ratio()
+            })
+            .collect();
+        let (best_name, best) = names
+            .iter()
+            .zip(&ratios)
+            .min_by(|a, b| a.1.total_cmp(b.1))
+            .expect("at least one shipped policy");
+        let margin = b.moka_best.min(b.quick_cache) - best;
+        let mut row = format!(
+            "| {} | {} | {:.4} | {:.4} | {best_name} {best:.4} | {} |",
+            b.workload,
+            b.label,
+            b.moka_best,
+            b.quick_cache,
+            if margin > 0.0 {
+                format!("{margin:.4}")
+            } else {
+                format!("no ({margin:.4})")
+            }
+        );
+        for r in &ratios {
+            row.push_str(&format!(" {r:.4} |"));
         }
         println!("{row}");
     }
@@ -299,7 +428,8 @@ fn bench_caches(c: &mut Criterion, workloads: &[Workload]) {
 
 fn main() {
     let workloads = workloads();
-    print_miss_ratios(&workloads);
+    let baselines = print_miss_ratios(&workloads);
+    print_shipped(&workloads, &baselines);
     let mut criterion = Criterion::default().configure_from_args();
     bench_caches(&mut criterion, &workloads);
     criterion.final_summary();

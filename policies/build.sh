@@ -6,6 +6,12 @@
 #   tests/fixtures/lru-0.1.wasm         an exact LRU against interface 0.1, without the SDK
 #   tests/fixtures/wrong-version.wasm   0.1's shape under a version no host knows (0.99.0)
 #   tests/fixtures/core-module.wasm     lru as a plain core module (not a component)
+#   policies/{arc,s3fifo,sieve,twoq,clock,ttl,lfu-decay}.wasm
+#                                       simulator-defined policies on policies/sim (0.2)
+#   policies/{wtinylfu,wtinylfu-tuned}.wasm
+#                                       W-TinyLFU, Caffeine's and tuned defaults (0.2)
+#   policies/fair-quota.wasm            fair-share rate limits by AIMD, LRU eviction (0.2)
+#   policies/lru-c.wasm                 lru written in C (wit-bindgen c, clang, lld-22) (0.2)
 #
 # Guests compile for wasm32-unknown-unknown. With rustup's target installed that is
 # a plain cargo build; otherwise (these machines cannot download rustup targets) it
@@ -107,7 +113,61 @@ cd "$root"
     --module "$out/shadowcat_policy_legacy_lru.wasm" --output tests/fixtures/lru-0.1.wasm \
     --expect-export "$v01" \
     --module "$out/shadowcat_policy_wrong_version.wasm" --output tests/fixtures/wrong-version.wasm \
-    --expect-export "shadowcat:policy/policy@0.99.0"
+    --expect-export "shadowcat:policy/policy@0.99.0" \
+    --module "$out/shadowcat_policy_arc.wasm" --output policies/arc.wasm --expect-export "$v02" \
+    --module "$out/shadowcat_policy_s3fifo.wasm" --output policies/s3fifo.wasm --expect-export "$v02" \
+    --module "$out/shadowcat_policy_sieve.wasm" --output policies/sieve.wasm --expect-export "$v02" \
+    --module "$out/shadowcat_policy_twoq.wasm" --output policies/twoq.wasm --expect-export "$v02" \
+    --module "$out/shadowcat_policy_clock.wasm" --output policies/clock.wasm --expect-export "$v02" \
+    --module "$out/shadowcat_policy_ttl.wasm" --output policies/ttl.wasm --expect-export "$v02" \
+    --module "$out/shadowcat_policy_lfu_decay.wasm" --output policies/lfu-decay.wasm \
+    --expect-export "$v02"
+
+# W-TinyLFU (Caffeine's defaults, and the tuned ones: the same code) and fair-quota.
+"${componentize[@]}" \
+    --module "$out/shadowcat_policy_wtinylfu.wasm" --output policies/wtinylfu.wasm \
+    --expect-export "$v02" \
+    --module "$out/shadowcat_policy_wtinylfu_tuned.wasm" --output policies/wtinylfu-tuned.wasm \
+    --expect-export "$v02" \
+    --module "$out/shadowcat_policy_fair_quota.wasm" --output policies/fair-quota.wasm \
+    --expect-export "$v02"
+
+# lru-c: the Rust lru's twin in C, from the WIT file alone. `wit-bindgen c`
+# (crate wit-bindgen-cli, the version the Rust guests' bindings come from,
+# installed under policies/target/tools) writes the bindings; Debian's clang
+# compiles them with the policy and its small freestanding libc (no WASI
+# libc: a policy imports nothing but the host's log); lld-22 links; the same
+# tool as above makes the component.
+wit_bindgen_version=0.61.1
+wit_bindgen="$here/target/tools/bin/wit-bindgen"
+if [[ "$("$wit_bindgen" --version 2>/dev/null)" != "wit-bindgen-cli $wit_bindgen_version" ]]; then
+    echo "build.sh: installing wit-bindgen-cli $wit_bindgen_version into $here/target/tools" >&2
+    cargo install wit-bindgen-cli --version "$wit_bindgen_version" --locked --quiet \
+        --root "$here/target/tools"
+fi
+if ! command -v clang >/dev/null 2>&1; then
+    echo "build.sh: installing clang (for policies/lru-c)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq clang >/dev/null
+fi
+c_out="$here/target/lru-c"
+rm -rf "$c_out"
+mkdir -p "$c_out"
+if ! generated="$("$wit_bindgen" c --world eviction-policy --out-dir "$c_out" "$root/wit/0.2.0" 2>&1)"; then
+    echo "$generated" >&2
+    exit 1
+fi
+c_flags=(--target=wasm32-unknown-unknown -O2 -std=c11 -ffreestanding -nostdlib -mbulk-memory
+    -Wall -Wextra -Werror -Wno-unused-parameter "-ffile-prefix-map=$root=/shadowcat"
+    "-ffile-prefix-map=$c_out=/bindings" -I "$here/lru-c/include" -I "$c_out")
+for source in "$here/lru-c/lru.c" "$here/lru-c/libc.c" "$c_out/eviction_policy.c"; do
+    clang "${c_flags[@]}" -c "$source" -o "$c_out/$(basename "$source" .c).o"
+done
+wasm-ld-22 --no-entry --strip-all -o "$c_out/lru-c.core.wasm" "$c_out/lru.o" "$c_out/libc.o" \
+    "$c_out/eviction_policy.o" "$c_out/eviction_policy_component_type.o"
+"${componentize[@]}" \
+    --module "$c_out/lru-c.core.wasm" --output policies/lru-c.wasm --expect-export "$v02"
 
 install -m 0644 "$out/shadowcat_policy_lru.wasm" tests/fixtures/core-module.wasm.tmp
 mv tests/fixtures/core-module.wasm.tmp tests/fixtures/core-module.wasm

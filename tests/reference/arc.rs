@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 
 use super::queue::Queue;
-use super::{Policy, NO_KEY};
+use super::{NO_KEY, Policy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ghost {

@@ -36,7 +36,7 @@
 use std::collections::HashMap;
 
 use super::queue::Queue;
-use super::{Policy, NO_KEY};
+use super::{NO_KEY, Policy};
 
 const PERCENT_MAIN: f64 = 0.99;
 const PERCENT_MAIN_PROTECTED: f64 = 0.80;

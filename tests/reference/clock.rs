@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 
-use super::queue::Queue;
 use super::Policy;
+use super::queue::Queue;
 
 #[derive(Debug)]
 pub struct Clock {

@@ -56,6 +56,7 @@ pub mod lru;
 pub mod queue;
 pub mod s3fifo;
 pub mod sieve;
+pub mod tinylfu;
 pub mod ttl;
 pub mod twoq;
 pub mod wtinylfu;
@@ -70,7 +71,7 @@ pub const NO_KEY: u64 = 0;
 /// client behind it, the same across re-creations (the object id in a trace
 /// replay). Anything that must outlive a session (ghost lists, sketches) is
 /// kept by key. `time` is in microseconds.
-pub trait Model {
+pub trait Model: Send {
     /// The policy's name, as `--eviction-policy` would take it.
     fn name(&self) -> String;
     fn insert(&mut self, id: u64, key: u64, time: u64);
@@ -104,7 +105,7 @@ pub trait Model {
 /// Every method that can evict appends the evicted session ids to `evicted`;
 /// those sessions must be gone from the policy's structures (ghost entries
 /// recorded as the simulator records them).
-pub trait Policy {
+pub trait Policy: Send {
     fn name(&self) -> String;
     /// The miss prologue, before any eviction for this arrival: ghost lookups
     /// and the adaptation they drive. Called once per arrival, with [`NO_KEY`]
@@ -291,13 +292,15 @@ pub const POLICIES: &[&str] = &[
     "s3fifo",
     "twoq",
     "wtinylfu",
+    "wtinylfu-tuned",
     "lfu-decay",
     "ttl",
 ];
 
 /// A model by policy name, with the shipped policy's `key=value` config.
 ///
-/// `wtinylfu` is Caffeine's adaptive variant unless `variant=libcachesim`.
+/// `wtinylfu` is Caffeine's adaptive variant unless `variant=libcachesim` (or
+/// `variant=tuned`, the defaults of `wtinylfu-tuned`); see [`tinylfu`].
 /// Unknown keys and bad values are errors naming the key, as the shipped
 /// policies' `create` reports them.
 pub fn build(name: &str, table: &Table, config: &[(&str, &str)]) -> Result<Box<dyn Model>, String> {
@@ -333,15 +336,36 @@ pub fn build(name: &str, table: &Table, config: &[(&str, &str)]) -> Result<Box<d
             };
             Box::new(Reference::new(twoq::TwoQ::new(capacity, params)?))
         }
-        "wtinylfu" => match config.take("variant").as_deref() {
-            None | Some("caffeine") => Box::new(Reference::new(caffeine::Caffeine::new(capacity))),
-            Some("libcachesim") => Box::new(Reference::new(wtinylfu::WTinyLfu::new(capacity))),
-            Some(other) => {
-                return Err(format!(
-                    "variant: expected caffeine or libcachesim, got {other:?}"
-                ))
-            }
-        },
+        "wtinylfu" | "wtinylfu-tuned" => {
+            let default = if name == "wtinylfu" {
+                "caffeine"
+            } else {
+                "tuned"
+            };
+            let preset = match config.take("variant").as_deref().unwrap_or(default) {
+                "caffeine" => tinylfu::Params::caffeine(),
+                "tuned" => tinylfu::Params::tuned(),
+                "libcachesim" => {
+                    config.finish()?;
+                    return Ok(Box::new(Reference::new(wtinylfu::WTinyLfu::new(capacity))));
+                }
+                other => {
+                    return Err(format!(
+                        "variant: expected caffeine, tuned or libcachesim, got {other:?}"
+                    ));
+                }
+            };
+            let params = tinylfu::Params {
+                window: config.parse("window", preset.window)?,
+                protected: config.parse("protected", preset.protected)?,
+                adaptive: config.parse("adaptive", preset.adaptive)?,
+                sketch_width: config.parse("sketch-width", preset.sketch_width)?,
+                sample: config.parse("sample", preset.sample)?,
+                doorkeeper: config.parse("doorkeeper", preset.doorkeeper)?,
+                victim_sample: config.parse("victim-sample", preset.victim_sample)?,
+            };
+            Box::new(Reference::new(tinylfu::TinyLfu::new(capacity, params)?))
+        }
         "lfu-decay" => {
             let d = lfu_decay::Params::default();
             let params = lfu_decay::Params {

@@ -5,7 +5,7 @@
 //! bindings and the decoding of those packed layouts, so a policy is a plain Rust
 //! type implementing [`Policy`] plus one [`export_policy!`] line:
 //!
-//! ```ignore
+//! ```no_run
 //! use shadowcat_policy_sdk::{Choice, Config, Needs, Policy, RemovalCause, Session, SlotList, Table};
 //!
 //! /// Evicts the newest session first.

@@ -1,0 +1,83 @@
+use shadowcat_policy_sdk::{Choice, Config, Policy, Session, Table};
+use shadowcat_policy_sim::OnTable;
+use shadowcat_policy_sim::testing::assert_matches_model_with;
+
+use crate::Ttl;
+
+fn table(capacity: u64, idle_timeout: u64, max_age: u64) -> Table {
+    let bound = |us: u64| (us != 0).then_some(us);
+    Table {
+        idle_timeout: bound(idle_timeout),
+        max_age: bound(max_age),
+        ..Table::new(capacity)
+    }
+}
+
+fn ttl(capacity: u64, idle_timeout: u64, max_age: u64) -> OnTable<Ttl> {
+    OnTable::<Ttl>::create(&table(capacity, idle_timeout, max_age), &Config::default()).unwrap()
+}
+
+fn at(id: u64, time: u64) -> Session {
+    Session {
+        id,
+        key: id + 1,
+        tenant: 0,
+        size: 1,
+        time,
+    }
+}
+
+fn order(p: &mut OnTable<Ttl>, count: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    p.victims(count, &Choice::default(), &mut out);
+    out
+}
+
+/// The workload's clock moves 0 to 2 microseconds a step, so these bounds
+/// bind in turn: idle sessions and old ones both go first.
+#[test]
+fn ttl_matches_the_reference_model_with_pinned_refusals() {
+    for (idle_timeout, max_age) in [(0, 0), (300, 0), (0, 2_000), (300, 2_000), (40, 30)] {
+        assert_matches_model_with(
+            |c| ttl(c, idle_timeout, max_age),
+            "ttl",
+            &[],
+            false,
+            idle_timeout,
+            max_age,
+        );
+    }
+}
+
+#[test]
+fn ttl_evicts_whichever_bound_expires_first() {
+    // Idle timeout 10, max age 25.
+    let mut p = ttl(8, 10, 25);
+    p.on_insert(&at(1, 0)); // expires at 10 idle, 25 by age
+    p.on_insert(&at(2, 5)); // 15, 30
+    p.on_access(&at(1, 12)); // 22 idle, still 25 by age
+    p.on_insert(&at(3, 13)); // 23, 38
+    p.on_access(&at(2, 16)); // 26 idle, 30 by age
+    assert_eq!(order(&mut p, 3), vec![1, 3, 2]);
+}
+
+/// Times that go back (a host clock is not required to be monotonic across
+/// threads) still give the exact order.
+#[test]
+fn ttl_places_an_earlier_time_where_it_belongs() {
+    let mut p = ttl(8, 10, 0);
+    p.on_insert(&at(1, 50));
+    p.on_insert(&at(2, 40));
+    p.on_insert(&at(3, 45));
+    p.on_access(&at(1, 30));
+    assert_eq!(order(&mut p, 3), vec![1, 2, 3]);
+}
+
+#[test]
+fn ttl_takes_its_bounds_from_the_table_not_from_config() {
+    let config = Config::new(vec![("idle-timeout".into(), "1s".into())]);
+    let err = OnTable::<Ttl>::create(&Table::new(4), &config)
+        .err()
+        .expect("refused");
+    assert!(err.contains("`idle-timeout`"), "{err}");
+}

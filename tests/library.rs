@@ -1,0 +1,586 @@
+//! The simulator-defined policies of `policies/` (arc, s3fifo, sieve, twoq,
+//! clock, ttl, lfu-decay) through the host: exact miss counts on the
+//! reference trace, decisions equal to their reference models' through a real
+//! session table with pins, re-asks that find an unpinned victim, a table that
+//! never loses a session, decay on the table's clock, `policy check`, `bench`.
+//!
+//! Each `.wasm` runs beside its model (`tests/reference/`, wrapped in
+//! `tests/library/twin.rs` for the two protocol rules the guests add): a
+//! [`SideBySide`] policy hands the table the wasm's answers and checks every
+//! one against the model fed the very same events, candidates and ticks.
+
+mod common;
+#[path = "reference/mod.rs"]
+mod reference;
+#[path = "library/twin.rs"]
+mod twin;
+
+mod library {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use parking_lot::Mutex;
+    use shadowcat::eviction::{
+        Candidate, EvictionPolicy, FlushHint, LiveSessions, PolicyEvent, QuotaAdjustment,
+        QuotaUsage, Refusal, RemovalCause, Unavailable, VictimRequest,
+    };
+    use shadowcat::replay::{replay, CapacityMode, ReplayOutcome};
+    use shadowcat::session::{Clock, FallbackReason, NewSession, SessionId, SessionTable};
+    use shadowcat::wasm::{PolicyEngine, PolicyLimits, PolicyTable, WasmPolicy};
+    use shadowcat::TableConfig;
+
+    use crate::common::{policy_file, reference_trace, shadowcat_cli, text};
+    use crate::reference::driver::Driver;
+    use crate::reference::Table;
+    use crate::twin::Twin;
+
+    const CAPACITIES: [u64; 3] = [489, 4_897, 9_794];
+    const REQUESTS: u64 = 113_872;
+    const MINUTE: u64 = 60_000_000;
+
+    /// Every policy of this library with libCacheSim's miss counts at
+    /// [`CAPACITIES`] (FIGURES.md: `cachesim ... --ignore-obj-size 1`), for
+    /// the settings that reproduce its variants. `ttl` on a table without
+    /// timeouts orders by last request: LRU's counts.
+    const EXACT: &[(&str, &[(&str, &str)], [u64; 3])] = &[
+        ("arc", &[], [94_229, 88_002, 80_004]),
+        ("s3fifo", &[], [94_559, 85_691, 77_208]),
+        (
+            "s3fifo",
+            &[("move-to-main-threshold", "1")],
+            [94_346, 85_066, 76_513],
+        ),
+        ("sieve", &[], [94_419, 90_040, 81_557]),
+        ("twoq", &[], [94_573, 88_160, 79_192]),
+        ("clock", &[], [95_332, 91_599, 85_213]),
+        ("clock", &[("bits", "2")], [95_181, 91_531, 85_477]),
+        ("clock", &[("bits", "3")], [95_088, 91_518, 85_380]),
+        ("clock", &[("bits", "4")], [95_022, 91_450, 85_383]),
+        ("ttl", &[], [95_420, 91_657, 82_547]),
+    ];
+
+    /// Every policy, default settings.
+    const POLICIES: [&str; 7] = [
+        "arc",
+        "s3fifo",
+        "sieve",
+        "twoq",
+        "clock",
+        "ttl",
+        "lfu-decay",
+    ];
+
+    fn engine() -> Arc<PolicyEngine> {
+        // Generous deadlines: these tests are about answers, not time.
+        PolicyEngine::new(
+            PolicyLimits {
+                call_timeout: Duration::from_secs(10),
+                ..PolicyLimits::default()
+            },
+            None,
+        )
+        .expect("engine")
+    }
+
+    fn pairs(config: &[(&str, &str)]) -> Vec<(String, String)> {
+        config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load(name: &str, table: PolicyTable, config: &[(&str, &str)]) -> Arc<WasmPolicy> {
+        WasmPolicy::load(engine(), &policy_file(name), table, pairs(config))
+            .unwrap_or_else(|e| panic!("{name}.wasm {config:?}: {e}"))
+    }
+
+    /// A shipped policy and its model, side by side: the table gets the
+    /// wasm's answers, and each is checked against the model's.
+    struct SideBySide {
+        wasm: Arc<WasmPolicy>,
+        model: Mutex<Model>,
+    }
+
+    struct Model {
+        twin: Twin,
+        /// Events the table recorded since the model last caught up.
+        events: Vec<PolicyEvent>,
+        decisions: u64,
+        refusals: u64,
+    }
+
+    impl Model {
+        fn catch_up(&mut self) {
+            for event in std::mem::take(&mut self.events) {
+                match event {
+                    PolicyEvent::Inserted { id, time, key, .. } => {
+                        self.twin.insert(id.to_bits(), key, time)
+                    }
+                    PolicyEvent::Accessed { id, time, .. } => self.twin.access(id.to_bits(), time),
+                    PolicyEvent::Removed { id, cause, .. } => self
+                        .twin
+                        .remove(id.to_bits(), cause == RemovalCause::Evicted),
+                    PolicyEvent::Refused { id, reason, .. } => {
+                        self.refusals += 1;
+                        self.twin.refused(id.to_bits(), reason == Refusal::Pinned)
+                    }
+                }
+            }
+        }
+    }
+
+    impl SideBySide {
+        fn new(name: &str, table: PolicyTable, config: &[(&str, &str)]) -> Arc<Self> {
+            let model_table = Table {
+                capacity: table.capacity as usize,
+                idle_timeout: table.idle_timeout,
+                max_age: table.max_age,
+            };
+            let twin = Twin::build(name, &model_table, config)
+                .unwrap_or_else(|e| panic!("model {name} {config:?}: {e}"));
+            Arc::new(Self {
+                wasm: load(name, table, config),
+                model: Mutex::new(Model {
+                    twin,
+                    events: Vec::new(),
+                    decisions: 0,
+                    refusals: 0,
+                }),
+            })
+        }
+
+        fn decisions(&self) -> (u64, u64) {
+            let m = self.model.lock();
+            (m.decisions, m.refusals)
+        }
+    }
+
+    impl EvictionPolicy for SideBySide {
+        fn name(&self) -> &str {
+            self.wasm.name()
+        }
+
+        fn record(&self, event: PolicyEvent) -> FlushHint {
+            self.model.lock().events.push(event);
+            self.wasm.record(event)
+        }
+
+        fn victims(
+            &self,
+            request: VictimRequest<'_>,
+            out: &mut Vec<SessionId>,
+        ) -> Result<(), Unavailable> {
+            let start = out.len();
+            let answered = self.wasm.victims(request, out);
+            assert_eq!(
+                answered,
+                Ok(()),
+                "{}: {:?}",
+                self.name(),
+                self.wasm.metrics()
+            );
+            let got: Vec<u64> = out[start..].iter().map(|id| id.to_bits()).collect();
+            let candidates: Vec<u64> = request.candidates.iter().map(|c| c.id.to_bits()).collect();
+            let key = request.arriving.map_or(0, |a| a.key);
+            let mut model = self.model.lock();
+            model.catch_up();
+            let expected = model.twin.victims(request.count, key, &candidates);
+            assert_eq!(
+                got,
+                expected,
+                "{}: decision {} (count {}, arriving key {key}, candidates {candidates:?}): \
+                 the wasm (left) and its model (right) differ",
+                self.name(),
+                model.decisions,
+                request.count
+            );
+            model.decisions += 1;
+            answered
+        }
+
+        fn sample_size(&self) -> usize {
+            self.wasm.sample_size()
+        }
+
+        fn learns_from_refusals(&self) -> bool {
+            self.wasm.learns_from_refusals()
+        }
+
+        fn ready_victims(&self, count: usize, out: &mut Vec<SessionId>) {
+            self.wasm.ready_victims(count, out);
+            assert!(out.is_empty(), "no policy here declares stable-order");
+        }
+
+        fn flush(&self) {
+            self.wasm.flush();
+        }
+
+        fn maintain(&self, now: u64) {
+            {
+                let mut model = self.model.lock();
+                model.catch_up();
+                model.twin.maintain(now);
+            }
+            self.wasm.maintain(now);
+        }
+
+        fn adjust_quotas(&self, usage: &[QuotaUsage], out: &mut Vec<QuotaAdjustment>) {
+            self.wasm.adjust_quotas(usage, out);
+        }
+
+        fn attach_live_sessions(&self, source: LiveSessions) {
+            self.wasm.attach_live_sessions(source);
+        }
+    }
+
+    /// Replays the reference trace through a table of `capacity` with `name`
+    /// beside its model.
+    fn replay_side_by_side(
+        name: &str,
+        config: &[(&str, &str)],
+        capacity: u64,
+    ) -> (ReplayOutcome, Arc<SideBySide>) {
+        let trace = reference_trace();
+        let policy = SideBySide::new(name, PolicyTable::from(capacity), config);
+        let outcome = replay(
+            &trace,
+            policy.clone(),
+            capacity,
+            CapacityMode::Objects,
+            &mut |_| {},
+        )
+        .expect("replay");
+        let m = policy.wasm.metrics();
+        assert_eq!(m.faults() + m.guest_errors, 0, "{name}: {m:?}");
+        assert_eq!(
+            outcome.fallback_victims, 0,
+            "{name}: every victim was the policy's"
+        );
+        (outcome, policy)
+    }
+
+    /// The reference trace as the models' driver replays it.
+    fn model_misses(name: &str, config: &[(&str, &str)], capacity: u64) -> u64 {
+        let trace = reference_trace();
+        let mut model =
+            crate::reference::build(name, &Table::with_capacity(capacity as usize), config)
+                .expect("model");
+        // Keys as the host's replay makes them: object ids plus one.
+        let requests = trace
+            .requests
+            .iter()
+            .map(|r| (r.time, r.id.wrapping_add(1)));
+        Driver::new(capacity as usize)
+            .replay(&mut *model, requests)
+            .expect("model replay")
+            .misses
+    }
+
+    /// The issue's figure: at 4,897 each policy misses exactly as its model
+    /// and libCacheSim do (the issue's floor is 0.005 of the miss ratio),
+    /// every decision equal to the model's on the way.
+    #[test]
+    fn library_policies_miss_exactly_as_libcachesim_at_4897_through_the_host() {
+        for &(name, config, expected) in EXACT {
+            let (outcome, policy) = replay_side_by_side(name, config, 4_897);
+            assert_eq!(
+                (outcome.misses, model_misses(name, config, 4_897)),
+                (expected[1], expected[1]),
+                "{name} {config:?}: host, model vs libCacheSim {}",
+                expected[1]
+            );
+            let (decisions, _) = policy.decisions();
+            assert_eq!(
+                decisions, outcome.evictions,
+                "{name}: one call per eviction"
+            );
+        }
+    }
+
+    #[test]
+    fn library_policies_miss_exactly_as_libcachesim_at_489_and_9794() {
+        for &(name, config, expected) in EXACT.iter().filter(|e| e.1.is_empty()) {
+            for (i, capacity) in [(0, CAPACITIES[0]), (2, CAPACITIES[2])] {
+                let (outcome, _) = replay_side_by_side(name, config, capacity);
+                assert_eq!(outcome.misses, expected[i], "{name} at {capacity}");
+            }
+        }
+    }
+
+    /// lfu-decay has no libCacheSim twin: through the host it decides as its
+    /// model does on the same candidates (the table's sampler) and the same
+    /// ticks (every 60 s of trace time), and it is no worse than LRU.
+    #[test]
+    fn library_lfu_decay_decides_as_its_model_on_the_tables_samples_and_ticks() {
+        for capacity in CAPACITIES {
+            let (outcome, policy) = replay_side_by_side("lfu-decay", &[], capacity);
+            let (decisions, _) = policy.decisions();
+            assert_eq!(decisions, outcome.evictions);
+            assert!(outcome.table.cleanup_rounds > 100, "{:?}", outcome.table);
+            assert!(outcome.misses < REQUESTS, "{outcome:?}");
+        }
+    }
+
+    /// Creates, requests (which pin while in flight), closes and expiry on a
+    /// small table with a manual clock, `name` beside its model throughout.
+    /// Returns the table, the sessions pinned at the end, and the policy.
+    fn churn(
+        name: &str,
+        config: &[(&str, &str)],
+        seed: u64,
+        expiry: bool,
+    ) -> (Arc<SessionTable<()>>, Vec<SessionId>, Arc<SideBySide>) {
+        let table_config = TableConfig {
+            idle_timeout: expiry.then(|| Duration::from_secs(240)),
+            max_age: expiry.then(|| Duration::from_secs(1_200)),
+            ..TableConfig::unbounded_in_time(48)
+        };
+        let policy = SideBySide::new(name, PolicyTable::of_config(&table_config), config);
+        let table: Arc<SessionTable<()>> = SessionTable::builder(table_config)
+            .policy(policy.clone())
+            .clock(Clock::manual())
+            .build_shared()
+            .expect("table");
+        let mut rng = crate::reference::SplitMix64(seed);
+        let mut live: Vec<(SessionId, u64)> = Vec::new();
+        let mut pinned: Vec<SessionId> = Vec::new();
+        let mut now = 0u64;
+        for _ in 0..6_000 {
+            now += rng.below(4_000_000) as u64;
+            table.clock().set(now);
+            live.retain(|(id, _)| table.get(*id).is_some());
+            pinned.retain(|id| table.get(*id).is_some());
+            match rng.below(100) {
+                // Clients come back: 150 keys for 48 places.
+                0..=39 => {
+                    let key = 1 + rng.below(150) as u64;
+                    if live.iter().any(|&(_, k)| k == key) {
+                        continue;
+                    }
+                    let created = table
+                        .create(NewSession::anonymous(()).with_key(key))
+                        .expect("a table with unpinned sessions always makes room");
+                    live.push((created.id, key));
+                }
+                40..=74 => {
+                    if let Some(&(id, _)) = live.get(rng.below(live.len().max(1))) {
+                        if !pinned.contains(&id) {
+                            let _ = table.touch(id, 1);
+                        }
+                    }
+                }
+                75..=79 => {
+                    if let Some(&(id, _)) = live.get(rng.below(live.len().max(1))) {
+                        let _ = table.remove(id, RemovalCause::Closed);
+                    }
+                }
+                80..=84 => {
+                    table.run_maintenance();
+                }
+                _ => {
+                    // A request starts (touch and pin) or ends; long ones
+                    // outlast several evictions.
+                    if let Some(&(id, _)) = live.get(rng.below(live.len().max(1))) {
+                        match pinned.iter().position(|&p| p == id) {
+                            Some(i) if rng.below(5) == 0 => {
+                                pinned.swap_remove(i);
+                                table.end_request(id).expect("pinned");
+                            }
+                            Some(_) => {}
+                            None if pinned.len() < 4 => {
+                                table.begin_request(id, 1).expect("begins");
+                                pinned.push(id);
+                            }
+                            None => {}
+                        }
+                    }
+                }
+            }
+        }
+        (table, pinned, policy)
+    }
+
+    /// Table invariants: nothing lost, nothing over the bound, pins held.
+    fn assert_table_sound(table: &SessionTable<()>, pinned: &[SessionId]) {
+        let stats = table.stats();
+        let m = table.metrics();
+        assert!(stats.live <= table.config().max_sessions);
+        assert_eq!(stats.lru_len, stats.live);
+        assert_eq!(m.created, stats.live as u64 + m.removed(), "{m:?}");
+        for id in pinned {
+            assert!(table.get(*id).is_some(), "a pinned session was evicted");
+        }
+    }
+
+    /// The recorded decisions of a real table with pins, expiry and closes
+    /// equal the model's, refusals included; the table loses nothing; and a
+    /// re-ask after a pinned refusal always finds a victim, so the host never
+    /// has to choose for the policy.
+    #[test]
+    fn library_victims_match_the_models_through_a_table_with_pins() {
+        for name in POLICIES {
+            let mut refusals_without_expiry = 0;
+            for (seed, expiry) in [(1, true), (2, true), (3, false), (4, false)] {
+                let (table, pinned, policy) = churn(name, &[], seed, expiry);
+                assert_table_sound(&table, &pinned);
+                let m = table.metrics();
+                let (decisions, refused) = policy.decisions();
+                assert!(m.evicted > 500 && decisions >= m.evicted, "{name}: {m:?}");
+                if expiry {
+                    assert!(
+                        m.expired_idle + m.expired_age > 20,
+                        "{name}: sessions expired too: {m:?}"
+                    );
+                } else {
+                    refusals_without_expiry += refused;
+                }
+                assert_eq!(
+                    table.metrics().fallbacks_by(FallbackReason::Short),
+                    0,
+                    "{name}: every re-ask found an unpinned victim: {m:?}"
+                );
+                assert_eq!(m.fallback_victims, 0, "{name}: {m:?}");
+                let w = policy.wasm.metrics();
+                assert_eq!(w.faults() + w.guest_errors, 0, "{name}: {w:?}");
+            }
+            // Sampled candidates are never pinned: lfu-decay is refused only
+            // what it detached before a request pinned it. With expiry, the
+            // idle bump of a long request counts as a use, so SIEVE's hand
+            // rightly passes pinned sessions; without it they must be
+            // proposed, refused and re-asked past.
+            if name != "lfu-decay" {
+                assert!(
+                    refusals_without_expiry > 20,
+                    "{name}: {refusals_without_expiry} refusals"
+                );
+            }
+        }
+    }
+
+    /// Redis's decay runs on the policy's clock, which `maintain` moves on
+    /// with the table's: after a tick 20 minutes on, with no request in
+    /// between, a hot session is as cold as one never used.
+    #[test]
+    fn library_lfu_decay_decays_through_maintain_on_the_tables_clock() {
+        let victim_after = |tick: Option<u64>| {
+            let config = TableConfig::unbounded_in_time(8);
+            let policy = load(
+                "lfu-decay",
+                PolicyTable::of_config(&config),
+                &[("lfu-log-factor", "0")],
+            );
+            let table: SessionTable<()> = SessionTable::builder(config)
+                .policy(policy.clone())
+                .clock(Clock::manual())
+                .build()
+                .expect("table");
+            let hot = table.create(NewSession::new(()).with_key(1)).unwrap().id;
+            for _ in 0..10 {
+                table.touch(hot, 1).unwrap();
+            }
+            let cold = table.create(NewSession::new(()).with_key(2)).unwrap().id;
+            if let Some(at) = tick {
+                table.clock().set(at);
+                table.run_maintenance();
+            }
+            let candidates: Vec<Candidate> = [hot, cold]
+                .iter()
+                .map(|&id| Candidate {
+                    id,
+                    last_access: 0,
+                    requests: 1,
+                    key: 0,
+                })
+                .collect();
+            let mut out = Vec::new();
+            let request = VictimRequest {
+                count: 1,
+                arriving: None,
+                candidates: &candidates,
+            };
+            policy.victims(request, &mut out).expect("answers");
+            (out, hot, cold)
+        };
+        let (out, _, cold) = victim_after(None);
+        assert_eq!(out, vec![cold], "15 against 5: the cold one goes");
+        let (out, _, cold) = victim_after(Some(59 * 1_000_000));
+        assert_eq!(out, vec![cold], "not a minute yet");
+        let (out, hot, _) = victim_after(Some(20 * MINUTE));
+        assert_eq!(
+            out,
+            vec![hot],
+            "both decayed to 0: the first candidate goes"
+        );
+    }
+
+    #[test]
+    fn library_bad_settings_are_refused_at_create_naming_the_key() {
+        for (name, key, value) in [
+            ("clock", "bits", "9"),
+            ("s3fifo", "small-ratio", "1.5"),
+            ("s3fifo", "move-to-main-threshold", "0"),
+            ("twoq", "ain-ratio", "-1"),
+            ("twoq", "aout-ratio", "x"),
+            ("lfu-decay", "samples", "0"),
+            ("lfu-decay", "lfu-decay-time", "-1"),
+            ("arc", "p", "1"),
+            ("sieve", "hand", "1"),
+            ("ttl", "idle-timeout", "1"),
+        ] {
+            let err = WasmPolicy::load(
+                engine(),
+                &policy_file(name),
+                PolicyTable::from(100),
+                pairs(&[(key, value)]),
+            )
+            .err()
+            .unwrap_or_else(|| panic!("{name} took {key}={value}"));
+            assert!(
+                err.to_string().contains(&format!("`{key}`")),
+                "{name}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn library_policies_pass_policy_check() {
+        for name in POLICIES {
+            let path = policy_file(name);
+            let out = shadowcat_cli(&["policy", "check", path.to_str().expect("utf-8 path")]);
+            let stdout = text(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{name}: {stdout}{}",
+                text(&out.stderr)
+            );
+            assert!(stdout.lines().any(|l| l == "ok"), "{name}: {stdout}");
+        }
+    }
+
+    /// `bench` compares every policy in `policies/` unless told otherwise.
+    #[test]
+    fn library_bench_lists_every_policy_by_default() {
+        let out = shadowcat_cli(&[
+            "bench",
+            "--synthetic",
+            "uniform:requests=2000,ids=200,seed=3",
+            "--capacity",
+            "50",
+            "--no-belady",
+            "--format",
+            "json",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let rows: Vec<String> = report["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|row| row["policy"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        for name in POLICIES {
+            let file = format!("{name}.wasm");
+            assert!(rows.contains(&file), "{file} not in {rows:?}");
+        }
+    }
+}
