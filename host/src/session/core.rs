@@ -12,7 +12,6 @@
 //! [`Core::unpin`], the limiter count in [`Core::set_limiter`], and the live
 //! count and weight in [`Core::insert`] and [`Core::take`].
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -25,6 +24,7 @@ use super::expiry::Deadlines;
 use super::id::SessionId;
 use super::limiter::Gcra;
 use super::metrics::Metrics;
+use super::names::Names;
 use super::recency::Recency;
 use super::signal::CloseSignal;
 use super::{RemovedSession, SessionInfo, SessionState};
@@ -38,12 +38,10 @@ use crate::eviction::{
 /// candidates every run and sampled policies are measured deterministically.
 const SAMPLER_SEED: u64 = 0x5eed_5ca7;
 
-/// Session ids are host-generated, never chosen by a client, so a fast
-/// (randomly seeded) hash is safe for the indexes keyed by them.
-type FastHash = foldhash::fast::RandomState;
-
 pub(crate) struct Entry<U> {
     external_id: Option<Arc<str>>,
+    /// The external id's hash in the name index (see [`Names`]).
+    name_hash: u64,
     key: u64,
     tenant: u32,
     state: SessionState,
@@ -200,7 +198,7 @@ pub(crate) struct Core<U> {
     pinned_weight: u64,
     limiters: usize,
     attachments: usize,
-    by_external: HashMap<Arc<str>, SessionId, FastHash>,
+    by_external: Names,
     /// Every live session exactly once, least recently used first.
     lru: Recency,
     deadlines: Deadlines,
@@ -226,7 +224,7 @@ impl<U> Core<U> {
             pinned_weight: 0,
             limiters: 0,
             attachments: 0,
-            by_external: HashMap::default(),
+            by_external: Names::default(),
             lru: Recency::default(),
             deadlines: Deadlines::default(),
             last_quota_round: 0,
@@ -267,11 +265,12 @@ impl<U> Core<U> {
     }
 
     pub fn lookup(&self, external_id: &str) -> Option<SessionId> {
-        self.by_external.get(external_id).copied()
+        self.by_external
+            .get(external_id, |id| self.entry(id)?.external_id.as_deref())
     }
 
     pub fn contains_external(&self, external_id: &str) -> bool {
-        self.by_external.contains_key(external_id)
+        self.lookup(external_id).is_some()
     }
 
     pub fn live(&self) -> usize {
@@ -324,7 +323,7 @@ impl<U> Core<U> {
         fx: &mut Effects<'_, U>,
     ) -> Result<SessionId, (TableError, U)> {
         if let Some(external) = &new.external_id {
-            if self.by_external.contains_key(external) {
+            if self.contains_external(external) {
                 return Err((
                     TableError::DuplicateExternalId(external.to_string()),
                     new.upstream,
@@ -332,9 +331,13 @@ impl<U> Core<U> {
             }
         }
         let external_id = new.external_id.clone();
+        let name_hash = external_id
+            .as_deref()
+            .map_or(0, |name| self.by_external.hash(name));
         let (key, tenant, weight) = (new.key, new.tenant, new.weight);
         let entry = Entry {
             external_id: new.external_id,
+            name_hash,
             key,
             tenant,
             state: SessionState::Initializing,
@@ -375,7 +378,7 @@ impl<U> Core<U> {
             self.set_limiter(id, Some(limit), now);
         }
         if let Some(external) = external_id {
-            self.by_external.insert(external, id);
+            self.by_external.insert(&external, name_hash, id);
         }
         self.lru.push_back(id.slot());
         if let Some(age) = self.max_age {
@@ -592,7 +595,7 @@ impl<U> Core<U> {
         self.live -= 1;
         self.live_weight -= u64::from(entry.weight);
         if let Some(external) = &entry.external_id {
-            self.by_external.remove(external);
+            self.by_external.remove(external, entry.name_hash, id);
         }
         self.lru.remove(id.slot());
         if entry.has_deadline {

@@ -11,6 +11,7 @@ mod flusher;
 mod id;
 mod limiter;
 mod metrics;
+mod names;
 mod recency;
 mod signal;
 mod table;
