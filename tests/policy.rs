@@ -770,7 +770,7 @@ mod policy {
             env!("CARGO_MANIFEST_DIR"),
             "/../policies"
         ))];
-        let err = shadowcat::wasm::locate("s3fifo", &dirs).expect_err("not shipped");
+        let err = shadowcat::wasm::locate("no-such-policy", &dirs).expect_err("not shipped");
         let text = err.to_string();
         assert!(
             text.contains("lru") && text.contains("lfu.wasm"),

@@ -482,8 +482,23 @@ mod replay {
         let csv = text(&out.stdout);
         let lines: Vec<&str> = csv.lines().collect();
         assert!(lines[0].starts_with("policy,capacity,requests,misses,miss_ratio"));
-        // belady + lru + fifo + the three shipped wasm policies, at two capacities.
-        assert_eq!(lines.len(), 1 + 2 * 6, "{csv}");
+        // belady + lru + fifo + every shipped wasm policy, at two capacities.
+        let shipped = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"))
+            .expect("policies/")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "wasm"))
+            })
+            .count();
+        assert!(shipped >= 14, "{shipped} shipped policies");
+        assert_eq!(lines.len(), 1 + 2 * (3 + shipped), "{csv}");
+        for line in &lines[1..] {
+            let policy = line.split(',').next().unwrap_or_default();
+            assert!(
+                ["belady", "lru", "fifo"].contains(&policy) || policy.ends_with(".wasm"),
+                "{line}"
+            );
+        }
         let out = shadowcat_cli(&[
             "bench",
             "--synthetic",
@@ -540,7 +555,7 @@ mod replay {
             ),
             (vec!["--capacity".into(), "0".into()], "holds nothing"),
             (
-                vec!["--policy".into(), "s3fifo".into()],
+                vec!["--policy".into(), "no-such-policy".into()],
                 "available: lru, fifo",
             ),
             (vec!["--synthetic".into(), "zipf:alpha=-1".into()], "alpha"),

@@ -1311,6 +1311,8 @@ mod session {
     struct Prefetched {
         order: Mutex<Vec<SessionId>>,
         calls: AtomicUsize,
+        /// What the table said it did not need, call by call.
+        unused: Mutex<Vec<Vec<SessionId>>>,
     }
 
     impl EvictionPolicy for Prefetched {
@@ -1336,6 +1338,41 @@ mod session {
         fn ready_victims(&self, count: usize, out: &mut Vec<SessionId>) {
             out.extend(self.order.lock().iter().take(count));
         }
+        fn unused_victims(&self, unused: &[SessionId]) {
+            self.unused.lock().push(unused.to_vec());
+        }
+    }
+
+    /// Byte mode asks for an estimated number of victims; those the table did
+    /// not need go back to the policy, in order, so that a policy that chose
+    /// them ahead keeps them as its next victims rather than losing its place.
+    #[test]
+    fn session_victims_not_needed_are_handed_back_in_order() {
+        let policy = Arc::new(Prefetched::default());
+        let config = TableConfig {
+            weight_capacity: Some(100),
+            ..replay_config(100)
+        };
+        let table = manual_table(config, policy.clone());
+        let mut ids = Vec::new();
+        for weight in [50, 10, 10, 10, 10] {
+            ids.push(
+                table
+                    .create(NewSession::new(()).with_weight(weight))
+                    .expect("fits")
+                    .id,
+            );
+        }
+        // 90 of 100 held, a mean of 18: a newcomer of 40 needs 30 more, an
+        // estimate of 2 victims, but the oldest alone frees 50.
+        let created = table
+            .create(NewSession::new(()).with_weight(40))
+            .expect("room");
+        assert_eq!(created.evicted, 1);
+        assert!(table.get(ids[0]).is_none(), "the first ready victim went");
+        assert!(table.get(ids[1]).is_some(), "the second was not needed");
+        assert_eq!(*policy.unused.lock(), vec![vec![ids[1]]]);
+        assert_eq!(policy.calls.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 
 use super::queue::Queue;
-use super::{NO_KEY, Policy};
+use super::{Policy, NO_KEY};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ghost {

@@ -36,7 +36,7 @@
 use std::collections::HashMap;
 
 use super::queue::Queue;
-use super::{NO_KEY, Policy};
+use super::{Policy, NO_KEY};
 
 const PERCENT_MAIN: f64 = 0.99;
 const PERCENT_MAIN_PROTECTED: f64 = 0.80;

@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 
-use super::Policy;
 use super::queue::Queue;
+use super::Policy;
 
 #[derive(Debug)]
 pub struct Clock {

@@ -1,7 +1,7 @@
 //! FIFO (libCacheSim `fifo`): hits change nothing; the oldest insertion goes.
 
-use super::Policy;
 use super::queue::Queue;
+use super::Policy;
 
 #[derive(Debug, Default)]
 pub struct Fifo {

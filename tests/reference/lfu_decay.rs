@@ -120,7 +120,11 @@ impl LfuDecay {
         let r = self.rng.next_f64();
         let base = f64::from(counter.saturating_sub(LFU_INIT_VAL));
         let p = 1.0 / (base * f64::from(self.params.log_factor) + 1.0);
-        if r < p { counter + 1 } else { counter }
+        if r < p {
+            counter + 1
+        } else {
+            counter
+        }
     }
 
     fn advance(&mut self, time: u64) {

@@ -1,7 +1,7 @@
 //! LRU (libCacheSim `lru`): a hit moves the session to the head; the tail goes.
 
-use super::Policy;
 use super::queue::Queue;
+use super::Policy;
 
 #[derive(Debug, Default)]
 pub struct Lru {

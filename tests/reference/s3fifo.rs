@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use super::queue::Queue;
-use super::{NO_KEY, Policy};
+use super::{Policy, NO_KEY};
 
 /// libCacheSim's defaults (S3FIFO.c): `fifo-size-ratio=0.10`,
 /// `ghost-size-ratio=0.90`, `move-to-main-threshold=2`.

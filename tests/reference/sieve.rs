@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 
-use super::Policy;
 use super::queue::Queue;
+use super::Policy;
 
 #[derive(Debug, Default)]
 pub struct Sieve {

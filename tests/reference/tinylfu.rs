@@ -35,7 +35,7 @@
 use std::collections::HashMap;
 
 use super::queue::Queue;
-use super::{NO_KEY, Policy};
+use super::{Policy, NO_KEY};
 
 const HILL_CLIMBER_RESTART_THRESHOLD: f64 = 0.05;
 const HILL_CLIMBER_STEP_PERCENT: f64 = 0.0625;

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use super::queue::Queue;
-use super::{NO_KEY, Policy};
+use super::{Policy, NO_KEY};
 
 /// libCacheSim's defaults (TwoQ.c): `Ain-size-ratio=0.25`, `Aout-size-ratio=0.5`.
 #[derive(Debug, Clone, Copy, PartialEq)]

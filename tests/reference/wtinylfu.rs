@@ -26,8 +26,8 @@
 
 use std::collections::HashMap;
 
-use super::Policy;
 use super::queue::Queue;
+use super::Policy;
 
 #[derive(Debug)]
 pub struct WTinyLfu {

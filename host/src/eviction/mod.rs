@@ -232,6 +232,12 @@ pub trait EvictionPolicy: Send + Sync + 'static {
     /// locks only. Proposing nothing means "ask through `victims`".
     fn ready_victims(&self, _count: usize, _out: &mut Vec<SessionId>) {}
 
+    /// Proposals the table did not need, in proposal order: it made room
+    /// before reaching them (byte mode asks for an estimated count). A policy
+    /// that chose them ahead keeps them as its next victims, unless an event
+    /// has named them since; called under the table lock, leaf locks only.
+    fn unused_victims(&self, _unused: &[SessionId]) {}
+
     /// Delivers buffered events; called without the table lock.
     fn flush(&self) {}
 

@@ -144,6 +144,16 @@ impl<'p, U> Effects<'p, U> {
     }
 }
 
+/// What [`Core::evict_proposed`] did with the policy's proposals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Proposed {
+    pub evicted: usize,
+    pub refused: usize,
+    /// Proposals looked at; the rest were not needed, because room was made
+    /// before reaching them (in byte mode the count asked for is an estimate).
+    pub used: usize,
+}
+
 /// How much an eviction loop must free.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Room {
@@ -662,20 +672,23 @@ impl<U> Core<U> {
 
     /// Evicts the policy's proposals in order while more room is needed.
     /// Proposals the table will not evict (pinned, not live, repeated) are
-    /// counted and reported back to the policy. Returns how many it evicted
-    /// and how many it refused.
+    /// counted and reported back to the policy.
     pub fn evict_proposed(
         &mut self,
         proposals: &[SessionId],
         room: Room,
         now: Micros,
         fx: &mut Effects<'_, U>,
-    ) -> (usize, usize) {
+    ) -> Proposed {
         let mut evicted = 0;
         let mut refused = 0;
-        for &id in proposals {
+        for (used, &id) in proposals.iter().enumerate() {
             if !self.short_of(room, evicted) {
-                break;
+                return Proposed {
+                    evicted,
+                    refused,
+                    used,
+                };
             }
             match self.entry(id).map(|e| e.pins) {
                 Some(0) => {
@@ -698,7 +711,11 @@ impl<U> Core<U> {
                 }
             }
         }
-        (evicted, refused)
+        Proposed {
+            evicted,
+            refused,
+            used: proposals.len(),
+        }
     }
 
     /// Evicts from the front of the LRU index, skipping pinned sessions, while

@@ -277,9 +277,10 @@ impl Harness {
                         }
                     })
                     .collect();
-                let (evicted, _) =
-                    self.core
-                        .evict_proposed(&proposals, Room::Sessions(*count), now, &mut fx);
+                let evicted = self
+                    .core
+                    .evict_proposed(&proposals, Room::Sessions(*count), now, &mut fx)
+                    .evicted;
                 let mut expected = 0;
                 for id in proposals {
                     if expected >= *count {

@@ -33,7 +33,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::clock::{Clock, Micros};
-use super::core::{Core, Effects, Insert, RemoveOutcome, Room, TableStats};
+use super::core::{Core, Effects, Insert, Proposed, RemoveOutcome, Room, TableStats};
 use super::error::TableError;
 pub use super::flusher::FlushMode;
 use super::flusher::Flusher;
@@ -262,7 +262,9 @@ impl<U: Send + 'static> SessionTable<U> {
             if let Some(name) = external_id.as_deref().filter(|n| core.contains_external(n)) {
                 break reject(TableError::DuplicateExternalId(name.to_owned()), upstream);
             }
-            let (mut valid, refused) = core.evict_proposed(&proposals, room, now, &mut fx);
+            let asked_for = core.evict_proposed(&proposals, room, now, &mut fx);
+            self.return_unused(&proposals, asked_for);
+            let (mut valid, mut refused) = (asked_for.evicted, asked_for.refused);
             proposals.clear();
             if !core.fits(weight) && !self.defers_to_host && host_decides.is_none() {
                 // Victims the policy chose ahead (its order holds between
@@ -270,7 +272,10 @@ impl<U: Send + 'static> SessionTable<U> {
                 self.policy
                     .ready_victims(core.victims_needed(weight), &mut proposals);
                 if !proposals.is_empty() {
-                    valid += core.evict_proposed(&proposals, room, now, &mut fx).0;
+                    let ready = core.evict_proposed(&proposals, room, now, &mut fx);
+                    self.return_unused(&proposals, ready);
+                    valid += ready.evicted;
+                    refused += ready.refused;
                     proposals.clear();
                 }
             }
@@ -336,6 +341,15 @@ impl<U: Send + 'static> SessionTable<U> {
         };
         self.finish(fx);
         result
+    }
+
+    /// Hands the policy back the proposals the table did not need, so that a
+    /// policy that chose them ahead keeps them as its next victims. Called
+    /// under the table lock, like `ready_victims`: leaf locks only.
+    fn return_unused(&self, proposals: &[SessionId], proposed: Proposed) {
+        if let Some(unused) = proposals.get(proposed.used..).filter(|u| !u.is_empty()) {
+            self.policy.unused_victims(unused);
+        }
     }
 
     /// Looks up a session by its compact id.
@@ -484,7 +498,9 @@ impl<U: Send + 'static> SessionTable<U> {
             let mut core = self.core.lock();
             let now = self.clock.now();
             let room = Room::Sessions(count);
-            let (valid, _) = core.evict_proposed(&proposals, room, now, &mut fx);
+            let proposed = core.evict_proposed(&proposals, room, now, &mut fx);
+            self.return_unused(&proposals, proposed);
+            let valid = proposed.evicted;
             let rest = core.evict_lru(room, valid, !self.defers_to_host, now, &mut fx);
             if rest > 0 && !self.defers_to_host {
                 self.metrics

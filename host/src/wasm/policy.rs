@@ -85,8 +85,12 @@ pub(super) fn pack(event: PolicyEvent, out: &mut Vec<u64>) {
 #[derive(Default)]
 struct Ready {
     victims: VecDeque<SessionId>,
-    /// One bit per slot modulo 64, set for queued victims: most events name
-    /// no queued victim, and this tells so without a scan.
+    /// The last victims handed to the table, kept until it says which it did
+    /// not need ([`EvictionPolicy::unused_victims`]), minus any an event
+    /// named since: those go back to the front, still the policy's choice.
+    handed: Vec<SessionId>,
+    /// One bit per slot modulo 64, set for queued and handed victims: most
+    /// events name neither, and this tells so without a scan.
     mask: u64,
 }
 
@@ -102,6 +106,29 @@ impl Ready {
             self.mask |= Self::bit(id);
             self.victims.push_back(id);
         }
+        for &id in &self.handed {
+            self.mask |= Self::bit(id);
+        }
+    }
+
+    /// Victims handed to the table from now on; forgets the previous ones.
+    fn hand(&mut self, ids: &[SessionId]) {
+        self.handed.clear();
+        self.handed.extend_from_slice(ids);
+        for &id in ids {
+            self.mask |= Self::bit(id);
+        }
+    }
+
+    /// The table did not need `unused` (a tail of what it was handed): the
+    /// ones no event has named since become the next victims again.
+    fn give_back(&mut self, unused: &[SessionId]) {
+        for &id in unused.iter().rev() {
+            if self.handed.contains(&id) {
+                self.victims.push_front(id);
+            }
+        }
+        self.handed.clear();
     }
 
     /// An event named `id`: it is no longer a choice made ahead. The others
@@ -109,11 +136,17 @@ impl Ready {
     fn forget(&mut self, id: SessionId) {
         if self.mask & Self::bit(id) != 0 {
             self.victims.retain(|&v| v != id);
+            self.handed.retain(|&v| v != id);
         }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.victims.is_empty() && self.handed.is_empty()
     }
 
     fn clear(&mut self) {
         self.victims.clear();
+        self.handed.clear();
         self.mask = 0;
     }
 }
@@ -194,7 +227,7 @@ impl EventBuffer {
             return FlushHint::Idle;
         }
         let mut buffered = self.words.lock();
-        if !buffered.ready.victims.is_empty() {
+        if !buffered.ready.is_empty() {
             buffered.ready.forget(event_id(event));
         }
         pack(event, &mut buffered.words);
@@ -232,12 +265,14 @@ impl EventBuffer {
         self.words.lock().words.is_empty()
     }
 
-    /// Queues victims chosen ahead, minus any that an event recorded since
-    /// the guest was called (still buffered) already named.
-    fn install_ready(&self, victims: &[SessionId]) {
+    /// Queues victims chosen ahead (`ahead`) after those handed to the table
+    /// now (`now`), minus any that an event recorded since the guest was
+    /// called (still buffered) already named.
+    fn install_ready(&self, now: &[SessionId], ahead: &[SessionId]) {
         let mut buffered = self.words.lock();
         let Buffered { words, ready } = &mut *buffered;
-        ready.install(victims.iter().copied());
+        ready.hand(now);
+        ready.install(ahead.iter().copied());
         for event in words.chunks_exact(WORDS_PER_EVENT) {
             ready.forget(SessionId::from_bits(event[1]));
         }
@@ -247,9 +282,19 @@ impl EventBuffer {
         let mut buffered = self.words.lock();
         let ready = &mut buffered.ready;
         let take = count.min(ready.victims.len());
+        let from = out.len();
         out.extend(ready.victims.drain(..take));
-        if ready.victims.is_empty() {
+        ready.hand(&out[from..]);
+        if ready.is_empty() {
             ready.mask = 0;
+        }
+    }
+
+    fn give_back(&self, unused: &[SessionId]) {
+        let mut buffered = self.words.lock();
+        buffered.ready.give_back(unused);
+        if buffered.ready.is_empty() {
+            buffered.ready.mask = 0;
         }
     }
 }
@@ -491,7 +536,7 @@ impl EvictionPolicy for WasmPolicy {
                 let now = count.min(ids.len());
                 out.extend_from_slice(&ids[..now]);
                 if stable {
-                    self.events.install_ready(&ids[now..]);
+                    self.events.install_ready(&ids[..now], &ids[now..]);
                 }
                 Ok(())
             }
@@ -538,6 +583,12 @@ impl EvictionPolicy for WasmPolicy {
     fn ready_victims(&self, count: usize, out: &mut Vec<SessionId>) {
         if self.events.stable_order.load(Ordering::Relaxed) {
             self.events.take_ready(count, out);
+        }
+    }
+
+    fn unused_victims(&self, unused: &[SessionId]) {
+        if self.events.stable_order.load(Ordering::Relaxed) {
+            self.events.give_back(unused);
         }
     }
 
