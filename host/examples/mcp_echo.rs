@@ -27,7 +27,10 @@ fn main() {
     if stubborn {
         // SAFETY: installs the ignore disposition; no handler code runs.
         let _ = unsafe {
-            nix::sys::signal::signal(nix::sys::signal::Signal::SIGTERM, nix::sys::signal::SigHandler::SigIgn)
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGTERM,
+                nix::sys::signal::SigHandler::SigIgn,
+            )
         };
     }
     let out = Arc::new(Mutex::new(std::io::stdout()));
