@@ -38,6 +38,9 @@ mod peers {
         (SdkClient::Ts2, "auto"),
     ];
 
+    /// The `auto` clients of [`HANDSHAKE_RUNS`], each probing once.
+    const PROBES: usize = 2;
+
     /// Strict 2026-07-28 clients (Python pins the version without a probe, TS
     /// 2.x pins it through `server/discover`), then the probing ones.
     const STATELESS_RUNS: [(SdkClient, &str); 4] = [
@@ -141,8 +144,9 @@ mod peers {
     }
 
     /// After [`handshake_runs`]: the Python sessions are closed, the TS ones
-    /// live on, and the two auto clients' `server/discover` probes opened one
-    /// 2026-07-28 session keyed by their (shared) address.
+    /// live on, and each of the two auto clients' `server/discover` probes
+    /// opened a 2026-07-28 session that was closed when the upstream refused
+    /// the probe (a client that falls back never uses it again).
     fn assert_sessions_after_handshake_runs(
         proxy: &ProxyProcess,
         deleted: &[String],
@@ -156,13 +160,9 @@ mod peers {
         for id in deleted {
             assert!(!ids.contains(&id.as_str()), "{id} was DELETEd: {ids:?}");
         }
-        assert_eq!(
-            rows.len(),
-            kept.len() + 1,
-            "the kept sessions and one for the probes: {ids:?}"
-        );
+        assert_eq!(rows.len(), kept.len(), "the kept sessions only: {ids:?}");
         let scrape = proxy.metrics();
-        let created = (deleted.len() + kept.len() + 1) as f64;
+        let created = (deleted.len() + kept.len() + PROBES) as f64;
         assert_eq!(
             metric(&scrape, "shadowcat_sessions_created_total", &[]),
             created
@@ -173,11 +173,11 @@ mod peers {
                 "shadowcat_sessions_removed_total",
                 &[("cause", "closed")]
             ),
-            deleted.len() as f64
+            (deleted.len() + PROBES) as f64
         );
         assert_eq!(
             metric(&scrape, "shadowcat_sessions_live", &[]),
-            (kept.len() + 1) as f64
+            kept.len() as f64
         );
     }
 
@@ -196,7 +196,7 @@ mod peers {
             let proxy = ProxyProcess::start(&[], &["--upstream-stdio", &upstream]);
             let (deleted, kept) = handshake_runs(&peers, &proxy.mcp, "through stdio");
             assert_sessions_after_handshake_runs(&proxy, &deleted, &kept);
-            wait_processes(&mark, kept.len() + 1);
+            wait_processes(&mark, kept.len());
             shut_down(proxy, Some(&mark));
         });
     }
@@ -886,8 +886,8 @@ mod peers {
                 .filter(|(r, _)| r.header("mcp-protocol-version") == Some(STATELESS_ERA))
                 .count();
             assert_eq!(probes, 2, "the auto clients probed once each");
-            // Both probes come from one address: one 2026-07-28 session.
-            let created = initializes + 1;
+            // Each refused probe opened a 2026-07-28 session, closed at once.
+            let created = initializes + probes;
             assert_eq!(
                 metric(&scrape, "shadowcat_sessions_created_total", &[]),
                 created as f64
@@ -994,6 +994,8 @@ mod peers {
                 .copied()
                 .unwrap_or(0);
             assert_eq!(closed, 3, "one DELETE per Python client");
+            // The refused probes' sessions are closed too.
+            let closed = closed + probes;
             assert_eq!(
                 metric(
                     &scrape,

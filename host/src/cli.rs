@@ -8,11 +8,13 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::bench::OutputFormat;
 
+mod cluster;
 pub mod config_file;
 mod proxy;
 
 use crate::config::{parse_duration, parse_optional_duration, parse_size, RateLimit, TableConfig};
 use crate::wasm::{default_policy_dirs, PolicyEngine, PolicyLimits};
+pub use cluster::ClusterArgs;
 pub use proxy::{ForwardCommand, ReverseArgs, SessionAction, SessionArgs, UpstreamArgs};
 
 const ABOUT: &str = "Shadowcat: an MCP proxy with a bounded session table whose eviction \

@@ -16,6 +16,9 @@
 //! - [`bench`]: comparing policies side by side (table, JSON, CSV, plot).
 //! - [`proxy`]: the MCP proxy itself: streamable HTTP and stdio transports,
 //!   one upstream per session, the admin API, metrics and the access log.
+//! - [`cluster`]: several proxies behind one load balancer: sealed session ids
+//!   naming their owner, forwarding, Redis for membership, the session index,
+//!   global rate limits and owner records.
 //! - [`cli`]: the command line of the `shadowcat` binary (and its config file).
 //!
 //! The main design decision: the table owns the truth and all locking; a policy
@@ -25,6 +28,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod eviction;
 pub mod proxy;

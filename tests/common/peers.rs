@@ -40,6 +40,53 @@ pub enum Peer {
     /// The Python `mcp` SDK in `tests/peers/.venv` (the Python clients and
     /// `py_server.py`).
     Python,
+    /// `redis-server` (Debian package `redis-server`), for the cluster tests.
+    RedisServer,
+    /// `nginx` (Debian package `nginx`), the cluster tests' load balancer.
+    Nginx,
+    /// libfaketime (Debian package `faketime`), to skew a process's clock.
+    Faketime,
+}
+
+/// libfaketime's multi-threaded preload library, for `LD_PRELOAD`.
+pub fn faketime_library() -> Option<PathBuf> {
+    let lib = Path::new("/usr/lib");
+    let arch_dirs = std::fs::read_dir(lib)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path());
+    std::iter::once(lib.to_path_buf())
+        .chain(arch_dirs)
+        .map(|dir| dir.join("faketime/libfaketimeMT.so.1"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A system program: on `PATH`, or in the sbin directories Debian installs
+/// daemons into (not on every user's `PATH`).
+pub fn system_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Why the system program `name` cannot run here (`version` prints its
+/// version), or `None` when it can.
+fn missing_program(name: &str, version: &str, package: &str) -> Option<String> {
+    let Some(program) = system_program(name) else {
+        return Some(format!(
+            "{name} is not installed (Debian: apt-get install {package})"
+        ));
+    };
+    let runs = Command::new(&program)
+        .arg(version)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    (!runs).then(|| format!("{} does not run", program.display()))
 }
 
 /// Why `peer` cannot run here, or `None` when it can.
@@ -95,6 +142,11 @@ fn missing(peer: Peer) -> Option<String> {
                 (!ok).then(|| "the Python `mcp` SDK does not import from tests/peers/.venv".into())
             })
             .clone(),
+        Peer::RedisServer => missing_program("redis-server", "--version", "redis-server"),
+        Peer::Nginx => missing_program("nginx", "-v", "nginx"),
+        Peer::Faketime => faketime_library()
+            .is_none()
+            .then(|| "libfaketime is not installed (Debian: apt-get install faketime)".into()),
     }
 }
 

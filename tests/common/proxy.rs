@@ -81,7 +81,13 @@ impl ProxyProcess {
     /// Starts `shadowcat GLOBAL... reverse REVERSE...` on ephemeral ports and
     /// waits until it serves.
     pub fn start(global: &[&str], reverse: &[&str]) -> Self {
+        Self::start_with_env(global, reverse, &[])
+    }
+
+    /// As [`ProxyProcess::start`], with `env` added to its environment.
+    pub fn start_with_env(global: &[&str], reverse: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
+            .envs(env.iter().copied())
             .args([
                 "--policy-dir",
                 concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"),

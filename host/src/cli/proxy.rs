@@ -20,7 +20,11 @@ Examples:
   shadowcat --eviction-policy lfu.wasm --max-sessions 100 reverse --listen 127.0.0.1:8080 \\
       --upstream-stdio \"npx -y @modelcontextprotocol/server-everything stdio\"
   shadowcat reverse --upstream-http http://127.0.0.1:3001/mcp --client-key header:x-api-key
-  shadowcat --config shadowcat.toml reverse";
+  shadowcat --config shadowcat.toml reverse
+
+Several instances behind one load balancer share a Redis and a key (see --cluster-redis):
+  shadowcat --rate-limit 10 reverse --listen 10.0.0.5:8080 --upstream-stdio \"CMD ARGS\" \\
+      --cluster-redis redis://10.0.0.9:6379/0 --session-key-file cluster.key --instance-id a";
 
 /// `shadowcat reverse`.
 #[derive(Debug, Clone, Args)]
@@ -84,6 +88,10 @@ pub struct ReverseArgs {
 
     #[command(flatten)]
     pub upstream: UpstreamArgs,
+
+    // Boxed: rarely given, and large (a URL among them).
+    #[command(flatten)]
+    pub cluster: Box<super::cluster::ClusterArgs>,
 }
 
 /// How upstreams are driven and torn down.
@@ -143,7 +151,8 @@ pub struct SessionArgs {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum SessionAction {
-    /// List every session: id, state, age, idle, requests, upstream.
+    /// List every session: id, state, age, idle, requests, upstream (in a
+    /// cluster, every instance's, with the instance holding each).
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -154,7 +163,8 @@ pub enum SessionAction {
         #[arg(long)]
         all: bool,
     },
-    /// Remove one session (its upstream is torn down).
+    /// Remove one session (its upstream is torn down); in a cluster, through
+    /// any instance.
     Delete {
         /// The session's MCP-Session-Id.
         id: String,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use shadowcat::cli::{Cli, ReverseArgs};
+use shadowcat::cluster::{ClusterConfig, ClusterKeys, ClusterTiming, InstanceId};
 use shadowcat::config::RateLimit;
 use shadowcat::proxy::server::{ReverseConfig, RunningProxy};
 use shadowcat::proxy::upstream::{HttpUpstreamConfig, StdioCommand, UpstreamSpec};
@@ -45,7 +46,7 @@ pub async fn run(cli: &Cli, args: &ReverseArgs) -> Result<()> {
         policy,
         table: table.clone(),
     };
-    let running = RunningProxy::start(config).await?;
+    let running = RunningProxy::start_with(config, cluster_config(args)?).await?;
     // One line per listener on stdout, so scripts (and tests binding port 0)
     // learn the addresses.
     if let Some(admin) = running.admin {
@@ -71,6 +72,28 @@ pub async fn run(cli: &Cli, args: &ReverseArgs) -> Result<()> {
         "sessions closed"
     );
     Ok(())
+}
+
+/// The cluster this instance joins, if --cluster-redis is given.
+fn cluster_config(args: &ReverseArgs) -> Result<Option<ClusterConfig>> {
+    let cluster = &args.cluster;
+    let Some(redis_url) = &cluster.cluster_redis else {
+        return Ok(None);
+    };
+    let keys = ClusterKeys::read_files(&cluster.session_key_file)
+        .context("the cluster's --session-key-file")?;
+    let instance_id = match &cluster.instance_id {
+        Some(id) => Some(InstanceId::parse(id).context("--instance-id")?),
+        None => None,
+    };
+    Ok(Some(ClusterConfig {
+        redis_url: redis_url.clone(),
+        instance_id,
+        advertise: cluster.advertise.clone(),
+        keys,
+        redis_down: cluster.cluster_redis_down,
+        timing: ClusterTiming::default(),
+    }))
 }
 
 fn upstream_spec(args: &ReverseArgs) -> Result<UpstreamSpec> {

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use reqwest::{Method, StatusCode};
 use shadowcat::cli::{SessionAction, SessionArgs};
-use shadowcat::proxy::admin::{Removed, SessionRow};
+use shadowcat::proxy::admin::{Removed, SessionRow, PARTIAL_LISTING};
 
 pub async fn run(args: &SessionArgs) -> Result<()> {
     let token = match &args.admin_token_file {
@@ -46,8 +46,15 @@ pub async fn run(args: &SessionArgs) -> Result<()> {
     };
     match &args.action {
         SessionAction::List { json } => {
-            let rows: Vec<SessionRow> = send(call(Method::GET, "sessions"))
-                .await?
+            let response = send(call(Method::GET, "sessions")).await?;
+            if response.headers().contains_key(PARTIAL_LISTING) {
+                eprintln!(
+                    "warning: the cluster's Redis is unreachable; only the sessions of the \
+                     instance at {} are listed",
+                    args.admin
+                );
+            }
+            let rows: Vec<SessionRow> = response
                 .json()
                 .await
                 .context("the admin API answered something that is not a session list")?;
@@ -108,6 +115,9 @@ fn deferred(n: usize) -> String {
 }
 
 fn print_table(rows: &[SessionRow]) {
+    if rows.iter().any(|r| r.instance.is_some()) {
+        return print_cluster_table(rows);
+    }
     println!(
         "{:<34} {:<12} {:>9} {:>9} {:>9} {:>10} {:>8}  UPSTREAM",
         "ID", "STATE", "AGE s", "IDLE s", "REQUESTS", "BYTES", "IN FLIGHT"
@@ -127,4 +137,34 @@ fn print_table(rows: &[SessionRow]) {
     }
     let policy = rows.first().map(|r| r.policy.as_str()).unwrap_or("-");
     println!("{} session(s), policy {policy}", rows.len());
+}
+
+/// A cluster's sessions, with the instance holding each.
+fn print_cluster_table(rows: &[SessionRow]) {
+    println!(
+        "{:<100} {:<16} {:<12} {:>9} {:>9} {:>9} {:>8}  UPSTREAM",
+        "ID", "INSTANCE", "STATE", "AGE s", "IDLE s", "REQUESTS", "IN FLIGHT"
+    );
+    for r in rows {
+        println!(
+            "{:<100} {:<16} {:<12} {:>9.1} {:>9.1} {:>9} {:>8}  {}",
+            r.id,
+            r.instance.as_deref().unwrap_or("-"),
+            r.state,
+            r.age_seconds,
+            r.idle_seconds,
+            r.requests,
+            r.in_flight,
+            r.upstream
+        );
+    }
+    let mut instances: Vec<&str> = rows.iter().filter_map(|r| r.instance.as_deref()).collect();
+    instances.sort_unstable();
+    instances.dedup();
+    let policy = rows.first().map(|r| r.policy.as_str()).unwrap_or("-");
+    println!(
+        "{} session(s) on {} instance(s), policy {policy}",
+        rows.len(),
+        instances.len()
+    );
 }

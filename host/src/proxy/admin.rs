@@ -1,8 +1,11 @@
 //! The operator's API, on its own listener (loopback by default):
 //!
 //! - `GET /sessions`: every session with its state, age, idle time, requests,
-//!   bytes, upstream and policy.
-//! - `DELETE /sessions/{id}`: remove one (it leaves when its requests end).
+//!   bytes, upstream and policy. In a cluster, every instance's sessions
+//!   (the others' from the session index; `shadowcat-cluster-partial: true`
+//!   when Redis could not be read and only this instance's are listed).
+//! - `DELETE /sessions/{id}`: remove one (it leaves when its requests end);
+//!   in a cluster, whichever instance holds it.
 //! - `POST /sessions/cleanup`: expire what is due now; `?all=true` removes
 //!   every session.
 //! - `GET /metrics`: Prometheus exposition.
@@ -40,6 +43,35 @@ pub struct SessionRow {
     pub upstream: String,
     pub pid: Option<u32>,
     pub policy: String,
+    /// The instance holding the session (in a cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+}
+
+/// Header of a cluster listing that lacks the other instances' sessions.
+pub const PARTIAL_LISTING: &str = "shadowcat-cluster-partial";
+
+/// One session's row, as of table time `now`.
+pub(crate) fn session_row(
+    now: crate::session::Micros,
+    info: crate::session::SessionInfo,
+    session: &super::session::ProxySession,
+    policy: &str,
+) -> SessionRow {
+    let seconds = |micros: u64| micros as f64 / 1e6;
+    SessionRow {
+        id: info.external_id.as_deref().unwrap_or("-").to_owned(),
+        state: info.state.to_string(),
+        age_seconds: seconds(now.saturating_sub(info.created_at)),
+        idle_seconds: seconds(now.saturating_sub(info.last_access)),
+        requests: info.requests,
+        bytes: info.bytes,
+        in_flight: info.pins,
+        upstream: session.upstream.describe(),
+        pid: session.upstream.pid(),
+        policy: policy.to_owned(),
+        instance: None,
+    }
 }
 
 /// What `POST /sessions/cleanup` and `DELETE /sessions/{id}` did.
@@ -97,27 +129,40 @@ async fn require_token(
     next.run(request).await
 }
 
-async fn list(State(proxy): State<Arc<Proxy>>) -> Json<Vec<SessionRow>> {
+async fn list(State(proxy): State<Arc<Proxy>>) -> Response {
     let now = proxy.table.now();
-    let seconds = |micros: u64| micros as f64 / 1e6;
-    let policy = proxy.policy_name.clone();
-    let rows = proxy.table.inspect(|info, session| SessionRow {
-        id: info.external_id.as_deref().unwrap_or("-").to_owned(),
-        state: info.state.to_string(),
-        age_seconds: seconds(now.saturating_sub(info.created_at)),
-        idle_seconds: seconds(now.saturating_sub(info.last_access)),
-        requests: info.requests,
-        bytes: info.bytes,
-        in_flight: info.pins,
-        upstream: session.upstream.describe(),
-        pid: session.upstream.pid(),
-        policy: policy.clone(),
-    });
-    Json(rows)
+    let policy = proxy.policy_name.as_str();
+    let rows = proxy
+        .table
+        .inspect(|info, session| session_row(now, info, session, policy));
+    let Some(cluster) = &proxy.cluster else {
+        return Json(rows).into_response();
+    };
+    let listing = cluster.list(rows).await;
+    let mut response = Json(listing.rows).into_response();
+    if !listing.complete {
+        response.headers_mut().insert(
+            PARTIAL_LISTING,
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    response
 }
 
 async fn remove(State(proxy): State<Arc<Proxy>>, Path(id): Path<String>) -> Response {
-    let Ok(session) = proxy.table.lookup(&id) else {
+    if proxy.table.lookup(&id).is_err() {
+        if let Some(cluster) = &proxy.cluster {
+            if let Some(done) = cluster.revoke(&id).await {
+                return Json(done).into_response();
+            }
+        }
+    }
+    remove_local(&proxy, &id)
+}
+
+/// Removes session `id` of this instance's table.
+pub(crate) fn remove_local(proxy: &Proxy, id: &str) -> Response {
+    let Ok(session) = proxy.table.lookup(id) else {
         return (StatusCode::NOT_FOUND, format!("no session `{id}`\n")).into_response();
     };
     match proxy.table.remove(session, RemovalCause::Deleted) {

@@ -51,6 +51,17 @@ impl ProxyMetrics {
         policy: Option<Arc<WasmPolicy>>,
         access_log: Option<AccessLog>,
     ) -> Arc<Self> {
+        Self::with_more(table, policy, access_log, |_| {})
+    }
+
+    /// As [`ProxyMetrics::new`], with `more` registering metrics of its own
+    /// (the cluster's) in the same exposition.
+    pub fn with_more(
+        table: &Arc<SessionTable<ProxySession>>,
+        policy: Option<Arc<WasmPolicy>>,
+        access_log: Option<AccessLog>,
+        more: impl FnOnce(&mut Registry),
+    ) -> Arc<Self> {
         let mut registry = Registry::with_prefix("shadowcat");
         let requests = Family::<RequestLabels, Counter>::default();
         let accesses = Family::<AccessLabels, Counter>::default();
@@ -87,6 +98,7 @@ impl ProxyMetrics {
             policy,
             access_log,
         }));
+        more(&mut registry);
         Arc::new(Self {
             requests,
             accesses,

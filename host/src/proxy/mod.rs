@@ -17,6 +17,9 @@
 //! - [`access_log`]: the access trace `shadowcat bench` replays.
 //! - [`server`]: all of it started and shut down as one ([`server::RunningProxy`]).
 //!
+//! With `--cluster-redis`, [`crate::cluster`] adds sealed session ids,
+//! forwarding to the instance holding a session, and Redis-backed state.
+//!
 //! # Where things run
 //!
 //! Request handlers run on tokio workers and only take the table lock for
@@ -105,6 +108,8 @@ pub struct Proxy {
     pub metrics: Arc<ProxyMetrics>,
     pub access_log: Option<AccessLog>,
     pub policy_name: String,
+    /// Set when this instance is one of a cluster.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     opens: Option<DefaultKeyedRateLimiter<u64>>,
 }
 
@@ -136,8 +141,15 @@ impl Proxy {
             metrics,
             access_log,
             policy_name,
+            cluster: None,
             opens,
         }
+    }
+
+    /// Makes this proxy an instance of `cluster`.
+    pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// Records one access to the table by `client`.
@@ -166,6 +178,11 @@ impl Proxy {
         }
         let upstream = self.upstreams.open().await?;
         self.metrics.upstreams_started.inc();
+        // In a cluster the id names this instance, so any other can route it.
+        let name = match (name, &self.cluster) {
+            (ExternalId::Generate, Some(cluster)) => ExternalId::Given(cluster.new_session_id()),
+            (name, _) => name,
+        };
         let new = NewSession {
             external_id: name,
             key: client.0,
@@ -191,6 +208,9 @@ impl Proxy {
             }
         };
         self.count_access(client, false);
+        if let Some(cluster) = &self.cluster {
+            cluster.opened(self, created.id);
+        }
         self.watch_upstream(created.id, Arc::clone(&upstream));
         match era {
             Era::Sessions => self.expire_unfinished_handshake(created.id),

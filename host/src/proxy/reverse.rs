@@ -5,6 +5,9 @@
 //! server-to-client stream) and DELETE name it. An unknown, expired or evicted
 //! id gets 404, which tells the client to initialize again.
 //!
+//! In a cluster the id is sealed and names the instance holding the session
+//! (see [`crate::cluster`]).
+//!
 //! Stateless era (2026-07-28): no protocol session. The proxy keys its own
 //! session by the client key, creating it on the client's first request; the
 //! table, its limits and eviction work exactly as in the other era.
@@ -29,7 +32,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router;
+use axum::{Extension, Router};
 use futures::StreamExt;
 
 use super::client_key::ClientKey;
@@ -40,28 +43,52 @@ use super::mcp_headers::{
 };
 use super::upstream::{Event, Events, Forwarded, Reply, Upstream, UpstreamError};
 use super::{OpenError, Opened, Proxy};
+use crate::cluster::route::HopClient;
 use crate::eviction::RemovalCause;
 use crate::session::{ExternalId, RequestGuard, SessionId, TableError};
 
-/// The router serving `/mcp`; serve it with `ConnectInfo<SocketAddr>`.
+/// The router serving `/mcp`; serve it with `ConnectInfo<SocketAddr>`. In a
+/// cluster, [`crate::cluster::route`] decides first where a request is served.
 pub fn router(proxy: Arc<Proxy>) -> Router {
     let max_body = proxy.options.max_body;
-    Router::new()
+    let router = Router::new()
         .route(
             "/mcp",
             post(handle_post).get(handle_get).delete(handle_delete),
         )
-        .layer(DefaultBodyLimit::max(max_body))
-        .with_state(proxy)
+        .layer(DefaultBodyLimit::max(max_body));
+    match proxy.cluster {
+        Some(_) => router
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&proxy),
+                crate::cluster::route::route,
+            ))
+            .with_state(proxy),
+        None => router.with_state(proxy),
+    }
+}
+
+/// The client a request comes from: named by the hop header when another
+/// instance of the cluster forwarded it, else from the request itself.
+fn client_of(
+    proxy: &Proxy,
+    hop: Option<Extension<HopClient>>,
+    headers: &HeaderMap,
+    remote: SocketAddr,
+) -> ClientKey {
+    match hop {
+        Some(Extension(HopClient(client))) => client,
+        None => proxy.options.client_key.key(headers, remote.ip()),
+    }
 }
 
 /// A response with a JSON-RPC error body.
-fn refuse(status: StatusCode, id: Option<&str>, code: i64, message: &str) -> Response {
+pub(crate) fn refuse(status: StatusCode, id: Option<&str>, code: i64, message: &str) -> Response {
     let body = error_response(id, code, message, None);
     (status, [(CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn retry_after(mut response: Response, wait: Duration) -> Response {
+pub(crate) fn retry_after(mut response: Response, wait: Duration) -> Response {
     // Whole seconds, rounded up: `Retry-After: 0` would invite a hot loop.
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
@@ -140,7 +167,7 @@ fn table_refusal(error: &TableError, id: Option<&str>) -> Response {
     }
 }
 
-fn session_not_found(id: Option<&str>) -> Response {
+pub(crate) fn session_not_found(id: Option<&str>) -> Response {
     refuse(
         StatusCode::NOT_FOUND,
         id,
@@ -199,7 +226,12 @@ fn upstream_refusal(error: &UpstreamError, id: Option<&str>) -> Response {
 }
 
 /// Counts a finished request and its time to first byte.
-fn finish(proxy: &Proxy, method: &'static str, started: Instant, response: Response) -> Response {
+pub(crate) fn finish(
+    proxy: &Proxy,
+    method: &'static str,
+    started: Instant,
+    response: Response,
+) -> Response {
     proxy
         .metrics
         .count_request(method, response.status().as_u16());
@@ -213,17 +245,19 @@ fn finish(proxy: &Proxy, method: &'static str, started: Instant, response: Respo
 async fn handle_post(
     State(proxy): State<Arc<Proxy>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    hop: Option<Extension<HopClient>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
-    let response = post_message(&proxy, remote, &headers, body).await;
+    let client = client_of(&proxy, hop, &headers, remote);
+    let response = post_message(&proxy, client, &headers, body).await;
     finish(&proxy, "POST", started, response)
 }
 
 async fn post_message(
     proxy: &Arc<Proxy>,
-    remote: SocketAddr,
+    client: ClientKey,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -257,7 +291,6 @@ async fn post_message(
         Ok(message) => message,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, None, e.code(), &e.to_string()),
     };
-    let client = proxy.options.client_key.key(headers, remote.ip());
     match era {
         Era::Sessions => post_in_session(proxy, client, headers, message).await,
         Era::Stateless => post_stateless(proxy, client, headers, message).await,
@@ -517,14 +550,16 @@ fn sse_event(event: Event) -> SseEvent {
 async fn handle_get(
     State(proxy): State<Arc<Proxy>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    hop: Option<Extension<HopClient>>,
     headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
-    let response = open_stream(&proxy, remote, &headers).await;
+    let client = client_of(&proxy, hop, &headers, remote);
+    let response = open_stream(&proxy, client, &headers).await;
     finish(&proxy, "GET", started, response)
 }
 
-async fn open_stream(proxy: &Arc<Proxy>, remote: SocketAddr, headers: &HeaderMap) -> Response {
+async fn open_stream(proxy: &Arc<Proxy>, client: ClientKey, headers: &HeaderMap) -> Response {
     if let Some(response) = stateless_has_no(headers, "GET") {
         return response;
     }
@@ -556,7 +591,6 @@ async fn open_stream(proxy: &Arc<Proxy>, remote: SocketAddr, headers: &HeaderMap
     if let Err(e) = proxy.table.touch(id, 0) {
         return table_refusal(&e, None);
     }
-    let client = proxy.options.client_key.key(headers, remote.ip());
     proxy.count_access(client, true);
     let upstream = match proxy.table.with_upstream(id, |s| Arc::clone(&s.upstream)) {
         Ok(upstream) => upstream,

@@ -18,8 +18,11 @@ use super::metrics::ProxyMetrics;
 use super::session::{CloseUpstream, ProxySession};
 use super::upstream::UpstreamSpec;
 use super::{admin, reverse, Proxy, ProxyOptions};
+use crate::cluster::metrics::ClusterMetrics;
+use crate::cluster::tasks::ClusterTeardown;
+use crate::cluster::{Cluster, ClusterConfig, ClusterError};
 use crate::config::{ConfigError, TableConfig};
-use crate::session::{CleanupTask, FlushMode, SessionTable, ShutdownReport};
+use crate::session::{CleanupTask, FlushMode, SessionTable, ShutdownReport, Teardown};
 use crate::wasm::OpenedPolicy;
 
 /// Everything a reverse proxy is started from.
@@ -50,6 +53,8 @@ pub enum StartError {
     AccessLog(#[from] AccessLogError),
     #[error("cannot listen for SIGHUP: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// A proxy serving; [`RunningProxy::shutdown`] stops it cleanly.
@@ -69,6 +74,15 @@ impl RunningProxy {
     /// Binds both listeners and starts serving. Must run inside a tokio
     /// runtime.
     pub async fn start(config: ReverseConfig) -> Result<Self, StartError> {
+        Self::start_with(config, None).await
+    }
+
+    /// As [`RunningProxy::start`], as an instance of a cluster when
+    /// `cluster` is given.
+    pub async fn start_with(
+        config: ReverseConfig,
+        cluster: Option<ClusterConfig>,
+    ) -> Result<Self, StartError> {
         let ReverseConfig {
             table: table_config,
             policy,
@@ -80,9 +94,34 @@ impl RunningProxy {
             access_log,
             shutdown_grace,
         } = config;
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })
+        };
+        // Bound first: a cluster instance advertises where it listens.
+        let listener = bind(listen).await?;
+        let mcp = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: listen,
+            source,
+        })?;
+        let cluster = match cluster {
+            Some(config) => {
+                let metrics = Arc::new(ClusterMetrics::new(config.redis_down));
+                let rate = table_config.rate_limit;
+                Some(Arc::new(Cluster::new(config, mcp, rate, metrics)?))
+            }
+            None => None,
+        };
+        let teardown: Arc<dyn Teardown<ProxySession>> = match &cluster {
+            Some(cluster) => Arc::new(ClusterTeardown {
+                cluster: Arc::clone(cluster),
+            }),
+            None => Arc::new(CloseUpstream),
+        };
         let table = SessionTable::<ProxySession>::builder(table_config.clone())
             .policy(policy.eviction())
-            .teardown(Arc::new(CloseUpstream), tokio::runtime::Handle::current())
+            .teardown(teardown, tokio::runtime::Handle::current())
             .flush(FlushMode::Thread)
             .build_shared()?;
         let (access_log, access_writer) = match &access_log {
@@ -100,26 +139,30 @@ impl RunningProxy {
         if let Some(policy) = &wasm {
             background.push(policy.reload_on_sighup().map_err(StartError::Signal)?);
         }
-        let metrics = ProxyMetrics::new(&table, wasm, access_log.clone());
-        let proxy = Arc::new(Proxy::new(
+        let metrics = ProxyMetrics::with_more(&table, wasm, access_log.clone(), |registry| {
+            if let Some(cluster) = &cluster {
+                cluster.metrics.register(registry);
+            }
+        });
+        let mut proxy = Proxy::new(
             Arc::clone(&table),
             upstreams,
             options,
             metrics,
             access_log,
             policy.name(),
-        ));
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Listen { addr, source })
-        };
+        );
+        if let Some(cluster) = &cluster {
+            proxy = proxy.with_cluster(Arc::clone(cluster));
+        }
+        let proxy = Arc::new(proxy);
+        if let Some(cluster) = &cluster {
+            cluster.join().await;
+            background.push(cluster.spawn_heartbeat(cluster.timing.heartbeat));
+            background
+                .push(cluster.spawn_renewal(Arc::downgrade(&proxy), cluster.timing.index_refresh));
+        }
         let (stop, stopped) = watch::channel(false);
-        let listener = bind(listen).await?;
-        let mcp = listener.local_addr().map_err(|source| StartError::Listen {
-            addr: listen,
-            source,
-        })?;
         let mut servers = vec![tokio::spawn(serve(
             listener,
             reverse::router(Arc::clone(&proxy)),
@@ -183,6 +226,9 @@ impl RunningProxy {
             ..
         } = self;
         let _ = stop.send(true);
+        if let Some(cluster) = &proxy.cluster {
+            cluster.leave().await;
+        }
         let table = Arc::clone(&proxy.table);
         let deadline = Instant::now() + shutdown_grace;
         while table.stats().requests_in_flight > 0 && Instant::now() < deadline {

@@ -9,6 +9,7 @@
 //! hash collision can never resolve to the wrong session; the rare colliding
 //! name goes to a second, string-keyed map.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -68,10 +69,13 @@ impl Names {
     /// Indexes `name` (hashed to `hash`) for `id`. The caller has checked it
     /// is not taken ([`Self::get`]).
     pub fn insert(&mut self, name: &Arc<str>, hash: u64, id: SessionId) {
-        if self.by_hash.contains_key(&hash) {
-            self.collided.insert(Arc::clone(name), id);
-        } else {
-            self.by_hash.insert(hash, id);
+        match self.by_hash.entry(hash) {
+            Entry::Occupied(_) => {
+                self.collided.insert(Arc::clone(name), id);
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(id);
+            }
         }
     }
 

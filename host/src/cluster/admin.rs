@@ -1,0 +1,142 @@
+//! The admin API across the cluster: every instance lists every session
+//! (this instance's from its table, the others' from the session index), and
+//! removes any session, by asking its owner over an authenticated hop.
+
+use axum::http::{HeaderMap, StatusCode};
+
+use super::hop::HopPurpose;
+use super::index::IndexRecord;
+use super::sealed_id::Owner;
+use super::{Cluster, InstanceId};
+use crate::proxy::admin::{Removed, SessionRow};
+use crate::proxy::client_key::ClientKey;
+use crate::proxy::mcp_headers::SESSION_ID;
+
+/// Largest answer read back from an owner's revocation.
+const MAX_ANSWER: usize = 64 << 10;
+
+/// The cluster's sessions.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub rows: Vec<SessionRow>,
+    /// False when Redis could not be read: only this instance's rows.
+    pub complete: bool,
+}
+
+fn owner_of(record: &IndexRecord) -> Option<Owner> {
+    Some(Owner {
+        instance: InstanceId::parse(record.row.instance.as_deref()?).ok()?,
+        boot: u64::from_str_radix(&record.boot, 16).ok()?,
+    })
+}
+
+impl Cluster {
+    /// `local` (this instance's rows) and every live instance's indexed
+    /// sessions. Their figures are as of their last renewal; their age is
+    /// brought up to now.
+    pub async fn list(&self, local: Vec<SessionRow>) -> Listing {
+        let me = self.me().clone();
+        let mut rows: Vec<SessionRow> = local
+            .into_iter()
+            .map(|row| SessionRow {
+                instance: Some(me.instance.to_string()),
+                ..row
+            })
+            .collect();
+        let records = match self.index.list(&self.link).await {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::warn!("listing this instance's sessions only: {e}");
+                return Listing {
+                    rows,
+                    complete: false,
+                };
+            }
+        };
+        let now = self.now_ms();
+        let mut others: Vec<SessionRow> = records
+            .into_iter()
+            .filter_map(|record| {
+                let owner = owner_of(&record)?;
+                (owner.instance != me.instance && self.members.is_live(&owner)).then(|| {
+                    let behind = (now - record.as_of_ms).max(0) as f64 / 1000.0;
+                    SessionRow {
+                        age_seconds: record.row.age_seconds + behind,
+                        ..record.row
+                    }
+                })
+            })
+            .collect();
+        others.sort_by(|a, b| (&a.instance, &a.id).cmp(&(&b.instance, &b.id)));
+        rows.extend(others);
+        Listing {
+            rows,
+            complete: true,
+        }
+    }
+
+    /// Removes session `id` held by another instance. `None` when no live
+    /// instance holds it.
+    pub async fn revoke(&self, id: &str) -> Option<Removed> {
+        let me = self.me().clone();
+        let owners: Vec<Owner> = match self.keys.open(id) {
+            Ok(owner) => vec![owner],
+            // Not a sealed id (a 2026-07-28 client's session): its owners
+            // are in the index.
+            Err(_) => match self.index.list(&self.link).await {
+                Ok(records) => records
+                    .iter()
+                    .filter(|r| r.row.id == id)
+                    .filter_map(owner_of)
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!("cannot look session `{id}` up in the index: {e}");
+                    Vec::new()
+                }
+            },
+        };
+        let mut done: Option<Removed> = None;
+        for owner in owners.iter().filter(|o| o.instance != me.instance) {
+            let Some(endpoint) = self.members.endpoint_of(owner) else {
+                continue;
+            };
+            let hop = self
+                .keys
+                .sign_hop(HopPurpose::Revoke, id, ClientKey(0), self.now_ms());
+            let sent = self
+                .forwarder
+                .send(
+                    &endpoint,
+                    HopPurpose::Revoke.method(),
+                    &HeaderMap::new(),
+                    &[(SESSION_ID, id)],
+                    &hop,
+                    Default::default(),
+                )
+                .await;
+            let answer = match sent {
+                Ok(answer) if answer.status() == StatusCode::OK => answer,
+                Ok(answer) => {
+                    tracing::debug!(%endpoint, status = %answer.status(), "revocation refused");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::info!(%endpoint, "cannot reach the session's instance: {e}");
+                    continue;
+                }
+            };
+            let Ok(body) = axum::body::to_bytes(answer.into_body(), MAX_ANSWER).await else {
+                continue;
+            };
+            if let Ok(removed) = serde_json::from_slice::<Removed>(&body) {
+                let total = done.get_or_insert(Removed {
+                    removed: 0,
+                    deferred: 0,
+                });
+                total.removed += removed.removed;
+                total.deferred += removed.deferred;
+            }
+        }
+        done
+    }
+}
