@@ -38,11 +38,18 @@ mod library {
     const REQUESTS: u64 = 113_872;
     const MINUTE: u64 = 60_000_000;
 
+    /// A policy, its settings and its miss counts at [`CAPACITIES`].
+    type Exact = (
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        [u64; 3],
+    );
+
     /// Every policy of this library with libCacheSim's miss counts at
     /// [`CAPACITIES`] (FIGURES.md: `cachesim ... --ignore-obj-size 1`), for
     /// the settings that reproduce its variants. `ttl` on a table without
     /// timeouts orders by last request: LRU's counts.
-    const EXACT: &[(&str, &[(&str, &str)], [u64; 3])] = &[
+    const EXACT: &[Exact] = &[
         ("arc", &[], [94_229, 88_002, 80_004]),
         ("s3fifo", &[], [94_559, 85_691, 77_208]),
         (

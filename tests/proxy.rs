@@ -371,15 +371,24 @@ mod proxy {
     #[test]
     fn proxy_killed_with_sigkill_takes_its_upstream_processes_with_it() {
         // Stubborn servers outlive a closed stdin: only the parent-death
-        // signal ends them when the proxy cannot.
+        // signal ends them when the proxy cannot. Their own children (a
+        // server behind a launcher such as npx) never get that signal: the
+        // reaper kills their process groups once the proxy is gone.
         let mark = marker("sigkill");
+        let grandchild = format!("78{}", std::process::id() % 10_000);
         let up = format!("{} {mark} --stubborn", echo_server().display());
         let proxy = ProxyProcess::start(&[], &["--upstream-stdio", &up]);
         let mut clients: Vec<McpClient> = (0..3).map(|_| McpClient::new(&proxy.mcp)).collect();
         for client in &mut clients {
             assert_eq!(client.initialize().status, 200);
+            let spawned = client.request(
+                "tools/call",
+                json!({"name": "spawn", "arguments": {"seconds": grandchild.parse::<u64>().unwrap_or(7878)}}),
+            );
+            assert!(spawned.text().starts_with("spawned"), "{:?}", spawned.body);
         }
         assert_eq!(processes_with(&mark).len(), 3);
+        assert_eq!(processes_with(&grandchild).len(), 3);
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(proxy.pid() as i32),
             nix::sys::signal::Signal::SIGKILL,
@@ -388,6 +397,10 @@ mod proxy {
         assert!(
             wait_no_processes(&mark, Duration::from_secs(10)).is_empty(),
             "the upstreams died with their parent"
+        );
+        assert!(
+            wait_no_processes(&grandchild, Duration::from_secs(10)).is_empty(),
+            "the upstreams' own children were reaped"
         );
     }
 

@@ -642,8 +642,8 @@ mod quality {
         let last = history.last().expect("rounds");
         // Tenant 1's 60 over three busy sessions: 20 each, down from the
         // host's 20 only by rounding, never below the bound of 15.
-        for s in 0..3 {
-            assert_eq!(last[s].0, 20, "tenant 1 session {s}: {history:?}");
+        for (s, limit) in last[..3].iter().enumerate() {
+            assert_eq!(limit.0, 20, "tenant 1 session {s}: {history:?}");
         }
         // Tenant 2's busy session climbs by 4 a round toward the 57 its light
         // neighbour leaves it, then sits at the host's maximum of 40.

@@ -3,10 +3,15 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{CommandFactory, Parser};
 use shadowcat::cli::{Cli, Command, PolicyCommand};
+use shadowcat::proxy::upstream::reaper::{self, REAPER_ARG};
 
 mod cmd;
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == REAPER_ARG) {
+        reaper::run();
+        return ExitCode::SUCCESS;
+    }
     let args =
         match shadowcat::cli::config_file::expand(&Cli::command(), std::env::args_os().collect()) {
             Ok(args) => args,
@@ -50,8 +55,12 @@ fn run(cli: Cli) -> Result<()> {
             cmd::policy::check(&cli.policy, &file)
         }
         Some(Command::Bench(ref args)) => cmd::bench::run(&cli, args),
-        Some(Command::Reverse(ref args)) => runtime()?.block_on(cmd::reverse::run(&cli, args)),
+        Some(Command::Reverse(ref args)) => {
+            enable_reaper();
+            runtime()?.block_on(cmd::reverse::run(&cli, args))
+        }
         Some(Command::Forward(ref command)) => {
+            enable_reaper();
             runtime()?.block_on(cmd::forward::run(&cli, command))
         }
         Some(Command::Session(ref args)) => runtime()?.block_on(cmd::session::run(args)),
@@ -62,4 +71,13 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+/// Upstream servers' own children must not outlive a killed proxy either
+/// (see `proxy::upstream::reaper`); without the reaper the direct children
+/// still die with the proxy.
+fn enable_reaper() {
+    if let Err(err) = reaper::enable() {
+        tracing::warn!(%err, "cannot start the upstream reaper; a server's own children could outlive a killed proxy");
+    }
 }

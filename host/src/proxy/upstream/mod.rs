@@ -3,6 +3,7 @@
 //! [`Upstream`], so the transports facing clients never know which.
 
 mod http;
+pub mod reaper;
 mod stdio;
 
 use std::fmt;

@@ -123,6 +123,8 @@ impl StdioUpstream {
         let pid = child.id().ok_or_else(|| {
             UpstreamError::Failed(format!("`{command}` exited before it could be watched"))
         })?;
+        // Its group is its pid (process_group(0)).
+        super::reaper::watch(i32::try_from(pid).unwrap_or(i32::MAX));
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
@@ -445,6 +447,7 @@ async fn supervise(
     };
     // Whatever the server started in its group goes with it.
     let _ = killpg(group, Signal::SIGKILL);
+    super::reaper::release(group.as_raw());
     fail(&routes, &reason);
     let _ = exited.send(Some(reason));
 }
