@@ -16,15 +16,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};
 use shadowcat::cluster::{ClusterConfig, ClusterKeys, ClusterTiming, InstanceId, RedisDownMode};
@@ -35,49 +29,11 @@ use shadowcat::proxy::upstream::{HttpUpstreamConfig, UpstreamSpec};
 use shadowcat::proxy::ProxyOptions;
 use shadowcat::wasm::OpenedPolicy;
 use shadowcat::TableConfig;
+use shadowcat_benches::mcp_upstream::start_upstream;
 
 const TIMED_CALLS: usize = 10_000;
 const CLIENTS: usize = 32;
 const SECRET: &[u8] = b"shadowcat cluster bench: a secret of 32 bytes or more";
-
-/// Answers like an MCP server and stores nothing per session.
-async fn upstream(State(next): State<Arc<AtomicU64>>, body: Bytes) -> Response {
-    let Ok(message) = serde_json::from_slice::<Value>(&body) else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    let Some(id) = message.get("id").cloned() else {
-        return StatusCode::ACCEPTED.into_response();
-    };
-    let result = if message["method"] == "initialize" {
-        json!({"protocolVersion": "2025-11-25", "capabilities": {},
-               "serverInfo": {"name": "bench-upstream", "version": "1"}})
-    } else {
-        json!({"content": [{"type": "text", "text": "ok"}]})
-    };
-    let body = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
-    let mut response = ([("content-type", "application/json")], body).into_response();
-    if message["method"] == "initialize" {
-        let session = format!("s{}", next.fetch_add(1, Ordering::Relaxed));
-        if let Ok(value) = session.parse() {
-            response.headers_mut().insert("mcp-session-id", value);
-        }
-    }
-    response
-}
-
-async fn start_upstream() -> SocketAddr {
-    let app = axum::Router::new()
-        .route("/mcp", post(upstream).delete(|| async { StatusCode::OK }))
-        .with_state(Arc::new(AtomicU64::new(0)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
-}
 
 /// A `redis-server` of the bench's own; killed when dropped.
 struct Redis {

@@ -4,6 +4,8 @@
 //! `shadowcat` without the test-only `parking_lot` deadlock detection (a
 //! dev-dependency feature of the host crate), which would skew every figure.
 
+pub mod mcp_upstream;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -7,15 +7,9 @@
 //! nothing per session, so the memory measured is the proxy's own.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};
 use shadowcat::proxy::client_key::ClientKeySource;
@@ -24,6 +18,7 @@ use shadowcat::proxy::upstream::{HttpUpstreamConfig, UpstreamSpec};
 use shadowcat::proxy::ProxyOptions;
 use shadowcat::wasm::OpenedPolicy;
 use shadowcat::TableConfig;
+use shadowcat_benches::mcp_upstream::start_upstream;
 use shadowcat_benches::{live_bytes, CountingAllocator};
 
 #[global_allocator]
@@ -31,45 +26,6 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 const TIMED_CALLS: usize = 20_000;
 const IDLE_SESSIONS: usize = 10_000;
-
-/// Answers like an MCP server and stores nothing per session.
-async fn upstream(State(next): State<Arc<AtomicU64>>, body: Bytes) -> Response {
-    let Ok(message) = serde_json::from_slice::<Value>(&body) else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    let Some(id) = message.get("id").cloned() else {
-        return StatusCode::ACCEPTED.into_response();
-    };
-    let result = if message["method"] == "initialize" {
-        json!({"protocolVersion": "2025-11-25", "capabilities": {},
-               "serverInfo": {"name": "bench-upstream", "version": "1"}})
-    } else {
-        json!({"content": [{"type": "text", "text": "ok"}]})
-    };
-    let body = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
-    let mut response = ([("content-type", "application/json")], body).into_response();
-    if message["method"] == "initialize" {
-        let session = format!("s{}", next.fetch_add(1, Ordering::Relaxed));
-        if let Ok(value) = session.parse() {
-            response.headers_mut().insert("mcp-session-id", value);
-        }
-    }
-    response
-}
-
-async fn start_upstream() -> SocketAddr {
-    let app = axum::Router::new()
-        .route("/mcp", post(upstream).delete(|| async { StatusCode::OK }))
-        .with_state(Arc::new(AtomicU64::new(0)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
-}
 
 async fn start_proxy(upstream: SocketAddr) -> RunningProxy {
     let url: reqwest::Url = format!("http://{upstream}/mcp").parse().expect("url");

@@ -12,6 +12,10 @@
 mod common;
 #[path = "reference/mod.rs"]
 mod reference;
+// Only some of its helpers are for this library's policies.
+#[path = "library/side_by_side.rs"]
+#[allow(dead_code)]
+mod side_by_side;
 #[path = "library/twin.rs"]
 mod twin;
 
@@ -19,20 +23,15 @@ mod library {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use parking_lot::Mutex;
-    use shadowcat::eviction::{
-        Candidate, EvictionPolicy, FlushHint, LiveSessions, PolicyEvent, QuotaAdjustment,
-        QuotaUsage, Refusal, RemovalCause, Unavailable, VictimRequest,
-    };
+    use shadowcat::eviction::{Candidate, EvictionPolicy, RemovalCause, VictimRequest};
     use shadowcat::replay::{replay, CapacityMode, ReplayOutcome};
     use shadowcat::session::{Clock, FallbackReason, NewSession, SessionId, SessionTable};
-    use shadowcat::wasm::{PolicyEngine, PolicyLimits, PolicyTable, WasmPolicy};
+    use shadowcat::wasm::{PolicyTable, WasmPolicy};
     use shadowcat::TableConfig;
 
     use crate::common::{policy_file, reference_trace, shadowcat_cli, text};
-    use crate::reference::driver::Driver;
-    use crate::reference::Table;
-    use crate::twin::Twin;
+
+    use crate::side_by_side::{engine, load, model_misses, SideBySide};
 
     const CAPACITIES: [u64; 3] = [489, 4_897, 9_794];
     const REQUESTS: u64 = 113_872;
@@ -77,169 +76,6 @@ mod library {
         "lfu-decay",
     ];
 
-    fn engine() -> Arc<PolicyEngine> {
-        // Generous deadlines: these tests are about answers, not time.
-        PolicyEngine::new(
-            PolicyLimits {
-                call_timeout: Duration::from_secs(10),
-                ..PolicyLimits::default()
-            },
-            None,
-        )
-        .expect("engine")
-    }
-
-    fn pairs(config: &[(&str, &str)]) -> Vec<(String, String)> {
-        config
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    fn load(name: &str, table: PolicyTable, config: &[(&str, &str)]) -> Arc<WasmPolicy> {
-        WasmPolicy::load(engine(), &policy_file(name), table, pairs(config))
-            .unwrap_or_else(|e| panic!("{name}.wasm {config:?}: {e}"))
-    }
-
-    /// A shipped policy and its model, side by side: the table gets the
-    /// wasm's answers, and each is checked against the model's.
-    struct SideBySide {
-        wasm: Arc<WasmPolicy>,
-        model: Mutex<Model>,
-    }
-
-    struct Model {
-        twin: Twin,
-        /// Events the table recorded since the model last caught up.
-        events: Vec<PolicyEvent>,
-        decisions: u64,
-        refusals: u64,
-    }
-
-    impl Model {
-        fn catch_up(&mut self) {
-            for event in std::mem::take(&mut self.events) {
-                match event {
-                    PolicyEvent::Inserted { id, time, key, .. } => {
-                        self.twin.insert(id.to_bits(), key, time)
-                    }
-                    PolicyEvent::Accessed { id, time, .. } => self.twin.access(id.to_bits(), time),
-                    PolicyEvent::Removed { id, cause, .. } => self
-                        .twin
-                        .remove(id.to_bits(), cause == RemovalCause::Evicted),
-                    PolicyEvent::Refused { id, reason, .. } => {
-                        self.refusals += 1;
-                        self.twin.refused(id.to_bits(), reason == Refusal::Pinned)
-                    }
-                }
-            }
-        }
-    }
-
-    impl SideBySide {
-        fn new(name: &str, table: PolicyTable, config: &[(&str, &str)]) -> Arc<Self> {
-            let model_table = Table {
-                capacity: table.capacity as usize,
-                idle_timeout: table.idle_timeout,
-                max_age: table.max_age,
-            };
-            let twin = Twin::build(name, &model_table, config)
-                .unwrap_or_else(|e| panic!("model {name} {config:?}: {e}"));
-            Arc::new(Self {
-                wasm: load(name, table, config),
-                model: Mutex::new(Model {
-                    twin,
-                    events: Vec::new(),
-                    decisions: 0,
-                    refusals: 0,
-                }),
-            })
-        }
-
-        fn decisions(&self) -> (u64, u64) {
-            let m = self.model.lock();
-            (m.decisions, m.refusals)
-        }
-    }
-
-    impl EvictionPolicy for SideBySide {
-        fn name(&self) -> &str {
-            self.wasm.name()
-        }
-
-        fn record(&self, event: PolicyEvent) -> FlushHint {
-            self.model.lock().events.push(event);
-            self.wasm.record(event)
-        }
-
-        fn victims(
-            &self,
-            request: VictimRequest<'_>,
-            out: &mut Vec<SessionId>,
-        ) -> Result<(), Unavailable> {
-            let start = out.len();
-            let answered = self.wasm.victims(request, out);
-            assert_eq!(
-                answered,
-                Ok(()),
-                "{}: {:?}",
-                self.name(),
-                self.wasm.metrics()
-            );
-            let got: Vec<u64> = out[start..].iter().map(|id| id.to_bits()).collect();
-            let candidates: Vec<u64> = request.candidates.iter().map(|c| c.id.to_bits()).collect();
-            let key = request.arriving.map_or(0, |a| a.key);
-            let mut model = self.model.lock();
-            model.catch_up();
-            let expected = model.twin.victims(request.count, key, &candidates);
-            assert_eq!(
-                got,
-                expected,
-                "{}: decision {} (count {}, arriving key {key}, candidates {candidates:?}): \
-                 the wasm (left) and its model (right) differ",
-                self.name(),
-                model.decisions,
-                request.count
-            );
-            model.decisions += 1;
-            answered
-        }
-
-        fn sample_size(&self) -> usize {
-            self.wasm.sample_size()
-        }
-
-        fn learns_from_refusals(&self) -> bool {
-            self.wasm.learns_from_refusals()
-        }
-
-        fn ready_victims(&self, count: usize, out: &mut Vec<SessionId>) {
-            self.wasm.ready_victims(count, out);
-            assert!(out.is_empty(), "no policy here declares stable-order");
-        }
-
-        fn flush(&self) {
-            self.wasm.flush();
-        }
-
-        fn maintain(&self, now: u64) {
-            {
-                let mut model = self.model.lock();
-                model.catch_up();
-                model.twin.maintain(now);
-            }
-            self.wasm.maintain(now);
-        }
-
-        fn adjust_quotas(&self, usage: &[QuotaUsage], out: &mut Vec<QuotaAdjustment>) {
-            self.wasm.adjust_quotas(usage, out);
-        }
-
-        fn attach_live_sessions(&self, source: LiveSessions) {
-            self.wasm.attach_live_sessions(source);
-        }
-    }
-
     /// Replays the reference trace through a table of `capacity` with `name`
     /// beside its model.
     fn replay_side_by_side(
@@ -248,7 +84,7 @@ mod library {
         capacity: u64,
     ) -> (ReplayOutcome, Arc<SideBySide>) {
         let trace = reference_trace();
-        let policy = SideBySide::new(name, PolicyTable::from(capacity), config);
+        let policy = SideBySide::with_model(name, name, PolicyTable::from(capacity), config);
         let outcome = replay(
             &trace,
             policy.clone(),
@@ -266,23 +102,6 @@ mod library {
         (outcome, policy)
     }
 
-    /// The reference trace as the models' driver replays it.
-    fn model_misses(name: &str, config: &[(&str, &str)], capacity: u64) -> u64 {
-        let trace = reference_trace();
-        let mut model =
-            crate::reference::build(name, &Table::with_capacity(capacity as usize), config)
-                .expect("model");
-        // Keys as the host's replay makes them: object ids plus one.
-        let requests = trace
-            .requests
-            .iter()
-            .map(|r| (r.time, r.id.wrapping_add(1)));
-        Driver::new(capacity as usize)
-            .replay(&mut *model, requests)
-            .expect("model replay")
-            .misses
-    }
-
     /// The issue's figure: at 4,897 each policy misses exactly as its model
     /// and libCacheSim do (the issue's floor is 0.005 of the miss ratio),
     /// every decision equal to the model's on the way.
@@ -291,7 +110,7 @@ mod library {
         for &(name, config, expected) in EXACT {
             let (outcome, policy) = replay_side_by_side(name, config, 4_897);
             assert_eq!(
-                (outcome.misses, model_misses(name, config, 4_897)),
+                (outcome.misses, model_misses(name, config, 4_897).0),
                 (expected[1], expected[1]),
                 "{name} {config:?}: host, model vs libCacheSim {}",
                 expected[1]
@@ -342,7 +161,8 @@ mod library {
             max_age: expiry.then(|| Duration::from_secs(1_200)),
             ..TableConfig::unbounded_in_time(48)
         };
-        let policy = SideBySide::new(name, PolicyTable::of_config(&table_config), config);
+        let policy =
+            SideBySide::with_model(name, name, PolicyTable::of_config(&table_config), config);
         let table: Arc<SessionTable<()>> = SessionTable::builder(table_config)
             .policy(policy.clone())
             .clock(Clock::manual())
@@ -535,10 +355,10 @@ mod library {
             ("ttl", "idle-timeout", "1"),
         ] {
             let err = WasmPolicy::load(
-                engine(),
+                engine(1),
                 &policy_file(name),
                 PolicyTable::from(100),
-                pairs(&[(key, value)]),
+                vec![(key.to_owned(), value.to_owned())],
             )
             .err()
             .unwrap_or_else(|| panic!("{name} took {key}={value}"));

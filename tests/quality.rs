@@ -10,6 +10,8 @@
 mod common;
 #[path = "reference/mod.rs"]
 mod reference;
+#[path = "library/side_by_side.rs"]
+mod side_by_side;
 #[path = "library/twin.rs"]
 #[allow(dead_code)]
 mod twin;
@@ -18,263 +20,18 @@ mod quality {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use parking_lot::Mutex;
-    use shadowcat::eviction::{
-        EvictionPolicy, FlushHint, LiveSessions, PolicyEvent, QuotaAdjustment, QuotaUsage, Refusal,
-        RemovalCause, Unavailable, VictimRequest,
-    };
+    use shadowcat::eviction::{EvictionPolicy, RemovalCause};
     use shadowcat::replay::{replay, CapacityMode, ReplayOutcome};
     use shadowcat::session::{Clock, FallbackReason, NewSession, SessionId, SessionTable};
-    use shadowcat::wasm::{PolicyEngine, PolicyLimits, PolicyTable, WasmPolicy};
+    use shadowcat::wasm::PolicyTable;
     use shadowcat::{QuotaBounds, RateLimit, TableConfig};
 
     use crate::common::{policy_file, reference_trace, shadowcat_cli, text};
-    use crate::reference::driver::Driver;
-    use crate::reference::{SplitMix64, Table};
-    use crate::twin::Twin;
+
+    use crate::reference::SplitMix64;
+    use crate::side_by_side::{engine, load, load_with, model_misses, SideBySide};
 
     const REQUESTS: u64 = 113_872;
-
-    /// Generous deadlines: these tests are about answers, not time. Without
-    /// prefetching, every victim of a stable-order policy comes from a call
-    /// that can be checked.
-    fn engine(prefetch: usize) -> Arc<PolicyEngine> {
-        PolicyEngine::new(
-            PolicyLimits {
-                call_timeout: Duration::from_secs(10),
-                prefetch,
-                ..PolicyLimits::default()
-            },
-            None,
-        )
-        .expect("engine")
-    }
-
-    fn load_with(
-        engine: Arc<PolicyEngine>,
-        name: &str,
-        table: PolicyTable,
-        config: &[(&str, &str)],
-    ) -> Arc<WasmPolicy> {
-        let config = config
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        WasmPolicy::load(engine, &policy_file(name), table, config)
-            .unwrap_or_else(|e| panic!("{name}.wasm: {e}"))
-    }
-
-    fn load(name: &str, table: PolicyTable, config: &[(&str, &str)]) -> Arc<WasmPolicy> {
-        load_with(engine(1), name, table, config)
-    }
-
-    /// Who decides beside the wasm: its model (a reference model under the
-    /// guests' protocol rules), or another wasm that must agree with it.
-    enum Twin2 {
-        Model(Twin),
-        Wasm(Arc<WasmPolicy>),
-    }
-
-    /// A shipped policy and its twin, side by side: the table gets the
-    /// wasm's answers, and each is checked against the twin's, fed the very
-    /// same events.
-    struct SideBySide {
-        wasm: Arc<WasmPolicy>,
-        twin: Mutex<Checked>,
-    }
-
-    struct Checked {
-        twin: Twin2,
-        /// Events the table recorded since the model last caught up.
-        events: Vec<PolicyEvent>,
-        decisions: u64,
-        refusals: u64,
-    }
-
-    impl Checked {
-        fn catch_up(&mut self) {
-            for event in std::mem::take(&mut self.events) {
-                if let PolicyEvent::Refused { .. } = event {
-                    self.refusals += 1;
-                }
-                let Twin2::Model(twin) = &mut self.twin else {
-                    continue;
-                };
-                match event {
-                    PolicyEvent::Inserted { id, time, key, .. } => {
-                        twin.insert(id.to_bits(), key, time)
-                    }
-                    PolicyEvent::Accessed { id, time, .. } => twin.access(id.to_bits(), time),
-                    PolicyEvent::Removed { id, cause, .. } => {
-                        twin.remove(id.to_bits(), cause == RemovalCause::Evicted)
-                    }
-                    PolicyEvent::Refused { id, reason, .. } => {
-                        twin.refused(id.to_bits(), reason == Refusal::Pinned)
-                    }
-                }
-            }
-        }
-    }
-
-    impl SideBySide {
-        /// `name` beside the model `reference::build` makes of `model`.
-        fn with_model(
-            name: &str,
-            model: &str,
-            table: PolicyTable,
-            config: &[(&str, &str)],
-        ) -> Arc<Self> {
-            let model_table = Table {
-                capacity: table.capacity as usize,
-                idle_timeout: table.idle_timeout,
-                max_age: table.max_age,
-            };
-            let twin = Twin::build(model, &model_table, config)
-                .unwrap_or_else(|e| panic!("model {model} {config:?}: {e}"));
-            Self::new(load(name, table, config), Twin2::Model(twin))
-        }
-
-        /// `name` beside another wasm, `twin`, with the same settings.
-        fn with_wasm(name: &str, twin: &str, table: PolicyTable) -> Arc<Self> {
-            Self::new(load(name, table, &[]), Twin2::Wasm(load(twin, table, &[])))
-        }
-
-        fn new(wasm: Arc<WasmPolicy>, twin: Twin2) -> Arc<Self> {
-            Arc::new(Self {
-                wasm,
-                twin: Mutex::new(Checked {
-                    twin,
-                    events: Vec::new(),
-                    decisions: 0,
-                    refusals: 0,
-                }),
-            })
-        }
-
-        fn decisions(&self) -> (u64, u64) {
-            let t = self.twin.lock();
-            (t.decisions, t.refusals)
-        }
-
-        fn assert_no_faults(&self) {
-            for w in [Some(&self.wasm), self.twin_wasm().as_ref()]
-                .into_iter()
-                .flatten()
-            {
-                let m = w.metrics();
-                assert_eq!(m.faults() + m.guest_errors, 0, "{}: {m:?}", w.name());
-            }
-        }
-
-        fn twin_wasm(&self) -> Option<Arc<WasmPolicy>> {
-            match &self.twin.lock().twin {
-                Twin2::Wasm(w) => Some(w.clone()),
-                Twin2::Model(_) => None,
-            }
-        }
-    }
-
-    impl EvictionPolicy for SideBySide {
-        fn name(&self) -> &str {
-            self.wasm.name()
-        }
-
-        fn record(&self, event: PolicyEvent) -> FlushHint {
-            let mut twin = self.twin.lock();
-            if let Twin2::Wasm(w) = &twin.twin {
-                if w.record(event) == FlushHint::FlushSoon {
-                    w.flush();
-                }
-            }
-            twin.events.push(event);
-            self.wasm.record(event)
-        }
-
-        fn victims(
-            &self,
-            request: VictimRequest<'_>,
-            out: &mut Vec<SessionId>,
-        ) -> Result<(), Unavailable> {
-            let start = out.len();
-            let answered = self.wasm.victims(request, out);
-            assert_eq!(
-                answered,
-                Ok(()),
-                "{}: {:?}",
-                self.name(),
-                self.wasm.metrics()
-            );
-            let got: Vec<u64> = out[start..].iter().map(|id| id.to_bits()).collect();
-            let key = request.arriving.map_or(0, |a| a.key);
-            let mut twin = self.twin.lock();
-            twin.catch_up();
-            let expected: Vec<u64> = match &mut twin.twin {
-                Twin2::Model(model) => {
-                    let candidates: Vec<u64> =
-                        request.candidates.iter().map(|c| c.id.to_bits()).collect();
-                    model.victims(request.count, key, &candidates)
-                }
-                Twin2::Wasm(w) => {
-                    let mut theirs = Vec::new();
-                    assert_eq!(w.victims(request, &mut theirs), Ok(()));
-                    theirs.iter().map(|id| id.to_bits()).collect()
-                }
-            };
-            assert_eq!(
-                got,
-                expected,
-                "{}: decision {} (count {}, arriving key {key}): the wasm (left) and its twin \
-                 (right) differ",
-                self.name(),
-                twin.decisions,
-                request.count
-            );
-            twin.decisions += 1;
-            answered
-        }
-
-        fn sample_size(&self) -> usize {
-            self.wasm.sample_size()
-        }
-
-        fn learns_from_refusals(&self) -> bool {
-            self.wasm.learns_from_refusals()
-        }
-
-        fn ready_victims(&self, count: usize, out: &mut Vec<SessionId>) {
-            // Prefetching would hand out victims without a call to check;
-            // the engine here prefetches nothing.
-            self.wasm.ready_victims(count, out);
-            assert!(
-                out.is_empty(),
-                "{}: no prefetch in these tests",
-                self.name()
-            );
-        }
-
-        fn flush(&self) {
-            self.wasm.flush();
-        }
-
-        fn maintain(&self, now: u64) {
-            let mut twin = self.twin.lock();
-            twin.catch_up();
-            match &mut twin.twin {
-                Twin2::Model(model) => model.maintain(now),
-                Twin2::Wasm(w) => w.maintain(now),
-            }
-            drop(twin);
-            self.wasm.maintain(now);
-        }
-
-        fn adjust_quotas(&self, usage: &[QuotaUsage], out: &mut Vec<QuotaAdjustment>) {
-            self.wasm.adjust_quotas(usage, out);
-        }
-
-        fn attach_live_sessions(&self, source: LiveSessions) {
-            self.wasm.attach_live_sessions(source);
-        }
-    }
 
     fn replay_reference(policy: Arc<dyn EvictionPolicy>, capacity: u64) -> ReplayOutcome {
         replay(
@@ -285,24 +42,6 @@ mod quality {
             &mut |_| {},
         )
         .expect("replay")
-    }
-
-    /// The reference trace as the models' driver replays it: (misses, misses
-    /// plus re-arrivals, which is what the simulator counts).
-    fn model_misses(name: &str, config: &[(&str, &str)], capacity: u64) -> (u64, u64) {
-        let trace = reference_trace();
-        let mut model =
-            crate::reference::build(name, &Table::with_capacity(capacity as usize), config)
-                .expect("model");
-        // Keys as the host's replay makes them: object ids plus one.
-        let requests = trace
-            .requests
-            .iter()
-            .map(|r| (r.time, r.id.wrapping_add(1)));
-        let replayed = Driver::new(capacity as usize)
-            .replay(&mut *model, requests)
-            .expect("model replay");
-        (replayed.misses, replayed.misses + model.rearrivals())
     }
 
     /// The issue's reference figure: libCacheSim's `wtinylfu` misses 88,374

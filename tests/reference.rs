@@ -14,9 +14,9 @@ mod reference;
 
 use std::sync::OnceLock;
 
-use reference::caffeine::{Caffeine, FrequencySketch};
 use reference::driver::{Driver, Replay};
 use reference::lfu_decay::{self, LfuDecay, LFU_INIT_VAL};
+use reference::tinylfu::{Params, Sketch, TinyLfu};
 use reference::wtinylfu::{xxh64_u64, CountingBloomFilter};
 use reference::{build, Model, Policy, Reference, Table};
 
@@ -204,12 +204,14 @@ mod libcachesim {
 mod caffeine {
     use super::*;
 
+    /// The W-TinyLFU model with Caffeine's defaults.
+    fn caffeine(capacity: usize) -> TinyLfu {
+        TinyLfu::new(capacity, Params::caffeine()).expect("Caffeine's defaults are valid")
+    }
+
     /// Drives a Caffeine model over synthetic keys and records its window.
-    fn drive(
-        capacity: usize,
-        keys: impl Iterator<Item = u64>,
-    ) -> (Reference<Caffeine>, Vec<usize>) {
-        let mut model = Reference::new(Caffeine::new(capacity));
+    fn drive(capacity: usize, keys: impl Iterator<Item = u64>) -> (Reference<TinyLfu>, Vec<usize>) {
+        let mut model = Reference::new(caffeine(capacity));
         let mut windows = Vec::new();
         let requests = keys.enumerate().map(|(i, k)| (i as u64, k));
         let mut observer = Observer {
@@ -225,7 +227,7 @@ mod caffeine {
     /// Passes everything through and records the window's size after each
     /// insert, the moment the window must hold the newcomer.
     struct Observer<'a> {
-        inner: &'a mut Reference<Caffeine>,
+        inner: &'a mut Reference<TinyLfu>,
         windows: &'a mut Vec<usize>,
     }
 
@@ -295,7 +297,7 @@ mod caffeine {
             (1_000, 10, 792),
             (4_897, 49, 3_878),
         ] {
-            let c = Caffeine::new(capacity);
+            let c = caffeine(capacity);
             assert_eq!(
                 (c.window_max(), c.protected_max()),
                 (window, protected),
@@ -306,7 +308,7 @@ mod caffeine {
 
     #[test]
     fn sketch_counts_to_15_and_halves_after_ten_times_the_capacity() {
-        let mut sketch = FrequencySketch::new(64);
+        let mut sketch = Sketch::new(64, &Params::caffeine());
         assert_eq!(sketch.sample_size(), 640);
         for _ in 0..3 {
             sketch.increment(8);
@@ -349,7 +351,7 @@ mod caffeine {
     #[test]
     fn hill_climbing_grows_the_window_for_recency() {
         let capacity = 1_000;
-        let initial = Caffeine::new(capacity).window_max();
+        let initial = caffeine(capacity).window_max();
         let (model, windows) = drive(capacity, recency_heavy(capacity, 400_000));
         let late = mean(&windows[windows.len() / 2..]);
         assert!(
@@ -363,7 +365,7 @@ mod caffeine {
     #[test]
     fn hill_climbing_keeps_the_window_small_for_scans() {
         let capacity = 1_000;
-        let initial = Caffeine::new(capacity).window_max();
+        let initial = caffeine(capacity).window_max();
         let (_, windows) = drive(capacity, scan_heavy(capacity, 400_000));
         let late = mean(&windows[windows.len() / 2..]);
         assert!(

@@ -56,7 +56,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Bench(ref args)) => cmd::bench::run(&cli, args),
         Some(Command::Reverse(ref args)) => {
-            enable_reaper();
+            // An HTTP upstream starts no process here: nothing to reap.
+            if args.upstream_stdio.is_some() {
+                enable_reaper();
+            }
             runtime()?.block_on(cmd::reverse::run(&cli, args))
         }
         Some(Command::Forward(ref command)) => {

@@ -13,7 +13,8 @@
 //! - [`queue::Queue`]: the ordered list every model is built from.
 //! - one file per policy: [`lru`], [`fifo`], [`lfu`], [`clock`], [`sieve`],
 //!   [`arc`], [`s3fifo`], [`twoq`], [`wtinylfu`] (libCacheSim's W-TinyLFU),
-//!   [`caffeine`] (Caffeine's adaptive W-TinyLFU), [`lfu_decay`] (Redis's LFU),
+//!   [`tinylfu`] (W-TinyLFU in Caffeine's manner: Caffeine's adaptive defaults, or tuned ones),
+//!   [`lfu_decay`] (Redis's LFU),
 //!   [`ttl`] (soonest to expire).
 //! - [`driver`]: replays a trace through a model under the table's protocol.
 //! - [`build`]: a model by policy name and `key=value` config, as the shipped
@@ -46,7 +47,6 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 pub mod arc;
-pub mod caffeine;
 pub mod clock;
 pub mod driver;
 pub mod fifo;

@@ -169,6 +169,10 @@ impl TinyLfu {
         self.protected_max
     }
 
+    pub fn window_len(&self) -> usize {
+        self.window.len()
+    }
+
     pub fn sketch(&self) -> Option<&Sketch> {
         self.sketch.as_ref()
     }
