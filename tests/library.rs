@@ -310,6 +310,8 @@ mod library {
                 table.clock().set(at);
                 table.run_maintenance();
             }
+            // Asked directly below, not by the table: told of the requests first.
+            table.flush_policy();
             let candidates: Vec<Candidate> = [hot, cold]
                 .iter()
                 .map(|&id| Candidate {

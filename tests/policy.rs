@@ -659,6 +659,8 @@ mod policy {
         // was warmed with the live sessions: its victim is the table's least
         // recent session, as a native LRU would choose.
         std::thread::sleep(Duration::from_millis(20));
+        // Asked directly below, not by the table: told of the requests first.
+        table.flush_policy();
         let mut proposed = Vec::new();
         policy
             .victims(VictimRequest::count(1), &mut proposed)
@@ -973,6 +975,7 @@ mod policy {
             assert_eq!(tm.created, table.len() as u64 + tm.removed());
             assert_eq!(table.stats().lru_len, table.len());
             // The reloaded policy still decides: its victim is a live session.
+            table.flush_policy();
             let mut proposed = Vec::new();
             policy
                 .victims(VictimRequest::count(1), &mut proposed)

@@ -1397,4 +1397,256 @@ mod session {
         );
         assert_eq!(table.metrics().fallback_victims, 0);
     }
+
+    /// Takes its events in batches ([`EvictionPolicy::takes_batches`]) and
+    /// checks what it is told: every session's events in a possible order
+    /// (inserted, accessed while live, removed once), and, whenever the table
+    /// asks it anything, everything that happened before the question.
+    #[derive(Default)]
+    struct Batched {
+        table: OnceLock<Weak<SessionTable<()>>>,
+        /// Live sessions as told, oldest insert first: the victims proposed.
+        order: Mutex<Vec<SessionId>>,
+        batches: Mutex<Vec<usize>>,
+        inserted: AtomicU64,
+        accessed: AtomicU64,
+        removed: AtomicU64,
+        /// Accesses the test made so far (single-threaded checks only).
+        touches_made: OnceLock<Arc<AtomicU64>>,
+        violations: Mutex<Vec<String>>,
+        questions: AtomicUsize,
+    }
+
+    impl Batched {
+        fn apply(&self, event: PolicyEvent) {
+            let mut order = self.order.lock();
+            match event {
+                PolicyEvent::Inserted { id, .. } => {
+                    self.inserted.fetch_add(1, Ordering::Relaxed);
+                    if order.contains(&id) {
+                        self.violations
+                            .lock()
+                            .push(format!("{id:?} inserted twice"));
+                    }
+                    order.push(id);
+                }
+                PolicyEvent::Accessed { id, .. } => {
+                    self.accessed.fetch_add(1, Ordering::Relaxed);
+                    if !order.contains(&id) {
+                        self.violations
+                            .lock()
+                            .push(format!("{id:?} accessed while not live"));
+                    }
+                }
+                PolicyEvent::Removed { id, .. } => {
+                    self.removed.fetch_add(1, Ordering::Relaxed);
+                    match order.iter().position(|&x| x == id) {
+                        Some(at) => {
+                            order.remove(at);
+                        }
+                        None => self
+                            .violations
+                            .lock()
+                            .push(format!("{id:?} removed while not live")),
+                    }
+                }
+                PolicyEvent::Refused { .. } => {}
+            }
+        }
+
+        /// Called at each question: the table's counters move under its lock
+        /// with the transitions, so once it hands its events over they match.
+        /// Exact only while no other thread changes the table.
+        fn check_up_to_date(&self, when: &str) {
+            self.questions.fetch_add(1, Ordering::Relaxed);
+            let (Some(table), Some(touches)) = (
+                self.table.get().and_then(Weak::upgrade),
+                self.touches_made.get(),
+            ) else {
+                return;
+            };
+            let m = table.metrics();
+            let told = (
+                self.inserted.load(Ordering::Relaxed),
+                self.accessed.load(Ordering::Relaxed),
+                self.removed.load(Ordering::Relaxed),
+            );
+            let happened = (m.created, touches.load(Ordering::Relaxed), m.removed());
+            if told != happened {
+                self.violations
+                    .lock()
+                    .push(format!("{when}: told {told:?}, happened {happened:?}"));
+            }
+        }
+    }
+
+    impl EvictionPolicy for Batched {
+        fn name(&self) -> &str {
+            "batched"
+        }
+        fn takes_batches(&self) -> bool {
+            true
+        }
+        fn record(&self, event: PolicyEvent) -> FlushHint {
+            self.violations.lock().push(format!(
+                "record called for {event:?}: the table holds events for this policy"
+            ));
+            FlushHint::Idle
+        }
+        fn record_batch(&self, events: &[PolicyEvent]) -> FlushHint {
+            self.batches.lock().push(events.len());
+            for &event in events {
+                self.apply(event);
+            }
+            FlushHint::Idle
+        }
+        fn record_then_ready(
+            &self,
+            events: &[PolicyEvent],
+            _count: usize,
+            _out: &mut Vec<SessionId>,
+        ) -> FlushHint {
+            // Under the table lock: the counters cannot be read without
+            // racing the test thread, but nothing may be missing afterwards.
+            let hint = self.record_batch(events);
+            self.check_up_to_date("ready_victims");
+            hint
+        }
+        fn victims(
+            &self,
+            request: VictimRequest,
+            out: &mut Vec<SessionId>,
+        ) -> Result<(), Unavailable> {
+            self.check_up_to_date("victims");
+            out.extend(self.order.lock().iter().take(request.count));
+            Ok(())
+        }
+        fn maintain(&self, _now: u64) {
+            self.check_up_to_date("maintain");
+        }
+    }
+
+    fn batched_table(config: TableConfig) -> (Arc<SessionTable<()>>, Arc<Batched>) {
+        let policy = Arc::new(Batched::default());
+        let table = SessionTable::builder(config)
+            .policy(policy.clone())
+            .clock(Clock::manual())
+            .build_shared()
+            .expect("valid config");
+        let _ = policy.table.set(Arc::downgrade(&table));
+        (table, policy)
+    }
+
+    /// A policy that takes batches is told of requests only in batches of at
+    /// most `HELD_EVENTS`, yet before any question (victims, the eviction
+    /// that uses choices made ahead, the maintenance tick) it has been told
+    /// of everything that happened; and the sessions it proposes go.
+    #[test]
+    fn session_held_events_reach_a_batching_policy_before_every_question() {
+        use shadowcat::eviction::HELD_EVENTS;
+        let config = TableConfig {
+            idle_timeout: Some(Duration::from_secs(10)),
+            ..replay_config(8)
+        };
+        let (table, policy) = batched_table(config);
+        let touches = Arc::new(AtomicU64::new(0));
+        let _ = policy.touches_made.set(Arc::clone(&touches));
+        let ids: Vec<SessionId> = (0..8)
+            .map(|_| table.create(NewSession::new(())).expect("fits").id)
+            .collect();
+        let touch = |id| {
+            touches.fetch_add(1, Ordering::Relaxed);
+            table.touch(id, 1).expect("touch");
+        };
+        for i in 0..100 {
+            touch(ids[i % 8]);
+        }
+        assert!(
+            policy.batches.lock().is_empty(),
+            "108 events are held back, not handed over one by one"
+        );
+        for i in 0..(2 * HELD_EVENTS) {
+            touch(ids[1 + i % 7]);
+        }
+        let batches = policy.batches.lock().clone();
+        assert_eq!(batches, vec![HELD_EVENTS, HELD_EVENTS], "full batches only");
+        // Session 0 was left untouched since the first 100 requests: the
+        // oldest insert, which this policy proposes, and it goes.
+        let created = table.create(NewSession::new(())).expect("room");
+        assert_eq!(created.evicted, 1);
+        assert!(table.get(ids[0]).is_none());
+        assert!(policy.questions.load(Ordering::Relaxed) >= 1);
+        // An idle expiry, then the tick: told of the removals first.
+        table.clock().set(60 * SECOND);
+        assert_eq!(table.run_maintenance(), 8);
+        assert_eq!(policy.removed.load(Ordering::Relaxed), 9);
+        assert!(policy.order.lock().is_empty());
+        assert!(policy.batches.lock().iter().all(|&b| b <= HELD_EVENTS));
+        let violations = policy.violations.lock();
+        assert!(violations.is_empty(), "{violations:#?}");
+    }
+
+    /// Many threads create, touch, remove and evict at random on a table
+    /// whose policy takes batches: it is told every session's events in an
+    /// order that could have happened, none lost, none twice, and ends up
+    /// knowing exactly the table's live sessions.
+    #[test]
+    fn concurrent_held_events_reach_the_policy_in_order_and_complete() {
+        with_watchdog(Duration::from_secs(120), || {
+            let (table, policy) = batched_table(replay_config(64));
+            let workers: Vec<_> = (0..8u64)
+                .map(|seed| {
+                    let table = Arc::clone(&table);
+                    std::thread::spawn(move || {
+                        let mut rng = SmallRng::seed_from_u64(seed);
+                        let mut mine: Vec<SessionId> = Vec::new();
+                        for _ in 0..20_000 {
+                            match rng.random_range(0..10) {
+                                0..=2 => {
+                                    if let Ok(created) = table.create(NewSession::new(())) {
+                                        mine.push(created.id);
+                                    }
+                                }
+                                3 if !mine.is_empty() => {
+                                    let id = mine.swap_remove(rng.random_range(0..mine.len()));
+                                    let _ = table.remove(id, RemovalCause::Deleted);
+                                }
+                                4 => {
+                                    table.evict(1);
+                                }
+                                _ if !mine.is_empty() => {
+                                    let id = mine[rng.random_range(0..mine.len())];
+                                    let _ = table.touch(id, 1);
+                                }
+                                _ => {}
+                            }
+                            if rng.random_range(0..2_000) == 0 {
+                                std::thread::yield_now();
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for worker in workers {
+                worker.join().expect("worker");
+            }
+            // A maintenance round hands over whatever is still held.
+            table.run_maintenance();
+            let violations = policy.violations.lock().clone();
+            assert!(violations.is_empty(), "{violations:#?}");
+            let m = table.metrics();
+            assert_eq!(policy.inserted.load(Ordering::Relaxed), m.created);
+            assert_eq!(policy.removed.load(Ordering::Relaxed), m.removed());
+            let mut told = policy.order.lock().clone();
+            let mut live: Vec<SessionId> = table.snapshot().iter().map(|s| s.id).collect();
+            told.sort_by_key(|id| id.to_bits());
+            live.sort_by_key(|id| id.to_bits());
+            assert_eq!(told, live);
+            assert!(policy
+                .batches
+                .lock()
+                .iter()
+                .all(|&b| b <= shadowcat::eviction::HELD_EVENTS));
+        });
+    }
 }

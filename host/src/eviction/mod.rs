@@ -125,8 +125,11 @@ pub struct QuotaAdjustment {
 }
 
 /// Live sessions in recency order (least recent first), to warm a fresh
-/// policy instance.
-pub type LiveSessions = Box<dyn Fn() -> Vec<LiveSession> + Send + Sync>;
+/// policy instance. Under the table lock, the source first hands the policy
+/// every event it held back, then calls its argument (the moment of the
+/// snapshot: what the policy buffered so far is covered by it, and whatever
+/// it buffers later happened after it), then takes the snapshot.
+pub type LiveSessions = Box<dyn Fn(&mut dyn FnMut()) -> Vec<LiveSession> + Send + Sync>;
 
 /// One live session as a warm-up replays it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +201,11 @@ pub enum Unavailable {
     Recovering,
 }
 
+/// Most events the table holds back for a policy that takes them in batches
+/// ([`EvictionPolicy::takes_batches`]) before handing them over: bounds the
+/// memory held and the work done at once under the table lock.
+pub const HELD_EVENTS: usize = 256;
+
 /// Host-side interface every eviction policy implements: the native ones here and
 /// the WebAssembly policy host.
 pub trait EvictionPolicy: Send + Sync + 'static {
@@ -205,6 +213,41 @@ pub trait EvictionPolicy: Send + Sync + 'static {
 
     /// Called under the table lock for every event; cheap, leaf locks only.
     fn record(&self, event: PolicyEvent) -> FlushHint;
+
+    /// Whether the table may hold this policy's events back and hand them
+    /// over in batches through [`Self::record_batch`], rather than calling
+    /// [`Self::record`] for each. The table then appends events under its own
+    /// lock alone, and hands them over, in order and still under that lock,
+    /// once [`HELD_EVENTS`] are held and before it asks the policy anything
+    /// (`victims`, `ready_victims`, `unused_victims`, `flush`, `maintain`,
+    /// `adjust_quotas`). For a policy whose `record` takes a lock of its own,
+    /// that is one lock round per batch instead of one per request.
+    fn takes_batches(&self) -> bool {
+        false
+    }
+
+    /// Several events, oldest first, under the table lock: leaf locks only.
+    fn record_batch(&self, events: &[PolicyEvent]) -> FlushHint {
+        events
+            .iter()
+            .fold(FlushHint::Idle, |hint, &event| match self.record(event) {
+                FlushHint::FlushSoon => FlushHint::FlushSoon,
+                FlushHint::Idle => hint,
+            })
+    }
+
+    /// [`Self::record_batch`] then [`Self::ready_victims`], in one call so
+    /// that a policy can do both under one lock of its own.
+    fn record_then_ready(
+        &self,
+        events: &[PolicyEvent],
+        count: usize,
+        out: &mut Vec<SessionId>,
+    ) -> FlushHint {
+        let hint = self.record_batch(events);
+        self.ready_victims(count, out);
+        hint
+    }
 
     /// Proposes victims, best first, appended to `out`. Proposing nothing
     /// valid means "use the table's LRU order"; `Err` says why there was no

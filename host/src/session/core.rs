@@ -12,7 +12,6 @@
 //! [`Core::unpin`], the limiter count in [`Core::set_limiter`], and the live
 //! count and weight in [`Core::insert`] and [`Core::take`].
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rand::rngs::SmallRng;
@@ -31,7 +30,7 @@ use super::{RemovedSession, SessionInfo, SessionState};
 use crate::config::{RateLimit, TableConfig};
 use crate::eviction::{
     Candidate, EvictionPolicy, FlushHint, LiveSession, PolicyEvent, QuotaUsage, Refusal,
-    RemovalCause,
+    RemovalCause, HELD_EVENTS,
 };
 
 /// Seeds the candidate sampler: fixed, so a replay samples the same
@@ -131,6 +130,19 @@ impl<'p, U> Effects<'p, U> {
         self.flush |= self.policy.record(event) == FlushHint::FlushSoon;
     }
 
+    fn events(&mut self, events: &[PolicyEvent]) {
+        self.flush |= self.policy.record_batch(events) == FlushHint::FlushSoon;
+    }
+
+    fn events_then_ready(
+        &mut self,
+        events: &[PolicyEvent],
+        count: usize,
+        out: &mut Vec<SessionId>,
+    ) {
+        self.flush |= self.policy.record_then_ready(events, count, out) == FlushHint::FlushSoon;
+    }
+
     /// Moves the pending work out, leaving this empty and reusable.
     pub fn take(&mut self) -> Self {
         Self {
@@ -220,6 +232,11 @@ pub(crate) struct Core<U> {
     rate_limit: Option<RateLimit>,
     metrics: Arc<Metrics>,
     sampler: SmallRng,
+    /// Whether events are held back in `held` (the policy takes batches).
+    holds_events: bool,
+    /// Events not yet handed to the policy, oldest first (see
+    /// [`EvictionPolicy::takes_batches`]).
+    held: Vec<PolicyEvent>,
 }
 
 impl<U> Core<U> {
@@ -245,7 +262,49 @@ impl<U> Core<U> {
             rate_limit: config.rate_limit,
             metrics,
             sampler: SmallRng::seed_from_u64(SAMPLER_SEED),
+            holds_events: false,
+            held: Vec::new(),
         }
+    }
+
+    /// Holds events back for a policy that takes them in batches.
+    pub fn holding_events(mut self) -> Self {
+        self.holds_events = true;
+        self.held.reserve_exact(HELD_EVENTS);
+        self
+    }
+
+    /// Tells the policy of a transition: at once, or held back and handed
+    /// over with others once [`HELD_EVENTS`] are held.
+    fn event(&mut self, event: PolicyEvent, fx: &mut Effects<'_, U>) {
+        if !self.holds_events {
+            fx.event(event);
+            return;
+        }
+        self.held.push(event);
+        if self.held.len() >= HELD_EVENTS {
+            self.hand_over(fx);
+        }
+    }
+
+    /// Hands the policy every event held back for it. The table calls it
+    /// under its lock before asking the policy anything.
+    pub fn hand_over(&mut self, fx: &mut Effects<'_, U>) {
+        if !self.held.is_empty() {
+            fx.events(&self.held);
+            self.held.clear();
+        }
+    }
+
+    /// [`Self::hand_over`], then up to `count` victims the policy chose ahead.
+    pub fn hand_over_then_ready(
+        &mut self,
+        count: usize,
+        out: &mut Vec<SessionId>,
+        fx: &mut Effects<'_, U>,
+    ) {
+        fx.events_then_ready(&self.held, count, out);
+        self.held.clear();
     }
 
     // ---- lookups -------------------------------------------------------
@@ -394,14 +453,17 @@ impl<U> Core<U> {
         if let Some(age) = self.max_age {
             self.deadlines.push(now.saturating_add(age), id);
         }
-        self.metrics.inc(|m| &m.created);
-        fx.event(PolicyEvent::Inserted {
-            id,
-            time: now,
-            weight,
-            key,
-            tenant,
-        });
+        self.metrics.count_created();
+        self.event(
+            PolicyEvent::Inserted {
+                id,
+                time: now,
+                weight,
+                key,
+                tenant,
+            },
+            fx,
+        );
         Ok(id)
     }
 
@@ -413,10 +475,10 @@ impl<U> Core<U> {
         let from = std::mem::replace(&mut entry.state, to);
         match (from == SessionState::Active, to == SessionState::Active) {
             (false, true) => {
-                self.metrics.active.fetch_add(1, Ordering::Release);
+                self.metrics.shift_active(1);
             }
             (true, false) => {
-                self.metrics.active.fetch_sub(1, Ordering::Release);
+                self.metrics.shift_active(-1);
             }
             _ => {}
         }
@@ -484,11 +546,14 @@ impl<U> Core<U> {
         entry.bytes = entry.bytes.saturating_add(bytes);
         let weight = entry.weight;
         self.lru.move_to_back(id.slot());
-        fx.event(PolicyEvent::Accessed {
-            id,
-            time: now,
-            weight,
-        });
+        self.event(
+            PolicyEvent::Accessed {
+                id,
+                time: now,
+                weight,
+            },
+            fx,
+        );
         Ok(())
     }
 
@@ -613,11 +678,14 @@ impl<U> Core<U> {
             self.deadlines.forget_one(|id| live_in(slots, id));
         }
         self.metrics.count_removal(cause);
-        fx.event(PolicyEvent::Removed {
-            id,
-            time: now,
-            cause,
-        });
+        self.event(
+            PolicyEvent::Removed {
+                id,
+                time: now,
+                cause,
+            },
+            fx,
+        );
         fx.count += 1;
         if let Some(signal) = entry.signal.take() {
             self.attachments -= 1;
@@ -703,11 +771,14 @@ impl<U> Core<U> {
                     } else {
                         Refusal::NotLive
                     };
-                    fx.event(PolicyEvent::Refused {
-                        id,
-                        time: now,
-                        reason,
-                    });
+                    self.event(
+                        PolicyEvent::Refused {
+                            id,
+                            time: now,
+                            reason,
+                        },
+                        fx,
+                    );
                 }
             }
         }
@@ -781,11 +852,14 @@ impl<U> Core<U> {
                     entry.last_access = now;
                     let weight = entry.weight;
                     self.lru.move_to_back(slot);
-                    fx.event(PolicyEvent::Accessed {
-                        id: front,
-                        time: now,
-                        weight,
-                    });
+                    self.event(
+                        PolicyEvent::Accessed {
+                            id: front,
+                            time: now,
+                            weight,
+                        },
+                        fx,
+                    );
                     continue;
                 }
                 self.take(front, RemovalCause::ExpiredIdle, now, fx);

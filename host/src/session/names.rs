@@ -80,10 +80,14 @@ impl Names {
     }
 
     pub fn remove(&mut self, name: &str, hash: u64, id: SessionId) {
-        if self.by_hash.get(&hash) == Some(&id) {
-            self.by_hash.remove(&hash);
-        } else {
-            self.collided.remove(name);
+        // One probe: expiry removes thousands of names per round.
+        match self.by_hash.entry(hash) {
+            Entry::Occupied(held) if *held.get() == id => {
+                held.remove();
+            }
+            _ => {
+                self.collided.remove(name);
+            }
         }
     }
 

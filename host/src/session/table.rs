@@ -7,8 +7,14 @@
 //!    `EvictionPolicy::{victims, flush, maintain, adjust_quotas}`, which the
 //!    table calls with no lock held.
 //! 2. `SessionTable::core` (one `parking_lot::Mutex`).
-//! 3. Leaf locks taken by `EvictionPolicy::record` under `core` (event buffers,
-//!    native policy state). Nothing is locked under a leaf lock.
+//! 3. Leaf locks taken by `EvictionPolicy::record` (or `record_batch`) under
+//!    `core` (event buffers, native policy state). Nothing is locked under a
+//!    leaf lock.
+//!
+//! A policy that takes batches (`EvictionPolicy::takes_batches`, every
+//! WebAssembly policy) costs a request no lock but `core`: its events wait in
+//! the core, in order, and are handed over under the lock when
+//! `HELD_EVENTS` have gathered and before any question to the policy.
 //!
 //! Nothing is held across an `.await`, a WebAssembly call or an upstream
 //! teardown. Every operation that removes sessions collects the owned entries
@@ -263,17 +269,17 @@ impl<U: Send + 'static> SessionTable<U> {
                 break reject(TableError::DuplicateExternalId(name.to_owned()), upstream);
             }
             let asked_for = core.evict_proposed(&proposals, room, now, &mut fx);
-            self.return_unused(&proposals, asked_for);
+            self.return_unused(&mut core, &mut fx, &proposals, asked_for);
             let (mut valid, mut refused) = (asked_for.evicted, asked_for.refused);
             proposals.clear();
             if !core.fits(weight) && !self.defers_to_host && host_decides.is_none() {
                 // Victims the policy chose ahead (its order holds between
                 // events): evicted in this same lock round, with no call.
-                self.policy
-                    .ready_victims(core.victims_needed(weight), &mut proposals);
+                let needed = core.victims_needed(weight);
+                core.hand_over_then_ready(needed, &mut proposals, &mut fx);
                 if !proposals.is_empty() {
                     let ready = core.evict_proposed(&proposals, room, now, &mut fx);
-                    self.return_unused(&proposals, ready);
+                    self.return_unused(&mut core, &mut fx, &proposals, ready);
                     valid += ready.evicted;
                     refused += ready.refused;
                     proposals.clear();
@@ -305,6 +311,7 @@ impl<U: Send + 'static> SessionTable<U> {
                     let count = core.victims_needed(weight);
                     candidates.clear();
                     core.sample(self.policy.sample_size(), &mut candidates);
+                    core.hand_over(&mut fx);
                     drop(core);
                     self.finish(fx.take());
                     asked = true;
@@ -346,8 +353,17 @@ impl<U: Send + 'static> SessionTable<U> {
     /// Hands the policy back the proposals the table did not need, so that a
     /// policy that chose them ahead keeps them as its next victims. Called
     /// under the table lock, like `ready_victims`: leaf locks only.
-    fn return_unused(&self, proposals: &[SessionId], proposed: Proposed) {
+    fn return_unused(
+        &self,
+        core: &mut Core<U>,
+        fx: &mut Effects<'_, U>,
+        proposals: &[SessionId],
+        proposed: Proposed,
+    ) {
         if let Some(unused) = proposals.get(proposed.used..).filter(|u| !u.is_empty()) {
+            // It must know of the evictions just made before it takes back
+            // the rest.
+            core.hand_over(fx);
             self.policy.unused_victims(unused);
         }
     }
@@ -479,10 +495,15 @@ impl<U: Send + 'static> SessionTable<U> {
         let mut proposals = Vec::new();
         let mut candidates = Vec::new();
         let mut host_decides = None;
+        let mut fx = self.effects();
         if !self.defers_to_host {
             let sample = self.policy.sample_size();
-            if sample > 0 {
-                self.core.lock().sample(sample, &mut candidates);
+            {
+                let mut core = self.core.lock();
+                core.hand_over(&mut fx);
+                if sample > 0 {
+                    core.sample(sample, &mut candidates);
+                }
             }
             let request = VictimRequest {
                 count,
@@ -493,13 +514,12 @@ impl<U: Send + 'static> SessionTable<U> {
                 host_decides = Some(FallbackReason::from(why));
             }
         }
-        let mut fx = self.effects();
         let evicted = {
             let mut core = self.core.lock();
             let now = self.clock.now();
             let room = Room::Sessions(count);
             let proposed = core.evict_proposed(&proposals, room, now, &mut fx);
-            self.return_unused(&proposals, proposed);
+            self.return_unused(&mut core, &mut fx, &proposals, proposed);
             let valid = proposed.evicted;
             let rest = core.evict_lru(room, valid, !self.defers_to_host, now, &mut fx);
             if rest > 0 && !self.defers_to_host {
@@ -516,10 +536,28 @@ impl<U: Send + 'static> SessionTable<U> {
     /// `now`. Costs O(k) for k expired sessions (see [`Core::expire`]).
     pub fn cleanup_expired(&self, now: Micros) -> usize {
         let mut fx = self.effects();
-        self.core.lock().expire(now, &mut fx);
+        {
+            let mut core = self.core.lock();
+            core.expire(now, &mut fx);
+            // A cleanup round is followed by the policy's tick: it should
+            // know of the sessions gone.
+            core.hand_over(&mut fx);
+        }
         let expired = fx.count;
         self.finish(fx);
         expired
+    }
+
+    /// Hands the policy every event the table holds back for it, then has
+    /// it deliver what it buffered: for callers that question the policy
+    /// directly rather than through the table, which does this itself.
+    ///
+    /// Calls the policy (see the module docs on blocking).
+    pub fn flush_policy(&self) {
+        let mut fx = self.effects();
+        self.core.lock().hand_over(&mut fx);
+        self.finish(fx);
+        self.policy.flush();
     }
 
     /// [`cleanup_expired`](Self::cleanup_expired) at the clock's current time,
@@ -543,7 +581,13 @@ impl<U: Send + 'static> SessionTable<U> {
         if self.config.rate_limit.is_none() {
             return 0;
         }
-        let usage = self.core.lock().take_usage(now);
+        let mut fx = self.effects();
+        let usage = {
+            let mut core = self.core.lock();
+            core.hand_over(&mut fx);
+            core.take_usage(now)
+        };
+        self.finish(fx);
         let mut adjustments = Vec::new();
         self.policy.adjust_quotas(&usage, &mut adjustments);
         if adjustments.is_empty() {
@@ -751,11 +795,21 @@ impl<U: Send + 'static> TableBuilder<U> {
     pub fn build_shared(self) -> Result<Arc<SessionTable<U>>, ConfigError> {
         let table = Arc::new(self.build()?);
         let weak = Arc::downgrade(&table);
-        table.policy.attach_live_sessions(Box::new(move || {
-            weak.upgrade()
-                .map(|t| t.recency_order())
-                .unwrap_or_default()
-        }));
+        table
+            .policy
+            .attach_live_sessions(Box::new(move |at_snapshot: &mut dyn FnMut()| {
+                let Some(table) = weak.upgrade() else {
+                    at_snapshot();
+                    return Vec::new();
+                };
+                let mut core = table.core.lock();
+                // Its flush hint is moot: the caller, warming an instance,
+                // delivers or drops the buffer itself.
+                let mut fx = table.effects();
+                core.hand_over(&mut fx);
+                at_snapshot();
+                core.recency_order()
+            }));
         Ok(table)
     }
 
@@ -773,7 +827,11 @@ impl<U: Send + 'static> TableBuilder<U> {
             ),
         };
         Ok(SessionTable {
-            core: Mutex::new(Core::new(&self.config, Arc::clone(&metrics))),
+            core: Mutex::new(if self.policy.takes_batches() {
+                Core::new(&self.config, Arc::clone(&metrics)).holding_events()
+            } else {
+                Core::new(&self.config, Arc::clone(&metrics))
+            }),
             in_flight: InFlight::new(self.config.max_in_flight),
             defers_to_host: self.policy.defers_to_host_order(),
             keep_records: teardown.is_some() || std::mem::needs_drop::<U>(),

@@ -190,10 +190,10 @@ impl WasmPolicy {
 
     /// A fresh Store and instance after a fault, warmed with the live sessions.
     fn reinstantiate(&self, component: &LoadedComponent) -> Option<Box<Instance>> {
-        // Accept events again before the snapshot below, so none falls between
-        // the two; the dead instance's pending events are covered by it.
+        // Accept events again before the snapshot the warm-up takes, so none
+        // falls between the two; what is buffered up to the snapshot (the
+        // dead instance's pending events among it) is covered by it.
         self.events.resume();
-        self.events.clear();
         let started = Instant::now();
         let mut instance = match Instance::start(&self.engine, component, self.table, &self.config)
         {
@@ -203,7 +203,7 @@ impl WasmPolicy {
                 return None;
             }
         };
-        match self.warm(&mut instance) {
+        match self.warm(&mut instance, &mut || self.events.clear()) {
             Ok(()) => {
                 self.metrics
                     .reinstantiations
@@ -224,11 +224,19 @@ impl WasmPolicy {
     /// every session the table holds. In chunks of [`EVENTS_PER_CALL`], each
     /// call under its own deadline: a big table must not make the recovery
     /// itself time out.
-    pub(super) fn warm(&self, instance: &mut Instance) -> Result<(), Fault> {
+    /// `at_snapshot` runs at the moment of the snapshot, under the table
+    /// lock (see [`crate::eviction::LiveSessions`]), or at once when there is no table to
+    /// read.
+    pub(super) fn warm(
+        &self,
+        instance: &mut Instance,
+        at_snapshot: &mut dyn FnMut(),
+    ) -> Result<(), Fault> {
         let Some(source) = self.live_sessions.get() else {
+            at_snapshot();
             return Ok(());
         };
-        let live = source();
+        let live = source(at_snapshot);
         let mut words = Vec::with_capacity(live.len().min(EVENTS_PER_CALL) * WORDS_PER_EVENT);
         for chunk in live.chunks(EVENTS_PER_CALL) {
             words.clear();

@@ -9,10 +9,12 @@
 //! # Why events are batched
 //!
 //! One call into a component costs about as much as handling a few dozen
-//! events inside it, so the request path never calls the guest: `record`
-//! packs the event into a buffer (a leaf lock, taken under the table lock) and
-//! asks for a flush once the policy's batch size is reached. A decision takes
-//! the pending events along in its own `victims` call.
+//! events inside it, so the request path never calls the guest. The table
+//! holds the events back under its own lock and hands them over in batches
+//! (`record_batch`, which packs them into a buffer under a leaf lock, one
+//! round per batch rather than per request); the buffer asks for a flush once
+//! the policy's batch size is reached. A decision takes the pending events
+//! along in its own `victims` call.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -89,25 +91,48 @@ struct Ready {
     /// not need ([`EvictionPolicy::unused_victims`]), minus any an event
     /// named since: those go back to the front, still the policy's choice.
     handed: Vec<SessionId>,
-    /// One bit per slot modulo 64, set for queued and handed victims: most
-    /// events name neither, and this tells so without a scan.
-    mask: u64,
+    /// Set for queued and handed victims: most events name neither, and
+    /// this tells so without a scan.
+    mask: SlotBits,
+}
+
+/// One bit per slot modulo 1,024. Wide enough that a full prefetch queue
+/// leaves most events' bits clear (64 bits would send every other event of a
+/// 32-victim queue to a scan).
+#[derive(Default)]
+struct SlotBits([u64; 16]);
+
+impl SlotBits {
+    fn locate(id: SessionId) -> (usize, u64) {
+        let bit = id.slot() as usize % (64 * 16);
+        (bit / 64, 1 << (bit % 64))
+    }
+
+    fn set(&mut self, id: SessionId) {
+        let (word, bit) = Self::locate(id);
+        self.0[word] |= bit;
+    }
+
+    fn contains(&self, id: SessionId) -> bool {
+        let (word, bit) = Self::locate(id);
+        self.0[word] & bit != 0
+    }
+
+    fn clear(&mut self) {
+        self.0 = [0; 16];
+    }
 }
 
 impl Ready {
-    fn bit(id: SessionId) -> u64 {
-        1 << (id.slot() % 64)
-    }
-
     fn install(&mut self, victims: impl IntoIterator<Item = SessionId>) {
         self.victims.clear();
-        self.mask = 0;
+        self.mask.clear();
         for id in victims {
-            self.mask |= Self::bit(id);
+            self.mask.set(id);
             self.victims.push_back(id);
         }
         for &id in &self.handed {
-            self.mask |= Self::bit(id);
+            self.mask.set(id);
         }
     }
 
@@ -116,7 +141,7 @@ impl Ready {
         self.handed.clear();
         self.handed.extend_from_slice(ids);
         for &id in ids {
-            self.mask |= Self::bit(id);
+            self.mask.set(id);
         }
     }
 
@@ -134,8 +159,12 @@ impl Ready {
     /// An event named `id`: it is no longer a choice made ahead. The others
     /// keep their order (what `stable-order` promises).
     fn forget(&mut self, id: SessionId) {
-        if self.mask & Self::bit(id) != 0 {
-            self.victims.retain(|&v| v != id);
+        if self.mask.contains(id) {
+            // Most hits are a handed victim's own removal: look before
+            // rewriting the queue.
+            if self.victims.contains(&id) {
+                self.victims.retain(|&v| v != id);
+            }
             self.handed.retain(|&v| v != id);
         }
     }
@@ -147,7 +176,7 @@ impl Ready {
     fn clear(&mut self) {
         self.victims.clear();
         self.handed.clear();
-        self.mask = 0;
+        self.mask.clear();
     }
 }
 
@@ -216,21 +245,39 @@ impl EventBuffer {
     }
 
     fn record(&self, event: PolicyEvent) -> FlushHint {
+        self.record_batch(std::slice::from_ref(&event), None)
+    }
+
+    /// Buffers the events the policy needs, under one lock round; with
+    /// `ready`, then takes up to that many victims chosen ahead.
+    fn record_batch(
+        &self,
+        events: &[PolicyEvent],
+        ready: Option<(usize, &mut Vec<SessionId>)>,
+    ) -> FlushHint {
         let needs = self.needs.load(Ordering::Relaxed);
-        let wanted = match event {
+        let wanted = |event: &PolicyEvent| match event {
             PolicyEvent::Inserted { .. } => needs & NEED_INSERTED != 0,
             PolicyEvent::Accessed { .. } => needs & NEED_ACCESSED != 0,
             PolicyEvent::Removed { .. } => needs & NEED_REMOVED != 0,
             PolicyEvent::Refused { .. } => needs & NEED_REFUSED != 0,
         };
-        if !wanted || self.dropping.load(Ordering::Relaxed) {
+        let dropping = self.dropping.load(Ordering::Relaxed);
+        if ready.is_none() && (dropping || !events.iter().any(wanted)) {
             return FlushHint::Idle;
         }
         let mut buffered = self.words.lock();
-        if !buffered.ready.is_empty() {
-            buffered.ready.forget(event_id(event));
+        if !dropping {
+            for event in events.iter().filter(|e| wanted(e)) {
+                if !buffered.ready.is_empty() {
+                    buffered.ready.forget(event_id(*event));
+                }
+                pack(*event, &mut buffered.words);
+            }
         }
-        pack(event, &mut buffered.words);
+        if let Some((count, out)) = ready {
+            Self::take_ready_locked(&mut buffered.ready, count, out);
+        }
         if buffered.words.len() >= self.batch_words.load(Ordering::Relaxed) {
             FlushHint::FlushSoon
         } else {
@@ -257,8 +304,15 @@ impl EventBuffer {
         buffered.ready.clear();
     }
 
-    fn words(&self) -> usize {
+    pub(super) fn words(&self) -> usize {
         self.words.lock().words.len()
+    }
+
+    /// Drops the oldest `words` buffered (events a snapshot covers).
+    pub(super) fn drop_oldest(&self, words: usize) {
+        let mut buffered = self.words.lock();
+        let words = words.min(buffered.words.len());
+        buffered.words.drain(..words);
     }
 
     fn is_empty(&self) -> bool {
@@ -278,15 +332,13 @@ impl EventBuffer {
         }
     }
 
-    fn take_ready(&self, count: usize, out: &mut Vec<SessionId>) {
-        let mut buffered = self.words.lock();
-        let ready = &mut buffered.ready;
+    fn take_ready_locked(ready: &mut Ready, count: usize, out: &mut Vec<SessionId>) {
         let take = count.min(ready.victims.len());
         let from = out.len();
         out.extend(ready.victims.drain(..take));
         ready.hand(&out[from..]);
         if ready.is_empty() {
-            ready.mask = 0;
+            ready.mask.clear();
         }
     }
 
@@ -294,7 +346,7 @@ impl EventBuffer {
         let mut buffered = self.words.lock();
         buffered.ready.give_back(unused);
         if buffered.ready.is_empty() {
-            buffered.ready.mask = 0;
+            buffered.ready.mask.clear();
         }
     }
 }
@@ -499,6 +551,27 @@ impl EvictionPolicy for WasmPolicy {
         self.events.record(event)
     }
 
+    fn takes_batches(&self) -> bool {
+        true
+    }
+
+    fn record_batch(&self, events: &[PolicyEvent]) -> FlushHint {
+        self.events.record_batch(events, None)
+    }
+
+    fn record_then_ready(
+        &self,
+        events: &[PolicyEvent],
+        count: usize,
+        out: &mut Vec<SessionId>,
+    ) -> FlushHint {
+        if self.events.stable_order.load(Ordering::Relaxed) {
+            self.events.record_batch(events, Some((count, out)))
+        } else {
+            self.events.record_batch(events, None)
+        }
+    }
+
     fn victims(
         &self,
         request: VictimRequest<'_>,
@@ -582,7 +655,7 @@ impl EvictionPolicy for WasmPolicy {
 
     fn ready_victims(&self, count: usize, out: &mut Vec<SessionId>) {
         if self.events.stable_order.load(Ordering::Relaxed) {
-            self.events.take_ready(count, out);
+            EventBuffer::take_ready_locked(&mut self.events.words.lock().ready, count, out);
         }
     }
 

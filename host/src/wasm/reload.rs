@@ -69,7 +69,10 @@ impl WasmPolicy {
         }
         // Events must be buffered from before the snapshot the warm-up takes.
         let was_stopped = self.events.resume();
-        let warmed = self.warm(&mut fresh);
+        // Buffered up to the snapshot: owed to the old instance should this
+        // fail, covered by the snapshot for the new one.
+        let mut before_snapshot = 0;
+        let warmed = self.warm(&mut fresh, &mut || before_snapshot = self.events.words());
         let mut rt = self.runtime.lock();
         let result = match warmed {
             Ok(()) => {
@@ -77,6 +80,7 @@ impl WasmPolicy {
                 rt.info = fresh.info.clone();
                 rt.component = component;
                 rt.slot = Slot::Ready(Box::new(fresh));
+                self.events.drop_oldest(before_snapshot);
                 rt.health = FaultHistory::default();
                 self.events.configure(&rt.info);
                 self.names.set(&rt.info.name);

@@ -144,6 +144,14 @@ impl Event {
     /// events is ignored (it is documented as 0), as is the size word of the
     /// other kinds, so a host that fills them is not an error.
     pub fn decode(words: [u64; EVENT_WORDS]) -> Result<Self, String> {
+        Self::try_decode(words).ok_or_else(|| Self::malformed(words))
+    }
+
+    /// [`Self::decode`] without the message: inlined into the event loop,
+    /// which runs once per event of every batch, while building the message
+    /// stays out of line.
+    #[inline(always)]
+    fn try_decode(words: [u64; EVENT_WORDS]) -> Option<Self> {
         let [head, id, time, key] = words;
         let kind = head as u8;
         let detail = (head >> 8) as u8;
@@ -156,7 +164,7 @@ impl Event {
             size,
             time,
         };
-        Ok(match kind {
+        Some(match kind {
             KIND_INSERTED => Event::Inserted(session),
             KIND_ACCESSED => Event::Accessed(session),
             KIND_REMOVED => Event::Removed {
@@ -164,19 +172,27 @@ impl Event {
                 key,
                 tenant,
                 time,
-                cause: RemovalCause::from_code(detail)
-                    .ok_or_else(|| format!("unknown removal cause {detail}"))?,
+                cause: RemovalCause::from_code(detail)?,
             },
             KIND_REFUSED => Event::Refused {
                 id,
                 key,
                 tenant,
                 time,
-                reason: RefusalReason::from_code(detail)
-                    .ok_or_else(|| format!("unknown refusal reason {detail}"))?,
+                reason: RefusalReason::from_code(detail)?,
             },
-            _ => return Err(format!("unknown event kind {kind}")),
+            _ => return None,
         })
+    }
+
+    #[cold]
+    fn malformed([head, ..]: [u64; EVENT_WORDS]) -> String {
+        let (kind, detail) = (head as u8, (head >> 8) as u8);
+        match kind {
+            KIND_REMOVED => format!("unknown removal cause {detail}"),
+            KIND_REFUSED => format!("unknown refusal reason {detail}"),
+            _ => format!("unknown event kind {kind}"),
+        }
     }
 
     /// The packed form, as the host sends it (for tests and test hosts).
@@ -319,13 +335,14 @@ impl<'a> Events<'a> {
     pub fn iter(&self) -> impl Iterator<Item = Event> + 'a {
         // Validated when built, so nothing is dropped here; `filter_map` only
         // keeps a panic path out of the guest.
-        self.0.iter().filter_map(|e| Event::decode(*e).ok())
+        self.0.iter().filter_map(|e| Event::try_decode(*e))
     }
 }
 
 fn validate_events<'a>(what: &str, events: &'a [[u64; EVENT_WORDS]]) -> Result<Events<'a>, String> {
-    for (i, e) in events.iter().enumerate() {
-        Event::decode(*e).map_err(|m| format!("{what}: event {i}: {m}"))?;
+    if let Some(i) = events.iter().position(|e| Event::try_decode(*e).is_none()) {
+        let message = Event::malformed(events[i]);
+        return Err(format!("{what}: event {i}: {message}"));
     }
     Ok(Events(events))
 }
