@@ -445,7 +445,10 @@ fn bench_recovery(c: &mut Criterion) {
         ];
         let policy = WasmPolicy::load(engine, &hostile_file(), capacity, config).expect("loads");
         let snapshot = Arc::clone(&table);
-        policy.set_live_sessions(Box::new(move || snapshot.recency_order()));
+        policy.set_live_sessions(Box::new(move |at_snapshot: &mut dyn FnMut()| {
+            at_snapshot();
+            snapshot.recency_order()
+        }));
         let mut out = Vec::new();
         for _ in 0..at {
             if policy.metrics().traps > 0 {
