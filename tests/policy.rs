@@ -511,6 +511,63 @@ mod policy {
         assert!(LIVE as usize > shadowcat::wasm::EVENTS_PER_CALL);
     }
 
+    /// Events the table held back when an instance died are covered by the
+    /// snapshot that warms the next one: handed over and dropped at the
+    /// snapshot, never replayed on top of it (a frequency policy would count
+    /// those requests twice).
+    #[test]
+    fn policy_recovery_drops_the_held_events_its_snapshot_covers() {
+        let engine = engine_with(PolicyLimits {
+            call_timeout: Duration::from_secs(5),
+            backoff_base: Duration::ZERO,
+            max_consecutive_faults: 3,
+            ..PolicyLimits::default()
+        });
+        // create and info are calls 1 and 2; the sixth maintain is call 8 and
+        // traps. The fresh instance makes fewer than 8 calls below.
+        let config = vec![
+            ("mode".to_string(), "trap-at".to_string()),
+            ("at".to_string(), "8".to_string()),
+        ];
+        let policy = WasmPolicy::load(engine, &fixture("hostile.wasm"), 16, config).expect("loads");
+        let table = SessionTable::<()>::builder(TableConfig::unbounded_in_time(16))
+            .policy(policy.clone())
+            .clock(Clock::manual())
+            .build_shared()
+            .expect("table");
+        let ids: Vec<SessionId> = (0..8)
+            .map(|_| table.create(NewSession::new(())).expect("create").id)
+            .collect();
+        for &id in &ids[..4] {
+            table.touch(id, 1).expect("touch");
+        }
+        // Twelve events held in the table; nothing asked of the policy yet.
+        assert_eq!(policy.pending_events(), 0);
+        for tick in 0..10 {
+            if policy.metrics().traps > 0 {
+                break;
+            }
+            policy.maintain(tick);
+        }
+        assert_eq!(policy.metrics().traps, 1);
+        let delivered = policy.metrics().events_delivered;
+        // The next call recreates the instance from the table's snapshot.
+        policy.maintain(100);
+        let m = policy.metrics();
+        assert_eq!(m.reinstantiations, 1, "{m:?}");
+        assert_eq!(
+            m.events_delivered, delivered,
+            "the held events were covered by the snapshot, not delivered again"
+        );
+        assert_eq!(policy.pending_events(), 0);
+        let mut proposed = Vec::new();
+        policy
+            .victims(VictimRequest::count(8), &mut proposed)
+            .expect("the warmed instance answers");
+        let order: Vec<SessionId> = ids[4..].iter().chain(&ids[..4]).copied().collect();
+        assert_eq!(proposed, order, "the warmed instance has the table's order");
+    }
+
     /// Issue 10, items 5 and 6: whatever a guest returns as a name, version,
     /// error or log line is stored cut to a bound, with a marker, and with its
     /// control characters escaped.
