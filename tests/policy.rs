@@ -46,6 +46,16 @@ mod policy {
         })
     }
 
+    /// No backoff: the next call after a fault recreates the instance.
+    fn retrying_engine() -> Arc<PolicyEngine> {
+        engine_with(PolicyLimits {
+            call_timeout: Duration::from_secs(5),
+            backoff_base: Duration::ZERO,
+            max_consecutive_faults: 3,
+            ..PolicyLimits::default()
+        })
+    }
+
     fn engine_with(limits: PolicyLimits) -> Arc<PolicyEngine> {
         PolicyEngine::new(limits, None).expect("engine")
     }
@@ -469,12 +479,7 @@ mod policy {
     #[test]
     fn policy_warm_up_after_a_fault_is_chunked_to_fit_one_call() {
         const LIVE: u64 = 20_000;
-        let engine = engine_with(PolicyLimits {
-            call_timeout: Duration::from_secs(5),
-            backoff_base: Duration::ZERO,
-            max_consecutive_faults: 3,
-            ..PolicyLimits::default()
-        });
+        let engine = retrying_engine();
         let config = vec![
             ("mode".to_string(), "trap-at".to_string()),
             ("at".to_string(), "500".to_string()),
@@ -517,12 +522,7 @@ mod policy {
     /// those requests twice).
     #[test]
     fn policy_recovery_drops_the_held_events_its_snapshot_covers() {
-        let engine = engine_with(PolicyLimits {
-            call_timeout: Duration::from_secs(5),
-            backoff_base: Duration::ZERO,
-            max_consecutive_faults: 3,
-            ..PolicyLimits::default()
-        });
+        let engine = retrying_engine();
         // create and info are calls 1 and 2; the sixth maintain is call 8 and
         // traps. The fresh instance makes fewer than 8 calls below.
         let config = vec![
@@ -686,12 +686,7 @@ mod policy {
     #[test]
     fn policy_hostile_trap_on_the_thousandth_call_recovers_with_a_warmed_instance() {
         // No backoff: the next decision after a trap recreates the instance.
-        let engine = engine_with(PolicyLimits {
-            call_timeout: Duration::from_secs(5),
-            backoff_base: Duration::ZERO,
-            max_consecutive_faults: 3,
-            ..PolicyLimits::default()
-        });
+        let engine = retrying_engine();
         let config = vec![("mode".to_string(), "trap-at".to_string())];
         let policy = WasmPolicy::load(engine, &fixture("hostile.wasm"), 16, config).expect("loads");
         // Shared, so the policy can warm a fresh instance from the live sessions.
