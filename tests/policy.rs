@@ -114,7 +114,19 @@ mod policy {
             match self.kind {
                 "lru" => all.sort_by_key(|(_, (_, last, _))| *last),
                 "fifo" => all.sort_by_key(|(_, (_, _, inserted))| *inserted),
-                "lfu" => all.sort_by_key(|(_, (hits, last, _))| (*hits, *last)),
+                "lfu" => {
+                    all.sort_by_key(|(_, (hits, last, _))| (*hits, *last));
+                    // Past the first, only count-1 victims: the stable
+                    // prefix lfu.wasm promises.
+                    let first_is_new = all.first().is_some_and(|(_, (hits, ..))| *hits == 1);
+                    let limit = if first_is_new { count } else { count.min(1) };
+                    return all
+                        .into_iter()
+                        .take(limit)
+                        .take_while(|(_, (hits, ..))| *hits == 1 || limit == 1)
+                        .map(|(id, _)| id)
+                        .collect();
+                }
                 other => panic!("no reference for {other}"),
             }
             all.into_iter().take(count).map(|(id, _)| id).collect()
@@ -225,7 +237,7 @@ mod policy {
     /// the number of calls.
     #[test]
     fn policy_prefetched_victims_give_the_same_decisions_with_fewer_calls() {
-        for (name, expected) in [("lru", 91_657), ("fifo", 91_716)] {
+        for (name, expected) in [("lru", 91_657), ("fifo", 91_716), ("lfu", 90_040)] {
             let mut calls = Vec::new();
             for prefetch in [1, 32] {
                 let engine = engine_with(PolicyLimits {
@@ -250,6 +262,54 @@ mod policy {
                 "{name}: prefetching makes far fewer calls: {calls:?}"
             );
         }
+    }
+
+    /// An answer's first victim is the choice for the eviction at hand only:
+    /// with every session above count 1, lfu.wasm answers it alone, since an
+    /// arrival (count 1) would go ahead of it. One the table did not use is
+    /// not kept as a later victim: after the arrival, the policy is asked.
+    #[test]
+    fn policy_an_unused_first_victim_is_not_kept_for_later() {
+        let policy = load(&policy_file("lfu"), 64, &[]);
+        let id = |slot: u64| SessionId::from_bits(slot | (3 << 32));
+        let (a, b, c) = (id(1), id(2), id(3));
+        for (time, session) in [a, b].into_iter().enumerate() {
+            let time = time as u64;
+            policy.record(PolicyEvent::Inserted {
+                id: session,
+                time,
+                weight: 1,
+                key: 0,
+                tenant: 0,
+            });
+            policy.record(PolicyEvent::Accessed {
+                id: session,
+                time,
+                weight: 1,
+            });
+        }
+        let mut first = Vec::new();
+        policy
+            .victims(VictimRequest::count(1), &mut first)
+            .expect("answers");
+        assert_eq!(first, [a]);
+        policy.unused_victims(&first);
+        policy.record(PolicyEvent::Inserted {
+            id: c,
+            time: 9,
+            weight: 1,
+            key: 0,
+            tenant: 0,
+        });
+        let mut ready = Vec::new();
+        policy.ready_victims(1, &mut ready);
+        assert_eq!(ready, [], "a is no longer the choice");
+        let mut next = Vec::new();
+        policy
+            .victims(VictimRequest::count(1), &mut next)
+            .expect("answers");
+        assert_eq!(next, [c]);
+        assert_eq!(policy.metrics().faults(), 0);
     }
 
     /// A component built against interface 0.1 still loads and decides

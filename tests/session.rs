@@ -1306,6 +1306,37 @@ mod session {
         assert_eq!((m.invalid_victims, m.fallback_victims), (1, 0), "{m:?}");
     }
 
+    /// A policy may answer fewer victims than asked (one here, the oldest
+    /// insert): `evict` asks it again for the rest rather than filling them
+    /// from its own LRU order, which the touches below make different.
+    #[test]
+    fn session_evict_asks_again_when_an_answer_is_short() {
+        let policy = Arc::new(LearnsFromRefusals::default());
+        let table = manual_table(replay_config(8), policy.clone());
+        let ids: Vec<SessionId> = (0..5)
+            .map(|_| table.create(NewSession::new(())).expect("fits").id)
+            .collect();
+        for &id in &ids[..3] {
+            table.touch(id, 1).expect("touch");
+        }
+        assert_eq!(table.evict(3), 3);
+        let live: Vec<bool> = ids.iter().map(|&id| table.get(id).is_some()).collect();
+        assert_eq!(
+            live,
+            [false, false, false, true, true],
+            "the policy's three"
+        );
+        assert_eq!(policy.asked.load(Ordering::Relaxed), 3, "one call each");
+        let m = table.metrics();
+        assert_eq!((m.evicted, m.fallback_victims), (3, 0), "{m:?}");
+        // An answer that evicts nothing ends the asking: the host fills in.
+        policy.order.lock().clear();
+        assert_eq!(table.evict(1), 1);
+        assert_eq!(policy.asked.load(Ordering::Relaxed), 4);
+        assert!(table.get(ids[3]).is_none(), "the host's LRU head");
+        assert_eq!(table.metrics().fallback_victims, 1);
+    }
+
     /// Hands out victims from `ready_victims` and counts `victims` calls.
     #[derive(Default)]
     struct Prefetched {

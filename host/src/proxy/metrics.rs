@@ -379,7 +379,7 @@ impl Collector for TableCollector {
                 gauge_f64(
                     e,
                     &format!("policy_call_seconds_{name}"),
-                    "Upper bound of the policy call latency quantile",
+                    "Upper bound of the policy call latency quantile, over one call in eight",
                     quantile.map_or(0.0, |d| d.as_secs_f64()),
                 )?;
             }

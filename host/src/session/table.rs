@@ -496,8 +496,13 @@ impl<U: Send + 'static> SessionTable<U> {
         let mut candidates = Vec::new();
         let mut host_decides = None;
         let mut fx = self.effects();
-        if !self.defers_to_host {
+        let mut evicted = 0;
+        // A policy may answer fewer than asked (a stable-order policy keeps
+        // its promise that way): it is asked again for the rest while each
+        // answer evicts something, so never more rounds than sessions.
+        while !self.defers_to_host && evicted < count {
             let sample = self.policy.sample_size();
+            candidates.clear();
             {
                 let mut core = self.core.lock();
                 core.hand_over(&mut fx);
@@ -505,31 +510,44 @@ impl<U: Send + 'static> SessionTable<U> {
                     core.sample(sample, &mut candidates);
                 }
             }
+            self.finish(fx.take());
             let request = VictimRequest {
-                count,
+                count: count - evicted,
                 arriving: None,
                 candidates: &candidates,
             };
+            proposals.clear();
             if let Err(why) = self.policy.victims(request, &mut proposals) {
                 host_decides = Some(FallbackReason::from(why));
+                break;
             }
-        }
-        let evicted = {
             let mut core = self.core.lock();
             let now = self.clock.now();
-            let room = Room::Sessions(count);
+            let room = Room::Sessions(count - evicted);
             let proposed = core.evict_proposed(&proposals, room, now, &mut fx);
             self.return_unused(&mut core, &mut fx, &proposals, proposed);
-            let valid = proposed.evicted;
-            let rest = core.evict_lru(room, valid, !self.defers_to_host, now, &mut fx);
-            if rest > 0 && !self.defers_to_host {
-                self.metrics
-                    .count_fallback(host_decides.unwrap_or(FallbackReason::Short));
+            evicted += proposed.evicted;
+            if proposed.evicted == 0 {
+                break;
             }
-            valid + rest
+        }
+        let rest = {
+            let mut core = self.core.lock();
+            let now = self.clock.now();
+            core.evict_lru(
+                Room::Sessions(count),
+                evicted,
+                !self.defers_to_host,
+                now,
+                &mut fx,
+            )
         };
+        if rest > 0 && !self.defers_to_host {
+            self.metrics
+                .count_fallback(host_decides.unwrap_or(FallbackReason::Short));
+        }
         self.finish(fx);
-        evicted
+        evicted + rest
     }
 
     /// Expires sessions idle past the idle timeout or older than the max age at

@@ -95,6 +95,7 @@ pub struct PolicyMetrics {
     pub events_delivered: AtomicU64,
     pub quota_adjustments: AtomicU64,
     pub log_lines_dropped: AtomicU64,
+    /// Every eighth call's duration (the first included).
     pub latency: LatencyHistogram,
 }
 
@@ -150,6 +151,7 @@ pub struct PolicyMetricsSnapshot {
     pub events_delivered: u64,
     pub quota_adjustments: u64,
     pub log_lines_dropped: u64,
+    /// Quantiles of a one-in-eight sample of the calls.
     pub call_p50: Option<Duration>,
     pub call_p99: Option<Duration>,
 }

@@ -23,8 +23,13 @@
 //! Every event is O(1) with no hashing, and victims read from the lowest bucket
 //! up, O(count).
 //!
-//! Not `stable-order`: a new session at count 1 goes ahead of older victims
-//! with higher counts.
+//! `stable-order`, with a short list where needed: an arriving session starts
+//! at count 1 as the most recent there, so it lands behind every session
+//! already at count 1 but ahead of any with a higher count. The answer
+//! therefore lists further victims only from the count-1 bucket, whose order
+//! no arrival or access of another session changes; when the lowest count is
+//! higher it is the first victim alone (good for the eviction at hand), and
+//! the host asks again when it needs more.
 //!
 //! Victims with candidates: known candidates ranked by (count, last touch);
 //! candidates the policy has no record of are treated as count 0, so they come
@@ -32,7 +37,7 @@
 
 use shadowcat_policy_sdk::{
     Choice, Config, NO_SLOT, Needs, Policy, RemovalCause, Session, SlotMap, Table, export_policy,
-    pick_lowest, slot,
+    Traits, pick_lowest, slot,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -222,7 +227,26 @@ impl Lfu {
         self.link(s, target);
     }
 
+    /// The next victims, at most `count`: the count-1 bucket's sessions, least
+    /// recently touched first, or when no session is at count 1 the first
+    /// victim alone (an arrival at count 1 would go ahead of the second).
+    fn stable_victims(&self, count: usize, out: &mut Vec<u64>) {
+        let Some(lowest) = self.buckets.get(self.lowest as usize) else {
+            return;
+        };
+        let limit = if lowest.count == 1 { count } else { count.min(1) };
+        let mut at = lowest.head;
+        for _ in 0..limit {
+            let Some((id, e)) = self.entries.at(at) else {
+                return;
+            };
+            out.push(id);
+            at = e.next;
+        }
+    }
+
     /// Tracked ids, next victim first.
+    #[cfg(test)]
     fn ids(&self) -> impl Iterator<Item = u64> + '_ {
         let mut bucket = self.lowest;
         let mut at = NONE;
@@ -246,6 +270,7 @@ impl Policy for Lfu {
     const NAME: &'static str = "lfu";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const NEEDS: Needs = Needs::INSERTED.union(Needs::ACCESSED).union(Needs::REMOVED);
+    const TRAITS: Traits = Traits::STABLE_ORDER;
 
     fn create(_table: &Table, config: &Config) -> Result<Self, String> {
         config.check_keys(Self::NAME, &[])?;
@@ -269,7 +294,7 @@ impl Policy for Lfu {
 
     fn victims(&mut self, count: usize, choice: &Choice<'_>, out: &mut Vec<u64>) {
         if choice.candidates.is_empty() {
-            out.extend(self.ids().take(count));
+            self.stable_victims(count, out);
         } else {
             pick_lowest(
                 count,

@@ -26,10 +26,14 @@ impl Model {
         }
     }
 
-    fn order(&self) -> Vec<u64> {
+    fn ranked(&self) -> Vec<((u64, u64), u64)> {
         let mut ranked: Vec<_> = self.entries.iter().map(|e| ((e.1, e.2), e.0)).collect();
         ranked.sort();
-        ranked.into_iter().map(|r| r.1).collect()
+        ranked
+    }
+
+    fn order(&self) -> Vec<u64> {
+        self.ranked().into_iter().map(|r| r.1).collect()
     }
 }
 
@@ -45,7 +49,19 @@ impl Reference for Model {
     }
     fn victims(&mut self, count: usize, choice: &Choice<'_>) -> Vec<u64> {
         if choice.candidates.is_empty() {
-            return self.order().into_iter().take(count).collect();
+            // libCacheSim's first victim; the ones after it only while at
+            // count 1, the promise `stable-order` can keep.
+            let ranked = self.ranked();
+            let limit = match ranked.first() {
+                Some(((1, _), _)) => count,
+                _ => count.min(1),
+            };
+            return ranked
+                .into_iter()
+                .take(limit)
+                .take_while(|((hits, _), _)| *hits == 1 || limit == 1)
+                .map(|r| r.1)
+                .collect();
         }
         let mut ranked = Vec::new();
         for c in choice.candidates {
@@ -153,16 +169,29 @@ fn lfu_buckets_keep_the_exact_order_under_any_event_sequence() {
     assert!(lfu.buckets.len() <= 24, "{} buckets", lfu.buckets.len());
 }
 
+/// An arrival starts at count 1 behind the sessions already there, so a
+/// list of count-1 victims keeps its order; ahead of a higher count it would
+/// go first, so a lowest count above 1 gives the first victim alone.
 #[test]
-fn lfu_is_not_stable_order_because_an_insert_can_go_first() {
-    assert!(!Lfu::TRAITS.contains(Traits::STABLE_ORDER));
+fn lfu_lists_further_victims_only_where_no_arrival_can_go_ahead() {
+    assert!(Lfu::TRAITS.contains(Traits::STABLE_ORDER));
     let mut lfu = lfu();
-    lfu.on_insert(&session(1));
-    lfu.on_access(&session(1));
-    let mut before = Vec::new();
-    lfu.victims(1, &Choice::default(), &mut before);
-    lfu.on_insert(&session(2));
-    let mut after = Vec::new();
-    lfu.victims(1, &Choice::default(), &mut after);
-    assert_eq!((before, after), (vec![1], vec![2]));
+    for id in 1..=4 {
+        lfu.on_insert(&session(id));
+    }
+    lfu.on_access(&session(2));
+    let ask = |lfu: &mut Lfu| {
+        let mut out = Vec::new();
+        lfu.victims(8, &Choice::default(), &mut out);
+        out
+    };
+    assert_eq!(ask(&mut lfu), vec![1, 3, 4], "count-1 sessions only, not 2");
+    lfu.on_insert(&session(5));
+    assert_eq!(ask(&mut lfu), vec![1, 3, 4, 5], "the arrival goes behind");
+    for id in [1, 3, 4, 5] {
+        lfu.on_access(&session(id));
+    }
+    assert_eq!(ask(&mut lfu), vec![2], "all at count 2: the first alone");
+    lfu.on_insert(&session(6));
+    assert_eq!(ask(&mut lfu), vec![6], "which an arrival displaces");
 }
