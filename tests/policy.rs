@@ -56,6 +56,16 @@ mod policy {
         })
     }
 
+    /// A table under `policy` with a manual clock, built shared so that the
+    /// policy can warm a fresh instance from the table's live sessions.
+    fn shared_table(policy: &Arc<WasmPolicy>, max_sessions: usize) -> Arc<SessionTable<()>> {
+        SessionTable::<()>::builder(TableConfig::unbounded_in_time(max_sessions))
+            .policy(policy.clone())
+            .clock(Clock::manual())
+            .build_shared()
+            .expect("table")
+    }
+
     fn engine_with(limits: PolicyLimits) -> Arc<PolicyEngine> {
         PolicyEngine::new(limits, None).expect("engine")
     }
@@ -547,11 +557,7 @@ mod policy {
         ];
         let policy =
             WasmPolicy::load(engine, &fixture("hostile.wasm"), LIVE, config).expect("loads");
-        let table = SessionTable::<()>::builder(TableConfig::unbounded_in_time(LIVE as usize))
-            .policy(policy.clone())
-            .clock(Clock::manual())
-            .build_shared()
-            .expect("table");
+        let table = shared_table(&policy, LIVE as usize);
         for i in 0..LIVE {
             table.clock().set(i);
             table.create(NewSession::anonymous(())).expect("create");
@@ -590,11 +596,7 @@ mod policy {
             ("at".to_string(), "8".to_string()),
         ];
         let policy = WasmPolicy::load(engine, &fixture("hostile.wasm"), 16, config).expect("loads");
-        let table = SessionTable::<()>::builder(TableConfig::unbounded_in_time(16))
-            .policy(policy.clone())
-            .clock(Clock::manual())
-            .build_shared()
-            .expect("table");
+        let table = shared_table(&policy, 16);
         let ids: Vec<SessionId> = (0..8)
             .map(|_| table.create(NewSession::new(())).expect("create").id)
             .collect();
@@ -749,12 +751,7 @@ mod policy {
         let engine = retrying_engine();
         let config = vec![("mode".to_string(), "trap-at".to_string())];
         let policy = WasmPolicy::load(engine, &fixture("hostile.wasm"), 16, config).expect("loads");
-        // Shared, so the policy can warm a fresh instance from the live sessions.
-        let table = SessionTable::<()>::builder(TableConfig::unbounded_in_time(16))
-            .policy(policy.clone())
-            .clock(Clock::manual())
-            .build_shared()
-            .expect("table");
+        let table = shared_table(&policy, 16);
         let mut ids = Vec::new();
         for i in 0..3_000u64 {
             table.clock().set(i);
@@ -1016,11 +1013,7 @@ mod policy {
             let live_file = dir.path().join("current.wasm");
             std::fs::copy(policy_file("lru"), &live_file).expect("copy");
             let policy = WasmPolicy::load(engine(), &live_file, 64, Vec::new()).expect("load");
-            let table = SessionTable::<()>::builder(TableConfig::unbounded_in_time(64))
-                .policy(policy.clone())
-                .clock(Clock::manual())
-                .build_shared()
-                .expect("table");
+            let table = shared_table(&policy, 64);
             policy.watch(Duration::from_millis(20)).expect("watcher");
             let stop = Arc::new(AtomicBool::new(false));
             let workers: Vec<_> = (0..6)
