@@ -31,7 +31,7 @@ mod library {
 
     use crate::common::{policy_file, reference_trace, shadowcat_cli, text};
 
-    use crate::side_by_side::{engine, load, model_misses, SideBySide};
+    use crate::side_by_side::{engine, load, load_with, model_misses, SideBySide};
 
     const CAPACITIES: [u64; 3] = [489, 4_897, 9_794];
     const REQUESTS: u64 = 113_872;
@@ -64,6 +64,9 @@ mod library {
         ("clock", &[("bits", "4")], [95_022, 91_450, 85_383]),
         ("ttl", &[], [95_420, 91_657, 82_547]),
     ];
+
+    /// The policies that list their next victims ahead (`stable-order`).
+    const PLANNING: [&str; 3] = ["sieve", "clock", "ttl"];
 
     /// Every policy, default settings.
     const POLICIES: [&str; 7] = [
@@ -156,18 +159,35 @@ mod library {
         seed: u64,
         expiry: bool,
     ) -> (Arc<SessionTable<()>>, Vec<SessionId>, Arc<SideBySide>) {
-        let table_config = TableConfig {
+        let table_config = churn_config(expiry);
+        let policy =
+            SideBySide::with_model(name, name, PolicyTable::of_config(&table_config), config);
+        let (table, pinned, _) = churn_with(policy.clone(), table_config, seed);
+        (table, pinned, policy)
+    }
+
+    fn churn_config(expiry: bool) -> TableConfig {
+        TableConfig {
             idle_timeout: expiry.then(|| Duration::from_secs(240)),
             max_age: expiry.then(|| Duration::from_secs(1_200)),
             ..TableConfig::unbounded_in_time(48)
-        };
-        let policy =
-            SideBySide::with_model(name, name, PolicyTable::of_config(&table_config), config);
+        }
+    }
+
+    /// [`churn`] with any policy. Also returns, step by step, a fingerprint
+    /// of the live sessions: two runs with the same seed agree on it only if
+    /// every decision was the same.
+    fn churn_with(
+        policy: Arc<dyn EvictionPolicy>,
+        table_config: TableConfig,
+        seed: u64,
+    ) -> (Arc<SessionTable<()>>, Vec<SessionId>, Vec<u64>) {
         let table: Arc<SessionTable<()>> = SessionTable::builder(table_config)
-            .policy(policy.clone())
+            .policy(policy)
             .clock(Clock::manual())
             .build_shared()
             .expect("table");
+        let mut fingerprints = Vec::new();
         let mut rng = crate::reference::SplitMix64(seed);
         let mut live: Vec<(SessionId, u64)> = Vec::new();
         let mut pinned: Vec<SessionId> = Vec::new();
@@ -177,6 +197,9 @@ mod library {
             table.clock().set(now);
             live.retain(|(id, _)| table.get(*id).is_some());
             pinned.retain(|id| table.get(*id).is_some());
+            fingerprints.push(live.iter().fold(0u64, |hash, (id, _)| {
+                hash.wrapping_mul(0x100_0000_01b3) ^ id.to_bits()
+            }));
             match rng.below(100) {
                 // Clients come back: 150 keys for 48 places.
                 0..=39 => {
@@ -224,7 +247,7 @@ mod library {
                 }
             }
         }
-        (table, pinned, policy)
+        (table, pinned, fingerprints)
     }
 
     /// Table invariants: nothing lost, nothing over the bound, pins held.
@@ -281,6 +304,75 @@ mod library {
                     "{name}: {refusals_without_expiry} refusals"
                 );
             }
+        }
+    }
+
+    /// SIEVE, CLOCK and soonest-to-expire list their next victims ahead: the
+    /// host evicts them one at a time with no call, and each eviction is the
+    /// step that would have chosen it. With victims prefetched the reference
+    /// trace misses exactly as libCacheSim does, with a call per several
+    /// evictions; through a table with pins, expiry and closes, every
+    /// decision is the one made without prefetching.
+    #[test]
+    fn library_planned_victims_decide_as_without_prefetching() {
+        for name in PLANNING {
+            let capacity = 4_897;
+            let policy = load_with(engine(32), name, PolicyTable::from(capacity), &[]);
+            assert!(policy.info().traits.stable_order, "{name} declares it");
+            let outcome = replay(
+                &reference_trace(),
+                policy.clone(),
+                capacity,
+                CapacityMode::Objects,
+                &mut |_| {},
+            )
+            .expect("replay");
+            let expected = EXACT.iter().find(|e| e.0 == name && e.1.is_empty());
+            assert_eq!(Some(outcome.misses), expected.map(|e| e.2[1]), "{name}");
+            assert_eq!(outcome.fallback_victims, 0, "{name}");
+            let m = policy.metrics();
+            assert_eq!(m.faults() + m.guest_errors, 0, "{name}: {m:?}");
+            assert!(
+                m.calls * 3 < outcome.evictions,
+                "{name}: {} calls for {} evictions",
+                m.calls,
+                outcome.evictions
+            );
+            // Pinned proposals refused, with and without prefetching alike.
+            let mut refusals = 0;
+            for (seed, expiry) in [(11, true), (12, false), (13, false)] {
+                let runs: Vec<_> = [1, 32]
+                    .into_iter()
+                    .map(|prefetch| {
+                        let config = churn_config(expiry);
+                        let table = PolicyTable::of_config(&config);
+                        let policy = load_with(engine(prefetch), name, table, &[]);
+                        let (table, pinned, fingerprints) =
+                            churn_with(policy.clone(), config, seed);
+                        assert_table_sound(&table, &pinned);
+                        (fingerprints, table.metrics(), policy.metrics())
+                    })
+                    .collect();
+                let (without, with) = (&runs[0], &runs[1]);
+                assert!(without.1.evicted > 500, "{name}: {:?}", without.1);
+                refusals += with.1.invalid_victims;
+                assert_eq!(with.1.fallback_victims, 0, "{name}: {:?}", with.1);
+                // ttl with both bounds lists nothing ahead.
+                let saves = !(expiry && name == "ttl");
+                assert_eq!(
+                    with.2.calls < without.2.calls,
+                    saves,
+                    "{name}: prefetching saves calls: {} against {}",
+                    with.2.calls,
+                    without.2.calls
+                );
+                let first_difference = without.0.iter().zip(&with.0).position(|(a, b)| a != b);
+                assert_eq!(
+                    first_difference, None,
+                    "{name} seed {seed}: prefetching changed a decision at this step"
+                );
+            }
+            assert!(refusals > 10, "{name}: {refusals} refusals");
         }
     }
 

@@ -13,7 +13,7 @@ mod policy {
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
     use shadowcat::eviction::{
-        EvictionPolicy, FlushHint, PolicyEvent, RemovalCause, VictimRequest,
+        EvictionPolicy, FlushHint, PolicyEvent, Refusal, RemovalCause, VictimRequest,
     };
     use shadowcat::session::{Clock, NewSession, SessionId, SessionTable, TableError};
     use shadowcat::wasm::{PolicyEngine, PolicyError, PolicyLimits, WasmPolicy};
@@ -319,6 +319,56 @@ mod policy {
             .victims(VictimRequest::count(1), &mut next)
             .expect("answers");
         assert_eq!(next, [c]);
+        assert_eq!(policy.metrics().faults(), 0);
+    }
+
+    /// A policy told of refusals may answer differently once it knows: sieve.wasm
+    /// holds a pinned proposal back for one eviction, which victims it chose
+    /// before the refusal cannot reflect. The host drops them and asks again;
+    /// while the refused one waits the answer is the next step alone, and
+    /// after an eviction the refused one comes first again, the plan behind it.
+    #[test]
+    fn policy_a_refusal_drops_the_victims_chosen_ahead() {
+        let policy = load(&policy_file("sieve"), 64, &[]);
+        assert!(policy.info().traits.stable_order && policy.info().needs.refused);
+        let id = |slot: u64| SessionId::from_bits(slot | (1 << 32));
+        for slot in 1..=5 {
+            policy.record(PolicyEvent::Inserted {
+                id: id(slot),
+                time: slot,
+                weight: 1,
+                key: slot,
+                tenant: 0,
+            });
+        }
+        let ask = |policy: &WasmPolicy| {
+            let mut out = Vec::new();
+            policy
+                .victims(VictimRequest::count(1), &mut out)
+                .expect("answers");
+            out
+        };
+        let ready = |policy: &WasmPolicy| {
+            let mut out = Vec::new();
+            policy.ready_victims(1, &mut out);
+            out
+        };
+        assert_eq!(ask(&policy), [id(1)]);
+        policy.record(PolicyEvent::Refused {
+            id: id(1),
+            time: 6,
+            reason: Refusal::Pinned,
+        });
+        assert_eq!(ready(&policy), [], "what was chosen before the refusal");
+        assert_eq!(ask(&policy), [id(2)]);
+        assert_eq!(ready(&policy), [], "1 is due again after this eviction");
+        policy.record(PolicyEvent::Removed {
+            id: id(2),
+            time: 7,
+            cause: RemovalCause::Evicted,
+        });
+        assert_eq!(ask(&policy), [id(1)]);
+        assert_eq!(ready(&policy), [id(3)], "the plan behind it");
         assert_eq!(policy.metrics().faults(), 0);
     }
 

@@ -14,6 +14,11 @@
 //!
 //! The model's own adapter is therefore never told of a refusal: this wrapper
 //! alone decides what to propose again.
+//!
+//! A model that plans (SIEVE, CLOCK, soonest-to-expire) answers as the guests
+//! do: one eviction step for the first victim, then the plan, up to the
+//! eviction at which a refused proposal is due again.
+//! The table evicting or refusing the planned next victim is that step.
 
 use super::reference::{self, Model, Table};
 
@@ -55,6 +60,9 @@ impl Twin {
 
     /// `evicted`: the table evicted it (otherwise it expired or was closed).
     pub fn remove(&mut self, id: u64, evicted: bool) {
+        if evicted {
+            self.take_planned_step(id);
+        }
         self.model.remove(id, evicted);
         self.unoffer(id);
         if evicted {
@@ -67,6 +75,9 @@ impl Twin {
     /// The table did not evict a proposal: it is pinned, or (`pinned` false)
     /// not live.
     pub fn refused(&mut self, id: u64, pinned: bool) {
+        if pinned {
+            self.take_planned_step(id);
+        }
         let Some(i) = self.offered.iter().position(|o| o.id == id) else {
             return;
         };
@@ -88,17 +99,41 @@ impl Twin {
             .map(|o| o.id)
             .take(count)
             .collect();
+        let plans = self.model.plans();
+        let steps = if plans {
+            usize::from(out.is_empty())
+        } else {
+            count - out.len()
+        };
         // Asked even for none: the model runs the arrival's prologue here.
-        let fresh = self
-            .model
-            .victims(count - out.len(), arriving_key, candidates);
+        let fresh = self.model.victims(steps, arriving_key, candidates);
         self.offered.extend(fresh.iter().map(|&id| Offer {
             id,
             refusals: 0,
             wait: 0,
         }));
         out.extend(fresh);
+        // Not past the eviction at which a refused proposal is due again.
+        let due = self.offered.iter().map(|o| o.wait).filter(|&w| w > 0).min();
+        let reach = due.map_or(count, |w| count.min(w as usize));
+        let planned = reach.saturating_sub(out.len());
+        if plans && planned > 0 {
+            out.extend(self.model.plan(planned));
+        }
         out
+    }
+
+    /// The table evicted or refused `id`, not proposed: if it is the model's
+    /// planned next victim, the model takes that step now and `id` counts as
+    /// proposed.
+    fn take_planned_step(&mut self, id: u64) {
+        if !self.offered.iter().any(|o| o.id == id) && self.model.take_planned_step(id) {
+            self.offered.push(Offer {
+                id,
+                refusals: 0,
+                wait: 0,
+            });
+        }
     }
 
     pub fn maintain(&mut self, now: u64) {

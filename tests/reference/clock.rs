@@ -72,6 +72,17 @@ impl Policy for Clock {
         }
     }
 
+    fn plans(&self) -> bool {
+        true
+    }
+
+    /// The sessions at 0 from the tail up to the head: what the hand sends
+    /// to the head comes back behind any arrival.
+    fn plan(&self, count: usize, out: &mut Vec<u64>) {
+        let at_zero = self.queue.iter().filter(|id| self.counter[id] == 0);
+        out.extend(at_zero.take(count));
+    }
+
     fn forget(&mut self, id: u64) {
         self.queue.remove(id);
         self.counter.remove(&id);

@@ -97,6 +97,20 @@ pub trait Model: Send {
     fn rearrivals(&self) -> u64 {
         0
     }
+    /// Whether the policy lists its next victims ahead ([`Policy::plan`]).
+    fn plans(&self) -> bool {
+        false
+    }
+    /// Up to `count` sessions the next eviction steps would take, in order.
+    fn plan(&mut self, _count: usize) -> Vec<u64> {
+        Vec::new()
+    }
+    /// Takes the next eviction step if `id` is what it evicts (the table
+    /// evicted or refused a planned victim); returns whether it did. `id` is
+    /// then detached and, unlike a `victims` answer, not proposed again.
+    fn take_planned_step(&mut self, _id: u64) -> bool {
+        false
+    }
 }
 
 /// A policy written the way its reference simulator defines it: it evicts by
@@ -125,6 +139,16 @@ pub trait Policy: Send {
         0
     }
     fn maintain(&mut self, _now: u64) {}
+    /// Whether [`Policy::plan`] lists anything: no arrival can go ahead of
+    /// the sessions it lists.
+    fn plans(&self) -> bool {
+        false
+    }
+    /// Up to `count` sessions the next [`Policy::evict`] steps would take, in
+    /// order, stopping where an arrival could go first. A request for a
+    /// listed session, its removal or its refusal is the only event that may
+    /// change the list, and the table skips such a session.
+    fn plan(&self, _count: usize, _out: &mut Vec<u64>) {}
 }
 
 /// A [`Policy`] under the table's protocol (see the module documentation).
@@ -257,6 +281,35 @@ impl<P: Policy> Model for Reference<P> {
 
     fn rearrivals(&self) -> u64 {
         self.rearrivals
+    }
+
+    fn plans(&self) -> bool {
+        self.policy.plans()
+    }
+
+    fn plan(&mut self, count: usize) -> Vec<u64> {
+        let mut out = Vec::new();
+        self.policy.plan(count, &mut out);
+        out
+    }
+
+    fn take_planned_step(&mut self, id: u64) -> bool {
+        if !self.policy.plans() || self.detached.contains(&id) || !self.keys.contains_key(&id) {
+            return false;
+        }
+        if self.plan(1) != [id] {
+            return false;
+        }
+        let mut evicted = Vec::new();
+        self.policy.evict(&[], &mut evicted);
+        assert_eq!(
+            evicted,
+            [id],
+            "{}: the planned step evicts what the plan named",
+            self.policy.name()
+        );
+        self.detached.insert(id);
+        true
     }
 }
 

@@ -57,6 +57,26 @@ impl Policy for Sieve {
         evicted.push(o);
     }
 
+    fn plans(&self) -> bool {
+        true
+    }
+
+    /// The unvisited sessions from the hand up to the head: beyond it the
+    /// hand wraps, behind any arrival.
+    fn plan(&self, count: usize, out: &mut Vec<u64>) {
+        let mut at = self.hand.or_else(|| self.queue.tail());
+        let start = out.len();
+        while let Some(o) = at {
+            if out.len() - start == count {
+                break;
+            }
+            if !self.visited[&o] {
+                out.push(o);
+            }
+            at = self.queue.toward_head(o);
+        }
+    }
+
     fn forget(&mut self, id: u64) {
         if self.hand == Some(id) {
             self.hand = self.queue.toward_head(id);

@@ -104,6 +104,19 @@ impl Policy for Ttl {
         }
     }
 
+    fn plans(&self) -> bool {
+        true
+    }
+
+    /// With one bound or none, an arrival expires last (times only grow);
+    /// with both, its idle expiry can come before an older session's age,
+    /// so nothing is listed.
+    fn plan(&self, count: usize, out: &mut Vec<u64>) {
+        if self.idle_timeout == 0 || self.max_age == 0 {
+            out.extend(self.order.iter().map(|&(_, _, id)| id).take(count));
+        }
+    }
+
     fn forget(&mut self, id: u64) {
         if let Some(old) = self.entries.remove(&id) {
             let (at, seq) = self.expiry(&old);

@@ -289,6 +289,12 @@ impl EventBuffer {
             for event in events.iter().filter(|e| wanted(e)) {
                 if !buffered.ready.is_empty() {
                     buffered.ready.forget(event_id(*event));
+                    if let PolicyEvent::Refused { .. } = event {
+                        // A policy told of refusals may answer differently
+                        // once it knows (it holds a pinned session back for a
+                        // while): what it chose ahead is asked again.
+                        buffered.ready.victims.clear();
+                    }
                 }
                 pack(*event, &mut buffered.words);
             }

@@ -13,15 +13,18 @@
 //!   Corbató's CLOCK (1968) and libCacheSim's default `n-bit-counter=1`; more
 //!   bits let a frequently used session survive several passes.
 //!
-//! The hand moves in `victims` (a proposal is an eviction step), so the order
-//! is not stable between events and `stable-order` is not declared. Around
-//! that, the table's protocol (re-arrivals, pinned refusals) is
-//! `shadowcat-policy-sim`'s.
+//! `stable-order`: after the first victim, the next ones are the sessions at
+//! 0 from the tail to the head, in that order. No event but one naming such a
+//! session changes that: a request raises only its own counter, and an
+//! arrival, like a session the hand passes, goes to the head, past them all.
+//! The list stops at the head: what the hand sends there comes back after
+//! arrivals the list cannot know. The table's protocol (re-arrivals, pinned
+//! refusals, planned steps) is `shadowcat-policy-sim`'s.
 //!
 //! Costs: O(1) per event (a slot-indexed counter); an eviction step is
 //! amortised O(1), since each decrement is paid for by an earlier request.
 
-use shadowcat_policy_sdk::{Config, SlotList, Table, export_policy};
+use shadowcat_policy_sdk::{Config, SlotList, Table, Traits, export_policy};
 use shadowcat_policy_sim::{OnTable, Simulated, bad_value};
 
 pub struct Clock {
@@ -53,6 +56,7 @@ impl Clock {
 impl Simulated for Clock {
     const NAME: &'static str = "clock";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const TRAITS: Traits = Traits::STABLE_ORDER;
 
     fn create(_table: &Table, config: &Config) -> Result<Self, String> {
         config.check_keys(Self::NAME, &["bits"])?;
@@ -81,6 +85,11 @@ impl Simulated for Clock {
                 *c = counter - 1;
             }
         }
+    }
+
+    fn plan(&self, count: usize, out: &mut Vec<u64>) {
+        let at_zero = self.queue.iter().filter(|(_, counter)| **counter == 0);
+        out.extend(at_zero.map(|(id, _)| id).take(count));
     }
 
     fn forget(&mut self, id: u64) {

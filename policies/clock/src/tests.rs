@@ -1,4 +1,4 @@
-use shadowcat_policy_sdk::{Choice, Config, Policy, Session, Table};
+use shadowcat_policy_sdk::{Choice, Config, Policy, RemovalCause, Session, Table};
 use shadowcat_policy_sim::OnTable;
 use shadowcat_policy_sim::testing::assert_matches_model;
 
@@ -65,4 +65,33 @@ fn clock_rejects_bad_settings_naming_the_key() {
         assert!(err.contains(needle), "{config:?}: {err}");
     }
     assert!(clock(10, &[("bits", "4")]).is_ok());
+}
+
+/// After the first victim (an eviction step) come the sessions at 0 from the
+/// tail to the head, not yet evicted: the table evicting one later is the
+/// step that would have chosen it, counters moving as they would have then.
+#[test]
+fn clock_plans_its_next_victims_and_takes_each_step_when_the_table_evicts() {
+    let mut p = clock(64, &[]).unwrap();
+    (1..=4).for_each(|id| p.on_insert(&session(id)));
+    [1, 3].iter().for_each(|&id| p.on_access(&session(id)));
+    let ask = |p: &mut OnTable<Clock>| {
+        let mut out = Vec::new();
+        p.victims(8, &Choice::default(), &mut out);
+        out
+    };
+    // The step sent 1 to the head at 0 and evicted 2; 3 is still set.
+    assert_eq!(ask(&mut p), vec![2, 4, 1]);
+    assert_eq!(
+        p.policy().counter(3),
+        Some(1),
+        "only the first step was taken"
+    );
+    p.on_remove(2, 0, RemovalCause::Evicted);
+    // A request for a listed session: the table skips it, the step passes it.
+    p.on_access(&session(4));
+    p.on_remove(1, 0, RemovalCause::Evicted);
+    assert_eq!(p.policy().counter(3), Some(0), "the step for 1 passed 3");
+    assert_eq!(p.policy().counter(4), Some(0), "and 4");
+    assert_eq!(ask(&mut p), vec![3, 4]);
 }

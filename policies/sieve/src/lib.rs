@@ -12,15 +12,18 @@
 //!
 //! No config: the published algorithm has no parameter.
 //!
-//! The hand moves in `victims` (a proposal is an eviction step), so the order
-//! is not stable between events and `stable-order` is not declared. Around
-//! that, the table's protocol (re-arrivals, pinned refusals) is
-//! `shadowcat-policy-sim`'s.
+//! `stable-order`: after the first victim, the next ones are the unvisited
+//! sessions from the hand to the head, in that order. No event but one naming
+//! such a session changes that: a request marks only its own session, an
+//! arrival enters at the head, past them all, and only the hand clears marks.
+//! The list stops at the head, since beyond it the hand wraps to sessions
+//! whose marks it has yet to clear, behind any arrival. The table's protocol
+//! (re-arrivals, pinned refusals, planned steps) is `shadowcat-policy-sim`'s.
 //!
 //! Costs: O(1) per event; an eviction step is amortised O(1) (each cleared
 //! mark was set by a request).
 
-use shadowcat_policy_sdk::{Config, SlotList, Table, export_policy};
+use shadowcat_policy_sdk::{Config, SlotList, Table, Traits, export_policy};
 use shadowcat_policy_sim::{OnTable, Simulated};
 
 #[derive(Default)]
@@ -44,11 +47,19 @@ impl Sieve {
     fn tail(&self) -> Option<u64> {
         self.queue.front().map(|(id, _)| id)
     }
+
+    /// Where the next eviction starts.
+    fn start(&self) -> Option<u64> {
+        self.hand
+            .filter(|&h| self.queue.contains(h))
+            .or_else(|| self.tail())
+    }
 }
 
 impl Simulated for Sieve {
     const NAME: &'static str = "sieve";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const TRAITS: Traits = Traits::STABLE_ORDER;
 
     fn create(_table: &Table, config: &Config) -> Result<Self, String> {
         config.check_keys(Self::NAME, &[])?;
@@ -67,8 +78,7 @@ impl Simulated for Sieve {
     }
 
     fn evict(&mut self, _candidates: &[u64], evicted: &mut Vec<u64>) {
-        let start = self.hand.filter(|&h| self.queue.contains(h));
-        let Some(mut at) = start.or_else(|| self.tail()) else {
+        let Some(mut at) = self.start() else {
             return;
         };
         while let Some(visited) = self.queue.get_mut(at).filter(|v| **v) {
@@ -81,6 +91,20 @@ impl Simulated for Sieve {
         self.hand = self.toward_head(at);
         self.queue.remove(at);
         evicted.push(at);
+    }
+
+    fn plan(&self, count: usize, out: &mut Vec<u64>) {
+        let mut listed = 0;
+        let mut at = self.start();
+        while let Some(id) = at
+            && listed < count
+        {
+            if self.queue.get(id) == Some(&false) {
+                out.push(id);
+                listed += 1;
+            }
+            at = self.toward_head(id);
+        }
     }
 
     fn forget(&mut self, id: u64) {

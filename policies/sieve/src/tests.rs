@@ -22,6 +22,24 @@ fn session(id: u64) -> Session {
     }
 }
 
+/// Sessions 1 to `sessions` inserted in order, then `requested` each requested once.
+fn used(sessions: u64, requested: &[u64]) -> OnTable<Sieve> {
+    let mut p = sieve(&[]).unwrap();
+    for id in 1..=sessions {
+        p.on_insert(&session(id));
+    }
+    for &id in requested {
+        p.on_access(&session(id));
+    }
+    p
+}
+
+fn ask(p: &mut OnTable<Sieve>, count: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    p.victims(count, &Choice::default(), &mut out);
+    out
+}
+
 #[test]
 fn sieve_matches_the_reference_model_with_pinned_refusals() {
     assert_matches_model(|_| sieve(&[]).unwrap(), "sieve", &[], false);
@@ -31,27 +49,53 @@ fn sieve_matches_the_reference_model_with_pinned_refusals() {
 /// next eviction resumes there instead of at the tail.
 #[test]
 fn sieve_hand_resumes_past_its_last_victim() {
-    let mut p = sieve(&[]).unwrap();
-    for id in 1..=4 {
-        p.on_insert(&session(id));
-    }
-    p.on_access(&session(1));
-    p.on_access(&session(3));
-    let mut out = Vec::new();
-    p.victims(1, &Choice::default(), &mut out);
-    assert_eq!(out, vec![2], "1 was visited: cleared and passed");
+    let mut p = used(4, &[1, 3]);
+    assert_eq!(ask(&mut p, 1), vec![2], "1 was visited: cleared and passed");
     assert_eq!(p.policy().hand(), Some(3));
     p.on_remove(2, 0, RemovalCause::Evicted);
     p.on_access(&session(1));
-    out.clear();
-    p.victims(2, &Choice::default(), &mut out);
     // From 3 (visited: cleared), 4 goes; then past the head to the tail: 1
     // (visited again: cleared), 3 (cleared before) goes.
-    assert_eq!(out, vec![4, 3]);
+    assert_eq!(ask(&mut p, 2), vec![4, 3]);
 }
 
 #[test]
 fn sieve_takes_no_settings() {
     let err = sieve(&[("hand", "tail")]).err().expect("refused");
     assert!(err.contains("`hand`"), "{err}");
+}
+
+/// After the first victim (an eviction step) come the unvisited sessions
+/// from the hand to the head, not yet evicted: the table evicting one later
+/// is the step that would have chosen it, hand and marks moving as then.
+#[test]
+fn sieve_plans_its_next_victims_and_takes_each_step_when_the_table_evicts() {
+    let mut p = used(5, &[2, 4]);
+    // 2 and 4 are visited; past the head the hand would wrap to marks it
+    // has yet to clear, behind any arrival: the list stops there.
+    assert_eq!(ask(&mut p, 8), vec![1, 3, 5]);
+    assert_eq!(p.policy().hand(), Some(2), "only the first step was taken");
+    p.on_remove(1, 0, RemovalCause::Evicted);
+    p.on_remove(3, 0, RemovalCause::Evicted);
+    assert_eq!(
+        p.policy().hand(),
+        Some(4),
+        "the step for 3 cleared 2 on its way"
+    );
+    p.on_insert(&session(6));
+    // From 4 (visited: cleared), 5 goes; then 6, the arrival, at the head.
+    assert_eq!(ask(&mut p, 8), vec![5, 6]);
+    p.on_remove(5, 0, RemovalCause::Evicted);
+    // 2 and 4 were cleared by the hand: after the wrap they are victims.
+    assert_eq!(ask(&mut p, 8), vec![6, 2, 4]);
+}
+
+/// A session the table evicts by its own choice is not a planned step
+/// unless it is the next victim anyway: the hand does not move for it.
+#[test]
+fn sieve_evictions_the_table_chose_are_not_taken_as_steps() {
+    let mut p = used(4, &[1]);
+    p.on_remove(3, 0, RemovalCause::Evicted);
+    assert_eq!(p.policy().hand(), None, "3 was not the next victim");
+    assert_eq!(ask(&mut p, 8), vec![2, 4], "1 visited and passed, 3 gone");
 }

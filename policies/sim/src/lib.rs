@@ -36,6 +36,20 @@
 //!   costs a refusal ever more rarely rather than one per decision. A proposal
 //!   refused as not live had its removal missed and is forgotten.
 //!
+//! A policy whose next evictions no arrival can change (SIEVE's hand, CLOCK's
+//! queue, the soonest to expire under one bound) declares `stable-order` and
+//! plans ([`Simulated::plan`]): `victims` takes the eviction step for the
+//! first victim only and lists the sessions the next steps would evict
+//! without taking them, so the host can hand them out one eviction at a time
+//! with no call. Each planned step is taken when the table evicts (or refuses
+//! as pinned) the session it names: the policy's state then moves exactly as
+//! if `victims` had been called at that moment. The table drops what it
+//! queued when it refuses a proposal, and an answer never reaches past the
+//! eviction at which a refused proposal is due again, so the two rules above
+//! still decide what comes next. A session the table evicts by its own choice
+//! is a planned step only if it is the policy's next victim anyway; otherwise
+//! it is forgotten.
+//!
 //! Per event O(1) here (a slot-indexed lookup) on top of the policy's own cost.
 
 use std::collections::VecDeque;
@@ -89,6 +103,18 @@ pub trait Simulated: Sized + 'static {
     fn forget(&mut self, id: u64);
 
     fn maintain(&mut self, _now: u64) {}
+
+    /// For a policy declaring [`Traits::STABLE_ORDER`]: up to `count` of the
+    /// sessions its next eviction steps would evict, in order, without taking
+    /// those steps. A session must be listed only if every event that could
+    /// come first either leaves it the next step's victim or names it: a
+    /// request for it (the table then skips it), its removal, its refusal.
+    /// The list stops where an arrival or anything else could go ahead, so a
+    /// short list is fine. Only a policy whose eviction steps do not depend
+    /// on the arriving session (no [`Simulated::arrive`]) can plan: a planned
+    /// step is taken when the table evicts the session, before the arrival
+    /// is known.
+    fn plan(&self, _count: usize, _out: &mut Vec<u64>) {}
 }
 
 /// Where a session the table holds stands with the policy.
@@ -137,6 +163,9 @@ pub struct OnTable<S> {
     prepared: Option<u64>,
     evicted: Vec<u64>,
     candidates: Vec<u64>,
+    /// The next planned victim, looked up when the table evicts or refuses
+    /// a session the policy still holds.
+    next: Vec<u64>,
 }
 
 impl<S: Simulated> OnTable<S> {
@@ -150,8 +179,12 @@ impl<S: Simulated> OnTable<S> {
             prepared: None,
             evicted: Vec::new(),
             candidates: Vec::new(),
+            next: Vec::new(),
         }
     }
+
+    /// Whether victims after the first come from [`Simulated::plan`].
+    const PLANS: bool = S::TRAITS.contains(Traits::STABLE_ORDER);
 
     pub fn policy(&self) -> &S {
         &self.policy
@@ -191,6 +224,34 @@ impl<S: Simulated> OnTable<S> {
                     }
                 }
             }
+        }
+    }
+
+    /// The table evicted or refused `id`, which the policy still holds: if
+    /// it is the policy's next planned victim, this is the planned eviction
+    /// step, taken now; `id` is then detached and proposed, as a `victims`
+    /// call would have left it. Otherwise (the host's own choice) nothing.
+    fn take_planned_step(&mut self, id: u64) {
+        if !Self::PLANS || self.sessions.get(id).map(|e| e.state) != Some(State::Held) {
+            return;
+        }
+        self.next.clear();
+        self.policy.plan(1, &mut self.next);
+        if self.next.first() != Some(&id) {
+            return;
+        }
+        self.policy.evict(&[], &mut self.evicted);
+        self.detach();
+        if let Some(entry) = self.sessions.get_mut(id)
+            && entry.state == State::Pending
+        {
+            entry.state = State::Offered;
+            self.unlist(id, State::Pending);
+            self.offered.push(Offer {
+                id,
+                refusals: 0,
+                wait: 0,
+            });
         }
     }
 
@@ -265,6 +326,9 @@ impl<S: Simulated> Policy for OnTable<S> {
     }
 
     fn on_remove(&mut self, id: u64, _time: u64, cause: RemovalCause) {
+        if cause == RemovalCause::Evicted {
+            self.take_planned_step(id);
+        }
         self.gone(id);
         if cause == RemovalCause::Evicted && self.waiting > 0 {
             for offer in self.offered.iter_mut().filter(|o| o.wait > 0) {
@@ -277,6 +341,9 @@ impl<S: Simulated> Policy for OnTable<S> {
     }
 
     fn on_refused(&mut self, id: u64, _time: u64, reason: RefusalReason) {
+        if reason == RefusalReason::Pinned {
+            self.take_planned_step(id);
+        }
         if self.sessions.get(id).map(|e| e.state) != Some(State::Offered) {
             return;
         }
@@ -333,11 +400,31 @@ impl<S: Simulated> Policy for OnTable<S> {
                 out.push(id);
                 continue;
             }
+            if Self::PLANS && !out.is_empty() {
+                // The eviction at hand has its victim; later ones are planned,
+                // not taken.
+                break;
+            }
             self.policy.evict(&self.candidates, &mut self.evicted);
             if self.evicted.is_empty() {
                 break;
             }
             self.detach();
+        }
+        if Self::PLANS && self.pending.is_empty() {
+            // A proposal waiting out a refusal comes back first once that many
+            // evictions are made: the answer may not reach past them.
+            let horizon = self
+                .offered
+                .iter()
+                .filter(|o| o.wait > 0)
+                .map(|o| o.wait as usize)
+                .min()
+                .unwrap_or(usize::MAX);
+            let planned = count.min(horizon).saturating_sub(out.len());
+            if planned > 0 {
+                self.policy.plan(planned, out);
+            }
         }
     }
 

@@ -123,6 +123,13 @@ pub fn assert_matches_model_with<P: Policy>(
             "{name} {config:?} seed {}: {report:?}",
             workload.seed
         );
+        if P::TRAITS.contains(Traits::STABLE_ORDER) && !sampled {
+            assert!(
+                report.stable_checks > 100,
+                "{name} {config:?} seed {}: the promise was checked: {report:?}",
+                workload.seed
+            );
+        }
     }
     let mut reasks = 0;
     for seed in 1..=4 {

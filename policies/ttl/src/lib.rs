@@ -19,12 +19,19 @@
 //! grow, so a session is placed at an order's end in O(1); an out-of-order
 //! time walks back to its place, and the order is still exact.
 //!
-//! Not `stable-order`: a victim proposed is an eviction step (see
-//! `shadowcat-policy-sim`, which runs the table's protocol around it).
+//! `stable-order`: with one bound or none, the victims after the first are
+//! that order's next sessions. An arrival goes to the end of both orders,
+//! since event times from the host only grow; a request names its session.
+//! With both bounds a new session's idle expiry can come before an older
+//! one's max age, so the answer is the first victim alone. (Should a host's
+//! times go back, a listed session may no longer come first; the table
+//! evicting it is then taken as the table's own choice.) The table's
+//! protocol (re-arrivals, pinned refusals, planned steps) is
+//! `shadowcat-policy-sim`'s.
 //!
 //! Costs: O(1) per event and per eviction, no hashing.
 
-use shadowcat_policy_sdk::{Config, NO_SLOT, SlotMap, Table, export_policy, slot};
+use shadowcat_policy_sdk::{Config, NO_SLOT, SlotMap, Table, Traits, export_policy, slot};
 use shadowcat_policy_sim::{OnTable, Simulated};
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -206,6 +213,7 @@ impl Ttl {
 impl Simulated for Ttl {
     const NAME: &'static str = "ttl";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const TRAITS: Traits = Traits::STABLE_ORDER;
 
     fn create(table: &Table, config: &Config) -> Result<Self, String> {
         config.check_keys(Self::NAME, &[])?;
@@ -264,6 +272,31 @@ impl Simulated for Ttl {
         if let Some((id, _)) = self.entries.at(s) {
             self.entries.remove(id);
             evicted.push(id);
+        }
+    }
+
+    fn plan(&self, count: usize, out: &mut Vec<u64>) {
+        // The one order that decides: with no bound every expiry is "never"
+        // and requests order them, as in the idle order.
+        let order = match (self.idle_timeout, self.max_age) {
+            (_, 0) => Order::Idle,
+            (0, _) => Order::Age,
+            _ => return,
+        };
+        let mut s = match order {
+            Order::Idle => self.idle.first,
+            Order::Age => self.age.first,
+        };
+        let mut listed = 0;
+        while let Some((id, e)) = self.entries.at(s)
+            && listed < count
+        {
+            out.push(id);
+            listed += 1;
+            s = match order {
+                Order::Idle => e.idle.next,
+                Order::Age => e.age.next,
+            };
         }
     }
 

@@ -1,4 +1,4 @@
-use shadowcat_policy_sdk::{Choice, Config, Policy, Session, Table};
+use shadowcat_policy_sdk::{Choice, Config, Policy, RemovalCause, Session, Table};
 use shadowcat_policy_sim::OnTable;
 use shadowcat_policy_sim::testing::assert_matches_model_with;
 
@@ -58,7 +58,31 @@ fn ttl_evicts_whichever_bound_expires_first() {
     p.on_access(&at(1, 12)); // 22 idle, still 25 by age
     p.on_insert(&at(3, 13)); // 23, 38
     p.on_access(&at(2, 16)); // 26 idle, 30 by age
-    assert_eq!(order(&mut p, 3), vec![1, 3, 2]);
+    // With both bounds a new session could expire before 3 or 2: only the
+    // first victim is listed, and each eviction asks again.
+    assert_eq!(order(&mut p, 3), vec![1]);
+    let mut evicted = Vec::new();
+    for _ in 0..3 {
+        let next = order(&mut p, 3);
+        assert_eq!(next.len(), 1, "{next:?}");
+        p.on_remove(next[0], 20, RemovalCause::Evicted);
+        evicted.push(next[0]);
+    }
+    assert_eq!(evicted, vec![1, 3, 2]);
+}
+
+/// With one bound the order is that bound's alone, and an arrival expires
+/// last: the victims after the first are listed ahead.
+#[test]
+fn ttl_with_one_bound_lists_its_order_ahead() {
+    for (idle_timeout, max_age, expected) in [(10, 0, vec![2, 3, 1]), (0, 10, vec![1, 2, 3])] {
+        let mut p = ttl(8, idle_timeout, max_age);
+        p.on_insert(&at(1, 0));
+        p.on_insert(&at(2, 1));
+        p.on_insert(&at(3, 2));
+        p.on_access(&at(1, 3));
+        assert_eq!(order(&mut p, 8), expected);
+    }
 }
 
 /// Times that go back (a host clock is not required to be monotonic across
