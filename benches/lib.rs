@@ -97,12 +97,17 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    /// The native baselines, the policies the interface was first shipped
+    /// with, and the simulator-defined ones that list their victims ahead.
+    pub const ALL: [Kind; 8] = [
         Kind::NativeLru,
         Kind::NativeFifo,
         Kind::Wasm("lru"),
         Kind::Wasm("fifo"),
         Kind::Wasm("lfu"),
+        Kind::Wasm("sieve"),
+        Kind::Wasm("clock"),
+        Kind::Wasm("ttl"),
     ];
 
     pub fn label(self) -> String {

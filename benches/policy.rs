@@ -6,13 +6,15 @@
 //! - `policy_table_throughput`: a fixed Zipf workload (200,000 requests over
 //!   20,000 ids, capacity 10% of the distinct ids) replayed through the session
 //!   table per iteration, with the native LRU (`HostLru`) and FIFO and with
-//!   `lru.wasm`, `fifo.wasm` and `lfu.wasm`; requests/s via `Throughput`. A fresh
+//!   `lru.wasm`, `fifo.wasm`, `lfu.wasm`, `sieve.wasm`, `clock.wasm` and
+//!   `ttl.wasm` (the last three plan their victims ahead); requests/s via
+//!   `Throughput`. A fresh
 //!   policy is made before each replay, outside the timed part. Afterwards a
 //!   table of our own medians (5 timed replays each) prints the wasm/native
 //!   ratios, since criterion does not hand its medians back.
-//! - `policy_victims`: one `victims` call for 1 and 32 victims on a policy that
-//!   knows 10,000 live sessions (inserted, then accessed with a skew, flushed).
-//!   Our own p50/p99 over 20,000 individually timed calls are printed too (they
+//! - `policy_victims`: one `victims` call for 1 and 32 victims (lru, fifo, lfu
+//!   and sieve) on a policy that knows 10,000 live sessions (inserted, then
+//!   accessed with a skew, flushed). Our own p50/p99 over 20,000 individually timed calls are printed too (they
 //!   include one `Instant::now` pair, some 20-40 ns, per call). The
 //!   native FIFO is the baseline (the native LRU proposes nothing by design).
 //! - `policy_observe`: `record` of a batch of 64 or 1,024 events, then `flush`
@@ -258,6 +260,7 @@ fn bench_victims(c: &mut Criterion) {
         Kind::Wasm("lru"),
         Kind::Wasm("fifo"),
         Kind::Wasm("lfu"),
+        Kind::Wasm("sieve"),
     ];
     let mut group = c.benchmark_group("policy_victims");
     let mut ran = Vec::new();
@@ -292,7 +295,8 @@ fn bench_victims(c: &mut Criterion) {
                 let start = Instant::now();
                 let _ = policy.victims(VictimRequest::count(black_box(count)), &mut out);
                 let elapsed = start.elapsed();
-                // lfu.wasm lists past the first only its count-1 sessions.
+                // A stable-order answer may stop short after the first (lfu.wasm
+                // past its count-1 sessions, sieve.wasm at the head).
                 assert!(
                     (1..=count).contains(&out.len()),
                     "{} proposes 1 to {count}",

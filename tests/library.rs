@@ -20,6 +20,8 @@ mod side_by_side;
 mod twin;
 
 mod library {
+    use std::path::Path;
+    use std::process::Command;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -461,6 +463,36 @@ mod library {
                 "{name}: {err}"
             );
         }
+    }
+
+    /// The guests' own unit tests, built natively from the policies
+    /// workspace: every shipped policy against its reference model on random
+    /// workloads with pinned refusals, the `stable-order` promise checked
+    /// answer by answer, the plans of SIEVE, CLOCK and soonest-to-expire, and
+    /// the SDK's layouts. Run from here so that the test command covers them.
+    #[test]
+    fn library_guest_unit_tests_pass() {
+        let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["test", "--quiet", "--manifest-path"])
+            .arg(policies.join("Cargo.toml"))
+            // Its own target directory: never the one this test runs from.
+            .env("CARGO_TARGET_DIR", policies.join("target"))
+            .output()
+            .expect("cargo runs");
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "guest unit tests: {stdout}{}",
+            text(&out.stderr)
+        );
+        let passed: u64 = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("test result: ok. "))
+            .filter_map(|l| l.split(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert!(passed >= 100, "{passed} guest tests ran: {stdout}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use super::queue::Queue;
-use super::Policy;
+use super::{Policy, PLAN_WALK};
 
 #[derive(Debug)]
 pub struct Clock {
@@ -76,11 +76,12 @@ impl Policy for Clock {
         true
     }
 
-    /// The sessions at 0 from the tail up to the head: what the hand sends
-    /// to the head comes back behind any arrival.
+    /// The sessions at 0 from the tail up to the head (what the hand sends
+    /// to the head comes back behind any arrival), among the first
+    /// [`PLAN_WALK`].
     fn plan(&self, count: usize, out: &mut Vec<u64>) {
-        let at_zero = self.queue.iter().filter(|id| self.counter[id] == 0);
-        out.extend(at_zero.take(count));
+        let first = self.queue.iter().take(PLAN_WALK);
+        out.extend(first.filter(|id| self.counter[id] == 0).take(count));
     }
 
     fn forget(&mut self, id: u64) {

@@ -61,6 +61,11 @@ pub mod ttl;
 pub mod twoq;
 pub mod wtinylfu;
 
+/// Sessions a [`Policy::plan`] looks at, at most, as the guests'
+/// `shadowcat_policy_sim::PLAN_WALK`: a plan is a prefix of the next victims,
+/// and a model must answer the same prefix to compare answers.
+pub const PLAN_WALK: usize = 64;
+
 /// The key of a session whose client the host cannot identify. It never
 /// matches a ghost entry: two anonymous sessions are not the same client.
 pub const NO_KEY: u64 = 0;

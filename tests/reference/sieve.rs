@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use super::queue::Queue;
-use super::Policy;
+use super::{Policy, PLAN_WALK};
 
 #[derive(Debug, Default)]
 pub struct Sieve {
@@ -61,20 +61,16 @@ impl Policy for Sieve {
         true
     }
 
-    /// The unvisited sessions from the hand up to the head: beyond it the
-    /// hand wraps, behind any arrival.
+    /// The unvisited sessions from the hand up to the head (beyond it the
+    /// hand wraps, behind any arrival), among the next [`PLAN_WALK`].
     fn plan(&self, count: usize, out: &mut Vec<u64>) {
         let mut at = self.hand.or_else(|| self.queue.tail());
-        let start = out.len();
-        while let Some(o) = at {
-            if out.len() - start == count {
-                break;
-            }
-            if !self.visited[&o] {
-                out.push(o);
-            }
+        let mut walked = Vec::new();
+        while let Some(o) = at.filter(|_| walked.len() < PLAN_WALK) {
+            walked.push(o);
             at = self.queue.toward_head(o);
         }
+        out.extend(walked.into_iter().filter(|o| !self.visited[o]).take(count));
     }
 
     fn forget(&mut self, id: u64) {

@@ -25,7 +25,7 @@
 //! amortised O(1), since each decrement is paid for by an earlier request.
 
 use shadowcat_policy_sdk::{Config, SlotList, Table, Traits, export_policy};
-use shadowcat_policy_sim::{OnTable, Simulated, bad_value};
+use shadowcat_policy_sim::{OnTable, PLAN_WALK, Simulated, bad_value};
 
 pub struct Clock {
     max: u8,
@@ -88,7 +88,8 @@ impl Simulated for Clock {
     }
 
     fn plan(&self, count: usize, out: &mut Vec<u64>) {
-        let at_zero = self.queue.iter().filter(|(_, counter)| **counter == 0);
+        let walk = self.queue.iter().take(PLAN_WALK);
+        let at_zero = walk.filter(|(_, counter)| **counter == 0);
         out.extend(at_zero.map(|(id, _)| id).take(count));
     }
 

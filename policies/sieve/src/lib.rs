@@ -24,7 +24,7 @@
 //! mark was set by a request).
 
 use shadowcat_policy_sdk::{Config, SlotList, Table, Traits, export_policy};
-use shadowcat_policy_sim::{OnTable, Simulated};
+use shadowcat_policy_sim::{OnTable, PLAN_WALK, Simulated};
 
 #[derive(Default)]
 pub struct Sieve {
@@ -96,9 +96,10 @@ impl Simulated for Sieve {
     fn plan(&self, count: usize, out: &mut Vec<u64>) {
         let mut listed = 0;
         let mut at = self.start();
-        while let Some(id) = at
-            && listed < count
-        {
+        for _ in 0..PLAN_WALK {
+            let Some(id) = at.filter(|_| listed < count) else {
+                break;
+            };
             if self.queue.get(id) == Some(&false) {
                 out.push(id);
                 listed += 1;

@@ -99,3 +99,15 @@ fn sieve_evictions_the_table_chose_are_not_taken_as_steps() {
     assert_eq!(p.policy().hand(), None, "3 was not the next victim");
     assert_eq!(ask(&mut p, 8), vec![2, 4], "1 visited and passed, 3 gone");
 }
+
+/// A plan looks at no more than `PLAN_WALK` sessions, so a call stays quick
+/// past a long run of visited ones: the list stops short, and the next call
+/// (whose step clears the run) goes on.
+#[test]
+fn sieve_plans_stop_after_a_bounded_walk() {
+    let visited: Vec<u64> = (2..=99).collect();
+    let mut p = used(100, &visited);
+    assert_eq!(ask(&mut p, 8), vec![1], "100 lies past 98 visited sessions");
+    p.on_remove(1, 0, RemovalCause::Evicted);
+    assert_eq!(ask(&mut p, 4), vec![100, 2, 3, 4]);
+}

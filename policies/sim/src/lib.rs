@@ -64,6 +64,11 @@ pub mod testing;
 
 pub use ghost::GhostList;
 
+/// Sessions a [`Simulated::plan`] looks at, at most: past a long run of
+/// sessions that are not victims (visited, or with a counter above 0) the
+/// list stops short rather than make the call that answers it slow.
+pub const PLAN_WALK: usize = 64;
+
 /// The key of a session whose client the host cannot identify. It never
 /// enters a ghost list: two anonymous sessions are not the same client.
 pub const NO_KEY: u64 = 0;
@@ -109,8 +114,8 @@ pub trait Simulated: Sized + 'static {
     /// those steps. A session must be listed only if every event that could
     /// come first either leaves it the next step's victim or names it: a
     /// request for it (the table then skips it), its removal, its refusal.
-    /// The list stops where an arrival or anything else could go ahead, so a
-    /// short list is fine. Only a policy whose eviction steps do not depend
+    /// The list stops where an arrival or anything else could go ahead, or
+    /// after [`PLAN_WALK`] sessions looked at: a short list is fine. Only a policy whose eviction steps do not depend
     /// on the arriving session (no [`Simulated::arrive`]) can plan: a planned
     /// step is taken when the table evicts the session, before the arrival
     /// is known.
