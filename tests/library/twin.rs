@@ -17,8 +17,8 @@
 //!
 //! A model that plans (SIEVE, CLOCK, soonest-to-expire) answers as the guests
 //! do: one eviction step for the first victim, then the plan, up to the
-//! eviction at which a refused proposal is due again.
-//! The table evicting or refusing the planned next victim is that step.
+//! eviction at which a refused proposal is due again. The table evicting or
+//! refusing the planned next victim takes that victim's step.
 
 use super::reference::{self, Model, Table};
 

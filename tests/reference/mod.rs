@@ -107,12 +107,12 @@ pub trait Model: Send {
         false
     }
     /// Up to `count` sessions the next eviction steps would take, in order.
-    fn plan(&mut self, _count: usize) -> Vec<u64> {
+    fn plan(&self, _count: usize) -> Vec<u64> {
         Vec::new()
     }
     /// Takes the next eviction step if `id` is what it evicts (the table
     /// evicted or refused a planned victim); returns whether it did. `id` is
-    /// then detached and, unlike a `victims` answer, not proposed again.
+    /// then detached, and the caller counts it as proposed.
     fn take_planned_step(&mut self, _id: u64) -> bool {
         false
     }
@@ -292,7 +292,7 @@ impl<P: Policy> Model for Reference<P> {
         self.policy.plans()
     }
 
-    fn plan(&mut self, count: usize) -> Vec<u64> {
+    fn plan(&self, count: usize) -> Vec<u64> {
         let mut out = Vec::new();
         self.policy.plan(count, &mut out);
         out
