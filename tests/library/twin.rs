@@ -123,11 +123,11 @@ impl Twin {
         out
     }
 
-    /// The table evicted or refused `id`, not proposed: if it is the model's
-    /// planned next victim, the model takes that step now and `id` counts as
-    /// proposed.
+    /// The table evicted or refused `id`: if the model still holds it as its
+    /// planned next victim (a proposed one it already detached), the model
+    /// takes that step now and `id` counts as proposed.
     fn take_planned_step(&mut self, id: u64) {
-        if !self.offered.iter().any(|o| o.id == id) && self.model.take_planned_step(id) {
+        if self.model.take_planned_step(id) {
             self.offered.push(Offer {
                 id,
                 refusals: 0,
