@@ -322,6 +322,46 @@ mod policy {
         assert_eq!(policy.metrics().faults(), 0);
     }
 
+    /// A backlog larger than one call takes (a flush was missed) goes to the
+    /// guest through `observe` in bounded chunks before the decision, and the
+    /// decision sees every event of it.
+    #[test]
+    fn policy_a_backlog_past_one_call_is_delivered_in_chunks_before_the_decision() {
+        let backlog = shadowcat::wasm::EVENTS_PER_CALL + 10;
+        let policy = load(&policy_file("lru"), backlog as u64, &[]);
+        let id = |slot: usize| SessionId::from_bits(slot as u64 | (5 << 32));
+        for slot in 1..=backlog {
+            policy.record(PolicyEvent::Inserted {
+                id: id(slot),
+                time: slot as u64,
+                weight: 1,
+                key: 0,
+                tenant: 0,
+            });
+        }
+        policy.record(PolicyEvent::Accessed {
+            id: id(1),
+            time: backlog as u64 + 1,
+            weight: 1,
+        });
+        assert_eq!(policy.pending_events(), backlog + 1);
+        let calls_before = policy.metrics().calls;
+        let mut victims = Vec::new();
+        policy
+            .victims(VictimRequest::count(3), &mut victims)
+            .expect("answers");
+        assert_eq!(victims, [id(2), id(3), id(4)], "the last access was seen");
+        let m = policy.metrics();
+        assert_eq!(m.events_delivered, backlog as u64 + 1);
+        assert_eq!(
+            m.calls - calls_before,
+            3,
+            "two observe chunks, then the decision: {m:?}"
+        );
+        assert_eq!(policy.pending_events(), 0);
+        assert_eq!(m.faults(), 0);
+    }
+
     /// A policy told of refusals may answer differently once it knows: sieve.wasm
     /// holds a pinned proposal back for one eviction, which victims it chose
     /// before the refusal cannot reflect. The host drops them and asks again;

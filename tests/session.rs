@@ -316,6 +316,76 @@ mod session {
         });
     }
 
+    /// Creates a session in its own table from inside `victims`, once: the
+    /// table's eviction path must be re-entrant, buffers and all.
+    struct CreatingPolicy {
+        table: OnceLock<Weak<SessionTable<()>>>,
+        inner: Fifo,
+        created_inside: Mutex<Option<SessionId>>,
+    }
+
+    impl EvictionPolicy for CreatingPolicy {
+        fn name(&self) -> &str {
+            "creating"
+        }
+
+        fn record(&self, event: PolicyEvent) -> FlushHint {
+            self.inner.record(event)
+        }
+
+        fn victims(
+            &self,
+            request: VictimRequest,
+            out: &mut Vec<SessionId>,
+        ) -> Result<(), Unavailable> {
+            let first = self.created_inside.lock().is_none();
+            if first {
+                if let Some(table) = self.table.get().and_then(Weak::upgrade) {
+                    // Marked before the call: the inner create asks again.
+                    *self.created_inside.lock() = Some(SessionId::from_bits(0));
+                    let inner = table.create(NewSession::new(())).expect("inner create");
+                    *self.created_inside.lock() = Some(inner.id);
+                }
+            }
+            self.inner.victims(request, out)
+        }
+    }
+
+    #[test]
+    fn evict_a_policy_may_create_sessions_from_inside_victims() {
+        with_watchdog(Duration::from_secs(60), || {
+            let policy = Arc::new(CreatingPolicy {
+                table: OnceLock::new(),
+                inner: Fifo::default(),
+                created_inside: Mutex::new(None),
+            });
+            let table = Arc::new(manual_table(replay_config(3), policy.clone()));
+            policy
+                .table
+                .set(Arc::downgrade(&table))
+                .unwrap_or_else(|_| panic!("set once"));
+            let ids: Vec<SessionId> = (0..3)
+                .map(|_| table.create(NewSession::new(())).expect("fill").id)
+                .collect();
+            let outer = table.create(NewSession::new(())).expect("outer create");
+            let inner = policy.created_inside.lock().expect("created inside");
+            assert_eq!(outer.evicted, 1);
+            // FIFO: the inner create took the oldest; the outer one's own
+            // answer, asked after, the next oldest.
+            assert!(table.get(ids[0]).is_none() && table.get(ids[1]).is_none());
+            assert!(table.get(ids[2]).is_some());
+            assert!(table.get(inner).is_some() && table.get(outer.id).is_some());
+            assert_eq!(table.len(), 3);
+            assert_eq!(table.metrics().evicted, 2);
+            assert_eq!(table.metrics().fallback_victims, 0);
+            // And the table goes on evicting normally afterwards.
+            for _ in 0..5 {
+                assert_eq!(table.create(NewSession::new(())).expect("later").evicted, 1);
+            }
+            assert_eq!(table.len(), 3);
+        });
+    }
+
     #[test]
     fn evict_lru_order_is_least_recently_used_and_skips_pinned() {
         let table = manual_table(replay_config(3), Arc::new(HostLru));

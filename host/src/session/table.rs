@@ -32,8 +32,10 @@
 //! table lock; with [`FlushMode::Thread`] the event deliveries they trigger run
 //! on a dedicated thread, never on the caller's.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::thread::LocalKey;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -255,8 +257,8 @@ impl<U: Send + 'static> SessionTable<U> {
         let room = Room::For(weight);
         let arriving = Some(Arriving { key, weight });
         let mut fx = self.effects();
-        let mut proposals: Vec<SessionId> = Vec::new();
-        let mut candidates: Vec<Candidate> = Vec::new();
+        let mut proposals = PROPOSALS.take();
+        let mut candidates = CANDIDATES.take();
         let mut evicted = 0;
         // Why the host takes over from the policy, once it must.
         let mut host_decides: Option<FallbackReason> = None;
@@ -346,6 +348,8 @@ impl<U: Send + 'static> SessionTable<U> {
                 Err((error, upstream)) => reject(error, upstream),
             };
         };
+        lend_back(&PROPOSALS, proposals);
+        lend_back(&CANDIDATES, candidates);
         self.finish(fx);
         result
     }
@@ -742,6 +746,25 @@ impl<U: Send + 'static> SessionTable<U> {
 
     pub(crate) fn metrics_handle(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+}
+
+thread_local! {
+    /// Buffers `create` borrows for the policy's proposals and the sampled
+    /// candidates, so that an eviction allocates nothing. Taken, not
+    /// borrowed: a policy that calls back into the table from `victims`
+    /// finds them empty and uses fresh ones.
+    static PROPOSALS: Cell<Vec<SessionId>> = const { Cell::new(Vec::new()) };
+    static CANDIDATES: Cell<Vec<Candidate>> = const { Cell::new(Vec::new()) };
+}
+
+/// Largest buffer kept for reuse: one a rare big eviction grew is freed.
+const LENT_CAPACITY: usize = 1_024;
+
+fn lend_back<T: 'static>(key: &'static LocalKey<Cell<Vec<T>>>, mut buffer: Vec<T>) {
+    if buffer.capacity() <= LENT_CAPACITY {
+        buffer.clear();
+        key.set(buffer);
     }
 }
 

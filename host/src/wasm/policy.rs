@@ -346,11 +346,11 @@ impl EventBuffer {
     /// Queues victims chosen ahead (`ahead`) after those handed to the table
     /// now (`now`), minus any that an event recorded since the guest was
     /// called (still buffered) already named.
-    fn install_ready(&self, now: &[SessionId], ahead: &[SessionId]) {
+    fn install_ready(&self, now: &[SessionId], ahead: &[u64]) {
         let mut buffered = self.words.lock();
         let Buffered { words, ready } = &mut *buffered;
         ready.hand(now, true);
-        ready.install(ahead.iter().copied());
+        ready.install(ahead.iter().map(|&id| SessionId::from_bits(id)));
         for event in words.chunks_exact(WORDS_PER_EVENT) {
             ready.forget(SessionId::from_bits(event[1]));
         }
@@ -489,20 +489,24 @@ impl WasmPolicy {
         instance: &mut Instance,
         request: &VictimRequest<'_>,
     ) -> Result<Vec<u64>, Fault> {
-        if self.events.words() > EVENTS_PER_CALL * WORDS_PER_EVENT {
-            self.deliver(instance)?;
-        }
         let mut input = std::mem::take(&mut instance.spare_events);
         input.clear();
         let (key, size) = request
             .arriving
             .map_or((0, 0), |a| (a.key, u64::from(a.weight)));
         input.extend_from_slice(&[0, key, size]);
-        {
-            let mut buffered = self.events.words.lock();
-            input.extend_from_slice(&buffered.words);
-            buffered.words.clear();
+        // One lock round in the common case: a backlog too large to ride
+        // along (rare: a flush was missed) is delivered first, outside it.
+        let mut buffered = self.events.words.lock();
+        if buffered.words.len() > EVENTS_PER_CALL * WORDS_PER_EVENT {
+            drop(buffered);
+            instance.spare_events = Vec::new();
+            self.deliver(instance)?;
+            buffered = self.events.words.lock();
         }
+        input.extend_from_slice(&buffered.words);
+        buffered.words.clear();
+        drop(buffered);
         let events = (input.len() - VICTIMS_HEADER) / WORDS_PER_EVENT;
         input[0] = events as u64;
         for c in request.candidates {
@@ -635,15 +639,11 @@ impl EvictionPolicy for WasmPolicy {
                 self.metrics
                     .proposed_victims
                     .fetch_add(within as u64, Ordering::Relaxed);
-                let ids: Vec<SessionId> = ids
-                    .into_iter()
-                    .take(ask)
-                    .map(SessionId::from_bits)
-                    .collect();
-                let now = count.min(ids.len());
-                out.extend_from_slice(&ids[..now]);
+                let from = out.len();
+                out.extend(ids.iter().take(count).map(|&id| SessionId::from_bits(id)));
                 if stable {
-                    self.events.install_ready(&ids[..now], &ids[now..]);
+                    let ahead = ids.get(count..within).unwrap_or_default();
+                    self.events.install_ready(&out[from..], ahead);
                 }
                 Ok(())
             }
