@@ -36,8 +36,8 @@
 //! first, ordered by the host's last-access word.
 
 use shadowcat_policy_sdk::{
-    Choice, Config, NO_SLOT, Needs, Policy, RemovalCause, Session, SlotMap, Table, export_policy,
-    Traits, pick_lowest, slot,
+    Choice, Config, NO_SLOT, Needs, Policy, RemovalCause, Session, SlotMap, Table, Traits,
+    export_policy, pick_lowest, slot,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -234,7 +234,11 @@ impl Lfu {
         let Some(lowest) = self.buckets.get(self.lowest as usize) else {
             return;
         };
-        let limit = if lowest.count == 1 { count } else { count.min(1) };
+        let limit = if lowest.count == 1 {
+            count
+        } else {
+            count.min(1)
+        };
         let mut at = lowest.head;
         for _ in 0..limit {
             let Some((id, e)) = self.entries.at(at) else {

@@ -223,10 +223,10 @@ impl<S: Simulated> OnTable<S> {
                 }
             }
             State::Offered => {
-                if let Some(i) = self.offered.iter().position(|o| o.id == id) {
-                    if self.offered.remove(i).wait > 0 {
-                        self.waiting -= 1;
-                    }
+                if let Some(i) = self.offered.iter().position(|o| o.id == id)
+                    && self.offered.remove(i).wait > 0
+                {
+                    self.waiting -= 1;
                 }
             }
         }

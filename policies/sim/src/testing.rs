@@ -7,10 +7,14 @@ use shadowcat_policy_sdk::{
     Arriving, Candidate, Choice, Policy, RefusalReason, RemovalCause, Session, Traits,
 };
 
+// These files belong to the root workspace, whose `cargo fmt` (edition 2021)
+// formats them; this workspace's edition would order their imports otherwise.
 #[path = "../../../tests/reference/mod.rs"]
 #[allow(clippy::all)]
+#[rustfmt::skip]
 pub mod reference;
 #[path = "../../../tests/library/twin.rs"]
+#[rustfmt::skip]
 pub mod twin;
 
 pub use twin::Twin;
