@@ -132,6 +132,30 @@ mod session {
     struct ReentrantPolicy {
         table: OnceLock<Weak<SessionTable<()>>>,
         inner: Fifo,
+        /// Also creates one session from inside `victims`, the first time it
+        /// is asked: the eviction path must be re-entrant, buffers and all.
+        creates_once: bool,
+        created_inside: Mutex<Option<SessionId>>,
+    }
+
+    impl ReentrantPolicy {
+        fn new(creates_once: bool) -> Arc<Self> {
+            Arc::new(Self {
+                table: OnceLock::new(),
+                inner: Fifo::default(),
+                creates_once,
+                created_inside: Mutex::new(None),
+            })
+        }
+
+        /// The table under this policy, which it calls back into.
+        fn serve(self: &Arc<Self>, config: TableConfig) -> Arc<SessionTable<()>> {
+            let table = Arc::new(manual_table(config, self.clone()));
+            self.table
+                .set(Arc::downgrade(&table))
+                .unwrap_or_else(|_| panic!("set once"));
+            table
+        }
     }
 
     impl EvictionPolicy for ReentrantPolicy {
@@ -151,6 +175,12 @@ mod session {
             if let Some(table) = self.table.get().and_then(Weak::upgrade) {
                 let _ = table.stats();
                 let _ = table.snapshot().len();
+                if self.creates_once && self.created_inside.lock().is_none() {
+                    // Marked before the call: the inner create asks again.
+                    *self.created_inside.lock() = Some(SessionId::from_bits(0));
+                    let inner = table.create(NewSession::new(())).expect("inner create");
+                    *self.created_inside.lock() = Some(inner.id);
+                }
             }
             self.inner.victims(request, out)
         }
@@ -302,68 +332,17 @@ mod session {
     #[test]
     fn evict_lru_policy_calling_back_into_table_does_not_deadlock() {
         with_watchdog(Duration::from_secs(120), || {
-            let policy = Arc::new(ReentrantPolicy {
-                table: OnceLock::new(),
-                inner: Fifo::default(),
-            });
-            let table = Arc::new(manual_table(racing_config(), policy.clone()));
-            policy
-                .table
-                .set(Arc::downgrade(&table))
-                .unwrap_or_else(|_| panic!("set once"));
+            let table = ReentrantPolicy::new(false).serve(racing_config());
             race(Arc::clone(&table), 8, 2_000);
             assert!(table.metrics().evicted > 50);
         });
     }
 
-    /// Creates a session in its own table from inside `victims`, once: the
-    /// table's eviction path must be re-entrant, buffers and all.
-    struct CreatingPolicy {
-        table: OnceLock<Weak<SessionTable<()>>>,
-        inner: Fifo,
-        created_inside: Mutex<Option<SessionId>>,
-    }
-
-    impl EvictionPolicy for CreatingPolicy {
-        fn name(&self) -> &str {
-            "creating"
-        }
-
-        fn record(&self, event: PolicyEvent) -> FlushHint {
-            self.inner.record(event)
-        }
-
-        fn victims(
-            &self,
-            request: VictimRequest,
-            out: &mut Vec<SessionId>,
-        ) -> Result<(), Unavailable> {
-            let first = self.created_inside.lock().is_none();
-            if first {
-                if let Some(table) = self.table.get().and_then(Weak::upgrade) {
-                    // Marked before the call: the inner create asks again.
-                    *self.created_inside.lock() = Some(SessionId::from_bits(0));
-                    let inner = table.create(NewSession::new(())).expect("inner create");
-                    *self.created_inside.lock() = Some(inner.id);
-                }
-            }
-            self.inner.victims(request, out)
-        }
-    }
-
     #[test]
     fn evict_a_policy_may_create_sessions_from_inside_victims() {
         with_watchdog(Duration::from_secs(60), || {
-            let policy = Arc::new(CreatingPolicy {
-                table: OnceLock::new(),
-                inner: Fifo::default(),
-                created_inside: Mutex::new(None),
-            });
-            let table = Arc::new(manual_table(replay_config(3), policy.clone()));
-            policy
-                .table
-                .set(Arc::downgrade(&table))
-                .unwrap_or_else(|_| panic!("set once"));
+            let policy = ReentrantPolicy::new(true);
+            let table = policy.serve(replay_config(3));
             let ids: Vec<SessionId> = (0..3)
                 .map(|_| table.create(NewSession::new(())).expect("fill").id)
                 .collect();
