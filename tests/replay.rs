@@ -171,6 +171,39 @@ mod replay {
         assert_eq!(outcome.evictions, 1);
     }
 
+    /// The replay skips the touch of an object whose table slot a newer
+    /// session took; a session evicted while its slot stays free is found
+    /// out by its failing touch instead. Here one arrival evicts two objects,
+    /// one slot is taken at once and the other only after the returning
+    /// object was admitted elsewhere: the later taker must not make the
+    /// replay forget that object, which is still cached (its request is a
+    /// hit, no fourth eviction).
+    #[test]
+    fn replay_an_object_whose_old_slot_is_taken_later_is_still_a_hit() {
+        let (a, b, c, d) = (1, 2, 3, 4);
+        let requests = [(a, 4), (b, 4), (c, 10), (a, 4), (d, 4), (a, 4), (d, 4)];
+        let trace = Trace::new(
+            "slots",
+            requests
+                .iter()
+                .enumerate()
+                .map(|(time, &(id, size))| Request::new(time as u64, id, size))
+                .collect(),
+        );
+        let outcome = replay(
+            &trace,
+            Arc::new(HostLru),
+            10,
+            CapacityMode::Bytes,
+            &mut |_| {},
+        )
+        .expect("replay");
+        // a, b, c (evicting a and b), a (evicting c), d: five misses; then
+        // a and d are cached together (8 of 10 bytes) and hit.
+        assert_eq!(outcome.misses, 5);
+        assert_eq!(outcome.evictions, 3);
+    }
+
     /// Issue 10, item 4: byte mode asks the policy for as many victims as the
     /// bytes need, so a correct LRU guest reproduces the native LRU exactly,
     /// with no fallback and no warning about one.
