@@ -232,17 +232,23 @@ impl<S: Simulated> OnTable<S> {
         }
     }
 
-    /// The table evicted or refused `id`, which the policy still holds: if
-    /// it is the policy's next planned victim, this is the planned eviction
-    /// step, taken now; `id` is then detached and proposed, as a `victims`
-    /// call would have left it. Otherwise (the host's own choice) nothing.
-    fn take_planned_step(&mut self, id: u64) {
+    /// Whether `id`, which the table evicted or refused, is the policy's next
+    /// planned victim (so the policy's next eviction step is due now).
+    fn is_planned_next(&mut self, id: u64) -> bool {
         if !Self::PLANS || self.sessions.get(id).map(|e| e.state) != Some(State::Held) {
-            return;
+            return false;
         }
         self.next.clear();
         self.policy.plan(1, &mut self.next);
-        if self.next.first() != Some(&id) {
+        self.next.first() == Some(&id)
+    }
+
+    /// The table refused `id`, which the policy still holds: if it is the
+    /// policy's next planned victim, this is the planned eviction step, taken
+    /// now; `id` is then detached and proposed, as a `victims` call would have
+    /// left it. Otherwise (the host's own choice) nothing.
+    fn take_planned_step(&mut self, id: u64) {
+        if !self.is_planned_next(id) {
             return;
         }
         self.policy.evict(&[], &mut self.evicted);
@@ -258,6 +264,24 @@ impl<S: Simulated> OnTable<S> {
                 wait: 0,
             });
         }
+    }
+
+    /// The table evicted `id`. If it was the policy's next planned victim,
+    /// the planned step is taken now and `id` leaves with it, as if proposed
+    /// and then removed (without the round through the proposal lists, on
+    /// nearly every eviction of a planning policy); returns whether it was.
+    fn take_planned_eviction(&mut self, id: u64) -> bool {
+        if !self.is_planned_next(id) {
+            return false;
+        }
+        self.policy.evict(&[], &mut self.evicted);
+        let stepped = self.evicted.contains(&id);
+        if stepped {
+            self.sessions.remove(id);
+        }
+        // Anything else the step evicted waits to be proposed.
+        self.detach();
+        stepped
     }
 
     /// The table no longer holds `id`.
@@ -331,10 +355,9 @@ impl<S: Simulated> Policy for OnTable<S> {
     }
 
     fn on_remove(&mut self, id: u64, _time: u64, cause: RemovalCause) {
-        if cause == RemovalCause::Evicted {
-            self.take_planned_step(id);
+        if !(cause == RemovalCause::Evicted && self.take_planned_eviction(id)) {
+            self.gone(id);
         }
-        self.gone(id);
         if cause == RemovalCause::Evicted && self.waiting > 0 {
             for offer in self.offered.iter_mut().filter(|o| o.wait > 0) {
                 offer.wait -= 1;
