@@ -15,9 +15,11 @@
 //! State: two orders through the session slots, one by idle expiry (a request
 //! moves a session to its end) and one by age expiry (fixed at creation). The
 //! soonest to expire is the first of one or the other: whichever first entry
-//! expires sooner by its own binding bound. Event times from the host only
-//! grow, so a session is placed at an order's end in O(1); an out-of-order
-//! time walks back to its place, and the order is still exact.
+//! expires sooner by its own binding bound. An order that cannot decide is
+//! not kept: the age order without a max age, the idle order when a max age
+//! is the only bound. Event times from the host only grow, so a session is
+//! placed at an order's end in O(1); an out-of-order time walks back to its
+//! place, and the order is still exact.
 //!
 //! `stable-order`: with one bound or none, the victims after the first are
 //! that order's next sessions. An arrival goes to the end of both orders,
@@ -141,7 +143,20 @@ impl Ttl {
         self.entries.at(s).map(|(_, e)| e)
     }
 
+    /// Whether `order` can decide anything: without a max age every age
+    /// expiry is "never" and never comes first, and with a max age alone
+    /// every idle expiry is. An order that cannot decide is not kept.
+    fn keeps(&self, order: Order) -> bool {
+        match order {
+            Order::Idle => self.idle_timeout != 0 || self.max_age == 0,
+            Order::Age => self.max_age != 0,
+        }
+    }
+
     fn unlink(&mut self, order: Order, s: u32) {
+        if !self.keeps(order) {
+            return;
+        }
         let Some(&mut Links { prev, next }) = self.links(order, s) else {
             return;
         };
@@ -166,6 +181,9 @@ impl Ttl {
     /// Links slot `s` (stored, unlinked) into `order` at its place, found
     /// from the end: at once when times only grow.
     fn link(&mut self, order: Order, s: u32) {
+        if !self.keeps(order) {
+            return;
+        }
         let Some(key) = self.entry(s).map(|e| self.key(order, e)) else {
             return;
         };
