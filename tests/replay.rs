@@ -9,7 +9,7 @@ mod replay {
 
     use shadowcat::bench::{self, BenchPlan, CapacitySpec, Quiet};
     use shadowcat::eviction::{EvictionPolicy, Fifo, HostLru};
-    use shadowcat::replay::{replay, CapacityMode};
+    use shadowcat::replay::{replay, CapacityMode, ReplayOutcome};
     use shadowcat::session::FallbackReason;
     use shadowcat::trace::{Request, Trace};
     use shadowcat::wasm::{
@@ -91,12 +91,28 @@ mod replay {
     /// - Belady: 1 2 3 _ 4 _ _ 5 _ 3 = 6 (4 evicts 3, next used farthest)
     fn hand_trace() -> Trace {
         let ids = [1u64, 2, 3, 1, 4, 1, 2, 5, 2, 3];
-        let requests = ids
+        trace_of("hand", &ids.map(|id| (id, 1)))
+    }
+
+    /// One request per microsecond: `(object id, size)` in order.
+    fn trace_of(name: &str, requests: &[(u64, u32)]) -> Trace {
+        let requests = requests
             .iter()
             .enumerate()
-            .map(|(i, &id)| Request::new(i as u64, id, 1))
+            .map(|(time, &(id, size))| Request::new(time as u64, id, size))
             .collect();
-        Trace::new("hand", requests)
+        Trace::new(name, requests)
+    }
+
+    fn native_lru_in_bytes(trace: &Trace, capacity: u64) -> ReplayOutcome {
+        replay(
+            trace,
+            Arc::new(HostLru),
+            capacity,
+            CapacityMode::Bytes,
+            &mut |_| {},
+        )
+        .expect("replay")
     }
 
     #[test]
@@ -150,22 +166,8 @@ mod replay {
     fn replay_byte_mode_counts_sizes_and_refuses_oversized_objects() {
         // Sizes 4, 4, 6, 20 against 10 bytes: the third evicts one object, the
         // fourth can never fit and is a miss that is not admitted.
-        let requests = vec![
-            Request::new(0, 1, 4),
-            Request::new(1, 2, 4),
-            Request::new(2, 3, 6),
-            Request::new(3, 4, 20),
-            Request::new(4, 3, 6),
-        ];
-        let trace = Trace::new("sizes", requests);
-        let outcome = replay(
-            &trace,
-            Arc::new(HostLru),
-            10,
-            CapacityMode::Bytes,
-            &mut |_| {},
-        )
-        .expect("replay");
+        let trace = trace_of("sizes", &[(1, 4), (2, 4), (3, 6), (4, 20), (3, 6)]);
+        let outcome = native_lru_in_bytes(&trace, 10);
         assert_eq!(outcome.misses, 4);
         assert_eq!(outcome.too_large, 1);
         assert_eq!(outcome.evictions, 1);
@@ -182,22 +184,7 @@ mod replay {
     fn replay_an_object_whose_old_slot_is_taken_later_is_still_a_hit() {
         let (a, b, c, d) = (1, 2, 3, 4);
         let requests = [(a, 4), (b, 4), (c, 10), (a, 4), (d, 4), (a, 4), (d, 4)];
-        let trace = Trace::new(
-            "slots",
-            requests
-                .iter()
-                .enumerate()
-                .map(|(time, &(id, size))| Request::new(time as u64, id, size))
-                .collect(),
-        );
-        let outcome = replay(
-            &trace,
-            Arc::new(HostLru),
-            10,
-            CapacityMode::Bytes,
-            &mut |_| {},
-        )
-        .expect("replay");
+        let outcome = native_lru_in_bytes(&trace_of("slots", &requests), 10);
         // a, b, c (evicting a and b), a (evicting c), d: five misses; then
         // a and d are cached together (8 of 10 bytes) and hit.
         assert_eq!(outcome.misses, 5);
