@@ -378,6 +378,40 @@ mod library {
         }
     }
 
+    /// lfu.wasm ends its answers in ARRIVALS when the arrivals come next (no
+    /// session at count 1 is left out): the host evicts each arrival in turn
+    /// with no call until one is requested again. Through a table with pins,
+    /// expiry and closes, every decision is the one made without
+    /// prefetching, for a fraction of the calls.
+    #[test]
+    fn library_lfu_arrivals_decide_as_without_prefetching() {
+        for (seed, expiry) in [(21, true), (22, false), (23, false)] {
+            let runs = [1, 32].map(|prefetch| {
+                let config = churn_config(expiry);
+                let table = PolicyTable::of_config(&config);
+                let policy = load_with(engine(prefetch), "lfu", table, &[]);
+                let (table, pinned, fingerprints) = churn_with(policy.clone(), config, seed);
+                assert_table_sound(&table, &pinned);
+                (fingerprints, table.metrics(), policy.metrics())
+            });
+            let (without, with) = (&runs[0], &runs[1]);
+            assert!(without.1.evicted > 500, "seed {seed}: {:?}", without.1);
+            assert_eq!(with.1.evicted, without.1.evicted, "seed {seed}");
+            assert_eq!(with.2.faults() + with.2.guest_errors, 0, "{:?}", with.2);
+            let first_difference = without.0.iter().zip(&with.0).position(|(a, b)| a != b);
+            assert_eq!(
+                first_difference, None,
+                "seed {seed}: prefetching changed a decision at this step"
+            );
+            assert!(
+                with.2.calls * 2 < without.2.calls,
+                "seed {seed}: {} calls prefetching against {}",
+                with.2.calls,
+                without.2.calls
+            );
+        }
+    }
+
     /// Redis's decay runs on the policy's clock, which `maintain` moves on
     /// with the table's: after a tick 20 minutes on, with no request in
     /// between, a hot session is as cold as one never used.

@@ -322,6 +322,126 @@ mod policy {
         assert_eq!(policy.metrics().faults(), 0);
     }
 
+    /// An answer ending in ARRIVALS makes the sessions inserted after it the
+    /// next victims, in the order they arrive, with no call: lfu.wasm says so
+    /// when no session at count 1 is left out of its answer. An arrival that
+    /// is accessed leaves the queue (it is at count 2 now), and the arrivals
+    /// after it still follow.
+    #[test]
+    fn policy_arrivals_after_an_answer_ending_in_arrivals_are_victims_without_a_call() {
+        let policy = load(&policy_file("lfu"), 64, &[]);
+        let id = |slot: u64| SessionId::from_bits(slot | (7 << 32));
+        let insert = |session: SessionId, time: u64| {
+            policy.record(PolicyEvent::Inserted {
+                id: session,
+                time,
+                weight: 1,
+                key: 0,
+                tenant: 0,
+            });
+        };
+        let access = |session: SessionId, time: u64| {
+            policy.record(PolicyEvent::Accessed {
+                id: session,
+                time,
+                weight: 1,
+            });
+        };
+        let evicted = |session: SessionId, time: u64| {
+            policy.record(PolicyEvent::Removed {
+                id: session,
+                time,
+                cause: RemovalCause::Evicted,
+            });
+        };
+        let ready = || {
+            let mut out = Vec::new();
+            policy.ready_victims(1, &mut out);
+            out
+        };
+        let (a, b, c, d, e) = (id(1), id(2), id(3), id(4), id(5));
+        for (time, session) in [a, b].into_iter().enumerate() {
+            insert(session, time as u64);
+            access(session, time as u64);
+        }
+        let mut first = Vec::new();
+        policy
+            .victims(VictimRequest::count(1), &mut first)
+            .expect("answers");
+        assert_eq!(
+            first,
+            [a],
+            "the lowest count first; the marker is not a victim"
+        );
+        let calls = policy.metrics().calls;
+        evicted(a, 3);
+        insert(c, 3);
+        assert_eq!(ready(), [c], "the arrival, count 1, is next");
+        evicted(c, 4);
+        insert(d, 4);
+        access(d, 5);
+        assert_eq!(
+            ready(),
+            [],
+            "d is at count 2 now, like b: the policy decides"
+        );
+        insert(e, 6);
+        assert_eq!(ready(), [e], "the next arrival still follows");
+        assert_eq!(policy.metrics().calls, calls, "no call since the answer");
+        // Asked again (e was not evicted): the count-1 sessions, then the
+        // arrivals.
+        insert(id(6), 7);
+        let mut next = Vec::new();
+        policy
+            .victims(VictimRequest::count(1), &mut next)
+            .expect("answers");
+        assert_eq!(next, [e]);
+        evicted(e, 8);
+        insert(id(7), 8);
+        assert_eq!(ready(), [id(6)], "the other count-1 session");
+        evicted(id(6), 9);
+        insert(id(8), 9);
+        assert_eq!(ready(), [id(7)], "then the arrivals, oldest first");
+        assert_eq!(policy.metrics().faults(), 0);
+    }
+
+    /// At a small capacity under a skewed load nearly every resident has been
+    /// requested twice, so nearly every victim is the latest arrival (count
+    /// 1): lfu.wasm says so with ARRIVALS, and the host evicts the arrivals
+    /// without a call each. The same misses as asking every time.
+    #[test]
+    fn policy_lfu_evicts_arrivals_without_a_call_each() {
+        let trace = shadowcat::trace::generate(&Default::default());
+        let capacity = trace.distinct_ids() as u64 / 100;
+        let outcomes = [1, 32].map(|prefetch| {
+            let engine = engine_with(PolicyLimits {
+                call_timeout: Duration::from_secs(5),
+                prefetch,
+                ..PolicyLimits::default()
+            });
+            let policy =
+                WasmPolicy::load(engine, &policy_file("lfu"), capacity, Vec::new()).expect("loads");
+            let outcome = shadowcat::replay::replay(
+                &trace,
+                policy.clone(),
+                capacity,
+                shadowcat::replay::CapacityMode::Objects,
+                &mut |_| {},
+            )
+            .expect("replay");
+            assert_eq!(outcome.fallback_victims, 0);
+            (outcome, policy.metrics().calls)
+        });
+        let [(asking, _), (prefetched, calls)] = &outcomes;
+        assert_eq!(prefetched.misses, asking.misses);
+        assert!(asking.evictions > 100_000, "{asking:?}");
+        assert!(
+            calls * 20 < prefetched.evictions,
+            "{calls} calls for {} evictions",
+            prefetched.evictions
+        );
+    }
+
     /// A backlog larger than one call takes (a flush was missed) goes to the
     /// guest through `observe` in bounded chunks before the decision, and the
     /// decision sees every event of it.

@@ -431,7 +431,12 @@ impl<U> Core<U> {
                 SessionId::new(slot, s.generation)
             }
             None => {
-                let Ok(slot) = u32::try_from(self.slots.len()) else {
+                // Slot u32::MAX is never handed out: policies read it as "no
+                // slot", and the id of all ones as `wasm::ARRIVALS`.
+                let Some(slot) = u32::try_from(self.slots.len())
+                    .ok()
+                    .filter(|&slot| slot != u32::MAX)
+                else {
                     return Err((TableError::SlotsExhausted, entry.upstream));
                 };
                 self.slots.push(Slot {

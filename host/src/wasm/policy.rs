@@ -53,7 +53,15 @@ const TIMED_ONE_IN: u64 = 8;
 /// no event names them). A call costs about as much as a few dozen evictions
 /// from the queue, so this amortises it well while keeping the queue short.
 pub const PREFETCH: usize = 32;
+/// Ends a `stable-order` answer to say that the sessions inserted after it
+/// follow the listed victims, oldest first (see `victims` in
+/// `wit/0.2.0/policy.wit`). It names no session: a host that does not know it
+/// refuses it as not live and fills from its own order.
+pub const ARRIVALS: u64 = u64::MAX;
 pub(super) const WORDS_PER_EVENT: usize = 4;
+/// Event kinds in the low byte of an event's first word.
+const KIND_INSERTED: u64 = 0;
+const KIND_REFUSED: u64 = 3;
 const NEED_INSERTED: u8 = 1;
 const NEED_ACCESSED: u8 = 2;
 const NEED_REMOVED: u8 = 4;
@@ -104,6 +112,9 @@ struct Ready {
     /// Set for queued and handed victims: most events name neither, and
     /// this tells so without a scan.
     mask: SlotBits,
+    /// The answer ended in [`ARRIVALS`]: sessions inserted since join the
+    /// queue at its back, in the order they arrive.
+    follows_arrivals: bool,
 }
 
 /// One bit per slot modulo 1,024. Wide enough that a full prefetch queue
@@ -134,7 +145,8 @@ impl SlotBits {
 }
 
 impl Ready {
-    fn install(&mut self, victims: impl IntoIterator<Item = SessionId>) {
+    fn install(&mut self, victims: impl IntoIterator<Item = SessionId>, follows_arrivals: bool) {
+        self.follows_arrivals = follows_arrivals;
         self.victims.clear();
         self.mask.clear();
         for id in victims {
@@ -161,7 +173,7 @@ impl Ready {
     fn give_back(&mut self, unused: &[SessionId]) {
         if self.handed_fresh {
             if unused.iter().any(|id| self.handed.contains(id)) {
-                self.victims.clear();
+                self.drop_queue();
             }
             self.handed.clear();
             return;
@@ -187,12 +199,33 @@ impl Ready {
         }
     }
 
+    /// What an event the policy is told of does to the choices made ahead:
+    /// an arrival may join them, a named one is forgotten, and a refusal ends
+    /// the promise (a policy told of refusals may answer differently once it
+    /// knows: it holds a pinned session back for a while).
+    fn observe(&mut self, kind: u64, id: SessionId) {
+        if kind == KIND_REFUSED {
+            self.forget(id);
+            self.drop_queue();
+        } else if kind == KIND_INSERTED && self.follows_arrivals {
+            self.mask.set(id);
+            self.victims.push_back(id);
+        } else if !self.is_empty() {
+            self.forget(id);
+        }
+    }
+
+    fn drop_queue(&mut self) {
+        self.victims.clear();
+        self.follows_arrivals = false;
+    }
+
     fn is_empty(&self) -> bool {
         self.victims.is_empty() && self.handed.is_empty()
     }
 
     fn clear(&mut self) {
-        self.victims.clear();
+        self.drop_queue();
         self.handed.clear();
         self.mask.clear();
     }
@@ -285,24 +318,21 @@ impl EventBuffer {
             return FlushHint::Idle;
         }
         let mut buffered = self.words.lock();
+        let Buffered {
+            words,
+            ready: queue,
+        } = &mut *buffered;
         if !dropping {
             for event in events.iter().filter(|e| wanted(e)) {
-                if !buffered.ready.is_empty() {
-                    buffered.ready.forget(event_id(*event));
-                    if let PolicyEvent::Refused { .. } = event {
-                        // A policy told of refusals may answer differently
-                        // once it knows (it holds a pinned session back for a
-                        // while): what it chose ahead is asked again.
-                        buffered.ready.victims.clear();
-                    }
-                }
-                pack(*event, &mut buffered.words);
+                pack(*event, words);
+                let kind = words[words.len() - WORDS_PER_EVENT] & 0xff;
+                queue.observe(kind, event_id(*event));
             }
         }
         if let Some((count, out)) = ready {
-            Self::take_ready_locked(&mut buffered.ready, count, out);
+            Self::take_ready_locked(queue, count, out);
         }
-        if buffered.words.len() >= self.batch_words.load(Ordering::Relaxed) {
+        if words.len() >= self.batch_words.load(Ordering::Relaxed) {
             FlushHint::FlushSoon
         } else {
             FlushHint::Idle
@@ -346,13 +376,17 @@ impl EventBuffer {
     /// Queues victims chosen ahead (`ahead`) after those handed to the table
     /// now (`now`), minus any that an event recorded since the guest was
     /// called (still buffered) already named.
-    fn install_ready(&self, now: &[SessionId], ahead: &[u64]) {
+    fn install_ready(&self, now: &[SessionId], ahead: &[u64], follows_arrivals: bool) {
         let mut buffered = self.words.lock();
         let Buffered { words, ready } = &mut *buffered;
         ready.hand(now, true);
-        ready.install(ahead.iter().map(|&id| SessionId::from_bits(id)));
+        ready.install(
+            ahead.iter().map(|&id| SessionId::from_bits(id)),
+            follows_arrivals,
+        );
+        // Recorded while the policy chose: it has not seen them.
         for event in words.chunks_exact(WORDS_PER_EVENT) {
-            ready.forget(SessionId::from_bits(event[1]));
+            ready.observe(event[0] & 0xff, SessionId::from_bits(event[1]));
         }
     }
 
@@ -630,20 +664,34 @@ impl EvictionPolicy for WasmPolicy {
         });
         match chosen {
             Ok(ids) => {
-                let within = ids.len().min(ask);
                 if ids.len() > ask {
                     self.metrics
                         .excess_victims
                         .fetch_add((ids.len() - ask) as u64, Ordering::Relaxed);
                 }
+                let mut answer = &ids[..ids.len().min(ask)];
+                // Arrivals are learned from `inserted` events: a policy that
+                // is not sent them cannot have them follow.
+                let follows_arrivals = stable
+                    && answer.last() == Some(&ARRIVALS)
+                    && self.events.needs.load(Ordering::Relaxed) & NEED_INSERTED != 0;
+                if follows_arrivals {
+                    answer = &answer[..answer.len() - 1];
+                }
                 self.metrics
                     .proposed_victims
-                    .fetch_add(within as u64, Ordering::Relaxed);
+                    .fetch_add(answer.len() as u64, Ordering::Relaxed);
                 let from = out.len();
-                out.extend(ids.iter().take(count).map(|&id| SessionId::from_bits(id)));
+                out.extend(
+                    answer
+                        .iter()
+                        .take(count)
+                        .map(|&id| SessionId::from_bits(id)),
+                );
                 if stable {
-                    let ahead = ids.get(count..within).unwrap_or_default();
-                    self.events.install_ready(&out[from..], ahead);
+                    let ahead = answer.get(count..).unwrap_or_default();
+                    self.events
+                        .install_ready(&out[from..], ahead, follows_arrivals);
                 }
                 Ok(())
             }

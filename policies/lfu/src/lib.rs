@@ -28,16 +28,20 @@
 //! already at count 1 but ahead of any with a higher count. The answer
 //! therefore lists further victims only from the count-1 bucket, whose order
 //! no arrival or access of another session changes; when the lowest count is
-//! higher it is the first victim alone (good for the eviction at hand), and
-//! the host asks again when it needs more.
+//! higher it is the first victim alone (good for the eviction at hand). Once
+//! the count-1 sessions are listed whole (or there are none), the arrivals
+//! come next, in the order they arrive, until one is accessed: the answer
+//! ends in `ARRIVALS`, and the host evicts each in turn without asking. In a
+//! table where most sessions have been hit at least once, as in a small cache
+//! under a skewed load, nearly every eviction is such an arrival.
 //!
 //! Victims with candidates: known candidates ranked by (count, last touch);
 //! candidates the policy has no record of are treated as count 0, so they come
 //! first, ordered by the host's last-access word.
 
 use shadowcat_policy_sdk::{
-    Choice, Config, NO_SLOT, Needs, Policy, RemovalCause, Session, SlotMap, Table, Traits,
-    export_policy, pick_lowest, slot,
+    ARRIVALS, Choice, Config, NO_SLOT, Needs, Policy, RemovalCause, Session, SlotMap, Table,
+    Traits, export_policy, pick_lowest, slot,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -230,6 +234,9 @@ impl Lfu {
     /// The next victims, at most `count`: the count-1 bucket's sessions, least
     /// recently touched first, or when no session is at count 1 the first
     /// victim alone (an arrival at count 1 would go ahead of the second).
+    /// Either way, once every count-1 session is listed an arrival comes
+    /// next, behind them and ahead of every higher count: the answer ends in
+    /// [`ARRIVALS`] when there is room for it.
     fn stable_victims(&self, count: usize, out: &mut Vec<u64>) {
         let Some(lowest) = self.buckets.get(self.lowest as usize) else {
             return;
@@ -242,10 +249,14 @@ impl Lfu {
         let mut at = lowest.head;
         for _ in 0..limit {
             let Some((id, e)) = self.entries.at(at) else {
-                return;
+                break;
             };
             out.push(id);
             at = e.next;
+        }
+        // Room left means the count-1 bucket was listed whole (or is empty).
+        if out.len() < count {
+            out.push(ARRIVALS);
         }
     }
 

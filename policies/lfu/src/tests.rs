@@ -1,5 +1,7 @@
 use shadowcat_policy_sdk::testing::{Reference, Rng, Workload, compare};
-use shadowcat_policy_sdk::{Choice, Config, Policy, RemovalCause, Session, Table, Traits, slot};
+use shadowcat_policy_sdk::{
+    ARRIVALS, Choice, Config, Policy, RemovalCause, Session, Table, Traits, slot,
+};
 
 use crate::Lfu;
 
@@ -51,17 +53,24 @@ impl Reference for Model {
         if choice.candidates.is_empty() {
             // libCacheSim's first victim; the ones after it only while at
             // count 1, the promise `stable-order` can keep.
+            // And the arrivals after them once no count-1 session is left
+            // out, room permitting.
             let ranked = self.ranked();
             let limit = match ranked.first() {
                 Some(((1, _), _)) => count,
                 _ => count.min(1),
             };
-            return ranked
-                .into_iter()
+            let mut answer: Vec<u64> = ranked
+                .iter()
                 .take(limit)
                 .take_while(|((hits, _), _)| *hits == 1 || limit == 1)
                 .map(|r| r.1)
                 .collect();
+            let ones = ranked.iter().filter(|((hits, _), _)| *hits == 1).count();
+            if !ranked.is_empty() && answer.len() >= ones && answer.len() < count {
+                answer.push(ARRIVALS);
+            }
+            return answer;
         }
         let mut ranked = Vec::new();
         for c in choice.candidates {
@@ -103,6 +112,9 @@ fn lfu_matches_the_reference_including_ties() {
         let report = compare(&mut lfu(), &mut Model::default(), &workload);
         assert!(report.policy_evictions > 1000, "{report:?}");
         assert!(report.refusals > 10, "{report:?}");
+        // Its promises, arrivals included, were checked along the way.
+        assert!(report.stable_checks > 100, "{report:?}");
+        assert!(report.arrivals_followed > 100, "{report:?}");
     }
 }
 
@@ -171,27 +183,45 @@ fn lfu_buckets_keep_the_exact_order_under_any_event_sequence() {
 
 /// An arrival starts at count 1 behind the sessions already there, so a
 /// list of count-1 victims keeps its order; ahead of a higher count it would
-/// go first, so a lowest count above 1 gives the first victim alone.
+/// go first, so a lowest count above 1 gives the first victim alone. Once no
+/// count-1 session is left out, the arrivals come next: the answer ends in
+/// ARRIVALS when there is room.
 #[test]
 fn lfu_lists_further_victims_only_where_no_arrival_can_go_ahead() {
     assert!(Lfu::TRAITS.contains(Traits::STABLE_ORDER));
     let mut lfu = lfu();
+    let ask = |lfu: &mut Lfu, count: usize| {
+        let mut out = Vec::new();
+        lfu.victims(count, &Choice::default(), &mut out);
+        out
+    };
+    assert_eq!(ask(&mut lfu, 8), Vec::<u64>::new(), "empty: nothing to say");
     for id in 1..=4 {
         lfu.on_insert(&session(id));
     }
     lfu.on_access(&session(2));
-    let ask = |lfu: &mut Lfu| {
-        let mut out = Vec::new();
-        lfu.victims(8, &Choice::default(), &mut out);
-        out
-    };
-    assert_eq!(ask(&mut lfu), vec![1, 3, 4], "count-1 sessions only, not 2");
+    assert_eq!(
+        ask(&mut lfu, 8),
+        vec![1, 3, 4, ARRIVALS],
+        "count-1 sessions only, not 2, then the arrivals"
+    );
+    assert_eq!(ask(&mut lfu, 3), vec![1, 3, 4], "no room left for them");
+    assert_eq!(ask(&mut lfu, 2), vec![1, 3], "a count-1 session left out");
     lfu.on_insert(&session(5));
-    assert_eq!(ask(&mut lfu), vec![1, 3, 4, 5], "the arrival goes behind");
+    assert_eq!(
+        ask(&mut lfu, 8),
+        vec![1, 3, 4, 5, ARRIVALS],
+        "the arrival goes behind"
+    );
     for id in [1, 3, 4, 5] {
         lfu.on_access(&session(id));
     }
-    assert_eq!(ask(&mut lfu), vec![2], "all at count 2: the first alone");
+    assert_eq!(
+        ask(&mut lfu, 8),
+        vec![2, ARRIVALS],
+        "all at count 2: the first, then the arrivals"
+    );
+    assert_eq!(ask(&mut lfu, 1), vec![2], "no room for them");
     lfu.on_insert(&session(6));
-    assert_eq!(ask(&mut lfu), vec![6], "which an arrival displaces");
+    assert_eq!(ask(&mut lfu, 8), vec![6, ARRIVALS], "an arrival goes first");
 }

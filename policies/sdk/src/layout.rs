@@ -17,6 +17,11 @@ pub const CANDIDATE_WORDS: usize = 4;
 pub const USAGE_WORDS: usize = 6;
 /// Stride of one quota adjustment returned by `adjust-quotas`: id, rate, burst.
 pub const ADJUSTMENT_WORDS: usize = 3;
+/// Last id of a `stable-order` answer: the sessions inserted after this answer
+/// follow the victims listed, oldest first, under the same promise (see
+/// [`crate::Policy::victims`]). It names no session (no slot is `u32::MAX`):
+/// a host that does not know it refuses it as not live.
+pub const ARRIVALS: u64 = u64::MAX;
 
 /// A tenant label (bits 16..32 of an event's head word); 0 is the default tenant.
 pub type Tenant = u16;

@@ -169,9 +169,19 @@ pub trait Policy: Sized + 'static {
     /// on the events seen (not on `choice`); and a list of k victims stays the
     /// policy's choice, in that order, until an event names one of them (so a
     /// later call, after events naming none of them, starts with the same ids).
-    /// LRU and FIFO keep this; LFU does not (a new session at count 1 goes
-    /// ahead of older victims with higher counts), nor does anything that
-    /// mutates here.
+    /// LRU and FIFO keep this. A policy whose order an arrival could enter
+    /// before the second victim answers fewer (LFU with nobody at count 1: the
+    /// first alone), and the host asks again when it needs more.
+    ///
+    /// Ending the answer with [`ARRIVALS`] (counted in `count`) extends the
+    /// promise to the sessions inserted after it: they follow the listed
+    /// victims in the order they arrive, each until an event other than its
+    /// insert names it. A policy whose order puts every new session behind
+    /// the victims listed after the first and ahead of every other session it
+    /// holds says so (LFU: with
+    /// the whole count-1 group listed, or none at count 1, arrivals come
+    /// next), and the host evicts them in turn without asking; the `removed`
+    /// events say which. It needs [`Needs::INSERTED`].
     fn victims(&mut self, count: usize, choice: &Choice<'_>, out: &mut Vec<u64>);
 
     /// Push quota proposals onto `out`; sessions not mentioned keep their quota.

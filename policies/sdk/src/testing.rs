@@ -12,8 +12,8 @@
 use std::collections::HashMap;
 
 use crate::{
-    Arriving, Candidate, Choice, Event, Policy, RefusalReason, RemovalCause, Session, Traits,
-    deliver, slot,
+    ARRIVALS, Arriving, Candidate, Choice, Event, Policy, RefusalReason, RemovalCause, Session,
+    Traits, deliver, slot,
 };
 
 /// SplitMix64: small, fast, and the same sequence on every platform.
@@ -145,6 +145,8 @@ pub struct Report {
     pub policy_evictions: usize,
     pub refusals: usize,
     pub stable_checks: usize,
+    /// Stable-order answers that ended in [`ARRIVALS`].
+    pub arrivals_followed: usize,
 }
 
 struct Run<'a, P, R> {
@@ -157,11 +159,18 @@ struct Run<'a, P, R> {
     step: usize,
     /// Per id ever inserted: stable key, last access, requests.
     known: HashMap<u64, (u64, u64, u64)>,
-    /// The last answer of a stable-order policy and whether an event named one
-    /// of its ids since.
+    /// The last answer of a stable-order policy, without [`ARRIVALS`], and the
+    /// sessions inserted since if it ended in it; `None` once an event named
+    /// one of them.
     stable: Option<Vec<u64>>,
+    /// The last answer ended in [`ARRIVALS`].
+    follows_arrivals: bool,
     report: Report,
 }
+
+/// Stands for a stable-order answer's first victim once it has left: no
+/// session has this id.
+const GONE: u64 = ARRIVALS;
 
 /// Plays `workload` against `policy` and `reference`; panics, naming the step,
 /// at the first `victims` answer where they differ, and for a policy declaring
@@ -181,6 +190,7 @@ pub fn compare<P: Policy, R: Reference>(
         step: 0,
         known: HashMap::new(),
         stable: None,
+        follows_arrivals: false,
         report: Report::default(),
     };
     for step in 0..workload.steps {
@@ -236,10 +246,19 @@ impl<P: Policy, R: Reference> Run<'_, P, R> {
         if !needed {
             return;
         }
-        if let Some(stable) = &self.stable
-            && stable.contains(&event.id())
-        {
-            self.stable = None;
+        if let Some(stable) = &mut self.stable {
+            match event {
+                Event::Inserted(s) if self.follows_arrivals => stable.push(s.id),
+                // The host evicting the first victim is what the promise
+                // about the arrivals is for: they are checked past it.
+                Event::Removed {
+                    id,
+                    cause: RemovalCause::Evicted,
+                    ..
+                } if self.follows_arrivals && stable.first() == Some(&id) => stable[0] = GONE,
+                _ if stable.contains(&event.id()) => self.stable = None,
+                _ => {}
+            }
         }
         deliver(self.policy, &event);
         match event {
@@ -352,11 +371,16 @@ impl<P: Policy, R: Reference> Run<'_, P, R> {
         );
         self.report.victims_calls += 1;
         if P::TRAITS.contains(Traits::STABLE_ORDER) && !workload.sampled {
+            let listed = match answer.split_last() {
+                Some((&ARRIVALS, listed)) => listed,
+                _ => &answer[..],
+            };
             if let Some(previous) = &self.stable {
                 // The promise covers the victims after the first: those a
-                // host keeps queued once it evicted the first.
+                // host keeps queued once it evicted the first, and the
+                // arrivals since if they follow.
                 let promised = previous.get(1..).unwrap_or_default();
-                let rest: Vec<u64> = answer
+                let rest: Vec<u64> = listed
                     .iter()
                     .copied()
                     .filter(|&id| Some(&id) != previous.first())
@@ -375,7 +399,14 @@ impl<P: Policy, R: Reference> Run<'_, P, R> {
                 );
                 self.report.stable_checks += 1;
             }
-            self.stable = Some(answer.clone());
+            assert!(
+                !listed.contains(&ARRIVALS),
+                "step {}: ARRIVALS only ends an answer",
+                self.step
+            );
+            self.follows_arrivals = listed.len() < answer.len();
+            self.report.arrivals_followed += usize::from(self.follows_arrivals);
+            self.stable = Some(listed.to_vec());
         }
         answer
     }
@@ -383,6 +414,10 @@ impl<P: Policy, R: Reference> Run<'_, P, R> {
     /// The host's side of a proposal: refuse what is pinned, not live or
     /// repeated, evict the first acceptable one, or choose itself.
     fn evict(&mut self, answer: &[u64]) {
+        let answer = match answer.split_last() {
+            Some((&ARRIVALS, listed)) if P::TRAITS.contains(Traits::STABLE_ORDER) => listed,
+            _ => answer,
+        };
         let mut seen = Vec::new();
         for &id in answer {
             let reason = if seen.contains(&id) || !self.ids.is_live(id) {
