@@ -18,8 +18,8 @@ mod session {
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
     use shadowcat::eviction::{
-        EvictionPolicy, Fifo, FlushHint, HostLru, PolicyEvent, Refusal, RemovalCause, Unavailable,
-        VictimRequest,
+        packed, EvictionPolicy, Fifo, FlushHint, HostLru, PackedEvent, PolicyEvent, Refusal,
+        RemovalCause, Unavailable, VictimRequest,
     };
     use shadowcat::session::{
         CleanupTask, Clock, NewSession, RemoveOutcome, RemovedSession, SessionId, SessionState,
@@ -1573,16 +1573,21 @@ mod session {
             ));
             FlushHint::Idle
         }
-        fn record_batch(&self, events: &[PolicyEvent]) -> FlushHint {
+        fn record_batch(&self, events: &[PackedEvent]) -> FlushHint {
             self.batches.lock().push(events.len());
             for &event in events {
-                self.apply(event);
+                match packed::unpack(event) {
+                    Some(event) => self.apply(event),
+                    None => self.violations.lock().push(format!(
+                        "the table packed {event:?}, which unpacks to nothing"
+                    )),
+                }
             }
             FlushHint::Idle
         }
         fn record_then_ready(
             &self,
-            events: &[PolicyEvent],
+            events: &[PackedEvent],
             _count: usize,
             _out: &mut Vec<SessionId>,
         ) -> FlushHint {

@@ -14,8 +14,10 @@
 //!   (a WebAssembly call) and must never call back into the table.
 
 mod native;
+pub mod packed;
 
 pub use native::{Fifo, HostLru};
+pub use packed::PackedEvent;
 
 use crate::session::{Micros, SessionId};
 
@@ -226,11 +228,13 @@ pub trait EvictionPolicy: Send + Sync + 'static {
         false
     }
 
-    /// Several events, oldest first, under the table lock: leaf locks only.
-    fn record_batch(&self, events: &[PolicyEvent]) -> FlushHint {
+    /// Several events, oldest first, packed ([`packed`]), under the table
+    /// lock: leaf locks only.
+    fn record_batch(&self, events: &[PackedEvent]) -> FlushHint {
         events
             .iter()
-            .fold(FlushHint::Idle, |hint, &event| match self.record(event) {
+            .filter_map(|&event| packed::unpack(event))
+            .fold(FlushHint::Idle, |hint, event| match self.record(event) {
                 FlushHint::FlushSoon => FlushHint::FlushSoon,
                 FlushHint::Idle => hint,
             })
@@ -240,7 +244,7 @@ pub trait EvictionPolicy: Send + Sync + 'static {
     /// that a policy can do both under one lock of its own.
     fn record_then_ready(
         &self,
-        events: &[PolicyEvent],
+        events: &[PackedEvent],
         count: usize,
         out: &mut Vec<SessionId>,
     ) -> FlushHint {

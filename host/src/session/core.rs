@@ -29,8 +29,8 @@ use super::signal::CloseSignal;
 use super::{RemovedSession, SessionInfo, SessionState};
 use crate::config::{RateLimit, TableConfig};
 use crate::eviction::{
-    Candidate, EvictionPolicy, FlushHint, LiveSession, PolicyEvent, QuotaUsage, Refusal,
-    RemovalCause, HELD_EVENTS,
+    packed, Candidate, EvictionPolicy, FlushHint, LiveSession, PackedEvent, PolicyEvent,
+    QuotaUsage, Refusal, RemovalCause, HELD_EVENTS,
 };
 
 /// Seeds the candidate sampler: fixed, so a replay samples the same
@@ -130,13 +130,13 @@ impl<'p, U> Effects<'p, U> {
         self.flush |= self.policy.record(event) == FlushHint::FlushSoon;
     }
 
-    fn events(&mut self, events: &[PolicyEvent]) {
+    fn events(&mut self, events: &[PackedEvent]) {
         self.flush |= self.policy.record_batch(events) == FlushHint::FlushSoon;
     }
 
     fn events_then_ready(
         &mut self,
-        events: &[PolicyEvent],
+        events: &[PackedEvent],
         count: usize,
         out: &mut Vec<SessionId>,
     ) {
@@ -236,7 +236,7 @@ pub(crate) struct Core<U> {
     holds_events: bool,
     /// Events not yet handed to the policy, oldest first (see
     /// [`EvictionPolicy::takes_batches`]).
-    held: Vec<PolicyEvent>,
+    held: Vec<PackedEvent>,
 }
 
 impl<U> Core<U> {
@@ -281,7 +281,7 @@ impl<U> Core<U> {
             fx.event(event);
             return;
         }
-        self.held.push(event);
+        self.held.push(packed::pack(event));
         if self.held.len() >= HELD_EVENTS {
             self.hand_over(fx);
         }

@@ -30,8 +30,8 @@ use std::time::Instant;
 use super::engine::LoadedComponent;
 use super::health::{FaultHistory, Verdict};
 use super::instance::{CallError, Fault, Instance, PolicyInfo};
-use super::policy::{pack, WasmPolicy, EVENTS_PER_CALL, WORDS_PER_EVENT};
-use crate::eviction::{PolicyEvent, Unavailable};
+use super::policy::{WasmPolicy, EVENTS_PER_CALL, WORDS_PER_EVENT};
+use crate::eviction::{packed, PolicyEvent, Unavailable};
 
 pub(super) enum Slot {
     Ready(Box<Instance>),
@@ -241,16 +241,13 @@ impl WasmPolicy {
         for chunk in live.chunks(EVENTS_PER_CALL) {
             words.clear();
             for session in chunk {
-                pack(
-                    PolicyEvent::Inserted {
-                        id: session.id,
-                        time: session.last_access,
-                        weight: session.weight,
-                        key: session.key,
-                        tenant: session.tenant,
-                    },
-                    &mut words,
-                );
+                words.extend_from_slice(&packed::pack(PolicyEvent::Inserted {
+                    id: session.id,
+                    time: session.last_access,
+                    weight: session.weight,
+                    key: session.key,
+                    tenant: session.tenant,
+                }));
             }
             match self.timed(|| instance.observe(&words)) {
                 Ok(()) => {}

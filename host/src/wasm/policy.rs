@@ -31,9 +31,10 @@ use super::health::{FaultHistory, FaultLog};
 use super::instance::{CallError, EventNeeds, Fault, Instance, PolicyInfo, PolicyTable};
 use super::metrics::{PolicyMetrics, PolicyMetricsSnapshot};
 use super::names::NameHistory;
+use crate::eviction::packed::{self, KIND_ACCESSED, KIND_INSERTED, KIND_REFUSED, KIND_REMOVED};
 use crate::eviction::{
-    EvictionPolicy, FlushHint, LiveSessions, PolicyEvent, QuotaAdjustment, QuotaUsage, Refusal,
-    RemovalCause, Unavailable, VictimRequest,
+    EvictionPolicy, FlushHint, LiveSessions, PackedEvent, PolicyEvent, QuotaAdjustment, QuotaUsage,
+    Refusal, RemovalCause, Unavailable, VictimRequest,
 };
 use crate::session::{Micros, SessionId};
 
@@ -59,40 +60,15 @@ pub const PREFETCH: usize = 32;
 /// refuses it as not live and fills from its own order.
 pub const ARRIVALS: u64 = u64::MAX;
 pub(super) const WORDS_PER_EVENT: usize = 4;
-/// Event kinds in the low byte of an event's first word.
-const KIND_INSERTED: u64 = 0;
-const KIND_REFUSED: u64 = 3;
-const NEED_INSERTED: u8 = 1;
-const NEED_ACCESSED: u8 = 2;
-const NEED_REMOVED: u8 = 4;
-const NEED_REFUSED: u8 = 8;
+// One bit per event kind, at the kind's number, so that a packed event's
+// kind tells whether it is wanted.
+const NEED_INSERTED: u8 = 1 << KIND_INSERTED;
+const NEED_ACCESSED: u8 = 1 << KIND_ACCESSED;
+const NEED_REMOVED: u8 = 1 << KIND_REMOVED;
+const NEED_REFUSED: u8 = 1 << KIND_REFUSED;
+const NEED_ALL: u8 = NEED_INSERTED | NEED_ACCESSED | NEED_REMOVED | NEED_REFUSED;
 /// The `victims` input header: event count, arriving key, arriving size.
 const VICTIMS_HEADER: usize = 3;
-
-/// Packs an event as the current interface's four words (see
-/// `wit/0.2.0/policy.wit`); the instance repacks for a 0.1 policy.
-pub(super) fn pack(event: PolicyEvent, out: &mut Vec<u64>) {
-    let (kind, detail, tenant, size, id, time, key) = match event {
-        PolicyEvent::Inserted {
-            id,
-            time,
-            weight,
-            key,
-            tenant,
-        } => (0u64, 0u64, tenant, weight, id, time, key),
-        PolicyEvent::Accessed { id, time, weight } => (1, 0, 0, weight, id, time, 0),
-        PolicyEvent::Removed { id, time, cause } => (2, cause as u64, 0, 0, id, time, 0),
-        PolicyEvent::Refused { id, time, reason } => (3, reason as u64, 0, 0, id, time, 0),
-    };
-    // Tenants past 16 bits share the last number rather than wrap into another's.
-    let tenant = u64::from(tenant.min(u32::from(u16::MAX)));
-    out.extend_from_slice(&[
-        kind | (detail << 8) | (tenant << 16) | (u64::from(size) << 32),
-        id.to_bits(),
-        time,
-        key,
-    ]);
-}
 
 /// Victims a stable-order policy chose ahead, handed out one eviction at a
 /// time (see [`EvictionPolicy::ready_victims`]). Lives under the event
@@ -203,6 +179,7 @@ impl Ready {
     /// an arrival may join them, a named one is forgotten, and a refusal ends
     /// the promise (a policy told of refusals may answer differently once it
     /// knows: it holds a pinned session back for a while).
+    #[inline]
     fn observe(&mut self, kind: u64, id: SessionId) {
         if kind == KIND_REFUSED {
             self.forget(id);
@@ -296,23 +273,18 @@ impl EventBuffer {
     }
 
     fn record(&self, event: PolicyEvent) -> FlushHint {
-        self.record_batch(std::slice::from_ref(&event), None)
+        self.record_batch(&[packed::pack(event)], None)
     }
 
     /// Buffers the events the policy needs, under one lock round; with
     /// `ready`, then takes up to that many victims chosen ahead.
     fn record_batch(
         &self,
-        events: &[PolicyEvent],
+        events: &[PackedEvent],
         ready: Option<(usize, &mut Vec<SessionId>)>,
     ) -> FlushHint {
         let needs = self.needs.load(Ordering::Relaxed);
-        let wanted = |event: &PolicyEvent| match event {
-            PolicyEvent::Inserted { .. } => needs & NEED_INSERTED != 0,
-            PolicyEvent::Accessed { .. } => needs & NEED_ACCESSED != 0,
-            PolicyEvent::Removed { .. } => needs & NEED_REMOVED != 0,
-            PolicyEvent::Refused { .. } => needs & NEED_REFUSED != 0,
-        };
+        let wanted = |event: &PackedEvent| needs & (1 << packed::kind(event)) != 0;
         let dropping = self.dropping.load(Ordering::Relaxed);
         if ready.is_none() && (dropping || !events.iter().any(wanted)) {
             return FlushHint::Idle;
@@ -323,10 +295,17 @@ impl EventBuffer {
             ready: queue,
         } = &mut *buffered;
         if !dropping {
-            for event in events.iter().filter(|e| wanted(e)) {
-                pack(*event, words);
-                let kind = words[words.len() - WORDS_PER_EVENT] & 0xff;
-                queue.observe(kind, event_id(*event));
+            if needs == NEED_ALL {
+                words.extend_from_slice(events.as_flattened());
+            }
+            for event in events {
+                if needs != NEED_ALL {
+                    if !wanted(event) {
+                        continue;
+                    }
+                    words.extend_from_slice(event);
+                }
+                queue.observe(packed::kind(event), packed::id(event));
             }
         }
         if let Some((count, out)) = ready {
@@ -406,15 +385,6 @@ impl EventBuffer {
         if buffered.ready.is_empty() {
             buffered.ready.mask.clear();
         }
-    }
-}
-
-fn event_id(event: PolicyEvent) -> SessionId {
-    match event {
-        PolicyEvent::Inserted { id, .. }
-        | PolicyEvent::Accessed { id, .. }
-        | PolicyEvent::Removed { id, .. }
-        | PolicyEvent::Refused { id, .. } => id,
     }
 }
 
@@ -622,13 +592,13 @@ impl EvictionPolicy for WasmPolicy {
         true
     }
 
-    fn record_batch(&self, events: &[PolicyEvent]) -> FlushHint {
+    fn record_batch(&self, events: &[PackedEvent]) -> FlushHint {
         self.events.record_batch(events, None)
     }
 
     fn record_then_ready(
         &self,
-        events: &[PolicyEvent],
+        events: &[PackedEvent],
         count: usize,
         out: &mut Vec<SessionId>,
     ) -> FlushHint {
