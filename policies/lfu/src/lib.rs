@@ -129,11 +129,13 @@ impl Lfu {
         self.spare.push(b);
     }
 
+    #[inline]
     fn entry(&mut self, s: u32) -> Option<&mut Entry> {
         self.entries.at_mut(s).map(|(_, e)| e)
     }
 
     /// Appends slot `s` (tracked, unlinked) to bucket `b`.
+    #[inline]
     fn link(&mut self, s: u32, b: u32) {
         let tail = self.buckets[b as usize].tail;
         if let Some(e) = self.entry(s) {
@@ -154,6 +156,7 @@ impl Lfu {
 
     /// Takes slot `s` out of its bucket's list and returns the bucket, which
     /// may be left empty for the caller to drop.
+    #[inline]
     fn detach(&mut self, s: u32) -> Option<u32> {
         let &mut Entry {
             bucket, prev, next, ..
@@ -177,6 +180,7 @@ impl Lfu {
         Some(bucket)
     }
 
+    #[inline]
     fn drop_if_empty(&mut self, b: u32) {
         if self.buckets[b as usize].head == NONE {
             self.drop_bucket(b);

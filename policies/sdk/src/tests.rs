@@ -113,6 +113,34 @@ fn unknown_kinds_causes_and_reasons_are_errors() {
     }
 }
 
+/// A batch is checked in one pass over its head words, apart from decoding:
+/// for every kind and detail byte, a batch holding that event among valid
+/// ones is rejected exactly when the event alone is, with its message.
+#[test]
+fn a_batch_is_rejected_exactly_when_one_of_its_events_is() {
+    let valid = Event::Removed {
+        id: 4,
+        key: 0,
+        tenant: 0,
+        time: 5,
+        cause: RemovalCause::Evicted,
+    }
+    .encode();
+    for kind in 0..=255u64 {
+        for detail in 0..=255u64 {
+            let odd = [kind | (detail << 8) | (3 << 32), 1, 2, 3];
+            let batch = [valid, valid, odd, valid].concat();
+            match Event::decode(odd) {
+                Ok(_) => assert!(decode_events(&batch).is_ok(), "{odd:?}"),
+                Err(message) => assert_eq!(
+                    decode_events(&batch).err(),
+                    Some(format!("observe: event 2: {message}")),
+                ),
+            }
+        }
+    }
+}
+
 #[test]
 fn detail_byte_of_inserts_and_accesses_and_size_of_removals_are_ignored() {
     let e = Event::decode([0xff00 | 1 | (7 << 32), 9, 8, 6]).unwrap();
