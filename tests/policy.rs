@@ -274,6 +274,25 @@ mod policy {
         }
     }
 
+    /// Tells `policy` that `id` arrived (size 1, no key, default tenant).
+    fn record_inserted(policy: &WasmPolicy, id: SessionId, time: u64) {
+        policy.record(PolicyEvent::Inserted {
+            id,
+            time,
+            weight: 1,
+            key: 0,
+            tenant: 0,
+        });
+    }
+
+    fn record_accessed(policy: &WasmPolicy, id: SessionId, time: u64) {
+        policy.record(PolicyEvent::Accessed {
+            id,
+            time,
+            weight: 1,
+        });
+    }
+
     /// An answer's first victim is the choice for the eviction at hand only:
     /// with every session above count 1, lfu.wasm answers it alone, since an
     /// arrival (count 1) would go ahead of it. One the table did not use is
@@ -284,19 +303,8 @@ mod policy {
         let id = |slot: u64| SessionId::from_bits(slot | (3 << 32));
         let (a, b, c) = (id(1), id(2), id(3));
         for (time, session) in [a, b].into_iter().enumerate() {
-            let time = time as u64;
-            policy.record(PolicyEvent::Inserted {
-                id: session,
-                time,
-                weight: 1,
-                key: 0,
-                tenant: 0,
-            });
-            policy.record(PolicyEvent::Accessed {
-                id: session,
-                time,
-                weight: 1,
-            });
+            record_inserted(&policy, session, time as u64);
+            record_accessed(&policy, session, time as u64);
         }
         let mut first = Vec::new();
         policy
@@ -304,13 +312,7 @@ mod policy {
             .expect("answers");
         assert_eq!(first, [a]);
         policy.unused_victims(&first);
-        policy.record(PolicyEvent::Inserted {
-            id: c,
-            time: 9,
-            weight: 1,
-            key: 0,
-            tenant: 0,
-        });
+        record_inserted(&policy, c, 9);
         let mut ready = Vec::new();
         policy.ready_victims(1, &mut ready);
         assert_eq!(ready, [], "a is no longer the choice");
@@ -331,22 +333,8 @@ mod policy {
     fn policy_arrivals_after_an_answer_ending_in_arrivals_are_victims_without_a_call() {
         let policy = load(&policy_file("lfu"), 64, &[]);
         let id = |slot: u64| SessionId::from_bits(slot | (7 << 32));
-        let insert = |session: SessionId, time: u64| {
-            policy.record(PolicyEvent::Inserted {
-                id: session,
-                time,
-                weight: 1,
-                key: 0,
-                tenant: 0,
-            });
-        };
-        let access = |session: SessionId, time: u64| {
-            policy.record(PolicyEvent::Accessed {
-                id: session,
-                time,
-                weight: 1,
-            });
-        };
+        let insert = |session: SessionId, time: u64| record_inserted(&policy, session, time);
+        let access = |session: SessionId, time: u64| record_accessed(&policy, session, time);
         let evicted = |session: SessionId, time: u64| {
             policy.record(PolicyEvent::Removed {
                 id: session,

@@ -11,7 +11,8 @@
 use super::{PolicyEvent, Refusal, RemovalCause};
 use crate::session::SessionId;
 
-pub type PackedEvent = [u64; 4];
+pub const WORDS: usize = 4;
+pub type PackedEvent = [u64; WORDS];
 
 pub const KIND_INSERTED: u64 = 0;
 pub const KIND_ACCESSED: u64 = 1;

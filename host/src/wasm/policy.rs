@@ -59,7 +59,7 @@ pub const PREFETCH: usize = 32;
 /// `wit/0.2.0/policy.wit`). It names no session: a host that does not know it
 /// refuses it as not live and fills from its own order.
 pub const ARRIVALS: u64 = u64::MAX;
-pub(super) const WORDS_PER_EVENT: usize = 4;
+pub(super) const WORDS_PER_EVENT: usize = packed::WORDS;
 // One bit per event kind, at the kind's number, so that a packed event's
 // kind tells whether it is wanted.
 const NEED_INSERTED: u8 = 1 << KIND_INSERTED;
@@ -295,14 +295,13 @@ impl EventBuffer {
             ready: queue,
         } = &mut *buffered;
         if !dropping {
-            if needs == NEED_ALL {
+            // Every kind wanted: the batch goes over as it is, in one copy.
+            let whole = needs == NEED_ALL;
+            if whole {
                 words.extend_from_slice(events.as_flattened());
             }
-            for event in events {
-                if needs != NEED_ALL {
-                    if !wanted(event) {
-                        continue;
-                    }
+            for event in events.iter().filter(|e| wanted(e)) {
+                if !whole {
                     words.extend_from_slice(event);
                 }
                 queue.observe(packed::kind(event), packed::id(event));
@@ -364,8 +363,8 @@ impl EventBuffer {
             follows_arrivals,
         );
         // Recorded while the policy chose: it has not seen them.
-        for event in words.chunks_exact(WORDS_PER_EVENT) {
-            ready.observe(event[0] & 0xff, SessionId::from_bits(event[1]));
+        for event in words.as_chunks::<WORDS_PER_EVENT>().0 {
+            ready.observe(packed::kind(event), packed::id(event));
         }
     }
 
