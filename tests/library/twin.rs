@@ -117,8 +117,13 @@ impl Twin {
         let due = self.offered.iter().map(|o| o.wait).filter(|&w| w > 0).min();
         let reach = due.map_or(count, |w| count.min(w as usize));
         let planned = reach.saturating_sub(out.len());
-        if plans && planned > 0 {
+        // With no victim now, nothing is promised after it either.
+        if plans && planned > 0 && !out.is_empty() {
             out.extend(self.model.plan(planned));
+            // The arrivals would reach past the refused proposal.
+            if due.is_some() && out.last().is_some_and(|&id| reference::is_arrivals(id)) {
+                out.pop();
+            }
         }
         out
     }

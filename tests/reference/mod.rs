@@ -66,6 +66,19 @@ pub mod wtinylfu;
 /// and a model must answer the same prefix to compare answers.
 pub const PLAN_WALK: usize = 64;
 
+/// Ends a plan whose next victims after those listed are the sessions that
+/// arrive after it, in arrival order (the guests' `ARRIVALS`): no session has
+/// this id.
+pub const ARRIVALS: u64 = u64::MAX;
+/// [`ARRIVALS`] for as long as one of the victims the table queued from the
+/// plan (listed or arrived) is left (the guests' `ARRIVALS_WHILE_QUEUED`).
+pub const ARRIVALS_WHILE_QUEUED: u64 = 0xffff_fffe_ffff_ffff;
+
+/// Whether `id` ends a plan to say the arrivals follow.
+pub fn is_arrivals(id: u64) -> bool {
+    id == ARRIVALS || id == ARRIVALS_WHILE_QUEUED
+}
+
 /// The key of a session whose client the host cannot identify. It never
 /// matches a ghost entry: two anonymous sessions are not the same client.
 pub const NO_KEY: u64 = 0;
@@ -152,8 +165,20 @@ pub trait Policy: Send {
     /// Up to `count` sessions the next [`Policy::evict`] steps would take, in
     /// order, stopping where an arrival could go first. A request for a
     /// listed session, its removal or its refusal is the only event that may
-    /// change the list, and the table skips such a session.
+    /// change the list, and the table skips such a session. Where the
+    /// arrivals come next, in the order they arrive, each leaving that order
+    /// only when an event names it, the list may end in [`ARRIVALS`] or
+    /// [`ARRIVALS_WHILE_QUEUED`] (counted in `count`).
     fn plan(&self, _count: usize, _out: &mut Vec<u64>) {}
+    /// The next eviction step's victim if [`Policy::plan`] would list it
+    /// first, looking past [`PLAN_WALK`] sessions where the plan can end in
+    /// [`ARRIVALS`]: an arrival the table evicts as promised must be found
+    /// however many requested ones lie before it.
+    fn next_victim(&self) -> Option<u64> {
+        let mut out = Vec::new();
+        self.plan(1, &mut out);
+        out.first().copied().filter(|&id| !is_arrivals(id))
+    }
 }
 
 /// A [`Policy`] under the table's protocol (see the module documentation).
@@ -302,7 +327,7 @@ impl<P: Policy> Model for Reference<P> {
         if !self.policy.plans() || self.detached.contains(&id) || !self.keys.contains_key(&id) {
             return false;
         }
-        if self.plan(1) != [id] {
+        if self.policy.next_victim() != Some(id) {
             return false;
         }
         let mut evicted = Vec::new();

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use super::queue::Queue;
-use super::{Policy, PLAN_WALK};
+use super::{Policy, ARRIVALS_WHILE_QUEUED, PLAN_WALK};
 
 #[derive(Debug, Default)]
 pub struct Sieve {
@@ -62,7 +62,10 @@ impl Policy for Sieve {
     }
 
     /// The unvisited sessions from the hand up to the head (beyond it the
-    /// hand wraps, behind any arrival), among the next [`PLAN_WALK`].
+    /// hand wraps, behind any arrival), among the next [`PLAN_WALK`]. Past
+    /// the head come the arrivals, in order, a requested one passed (its
+    /// mark cleared) as the table skips it, until the hand passes the newest
+    /// and wraps: [`ARRIVALS_WHILE_QUEUED`] if there is room.
     fn plan(&self, count: usize, out: &mut Vec<u64>) {
         let mut at = self.hand.or_else(|| self.queue.tail());
         let mut walked = Vec::new();
@@ -70,7 +73,23 @@ impl Policy for Sieve {
             walked.push(o);
             at = self.queue.toward_head(o);
         }
+        let from = out.len();
         out.extend(walked.into_iter().filter(|o| !self.visited[o]).take(count));
+        if at.is_none() && out.len() - from < count {
+            out.push(ARRIVALS_WHILE_QUEUED);
+        }
+    }
+
+    /// The first unvisited session from the hand up to the head, however far.
+    fn next_victim(&self) -> Option<u64> {
+        let mut at = self.hand.or_else(|| self.queue.tail());
+        while let Some(o) = at {
+            if !self.visited[&o] {
+                return Some(o);
+            }
+            at = self.queue.toward_head(o);
+        }
+        None
     }
 
     fn forget(&mut self, id: u64) {

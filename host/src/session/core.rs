@@ -432,7 +432,8 @@ impl<U> Core<U> {
             }
             None => {
                 // Slot u32::MAX is never handed out: policies read it as "no
-                // slot", and the id of all ones as `wasm::ARRIVALS`.
+                // slot", and ids on it as `wasm::ARRIVALS` and
+                // `wasm::ARRIVALS_WHILE_QUEUED`.
                 let Some(slot) = u32::try_from(self.slots.len())
                     .ok()
                     .filter(|&slot| slot != u32::MAX)

@@ -74,7 +74,7 @@ pub use locate::{
     available_policies, default_policy_dirs, locate, policy_files, PolicySource, BUILTIN_POLICIES,
 };
 pub use metrics::{FaultKind, PolicyMetricsSnapshot};
-pub use policy::{WasmPolicy, ARRIVALS, EVENTS_PER_CALL, PREFETCH};
+pub use policy::{WasmPolicy, ARRIVALS, ARRIVALS_WHILE_QUEUED, EVENTS_PER_CALL, PREFETCH};
 
 /// A policy ready for a table: native, or a loaded WebAssembly component.
 #[derive(Clone)]

@@ -59,6 +59,13 @@ pub const PREFETCH: usize = 32;
 /// `wit/0.2.0/policy.wit`). It names no session: a host that does not know it
 /// refuses it as not live and fills from its own order.
 pub const ARRIVALS: u64 = u64::MAX;
+/// Ends a `stable-order` answer as [`ARRIVALS`] does, for a policy whose
+/// arrivals follow only while a victim it chose ahead is still queued: once
+/// the host has handed out, or seen events name, every one it queued, the
+/// promise ends and the host asks again (SIEVE's hand chases the arrivals,
+/// but wraps to the oldest sessions once it passes the newest). Slot
+/// `u32::MAX` too, so it names no session either.
+pub const ARRIVALS_WHILE_QUEUED: u64 = 0xffff_fffe_ffff_ffff;
 pub(super) const WORDS_PER_EVENT: usize = packed::WORDS;
 // One bit per event kind, at the kind's number, so that a packed event's
 // kind tells whether it is wanted.
@@ -88,9 +95,32 @@ struct Ready {
     /// Set for queued and handed victims: most events name neither, and
     /// this tells so without a scan.
     mask: SlotBits,
-    /// The answer ended in [`ARRIVALS`]: sessions inserted since join the
-    /// queue at its back, in the order they arrive.
-    follows_arrivals: bool,
+    /// Whether sessions inserted since the answer join the queue at its
+    /// back, in the order they arrive.
+    arrivals: Arrivals,
+}
+
+/// Whether the sessions inserted after an answer follow its victims.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Arrivals {
+    #[default]
+    Stay,
+    /// As long as the promise holds (the answer ended in [`ARRIVALS`]).
+    Follow,
+    /// Until the queue runs dry (the answer ended in
+    /// [`ARRIVALS_WHILE_QUEUED`]).
+    FollowWhileQueued,
+}
+
+impl Arrivals {
+    /// What the last id of an answer says.
+    fn of_answer(last: Option<&u64>) -> Self {
+        match last {
+            Some(&ARRIVALS) => Self::Follow,
+            Some(&ARRIVALS_WHILE_QUEUED) => Self::FollowWhileQueued,
+            _ => Self::Stay,
+        }
+    }
 }
 
 /// One bit per slot modulo 1,024. Wide enough that a full prefetch queue
@@ -121,8 +151,8 @@ impl SlotBits {
 }
 
 impl Ready {
-    fn install(&mut self, victims: impl IntoIterator<Item = SessionId>, follows_arrivals: bool) {
-        self.follows_arrivals = follows_arrivals;
+    fn install(&mut self, victims: impl IntoIterator<Item = SessionId>, arrivals: Arrivals) {
+        self.arrivals = arrivals;
         self.victims.clear();
         self.mask.clear();
         for id in victims {
@@ -170,6 +200,7 @@ impl Ready {
             // rewriting the queue.
             if self.victims.contains(&id) {
                 self.victims.retain(|&v| v != id);
+                self.ran_dry_if_empty();
             }
             self.handed.retain(|&v| v != id);
         }
@@ -184,7 +215,7 @@ impl Ready {
         if kind == KIND_REFUSED {
             self.forget(id);
             self.drop_queue();
-        } else if kind == KIND_INSERTED && self.follows_arrivals {
+        } else if kind == KIND_INSERTED && self.arrivals != Arrivals::Stay {
             self.mask.set(id);
             self.victims.push_back(id);
         } else if !self.is_empty() {
@@ -194,7 +225,15 @@ impl Ready {
 
     fn drop_queue(&mut self) {
         self.victims.clear();
-        self.follows_arrivals = false;
+        self.arrivals = Arrivals::Stay;
+    }
+
+    /// Called when the queue lost its last victim: arrivals that follow only
+    /// while one is queued follow no more.
+    fn ran_dry_if_empty(&mut self) {
+        if self.victims.is_empty() && self.arrivals == Arrivals::FollowWhileQueued {
+            self.arrivals = Arrivals::Stay;
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -354,14 +393,11 @@ impl EventBuffer {
     /// Queues victims chosen ahead (`ahead`) after those handed to the table
     /// now (`now`), minus any that an event recorded since the guest was
     /// called (still buffered) already named.
-    fn install_ready(&self, now: &[SessionId], ahead: &[u64], follows_arrivals: bool) {
+    fn install_ready(&self, now: &[SessionId], ahead: &[u64], arrivals: Arrivals) {
         let mut buffered = self.words.lock();
         let Buffered { words, ready } = &mut *buffered;
         ready.hand(now, true);
-        ready.install(
-            ahead.iter().map(|&id| SessionId::from_bits(id)),
-            follows_arrivals,
-        );
+        ready.install(ahead.iter().map(|&id| SessionId::from_bits(id)), arrivals);
         // Recorded while the policy chose: it has not seen them.
         for event in words.as_chunks::<WORDS_PER_EVENT>().0 {
             ready.observe(packed::kind(event), packed::id(event));
@@ -373,6 +409,9 @@ impl EventBuffer {
         let from = out.len();
         out.extend(ready.victims.drain(..take));
         ready.hand(&out[from..], false);
+        if take > 0 {
+            ready.ran_dry_if_empty();
+        }
         if ready.is_empty() {
             ready.mask.clear();
         }
@@ -641,10 +680,13 @@ impl EvictionPolicy for WasmPolicy {
                 let mut answer = &ids[..ids.len().min(ask)];
                 // Arrivals are learned from `inserted` events: a policy that
                 // is not sent them cannot have them follow.
-                let follows_arrivals = stable
-                    && answer.last() == Some(&ARRIVALS)
-                    && self.events.needs.load(Ordering::Relaxed) & NEED_INSERTED != 0;
-                if follows_arrivals {
+                let arrivals =
+                    if stable && self.events.needs.load(Ordering::Relaxed) & NEED_INSERTED != 0 {
+                        Arrivals::of_answer(answer.last())
+                    } else {
+                        Arrivals::Stay
+                    };
+                if arrivals != Arrivals::Stay {
                     answer = &answer[..answer.len() - 1];
                 }
                 self.metrics
@@ -659,8 +701,7 @@ impl EvictionPolicy for WasmPolicy {
                 );
                 if stable {
                     let ahead = answer.get(count..).unwrap_or_default();
-                    self.events
-                        .install_ready(&out[from..], ahead, follows_arrivals);
+                    self.events.install_ready(&out[from..], ahead, arrivals);
                 }
                 Ok(())
             }

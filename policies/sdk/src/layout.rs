@@ -22,6 +22,20 @@ pub const ADJUSTMENT_WORDS: usize = 3;
 /// [`crate::Policy::victims`]). It names no session (no slot is `u32::MAX`):
 /// a host that does not know it refuses it as not live.
 pub const ARRIVALS: u64 = u64::MAX;
+/// Last id of a `stable-order` answer, as [`ARRIVALS`], for a policy whose
+/// arrivals come next only until it has evicted every victim it chose ahead:
+/// they follow while one the host queued (listed or arrived) is still queued,
+/// and once the host has handed out, or seen events name, all of them, the
+/// promise ends and the host asks again. SIEVE says it: its hand chases the
+/// arrivals, but wraps to the oldest sessions once it passes the newest. Slot
+/// `u32::MAX` too, so it names no session either.
+pub const ARRIVALS_WHILE_QUEUED: u64 = 0xffff_fffe_ffff_ffff;
+
+/// Whether `id`, ending a `stable-order` answer, says the arrivals follow
+/// ([`ARRIVALS`] or [`ARRIVALS_WHILE_QUEUED`]).
+pub fn is_arrivals(id: u64) -> bool {
+    id == ARRIVALS || id == ARRIVALS_WHILE_QUEUED
+}
 
 /// A tenant label (bits 16..32 of an event's head word); 0 is the default tenant.
 pub type Tenant = u16;

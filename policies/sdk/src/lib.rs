@@ -181,7 +181,11 @@ pub trait Policy: Sized + 'static {
     /// holds says so (LFU: with
     /// the whole count-1 group listed, or none at count 1, arrivals come
     /// next), and the host evicts them in turn without asking; the `removed`
-    /// events say which. It needs [`Needs::INSERTED`].
+    /// events say which. It needs [`Needs::INSERTED`]. Where the arrivals come
+    /// next only until the policy has evicted every victim it chose ahead
+    /// (SIEVE's hand, which wraps to the oldest sessions once it passes the
+    /// newest), end it with [`ARRIVALS_WHILE_QUEUED`] instead: the host stops
+    /// queueing arrivals once none of what it queued is left, and asks.
     fn victims(&mut self, count: usize, choice: &Choice<'_>, out: &mut Vec<u64>);
 
     /// Push quota proposals onto `out`; sessions not mentioned keep their quota.

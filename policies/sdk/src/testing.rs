@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use crate::{
     ARRIVALS, Arriving, Candidate, Choice, Event, Policy, RefusalReason, RemovalCause, Session,
-    Traits, deliver, slot,
+    Traits, deliver, is_arrivals, slot,
 };
 
 /// SplitMix64: small, fast, and the same sequence on every platform.
@@ -145,7 +145,9 @@ pub struct Report {
     pub policy_evictions: usize,
     pub refusals: usize,
     pub stable_checks: usize,
-    /// Stable-order answers that ended in [`ARRIVALS`].
+    /// Stable-order answers that ended in [`ARRIVALS`] or
+    /// [`crate::ARRIVALS_WHILE_QUEUED`] (the one-step promise checked here is
+    /// the same: the host that asks after every eviction never runs dry).
     pub arrivals_followed: usize,
 }
 
@@ -159,11 +161,11 @@ struct Run<'a, P, R> {
     step: usize,
     /// Per id ever inserted: stable key, last access, requests.
     known: HashMap<u64, (u64, u64, u64)>,
-    /// The last answer of a stable-order policy, without [`ARRIVALS`], and the
+    /// The last answer of a stable-order policy, without its [`ARRIVALS`], and the
     /// sessions inserted since if it ended in it; `None` once an event named
     /// one of them.
     stable: Option<Vec<u64>>,
-    /// The last answer ended in [`ARRIVALS`].
+    /// The last answer ended in [`ARRIVALS`] (or its `WHILE_QUEUED` form).
     follows_arrivals: bool,
     report: Report,
 }
@@ -372,7 +374,7 @@ impl<P: Policy, R: Reference> Run<'_, P, R> {
         self.report.victims_calls += 1;
         if P::TRAITS.contains(Traits::STABLE_ORDER) && !workload.sampled {
             let listed = match answer.split_last() {
-                Some((&ARRIVALS, listed)) => listed,
+                Some((&last, listed)) if is_arrivals(last) => listed,
                 _ => &answer[..],
             };
             if let Some(previous) = &self.stable {
@@ -400,7 +402,7 @@ impl<P: Policy, R: Reference> Run<'_, P, R> {
                 self.report.stable_checks += 1;
             }
             assert!(
-                !listed.contains(&ARRIVALS),
+                !listed.iter().any(|&id| is_arrivals(id)),
                 "step {}: ARRIVALS only ends an answer",
                 self.step
             );
@@ -415,7 +417,11 @@ impl<P: Policy, R: Reference> Run<'_, P, R> {
     /// repeated, evict the first acceptable one, or choose itself.
     fn evict(&mut self, answer: &[u64]) {
         let answer = match answer.split_last() {
-            Some((&ARRIVALS, listed)) if P::TRAITS.contains(Traits::STABLE_ORDER) => listed,
+            Some((&last, listed))
+                if is_arrivals(last) && P::TRAITS.contains(Traits::STABLE_ORDER) =>
+            {
+                listed
+            }
             _ => answer,
         };
         let mut seen = Vec::new();

@@ -16,14 +16,19 @@
 //! sessions from the hand to the head, in that order. No event but one naming
 //! such a session changes that: a request marks only its own session, an
 //! arrival enters at the head, past them all, and only the hand clears marks.
-//! The list stops at the head, since beyond it the hand wraps to sessions
-//! whose marks it has yet to clear, behind any arrival. The table's protocol
+//! Past the head come the sessions that arrive after the answer, in arrival
+//! order, a requested one passed (the table skips it): when the walk reaches
+//! the head, the answer ends in `ARRIVALS_WHILE_QUEUED` and the host evicts
+//! each arrival in turn without asking. Only while one is left, though: the
+//! hand that evicts the newest session wraps to the tail, to marks it has yet
+//! to clear, so once the host has used or seen named every victim it queued
+//! it stops queueing arrivals and asks. The table's protocol
 //! (re-arrivals, pinned refusals, planned steps) is `shadowcat-policy-sim`'s.
 //!
 //! Costs: O(1) per event; an eviction step is amortised O(1) (each cleared
 //! mark was set by a request).
 
-use shadowcat_policy_sdk::{Config, SlotList, Table, Traits, export_policy};
+use shadowcat_policy_sdk::{ARRIVALS_WHILE_QUEUED, Config, SlotList, Table, Traits, export_policy};
 use shadowcat_policy_sim::{OnTable, PLAN_WALK, Simulated};
 
 #[derive(Default)]
@@ -103,6 +108,20 @@ impl Simulated for Sieve {
             if self.queue.get(id) == Some(&false) {
                 out.push(id);
                 listed += 1;
+            }
+            at = self.toward_head(id);
+        }
+        if at.is_none() && listed < count {
+            out.push(ARRIVALS_WHILE_QUEUED);
+        }
+    }
+
+    fn next_victim(&self, out: &mut Vec<u64>) {
+        let mut at = self.start();
+        while let Some(id) = at {
+            if self.queue.get(id) == Some(&false) {
+                out.push(id);
+                return;
             }
             at = self.toward_head(id);
         }

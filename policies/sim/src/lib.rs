@@ -56,6 +56,7 @@ use std::collections::VecDeque;
 
 use shadowcat_policy_sdk::{
     Choice, Config, Needs, Policy, RefusalReason, RemovalCause, Session, SlotMap, Table, Traits,
+    is_arrivals,
 };
 
 mod ghost;
@@ -118,8 +119,23 @@ pub trait Simulated: Sized + 'static {
     /// after [`PLAN_WALK`] sessions looked at: a short list is fine. Only a policy whose eviction steps do not depend
     /// on the arriving session (no [`Simulated::arrive`]) can plan: a planned
     /// step is taken when the table evicts the session, before the arrival
-    /// is known.
+    /// is known. Where the arrivals come next, in the order they arrive, each
+    /// leaving that order only when an event names it, the list may end in
+    /// [`shadowcat_policy_sdk::ARRIVALS`] or its `WHILE_QUEUED` form (counted
+    /// in `count`); such a policy also overrides [`Simulated::next_victim`].
     fn plan(&self, _count: usize, _out: &mut Vec<u64>) {}
+
+    /// The next eviction step's victim if [`Simulated::plan`] would list it
+    /// first, appended to `out`. A policy whose plan can end in arrivals
+    /// looks past [`PLAN_WALK`] sessions here: an arrival the table evicts as
+    /// promised must be known as the planned step however many requested
+    /// sessions lie before it (the step then walks as far).
+    fn next_victim(&self, out: &mut Vec<u64>) {
+        self.plan(1, out);
+        if out.last().is_some_and(|&id| is_arrivals(id)) {
+            out.pop();
+        }
+    }
 }
 
 /// Where a session the table holds stands with the policy.
@@ -239,7 +255,7 @@ impl<S: Simulated> OnTable<S> {
             return false;
         }
         self.next.clear();
-        self.policy.plan(1, &mut self.next);
+        self.policy.next_victim(&mut self.next);
         self.next.first() == Some(&id)
     }
 
@@ -450,8 +466,13 @@ impl<S: Simulated> Policy for OnTable<S> {
                 .min()
                 .unwrap_or(usize::MAX);
             let planned = count.min(horizon).saturating_sub(out.len());
-            if planned > 0 {
+            // With no victim now, nothing is promised after it either.
+            if planned > 0 && !out.is_empty() {
                 self.policy.plan(planned, out);
+                // The arrivals would reach past the refused proposal.
+                if horizon != usize::MAX && out.last().is_some_and(|&id| is_arrivals(id)) {
+                    out.pop();
+                }
             }
         }
     }
