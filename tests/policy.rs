@@ -337,21 +337,12 @@ mod policy {
             record_inserted(&policy, session, time as u64);
             record_accessed(&policy, session, time as u64);
         }
-        let mut first = Vec::new();
-        policy
-            .victims(VictimRequest::count(1), &mut first)
-            .expect("answers");
+        let first = ask_victim(&policy);
         assert_eq!(first, [a]);
         policy.unused_victims(&first);
         record_inserted(&policy, c, 9);
-        let mut ready = Vec::new();
-        policy.ready_victims(1, &mut ready);
-        assert_eq!(ready, [], "a is no longer the choice");
-        let mut next = Vec::new();
-        policy
-            .victims(VictimRequest::count(1), &mut next)
-            .expect("answers");
-        assert_eq!(next, [c]);
+        assert_eq!(ready_victim(&policy), [], "a is no longer the choice");
+        assert_eq!(ask_victim(&policy), [c]);
         assert_eq!(policy.metrics().faults(), 0);
     }
 
@@ -554,18 +545,7 @@ mod policy {
                 tenant: 0,
             });
         }
-        let ask = |policy: &WasmPolicy| {
-            let mut out = Vec::new();
-            policy
-                .victims(VictimRequest::count(1), &mut out)
-                .expect("answers");
-            out
-        };
-        let ready = |policy: &WasmPolicy| {
-            let mut out = Vec::new();
-            policy.ready_victims(1, &mut out);
-            out
-        };
+        let (ask, ready) = (ask_victim, ready_victim);
         assert_eq!(ask(&policy), [id(1)]);
         policy.record(PolicyEvent::Refused {
             id: id(1),
@@ -575,11 +555,7 @@ mod policy {
         assert_eq!(ready(&policy), [], "what was chosen before the refusal");
         assert_eq!(ask(&policy), [id(2)]);
         assert_eq!(ready(&policy), [], "1 is due again after this eviction");
-        policy.record(PolicyEvent::Removed {
-            id: id(2),
-            time: 7,
-            cause: RemovalCause::Evicted,
-        });
+        record_evicted(&policy, id(2), 7);
         assert_eq!(ask(&policy), [id(1)]);
         assert_eq!(ready(&policy), [id(3)], "the plan behind it");
         assert_eq!(policy.metrics().faults(), 0);
