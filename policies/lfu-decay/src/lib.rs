@@ -201,10 +201,10 @@ impl Simulated for LfuDecay {
     }
 
     fn hit(&mut self, id: u64, time: u64, _evicted: &mut Vec<u64>) {
-        self.advance(time);
         let Some(&entry) = self.entries.get(id) else {
             return;
         };
+        self.advance(time);
         let counter = self.decayed(&entry);
         let counter = self.log_incr(counter);
         let stamp = self.now / MICROS_PER_MINUTE;

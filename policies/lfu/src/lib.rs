@@ -20,8 +20,9 @@
 //! sessions least recently touched first, linked through their slots. A touch
 //! moves a session from its bucket's list to the tail of the next bucket
 //! (created after it if that count is missing); an emptied bucket is unlinked.
-//! Every event is O(1) with no hashing, and victims read from the lowest bucket
-//! up, O(count).
+//! A session alone at its count, with no bucket at the next, raises its
+//! bucket's count instead. Every event is O(1) with no hashing, and victims
+//! read from the lowest bucket up, O(count).
 //!
 //! `stable-order`, with a short list where needed: an arriving session starts
 //! at count 1 as the most recent there, so it lands behind every session
@@ -201,8 +202,27 @@ impl Lfu {
         if let Some(e) = self.entries.get_mut(id) {
             e.seq = seq;
             let b = e.bucket;
-            let Bucket { count, higher, .. } = self.buckets[b as usize];
-            let target = match count.checked_add(1) {
+            let Bucket {
+                count,
+                higher,
+                head,
+                tail,
+                ..
+            } = self.buckets[b as usize];
+            let next_count = count.checked_add(1);
+            if head == s
+                && tail == s
+                && let Some(c) = next_count
+                && (higher == NONE || self.buckets[higher as usize].count != c)
+            {
+                // Alone at its count with none at the next: the bucket takes
+                // the next count where it stands, the same list a move into a
+                // new bucket would leave. Hot sessions of a skewed load each
+                // hold a count of their own, so this is their usual touch.
+                self.buckets[b as usize].count = c;
+                return;
+            }
+            let target = match next_count {
                 // Saturated: it stays at its count as the most recent there.
                 None => b,
                 Some(c) if higher != NONE && self.buckets[higher as usize].count == c => higher,

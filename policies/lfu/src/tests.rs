@@ -225,3 +225,44 @@ fn lfu_lists_further_victims_only_where_no_arrival_can_go_ahead() {
     lfu.on_insert(&session(6));
     assert_eq!(ask(&mut lfu, 8), vec![6, ARRIVALS], "an arrival goes first");
 }
+
+/// A session alone at its count, with none at the next, keeps its bucket and
+/// raises the bucket's count: no bucket is made or dropped. Where another
+/// session holds the next count it joins that bucket, behind it.
+#[test]
+fn lfu_raises_a_lone_sessions_count_in_place() {
+    let mut lfu = lfu();
+    let mut model = Model::default();
+    for id in [1, 2] {
+        lfu.on_insert(&session(id));
+        model.touch(id);
+    }
+    for _ in 0..100 {
+        lfu.on_access(&session(2));
+        model.touch(2);
+    }
+    assert_eq!(
+        lfu.buckets.len(),
+        2,
+        "one bucket per count held, none spare"
+    );
+    assert!(lfu.spare.is_empty());
+    let counts = |lfu: &Lfu| {
+        let mut counts = Vec::new();
+        let mut b = lfu.lowest;
+        while let Some(bucket) = lfu.buckets.get(b as usize) {
+            counts.push(bucket.count);
+            b = bucket.higher;
+        }
+        counts
+    };
+    assert_eq!(counts(&lfu), vec![1, 101]);
+    for _ in 0..100 {
+        lfu.on_access(&session(1));
+        model.touch(1);
+    }
+    // Session 1 met session 2's count on the way up and joined its bucket.
+    assert_eq!(counts(&lfu), vec![101]);
+    assert_eq!(lfu.ids().collect::<Vec<_>>(), vec![2, 1]);
+    assert_eq!(lfu.ids().collect::<Vec<_>>(), model.order());
+}

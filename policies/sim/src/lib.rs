@@ -97,6 +97,8 @@ pub trait Simulated: Sized + 'static {
     /// The miss epilogue: the session enters the policy.
     fn admit(&mut self, id: u64, key: u64, time: u64, evicted: &mut Vec<u64>);
 
+    /// A request for a session; one the policy does not hold (an unknown or
+    /// stale id) is ignored, with no effect on the policy's state.
     fn hit(&mut self, id: u64, time: u64, evicted: &mut Vec<u64>);
 
     /// One eviction step for a full cache: at least one session unless the
@@ -354,6 +356,14 @@ impl<S: Simulated> Policy for OnTable<S> {
 
     fn on_access(&mut self, session: &Session) {
         self.prepared = None;
+        if self.pending.is_empty() && self.offered.is_empty() {
+            // Nothing detached: a session the table holds is either held by
+            // the policy or untracked, and `hit` ignores an id it does not
+            // hold. Skipping the lookup here saves a cache line per request.
+            self.policy.hit(session.id, session.time, &mut self.evicted);
+            self.detach();
+            return;
+        }
         let Some(entry) = self.sessions.get_mut(session.id) else {
             return;
         };

@@ -198,6 +198,8 @@ impl Ttl {
             };
         }
         let next = match after {
+            // Where times only grow: no neighbour to look up behind it.
+            a if a == self.ends(order).last => NO_SLOT,
             NO_SLOT => self.ends(order).first,
             a => self.links(order, a).map_or(NO_SLOT, |l| l.next),
         };
@@ -262,18 +264,60 @@ impl Simulated for Ttl {
         }
     }
 
+    #[inline]
     fn hit(&mut self, id: u64, time: u64, _evicted: &mut Vec<u64>) {
-        if !self.entries.contains(id) {
+        let Some(e) = self.entries.get_mut(id) else {
+            return;
+        };
+        self.seq += 1;
+        e.last_access = time;
+        e.access_seq = self.seq;
+        let Links { prev, next } = e.idle;
+        let s = slot(id);
+        if !self.keeps(Order::Idle) {
             return;
         }
-        self.seq += 1;
-        let s = slot(id);
-        self.unlink(Order::Idle, s);
-        if let Some(e) = self.entries.get_mut(id) {
-            e.last_access = time;
-            e.access_seq = self.seq;
+        let key = match self.entry(s) {
+            Some(e) => self.idle_key(e),
+            None => return,
+        };
+        let last = self.idle.last;
+        let goes_last = match self.entry(if s == last { prev } else { last }) {
+            Some(before) => self.idle_key(before) <= key,
+            None => true,
+        };
+        if s == last && goes_last {
+            return;
         }
-        self.link(Order::Idle, s);
+        if !goes_last || next == NO_SLOT {
+            // Its time went back: walk to its place.
+            self.unlink(Order::Idle, s);
+            self.link(Order::Idle, s);
+            return;
+        }
+        // The usual move, as times only grow: out from between its
+        // neighbours, in behind the last.
+        match prev {
+            NO_SLOT => self.idle.first = next,
+            p => {
+                if let Some(l) = self.links(Order::Idle, p) {
+                    l.next = next;
+                }
+            }
+        }
+        if let Some(l) = self.links(Order::Idle, next) {
+            l.prev = prev;
+        }
+        if let Some(l) = self.links(Order::Idle, last) {
+            l.next = s;
+        }
+        if let Some(l) = self.links(Order::Idle, s) {
+            *l = Links {
+                prev: last,
+                next: NO_SLOT,
+            };
+        }
+        self.idle.last = s;
     }
 
     fn evict(&mut self, _candidates: &[u64], evicted: &mut Vec<u64>) {

@@ -95,6 +95,15 @@ fn ttl_places_an_earlier_time_where_it_belongs() {
     p.on_insert(&at(3, 45));
     p.on_access(&at(1, 30));
     assert_eq!(order(&mut p, 3), vec![1, 2, 3]);
+    // Not the last one, and still earlier than the last: between 2 and 3.
+    p.on_access(&at(1, 42));
+    assert_eq!(order(&mut p, 3), vec![2, 1, 3]);
+    // Later than all: behind the last.
+    p.on_access(&at(2, 60));
+    assert_eq!(order(&mut p, 3), vec![1, 3, 2]);
+    // The last one, gone back before its neighbour.
+    p.on_access(&at(2, 44));
+    assert_eq!(order(&mut p, 3), vec![1, 2, 3]);
 }
 
 #[test]
