@@ -91,6 +91,21 @@ impl Names {
         }
     }
 
+    /// Whether any name is in the string-keyed map (see [`Self::remove_uncollided`]).
+    pub fn has_collided(&self) -> bool {
+        !self.collided.is_empty()
+    }
+
+    /// [`Self::remove`] with no name at hand, for a name removed while
+    /// [`Self::has_collided`] was false: it can only be under its hash.
+    pub fn remove_uncollided(&mut self, hash: u64, id: SessionId) {
+        if let Entry::Occupied(held) = self.by_hash.entry(hash) {
+            if *held.get() == id {
+                held.remove();
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.by_hash.len() + self.collided.len()
     }
@@ -133,5 +148,24 @@ mod tests {
         names.remove(&name_a, hash, a);
         assert_eq!(names.len(), 0);
         assert_eq!(names.get("alpha", owners), None);
+        assert!(!names.has_collided());
+    }
+
+    #[test]
+    fn session_names_removed_by_hash_alone_only_for_their_own_session() {
+        let mut names = Names::default();
+        let (a, b) = (SessionId::new(1, 0), SessionId::new(1, 1));
+        let name_a: Arc<str> = "alpha".into();
+        let hash = names.hash(&name_a);
+        names.insert(&name_a, hash, a);
+        // The slot's next session does not own the name.
+        names.remove_uncollided(hash, b);
+        assert_eq!(
+            names.get("alpha", |id| (id == a).then_some("alpha")),
+            Some(a)
+        );
+        names.remove_uncollided(hash, a);
+        assert_eq!(names.len(), 0);
+        assert_eq!(names.get("alpha", |id| (id == a).then_some("alpha")), None);
     }
 }
