@@ -642,8 +642,11 @@ fn slot_map_checks_the_generation() {
 fn slot_map_refuses_rather_than_traps() {
     let mut map = SlotMap::new();
     assert_eq!(map.insert(id(u32::MAX, 0), 1u8), Err(1));
-    // Far more memory than any machine has: an error, not an abort.
+    // Far more memory than any machine has: an error, not an abort. The map
+    // is made opaque so an optimised build cannot drop the allocation as
+    // unused (and take it to have succeeded).
     let mut big: SlotMap<[u64; 64]> = SlotMap::new();
+    let big = std::hint::black_box(&mut big);
     assert!(big.insert(id(u32::MAX - 1, 0), [0; 64]).is_err());
     assert!(big.is_empty());
 }
