@@ -807,3 +807,137 @@ const _: () = {
     assert!(Refusal::Pinned as u8 == 0);
     assert!(Refusal::NotLive as u8 == 1);
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wasm::bindings::InterfaceVersion;
+    use crate::wasm::instance::PolicyTraits;
+
+    fn buffer(needs: EventNeeds) -> EventBuffer {
+        EventBuffer::new(&PolicyInfo {
+            name: "test".into(),
+            version: "0".into(),
+            interface: InterfaceVersion::V0_2,
+            needs,
+            traits: PolicyTraits {
+                stable_order: true,
+                sampled: false,
+            },
+            batch_size: 1 << 16,
+            sample_size: 0,
+        })
+    }
+
+    fn event(kind: u64, id: SessionId) -> PackedEvent {
+        packed::pack(match kind {
+            KIND_INSERTED => PolicyEvent::Inserted {
+                id,
+                time: 7,
+                weight: 1,
+                key: 9,
+                tenant: 0,
+            },
+            KIND_ACCESSED => PolicyEvent::Accessed {
+                id,
+                time: 7,
+                weight: 1,
+            },
+            KIND_REMOVED => PolicyEvent::Removed {
+                id,
+                time: 7,
+                cause: RemovalCause::Evicted,
+            },
+            _ => PolicyEvent::Refused {
+                id,
+                time: 7,
+                reason: Refusal::Pinned,
+            },
+        })
+    }
+
+    fn ready(buffer: &EventBuffer) -> Vec<SessionId> {
+        let mut out = Vec::new();
+        EventBuffer::take_ready_locked(&mut buffer.words.lock().ready, usize::MAX, &mut out);
+        out
+    }
+
+    /// Every mix of kinds, in batches of every length: what is buffered is
+    /// exactly the wanted events, in order.
+    #[test]
+    fn event_buffer_keeps_only_the_kinds_the_policy_needs_in_order() {
+        let needs = EventNeeds {
+            inserted: true,
+            accessed: false,
+            removed: true,
+            refused: false,
+        };
+        let buffer = buffer(needs);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut expected = Vec::new();
+        for batch in 0..64 {
+            let events: Vec<PackedEvent> = (0..batch)
+                .map(|i| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    event(state >> 62, SessionId::new(i, batch))
+                })
+                .collect();
+            buffer.record_batch(&events, None);
+            for e in &events {
+                if matches!(packed::kind(e), KIND_INSERTED | KIND_REMOVED) {
+                    expected.extend_from_slice(e);
+                }
+            }
+            assert_eq!(
+                buffer.words.lock().words,
+                expected,
+                "after a batch of {batch}"
+            );
+        }
+    }
+
+    /// Queued victims leave the queue only when an event names them (an id
+    /// sharing a victim's bit in the mask does not), a refusal drops the
+    /// queue, and arrivals join it while the answer said they follow.
+    #[test]
+    fn event_buffer_checks_events_against_the_victims_queued() {
+        let needs = EventNeeds {
+            inserted: true,
+            accessed: true,
+            removed: true,
+            refused: true,
+        };
+        let buffer = buffer(needs);
+        let (a, b, c) = (
+            SessionId::new(5, 0),
+            SessionId::new(6, 0),
+            SessionId::new(7, 0),
+        );
+        let ahead = [a, b, c].map(SessionId::to_bits);
+        buffer.install_ready(&[], &ahead, Arrivals::Stay);
+        // Slot 5 + 1,024 shares `a`'s bit; another generation of `b` is not `b`.
+        let lookalikes = [
+            event(KIND_ACCESSED, SessionId::new(5 + 1024, 0)),
+            event(KIND_REMOVED, SessionId::new(6, 1)),
+            event(KIND_INSERTED, SessionId::new(40, 0)),
+            event(KIND_ACCESSED, b),
+        ];
+        buffer.record_batch(&lookalikes, None);
+        assert_eq!(ready(&buffer), vec![a, c]);
+        // Delivered: the next answer has seen them.
+        buffer.words.lock().words.clear();
+
+        buffer.install_ready(&[], &ahead, Arrivals::Follow);
+        let d = SessionId::new(41, 0);
+        buffer.record_batch(&[event(KIND_INSERTED, d)], None);
+        assert_eq!(ready(&buffer), vec![a, b, c, d]);
+        buffer.words.lock().words.clear();
+
+        buffer.install_ready(&[], &ahead, Arrivals::Follow);
+        buffer.record_batch(&[event(KIND_REFUSED, SessionId::new(99, 0))], None);
+        buffer.record_batch(&[event(KIND_INSERTED, SessionId::new(42, 0))], None);
+        assert_eq!(ready(&buffer), vec![], "a refusal ends the promise");
+    }
+}
