@@ -169,9 +169,7 @@ pub fn replay(
                 // object's to lose.
                 Err(TableError::UnknownSession(_)) => {
                     if let Some(owner) = slot_owner.get_mut(held.slot() as usize) {
-                        if *owner == object {
-                            *owner = NO_OWNER;
-                        }
+                        *owner = NO_OWNER;
                     }
                 }
                 Err(other) => return Err(other.into()),

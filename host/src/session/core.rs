@@ -222,9 +222,9 @@ pub(crate) struct Core<U> {
     attachments: usize,
     by_external: Names,
     /// Names of sessions an expiry round removed, taken out of `by_external`
-    /// together at its end (see [`Self::expire`]).
-    expired_names: Option<Vec<(u64, SessionId)>>,
-    spare_names: Vec<(u64, SessionId)>,
+    /// together at its end (see [`Self::expire`]), while `batching_names`.
+    expired_names: Vec<(u64, SessionId)>,
+    batching_names: bool,
     /// Every live session exactly once, least recently used first.
     lru: Recency,
     deadlines: Deadlines,
@@ -259,8 +259,8 @@ impl<U> Core<U> {
             limiters: 0,
             attachments: 0,
             by_external: Names::default(),
-            expired_names: None,
-            spare_names: Vec::new(),
+            expired_names: Vec::new(),
+            batching_names: false,
             lru: Recency::default(),
             deadlines: Deadlines::default(),
             last_quota_round: 0,
@@ -685,11 +685,10 @@ impl<U> Core<U> {
         self.live -= 1;
         self.live_weight -= u64::from(entry.weight);
         if let Some(external) = &entry.external_id {
-            match &mut self.expired_names {
-                Some(names) if !self.by_external.has_collided() => {
-                    names.push((entry.name_hash, id));
-                }
-                _ => self.by_external.remove(external, entry.name_hash, id),
+            if self.batching_names && !self.by_external.has_collided() {
+                self.expired_names.push((entry.name_hash, id));
+            } else {
+                self.by_external.remove(external, entry.name_hash, id);
             }
         }
         self.lru.remove(id.slot());
@@ -860,17 +859,14 @@ impl<U> Core<U> {
         // (a fifth of an age round's time). The names of the sessions gone
         // stay indexed only within this call; a colliding name, which needs
         // its string to go, is removed at once.
-        self.expired_names = Some(std::mem::take(&mut self.spare_names));
+        self.batching_names = true;
         self.expire_due(now, fx);
-        if let Some(mut names) = self.expired_names.take() {
-            for (hash, id) in names.drain(..) {
-                self.by_external.remove_uncollided(hash, id);
-            }
-            // Kept for the next round unless a mass expiry grew it.
-            if names.capacity() <= SPARE_NAMES {
-                self.spare_names = names;
-            }
+        self.batching_names = false;
+        for (hash, id) in self.expired_names.drain(..) {
+            self.by_external.remove_uncollided(hash, id);
         }
+        // Kept for the next round unless a mass expiry grew it.
+        self.expired_names.shrink_to(SPARE_NAMES);
     }
 
     fn expire_due(&mut self, now: Micros, fx: &mut Effects<'_, U>) {

@@ -810,6 +810,9 @@ const _: () = {
 
 #[cfg(test)]
 mod tests {
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
     use super::*;
     use crate::wasm::bindings::InterfaceVersion;
     use crate::wasm::instance::PolicyTraits;
@@ -873,16 +876,11 @@ mod tests {
             refused: false,
         };
         let buffer = buffer(needs);
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = SmallRng::seed_from_u64(7);
         let mut expected = Vec::new();
         for batch in 0..64 {
             let events: Vec<PackedEvent> = (0..batch)
-                .map(|i| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    event(state >> 62, SessionId::new(i, batch))
-                })
+                .map(|i| event(rng.random_range(0..4), SessionId::new(i, batch)))
                 .collect();
             buffer.record_batch(&events, None);
             for e in &events {

@@ -356,7 +356,7 @@ impl<S: Simulated> Policy for OnTable<S> {
 
     fn on_access(&mut self, session: &Session) {
         self.prepared = None;
-        if self.pending.is_empty() && self.offered.is_empty() {
+        if self.detached() == 0 {
             // Nothing detached: a session the table holds is either held by
             // the policy or untracked, and `hit` ignores an id it does not
             // hold. Skipping the lookup here saves a cache line per request.

@@ -53,6 +53,15 @@ struct Entry {
     age: Links,
 }
 
+/// [`Ttl::idle_key`], for a caller that holds the entry mutably.
+fn idle_key(idle_timeout: u64, e: &Entry) -> (u64, u64) {
+    let at = match idle_timeout {
+        0 => u64::MAX,
+        t => e.last_access.saturating_add(t),
+    };
+    (at, e.access_seq)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Order {
     Idle,
@@ -95,11 +104,7 @@ impl Ttl {
 
     /// When the session expires by its idle timeout, with its tie-breaker.
     fn idle_key(&self, e: &Entry) -> (u64, u64) {
-        let at = match self.idle_timeout {
-            0 => u64::MAX,
-            t => e.last_access.saturating_add(t),
-        };
-        (at, e.access_seq)
+        idle_key(self.idle_timeout, e)
     }
 
     /// When the session expires by its max age, with its tie-breaker.
@@ -273,14 +278,11 @@ impl Simulated for Ttl {
         e.last_access = time;
         e.access_seq = self.seq;
         let Links { prev, next } = e.idle;
+        let key = idle_key(self.idle_timeout, e);
         let s = slot(id);
         if !self.keeps(Order::Idle) {
             return;
         }
-        let key = match self.entry(s) {
-            Some(e) => self.idle_key(e),
-            None => return,
-        };
         let last = self.idle.last;
         let goes_last = match self.entry(if s == last { prev } else { last }) {
             Some(before) => self.idle_key(before) <= key,
