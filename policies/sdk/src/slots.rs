@@ -17,7 +17,11 @@ pub const fn slot(id: u64) -> u32 {
 /// [`SlotMap`] refuses it, so it can serve as a null link.
 pub const NO_SLOT: u32 = u32::MAX;
 
+/// `repr(C)` keeps the id in front of the value: a policy that links its
+/// sessions reads a neighbour's id and links together, and with the id at the
+/// far end of a large value that read would span two cache lines.
 #[derive(Clone, Debug)]
+#[repr(C)]
 struct Entry<T> {
     id: u64,
     value: Option<T>,
@@ -391,3 +395,19 @@ impl<T> DoubleEndedIterator for SlotListIter<'_, T> {
 
 impl<T> ExactSizeIterator for SlotListIter<'_, T> {}
 impl<T> FusedIterator for SlotListIter<'_, T> {}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::offset_of;
+
+    use super::Entry;
+
+    #[test]
+    fn slot_map_entries_hold_the_id_in_front_of_any_value() {
+        // Left to the compiler, a 48-byte value goes first and the id last, so
+        // a read of the id and the value's first fields spans the whole entry.
+        assert_eq!(offset_of!(Entry<[u64; 6]>, id), 0);
+        assert_eq!(offset_of!(Entry<(u32, u32)>, id), 0);
+        assert_eq!(offset_of!(Entry<u8>, id), 0);
+    }
+}

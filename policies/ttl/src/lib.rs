@@ -43,14 +43,19 @@ struct Links {
     next: u32,
 }
 
+/// `repr(C)`, in this order: a request reads its session's idle links and
+/// times and its neighbours' idle links, which then lie in the slot's first 40
+/// bytes beside its id (the SDK's `SlotMap` puts the id first), rather than at
+/// both ends of its 64.
 #[derive(Clone, Copy, Debug)]
+#[repr(C)]
 struct Entry {
-    created: u64,
-    created_seq: u64,
+    idle: Links,
     last_access: u64,
     access_seq: u64,
-    idle: Links,
     age: Links,
+    created: u64,
+    created_seq: u64,
 }
 
 /// [`Ttl::idle_key`], for a caller that holds the entry mutably.

@@ -114,3 +114,15 @@ fn ttl_takes_its_bounds_from_the_table_not_from_config() {
         .expect("refused");
     assert!(err.contains("`idle-timeout`"), "{err}");
 }
+
+#[test]
+fn ttl_keeps_what_a_request_reads_at_the_front_of_its_entry() {
+    use std::mem::offset_of;
+
+    use crate::Entry;
+    // A request reads its neighbours' idle links and its own times: with the
+    // slot's id (the SDK's `SlotMap` puts it first) they fit in 40 bytes.
+    assert_eq!(offset_of!(Entry, idle), 0);
+    assert!(offset_of!(Entry, last_access) < 24);
+    assert!(offset_of!(Entry, access_seq) < 24);
+}
