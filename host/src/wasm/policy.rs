@@ -92,9 +92,11 @@ struct Ready {
     /// victim, so if unused they are dropped, and the queue behind them too
     /// (the policy is asked again).
     handed_fresh: bool,
-    /// Set for queued and handed victims: most events name neither, and
-    /// this tells so without a scan.
-    mask: SlotBits,
+    /// The queued and handed victims by slot: most events name none of
+    /// them, and this tells so without a scan. Kept exact as victims leave:
+    /// a mark left behind by an evicted victim would send every event of the
+    /// session that takes its slot next (at once, on a full table) to a scan.
+    mask: SlotCounts,
     /// Whether sessions inserted since the answer join the queue at its
     /// back, in the order they arrive.
     arrivals: Arrivals,
@@ -123,30 +125,69 @@ impl Arrivals {
     }
 }
 
-/// One bit per slot modulo 1,024. Wide enough that a full prefetch queue
-/// leaves most events' bits clear (64 bits would send every other event of a
-/// 32-victim queue to a scan).
-#[derive(Default)]
-struct SlotBits([u64; 16]);
+/// How many queued or handed victims have a slot equal to each value modulo
+/// 1,024, with a bit per value set while its count is above 0. Wide enough
+/// that a full prefetch queue leaves most events' bits clear (64 would send
+/// every other event of a 32-victim queue to a scan); the bits, 128 bytes,
+/// are what every event reads, the counts only what joins or leaves. A count
+/// that reached 255 stays there until the next reset: it may then send
+/// events to a needless scan, never skip a needed one.
+struct SlotCounts {
+    bits: [u64; SLOT_COUNTS / 64],
+    counts: [u8; SLOT_COUNTS],
+}
 
-impl SlotBits {
-    fn locate(id: SessionId) -> (usize, u64) {
-        let bit = id.slot() as usize % (64 * 16);
-        (bit / 64, 1 << (bit % 64))
+const SLOT_COUNTS: usize = 1024;
+
+impl Default for SlotCounts {
+    fn default() -> Self {
+        Self {
+            bits: [0; SLOT_COUNTS / 64],
+            counts: [0; SLOT_COUNTS],
+        }
+    }
+}
+
+impl SlotCounts {
+    fn locate(id: SessionId) -> usize {
+        id.slot() as usize % SLOT_COUNTS
     }
 
-    fn set(&mut self, id: SessionId) {
-        let (word, bit) = Self::locate(id);
-        self.0[word] |= bit;
+    fn add(&mut self, id: SessionId) {
+        let at = Self::locate(id);
+        self.counts[at] = self.counts[at].saturating_add(1);
+        self.bits[at / 64] |= 1 << (at % 64);
+    }
+
+    fn remove(&mut self, id: SessionId, times: usize) {
+        let at = Self::locate(id);
+        let count = &mut self.counts[at];
+        if *count == u8::MAX {
+            return;
+        }
+        *count = count.saturating_sub(u8::try_from(times).unwrap_or(u8::MAX));
+        if *count == 0 {
+            self.bits[at / 64] &= !(1 << (at % 64));
+        }
     }
 
     fn contains(&self, id: SessionId) -> bool {
-        let (word, bit) = Self::locate(id);
-        self.0[word] & bit != 0
+        let at = Self::locate(id);
+        self.bits[at / 64] & (1 << (at % 64)) != 0
     }
 
+    /// Zeroes the counts under set bits only (every other count is 0): an
+    /// install resets the whole mask, and writing all 1,024 counts each
+    /// time would cost more cache lines than the victims it counts.
     fn clear(&mut self) {
-        self.0 = [0; 16];
+        for (word, bits) in self.bits.iter_mut().enumerate() {
+            let mut left = *bits;
+            while left != 0 {
+                self.counts[word * 64 + left.trailing_zeros() as usize] = 0;
+                left &= left - 1;
+            }
+            *bits = 0;
+        }
     }
 }
 
@@ -154,23 +195,29 @@ impl Ready {
     fn install(&mut self, victims: impl IntoIterator<Item = SessionId>, arrivals: Arrivals) {
         self.arrivals = arrivals;
         self.victims.clear();
-        self.mask.clear();
-        for id in victims {
-            self.mask.set(id);
-            self.victims.push_back(id);
-        }
-        for &id in &self.handed {
-            self.mask.set(id);
-        }
+        self.victims.extend(victims);
+        self.recount();
     }
 
     /// Victims handed to the table from now on; forgets the previous ones.
     fn hand(&mut self, ids: &[SessionId], fresh: bool) {
         self.handed_fresh = fresh;
+        for &id in &self.handed {
+            self.mask.remove(id, 1);
+        }
         self.handed.clear();
         self.handed.extend_from_slice(ids);
         for &id in ids {
-            self.mask.set(id);
+            self.mask.add(id);
+        }
+    }
+
+    /// Counts exactly the queued and handed victims again, after a change
+    /// too rare to track one by one.
+    fn recount(&mut self) {
+        self.mask.clear();
+        for &id in self.victims.iter().chain(&self.handed) {
+            self.mask.add(id);
         }
     }
 
@@ -179,30 +226,37 @@ impl Ready {
     fn give_back(&mut self, unused: &[SessionId]) {
         if self.handed_fresh {
             if unused.iter().any(|id| self.handed.contains(id)) {
-                self.drop_queue();
+                self.victims.clear();
+                self.arrivals = Arrivals::Stay;
             }
-            self.handed.clear();
-            return;
-        }
-        for &id in unused.iter().rev() {
-            if self.handed.contains(&id) {
-                self.victims.push_front(id);
+        } else {
+            for &id in unused.iter().rev() {
+                if self.handed.contains(&id) {
+                    self.victims.push_front(id);
+                }
             }
         }
         self.handed.clear();
+        self.recount();
     }
 
     /// An event named `id`: it is no longer a choice made ahead. The others
     /// keep their order (what `stable-order` promises).
     fn forget(&mut self, id: SessionId) {
-        if self.mask.contains(id) {
-            // Most hits are a handed victim's own removal: look before
-            // rewriting the queue.
-            if self.victims.contains(&id) {
-                self.victims.retain(|&v| v != id);
-                self.ran_dry_if_empty();
-            }
-            self.handed.retain(|&v| v != id);
+        if !self.mask.contains(id) {
+            return;
+        }
+        // Most of these are a handed victim's own removal: once it is out
+        // of the handed ones, a count back at 0 says no queued victim is
+        // `id` either, without a scan of the queue.
+        let handed = self.handed.len();
+        self.handed.retain(|&v| v != id);
+        self.mask.remove(id, handed - self.handed.len());
+        if self.mask.contains(id) && self.victims.contains(&id) {
+            let queued = self.victims.len();
+            self.victims.retain(|&v| v != id);
+            self.mask.remove(id, queued - self.victims.len());
+            self.ran_dry_if_empty();
         }
     }
 
@@ -216,7 +270,7 @@ impl Ready {
             self.forget(id);
             self.drop_queue();
         } else if kind == KIND_INSERTED && self.arrivals != Arrivals::Stay {
-            self.mask.set(id);
+            self.mask.add(id);
             self.victims.push_back(id);
         } else if !self.is_empty() {
             self.forget(id);
@@ -226,6 +280,7 @@ impl Ready {
     fn drop_queue(&mut self) {
         self.victims.clear();
         self.arrivals = Arrivals::Stay;
+        self.recount();
     }
 
     /// Called when the queue lost its last victim: arrivals that follow only
@@ -408,6 +463,10 @@ impl EventBuffer {
         let take = count.min(ready.victims.len());
         let from = out.len();
         out.extend(ready.victims.drain(..take));
+        // Out of the queue, into the hand: `hand` counts them again.
+        for &id in &out[from..] {
+            ready.mask.remove(id, 1);
+        }
         ready.hand(&out[from..], false);
         if take > 0 {
             ready.ran_dry_if_empty();
@@ -937,5 +996,91 @@ mod tests {
         buffer.record_batch(&[event(KIND_REFUSED, SessionId::new(99, 0))], None);
         buffer.record_batch(&[event(KIND_INSERTED, SessionId::new(42, 0))], None);
         assert_eq!(ready(&buffer), vec![], "a refusal ends the promise");
+    }
+
+    /// The counts of exactly the queued and handed victims.
+    fn exact_mask(ready: &Ready) -> ([u64; SLOT_COUNTS / 64], [u8; SLOT_COUNTS]) {
+        let mut counts = SlotCounts::default();
+        for &id in ready.victims.iter().chain(&ready.handed) {
+            counts.add(id);
+        }
+        (counts.bits, counts.counts)
+    }
+
+    /// A victim's mark goes when the victim does (unless another victim
+    /// shares it), so the session that takes an evicted victim's slot is not
+    /// checked against the queue on each of its events.
+    #[test]
+    fn victim_mask_lets_a_victim_go_with_its_last_holder() {
+        let mut ready = Ready::default();
+        let (a, b, twin) = (
+            SessionId::new(5, 0),
+            SessionId::new(6, 0),
+            SessionId::new(5 + 1024, 0),
+        );
+        ready.install([a, b, twin], Arrivals::Stay);
+        let mut out = Vec::new();
+        EventBuffer::take_ready_locked(&mut ready, 1, &mut out);
+        assert_eq!(out, vec![a]);
+        ready.observe(KIND_REMOVED, a);
+        let successor = SessionId::new(5, 1);
+        assert!(ready.mask.contains(successor), "`twin` still counts");
+        ready.observe(KIND_REMOVED, twin);
+        assert!(!ready.mask.contains(successor));
+        EventBuffer::take_ready_locked(&mut ready, 1, &mut out);
+        assert_eq!(out, vec![a, b]);
+        // The next hand replaces `b`, which the table did not report unused.
+        ready.hand(&[], false);
+        assert!(!ready.mask.contains(b));
+        assert_eq!(ready.mask.bits, [0; SLOT_COUNTS / 64]);
+    }
+
+    /// Random installs, hands, give-backs and events over a few slots (so
+    /// marks are shared): after every step the mask counts exactly the
+    /// victims still queued or handed.
+    #[test]
+    fn victim_mask_stays_exact_under_any_sequence() {
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut ready = Ready::default();
+        let id = |rng: &mut SmallRng| {
+            let slot = rng.random_range(0..6) + 1024 * rng.random_range(0..2);
+            SessionId::new(slot, rng.random_range(0..2))
+        };
+        for step in 0..20_000 {
+            match rng.random_range(0..10) {
+                0 => {
+                    let now: Vec<SessionId> =
+                        (0..rng.random_range(0..2)).map(|_| id(&mut rng)).collect();
+                    let ahead: Vec<SessionId> =
+                        (0..rng.random_range(0..6)).map(|_| id(&mut rng)).collect();
+                    let arrivals = [
+                        Arrivals::Stay,
+                        Arrivals::Follow,
+                        Arrivals::FollowWhileQueued,
+                    ][rng.random_range(0..3)];
+                    ready.hand(&now, true);
+                    ready.install(ahead, arrivals);
+                }
+                1 | 2 => {
+                    let mut out = Vec::new();
+                    EventBuffer::take_ready_locked(&mut ready, rng.random_range(0..3), &mut out);
+                }
+                3 => {
+                    let handed = ready.handed.clone();
+                    let unused = &handed[rng.random_range(0..=handed.len())..];
+                    ready.give_back(unused);
+                }
+                _ => {
+                    let kind = [KIND_INSERTED, KIND_ACCESSED, KIND_REMOVED, KIND_REFUSED]
+                        [rng.random_range(0..4)];
+                    ready.observe(kind, id(&mut rng));
+                }
+            }
+            assert_eq!(
+                (ready.mask.bits, ready.mask.counts),
+                exact_mask(&ready),
+                "after step {step}"
+            );
+        }
     }
 }
