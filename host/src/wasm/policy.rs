@@ -302,11 +302,58 @@ impl Ready {
     }
 }
 
+/// Packed events behind room for the `victims` header, so that a call takes
+/// the buffer as its input instead of copying the events behind a header
+/// (a copy of every event, which by then has usually left the cache).
+struct EventWords(Vec<u64>);
+
+impl Default for EventWords {
+    fn default() -> Self {
+        Self(vec![0; VICTIMS_HEADER])
+    }
+}
+
+impl EventWords {
+    fn events(&self) -> &[u64] {
+        &self.0[VICTIMS_HEADER..]
+    }
+
+    /// Words of events buffered.
+    fn len(&self) -> usize {
+        self.0.len() - VICTIMS_HEADER
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn extend(&mut self, words: &[u64]) {
+        self.0.extend_from_slice(words);
+    }
+
+    fn clear(&mut self) {
+        self.0.truncate(VICTIMS_HEADER);
+    }
+
+    fn drop_oldest(&mut self, words: usize) {
+        let words = words.min(self.len());
+        self.0.drain(VICTIMS_HEADER..VICTIMS_HEADER + words);
+    }
+
+    /// The buffer as it is, header room first; `spare` (emptied) takes its
+    /// place, so neither side reallocates in the steady state.
+    fn take(&mut self, mut spare: Vec<u64>) -> Vec<u64> {
+        spare.clear();
+        spare.resize(VICTIMS_HEADER, 0);
+        std::mem::replace(&mut self.0, spare)
+    }
+}
+
 /// What the event buffer's lock guards.
 #[derive(Default)]
 struct Buffered {
     /// Packed events waiting for the next call.
-    words: Vec<u64>,
+    words: EventWords,
     ready: Ready,
 }
 
@@ -392,11 +439,11 @@ impl EventBuffer {
             // Every kind wanted: the batch goes over as it is, in one copy.
             let whole = needs == NEED_ALL;
             if whole {
-                words.extend_from_slice(events.as_flattened());
+                words.extend(events.as_flattened());
             }
             for event in events.iter().filter(|e| wanted(e)) {
                 if !whole {
-                    words.extend_from_slice(event);
+                    words.extend(event);
                 }
                 queue.observe(packed::kind(event), packed::id(event));
             }
@@ -437,8 +484,7 @@ impl EventBuffer {
     /// Drops the oldest `words` buffered (events a snapshot covers).
     pub(super) fn drop_oldest(&self, words: usize) {
         let mut buffered = self.words.lock();
-        let words = words.min(buffered.words.len());
-        buffered.words.drain(..words);
+        buffered.words.drop_oldest(words);
     }
 
     fn is_empty(&self) -> bool {
@@ -454,7 +500,7 @@ impl EventBuffer {
         ready.hand(now, true);
         ready.install(ahead.iter().map(|&id| SessionId::from_bits(id)), arrivals);
         // Recorded while the policy chose: it has not seen them.
-        for event in words.as_chunks::<WORDS_PER_EVENT>().0 {
+        for event in words.events().as_chunks::<WORDS_PER_EVENT>().0 {
             ready.observe(packed::kind(event), packed::id(event));
         }
     }
@@ -590,26 +636,23 @@ impl WasmPolicy {
         instance: &mut Instance,
         request: &VictimRequest<'_>,
     ) -> Result<Vec<u64>, Fault> {
-        let mut input = std::mem::take(&mut instance.spare_events);
-        input.clear();
         let (key, size) = request
             .arriving
             .map_or((0, 0), |a| (a.key, u64::from(a.weight)));
-        input.extend_from_slice(&[0, key, size]);
         // One lock round in the common case: a backlog too large to ride
         // along (rare: a flush was missed) is delivered first, outside it.
         let mut buffered = self.events.words.lock();
         if buffered.words.len() > EVENTS_PER_CALL * WORDS_PER_EVENT {
             drop(buffered);
-            instance.spare_events = Vec::new();
             self.deliver(instance)?;
             buffered = self.events.words.lock();
         }
-        input.extend_from_slice(&buffered.words);
-        buffered.words.clear();
+        let mut input = buffered
+            .words
+            .take(std::mem::take(&mut instance.spare_events));
         drop(buffered);
         let events = (input.len() - VICTIMS_HEADER) / WORDS_PER_EVENT;
-        input[0] = events as u64;
+        input[..VICTIMS_HEADER].copy_from_slice(&[events as u64, key, size]);
         for c in request.candidates {
             input.extend_from_slice(&[c.id.to_bits(), c.last_access, c.requests, c.key]);
         }
@@ -628,12 +671,14 @@ impl WasmPolicy {
     /// [`EVENTS_PER_CALL`] per call. A batch the guest answers with `Err` is
     /// lost (the guest said it could not apply it), and delivery goes on.
     pub(super) fn deliver(&self, instance: &mut Instance) -> Result<(), Fault> {
-        // Swap in the instance's spare vector so neither side reallocates in the
-        // steady state.
-        let mut pending = std::mem::take(&mut instance.spare_events);
-        std::mem::swap(&mut pending, &mut self.events.words.lock().words);
+        let mut pending = self
+            .events
+            .words
+            .lock()
+            .words
+            .take(std::mem::take(&mut instance.spare_events));
         let mut result = Ok(());
-        for chunk in pending.chunks(EVENTS_PER_CALL * WORDS_PER_EVENT) {
+        for chunk in pending[VICTIMS_HEADER..].chunks(EVENTS_PER_CALL * WORDS_PER_EVENT) {
             match self.timed(|| instance.observe(chunk)) {
                 Ok(()) => {
                     self.metrics
@@ -948,7 +993,7 @@ mod tests {
                 }
             }
             assert_eq!(
-                buffer.words.lock().words,
+                buffer.words.lock().words.events(),
                 expected,
                 "after a batch of {batch}"
             );
@@ -996,6 +1041,31 @@ mod tests {
         buffer.record_batch(&[event(KIND_REFUSED, SessionId::new(99, 0))], None);
         buffer.record_batch(&[event(KIND_INSERTED, SessionId::new(42, 0))], None);
         assert_eq!(ready(&buffer), vec![], "a refusal ends the promise");
+    }
+
+    /// A call takes the events with the header's room in front, and the
+    /// buffer left behind starts empty with that room again, whatever the
+    /// spare vector it was handed held.
+    #[test]
+    fn event_words_hand_over_their_events_behind_header_room() {
+        let mut words = EventWords::default();
+        assert!(words.is_empty());
+        words.extend(&[1, 2, 3, 4, 5, 6]);
+        words.extend(&[7, 8, 9]);
+        words.drop_oldest(3);
+        assert_eq!(words.events(), [4, 5, 6, 7, 8, 9]);
+        let taken = words.take(vec![42; 20]);
+        assert_eq!(taken.len(), VICTIMS_HEADER + 6);
+        assert_eq!(&taken[VICTIMS_HEADER..], [4, 5, 6, 7, 8, 9]);
+        assert!(words.is_empty());
+        assert_eq!(words.0, vec![0; VICTIMS_HEADER]);
+        words.extend(&[10, 11, 12]);
+        words.drop_oldest(usize::MAX);
+        assert!(words.is_empty());
+        words.extend(&[13, 14, 15]);
+        words.clear();
+        assert_eq!(words.events(), [] as [u64; 0]);
+        assert_eq!(words.len(), 0);
     }
 
     /// The counts of exactly the queued and handed victims.
