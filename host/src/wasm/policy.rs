@@ -226,8 +226,7 @@ impl Ready {
     fn give_back(&mut self, unused: &[SessionId]) {
         if self.handed_fresh {
             if unused.iter().any(|id| self.handed.contains(id)) {
-                self.victims.clear();
-                self.arrivals = Arrivals::Stay;
+                self.drop_queue();
             }
         } else {
             for &id in unused.iter().rev() {
@@ -518,16 +517,14 @@ impl EventBuffer {
             ready.ran_dry_if_empty();
         }
         if ready.is_empty() {
+            // Exact counts are all 0 here already; this resets one stuck at
+            // 255.
             ready.mask.clear();
         }
     }
 
     fn give_back(&self, unused: &[SessionId]) {
-        let mut buffered = self.words.lock();
-        buffered.ready.give_back(unused);
-        if buffered.ready.is_empty() {
-            buffered.ready.mask.clear();
-        }
+        self.words.lock().ready.give_back(unused);
     }
 }
 
