@@ -138,6 +138,7 @@ mod replay {
                 .collect(),
             mode: CapacityMode::Objects,
             belady: true,
+            rounds: 1,
         };
         let report = bench::run(&trace, &plan, &open_configured, &mut Quiet).expect("bench");
         let got: Vec<(&str, u64)> = report
@@ -205,6 +206,7 @@ mod replay {
             ],
             mode: CapacityMode::Bytes,
             belady: false,
+            rounds: 1,
         };
         let report = bench::run(&trace, &plan, &open_configured, &mut Quiet).expect("bench");
         let misses: Vec<(&str, &str, u64)> = report
@@ -259,6 +261,7 @@ mod replay {
             ],
             mode: CapacityMode::Objects,
             belady: false,
+            rounds: 1,
         };
         let report = bench::run(&trace, &plan, &open_configured, &mut Quiet).expect("bench");
         let warning = |label: &str| -> String {
@@ -325,6 +328,111 @@ mod replay {
 
     /// Issue 10, item 1: settings go to the policy they are for, never to a
     /// built-in, and a global setting is refused where it is ambiguous.
+    /// A comparison of `names` on the reference trace's capacity, in objects,
+    /// without Belady.
+    fn plan_at_4897(names: &[&str], rounds: u32) -> BenchPlan {
+        BenchPlan {
+            capacities: vec![CapacitySpec::Absolute(4_897)],
+            policies: names.iter().map(|n| ConfiguredPolicy::named(n)).collect(),
+            mode: CapacityMode::Objects,
+            belady: false,
+            rounds,
+        }
+    }
+
+    /// Which replays a bench started, in order, with the label shown.
+    #[derive(Default)]
+    struct Started(Vec<(String, String)>);
+
+    impl bench::Progress for Started {
+        fn replay_started(&mut self, policy: &str, capacity: &str, _requests: u64) {
+            self.0.push((policy.to_owned(), capacity.to_owned()));
+        }
+    }
+
+    /// `--rounds`: every policy replays once per round, each round starting one
+    /// policy further along, and the row gives the first round's counts, the
+    /// median wall time and the median of the per-round cost ratios with
+    /// their range.
+    #[test]
+    fn replay_bench_rounds_rotate_the_order_and_report_medians() {
+        let trace = reference_trace();
+        let names = ["lru", "fifo", "lru.wasm", "fifo.wasm"];
+        let plan = |rounds| plan_at_4897(&names, rounds);
+        let single = bench::run(&trace, &plan(1), &open_configured, &mut Quiet).expect("bench");
+        let mut started = Started::default();
+        let report = bench::run(&trace, &plan(3), &open_configured, &mut started).expect("bench");
+        let expected: Vec<(String, String)> = (0..3)
+            .flat_map(|round| {
+                (0..names.len()).map(move |k| {
+                    (
+                        names[(round + k) % names.len()].to_owned(),
+                        format!("4897 round {}/3", round + 1),
+                    )
+                })
+            })
+            .collect();
+        assert_eq!(started.0, expected);
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        assert_eq!(report.rounds, 3);
+        let counts = |r: &bench::BenchRow| (r.policy.clone(), r.misses, r.evictions);
+        assert_eq!(
+            report.rows.iter().map(counts).collect::<Vec<_>>(),
+            single.rows.iter().map(counts).collect::<Vec<_>>()
+        );
+        assert_eq!(report.rows[0].misses, 91_657);
+        assert_eq!(report.rows[1].misses, 91_716);
+        for row in &report.rows {
+            assert_eq!(row.rounds, 3, "{}", row.policy);
+            let cost = row.cost_vs_lru.expect("cost");
+            let [lo, hi] = row.cost_vs_lru_range.expect("range");
+            assert!(lo <= cost && cost <= hi, "{}: {lo} {cost} {hi}", row.policy);
+            assert!(row.wall_ms > 0.0);
+        }
+        assert_eq!(report.rows[0].cost_vs_lru, Some(1.0));
+        assert_eq!(report.rows[0].cost_vs_lru_range, Some([1.0, 1.0]));
+        assert!(single
+            .rows
+            .iter()
+            .all(|r| r.rounds == 1 && r.cost_vs_lru_range.is_none()));
+    }
+
+    /// A policy whose rounds count differently (here one label opening lru
+    /// and fifo in turn) is reported, not silently averaged.
+    #[test]
+    fn replay_bench_rounds_that_disagree_are_reported() {
+        let trace = reference_trace();
+        let opened = std::cell::Cell::new(0u32);
+        let flipping = |policy: &ConfiguredPolicy, capacity: u64| {
+            if policy.label != "flip" {
+                return open_configured(policy, capacity);
+            }
+            opened.set(opened.get() + 1);
+            let name = if opened.get().is_multiple_of(2) {
+                "lru"
+            } else {
+                "fifo"
+            };
+            open_configured(&ConfiguredPolicy::named(name), capacity)
+        };
+        let plan = plan_at_4897(&["lru", "flip"], 2);
+        let report = bench::run(&trace, &plan, &flipping, &mut Quiet).expect("bench");
+        // The up-front check opened fifo, round 1 lru, round 2 fifo.
+        assert_eq!(opened.get(), 3);
+        assert_eq!(report.rows[1].misses, 91_657);
+        assert_eq!(
+            report.warnings,
+            vec![
+                "flip at 4897: rounds disagree (91657 misses and 86760 evictions, then \
+                  91716 and 86819); the first round's counts are shown"
+                    .to_owned()
+            ]
+        );
+        let zero = BenchPlan { rounds: 0, ..plan };
+        let error = bench::run(&trace, &zero, &flipping, &mut Quiet).expect_err("no rounds");
+        assert!(error.to_string().contains("at least 1"), "{error}");
+    }
+
     #[test]
     fn replay_cli_bench_gives_each_policy_its_own_settings() {
         let hostile = hostile_path();
@@ -487,6 +595,15 @@ mod replay {
         assert!(svg.contains("<svg") && svg.contains("fifo.wasm") && svg.contains("belady"));
     }
 
+    /// A bench that takes well under a second: 5,000 requests, 50 sessions.
+    const SMALL_BENCH: [&str; 5] = [
+        "bench",
+        "--synthetic",
+        "uniform:requests=5000,ids=500",
+        "--capacity",
+        "50",
+    ];
+
     #[test]
     fn replay_cli_table_and_csv_on_the_embedded_default() {
         let out = shadowcat_cli(&[
@@ -519,15 +636,7 @@ mod replay {
                 "{line}"
             );
         }
-        let out = shadowcat_cli(&[
-            "bench",
-            "--synthetic",
-            "uniform:requests=5000,ids=500",
-            "--capacity",
-            "50",
-            "--policy",
-            "lfu",
-        ]);
+        let out = shadowcat_cli(&[&SMALL_BENCH[..], &["--policy", "lfu"]].concat());
         assert!(out.status.success(), "{}", text(&out.stderr));
         let table = text(&out.stdout);
         assert!(
@@ -535,6 +644,53 @@ mod replay {
             "{table}"
         );
         assert!(table.lines().any(|l| l.starts_with("lfu")), "{table}");
+    }
+
+    #[test]
+    fn replay_cli_rounds_show_medians_and_the_spread_of_ratios() {
+        let args = |rounds: &'static str, format: &'static str| {
+            let rest = [
+                "--policy",
+                "fifo",
+                "--no-belady",
+                "--rounds",
+                rounds,
+                "--format",
+                format,
+            ];
+            shadowcat_cli(&[&SMALL_BENCH[..], &rest].concat())
+        };
+        let out = args("3", "table");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let table = text(&out.stdout);
+        assert!(
+            table.contains("wall times are medians of 3 rounds"),
+            "{table}"
+        );
+        assert!(table.contains("cost range"), "{table}");
+        let lru = table
+            .lines()
+            .find(|l| l.starts_with("lru "))
+            .unwrap_or_else(|| panic!("{table}"));
+        assert!(lru.ends_with("1.00x  1.00-1.00x"), "{lru}");
+        let csv_header = |rounds| {
+            let out = args(rounds, "csv");
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            text(&out.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(csv_header("2").ends_with(",cost_vs_lru,cost_range"));
+        assert!(csv_header("1").ends_with(",cost_vs_lru"));
+        let out = args("0", "table");
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("--rounds") && err.contains("1..=1000"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -629,6 +785,7 @@ mod replay {
             "size 0",
             "Belady",
             "--bytes",
+            "median of the ratios within each round",
         ] {
             assert!(
                 help.contains(phrase),

@@ -88,7 +88,7 @@ const BENCH_ABOUT: &str = "Replay an access trace through the session table and 
 
 Each request names an object (a session). A request whose session is still in the table is a hit; otherwise it is a miss: the session is created again, evicting as the policy decides. The replay drives the same table and policy host the proxy uses, on the trace's own virtual time (nothing sleeps); the policy's maintenance tick runs every 60 s of trace time, as the proxy's cleanup does by default, and each session carries its object id as its stable key. Every request counts, cold misses included; there is no warm-up; records of size 0 are skipped. Capacity counts objects (every object 1) unless --bytes is given, then object sizes in bytes.
 
-Without --trace, a synthetic trace is generated (see --synthetic), so the command needs no files. Belady's offline optimum is shown as the floor, and every policy's wall time is compared with the native LRU measured in the same run.
+Without --trace, a synthetic trace is generated (see --synthetic), so the command needs no files. Belady's offline optimum is shown as the floor, and every policy's wall time is compared with the native LRU measured in the same run. With --rounds N every policy is replayed N times per capacity in a rotated order: wall times are medians, and the cost against the native LRU is the median of the ratios within each round, with their range.
 
 Policies: the built-in lru and fifo and every .wasm policy found, unless --policy names some; the policy named by --eviction-policy is always included, and the command fails if it cannot be loaded. Every policy is opened at each capacity it runs at; a policy that refuses a capacity (a minimum table size) is skipped there with a warning. Settings go to one policy: inline (--policy lfu.wasm:k=v,k2=v2) or scoped (--policy-config lfu.wasm:k=v). A global --policy-config k=v goes to the --eviction-policy when that is a WebAssembly policy, else to the only WebAssembly policy compared; it is an error when several could take it, and never goes to a built-in (they take none). A configured policy is labelled with its settings (lfu.wasm:k=v), so one policy can be compared under several settings.
 
@@ -99,6 +99,7 @@ Examples:
   shadowcat bench --trace cloudPhysicsIO.oracleGeneral.bin --capacity 4897 --policy lru --policy fifo.wasm
   shadowcat bench --trace t.csv --csv-id-column 1 --capacity 0.01,0.1 --policy lfu --plot out.svg
   shadowcat bench --policy lfu.wasm:k=v --policy lfu.wasm --capacity 1%
+  shadowcat bench --no-belady --capacity 1%,10% --rounds 5
   shadowcat --eviction-policy ./my-policy.wasm bench --capacity 4897
   shadowcat bench --synthetic zipf:alpha=0.8,requests=5000000,ids=500000 --format json";
 
@@ -157,6 +158,15 @@ pub struct BenchArgs {
     /// Leave out Belady's offline optimum.
     #[arg(long)]
     pub no_belady: bool,
+
+    /// Replay every policy N times at each capacity, starting each round one
+    /// policy further along the list, and show the median wall time; cost vs lru
+    /// is then the median of the ratios to the native LRU of the same round, with
+    /// their range. On a busy machine a single replay's time can be off by tens
+    /// of percent; miss counts do not change between rounds.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub rounds: u32,
 
     /// Output format of the results.
     #[arg(long, value_enum, default_value = "table")]

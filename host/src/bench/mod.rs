@@ -114,8 +114,13 @@ pub struct BenchRow {
     pub evictions: Option<u64>,
     pub throughput_mrps: f64,
     pub wall_ms: f64,
-    /// Wall time relative to the native LRU at the same capacity.
+    /// Replays this row's wall time is the median of.
+    pub rounds: u32,
+    /// Wall time relative to the native LRU at the same capacity: with several
+    /// rounds, the median of the per-round ratios.
     pub cost_vs_lru: Option<f64>,
+    /// The lowest and highest per-round ratio, with more than one round.
+    pub cost_vs_lru_range: Option<[f64; 2]>,
     /// Miss ratio above Belady's at the same capacity (absolute difference).
     pub gap_vs_belady: Option<f64>,
 }
@@ -128,6 +133,8 @@ pub struct BenchReport {
     pub unique_bytes: u64,
     pub mode: &'static str,
     pub rows: Vec<BenchRow>,
+    /// Replays of every policy at every capacity (see [`BenchPlan::rounds`]).
+    pub rounds: u32,
     pub warnings: Vec<String>,
     pub peak_rss_bytes: Option<u64>,
 }
@@ -159,6 +166,8 @@ pub enum BenchError {
     },
     #[error("no capacity given")]
     NoCapacity,
+    #[error("no round to run; use at least 1")]
+    NoRounds,
 }
 
 /// Reports progress of a run; the CLI draws progress bars, tests ignore it.
@@ -182,6 +191,32 @@ pub struct BenchPlan {
     pub policies: Vec<ConfiguredPolicy>,
     pub mode: CapacityMode,
     pub belady: bool,
+    /// Replays of every policy at every capacity, in a rotated order each
+    /// round; wall times are the median over rounds. At least 1.
+    pub rounds: u32,
+}
+
+/// One replay's counts and wall time.
+#[derive(Debug, Clone)]
+struct RoundResult {
+    requests: u64,
+    misses: u64,
+    evictions: u64,
+    wall: Duration,
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    })
 }
 
 /// Opens a fresh policy for a table of the given capacity (policies keep
@@ -198,6 +233,9 @@ pub fn run(
 ) -> Result<BenchReport, BenchError> {
     if plan.capacities.is_empty() {
         return Err(BenchError::NoCapacity);
+    }
+    if plan.rounds == 0 {
+        return Err(BenchError::NoRounds);
     }
     let distinct = trace.distinct_ids() as u64;
     let unique_bytes = trace.unique_bytes();
@@ -281,53 +319,117 @@ pub fn run(
             progress.replay_finished(&row);
             group.push(row);
         }
-        for policy in &policies {
-            if refused.contains(&(policy.label.clone(), capacity)) {
+        // Each round replays every policy once, starting one further along
+        // the list, so no policy always runs right after the same others (a
+        // replay leaves the allocator and caches in a state the next one pays
+        // for) and the baseline is measured at every position in turn.
+        let runnable: Vec<usize> = (0..policies.len())
+            .filter(|&i| !refused.contains(&(policies[i].label.clone(), capacity)))
+            .collect();
+        let mut runs: Vec<Vec<RoundResult>> = vec![Vec::new(); policies.len()];
+        for round in 0..plan.rounds {
+            let shown = if plan.rounds > 1 {
+                format!("{label} round {}/{}", round + 1, plan.rounds)
+            } else {
+                label.clone()
+            };
+            let start = round as usize % runnable.len().max(1);
+            for &i in runnable[start..].iter().chain(&runnable[..start]) {
+                let name = &policies[i].label;
+                let opened = open(&policies[i], capacity).map_err(|error| BenchError::Open {
+                    policy: name.clone(),
+                    capacity,
+                    error,
+                })?;
+                progress.replay_started(name, &shown, trace.len() as u64);
+                let outcome = replay(trace, opened.eviction(), capacity, plan.mode, &mut |done| {
+                    progress.replay_advanced(done)
+                })
+                .map_err(|error| BenchError::Replay {
+                    policy: name.clone(),
+                    capacity,
+                    error,
+                })?;
+                if let Some(warning) =
+                    fallback_warning(name, &shown, &outcome, opened.wasm_metrics())
+                {
+                    warnings.push(warning);
+                }
+                progress.replay_finished(&make_row(
+                    name,
+                    capacity,
+                    &label,
+                    fraction,
+                    outcome.requests,
+                    outcome.misses,
+                    Some(outcome.evictions),
+                    outcome.wall,
+                ));
+                runs[i].push(RoundResult {
+                    requests: outcome.requests,
+                    misses: outcome.misses,
+                    evictions: outcome.evictions,
+                    wall: outcome.wall,
+                });
+            }
+        }
+        let baseline_runs = policies
+            .iter()
+            .position(|p| p.label == BASELINE)
+            .map(|i| runs[i].clone());
+        for (policy, rounds) in policies.iter().zip(&runs) {
+            let Some(first) = rounds.first() else {
                 continue;
+            };
+            if let Some(other) = rounds
+                .iter()
+                .find(|r| (r.misses, r.evictions) != (first.misses, first.evictions))
+            {
+                warnings.push(format!(
+                    "{} at {label}: rounds disagree ({} misses and {} evictions, then {} and {}); \
+                     the first round's counts are shown",
+                    policy.label, first.misses, first.evictions, other.misses, other.evictions
+                ));
             }
-            let name = &policy.label;
-            let opened = open(policy, capacity).map_err(|error| BenchError::Open {
-                policy: name.clone(),
-                capacity,
-                error,
-            })?;
-            progress.replay_started(name, &label, trace.len() as u64);
-            let outcome = replay(trace, opened.eviction(), capacity, plan.mode, &mut |done| {
-                progress.replay_advanced(done)
-            })
-            .map_err(|error| BenchError::Replay {
-                policy: name.clone(),
-                capacity,
-                error,
-            })?;
-            if let Some(warning) = fallback_warning(name, &label, &outcome, opened.wasm_metrics()) {
-                warnings.push(warning);
-            }
-            let row = make_row(
-                name,
+            let mut walls: Vec<f64> = rounds.iter().map(|r| r.wall.as_secs_f64()).collect();
+            let wall = median(&mut walls).map_or(Duration::ZERO, Duration::from_secs_f64);
+            let mut row = make_row(
+                &policy.label,
                 capacity,
                 &label,
                 fraction,
-                outcome.requests,
-                outcome.misses,
-                Some(outcome.evictions),
-                outcome.wall,
+                first.requests,
+                first.misses,
+                Some(first.evictions),
+                wall,
             );
-            progress.replay_finished(&row);
+            row.rounds = plan.rounds;
+            if let Some(baseline) = &baseline_runs {
+                // The ratio is taken within each round, against the baseline
+                // of that round, before the median: a disturbance that slows
+                // a whole round cancels out.
+                let mut ratios: Vec<f64> = rounds
+                    .iter()
+                    .zip(baseline)
+                    .filter(|(_, b)| !b.wall.is_zero())
+                    .map(|(r, b)| r.wall.as_secs_f64() / b.wall.as_secs_f64())
+                    .collect();
+                row.cost_vs_lru_range = ratios
+                    .iter()
+                    .copied()
+                    .fold(None, |range: Option<[f64; 2]>, c| {
+                        Some(range.map_or([c, c], |[lo, hi]| [lo.min(c), hi.max(c)]))
+                    })
+                    .filter(|_| plan.rounds > 1);
+                row.cost_vs_lru = median(&mut ratios);
+            }
             group.push(row);
         }
-        let baseline_wall = group
-            .iter()
-            .find(|r| r.policy == BASELINE)
-            .map(|r| r.wall_ms);
         let belady_ratio = group
             .iter()
             .find(|r| r.policy == BELADY)
             .map(|r| r.miss_ratio);
         for row in &mut group {
-            if row.policy != BELADY {
-                row.cost_vs_lru = baseline_wall.filter(|w| *w > 0.0).map(|w| row.wall_ms / w);
-            }
             row.gap_vs_belady = belady_ratio.map(|b| row.miss_ratio - b);
         }
         rows.extend(group);
@@ -345,6 +447,7 @@ pub fn run(
             CapacityMode::Bytes => "bytes",
         },
         rows,
+        rounds: plan.rounds,
         warnings,
         peak_rss_bytes: peak_rss_bytes(),
     })
@@ -454,7 +557,9 @@ fn make_row(
             0.0
         },
         wall_ms: secs * 1e3,
+        rounds: 1,
         cost_vs_lru: None,
+        cost_vs_lru_range: None,
         gap_vs_belady: None,
     }
 }
@@ -487,5 +592,14 @@ mod tests {
         assert_eq!(CapacitySpec::Fraction(0.01).resolve(48_974), 490);
         assert_eq!(CapacitySpec::Fraction(0.01).label(), "1%");
         assert_eq!(CapacitySpec::Fraction(0.005).label(), "0.5%");
+    }
+
+    #[test]
+    fn bench_median_takes_the_middle_of_odd_and_even_counts() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [4.0]), Some(4.0));
+        assert_eq!(median(&mut [9.0, 1.0, 5.0]), Some(5.0));
+        assert_eq!(median(&mut [8.0, 2.0, 6.0, 4.0]), Some(5.0));
+        assert_eq!(median(&mut [3.0, 100.0, 2.0, 1.0, 2.5]), Some(2.5));
     }
 }

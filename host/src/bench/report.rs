@@ -15,9 +15,10 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map_or_else(|| "-".to_owned(), f)
 }
 
-/// The cells of a row as shown in the table and CSV.
-fn cells(row: &BenchRow) -> [String; 10] {
-    [
+/// The cells of a row as shown in the table and CSV; with `range`, the
+/// spread of the per-round cost ratios too.
+fn cells(row: &BenchRow, range: bool) -> Vec<String> {
+    let mut cells = vec![
         row.policy.clone(),
         row.capacity_label.clone(),
         row.requests.to_string(),
@@ -29,7 +30,27 @@ fn cells(row: &BenchRow) -> [String; 10] {
         format!("{:.2}", row.throughput_mrps),
         format!("{:.1}", row.wall_ms),
         opt(row.cost_vs_lru, |c| format!("{c:.2}x")),
-    ]
+    ];
+    if range {
+        cells.push(
+            row.cost_vs_lru_range
+                .map_or_else(|| "-".to_owned(), |[lo, hi]| format!("{lo:.2}-{hi:.2}x")),
+        );
+    }
+    cells
+}
+
+/// Whether the report has per-round spreads to show (more than one round).
+fn has_range(report: &BenchReport) -> bool {
+    report.rows.iter().any(|r| r.cost_vs_lru_range.is_some())
+}
+
+fn headers(range: bool) -> Vec<&'static str> {
+    let mut headers = HEADERS.to_vec();
+    if range {
+        headers.push("cost range");
+    }
+    headers
 }
 
 const HEADERS: [&str; 10] = [
@@ -53,11 +74,12 @@ pub fn render(report: &BenchReport, format: OutputFormat) -> Result<String, serd
             s
         }
         OutputFormat::Csv => {
-            let mut s = HEADERS.join(",").replace(' ', "_");
+            let range = has_range(report);
+            let mut s = headers(range).join(",").replace(' ', "_");
             s.push('\n');
             for row in &report.rows {
-                let cells = cells(row);
-                let _ = writeln!(s, "{}", cells.map(|c| csv_field(&c)).join(","));
+                let cells: Vec<String> = cells(row, range).iter().map(|c| csv_field(c)).collect();
+                let _ = writeln!(s, "{}", cells.join(","));
             }
             s
         }
@@ -74,22 +96,32 @@ fn csv_field(text: &str) -> String {
 }
 
 fn table(report: &BenchReport) -> String {
-    let rows: Vec<[String; 10]> = report.rows.iter().map(cells).collect();
-    let mut widths = HEADERS.map(str::len);
+    let range = has_range(report);
+    let headers = headers(range);
+    let rows: Vec<Vec<String>> = report.rows.iter().map(|r| cells(r, range)).collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
         }
     }
     let mut out = String::new();
-    let _ = writeln!(
+    let _ = write!(
         out,
         "trace {}: {} requests, {} distinct objects, capacity in {}",
         report.trace, report.requests, report.distinct_objects, report.mode
     );
+    if report.rounds > 1 {
+        let _ = write!(
+            out,
+            "; wall times are medians of {} rounds, cost vs lru the median of per-round ratios",
+            report.rounds
+        );
+    }
+    out.push('\n');
     let line = |out: &mut String, cells: &[String]| {
         let mut text = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+        for (i, (cell, &w)) in cells.iter().zip(&widths).enumerate() {
             // The first two columns are names: left-aligned; numbers right-aligned.
             if i < 2 {
                 let _ = write!(text, "{cell:<w$}  ");
@@ -99,7 +131,8 @@ fn table(report: &BenchReport) -> String {
         }
         let _ = writeln!(out, "{}", text.trim_end());
     };
-    line(&mut out, &HEADERS.map(str::to_owned));
+    let header_cells: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    line(&mut out, &header_cells);
     let mut previous_capacity: Option<&str> = None;
     for (row, cells) in report.rows.iter().zip(&rows) {
         if previous_capacity.is_some_and(|p| p != row.capacity_label) {

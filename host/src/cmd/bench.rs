@@ -166,6 +166,7 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> Result<()> {
             CapacityMode::Objects
         },
         belady: !args.no_belady,
+        rounds: args.rounds,
     };
     let trace = load_trace(args)?;
     let shared_engine: OnceLock<Arc<PolicyEngine>> = OnceLock::new();
