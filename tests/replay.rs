@@ -340,13 +340,22 @@ mod replay {
         }
     }
 
-    /// Which replays a bench started, in order, with the label shown.
+    /// Which replays a bench started and finished, in order, with the label
+    /// shown.
     #[derive(Default)]
-    struct Started(Vec<(String, String)>);
+    struct Started {
+        started: Vec<(String, String)>,
+        finished: Vec<(String, String)>,
+    }
 
     impl bench::Progress for Started {
         fn replay_started(&mut self, policy: &str, capacity: &str, _requests: u64) {
-            self.0.push((policy.to_owned(), capacity.to_owned()));
+            self.started.push((policy.to_owned(), capacity.to_owned()));
+        }
+
+        fn replay_finished(&mut self, row: &bench::BenchRow) {
+            self.finished
+                .push((row.policy.clone(), row.capacity_label.clone()));
         }
     }
 
@@ -372,7 +381,8 @@ mod replay {
                 })
             })
             .collect();
-        assert_eq!(started.0, expected);
+        assert_eq!(started.started, expected);
+        assert_eq!(started.finished, expected);
         assert!(report.warnings.is_empty(), "{:?}", report.warnings);
         assert_eq!(report.rounds, 3);
         let counts = |r: &bench::BenchRow| (r.policy.clone(), r.misses, r.evictions);

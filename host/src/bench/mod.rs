@@ -355,10 +355,11 @@ pub fn run(
                 {
                     warnings.push(warning);
                 }
+                // This round's own figures, under the label it was started with.
                 progress.replay_finished(&make_row(
                     name,
                     capacity,
-                    &label,
+                    &shown,
                     fraction,
                     outcome.requests,
                     outcome.misses,
