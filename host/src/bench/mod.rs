@@ -205,7 +205,8 @@ struct RoundResult {
     wall: Duration,
 }
 
-/// The middle value (the mean of the two middle ones for an even count).
+/// The middle value (the mean of the two middle ones for an even count);
+/// `values` is left sorted.
 fn median(values: &mut [f64]) -> Option<f64> {
     if values.is_empty() {
         return None;
@@ -377,7 +378,7 @@ pub fn run(
         let baseline_runs = policies
             .iter()
             .position(|p| p.label == BASELINE)
-            .map(|i| runs[i].clone());
+            .map(|i| &runs[i]);
         for (policy, rounds) in policies.iter().zip(&runs) {
             let Some(first) = rounds.first() else {
                 continue;
@@ -405,7 +406,7 @@ pub fn run(
                 wall,
             );
             row.rounds = plan.rounds;
-            if let Some(baseline) = &baseline_runs {
+            if let Some(baseline) = baseline_runs {
                 // The ratio is taken within each round, against the baseline
                 // of that round, before the median: a disturbance that slows
                 // a whole round cancels out.
@@ -415,14 +416,13 @@ pub fn run(
                     .filter(|(_, b)| !b.wall.is_zero())
                     .map(|(r, b)| r.wall.as_secs_f64() / b.wall.as_secs_f64())
                     .collect();
-                row.cost_vs_lru_range = ratios
-                    .iter()
-                    .copied()
-                    .fold(None, |range: Option<[f64; 2]>, c| {
-                        Some(range.map_or([c, c], |[lo, hi]| [lo.min(c), hi.max(c)]))
-                    })
-                    .filter(|_| plan.rounds > 1);
                 row.cost_vs_lru = median(&mut ratios);
+                // `median` left the ratios sorted.
+                if let (Some(&lo), Some(&hi), true) =
+                    (ratios.first(), ratios.last(), plan.rounds > 1)
+                {
+                    row.cost_vs_lru_range = Some([lo, hi]);
+                }
             }
             group.push(row);
         }
