@@ -1456,7 +1456,7 @@ mod policy_signals {
 }
 
 mod policy_cli {
-    use crate::common::{fixture, shadowcat_cli, text};
+    use crate::common::{fixture, shadowcat_cli, shadowcat_command, text};
 
     fn hostile() -> String {
         fixture("hostile.wasm").display().to_string()
@@ -1625,6 +1625,49 @@ mod policy_cli {
             assert!(row.contains("0.1.0") && row.contains(needs), "{row}");
         }
         assert!(list.contains("(built in)"));
+    }
+
+    /// Compiled policy code is anonymous to `perf`; with the switch set the
+    /// engine writes the map that names it, and without it nothing.
+    #[test]
+    fn policy_perf_map_names_compiled_policy_code_only_when_asked() {
+        let check = |switch: Option<&str>| {
+            let mut command = shadowcat_command(&["policy", "check", "lru.wasm"]);
+            command.env_remove(shadowcat::wasm::PERF_MAP_ENV);
+            if let Some(value) = switch {
+                command.env(shadowcat::wasm::PERF_MAP_ENV, value);
+            }
+            let child = command
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("binary runs");
+            let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", child.id()));
+            let out = child.wait_with_output().expect("binary runs");
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            let written = std::fs::read_to_string(&map).ok();
+            let _ = std::fs::remove_file(&map);
+            written
+        };
+        let map = check(Some("1")).expect("a perf map is written when asked");
+        // One line per function: start address, size (both hex), name.
+        let functions: Vec<&str> = map
+            .lines()
+            .filter(|line| line.contains("wasm[0]::function["))
+            .collect();
+        assert!(functions.len() > 20, "{map}");
+        for line in functions {
+            let mut fields = line.splitn(3, ' ');
+            let start = fields.next().and_then(|f| f.strip_prefix("0x"));
+            let size = fields.next();
+            assert!(
+                start.is_some_and(|a| u64::from_str_radix(a, 16).is_ok_and(|a| a > 0))
+                    && size.is_some_and(|s| u64::from_str_radix(s, 16).is_ok_and(|s| s > 0)),
+                "{line}"
+            );
+        }
+        assert_eq!(check(None), None, "written without the switch");
+        assert_eq!(check(Some("0")), None, "written with the switch off");
     }
 
     #[test]

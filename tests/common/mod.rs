@@ -143,7 +143,13 @@ pub fn reference_trace() -> shadowcat::trace::Trace {
 /// Runs the `shadowcat` binary on the shipped policies, with no artefact cache
 /// and a generous call deadline (these tests are about answers, not deadlines).
 pub fn shadowcat_cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_shadowcat"))
+    shadowcat_command(args).output().expect("binary runs")
+}
+
+/// [`shadowcat_cli`]'s command, for a test that needs the process itself.
+pub fn shadowcat_command(args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_shadowcat"));
+    command
         .args([
             "--policy-dir",
             concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"),
@@ -156,9 +162,8 @@ pub fn shadowcat_cli(args: &[&str]) -> std::process::Output {
             "--policy-timeout",
             "10s",
         ])
-        .args(args)
-        .output()
-        .expect("binary runs")
+        .args(args);
+    command
 }
 
 pub fn text(bytes: &[u8]) -> String {

@@ -21,6 +21,14 @@ use super::instance::GuestState;
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 const WASMTIME_VERSION: &str = "48.0.8";
 
+/// Set to 1 to have the engine write `/tmp/perf-<pid>.map`, naming every
+/// compiled policy function for `perf report`.
+pub const PERF_MAP_ENV: &str = "SHADOWCAT_PERF_MAP";
+
+fn perf_map_requested() -> bool {
+    std::env::var_os(PERF_MAP_ENV).is_some_and(|v| v == "1")
+}
+
 /// Per-call sandbox limits and fault handling.
 #[derive(Debug, Clone)]
 pub struct PolicyLimits {
@@ -121,6 +129,11 @@ impl PolicyEngine {
         // Policies are synchronous; without async support a call costs ~115 ns
         // instead of ~350 ns.
         config.concurrency_support(false);
+        if perf_map_requested() {
+            // perf cannot name JIT code on its own; the map file lets
+            // `perf report` attribute samples to the policy's functions.
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         // Both versions' imports in one linker: their names differ by version.

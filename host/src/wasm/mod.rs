@@ -66,7 +66,7 @@ pub use crate::eviction::LiveSessions;
 use crate::eviction::{EvictionPolicy, Fifo, HostLru};
 pub use bindings::InterfaceVersion;
 pub use config::{ConfigArgError, ConfigPairs, ConfiguredPolicy};
-pub use engine::{LoadedComponent, PolicyEngine, PolicyLimits, EPOCH_TICK};
+pub use engine::{LoadedComponent, PolicyEngine, PolicyLimits, EPOCH_TICK, PERF_MAP_ENV};
 pub use error::{PolicyError, HOST_IMPORT, POLICY_EXPORT, TYPES_IMPORT};
 pub use guest_text::{MAX_ERROR, MAX_LOG_LINE, MAX_NAME, MAX_VERSION};
 pub use instance::{EventNeeds, PolicyInfo, PolicyTable, PolicyTraits};
