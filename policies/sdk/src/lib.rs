@@ -198,8 +198,8 @@ pub trait Policy: Sized + 'static {
     }
 }
 
-/// Delivers one event to the matching [`Policy`] method.
-#[inline]
+/// Delivers one event to its [`Policy`] method; inlined: a call per event cost lru.wasm 7 %.
+#[inline(always)]
 pub fn deliver<P: Policy>(policy: &mut P, event: &Event) {
     match *event {
         Event::Inserted(ref s) => policy.on_insert(s),
