@@ -201,15 +201,21 @@ impl Ready {
 
     /// Victims handed to the table from now on; forgets the previous ones.
     fn hand(&mut self, ids: &[SessionId], fresh: bool) {
+        self.hand_counted(ids, fresh);
+        for &id in ids {
+            self.mask.add(id);
+        }
+    }
+
+    /// [`Self::hand`] for victims the mask counts already: they move from
+    /// the queue to the hand.
+    fn hand_counted(&mut self, ids: &[SessionId], fresh: bool) {
         self.handed_fresh = fresh;
         for &id in &self.handed {
             self.mask.remove(id, 1);
         }
         self.handed.clear();
         self.handed.extend_from_slice(ids);
-        for &id in ids {
-            self.mask.add(id);
-        }
     }
 
     /// Counts exactly the queued and handed victims again, after a change
@@ -241,10 +247,17 @@ impl Ready {
 
     /// An event named `id`: it is no longer a choice made ahead. The others
     /// keep their order (what `stable-order` promises).
+    #[inline(always)]
     fn forget(&mut self, id: SessionId) {
-        if !self.mask.contains(id) {
-            return;
+        if self.mask.contains(id) {
+            self.forget_marked(id);
         }
+    }
+
+    /// [`Self::forget`] for an id whose slot's mark is set: out of line, as
+    /// most events find it clear.
+    #[inline(never)]
+    fn forget_marked(&mut self, id: SessionId) {
         // Most of these are a handed victim's own removal: once it is out
         // of the handed ones, a count back at 0 says no queued victim is
         // `id` either, without a scan of the queue.
@@ -263,7 +276,8 @@ impl Ready {
     /// an arrival may join them, a named one is forgotten, and a refusal ends
     /// the promise (a policy told of refusals may answer differently once it
     /// knows: it holds a pinned session back for a while).
-    #[inline]
+    // Once per event recorded: a call costs more than its common case.
+    #[inline(always)]
     fn observe(&mut self, kind: u64, id: SessionId) {
         if kind == KIND_REFUSED {
             self.forget(id);
@@ -507,12 +521,10 @@ impl EventBuffer {
     fn take_ready_locked(ready: &mut Ready, count: usize, out: &mut Vec<SessionId>) {
         let take = count.min(ready.victims.len());
         let from = out.len();
-        out.extend(ready.victims.drain(..take));
-        // Out of the queue, into the hand: `hand` counts them again.
-        for &id in &out[from..] {
-            ready.mask.remove(id, 1);
-        }
-        ready.hand(&out[from..], false);
+        // One at a time: an eviction takes one or two, and a drain's set-up
+        // and tear-down cost more than that.
+        out.extend((0..take).map_while(|_| ready.victims.pop_front()));
+        ready.hand_counted(&out[from..], false);
         if take > 0 {
             ready.ran_dry_if_empty();
         }
