@@ -284,7 +284,9 @@ impl<U> Core<U> {
     }
 
     /// Tells the policy of a transition: at once, or held back and handed
-    /// over with others once [`HELD_EVENTS`] are held.
+    /// over with others once [`HELD_EVENTS`] are held. Inlined: each caller
+    /// names one kind of event, so the packing folds to a few stores.
+    #[inline]
     fn event(&mut self, event: PolicyEvent, fx: &mut Effects<'_, U>) {
         if !self.holds_events {
             fx.event(event);
