@@ -19,6 +19,8 @@
 //! the likely reason it is unknown is a touch the host has not flushed to us
 //! yet.
 
+use std::num::NonZeroU64;
+
 use shadowcat_policy_sdk::{
     Candidate, Choice, Config, Needs, Policy, RemovalCause, Session, SlotList, Table, Traits,
     pick_lowest,
@@ -27,12 +29,16 @@ use shadowcat_policy_sdk::{
 #[derive(Clone, Copy, Debug)]
 struct Touch {
     time: u64,
-    seq: u64,
+    /// Never 0, so that a slot's `Option` needs no tag of its own: 32 bytes
+    /// per slot rather than 40, two to a cache line, none across two.
+    seq: NonZeroU64,
 }
+
+const _: () = assert!(size_of::<Option<Touch>>() == size_of::<Touch>());
 
 pub struct Lru {
     order: SlotList<Touch>,
-    seq: u64,
+    seq: NonZeroU64,
 }
 
 impl Default for Lru {
@@ -45,13 +51,13 @@ impl Lru {
     pub fn new() -> Self {
         Self {
             order: SlotList::new(),
-            seq: 0,
+            seq: NonZeroU64::MIN,
         }
     }
 
     #[inline(always)]
     pub fn touch(&mut self, id: u64, time: u64) {
-        self.seq += 1;
+        self.seq = self.seq.saturating_add(1);
         let touch = Touch {
             time,
             seq: self.seq,
@@ -82,7 +88,7 @@ impl Lru {
                 count,
                 candidates,
                 |c| match self.order.get(c.id) {
-                    Some(t) => (t.time, false, t.seq),
+                    Some(t) => (t.time, false, t.seq.get()),
                     None => (c.last_access, true, 0),
                 },
                 out,
