@@ -195,6 +195,7 @@ impl Lfu {
         }
     }
 
+    #[inline(always)]
     fn touch(&mut self, id: u64) {
         self.seq += 1;
         let seq = self.seq;
@@ -316,14 +317,19 @@ impl Policy for Lfu {
         Ok(Self::new())
     }
 
+    // The handlers are inlined into the SDK's event loop: a call per event
+    // costs a good part of what the handler does.
+    #[inline(always)]
     fn on_insert(&mut self, session: &Session) {
         self.touch(session.id);
     }
 
+    #[inline(always)]
     fn on_access(&mut self, session: &Session) {
         self.touch(session.id);
     }
 
+    #[inline(always)]
     fn on_remove(&mut self, id: u64, _time: u64, _cause: RemovalCause) {
         if self.entries.contains(id) {
             self.forget(slot(id));
