@@ -519,13 +519,13 @@ impl EventBuffer {
     }
 
     fn take_ready_locked(ready: &mut Ready, count: usize, out: &mut Vec<SessionId>) {
-        let take = count.min(ready.victims.len());
         let from = out.len();
         // One at a time: an eviction takes one or two, and a drain's set-up
         // and tear-down cost more than that.
-        out.extend((0..take).map_while(|_| ready.victims.pop_front()));
-        ready.hand_counted(&out[from..], false);
-        if take > 0 {
+        out.extend(std::iter::from_fn(|| ready.victims.pop_front()).take(count));
+        let taken = &out[from..];
+        ready.hand_counted(taken, false);
+        if !taken.is_empty() {
             ready.ran_dry_if_empty();
         }
         if ready.is_empty() {
