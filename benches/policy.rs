@@ -357,6 +357,7 @@ fn bench_observe(c: &mut Criterion) {
                             id: id(oldest),
                             time,
                             cause: RemovalCause::Evicted,
+                            key: oldest,
                         });
                         policy.record(PolicyEvent::Inserted {
                             id: id(oldest + LIVE),

@@ -33,6 +33,7 @@ target=wasm32-unknown-unknown
 debian_packages=(rustc-web rust-web-src cargo-web lld-22)
 v01=shadowcat:policy/policy@0.1.0
 v02=shadowcat:policy/policy@0.2.0
+v03=shadowcat:policy/policy@0.3.0
 
 # The guide's example must be the crate CI builds, word for word.
 readme_example="$(awk '
@@ -103,36 +104,37 @@ mkdir -p "$root/tests/fixtures"
 # Relative paths in the report below.
 cd "$root"
 "${componentize[@]}" \
-    --module "$out/shadowcat_policy_lru.wasm" --output policies/lru.wasm --expect-export "$v02" \
-    --module "$out/shadowcat_policy_fifo.wasm" --output policies/fifo.wasm --expect-export "$v02" \
-    --module "$out/shadowcat_policy_lfu.wasm" --output policies/lfu.wasm --expect-export "$v02" \
+    --module "$out/shadowcat_policy_lru.wasm" --output policies/lru.wasm --expect-export "$v03" \
+    --module "$out/shadowcat_policy_fifo.wasm" --output policies/fifo.wasm --expect-export "$v03" \
+    --module "$out/shadowcat_policy_lfu.wasm" --output policies/lfu.wasm --expect-export "$v03" \
     --module "$out/shadowcat_policy_hostile.wasm" --output tests/fixtures/hostile.wasm \
-    --expect-export "$v02" \
+    --expect-export "$v03" \
     --module "$out/shadowcat_policy_example_mru.wasm" --output tests/fixtures/example-mru.wasm \
-    --expect-export "$v02" \
+    --expect-export "$v03" \
     --module "$out/shadowcat_policy_legacy_lru.wasm" --output tests/fixtures/lru-0.1.wasm \
     --expect-export "$v01" \
     --module "$out/shadowcat_policy_wrong_version.wasm" --output tests/fixtures/wrong-version.wasm \
     --expect-export "shadowcat:policy/policy@0.99.0" \
-    --module "$out/shadowcat_policy_arc.wasm" --output policies/arc.wasm --expect-export "$v02" \
-    --module "$out/shadowcat_policy_s3fifo.wasm" --output policies/s3fifo.wasm --expect-export "$v02" \
-    --module "$out/shadowcat_policy_sieve.wasm" --output policies/sieve.wasm --expect-export "$v02" \
-    --module "$out/shadowcat_policy_twoq.wasm" --output policies/twoq.wasm --expect-export "$v02" \
-    --module "$out/shadowcat_policy_clock.wasm" --output policies/clock.wasm --expect-export "$v02" \
-    --module "$out/shadowcat_policy_ttl.wasm" --output policies/ttl.wasm --expect-export "$v02" \
+    --module "$out/shadowcat_policy_arc.wasm" --output policies/arc.wasm --expect-export "$v03" \
+    --module "$out/shadowcat_policy_s3fifo.wasm" --output policies/s3fifo.wasm --expect-export "$v03" \
+    --module "$out/shadowcat_policy_sieve.wasm" --output policies/sieve.wasm --expect-export "$v03" \
+    --module "$out/shadowcat_policy_twoq.wasm" --output policies/twoq.wasm --expect-export "$v03" \
+    --module "$out/shadowcat_policy_clock.wasm" --output policies/clock.wasm --expect-export "$v03" \
+    --module "$out/shadowcat_policy_ttl.wasm" --output policies/ttl.wasm --expect-export "$v03" \
     --module "$out/shadowcat_policy_lfu_decay.wasm" --output policies/lfu-decay.wasm \
-    --expect-export "$v02"
+    --expect-export "$v03"
 
 # W-TinyLFU (Caffeine's defaults, and the tuned ones: the same code) and fair-quota.
 "${componentize[@]}" \
     --module "$out/shadowcat_policy_wtinylfu.wasm" --output policies/wtinylfu.wasm \
-    --expect-export "$v02" \
+    --expect-export "$v03" \
     --module "$out/shadowcat_policy_wtinylfu_tuned.wasm" --output policies/wtinylfu-tuned.wasm \
-    --expect-export "$v02" \
+    --expect-export "$v03" \
     --module "$out/shadowcat_policy_fair_quota.wasm" --output policies/fair-quota.wasm \
-    --expect-export "$v02"
+    --expect-export "$v03"
 
-# lru-c: the Rust lru's twin in C, from the WIT file alone. `wit-bindgen c`
+# lru-c: the Rust lru's twin in C, from the WIT file alone, and the policy
+# that keeps interface 0.2 loading (its layouts are 0.3's; the SDK is on 0.3). `wit-bindgen c`
 # (crate wit-bindgen-cli, the version the Rust guests' bindings come from,
 # installed under policies/target/tools) writes the bindings; Debian's clang
 # compiles them with the policy and its small freestanding libc (no WASI

@@ -182,6 +182,7 @@ mod policy {
                             id,
                             time: step,
                             cause: RemovalCause::Evicted,
+                            key: 0,
                         })
                     }
                     _ => None,
@@ -298,6 +299,7 @@ mod policy {
             id,
             time,
             cause: RemovalCause::Evicted,
+            key: 0,
         });
     }
 
@@ -311,7 +313,7 @@ mod policy {
     /// The next victim the policy chose ahead, if the host has one queued.
     fn ready_victim(policy: &WasmPolicy) -> Vec<SessionId> {
         let mut out = Vec::new();
-        policy.ready_victims(1, &mut out);
+        policy.ready_victims(None, 1, &mut out);
         out
     }
 
@@ -561,20 +563,27 @@ mod policy {
         assert_eq!(policy.metrics().faults(), 0);
     }
 
-    /// A component built against interface 0.1 still loads and decides
-    /// exactly, adapted to the current layouts by the host.
+    /// Components built against interfaces 0.1 and 0.2 still load and
+    /// decide exactly: 0.1's adapted to the current layouts by the host,
+    /// 0.2's (lru-c, built from `wit/0.2.0` alone) in the layouts 0.3 kept.
     #[test]
-    fn policy_interface_0_1_components_keep_loading() {
+    fn policy_interface_0_1_and_0_2_components_keep_loading() {
         let policy = load(&fixture("lru-0.1.wasm"), 4_897, &[]);
         let info = policy.info();
         assert_eq!(info.interface, shadowcat::wasm::InterfaceVersion::V0_1);
         assert!(!info.traits.stable_order && !info.needs.refused);
         assert_eq!(replay_misses(policy.clone()), 91_657);
         assert_eq!(policy.metrics().faults(), 0);
+        let previous = load(&policy_file("lru-c"), 4_897, &[]);
+        let info = previous.info();
+        assert_eq!(info.interface, shadowcat::wasm::InterfaceVersion::V0_2);
+        assert!(info.traits.stable_order && !info.traits.ghost_conditional);
+        assert_eq!(replay_misses(previous.clone()), 91_657);
+        assert_eq!(previous.metrics().faults(), 0);
         let current = load(&policy_file("lru"), 4_897, &[]);
         assert_eq!(
             current.info().interface,
-            shadowcat::wasm::InterfaceVersion::V0_2
+            shadowcat::wasm::InterfaceVersion::V0_3
         );
     }
 
@@ -1089,7 +1098,7 @@ mod policy {
         let text = err.to_string();
         assert!(
             text.contains(
-                "expected `shadowcat:policy/policy@0.2.0` or `shadowcat:policy/policy@0.1.0`"
+                "expected `shadowcat:policy/policy@0.3.0`, `shadowcat:policy/policy@0.2.0` or `shadowcat:policy/policy@0.1.0`"
             ),
             "{text}"
         );

@@ -18,8 +18,8 @@ mod session {
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
     use shadowcat::eviction::{
-        packed, EvictionPolicy, Fifo, FlushHint, HostLru, PackedEvent, PolicyEvent, Refusal,
-        RemovalCause, Unavailable, VictimRequest,
+        packed, Arriving, EvictionPolicy, Fifo, FlushHint, HostLru, PackedEvent, PolicyEvent,
+        Refusal, RemovalCause, Unavailable, VictimRequest,
     };
     use shadowcat::session::{
         CleanupTask, Clock, NewSession, RemoveOutcome, RemovedSession, SessionId, SessionState,
@@ -1196,7 +1196,8 @@ mod session {
                 PolicyEvent::Removed {
                     id: a,
                     time: 5,
-                    cause: RemovalCause::Evicted
+                    cause: RemovalCause::Evicted,
+                    key: 0
                 },
                 PolicyEvent::Inserted {
                     id: b,
@@ -1415,7 +1416,12 @@ mod session {
             self.calls.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
-        fn ready_victims(&self, count: usize, out: &mut Vec<SessionId>) {
+        fn ready_victims(
+            &self,
+            _arriving: Option<Arriving>,
+            count: usize,
+            out: &mut Vec<SessionId>,
+        ) {
             out.extend(self.order.lock().iter().take(count));
         }
         fn unused_victims(&self, unused: &[SessionId]) {
@@ -1588,6 +1594,7 @@ mod session {
         fn record_then_ready(
             &self,
             events: &[PackedEvent],
+            _arriving: Option<Arriving>,
             _count: usize,
             _out: &mut Vec<SessionId>,
         ) -> FlushHint {

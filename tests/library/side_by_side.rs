@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use shadowcat::eviction::{
-    EvictionPolicy, FlushHint, LiveSessions, PolicyEvent, QuotaAdjustment, QuotaUsage, Refusal,
-    RemovalCause, Unavailable, VictimRequest,
+    Arriving, EvictionPolicy, FlushHint, LiveSessions, PolicyEvent, QuotaAdjustment, QuotaUsage,
+    Refusal, RemovalCause, Unavailable, VictimRequest,
 };
 use shadowcat::session::SessionId;
 use shadowcat::wasm::{PolicyEngine, PolicyLimits, PolicyTable, WasmPolicy};
@@ -223,10 +223,10 @@ impl EvictionPolicy for SideBySide {
         self.wasm.learns_from_refusals()
     }
 
-    fn ready_victims(&self, count: usize, out: &mut Vec<SessionId>) {
+    fn ready_victims(&self, arriving: Option<Arriving>, count: usize, out: &mut Vec<SessionId>) {
         // Prefetching would hand out victims without a call to check;
         // the engine here prefetches nothing.
-        self.wasm.ready_victims(count, out);
+        self.wasm.ready_victims(arriving, count, out);
         assert!(
             out.is_empty(),
             "{}: no prefetch in these tests",

@@ -15,10 +15,11 @@
 //! The model's own adapter is therefore never told of a refusal: this wrapper
 //! alone decides what to propose again.
 //!
-//! A model that plans (SIEVE, CLOCK, soonest-to-expire) answers as the guests
-//! do: one eviction step for the first victim, then the plan, up to the
-//! eviction at which a refused proposal is due again. The table evicting or
-//! refusing the planned next victim takes that victim's step.
+//! A model that plans (SIEVE, CLOCK, soonest-to-expire; 2Q with an arrival
+//! at hand) answers as the guests do: one eviction step for the first
+//! victim, then the plan, up to the eviction at which a refused proposal is
+//! due again. The table evicting or refusing the planned next victim takes
+//! that victim's step.
 
 use super::reference::{self, Model, Table};
 
@@ -99,7 +100,10 @@ impl Twin {
             .map(|o| o.id)
             .take(count)
             .collect();
-        let plans = self.model.plans();
+        // A plan for strangers follows an arrival; asked without one, the
+        // table needs every victim now.
+        let plans = self.model.plans()
+            && (!self.model.plans_for_strangers() || arriving_key != reference::NO_KEY);
         let steps = if plans {
             usize::from(out.is_empty())
         } else {

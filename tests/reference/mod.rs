@@ -119,6 +119,11 @@ pub trait Model: Send {
     fn plans(&self) -> bool {
         false
     }
+    /// Whether its plan holds only for arrivals that are not ghosts
+    /// ([`Policy::plans_for_strangers`]).
+    fn plans_for_strangers(&self) -> bool {
+        false
+    }
     /// Up to `count` sessions the next eviction steps would take, in order.
     fn plan(&self, _count: usize) -> Vec<u64> {
         Vec::new()
@@ -160,6 +165,14 @@ pub trait Policy: Send {
     /// Whether [`Policy::plan`] lists anything: no arrival can go ahead of
     /// the sessions it lists.
     fn plans(&self) -> bool {
+        false
+    }
+    /// Whether [`Policy::plan`] lists the steps that follow once the arrival
+    /// at hand is admitted, each for an arrival that is not a ghost (2Q:
+    /// `ghost-conditional`), rather than steps no arrival can change. Such a
+    /// plan is only asked for with an arrival at hand, and
+    /// [`Policy::next_victim`] is then the next step's victim as things stand.
+    fn plans_for_strangers(&self) -> bool {
         false
     }
     /// Up to `count` sessions the next [`Policy::evict`] steps would take, in
@@ -315,6 +328,10 @@ impl<P: Policy> Model for Reference<P> {
 
     fn plans(&self) -> bool {
         self.policy.plans()
+    }
+
+    fn plans_for_strangers(&self) -> bool {
+        self.policy.plans_for_strangers()
     }
 
     fn plan(&self, count: usize) -> Vec<u64> {

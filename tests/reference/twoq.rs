@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use super::queue::Queue;
-use super::{Policy, NO_KEY};
+use super::{Policy, ARRIVALS, NO_KEY};
 
 /// libCacheSim's defaults (TwoQ.c): `Ain-size-ratio=0.25`, `Aout-size-ratio=0.5`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -128,5 +128,44 @@ impl Policy for TwoQ {
         self.ain.remove(id);
         self.am.remove(id);
         self.key.remove(&id);
+    }
+
+    fn plans(&self) -> bool {
+        true
+    }
+
+    fn plans_for_strangers(&self) -> bool {
+        true
+    }
+
+    /// Once the arrival at hand is in Ain (not after one that hit Aout), and
+    /// each later arrival too: Am's LRU while Ain holds Kin or fewer (one
+    /// more each time), then Ain's tail, then the arrivals.
+    fn plan(&self, count: usize, out: &mut Vec<u64>) {
+        if self.ghost_hit {
+            return;
+        }
+        let mut ain_len = self.ain.len() + 1;
+        let (mut am, mut ain) = (self.am.iter(), self.ain.iter());
+        for _ in 0..count {
+            if ain_len <= self.kin {
+                let Some(id) = am.next() else { return };
+                out.push(id);
+                ain_len += 1;
+            } else if let Some(id) = ain.next() {
+                out.push(id);
+            } else {
+                out.push(ARRIVALS);
+                return;
+            }
+        }
+    }
+
+    fn next_victim(&self) -> Option<u64> {
+        if self.ain.len() > self.kin {
+            self.ain.tail()
+        } else {
+            self.am.tail().or_else(|| self.ain.tail())
+        }
     }
 }

@@ -95,6 +95,9 @@ pub enum PolicyEvent {
         id: SessionId,
         time: Micros,
         cause: RemovalCause,
+        /// The session's stable key, as its `Inserted` gave it: a policy
+        /// that remembers the sessions it evicted (ghosts) keys them by it.
+        key: u64,
     },
     /// A proposed victim the table did not evict.
     Refused {
@@ -245,11 +248,12 @@ pub trait EvictionPolicy: Send + Sync + 'static {
     fn record_then_ready(
         &self,
         events: &[PackedEvent],
+        arriving: Option<Arriving>,
         count: usize,
         out: &mut Vec<SessionId>,
     ) -> FlushHint {
         let hint = self.record_batch(events);
-        self.ready_victims(count, out);
+        self.ready_victims(arriving, count, out);
         hint
     }
 
@@ -276,8 +280,11 @@ pub trait EvictionPolicy: Send + Sync + 'static {
 
     /// Victims the policy already chose (prefetched while its order holds),
     /// handed out under the table lock without a call into the policy: leaf
-    /// locks only. Proposing nothing means "ask through `victims`".
-    fn ready_victims(&self, _count: usize, _out: &mut Vec<SessionId>) {}
+    /// locks only. Proposing nothing means "ask through `victims`", which a
+    /// policy whose order depends on the arrival (`arriving`, when room is
+    /// made for one) may want.
+    fn ready_victims(&self, _arriving: Option<Arriving>, _count: usize, _out: &mut Vec<SessionId>) {
+    }
 
     /// Proposals the table did not need, in proposal order: it made room
     /// before reaching them (byte mode asks for an estimated count). A policy

@@ -32,7 +32,12 @@ pub fn pack(event: PolicyEvent) -> PackedEvent {
             tenant,
         } => (KIND_INSERTED, 0, tenant, weight, id, time, key),
         PolicyEvent::Accessed { id, time, weight } => (KIND_ACCESSED, 0, 0, weight, id, time, 0),
-        PolicyEvent::Removed { id, time, cause } => (KIND_REMOVED, cause as u64, 0, 0, id, time, 0),
+        PolicyEvent::Removed {
+            id,
+            time,
+            cause,
+            key,
+        } => (KIND_REMOVED, cause as u64, 0, 0, id, time, key),
         PolicyEvent::Refused { id, time, reason } => {
             (KIND_REFUSED, reason as u64, 0, 0, id, time, 0)
         }
@@ -76,6 +81,7 @@ pub fn unpack(event: PackedEvent) -> Option<PolicyEvent> {
             id,
             time,
             cause: *RemovalCause::ALL.get(usize::try_from(detail).ok()?)?,
+            key,
         },
         KIND_REFUSED => PolicyEvent::Refused {
             id,
@@ -121,7 +127,12 @@ mod tests {
                 reason: Refusal::NotLive,
             },
         ];
-        events.extend(RemovalCause::ALL.map(|cause| PolicyEvent::Removed { id, time: 5, cause }));
+        events.extend(RemovalCause::ALL.map(|cause| PolicyEvent::Removed {
+            id,
+            time: 5,
+            cause,
+            key: 11,
+        }));
         for event in events {
             let packed = pack(event);
             assert_eq!(unpack(packed), Some(event));

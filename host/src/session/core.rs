@@ -29,7 +29,7 @@ use super::signal::CloseSignal;
 use super::{RemovedSession, SessionInfo, SessionState};
 use crate::config::{RateLimit, TableConfig};
 use crate::eviction::{
-    packed, Candidate, EvictionPolicy, FlushHint, LiveSession, PackedEvent, PolicyEvent,
+    packed, Arriving, Candidate, EvictionPolicy, FlushHint, LiveSession, PackedEvent, PolicyEvent,
     QuotaUsage, Refusal, RemovalCause, HELD_EVENTS,
 };
 
@@ -137,10 +137,12 @@ impl<'p, U> Effects<'p, U> {
     fn events_then_ready(
         &mut self,
         events: &[PackedEvent],
+        arriving: Option<Arriving>,
         count: usize,
         out: &mut Vec<SessionId>,
     ) {
-        self.flush |= self.policy.record_then_ready(events, count, out) == FlushHint::FlushSoon;
+        self.flush |=
+            self.policy.record_then_ready(events, arriving, count, out) == FlushHint::FlushSoon;
     }
 
     /// Moves the pending work out, leaving this empty and reusable.
@@ -310,11 +312,12 @@ impl<U> Core<U> {
     /// [`Self::hand_over`], then up to `count` victims the policy chose ahead.
     pub fn hand_over_then_ready(
         &mut self,
+        arriving: Option<Arriving>,
         count: usize,
         out: &mut Vec<SessionId>,
         fx: &mut Effects<'_, U>,
     ) {
-        fx.events_then_ready(&self.held, count, out);
+        fx.events_then_ready(&self.held, arriving, count, out);
         self.held.clear();
     }
 
@@ -704,6 +707,7 @@ impl<U> Core<U> {
                 id,
                 time: now,
                 cause,
+                key: entry.key,
             },
             fx,
         );

@@ -278,7 +278,7 @@ impl<U: Send + 'static> SessionTable<U> {
                 // Victims the policy chose ahead (its order holds between
                 // events): evicted in this same lock round, with no call.
                 let needed = core.victims_needed(weight);
-                core.hand_over_then_ready(needed, &mut proposals, &mut fx);
+                core.hand_over_then_ready(arriving, needed, &mut proposals, &mut fx);
                 if !proposals.is_empty() {
                     let ready = core.evict_proposed(&proposals, room, now, &mut fx);
                     self.return_unused(&mut core, &mut fx, &proposals, ready);

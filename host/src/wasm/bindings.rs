@@ -12,10 +12,18 @@ pub mod v0_1 {
     });
 }
 
-/// `shadowcat:policy@0.2.0`: the current interface.
+/// `shadowcat:policy@0.2.0`: the layouts of 0.3, without `ghost-conditional`.
 pub mod v0_2 {
     wasmtime::component::bindgen!({
         path: "../wit/0.2.0",
+        world: "eviction-policy",
+    });
+}
+
+/// `shadowcat:policy@0.3.0`: the current interface.
+pub mod v0_3 {
+    wasmtime::component::bindgen!({
+        path: "../wit/0.3.0",
         world: "eviction-policy",
     });
 }
@@ -25,16 +33,22 @@ pub mod v0_2 {
 pub enum InterfaceVersion {
     V0_1,
     V0_2,
+    V0_3,
 }
 
 impl InterfaceVersion {
     /// Newest first: a component exporting several is loaded as the newest.
-    pub const SUPPORTED: [InterfaceVersion; 2] = [InterfaceVersion::V0_2, InterfaceVersion::V0_1];
+    pub const SUPPORTED: [InterfaceVersion; 3] = [
+        InterfaceVersion::V0_3,
+        InterfaceVersion::V0_2,
+        InterfaceVersion::V0_1,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             InterfaceVersion::V0_1 => "0.1.0",
             InterfaceVersion::V0_2 => "0.2.0",
+            InterfaceVersion::V0_3 => "0.3.0",
         }
     }
 
@@ -43,6 +57,7 @@ impl InterfaceVersion {
         match self {
             InterfaceVersion::V0_1 => "shadowcat:policy/policy@0.1.0",
             InterfaceVersion::V0_2 => "shadowcat:policy/policy@0.2.0",
+            InterfaceVersion::V0_3 => "shadowcat:policy/policy@0.3.0",
         }
     }
 
@@ -57,6 +72,10 @@ impl InterfaceVersion {
             InterfaceVersion::V0_2 => [
                 "shadowcat:policy/host@0.2.0",
                 "shadowcat:policy/types@0.2.0",
+            ],
+            InterfaceVersion::V0_3 => [
+                "shadowcat:policy/host@0.3.0",
+                "shadowcat:policy/types@0.3.0",
             ],
         }
     }

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-use super::bindings::{v0_1, v0_2, InterfaceVersion};
+use super::bindings::{v0_1, v0_2, v0_3, InterfaceVersion};
 use super::cache::ArtefactCache;
 use super::error::PolicyError;
 use super::guest_text;
@@ -97,6 +97,7 @@ pub struct PolicyEngine {
 pub enum Prelinked {
     V0_1(v0_1::EvictionPolicyPre<GuestState>),
     V0_2(v0_2::EvictionPolicyPre<GuestState>),
+    V0_3(v0_3::EvictionPolicyPre<GuestState>),
 }
 
 impl Prelinked {
@@ -104,6 +105,7 @@ impl Prelinked {
         match self {
             Prelinked::V0_1(_) => InterfaceVersion::V0_1,
             Prelinked::V0_2(_) => InterfaceVersion::V0_2,
+            Prelinked::V0_3(_) => InterfaceVersion::V0_3,
         }
     }
 }
@@ -136,13 +138,18 @@ impl PolicyEngine {
         }
         let engine = Engine::new(&config).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        // Both versions' imports in one linker: their names differ by version.
+        // Every version's imports in one linker: their names differ by version.
         v0_1::EvictionPolicy::add_to_linker::<GuestState, HasSelf<GuestState>>(
             &mut linker,
             |state| state,
         )
         .map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
         v0_2::EvictionPolicy::add_to_linker::<GuestState, HasSelf<GuestState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
+        v0_3::EvictionPolicy::add_to_linker::<GuestState, HasSelf<GuestState>>(
             &mut linker,
             |state| state,
         )
@@ -239,6 +246,9 @@ impl PolicyEngine {
             }
             InterfaceVersion::V0_2 => {
                 Prelinked::V0_2(v0_2::EvictionPolicyPre::new(pre).map_err(invalid)?)
+            }
+            InterfaceVersion::V0_3 => {
+                Prelinked::V0_3(v0_3::EvictionPolicyPre::new(pre).map_err(invalid)?)
             }
         };
         Ok(LoadedComponent {

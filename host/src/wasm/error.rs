@@ -4,14 +4,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The interface a policy exports, in its newest version (older ones load too).
-pub const POLICY_EXPORT: &str = "shadowcat:policy/policy@0.2.0";
+pub const POLICY_EXPORT: &str = "shadowcat:policy/policy@0.3.0";
 /// The exports of every version the host loads, as error messages list them.
 pub const POLICY_EXPORTS: &str =
-    "`shadowcat:policy/policy@0.2.0` or `shadowcat:policy/policy@0.1.0`";
+    "`shadowcat:policy/policy@0.3.0`, `shadowcat:policy/policy@0.2.0` or `shadowcat:policy/policy@0.1.0`";
 /// The only imports a policy may have: the log function, and the type-only
 /// interface its exports refer to, of its own version.
-pub const HOST_IMPORT: &str = "shadowcat:policy/host@0.2.0";
-pub const TYPES_IMPORT: &str = "shadowcat:policy/types@0.2.0";
+pub const HOST_IMPORT: &str = "shadowcat:policy/host@0.3.0";
+pub const TYPES_IMPORT: &str = "shadowcat:policy/types@0.3.0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {

@@ -3,7 +3,7 @@
 use governor::{DefaultDirectRateLimiter, Quota};
 use wasmtime::{ResourceLimiter, Store, Trap};
 
-use super::bindings::{v0_1, v0_2, InterfaceVersion};
+use super::bindings::{v0_1, v0_2, v0_3, InterfaceVersion};
 use super::engine::{LoadedComponent, PolicyEngine, PolicyLimits, Prelinked};
 use super::error::PolicyError;
 use super::guest_text::{self, MAX_DETAIL, MAX_ERROR, MAX_LOG_LINE, MAX_NAME, MAX_VERSION};
@@ -86,6 +86,7 @@ impl GuestState {
 // The `types` interfaces have no functions; the traits only mark them linked.
 impl v0_1::shadowcat::policy::types::Host for GuestState {}
 impl v0_2::shadowcat::policy::types::Host for GuestState {}
+impl v0_3::shadowcat::policy::types::Host for GuestState {}
 
 impl v0_1::shadowcat::policy::host::Host for GuestState {
     fn log(&mut self, level: v0_1::shadowcat::policy::host::Level, message: String) {
@@ -103,6 +104,19 @@ impl v0_1::shadowcat::policy::host::Host for GuestState {
 impl v0_2::shadowcat::policy::host::Host for GuestState {
     fn log(&mut self, level: v0_2::shadowcat::policy::host::Level, message: String) {
         use v0_2::shadowcat::policy::host::Level;
+        let level = match level {
+            Level::Error => LogLevel::Error,
+            Level::Warn => LogLevel::Warn,
+            Level::Info => LogLevel::Info,
+            Level::Debug => LogLevel::Debug,
+        };
+        self.log_line(level, &message);
+    }
+}
+
+impl v0_3::shadowcat::policy::host::Host for GuestState {
+    fn log(&mut self, level: v0_3::shadowcat::policy::host::Level, message: String) {
+        use v0_3::shadowcat::policy::host::Level;
         let level = match level {
             Level::Error => LogLevel::Error,
             Level::Warn => LogLevel::Warn,
@@ -160,13 +174,17 @@ pub struct EventNeeds {
     pub refused: bool,
 }
 
-/// What a policy promises about itself (0.2; a 0.1 policy promises nothing).
+/// What a policy promises about itself (0.2 on; a 0.1 policy promises nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PolicyTraits {
     /// Its victim order holds between events: the host may prefetch victims.
     pub stable_order: bool,
     /// It chooses among host-sampled candidates.
     pub sampled: bool,
+    /// Its victim order holds between events while no arrival is one of its
+    /// ghosts and no session leaves unasked (0.3): the host may prefetch
+    /// victims and checks those conditions.
+    pub ghost_conditional: bool,
 }
 
 /// What a policy says about itself.
@@ -335,6 +353,7 @@ impl CallError {
 enum Bindings {
     V0_1(v0_1::EvictionPolicy),
     V0_2(v0_2::EvictionPolicy),
+    V0_3(v0_3::EvictionPolicy),
 }
 
 /// Words per event, per candidate and per usage record in the current
@@ -345,6 +364,39 @@ const USAGE_WORDS: usize = 6;
 const LEGACY_EVENT_WORDS: usize = 3;
 /// The `victims` input header: event count, arriving key, arriving size.
 const VICTIMS_HEADER: usize = 3;
+
+/// `info` of a version with the current layouts, normalised; `ghost` reads
+/// the trait 0.2 does not have.
+macro_rules! current_info {
+    ($version:ident, $bindings:expr, $store:expr, $interface:expr, $ghost:expr) => {{
+        use $version::shadowcat::policy::types::{Needs, Traits};
+        let info = $bindings.shadowcat_policy_policy().call_info($store)?;
+        let sampled = info.traits.contains(Traits::SAMPLED);
+        let ghost: fn(Traits) -> bool = $ghost;
+        PolicyInfo {
+            name: info.name,
+            version: info.version,
+            interface: $interface,
+            needs: EventNeeds {
+                inserted: info.needs.contains(Needs::INSERTED),
+                accessed: info.needs.contains(Needs::ACCESSED),
+                removed: info.needs.contains(Needs::REMOVED),
+                refused: info.needs.contains(Needs::REFUSED),
+            },
+            traits: PolicyTraits {
+                stable_order: info.traits.contains(Traits::STABLE_ORDER),
+                sampled,
+                ghost_conditional: ghost(info.traits),
+            },
+            batch_size: info.batch_size,
+            sample_size: if sampled {
+                info.sample_size.clamp(1, MAX_SAMPLE_SIZE)
+            } else {
+                0
+            },
+        }
+    }};
+}
 
 pub(crate) struct Instance {
     store: Store<GuestState>,
@@ -394,6 +446,7 @@ impl Instance {
         let instantiated = match &component.pre {
             Prelinked::V0_1(pre) => pre.instantiate(&mut store).map(Bindings::V0_1),
             Prelinked::V0_2(pre) => pre.instantiate(&mut store).map(Bindings::V0_2),
+            Prelinked::V0_3(pre) => pre.instantiate(&mut store).map(Bindings::V0_3),
         };
         let bindings = match instantiated {
             Ok(bindings) => bindings,
@@ -437,6 +490,16 @@ impl Instance {
             }
             Bindings::V0_2(b) => {
                 let table = v0_2::shadowcat::policy::types::Table {
+                    capacity: table.capacity,
+                    byte_mode: table.byte_mode,
+                    idle_timeout: table.idle_timeout,
+                    max_age: table.max_age,
+                };
+                b.shadowcat_policy_policy()
+                    .call_create(store, table, &config)
+            }
+            Bindings::V0_3(b) => {
+                let table = v0_3::shadowcat::policy::types::Table {
                     capacity: table.capacity,
                     byte_mode: table.byte_mode,
                     idle_timeout: table.idle_timeout,
@@ -506,32 +569,10 @@ impl Instance {
                         sample_size: 0,
                     }
                 }
-                Bindings::V0_2(b) => {
-                    use v0_2::shadowcat::policy::types::{Needs, Traits};
-                    let info = b.shadowcat_policy_policy().call_info(store)?;
-                    let sampled = info.traits.contains(Traits::SAMPLED);
-                    PolicyInfo {
-                        name: info.name,
-                        version: info.version,
-                        interface,
-                        needs: EventNeeds {
-                            inserted: info.needs.contains(Needs::INSERTED),
-                            accessed: info.needs.contains(Needs::ACCESSED),
-                            removed: info.needs.contains(Needs::REMOVED),
-                            refused: info.needs.contains(Needs::REFUSED),
-                        },
-                        traits: PolicyTraits {
-                            stable_order: info.traits.contains(Traits::STABLE_ORDER),
-                            sampled,
-                        },
-                        batch_size: info.batch_size,
-                        sample_size: if sampled {
-                            info.sample_size.clamp(1, MAX_SAMPLE_SIZE)
-                        } else {
-                            0
-                        },
-                    }
-                }
+                Bindings::V0_2(b) => current_info!(v0_2, b, store, interface, |_| false),
+                Bindings::V0_3(b) => current_info!(v0_3, b, store, interface, |traits| {
+                    traits.contains(v0_3::shadowcat::policy::types::Traits::GHOST_CONDITIONAL)
+                }),
             }))
         })?;
         Ok(PolicyInfo {
@@ -578,13 +619,14 @@ impl Instance {
             legacy_events(events, &mut legacy);
             let result = self.call(|store, bindings| match bindings {
                 Bindings::V0_1(b) => b.shadowcat_policy_policy().call_observe(store, &legacy),
-                Bindings::V0_2(_) => unreachable!("matched V0_1 above"),
+                Bindings::V0_2(_) | Bindings::V0_3(_) => unreachable!("matched V0_1 above"),
             });
             self.legacy = legacy;
             return result;
         }
         self.call(|store, bindings| match bindings {
             Bindings::V0_2(b) => b.shadowcat_policy_policy().call_observe(store, events),
+            Bindings::V0_3(b) => b.shadowcat_policy_policy().call_observe(store, events),
             Bindings::V0_1(_) => unreachable!("handled above"),
         })
     }
@@ -600,13 +642,16 @@ impl Instance {
                 Bindings::V0_1(b) => b
                     .shadowcat_policy_policy()
                     .call_victims(store, count, &legacy),
-                Bindings::V0_2(_) => unreachable!("matched V0_1 above"),
+                Bindings::V0_2(_) | Bindings::V0_3(_) => unreachable!("matched V0_1 above"),
             });
             self.legacy = legacy;
             return result;
         }
         self.call(|store, bindings| match bindings {
             Bindings::V0_2(b) => b
+                .shadowcat_policy_policy()
+                .call_victims(store, count, input),
+            Bindings::V0_3(b) => b
                 .shadowcat_policy_policy()
                 .call_victims(store, count, input),
             Bindings::V0_1(_) => unreachable!("handled above"),
@@ -624,11 +669,12 @@ impl Instance {
                 Bindings::V0_1(b) => b
                     .shadowcat_policy_policy()
                     .call_adjust_quotas(store, &legacy),
-                Bindings::V0_2(_) => unreachable!("matched V0_1 above"),
+                Bindings::V0_2(_) | Bindings::V0_3(_) => unreachable!("matched V0_1 above"),
             });
         }
         self.call(|store, bindings| match bindings {
             Bindings::V0_2(b) => b.shadowcat_policy_policy().call_adjust_quotas(store, usage),
+            Bindings::V0_3(b) => b.shadowcat_policy_policy().call_adjust_quotas(store, usage),
             Bindings::V0_1(_) => unreachable!("handled above"),
         })
     }
@@ -637,6 +683,7 @@ impl Instance {
         self.call(|store, bindings| match bindings {
             Bindings::V0_1(b) => b.shadowcat_policy_policy().call_maintain(store, now),
             Bindings::V0_2(b) => b.shadowcat_policy_policy().call_maintain(store, now),
+            Bindings::V0_3(b) => b.shadowcat_policy_policy().call_maintain(store, now),
         })
     }
 

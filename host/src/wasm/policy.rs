@@ -16,7 +16,7 @@
 //! the policy's batch size is reached. A decision takes the pending events
 //! along in its own `victims` call.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -33,8 +33,8 @@ use super::metrics::{PolicyMetrics, PolicyMetricsSnapshot};
 use super::names::NameHistory;
 use crate::eviction::packed::{self, KIND_ACCESSED, KIND_INSERTED, KIND_REFUSED, KIND_REMOVED};
 use crate::eviction::{
-    EvictionPolicy, FlushHint, LiveSessions, PackedEvent, PolicyEvent, QuotaAdjustment, QuotaUsage,
-    Refusal, RemovalCause, Unavailable, VictimRequest,
+    Arriving, EvictionPolicy, FlushHint, LiveSessions, PackedEvent, PolicyEvent, QuotaAdjustment,
+    QuotaUsage, Refusal, RemovalCause, Unavailable, VictimRequest,
 };
 use crate::session::{Micros, SessionId};
 
@@ -66,6 +66,22 @@ pub const ARRIVALS: u64 = u64::MAX;
 /// but wraps to the oldest sessions once it passes the newest). Slot
 /// `u32::MAX` too, so it names no session either.
 pub const ARRIVALS_WHILE_QUEUED: u64 = 0xffff_fffe_ffff_ffff;
+/// Follows the victims in a `ghost-conditional` answer: what changed in the
+/// policy's ghosts comes after it (see `victims` in `wit/0.3.0/policy.wit`).
+pub const GHOSTS: u64 = 0xffff_fffd_ffff_ffff;
+/// Set in the word after [`GHOSTS`]: the keys listed are all of the policy's
+/// ghosts, replacing what the host knew.
+pub const GHOSTS_REPLACED: u64 = 1 << 63;
+/// Ghost keys kept per policy at most, per session of the table's capacity
+/// (a ghost list longer than a few tables forgets nothing useful), and at
+/// least and at most in all.
+const GHOSTS_PER_SESSION: u64 = 4;
+const MIN_GHOSTS: usize = 1 << 10;
+const MAX_GHOSTS: usize = 1 << 22;
+/// Victims of one `ghost-conditional` answer handed out at most: their keys
+/// are marked until the policy answers again, so an answer whose arrivals
+/// follow for ever must end some time.
+const MAX_HANDED_SINCE_ANSWER: usize = 1 << 12;
 pub(super) const WORDS_PER_EVENT: usize = packed::WORDS;
 // One bit per event kind, at the kind's number, so that a packed event's
 // kind tells whether it is wanted.
@@ -100,6 +116,106 @@ struct Ready {
     /// Whether sessions inserted since the answer join the queue at its
     /// back, in the order they arrive.
     arrivals: Arrivals,
+    /// The policy declared `ghost-conditional`: its choices ahead hold only
+    /// while no arrival may be one of its ghosts, no session leaves unasked
+    /// and no event names a victim.
+    conditional: bool,
+    ghosts: Ghosts,
+}
+
+/// What the host knows of a `ghost-conditional` policy's ghosts: a superset,
+/// so that an arrival the policy would recognise is never taken for a
+/// stranger.
+#[derive(Default)]
+struct Ghosts {
+    /// Its ghosts as of its last answer ([`GHOST`]), and the keys of the
+    /// victims evicted since ([`EVICTED`]), which it may have remembered since.
+    keys: HashMap<u64, u8, foldhash::fast::RandomState>,
+    /// The keys marked [`EVICTED`], to unmark at the next answer.
+    evicted: Vec<u64>,
+    /// It reported more ghosts than `limit`: until an answer that replaces
+    /// them fits, any arrival may be one.
+    overflowed: bool,
+    limit: usize,
+}
+
+const GHOST: u8 = 1;
+const EVICTED: u8 = 2;
+
+impl Ghosts {
+    fn with_limit(limit: usize) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+
+    #[inline]
+    fn may_hold(&self, key: u64) -> bool {
+        self.overflowed || (!self.keys.is_empty() && self.keys.contains_key(&key))
+    }
+
+    /// A victim handed out from the answer left.
+    fn evicted(&mut self, key: u64) {
+        let mark = self.keys.entry(key).or_default();
+        if *mark & EVICTED == 0 {
+            *mark |= EVICTED;
+            self.evicted.push(key);
+        }
+    }
+
+    fn unmark(&mut self, key: u64, bit: u8) {
+        if let Some(mark) = self.keys.get_mut(&key) {
+            *mark &= !bit;
+            if *mark == 0 {
+                self.keys.remove(&key);
+            }
+        }
+    }
+
+    /// Evictions marked so far are covered by the policy's next answer.
+    fn forget_evictions(&mut self) {
+        for key in std::mem::take(&mut self.evicted) {
+            self.unmark(key, EVICTED);
+        }
+    }
+
+    /// An answer's ghost section (what follows [`GHOSTS`]): the changes
+    /// since the previous answer, or all of them.
+    fn answered(&mut self, section: &[u64]) {
+        self.forget_evictions();
+        let Some((&head, rest)) = section.split_first() else {
+            return;
+        };
+        let count = usize::try_from(head & !GHOSTS_REPLACED).unwrap_or(usize::MAX);
+        let (joined, left) = rest.split_at(count.min(rest.len()));
+        if head & GHOSTS_REPLACED != 0 {
+            self.keys.clear();
+            self.overflowed = false;
+            self.join(joined);
+        } else if !self.overflowed {
+            for &key in left {
+                self.unmark(key, GHOST);
+            }
+            self.join(joined);
+        }
+    }
+
+    fn join(&mut self, keys: &[u64]) {
+        if self.keys.len().saturating_add(keys.len()) > self.limit {
+            self.overflow();
+            return;
+        }
+        for &key in keys {
+            *self.keys.entry(key).or_default() |= GHOST;
+        }
+    }
+
+    fn overflow(&mut self) {
+        self.overflowed = true;
+        self.keys = HashMap::default();
+        self.evicted.clear();
+    }
 }
 
 /// Whether the sessions inserted after an answer follow its victims.
@@ -278,8 +394,11 @@ impl Ready {
     /// knows: it holds a pinned session back for a while).
     // Once per event recorded: a call costs more than its common case.
     #[inline(always)]
-    fn observe(&mut self, kind: u64, id: SessionId) {
-        if kind == KIND_REFUSED {
+    fn observe(&mut self, event: &PackedEvent) {
+        let (kind, id) = (packed::kind(event), packed::id(event));
+        if self.conditional {
+            self.observe_conditional(kind, id, event[3]);
+        } else if kind == KIND_REFUSED {
             self.forget(id);
             self.drop_queue();
         } else if kind == KIND_INSERTED && self.arrivals != Arrivals::Stay {
@@ -290,9 +409,62 @@ impl Ready {
         }
     }
 
+    /// [`Self::observe`] for a `ghost-conditional` policy: the promise
+    /// holds while the only sessions to leave are victims handed out, the
+    /// arrivals are strangers to it, and no event names a victim otherwise.
+    #[inline(never)]
+    fn observe_conditional(&mut self, kind: u64, id: SessionId, key: u64) {
+        let live = !self.victims.is_empty() || self.arrivals != Arrivals::Stay;
+        match kind {
+            KIND_REMOVED if self.mask.contains(id) && self.handed.contains(&id) => {
+                self.forget(id);
+                if live {
+                    self.ghosts.evicted(key);
+                    if self.ghosts.evicted.len() > MAX_HANDED_SINCE_ANSWER {
+                        self.drop_queue();
+                    }
+                }
+            }
+            KIND_INSERTED if live && !self.ghosts.may_hold(key) => {
+                if self.arrivals != Arrivals::Stay {
+                    self.mask.add(id);
+                    self.victims.push_back(id);
+                }
+            }
+            KIND_ACCESSED if !self.names_victim(id) => {}
+            _ => {
+                // A refusal, a session leaving unasked, a possible ghost
+                // arriving, or a victim named: the policy is asked again.
+                self.forget(id);
+                if live {
+                    self.drop_queue();
+                }
+            }
+        }
+    }
+
+    /// Exactly: the mask's buckets are shared, and a needless drop costs a
+    /// call.
+    fn names_victim(&self, id: SessionId) -> bool {
+        self.mask.contains(id) && (self.handed.contains(&id) || self.victims.contains(&id))
+    }
+
+    /// Whether a victim chosen ahead may be handed out to make room for
+    /// `arriving`: not for one a `ghost-conditional` policy may recognise,
+    /// whose choice then depends on it (the queue goes; it is asked again).
+    #[inline]
+    fn may_hand_out(&mut self, arriving: Option<Arriving>) -> bool {
+        if self.conditional && arriving.is_some_and(|a| self.ghosts.may_hold(a.key)) {
+            self.drop_queue();
+            return false;
+        }
+        true
+    }
+
     fn drop_queue(&mut self) {
         self.victims.clear();
         self.arrivals = Arrivals::Stay;
+        self.ghosts.forget_evictions();
         self.recount();
     }
 
@@ -312,7 +484,17 @@ impl Ready {
         self.drop_queue();
         self.handed.clear();
         self.mask.clear();
+        // A new instance starts without ghosts.
+        self.ghosts = Ghosts::with_limit(self.ghosts.limit);
     }
+}
+
+/// Ghost keys kept for a `ghost-conditional` policy of `table`.
+fn ghost_limit(table: &PolicyTable) -> usize {
+    let per_table = table.capacity.saturating_mul(GHOSTS_PER_SESSION);
+    usize::try_from(per_table)
+        .unwrap_or(usize::MAX)
+        .clamp(MIN_GHOSTS, MAX_GHOSTS)
 }
 
 /// Packed events behind room for the `victims` header, so that a call takes
@@ -379,8 +561,11 @@ pub(super) struct EventBuffer {
     /// Candidates the table samples per decision; read under the table lock,
     /// so it lives here rather than behind the instance's lock.
     sample_size: AtomicUsize,
-    /// The policy declared `stable-order`: victims are chosen ahead.
+    /// The policy declared `stable-order` or `ghost-conditional`: victims
+    /// are chosen ahead.
     stable_order: AtomicBool,
+    /// It declared `ghost-conditional`: its answers carry its ghosts.
+    ghost_conditional: AtomicBool,
     /// No live instance (faulted or quarantined): nothing could take the
     /// events, and a recreated instance is rebuilt from the table anyway, so
     /// buffering them would only grow without bound.
@@ -388,13 +573,18 @@ pub(super) struct EventBuffer {
 }
 
 impl EventBuffer {
-    fn new(info: &PolicyInfo) -> Self {
+    /// `ghost_limit`: ghost keys kept at most for a `ghost-conditional`
+    /// policy (see [`ghost_limit`]).
+    fn new(info: &PolicyInfo, ghost_limit: usize) -> Self {
+        let mut buffered = Buffered::default();
+        buffered.ready.ghosts = Ghosts::with_limit(ghost_limit);
         let buffer = Self {
-            words: Mutex::new(Buffered::default()),
+            words: Mutex::new(buffered),
             needs: AtomicU8::new(0),
             batch_words: AtomicUsize::new(0),
             sample_size: AtomicUsize::new(0),
             stable_order: AtomicBool::new(false),
+            ghost_conditional: AtomicBool::new(false),
             dropping: AtomicBool::new(false),
         };
         buffer.configure(info);
@@ -420,10 +610,17 @@ impl EventBuffer {
         );
         self.sample_size
             .store(info.sample_size as usize, Ordering::Release);
-        self.stable_order
-            .store(info.traits.stable_order, Ordering::Release);
+        let traits = info.traits;
+        self.stable_order.store(
+            traits.stable_order || traits.ghost_conditional,
+            Ordering::Release,
+        );
+        self.ghost_conditional
+            .store(traits.ghost_conditional, Ordering::Release);
         // Choices of a previous instance or file are not this one's.
-        self.words.lock().ready.clear();
+        let ready = &mut self.words.lock().ready;
+        ready.clear();
+        ready.conditional = traits.ghost_conditional;
     }
 
     fn record(&self, event: PolicyEvent) -> FlushHint {
@@ -435,7 +632,7 @@ impl EventBuffer {
     fn record_batch(
         &self,
         events: &[PackedEvent],
-        ready: Option<(usize, &mut Vec<SessionId>)>,
+        ready: Option<(Option<Arriving>, usize, &mut Vec<SessionId>)>,
     ) -> FlushHint {
         let needs = self.needs.load(Ordering::Relaxed);
         let wanted = |event: &PackedEvent| needs & (1 << packed::kind(event)) != 0;
@@ -458,11 +655,11 @@ impl EventBuffer {
                 if !whole {
                     words.extend(event);
                 }
-                queue.observe(packed::kind(event), packed::id(event));
+                queue.observe(event);
             }
         }
-        if let Some((count, out)) = ready {
-            Self::take_ready_locked(queue, count, out);
+        if let Some((arriving, count, out)) = ready {
+            Self::take_ready_locked(queue, arriving, count, out);
         }
         if words.len() >= self.batch_words.load(Ordering::Relaxed) {
             FlushHint::FlushSoon
@@ -507,18 +704,30 @@ impl EventBuffer {
     /// Queues victims chosen ahead (`ahead`) after those handed to the table
     /// now (`now`), minus any that an event recorded since the guest was
     /// called (still buffered) already named.
-    fn install_ready(&self, now: &[SessionId], ahead: &[u64], arrivals: Arrivals) {
+    /// `ghosts`: the answer's ghost section, for a `ghost-conditional` policy.
+    fn install_ready(&self, now: &[SessionId], ahead: &[u64], arrivals: Arrivals, ghosts: &[u64]) {
         let mut buffered = self.words.lock();
         let Buffered { words, ready } = &mut *buffered;
         ready.hand(now, true);
         ready.install(ahead.iter().map(|&id| SessionId::from_bits(id)), arrivals);
+        if ready.conditional {
+            ready.ghosts.answered(ghosts);
+        }
         // Recorded while the policy chose: it has not seen them.
         for event in words.events().as_chunks::<WORDS_PER_EVENT>().0 {
-            ready.observe(packed::kind(event), packed::id(event));
+            ready.observe(event);
         }
     }
 
-    fn take_ready_locked(ready: &mut Ready, count: usize, out: &mut Vec<SessionId>) {
+    fn take_ready_locked(
+        ready: &mut Ready,
+        arriving: Option<Arriving>,
+        count: usize,
+        out: &mut Vec<SessionId>,
+    ) {
+        if !ready.may_hand_out(arriving) {
+            return;
+        }
         let from = out.len();
         // One at a time: an eviction takes one or two, and a drain's set-up
         // and tear-down cost more than that.
@@ -583,7 +792,7 @@ impl WasmPolicy {
         let info = instance.info.clone();
         Ok(Arc::new(Self {
             names: NameHistory::new(&info.name),
-            events: EventBuffer::new(&info),
+            events: EventBuffer::new(&info, ghost_limit(&table)),
             runtime: Mutex::new(Runtime {
                 slot: Slot::Ready(Box::new(instance)),
                 component,
@@ -750,11 +959,13 @@ impl EvictionPolicy for WasmPolicy {
     fn record_then_ready(
         &self,
         events: &[PackedEvent],
+        arriving: Option<Arriving>,
         count: usize,
         out: &mut Vec<SessionId>,
     ) -> FlushHint {
         if self.events.stable_order.load(Ordering::Relaxed) {
-            self.events.record_batch(events, Some((count, out)))
+            self.events
+                .record_batch(events, Some((arriving, count, out)))
         } else {
             self.events.record_batch(events, None)
         }
@@ -773,7 +984,16 @@ impl EvictionPolicy for WasmPolicy {
         }
         let prefetch = self.engine.limits().prefetch;
         let stable = prefetch > 1 && self.events.stable_order.load(Ordering::Acquire);
-        let ask = if stable { count.max(prefetch) } else { count };
+        let conditional = self.events.ghost_conditional.load(Ordering::Relaxed);
+        let ask = match (stable, conditional, request.arriving) {
+            // A ghost-conditional answer's victims after the first are for
+            // later arrivals: several needed now are asked one at a time
+            // (the table asks again), and none ahead without an arrival.
+            (_, true, Some(_)) if count > 1 => 1,
+            (true, true, None) => count,
+            (true, _, _) => count.max(prefetch),
+            (false, _, _) => count,
+        };
         let ask32 = u32::try_from(ask).unwrap_or(u32::MAX);
         let chosen = self.with_instance("victims", true, |me, instance| {
             let input = me
@@ -784,7 +1004,12 @@ impl EvictionPolicy for WasmPolicy {
             result
         });
         match chosen {
-            Ok(ids) => {
+            Ok(answer) => {
+                // The ghost section (after the victims) counts toward nothing.
+                let (ids, ghosts) = match answer.iter().position(|&w| w == GHOSTS) {
+                    Some(at) if conditional => (&answer[..at], &answer[at + 1..]),
+                    _ => (&answer[..], &[][..]),
+                };
                 if ids.len() > ask {
                     self.metrics
                         .excess_victims
@@ -814,7 +1039,8 @@ impl EvictionPolicy for WasmPolicy {
                 );
                 if stable {
                     let ahead = answer.get(count..).unwrap_or_default();
-                    self.events.install_ready(&out[from..], ahead, arrivals);
+                    self.events
+                        .install_ready(&out[from..], ahead, arrivals, ghosts);
                 }
                 Ok(())
             }
@@ -858,9 +1084,10 @@ impl EvictionPolicy for WasmPolicy {
         self.events.needs.load(Ordering::Acquire) & NEED_REFUSED != 0
     }
 
-    fn ready_victims(&self, count: usize, out: &mut Vec<SessionId>) {
+    fn ready_victims(&self, arriving: Option<Arriving>, count: usize, out: &mut Vec<SessionId>) {
         if self.events.stable_order.load(Ordering::Relaxed) {
-            EventBuffer::take_ready_locked(&mut self.events.words.lock().ready, count, out);
+            let ready = &mut self.events.words.lock().ready;
+            EventBuffer::take_ready_locked(ready, arriving, count, out);
         }
     }
 
@@ -931,18 +1158,22 @@ mod tests {
     use crate::wasm::instance::PolicyTraits;
 
     fn buffer(needs: EventNeeds) -> EventBuffer {
-        EventBuffer::new(&PolicyInfo {
-            name: "test".into(),
-            version: "0".into(),
-            interface: InterfaceVersion::V0_2,
-            needs,
-            traits: PolicyTraits {
-                stable_order: true,
-                sampled: false,
+        EventBuffer::new(
+            &PolicyInfo {
+                name: "test".into(),
+                version: "0".into(),
+                interface: InterfaceVersion::V0_2,
+                needs,
+                traits: PolicyTraits {
+                    stable_order: true,
+                    sampled: false,
+                    ghost_conditional: false,
+                },
+                batch_size: 1 << 16,
+                sample_size: 0,
             },
-            batch_size: 1 << 16,
-            sample_size: 0,
-        })
+            MIN_GHOSTS,
+        )
     }
 
     fn event(kind: u64, id: SessionId) -> PackedEvent {
@@ -963,6 +1194,7 @@ mod tests {
                 id,
                 time: 7,
                 cause: RemovalCause::Evicted,
+                key: 9,
             },
             _ => PolicyEvent::Refused {
                 id,
@@ -974,7 +1206,7 @@ mod tests {
 
     fn ready(buffer: &EventBuffer) -> Vec<SessionId> {
         let mut out = Vec::new();
-        EventBuffer::take_ready_locked(&mut buffer.words.lock().ready, usize::MAX, &mut out);
+        EventBuffer::take_ready_locked(&mut buffer.words.lock().ready, None, usize::MAX, &mut out);
         out
     }
 
@@ -1027,7 +1259,7 @@ mod tests {
             SessionId::new(7, 0),
         );
         let ahead = [a, b, c].map(SessionId::to_bits);
-        buffer.install_ready(&[], &ahead, Arrivals::Stay);
+        buffer.install_ready(&[], &ahead, Arrivals::Stay, &[]);
         // Slot 5 + 1,024 shares `a`'s bit; another generation of `b` is not `b`.
         let lookalikes = [
             event(KIND_ACCESSED, SessionId::new(5 + 1024, 0)),
@@ -1040,13 +1272,13 @@ mod tests {
         // Delivered: the next answer has seen them.
         buffer.words.lock().words.clear();
 
-        buffer.install_ready(&[], &ahead, Arrivals::Follow);
+        buffer.install_ready(&[], &ahead, Arrivals::Follow, &[]);
         let d = SessionId::new(41, 0);
         buffer.record_batch(&[event(KIND_INSERTED, d)], None);
         assert_eq!(ready(&buffer), vec![a, b, c, d]);
         buffer.words.lock().words.clear();
 
-        buffer.install_ready(&[], &ahead, Arrivals::Follow);
+        buffer.install_ready(&[], &ahead, Arrivals::Follow, &[]);
         buffer.record_batch(&[event(KIND_REFUSED, SessionId::new(99, 0))], None);
         buffer.record_batch(&[event(KIND_INSERTED, SessionId::new(42, 0))], None);
         assert_eq!(ready(&buffer), vec![], "a refusal ends the promise");
@@ -1086,6 +1318,132 @@ mod tests {
         (counts.bits, counts.counts)
     }
 
+    fn conditional_ready() -> Ready {
+        Ready {
+            conditional: true,
+            ghosts: Ghosts::with_limit(MIN_GHOSTS),
+            ..Ready::default()
+        }
+    }
+
+    fn keyed(kind: u64, id: SessionId, key: u64) -> PackedEvent {
+        let mut event = event(kind, id);
+        event[3] = key;
+        event
+    }
+
+    fn arriving(key: u64) -> Option<Arriving> {
+        Some(Arriving { key, weight: 1 })
+    }
+
+    fn take(ready: &mut Ready, arriving: Option<Arriving>) -> Vec<SessionId> {
+        let mut out = Vec::new();
+        EventBuffer::take_ready_locked(ready, arriving, 1, &mut out);
+        out
+    }
+
+    /// An answer of a `ghost-conditional` policy: `first` evicted now, the
+    /// rest queued, and its ghost section.
+    fn answer(ready: &mut Ready, first: SessionId, ahead: &[SessionId], ghosts: &[u64]) {
+        ready.hand(&[first], true);
+        ready.install(ahead.iter().copied(), Arrivals::Stay);
+        ready.ghosts.answered(ghosts);
+    }
+
+    /// Victims chosen ahead go to arrivals the policy does not remember; an
+    /// arrival whose key is one of its ghosts, or the key of a victim evicted
+    /// since its answer, gets none (the policy is asked), and the queue goes.
+    #[test]
+    fn conditional_victims_go_only_to_strangers() {
+        let ids: Vec<SessionId> = (1..=4).map(|slot| SessionId::new(slot, 0)).collect();
+        let mut ready = conditional_ready();
+        answer(&mut ready, ids[0], &ids[1..], &[2, 70, 71]);
+        ready.observe(&keyed(KIND_REMOVED, ids[0], 10));
+        assert_eq!(take(&mut ready, arriving(5)), [ids[1]], "a stranger");
+        ready.observe(&keyed(KIND_REMOVED, ids[1], 11));
+        assert!(ready.ghosts.may_hold(11), "a victim evicted since");
+        assert_eq!(take(&mut ready, arriving(71)), [], "a ghost");
+        assert!(ready.victims.is_empty(), "the queue went");
+        // The next answer covers the evictions it saw: 10 joined its
+        // ghosts, 11 did not, 70 left.
+        answer(&mut ready, ids[2], &ids[3..], &[1, 10, 70]);
+        assert!(ready.ghosts.may_hold(10) && ready.ghosts.may_hold(71));
+        assert!(!ready.ghosts.may_hold(11) && !ready.ghosts.may_hold(70));
+        ready.observe(&keyed(KIND_REMOVED, ids[2], 12));
+        assert_eq!(take(&mut ready, arriving(11)), [ids[3]]);
+        assert_eq!(take(&mut ready, None), [], "nothing left");
+    }
+
+    /// Anything else that could change the policy's next choices makes the
+    /// host ask again: a session leaving unasked, an event naming a queued
+    /// victim (even a request, which a FIFO ignores), a refusal, an arrival
+    /// that may be a ghost. Requests for other sessions change nothing.
+    #[test]
+    fn conditional_victims_go_when_anything_else_happens() {
+        let ids: Vec<SessionId> = (1..=4).map(|slot| SessionId::new(slot, 0)).collect();
+        let other = SessionId::new(9, 0);
+        let voiding = [
+            keyed(KIND_REMOVED, other, 0),
+            keyed(KIND_ACCESSED, ids[2], 0),
+            keyed(KIND_REFUSED, ids[1], 0),
+            keyed(KIND_INSERTED, SessionId::new(8, 0), 70),
+        ];
+        for (i, event) in voiding.iter().enumerate() {
+            let mut ready = conditional_ready();
+            answer(&mut ready, ids[0], &ids[1..], &[1, 70]);
+            ready.observe(&keyed(KIND_ACCESSED, other, 0));
+            ready.observe(&keyed(KIND_INSERTED, SessionId::new(7, 0), 5));
+            assert_eq!(ready.victims.len(), 3, "event {i}: nothing named yet");
+            ready.observe(event);
+            assert_eq!(take(&mut ready, arriving(5)), [], "event {i}");
+            assert_eq!(ready.mask.bits, exact_mask(&ready).0, "event {i}");
+        }
+    }
+
+    /// Arrivals follow the listed victims while they are strangers; a ghost
+    /// arriving ends the promise.
+    #[test]
+    fn conditional_arrivals_follow_while_strangers() {
+        let ids: Vec<SessionId> = (1..=6).map(|slot| SessionId::new(slot, 0)).collect();
+        let mut ready = conditional_ready();
+        ready.hand(&[ids[0]], true);
+        ready.install([ids[1]], Arrivals::Follow);
+        ready.ghosts.answered(&[1, 70]);
+        ready.observe(&keyed(KIND_REMOVED, ids[0], 10));
+        ready.observe(&keyed(KIND_INSERTED, ids[2], 5));
+        assert_eq!(take(&mut ready, arriving(6)), [ids[1]]);
+        ready.observe(&keyed(KIND_REMOVED, ids[1], 11));
+        ready.observe(&keyed(KIND_INSERTED, ids[3], 6));
+        assert_eq!(take(&mut ready, arriving(7)), [ids[2]], "an arrival");
+        ready.observe(&keyed(KIND_REMOVED, ids[2], 5));
+        ready.observe(&keyed(KIND_INSERTED, ids[4], 70));
+        assert_eq!(take(&mut ready, arriving(8)), [], "a ghost arrived");
+    }
+
+    /// Ghosts are kept up to the limit: past it, or past it in one
+    /// replacing answer, every arrival may be one until an answer that
+    /// replaces them fits; a ghost section the policy garbled (a count past
+    /// its end) is read as far as it goes.
+    #[test]
+    fn conditional_ghosts_past_the_limit_stop_the_hand_out() {
+        let ids: Vec<SessionId> = (1..=3).map(|slot| SessionId::new(slot, 0)).collect();
+        let mut ready = conditional_ready();
+        let many: Vec<u64> = (0..=MIN_GHOSTS as u64).collect();
+        let mut section = vec![many.len() as u64];
+        section.extend(&many);
+        answer(&mut ready, ids[0], &ids[1..], &section);
+        assert!(ready.ghosts.overflowed && ready.ghosts.keys.is_empty());
+        ready.observe(&keyed(KIND_REMOVED, ids[0], 5_000));
+        assert_eq!(take(&mut ready, arriving(5_001)), [], "any arrival");
+        answer(&mut ready, ids[0], &ids[1..], &[3, 4, 5]);
+        assert!(ready.ghosts.overflowed, "changes cannot repair it");
+        answer(&mut ready, ids[0], &ids[1..], &[GHOSTS_REPLACED | 9, 4, 5]);
+        assert!(!ready.ghosts.overflowed);
+        assert!(ready.ghosts.may_hold(4) && ready.ghosts.may_hold(5));
+        ready.observe(&keyed(KIND_REMOVED, ids[0], 6));
+        assert_eq!(take(&mut ready, arriving(7)), [ids[1]]);
+    }
+
     /// A victim's mark goes when the victim does (unless another victim
     /// shares it), so the session that takes an evicted victim's slot is not
     /// checked against the queue on each of its events.
@@ -1099,14 +1457,14 @@ mod tests {
         );
         ready.install([a, b, twin], Arrivals::Stay);
         let mut out = Vec::new();
-        EventBuffer::take_ready_locked(&mut ready, 1, &mut out);
+        EventBuffer::take_ready_locked(&mut ready, None, 1, &mut out);
         assert_eq!(out, vec![a]);
-        ready.observe(KIND_REMOVED, a);
+        ready.observe(&event(KIND_REMOVED, a));
         let successor = SessionId::new(5, 1);
         assert!(ready.mask.contains(successor), "`twin` still counts");
-        ready.observe(KIND_REMOVED, twin);
+        ready.observe(&event(KIND_REMOVED, twin));
         assert!(!ready.mask.contains(successor));
-        EventBuffer::take_ready_locked(&mut ready, 1, &mut out);
+        EventBuffer::take_ready_locked(&mut ready, None, 1, &mut out);
         assert_eq!(out, vec![a, b]);
         // The next hand replaces `b`, which the table did not report unused.
         ready.hand(&[], false);
@@ -1119,8 +1477,18 @@ mod tests {
     /// victims still queued or handed.
     #[test]
     fn victim_mask_stays_exact_under_any_sequence() {
+        for conditional in [false, true] {
+            victim_mask_stays_exact(conditional);
+        }
+    }
+
+    fn victim_mask_stays_exact(conditional: bool) {
         let mut rng = SmallRng::seed_from_u64(11);
-        let mut ready = Ready::default();
+        let mut ready = Ready {
+            conditional,
+            ghosts: Ghosts::with_limit(MIN_GHOSTS),
+            ..Ready::default()
+        };
         let id = |rng: &mut SmallRng| {
             let slot = rng.random_range(0..6) + 1024 * rng.random_range(0..2);
             SessionId::new(slot, rng.random_range(0..2))
@@ -1139,10 +1507,19 @@ mod tests {
                     ][rng.random_range(0..3)];
                     ready.hand(&now, true);
                     ready.install(ahead, arrivals);
+                    let ghosts: Vec<u64> = (0..rng.random_range(0..4))
+                        .map(|_| rng.random_range(0..4))
+                        .collect();
+                    ready.ghosts.answered(&ghosts);
                 }
                 1 | 2 => {
                     let mut out = Vec::new();
-                    EventBuffer::take_ready_locked(&mut ready, rng.random_range(0..3), &mut out);
+                    let arriving = Some(Arriving {
+                        key: rng.random_range(0..8),
+                        weight: 1,
+                    });
+                    let count = rng.random_range(0..3);
+                    EventBuffer::take_ready_locked(&mut ready, arriving, count, &mut out);
                 }
                 3 => {
                     let handed = ready.handed.clone();
@@ -1152,7 +1529,9 @@ mod tests {
                 _ => {
                     let kind = [KIND_INSERTED, KIND_ACCESSED, KIND_REMOVED, KIND_REFUSED]
                         [rng.random_range(0..4)];
-                    ready.observe(kind, id(&mut rng));
+                    let mut event = event(kind, id(&mut rng));
+                    event[3] = rng.random_range(0..8);
+                    ready.observe(&event);
                 }
             }
             assert_eq!(

@@ -9,7 +9,7 @@
 //! Several `--module`/`--output` groups may be given so that one process handles
 //! every policy. `--expect-export` may be repeated within a group: the component
 //! must export one of the names given. Without it, any policy interface version
-//! the host loads will do (`shadowcat:policy/policy@0.2.0` or `@0.1.0`).
+//! the host loads will do (`shadowcat:policy/policy@0.3.0`, `@0.2.0` or `@0.1.0`).
 //! Prints `OUT: SIZE bytes` per written file.
 
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ use wit_parser::WorldItem;
 
 /// The policy interface versions the host loads, newest first.
 const DEFAULT_EXPORTS: &[&str] = &[
+    "shadowcat:policy/policy@0.3.0",
     "shadowcat:policy/policy@0.2.0",
     "shadowcat:policy/policy@0.1.0",
 ];

@@ -1,4 +1,4 @@
-//! The packed layouts of `shadowcat:policy@0.2.0` (`wit/0.2.0/policy.wit`), decoded
+//! The packed layouts of `shadowcat:policy@0.3.0` (`wit/0.3.0/policy.wit`), decoded
 //! into plain Rust values. Every decoder validates: a list whose length is not a
 //! multiple of its stride, an unknown event kind, removal cause or refusal reason,
 //! or a field wider than its type is an `Err`, so that what a policy sees is
@@ -30,6 +30,14 @@ pub const ARRIVALS: u64 = u64::MAX;
 /// arrivals, but wraps to the oldest sessions once it passes the newest. Slot
 /// `u32::MAX` too, so it names no session either.
 pub const ARRIVALS_WHILE_QUEUED: u64 = 0xffff_fffe_ffff_ffff;
+
+/// Follows the victims of a `ghost-conditional` answer; what changed in the
+/// policy's ghosts comes after it (see [`crate::GhostChanges`]). Slot
+/// `u32::MAX`, so it names no session.
+pub const GHOSTS: u64 = 0xffff_fffd_ffff_ffff;
+/// Set in the word after [`GHOSTS`] when the keys listed are all of the
+/// policy's ghosts rather than those that joined.
+pub const GHOSTS_REPLACED: u64 = 1 << 63;
 
 /// Whether `id`, ending a `stable-order` answer, says the arrivals follow
 /// ([`ARRIVALS`] or [`ARRIVALS_WHILE_QUEUED`]).

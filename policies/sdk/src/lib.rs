@@ -1,6 +1,6 @@
-//! Guest-side SDK for Shadowcat eviction policies, interface `shadowcat:policy@0.2.0`.
+//! Guest-side SDK for Shadowcat eviction policies, interface `shadowcat:policy@0.3.0`.
 //!
-//! The WIT interface (`wit/0.2.0/policy.wit`) moves bulk data as packed `list<u64>`
+//! The WIT interface (`wit/0.3.0/policy.wit`) moves bulk data as packed `list<u64>`
 //! because that is a memcpy across the component boundary. This crate owns the
 //! bindings and the decoding of those packed layouts, so a policy is a plain Rust
 //! type implementing [`Policy`] plus one [`export_policy!`] line:
@@ -56,14 +56,14 @@ pub use config::Config;
 pub use layout::*;
 pub use slots::{NO_SLOT, SlotList, SlotListIter, SlotMap, slot};
 
-/// Generated bindings for `shadowcat:policy@0.2.0`, world `eviction-policy`.
+/// Generated bindings for `shadowcat:policy@0.3.0`, world `eviction-policy`.
 ///
 /// Exposed so that unusual guests (test fixtures) can implement [`Guest`] by hand;
 /// ordinary policies never need it.
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/0.2.0",
+        path: "../../wit/0.3.0",
         world: "eviction-policy",
         pub_export_macro: true,
         export_macro_name: "export",
@@ -186,7 +186,21 @@ pub trait Policy: Sized + 'static {
     /// (SIEVE's hand, which wraps to the oldest sessions once it passes the
     /// newest), end it with [`ARRIVALS_WHILE_QUEUED`] instead: the host stops
     /// queueing arrivals once none of what it queued is left, and asks.
+    ///
+    /// [`Traits::GHOST_CONDITIONAL`] is the same promise, made for arrivals
+    /// the policy does not remember only (2Q, whose next victim depends on
+    /// whether the arriving key is in Aout), and for as long as nothing but
+    /// the listed victims leaves and no event names one of them. The host
+    /// knows what the policy remembers from [`Policy::ghost_changes`], called
+    /// after each `victims`.
     fn victims(&mut self, count: usize, choice: &Choice<'_>, out: &mut Vec<u64>);
+
+    /// With [`Traits::GHOST_CONDITIONAL`]: the stable keys that joined or left
+    /// the policy's ghosts since the previous call, as of the events applied
+    /// (or all of them, with `replaced` set). The host hands out victims
+    /// chosen ahead only to make room for a session whose key it does not
+    /// find there, nor among the sessions it evicted since.
+    fn ghost_changes(&mut self, _changes: &mut GhostChanges) {}
 
     /// Push quota proposals onto `out`; sessions not mentioned keep their quota.
     fn adjust_quotas(&mut self, _usage: &[Usage], _out: &mut Vec<QuotaAdjustment>) {}
@@ -250,10 +264,43 @@ pub fn pick_lowest<K: Ord>(
     out.extend(ranked.into_iter().map(|r| r.1));
 }
 
+/// What changed in a `ghost-conditional` policy's ghosts (see
+/// [`Policy::ghost_changes`]): a key in neither list kept its standing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GhostChanges {
+    /// Keys that are ghosts now (all of them, if `replaced`).
+    pub joined: Vec<u64>,
+    /// Keys that no longer are; ignored if `replaced`.
+    pub left: Vec<u64>,
+    pub replaced: bool,
+}
+
+impl GhostChanges {
+    pub fn clear(&mut self) {
+        self.joined.clear();
+        self.left.clear();
+        self.replaced = false;
+    }
+
+    /// Appends the ghost section of a `victims` answer: [`GHOSTS`], the
+    /// count of joined keys (with [`GHOSTS_REPLACED`]), the joined keys,
+    /// then the keys that left.
+    pub fn encode(&self, out: &mut Vec<u64>) {
+        let head = self.joined.len() as u64 | if self.replaced { GHOSTS_REPLACED } else { 0 };
+        out.push(GHOSTS);
+        out.push(head);
+        out.extend_from_slice(&self.joined);
+        if !self.replaced {
+            out.extend_from_slice(&self.left);
+        }
+    }
+}
+
 /// The policy plus scratch buffers reused across calls.
 struct Instance<P> {
     policy: P,
     candidates: Vec<Candidate>,
+    ghosts: GhostChanges,
 }
 
 thread_local! {
@@ -337,6 +384,11 @@ pub fn choose_victims<P: Policy>(
         // The contract says at most `count`; enforce it here rather than
         // trusting every policy.
         out.truncate(count);
+        if P::TRAITS.contains(Traits::GHOST_CONDITIONAL) {
+            i.ghosts.clear();
+            i.policy.ghost_changes(&mut i.ghosts);
+            i.ghosts.encode(&mut out);
+        }
         out
     })
 }
@@ -361,6 +413,10 @@ impl<P: Policy> Adapter<P> {
             !(P::TRAITS.contains(Traits::STABLE_ORDER) && P::TRAITS.contains(Traits::SAMPLED)),
             "Policy::TRAITS: a sampled policy's answer depends on the sample, so it cannot promise a stable order"
         );
+        assert!(
+            !(P::TRAITS.contains(Traits::GHOST_CONDITIONAL) && P::TRAITS.contains(Traits::SAMPLED)),
+            "Policy::TRAITS: a sampled policy's answer depends on the sample, so it cannot promise an order"
+        );
     };
 }
 
@@ -376,6 +432,7 @@ impl<P: Policy> Guest for Adapter<P> {
             *slot.borrow_mut() = Some(Box::new(Instance {
                 policy,
                 candidates: Vec::new(),
+                ghosts: GhostChanges::default(),
             }))
         });
         Ok(())

@@ -288,7 +288,13 @@ impl<P: Policy, R: Reference> Run<'_, P, R> {
     fn arrive(&mut self, workload: &Workload) {
         let key = 1 + self.rng.below(workload.keys);
         if self.ids.live().len() >= workload.capacity {
-            let count = 1 + self.rng.below(workload.max_count as u64) as usize;
+            // A host asks a ghost-conditional policy for one victim per
+            // arrival now: any more would be chosen for later arrivals.
+            let count = if P::TRAITS.contains(Traits::GHOST_CONDITIONAL) {
+                1
+            } else {
+                1 + self.rng.below(workload.max_count as u64) as usize
+            };
             let answer = self.ask(count, Some(Arriving { key, size: 1 }), workload);
             self.evict(&answer);
         }

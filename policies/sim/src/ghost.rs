@@ -25,6 +25,14 @@ struct Node {
 
 #[derive(Clone, Debug)]
 pub struct GhostList {
+    /// Keys that joined or left since the last [`GhostList::drain_changes`],
+    /// when tracked (for a `ghost-conditional` policy, whose host mirrors
+    /// its ghosts).
+    changes: Vec<u64>,
+    tracking: bool,
+    /// More changes than the list holds keys came: the next drain lists
+    /// every key instead.
+    resync: bool,
     nodes: Vec<Node>,
     /// Unused nodes, linked through `older`.
     free: u32,
@@ -42,6 +50,9 @@ impl GhostList {
         let bound = bound.min(UPFRONT);
         let buckets = (bound.max(4) * 2).next_power_of_two();
         Self {
+            changes: Vec::new(),
+            tracking: false,
+            resync: false,
             nodes: Vec::with_capacity(bound),
             free: NIL,
             newest: NIL,
@@ -54,6 +65,46 @@ impl GhostList {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Records from now on which keys join or leave, for
+    /// [`GhostList::drain_changes`].
+    pub fn track_changes(&mut self) {
+        self.tracking = true;
+    }
+
+    /// What changed since the last drain (or since tracking began): each key
+    /// that joined or left, listed by where it stands now. Once more changes
+    /// than twice the list's length came, all of its keys, `replaced`.
+    pub fn drain_changes(&mut self, out: &mut shadowcat_policy_sdk::GhostChanges) {
+        let mut changes = std::mem::take(&mut self.changes);
+        if std::mem::take(&mut self.resync) {
+            out.replaced = true;
+            out.joined.extend(self.iter());
+        } else {
+            for &key in &changes {
+                if self.contains(key) {
+                    out.joined.push(key);
+                } else {
+                    out.left.push(key);
+                }
+            }
+        }
+        changes.clear();
+        self.changes = changes;
+    }
+
+    #[inline]
+    fn changed(&mut self, key: u64) {
+        if self.tracking {
+            if self.changes.len() > 2 * self.len + 1024 {
+                self.changes.clear();
+                self.resync = true;
+            }
+            if !self.resync {
+                self.changes.push(key);
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -95,6 +146,7 @@ impl GhostList {
         self.link_newest(node);
         self.place(node);
         self.len += 1;
+        self.changed(key);
     }
 
     /// True if `key` was listed.
@@ -102,6 +154,7 @@ impl GhostList {
         match self.find(key) {
             Some((bucket, node)) => {
                 self.take(bucket, node);
+                self.changed(key);
                 true
             }
             None => false,
@@ -116,6 +169,7 @@ impl GhostList {
         let key = self.nodes[node as usize].key;
         let (bucket, _) = self.find(key)?;
         self.take(bucket, node);
+        self.changed(key);
         Some(key)
     }
 

@@ -50,13 +50,25 @@
 //! is a planned step only if it is the policy's next victim anyway; otherwise
 //! it is forgotten.
 //!
+//! A policy whose next evictions only an arrival it remembers can change (2Q:
+//! an arriving key in Aout enters Am and shifts the next victims) declares
+//! `ghost-conditional` instead and plans the same way, for arrivals that are
+//! not ghosts, telling the host its ghosts ([`Simulated::ghost_changes`]).
+//! The host asks again whenever an arrival may be a ghost, a session leaves
+//! unasked, or an event names a planned victim. A planned step is taken
+//! when the table evicts its victim, before the arrival it made room for is
+//! admitted, where `victims` would have looked the arrival up first: the
+//! same unless that arrival's key is the victim's own (a client whose live
+//! session is evicted to make room for its next), which 2Q then finds in
+//! Aout.
+//!
 //! Per event O(1) here (a slot-indexed lookup) on top of the policy's own cost.
 
 use std::collections::VecDeque;
 
 use shadowcat_policy_sdk::{
-    Choice, Config, Needs, Policy, RefusalReason, RemovalCause, Session, SlotMap, Table, Traits,
-    is_arrivals,
+    Choice, Config, GhostChanges, Needs, Policy, RefusalReason, RemovalCause, Session, SlotMap,
+    Table, Traits, is_arrivals,
 };
 
 mod ghost;
@@ -138,6 +150,15 @@ pub trait Simulated: Sized + 'static {
             out.pop();
         }
     }
+
+    /// For a policy declaring [`Traits::GHOST_CONDITIONAL`], whose eviction
+    /// steps depend on whether the arrival is a ghost: the changes to its
+    /// ghosts since the last call (see [`GhostList::drain_changes`]). Its
+    /// [`Simulated::plan`] is then asked only while an arrival is being made
+    /// room for, and lists the steps that follow once that arrival is
+    /// admitted, each taken for an arrival that is not a ghost; its
+    /// [`Simulated::next_victim`] is the next step's victim as things stand.
+    fn ghost_changes(&mut self, _changes: &mut GhostChanges) {}
 }
 
 /// Where a session the table holds stands with the policy.
@@ -207,7 +228,10 @@ impl<S: Simulated> OnTable<S> {
     }
 
     /// Whether victims after the first come from [`Simulated::plan`].
-    const PLANS: bool = S::TRAITS.contains(Traits::STABLE_ORDER);
+    const PLANS: bool = S::TRAITS.contains(Traits::STABLE_ORDER)
+        || S::TRAITS.contains(Traits::GHOST_CONDITIONAL);
+    /// Whether they hold only for arrivals that are not ghosts.
+    const CONDITIONAL: bool = S::TRAITS.contains(Traits::GHOST_CONDITIONAL);
 
     pub fn policy(&self) -> &S {
         &self.policy
@@ -454,9 +478,10 @@ impl<S: Simulated> Policy for OnTable<S> {
                 out.push(id);
                 continue;
             }
-            if Self::PLANS && !out.is_empty() {
+            if Self::PLANS && !out.is_empty() && (!Self::CONDITIONAL || choice.arriving.is_some()) {
                 // The eviction at hand has its victim; later ones are planned,
-                // not taken.
+                // not taken. (A conditional plan follows an arrival; asked
+                // without one, the host needs every victim now.)
                 break;
             }
             self.policy.evict(&self.candidates, &mut self.evicted);
@@ -476,8 +501,9 @@ impl<S: Simulated> Policy for OnTable<S> {
                 .min()
                 .unwrap_or(usize::MAX);
             let planned = count.min(horizon).saturating_sub(out.len());
-            // With no victim now, nothing is promised after it either.
-            if planned > 0 && !out.is_empty() {
+            // With no victim now, nothing is promised after it either; nor
+            // by a conditional plan without an arrival it could follow.
+            if planned > 0 && !out.is_empty() && (!Self::CONDITIONAL || choice.arriving.is_some()) {
                 self.policy.plan(planned, out);
                 // The arrivals would reach past the refused proposal.
                 if horizon != usize::MAX && out.last().is_some_and(|&id| is_arrivals(id)) {
@@ -490,6 +516,10 @@ impl<S: Simulated> Policy for OnTable<S> {
     fn maintain(&mut self, now: u64) -> Result<(), String> {
         self.policy.maintain(now);
         Ok(())
+    }
+
+    fn ghost_changes(&mut self, changes: &mut GhostChanges) {
+        self.policy.ghost_changes(changes);
     }
 }
 

@@ -22,16 +22,22 @@
 //! - `aout-ratio` (0 or more, default 0.5): Kout, keys Aout remembers. The
 //!   paper recommends 50% of the page slots.
 //!
-//! Eviction is decided in `victims` from the arriving session's Aout lookup,
-//! so `stable-order` is not declared. Around that, the table's protocol
-//! (re-arrivals, pinned refusals, an admission that evicts from Am) is
-//! `shadowcat-policy-sim`'s. Sessions without a key (0) leave no ghost. Sizes
-//! count sessions, so a table bounded in bytes is refused at `create`.
+//! The next victims depend on the arriving session's Aout lookup (a ghost
+//! goes to Am, anyone else to Ain, whose length chooses between the queues),
+//! so the order is `ghost-conditional` rather than stable: while the
+//! arrivals are strangers, the victims are Am's first `Kin - |Ain| + 1` (if
+//! Ain holds Kin or fewer, counting the arrival at hand), then Ain from its
+//! tail, then the arrivals in turn; Aout's changes go to the host with each
+//! answer, and it asks again whenever an arrival may be in Aout. Around
+//! that, the table's protocol (re-arrivals, pinned refusals, an admission
+//! that evicts from Am) is `shadowcat-policy-sim`'s. Sessions without a key
+//! (0) leave no ghost. Sizes count sessions, so a table bounded in bytes is
+//! refused at `create`.
 //!
 //! Costs: O(1) per event and per eviction; an arrival is one Aout lookup (the
 //! only hashing).
 
-use shadowcat_policy_sdk::{Config, SlotList, Table, export_policy};
+use shadowcat_policy_sdk::{ARRIVALS, Config, GhostChanges, SlotList, Table, Traits, export_policy};
 use shadowcat_policy_sim::{GhostList, NO_KEY, OnTable, Simulated, bad_value, fraction};
 
 /// The paper's recommendations, libCacheSim's defaults.
@@ -90,7 +96,11 @@ impl TwoQ {
             km: size(capacity - kin),
             ain: SlotList::new(),
             am: SlotList::new(),
-            aout: GhostList::with_bound(kout),
+            aout: {
+                let mut aout = GhostList::with_bound(kout);
+                aout.track_changes();
+                aout
+            },
             ghost_hit: false,
         }
     }
@@ -104,6 +114,7 @@ impl TwoQ {
 impl Simulated for TwoQ {
     const NAME: &'static str = "twoq";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const TRAITS: Traits = Traits::GHOST_CONDITIONAL;
 
     fn create(table: &Table, config: &Config) -> Result<Self, String> {
         config.check_keys(Self::NAME, &["ain-ratio", "aout-ratio"])?;
@@ -156,6 +167,49 @@ impl Simulated for TwoQ {
     fn forget(&mut self, id: u64) {
         self.ain.remove(id);
         self.am.remove(id);
+    }
+
+    /// The steps after the arrival at hand enters Ain, each for an arrival
+    /// that does not hit Aout (so enters Ain too): while Ain holds Kin or
+    /// fewer, Am's LRU goes and Ain grows by one; then Ain's tail goes and
+    /// its length stays, down to the arrivals. Nothing after an arrival that
+    /// hit Aout (it enters Am, and may evict from it), nor past Am's end.
+    fn plan(&self, count: usize, out: &mut Vec<u64>) {
+        if self.ghost_hit {
+            return;
+        }
+        let mut ain_len = self.ain.len() + 1;
+        let (mut am, mut ain) = (self.am.iter(), self.ain.iter());
+        for _ in 0..count {
+            if ain_len > self.kin {
+                match ain.next() {
+                    Some((id, _)) => out.push(id),
+                    None => {
+                        out.push(ARRIVALS);
+                        return;
+                    }
+                }
+            } else {
+                match am.next() {
+                    Some((id, _)) => out.push(id),
+                    None => return,
+                }
+                ain_len += 1;
+            }
+        }
+    }
+
+    fn next_victim(&self, out: &mut Vec<u64>) {
+        let next = if self.ain.len() > self.kin {
+            self.ain.front()
+        } else {
+            self.am.front().or_else(|| self.ain.front())
+        };
+        out.extend(next.map(|(id, _)| id));
+    }
+
+    fn ghost_changes(&mut self, changes: &mut GhostChanges) {
+        self.aout.drain_changes(changes);
     }
 }
 
