@@ -98,8 +98,9 @@ pub enum Kind {
 
 impl Kind {
     /// The native baselines, the policies the interface was first shipped
-    /// with, and the simulator-defined ones that list their victims ahead.
-    pub const ALL: [Kind; 8] = [
+    /// with, and the simulator-defined ones that list their victims ahead
+    /// (2Q for arrivals it does not remember).
+    pub const ALL: [Kind; 9] = [
         Kind::NativeLru,
         Kind::NativeFifo,
         Kind::Wasm("lru"),
@@ -108,6 +109,7 @@ impl Kind {
         Kind::Wasm("sieve"),
         Kind::Wasm("clock"),
         Kind::Wasm("ttl"),
+        Kind::Wasm("twoq"),
     ];
 
     pub fn label(self) -> String {

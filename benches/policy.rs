@@ -6,8 +6,9 @@
 //! - `policy_table_throughput`: a fixed Zipf workload (200,000 requests over
 //!   20,000 ids, capacity 10% of the distinct ids) replayed through the session
 //!   table per iteration, with the native LRU (`HostLru`) and FIFO and with
-//!   `lru.wasm`, `fifo.wasm`, `lfu.wasm`, `sieve.wasm`, `clock.wasm` and
-//!   `ttl.wasm` (the last three plan their victims ahead); requests/s via
+//!   `lru.wasm`, `fifo.wasm`, `lfu.wasm`, `sieve.wasm`, `clock.wasm`,
+//!   `ttl.wasm` and `twoq.wasm` (the last four plan their victims ahead,
+//!   twoq's for arrivals not in its ghost list); requests/s via
 //!   `Throughput`. A fresh
 //!   policy is made before each replay, outside the timed part. Afterwards a
 //!   table of our own medians (5 timed replays each) prints the wasm/native

@@ -16,7 +16,7 @@
 //! the policy's batch size is reached. A decision takes the pending events
 //! along in its own `victims` call.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -78,10 +78,10 @@ pub const GHOSTS_REPLACED: u64 = 1 << 63;
 const GHOSTS_PER_SESSION: u64 = 4;
 const MIN_GHOSTS: usize = 1 << 10;
 const MAX_GHOSTS: usize = 1 << 22;
-/// Victims of one `ghost-conditional` answer handed out at most: their keys
-/// are marked until the policy answers again, so an answer whose arrivals
-/// follow for ever must end some time.
-const MAX_HANDED_SINCE_ANSWER: usize = 1 << 12;
+/// Victims of one `ghost-conditional` answer handed out at most: every
+/// arrival is checked against their keys until the policy answers again, so
+/// an answer whose arrivals follow for ever must end some time.
+const MAX_HANDED_SINCE_ANSWER: usize = 64;
 pub(super) const WORDS_PER_EVENT: usize = packed::WORDS;
 // One bit per event kind, at the kind's number, so that a packed event's
 // kind tells whether it is wanted.
@@ -128,19 +128,16 @@ struct Ready {
 /// stranger.
 #[derive(Default)]
 struct Ghosts {
-    /// Its ghosts as of its last answer ([`GHOST`]), and the keys of the
-    /// victims evicted since ([`EVICTED`]), which it may have remembered since.
-    keys: HashMap<u64, u8, foldhash::fast::RandomState>,
-    /// The keys marked [`EVICTED`], to unmark at the next answer.
+    /// Its ghosts as of its last answer.
+    keys: HashSet<u64, foldhash::fast::RandomState>,
+    /// The keys of the victims evicted since, which it may have remembered
+    /// since: a few (see [`MAX_HANDED_SINCE_ANSWER`]), scanned.
     evicted: Vec<u64>,
     /// It reported more ghosts than `limit`: until an answer that replaces
     /// them fits, any arrival may be one.
     overflowed: bool,
     limit: usize,
 }
-
-const GHOST: u8 = 1;
-const EVICTED: u8 = 2;
 
 impl Ghosts {
     fn with_limit(limit: usize) -> Self {
@@ -152,68 +149,52 @@ impl Ghosts {
 
     #[inline]
     fn may_hold(&self, key: u64) -> bool {
-        self.overflowed || (!self.keys.is_empty() && self.keys.contains_key(&key))
+        self.overflowed
+            || self.evicted.contains(&key)
+            || (!self.keys.is_empty() && self.keys.contains(&key))
     }
 
     /// A victim handed out from the answer left.
     fn evicted(&mut self, key: u64) {
-        let mark = self.keys.entry(key).or_default();
-        if *mark & EVICTED == 0 {
-            *mark |= EVICTED;
-            self.evicted.push(key);
-        }
+        self.evicted.push(key);
     }
 
-    fn unmark(&mut self, key: u64, bit: u8) {
-        if let Some(mark) = self.keys.get_mut(&key) {
-            *mark &= !bit;
-            if *mark == 0 {
-                self.keys.remove(&key);
-            }
-        }
-    }
-
-    /// Evictions marked so far are covered by the policy's next answer.
+    /// Evictions so far are covered by the policy's next answer.
     fn forget_evictions(&mut self) {
-        for key in std::mem::take(&mut self.evicted) {
-            self.unmark(key, EVICTED);
-        }
+        self.evicted.clear();
     }
 
-    /// An answer's ghost section (what follows [`GHOSTS`]): the changes
-    /// since the previous answer, or all of them.
+    /// An answer's ghost section (what follows [`GHOSTS`]): each change
+    /// since the previous answer, in order (a key listed joined if it was
+    /// not a ghost, left if it was), or all of them.
     fn answered(&mut self, section: &[u64]) {
         self.forget_evictions();
-        let Some((&head, rest)) = section.split_first() else {
+        let Some((&head, keys)) = section.split_first() else {
             return;
         };
-        let count = usize::try_from(head & !GHOSTS_REPLACED).unwrap_or(usize::MAX);
-        let (joined, left) = rest.split_at(count.min(rest.len()));
         if head & GHOSTS_REPLACED != 0 {
             self.keys.clear();
-            self.overflowed = false;
-            self.join(joined);
-        } else if !self.overflowed {
-            for &key in left {
-                self.unmark(key, GHOST);
+            self.overflowed = keys.len() > self.limit;
+            if self.overflowed {
+                self.overflow();
+            } else {
+                self.keys.extend(keys);
             }
-            self.join(joined);
-        }
-    }
-
-    fn join(&mut self, keys: &[u64]) {
-        if self.keys.len().saturating_add(keys.len()) > self.limit {
-            self.overflow();
-            return;
-        }
-        for &key in keys {
-            *self.keys.entry(key).or_default() |= GHOST;
+        } else if !self.overflowed {
+            for &key in keys {
+                if !self.keys.remove(&key) {
+                    self.keys.insert(key);
+                }
+            }
+            if self.keys.len() > self.limit {
+                self.overflow();
+            }
         }
     }
 
     fn overflow(&mut self) {
         self.overflowed = true;
-        self.keys = HashMap::default();
+        self.keys = HashSet::default();
         self.evicted.clear();
     }
 }
@@ -397,7 +378,10 @@ impl Ready {
     fn observe(&mut self, event: &PackedEvent) {
         let (kind, id) = (packed::kind(event), packed::id(event));
         if self.conditional {
-            self.observe_conditional(kind, id, event[3]);
+            // Most events are requests for sessions no victim is.
+            if kind != KIND_ACCESSED || self.mask.contains(id) {
+                self.observe_conditional(kind, id, event[3]);
+            }
         } else if kind == KIND_REFUSED {
             self.forget(id);
             self.drop_queue();
@@ -1357,7 +1341,7 @@ mod tests {
     fn conditional_victims_go_only_to_strangers() {
         let ids: Vec<SessionId> = (1..=4).map(|slot| SessionId::new(slot, 0)).collect();
         let mut ready = conditional_ready();
-        answer(&mut ready, ids[0], &ids[1..], &[2, 70, 71]);
+        answer(&mut ready, ids[0], &ids[1..], &[0, 70, 71]);
         ready.observe(&keyed(KIND_REMOVED, ids[0], 10));
         assert_eq!(take(&mut ready, arriving(5)), [ids[1]], "a stranger");
         ready.observe(&keyed(KIND_REMOVED, ids[1], 11));
@@ -1366,7 +1350,7 @@ mod tests {
         assert!(ready.victims.is_empty(), "the queue went");
         // The next answer covers the evictions it saw: 10 joined its
         // ghosts, 11 did not, 70 left.
-        answer(&mut ready, ids[2], &ids[3..], &[1, 10, 70]);
+        answer(&mut ready, ids[2], &ids[3..], &[0, 10, 70]);
         assert!(ready.ghosts.may_hold(10) && ready.ghosts.may_hold(71));
         assert!(!ready.ghosts.may_hold(11) && !ready.ghosts.may_hold(70));
         ready.observe(&keyed(KIND_REMOVED, ids[2], 12));
@@ -1390,7 +1374,7 @@ mod tests {
         ];
         for (i, event) in voiding.iter().enumerate() {
             let mut ready = conditional_ready();
-            answer(&mut ready, ids[0], &ids[1..], &[1, 70]);
+            answer(&mut ready, ids[0], &ids[1..], &[0, 70]);
             ready.observe(&keyed(KIND_ACCESSED, other, 0));
             ready.observe(&keyed(KIND_INSERTED, SessionId::new(7, 0), 5));
             assert_eq!(ready.victims.len(), 3, "event {i}: nothing named yet");
@@ -1408,7 +1392,7 @@ mod tests {
         let mut ready = conditional_ready();
         ready.hand(&[ids[0]], true);
         ready.install([ids[1]], Arrivals::Follow);
-        ready.ghosts.answered(&[1, 70]);
+        ready.ghosts.answered(&[0, 70]);
         ready.observe(&keyed(KIND_REMOVED, ids[0], 10));
         ready.observe(&keyed(KIND_INSERTED, ids[2], 5));
         assert_eq!(take(&mut ready, arriving(6)), [ids[1]]);
@@ -1422,22 +1406,21 @@ mod tests {
 
     /// Ghosts are kept up to the limit: past it, or past it in one
     /// replacing answer, every arrival may be one until an answer that
-    /// replaces them fits; a ghost section the policy garbled (a count past
-    /// its end) is read as far as it goes.
+    /// replaces them fits.
     #[test]
     fn conditional_ghosts_past_the_limit_stop_the_hand_out() {
         let ids: Vec<SessionId> = (1..=3).map(|slot| SessionId::new(slot, 0)).collect();
         let mut ready = conditional_ready();
         let many: Vec<u64> = (0..=MIN_GHOSTS as u64).collect();
-        let mut section = vec![many.len() as u64];
+        let mut section = vec![0];
         section.extend(&many);
         answer(&mut ready, ids[0], &ids[1..], &section);
         assert!(ready.ghosts.overflowed && ready.ghosts.keys.is_empty());
         ready.observe(&keyed(KIND_REMOVED, ids[0], 5_000));
         assert_eq!(take(&mut ready, arriving(5_001)), [], "any arrival");
-        answer(&mut ready, ids[0], &ids[1..], &[3, 4, 5]);
+        answer(&mut ready, ids[0], &ids[1..], &[0, 4, 5]);
         assert!(ready.ghosts.overflowed, "changes cannot repair it");
-        answer(&mut ready, ids[0], &ids[1..], &[GHOSTS_REPLACED | 9, 4, 5]);
+        answer(&mut ready, ids[0], &ids[1..], &[GHOSTS_REPLACED, 4, 5]);
         assert!(!ready.ghosts.overflowed);
         assert!(ready.ghosts.may_hold(4) && ready.ghosts.may_hold(5));
         ready.observe(&keyed(KIND_REMOVED, ids[0], 6));

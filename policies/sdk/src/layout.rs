@@ -36,7 +36,7 @@ pub const ARRIVALS_WHILE_QUEUED: u64 = 0xffff_fffe_ffff_ffff;
 /// `u32::MAX`, so it names no session.
 pub const GHOSTS: u64 = 0xffff_fffd_ffff_ffff;
 /// Set in the word after [`GHOSTS`] when the keys listed are all of the
-/// policy's ghosts rather than those that joined.
+/// policy's ghosts rather than the changes to them.
 pub const GHOSTS_REPLACED: u64 = 1 << 63;
 
 /// Whether `id`, ending a `stable-order` answer, says the arrivals follow

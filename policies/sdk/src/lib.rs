@@ -195,11 +195,11 @@ pub trait Policy: Sized + 'static {
     /// after each `victims`.
     fn victims(&mut self, count: usize, choice: &Choice<'_>, out: &mut Vec<u64>);
 
-    /// With [`Traits::GHOST_CONDITIONAL`]: the stable keys that joined or left
-    /// the policy's ghosts since the previous call, as of the events applied
-    /// (or all of them, with `replaced` set). The host hands out victims
-    /// chosen ahead only to make room for a session whose key it does not
-    /// find there, nor among the sessions it evicted since.
+    /// With [`Traits::GHOST_CONDITIONAL`]: each stable key that joined or left
+    /// the policy's ghosts since the previous call, in order, as of the
+    /// events applied (or all of its ghosts, with `replaced` set). The host
+    /// hands out victims chosen ahead only to make room for a session whose
+    /// key it does not find there, nor among the sessions it evicted since.
     fn ghost_changes(&mut self, _changes: &mut GhostChanges) {}
 
     /// Push quota proposals onto `out`; sessions not mentioned keep their quota.
@@ -265,34 +265,27 @@ pub fn pick_lowest<K: Ord>(
 }
 
 /// What changed in a `ghost-conditional` policy's ghosts (see
-/// [`Policy::ghost_changes`]): a key in neither list kept its standing.
+/// [`Policy::ghost_changes`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GhostChanges {
-    /// Keys that are ghosts now (all of them, if `replaced`).
-    pub joined: Vec<u64>,
-    /// Keys that no longer are; ignored if `replaced`.
-    pub left: Vec<u64>,
+    /// Each key that joined or left, in order (a key that joined and left
+    /// again, twice), or, if `replaced`, every ghost.
+    pub keys: Vec<u64>,
     pub replaced: bool,
 }
 
 impl GhostChanges {
     pub fn clear(&mut self) {
-        self.joined.clear();
-        self.left.clear();
+        self.keys.clear();
         self.replaced = false;
     }
 
-    /// Appends the ghost section of a `victims` answer: [`GHOSTS`], the
-    /// count of joined keys (with [`GHOSTS_REPLACED`]), the joined keys,
-    /// then the keys that left.
+    /// Appends the ghost section of a `victims` answer: [`GHOSTS`], a word
+    /// with [`GHOSTS_REPLACED`] or 0, the keys.
     pub fn encode(&self, out: &mut Vec<u64>) {
-        let head = self.joined.len() as u64 | if self.replaced { GHOSTS_REPLACED } else { 0 };
         out.push(GHOSTS);
-        out.push(head);
-        out.extend_from_slice(&self.joined);
-        if !self.replaced {
-            out.extend_from_slice(&self.left);
-        }
+        out.push(if self.replaced { GHOSTS_REPLACED } else { 0 });
+        out.extend_from_slice(&self.keys);
     }
 }
 

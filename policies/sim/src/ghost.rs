@@ -25,9 +25,9 @@ struct Node {
 
 #[derive(Clone, Debug)]
 pub struct GhostList {
-    /// Keys that joined or left since the last [`GhostList::drain_changes`],
-    /// when tracked (for a `ghost-conditional` policy, whose host mirrors
-    /// its ghosts).
+    /// Each key that joined or left since the last
+    /// [`GhostList::drain_changes`], in order, when tracked (for a
+    /// `ghost-conditional` policy, whose host mirrors its ghosts).
     changes: Vec<u64>,
     tracking: bool,
     /// More changes than the list holds keys came: the next drain lists
@@ -74,24 +74,16 @@ impl GhostList {
     }
 
     /// What changed since the last drain (or since tracking began): each key
-    /// that joined or left, listed by where it stands now. Once more changes
-    /// than twice the list's length came, all of its keys, `replaced`.
+    /// that joined or left, in order. Once more changes than twice the
+    /// list's length came, all of its keys instead, `replaced`.
     pub fn drain_changes(&mut self, out: &mut shadowcat_policy_sdk::GhostChanges) {
-        let mut changes = std::mem::take(&mut self.changes);
         if std::mem::take(&mut self.resync) {
             out.replaced = true;
-            out.joined.extend(self.iter());
+            out.keys.extend(self.iter());
         } else {
-            for &key in &changes {
-                if self.contains(key) {
-                    out.joined.push(key);
-                } else {
-                    out.left.push(key);
-                }
-            }
+            out.keys.extend_from_slice(&self.changes);
         }
-        changes.clear();
-        self.changes = changes;
+        self.changes.clear();
     }
 
     #[inline]
@@ -122,6 +114,13 @@ impl GhostList {
             self.link_newest(node);
             return;
         }
+        self.push_new(key);
+    }
+
+    /// Puts `key`, which is not listed (the caller just looked), at the
+    /// newest end: [`GhostList::push_newest`] without looking again.
+    pub fn push_new(&mut self, key: u64) {
+        debug_assert!(!self.contains(key), "{key} is listed already");
         if (self.len + 1) * 2 > self.index.len() && !self.grow() {
             self.pop_oldest();
         }

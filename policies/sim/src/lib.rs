@@ -228,8 +228,8 @@ impl<S: Simulated> OnTable<S> {
     }
 
     /// Whether victims after the first come from [`Simulated::plan`].
-    const PLANS: bool = S::TRAITS.contains(Traits::STABLE_ORDER)
-        || S::TRAITS.contains(Traits::GHOST_CONDITIONAL);
+    const PLANS: bool =
+        S::TRAITS.contains(Traits::STABLE_ORDER) || S::TRAITS.contains(Traits::GHOST_CONDITIONAL);
     /// Whether they hold only for arrivals that are not ghosts.
     const CONDITIONAL: bool = S::TRAITS.contains(Traits::GHOST_CONDITIONAL);
 

@@ -1,8 +1,9 @@
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use shadowcat_policy_sdk::testing::{Rng, Workload, compare};
 use shadowcat_policy_sdk::{
-    Arriving, Choice, Config, Policy, RefusalReason, RemovalCause, Session, SlotList, Table,
+    Arriving, Choice, Config, GhostChanges, Policy, RefusalReason, RemovalCause, Session, SlotList,
+    Table,
 };
 
 use crate::testing::reference::{self, Reference};
@@ -194,7 +195,11 @@ fn sim_ghost_list_behaves_like_an_ordered_list_of_distinct_keys() {
     let mut rng = Rng::new(7);
     // Bound 8 with up to 64 keys listed: the index must grow.
     let mut ghost = GhostList::with_bound(8);
+    ghost.track_changes();
     let mut model: VecDeque<u64> = VecDeque::new();
+    // What a host knows from the changes drained: each key listed flips.
+    let mut mirror: HashSet<u64> = HashSet::new();
+    let mut changes = GhostChanges::default();
     for step in 0..200_000 {
         // Keys that collide in the index's low bits as well as random ones.
         let key = match rng.below(3) {
@@ -202,9 +207,13 @@ fn sim_ghost_list_behaves_like_an_ordered_list_of_distinct_keys() {
             _ => 1 + rng.below(96),
         };
         match rng.below(10) {
-            0..=3 => {
+            0..=2 => {
                 ghost.push_newest(key);
                 model.retain(|&k| k != key);
+                model.push_back(key);
+            }
+            3 if !model.contains(&key) => {
+                ghost.push_new(key);
                 model.push_back(key);
             }
             4..=6 => {
@@ -221,6 +230,21 @@ fn sim_ghost_list_behaves_like_an_ordered_list_of_distinct_keys() {
         assert_eq!(ghost.len(), model.len());
         if step % 97 == 0 {
             assert!(ghost.iter().eq(model.iter().copied()), "step {step}");
+        }
+        if step % 13 == 0 {
+            changes.clear();
+            ghost.drain_changes(&mut changes);
+            if changes.replaced {
+                mirror = changes.keys.iter().copied().collect();
+            } else {
+                for &key in &changes.keys {
+                    if !mirror.remove(&key) {
+                        mirror.insert(key);
+                    }
+                }
+            }
+            let listed: HashSet<u64> = model.iter().copied().collect();
+            assert_eq!(mirror, listed, "step {step}: the changes drained");
         }
     }
 }

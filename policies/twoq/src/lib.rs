@@ -37,7 +37,9 @@
 //! Costs: O(1) per event and per eviction; an arrival is one Aout lookup (the
 //! only hashing).
 
-use shadowcat_policy_sdk::{ARRIVALS, Config, GhostChanges, SlotList, Table, Traits, export_policy};
+use shadowcat_policy_sdk::{
+    ARRIVALS, Config, GhostChanges, SlotList, Table, Traits, export_policy,
+};
 use shadowcat_policy_sim::{GhostList, NO_KEY, OnTable, Simulated, bad_value, fraction};
 
 /// The paper's recommendations, libCacheSim's defaults.
@@ -154,7 +156,7 @@ impl Simulated for TwoQ {
                         self.aout.pop_oldest();
                     }
                     if self.kout > 0 {
-                        self.aout.push_newest(key);
+                        self.aout.push_new(key);
                     }
                 }
                 evicted.push(id);
