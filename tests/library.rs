@@ -68,8 +68,8 @@ mod library {
     ];
 
     /// The policies that list their next victims ahead (`stable-order`, or
-    /// `ghost-conditional` for twoq).
-    const PLANNING: [&str; 4] = ["sieve", "clock", "ttl", "twoq"];
+    /// `ghost-conditional` for twoq and s3fifo).
+    const PLANNING: [&str; 5] = ["sieve", "clock", "ttl", "twoq", "s3fifo"];
 
     /// Every policy, default settings.
     const POLICIES: [&str; 7] = [
@@ -310,10 +310,10 @@ mod library {
         }
     }
 
-    /// SIEVE, CLOCK, soonest-to-expire and 2Q list their next victims ahead:
-    /// the host evicts them one at a time with no call (2Q's only for
-    /// arrivals not in Aout), and each eviction is the step that would have
-    /// chosen it. With victims prefetched the reference
+    /// SIEVE, CLOCK, soonest-to-expire, 2Q and S3-FIFO list their next
+    /// victims ahead: the host evicts them one at a time with no call (2Q's
+    /// and S3-FIFO's only for arrivals not in their ghosts), and each
+    /// eviction is the step that would have chosen it. With victims prefetched the reference
     /// trace misses exactly as libCacheSim does, with a call per several
     /// evictions; through a table with pins, expiry and closes, every
     /// decision is the one made without prefetching.

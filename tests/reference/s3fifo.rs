@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use super::queue::Queue;
-use super::{Policy, NO_KEY};
+use super::{Policy, ARRIVALS, NO_KEY, PLAN_WALK};
 
 /// libCacheSim's defaults (S3FIFO.c): `fifo-size-ratio=0.10`,
 /// `ghost-size-ratio=0.90`, `move-to-main-threshold=2`.
@@ -166,6 +166,59 @@ impl Policy for S3Fifo {
                 return;
             }
         }
+    }
+
+    fn plans(&self) -> bool {
+        true
+    }
+
+    fn plans_for_strangers(&self) -> bool {
+        true
+    }
+
+    /// Once the arrival at hand is in small (not after one that was a
+    /// ghost), and each later arrival too: while main is within its size,
+    /// small's next tail below the threshold (those at or above it move to
+    /// main on the way, at most `PLAN_WALK` per step), then the arrivals.
+    fn plan(&self, count: usize, out: &mut Vec<u64>) {
+        if self.ghost_hit {
+            return;
+        }
+        let threshold = self.params.move_to_main_threshold;
+        let mut main_len = self.main.len();
+        let mut small = self.small.iter();
+        for _ in 0..count {
+            if main_len > self.main_size {
+                return;
+            }
+            let mut promoted = 0;
+            loop {
+                let Some(id) = small.next() else {
+                    out.push(ARRIVALS);
+                    return;
+                };
+                if self.freq[&id] < threshold {
+                    out.push(id);
+                    break;
+                }
+                main_len += 1;
+                promoted += 1;
+                if promoted > PLAN_WALK {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn next_victim(&self) -> Option<u64> {
+        if self.main.len() > self.main_size {
+            return None;
+        }
+        let threshold = self.params.move_to_main_threshold;
+        self.small
+            .iter()
+            .take(PLAN_WALK + 1)
+            .find(|id| self.freq[id] < threshold)
     }
 
     fn forget(&mut self, id: u64) {

@@ -28,8 +28,15 @@
 //!   85,691 at 4,897).
 //!
 //! Promotions and reinsertions happen in `victims` (a proposal is an eviction
-//! step), so the order is not stable between events and `stable-order` is not
-//! declared. Around that, the table's protocol (the arrival's ghost lookup
+//! step), and an arrival in the ghost enters main, so the order is not stable
+//! between events; it is `ghost-conditional` while eviction stays in small:
+//! for arrivals that are not ghosts, and while main is within its size, the
+//! next victims are small's tails below the threshold (those at or above it
+//! move to main, which may end the plan), then the arrivals in turn. The plan
+//! stops where main would evict (its reinsertions depend on every request)
+//! or after `PLAN_WALK` promotions in one step. The ghost's changes go to the
+//! host with each answer, and it asks again whenever an arrival may be in the
+//! ghost. Around that, the table's protocol (the arrival's ghost lookup
 //! before its victims, re-arrivals, pinned refusals) is
 //! `shadowcat-policy-sim`'s. Sessions without a key (0) leave no ghost. Sizes
 //! count sessions, so a table bounded in bytes is refused at `create`.
@@ -38,8 +45,10 @@
 //! an eviction step is amortised O(1) (each promotion or reinsertion was paid
 //! for by requests).
 
-use shadowcat_policy_sdk::{Config, SlotList, Table, export_policy};
-use shadowcat_policy_sim::{GhostList, NO_KEY, OnTable, Simulated, bad_value, fraction};
+use shadowcat_policy_sdk::{
+    ARRIVALS, Config, GhostChanges, SlotList, Table, Traits, export_policy,
+};
+use shadowcat_policy_sim::{GhostList, NO_KEY, OnTable, PLAN_WALK, Simulated, bad_value, fraction};
 
 /// The defaults, from the paper and libCacheSim (see the crate docs).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -110,7 +119,11 @@ impl S3Fifo {
             threshold: params.move_to_main_threshold,
             small: SlotList::new(),
             main: SlotList::new(),
-            ghost: GhostList::with_bound(ghost_size),
+            ghost: {
+                let mut ghost = GhostList::with_bound(ghost_size);
+                ghost.track_changes();
+                ghost
+            },
             ghost_hit: false,
         }
     }
@@ -128,7 +141,7 @@ impl S3Fifo {
             self.ghost.pop_oldest();
         }
         if self.ghost_size > 0 {
-            self.ghost.push_newest(key);
+            self.ghost.push_new(key);
         }
     }
 
@@ -163,6 +176,7 @@ impl S3Fifo {
 impl Simulated for S3Fifo {
     const NAME: &'static str = "s3fifo";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const TRAITS: Traits = Traits::GHOST_CONDITIONAL;
 
     fn create(table: &Table, config: &Config) -> Result<Self, String> {
         config.check_keys(
@@ -211,6 +225,63 @@ impl Simulated for S3Fifo {
     fn forget(&mut self, id: u64) {
         self.small.remove(id);
         self.main.remove(id);
+    }
+
+    /// The steps after the arrival at hand enters small, each for an arrival
+    /// that is not a ghost (it enters small too): while main is within its
+    /// size, small's next tail below the threshold, those above it moving to
+    /// main on the way; past small's sessions, the arrivals. Nothing after
+    /// an arrival that was a ghost, nor where main would evict.
+    fn plan(&self, count: usize, out: &mut Vec<u64>) {
+        if self.ghost_hit {
+            return;
+        }
+        let mut main_len = self.main.len();
+        let mut small = self.small.iter();
+        for _ in 0..count {
+            if main_len > self.main_size {
+                return;
+            }
+            let mut promoted = 0;
+            loop {
+                match small.next() {
+                    Some((_, entry)) if entry.freq >= self.threshold => {
+                        main_len += 1;
+                        promoted += 1;
+                        if promoted > PLAN_WALK {
+                            return;
+                        }
+                    }
+                    Some((id, _)) => {
+                        out.push(id);
+                        break;
+                    }
+                    None => {
+                        out.push(ARRIVALS);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Small's next tail below the threshold, if eviction is in small and
+    /// reaches it within `PLAN_WALK` promotions; otherwise none (a step in
+    /// main is never planned).
+    fn next_victim(&self, out: &mut Vec<u64>) {
+        if self.main.len() > self.main_size {
+            return;
+        }
+        let next = self
+            .small
+            .iter()
+            .take(PLAN_WALK + 1)
+            .find(|(_, entry)| entry.freq < self.threshold);
+        out.extend(next.map(|(id, _)| id));
+    }
+
+    fn ghost_changes(&mut self, changes: &mut GhostChanges) {
+        self.ghost.drain_changes(changes);
     }
 }
 
