@@ -99,8 +99,8 @@ pub enum Kind {
 impl Kind {
     /// The native baselines, the policies the interface was first shipped
     /// with, and the simulator-defined ones that list their victims ahead
-    /// (2Q for arrivals it does not remember).
-    pub const ALL: [Kind; 9] = [
+    /// (2Q and S3-FIFO for arrivals they do not remember).
+    pub const ALL: [Kind; 10] = [
         Kind::NativeLru,
         Kind::NativeFifo,
         Kind::Wasm("lru"),
@@ -110,6 +110,7 @@ impl Kind {
         Kind::Wasm("clock"),
         Kind::Wasm("ttl"),
         Kind::Wasm("twoq"),
+        Kind::Wasm("s3fifo"),
     ];
 
     pub fn label(self) -> String {

@@ -7,8 +7,9 @@
 //!   20,000 ids, capacity 10% of the distinct ids) replayed through the session
 //!   table per iteration, with the native LRU (`HostLru`) and FIFO and with
 //!   `lru.wasm`, `fifo.wasm`, `lfu.wasm`, `sieve.wasm`, `clock.wasm`,
-//!   `ttl.wasm` and `twoq.wasm` (the last four plan their victims ahead,
-//!   twoq's for arrivals not in its ghost list); requests/s via
+//!   `ttl.wasm`, `twoq.wasm` and `s3fifo.wasm` (the last five plan their
+//!   victims ahead, twoq's and s3fifo's for arrivals not in their ghost
+//!   lists); requests/s via
 //!   `Throughput`. A fresh
 //!   policy is made before each replay, outside the timed part. Afterwards a
 //!   table of our own medians (5 timed replays each) prints the wasm/native

@@ -625,6 +625,53 @@ mod policy {
         }
     }
 
+    /// A `ghost-conditional` policy choosing as LRU: with no ghosts reported
+    /// every arrival is a stranger, and the host hands out its victims ahead
+    /// (a fraction of the calls); one that floods the host with a million
+    /// ghost keys per answer, as changes and as replacements in turn, costs
+    /// only that: the host keeps no more than its bound, hands out nothing
+    /// ahead while it cannot tell strangers apart, and the table works on,
+    /// every victim the policy's.
+    #[test]
+    fn policy_a_flood_of_ghosts_costs_the_plan_not_the_table() {
+        let mut calls = Vec::new();
+        for mode in ["lru", "ghost-flood"] {
+            let policy = load(
+                &fixture("hostile.wasm"),
+                32,
+                &[("mode", mode), ("traits", "ghost-conditional")],
+            );
+            assert!(policy.info().traits.ghost_conditional, "{mode}");
+            let table: SessionTable<()> = SessionTable::builder(TableConfig::unbounded_in_time(32))
+                .policy(policy.clone())
+                .clock(Clock::manual())
+                .build()
+                .expect("table");
+            for i in 0..400u64 {
+                table.clock().set(i);
+                let key = 1 + i % 50;
+                let id = table
+                    .create(NewSession::anonymous(()).with_key(key))
+                    .expect("create")
+                    .id;
+                let _ = table.touch(id, 1);
+            }
+            assert_table_sound(&table, &[]);
+            let m = table.metrics();
+            assert!(m.evicted > 300, "{mode}: {m:?}");
+            assert_eq!(m.fallback_victims + m.invalid_victims, 0, "{mode}: {m:?}");
+            let p = policy.metrics();
+            assert_eq!(p.faults() + p.guest_errors, 0, "{mode}: {p:?}");
+            assert_eq!(p.excess_victims, 0, "{mode}: the ghosts are no victims");
+            calls.push((p.calls, m.evicted));
+        }
+        let [(lru_calls, lru_evicted), (flood_calls, flood_evicted)] = calls[..] else {
+            unreachable!()
+        };
+        assert!(lru_calls * 4 < lru_evicted, "{calls:?}");
+        assert!(flood_calls >= flood_evicted, "{calls:?}");
+    }
+
     /// Fills a table over capacity with `policy`, pinning a few sessions, and
     /// returns it with its pinned ids.
     fn churn(policy: Arc<WasmPolicy>, creates: usize) -> (SessionTable<()>, Vec<SessionId>) {

@@ -244,7 +244,9 @@ pub struct PolicyArgs {
 
     /// Victims asked of a policy that declares a stable victim order per call,
     /// then handed out one eviction at a time without calling it again (each
-    /// checked against the events since); 1 turns this off.
+    /// checked against the events since, and, for a policy whose order holds
+    /// only for arrivals it does not remember, the arrival against its ghost
+    /// keys); 1 turns this off.
     #[arg(long, global = true, default_value_t = crate::wasm::PREFETCH, value_name = "N",
           value_parser = parse_prefetch)]
     pub policy_prefetch: usize,

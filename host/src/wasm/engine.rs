@@ -47,8 +47,8 @@ pub struct PolicyLimits {
     /// First wait before re-instantiating after a fault; doubles per fault.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
-    /// Victims asked of a `stable-order` policy per call, handed out one
-    /// eviction at a time; 1 turns prefetching off.
+    /// Victims asked of a `stable-order` or `ghost-conditional` policy per
+    /// call, handed out one eviction at a time; 1 turns prefetching off.
     pub prefetch: usize,
 }
 

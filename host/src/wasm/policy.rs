@@ -78,6 +78,9 @@ pub const GHOSTS_REPLACED: u64 = 1 << 63;
 const GHOSTS_PER_SESSION: u64 = 4;
 const MIN_GHOSTS: usize = 1 << 10;
 const MAX_GHOSTS: usize = 1 << 22;
+/// The stable key of a session the host knows none for: no policy can
+/// recognise it, so it is never taken for a ghost.
+const NO_KEY: u64 = 0;
 /// Victims of one `ghost-conditional` answer handed out at most: every
 /// arrival is checked against their keys until the policy answers again, so
 /// an answer whose arrivals follow for ever must end some time.
@@ -147,16 +150,21 @@ impl Ghosts {
         }
     }
 
+    /// Whether an arrival with `key` may be one the policy remembers; never
+    /// one without a key (0), which nobody can recognise.
     #[inline]
     fn may_hold(&self, key: u64) -> bool {
-        self.overflowed
-            || self.evicted.contains(&key)
-            || (!self.keys.is_empty() && self.keys.contains(&key))
+        key != NO_KEY
+            && (self.overflowed
+                || self.evicted.contains(&key)
+                || (!self.keys.is_empty() && self.keys.contains(&key)))
     }
 
     /// A victim handed out from the answer left.
     fn evicted(&mut self, key: u64) {
-        self.evicted.push(key);
+        if key != NO_KEY {
+            self.evicted.push(key);
+        }
     }
 
     /// Evictions so far are covered by the policy's next answer.
@@ -1356,6 +1364,24 @@ mod tests {
         ready.observe(&keyed(KIND_REMOVED, ids[2], 12));
         assert_eq!(take(&mut ready, arriving(11)), [ids[3]]);
         assert_eq!(take(&mut ready, None), [], "nothing left");
+    }
+
+    /// A session without a key (0) is nobody's ghost: evicting one marks
+    /// nothing, and an arrival without one gets victims even while the host
+    /// cannot tell the others apart.
+    #[test]
+    fn conditional_arrivals_without_a_key_are_strangers() {
+        let ids: Vec<SessionId> = (1..=4).map(|slot| SessionId::new(slot, 0)).collect();
+        let mut ready = conditional_ready();
+        answer(&mut ready, ids[0], &ids[1..], &[0, 70]);
+        ready.observe(&keyed(KIND_REMOVED, ids[0], NO_KEY));
+        assert!(ready.ghosts.evicted.is_empty());
+        assert_eq!(take(&mut ready, arriving(NO_KEY)), [ids[1]]);
+        ready.ghosts.overflow();
+        ready.observe(&keyed(KIND_REMOVED, ids[1], NO_KEY));
+        assert_eq!(take(&mut ready, arriving(NO_KEY)), [ids[2]]);
+        ready.observe(&keyed(KIND_REMOVED, ids[2], NO_KEY));
+        assert_eq!(take(&mut ready, arriving(5)), [], "any other may be one");
     }
 
     /// Anything else that could change the policy's next choices makes the

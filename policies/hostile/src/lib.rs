@@ -34,6 +34,10 @@
 //!   answers correctly.
 //! - `huge-create-error`: `create` fails with a 1 MiB such message.
 //! - `create-loop`: `create` spins forever.
+//! - `ghost-flood`: `victims` answers as LRU, then follows the victims with a
+//!   ghost section (interface 0.3) of 1,000,000 keys, every other call as
+//!   changes and as a replacement in turn, for a host that keeps a bounded
+//!   mirror of a `ghost-conditional` policy's ghosts.
 //!
 //! Config keys for any mode:
 //! - `min-capacity`: `create` refuses a smaller capacity, as a policy with a
@@ -41,8 +45,9 @@
 //! - `max-observe`: an `observe` call with more events than this traps, as a
 //!   slow guest handed too much in one call would miss its deadline.
 //! - `traits`: what `info` declares, comma separated: `stable-order`,
-//!   `sampled` (default none), so a test can hand the host a policy that
-//!   claims a stable order and then breaks it, or one that asks for samples.
+//!   `sampled`, `ghost-conditional` (default none), so a test can hand the
+//!   host a policy that claims a stable order and then breaks it, or one that
+//!   asks for samples.
 //! - `sample-size`: what `info` declares as its sample size (default 64).
 
 // Natively only the unit tests call into the fixture.
@@ -57,8 +62,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use lru::Lru;
 use shadowcat_policy_sdk::bindings::shadowcat::policy::types::Table as WitTable;
 use shadowcat_policy_sdk::{
-    Adapter, Choice, Config, EVENT_WORDS, Guest, Info, Level, Needs, Policy, RemovalCause, Session,
-    Table, Traits, USAGE_WORDS, apply_victims_input, choose_victims, log, with_policy,
+    Adapter, Choice, Config, EVENT_WORDS, GHOSTS, GHOSTS_REPLACED, Guest, Info, Level, Needs,
+    Policy, RemovalCause, Session, Table, Traits, USAGE_WORDS, apply_victims_input, choose_victims,
+    log, with_policy,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +89,7 @@ enum Mode {
     HugeLog,
     HugeCreateError,
     CreateLoop,
+    GhostFlood,
 }
 
 const MODES: &[(&str, Mode)] = &[
@@ -106,6 +113,7 @@ const MODES: &[(&str, Mode)] = &[
     ("huge-log", Mode::HugeLog),
     ("huge-create-error", Mode::HugeCreateError),
     ("create-loop", Mode::CreateLoop),
+    ("ghost-flood", Mode::GhostFlood),
 ];
 
 /// An id the host never hands out in practice (generation and slot all ones).
@@ -155,6 +163,7 @@ fn trap() -> ! {
 const TRAITS: &[(&str, Traits)] = &[
     ("stable-order", Traits::STABLE_ORDER),
     ("sampled", Traits::SAMPLED),
+    ("ghost-conditional", Traits::GHOST_CONDITIONAL),
 ];
 
 fn parse_traits(list: &str) -> Result<Traits, String> {
@@ -162,7 +171,7 @@ fn parse_traits(list: &str) -> Result<Traits, String> {
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let Some(&(_, t)) = TRAITS.iter().find(|(n, _)| *n == name) else {
             return Err(format!(
-                "hostile policy: unknown trait `{name}` in `traits`; traits: stable-order, sampled"
+                "hostile policy: unknown trait `{name}` in `traits`; traits: stable-order, sampled, ghost-conditional"
             ));
         };
         traits |= t;
@@ -318,6 +327,15 @@ impl Guest for Export {
                 }
                 out
             }),
+            Mode::GhostFlood => {
+                const N: u64 = 1_000_000;
+                let mut out = choose_victims::<Hostile>(count, &request)?;
+                let replace = CALLS.load(Ordering::Relaxed).is_multiple_of(2);
+                out.push(GHOSTS);
+                out.push(if replace { GHOSTS_REPLACED } else { 0 });
+                out.extend(1..=N);
+                Ok(out)
+            }
             Mode::Million => with_policy::<Hostile, _>(|h| {
                 const N: usize = 1_000_000;
                 let mut out: Vec<u64> = h.lru.ids().take(N).collect();
