@@ -181,12 +181,12 @@ impl Ghosts {
             return;
         };
         if head & GHOSTS_REPLACED != 0 {
-            self.keys.clear();
-            self.overflowed = keys.len() > self.limit;
-            if self.overflowed {
+            if keys.len() > self.limit {
                 self.overflow();
             } else {
+                self.keys.clear();
                 self.keys.extend(keys);
+                self.overflowed = false;
             }
         } else if !self.overflowed {
             for &key in keys {

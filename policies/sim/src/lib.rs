@@ -51,7 +51,8 @@
 //! it is forgotten.
 //!
 //! A policy whose next evictions only an arrival it remembers can change (2Q:
-//! an arriving key in Aout enters Am and shifts the next victims) declares
+//! an arriving key in Aout enters Am and shifts the next victims; S3-FIFO
+//! while eviction stays in its small queue) declares
 //! `ghost-conditional` instead and plans the same way, for arrivals that are
 //! not ghosts, telling the host its ghosts ([`Simulated::ghost_changes`]).
 //! The host asks again whenever an arrival may be a ghost, a session leaves
@@ -442,6 +443,9 @@ impl<S: Simulated> Policy for OnTable<S> {
     }
 
     fn victims(&mut self, count: usize, choice: &Choice<'_>, out: &mut Vec<u64>) {
+        // A conditional plan follows an arrival: asked without one, the host
+        // needs every victim now.
+        let plans = Self::PLANS && (!Self::CONDITIONAL || choice.arriving.is_some());
         let key = choice.arriving.map_or(NO_KEY, |a| a.key);
         if self.prepared != Some(key) {
             self.policy.arrive(key);
@@ -478,10 +482,9 @@ impl<S: Simulated> Policy for OnTable<S> {
                 out.push(id);
                 continue;
             }
-            if Self::PLANS && !out.is_empty() && (!Self::CONDITIONAL || choice.arriving.is_some()) {
+            if plans && !out.is_empty() {
                 // The eviction at hand has its victim; later ones are planned,
-                // not taken. (A conditional plan follows an arrival; asked
-                // without one, the host needs every victim now.)
+                // not taken.
                 break;
             }
             self.policy.evict(&self.candidates, &mut self.evicted);
@@ -490,7 +493,7 @@ impl<S: Simulated> Policy for OnTable<S> {
             }
             self.detach();
         }
-        if Self::PLANS && self.pending.is_empty() {
+        if plans && self.pending.is_empty() {
             // A proposal waiting out a refusal comes back first once that many
             // evictions are made: the answer may not reach past them.
             let horizon = self
@@ -501,9 +504,8 @@ impl<S: Simulated> Policy for OnTable<S> {
                 .min()
                 .unwrap_or(usize::MAX);
             let planned = count.min(horizon).saturating_sub(out.len());
-            // With no victim now, nothing is promised after it either; nor
-            // by a conditional plan without an arrival it could follow.
-            if planned > 0 && !out.is_empty() && (!Self::CONDITIONAL || choice.arriving.is_some()) {
+            // With no victim now, nothing is promised after it either.
+            if planned > 0 && !out.is_empty() {
                 self.policy.plan(planned, out);
                 // The arrivals would reach past the refused proposal.
                 if horizon != usize::MAX && out.last().is_some_and(|&id| is_arrivals(id)) {
