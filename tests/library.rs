@@ -547,6 +547,17 @@ mod library {
                 text(&out.stderr)
             );
             assert!(stdout.lines().any(|l| l == "ok"), "{name}: {stdout}");
+            let traits = match name {
+                "twoq" | "s3fifo" => "traits ghost-conditional,",
+                "sieve" | "clock" | "ttl" => "traits stable-order,",
+                "lfu-decay" => "traits sampled,",
+                _ => "traits none,",
+            };
+            let info = stdout.lines().find(|l| l.starts_with("info "));
+            assert!(
+                info.is_some_and(|l| l.contains("(interface 0.3.0)") && l.contains(traits)),
+                "{name}: {stdout}"
+            );
         }
     }
 

@@ -99,10 +99,12 @@ pub fn check(args: &PolicyArgs, spec: &str) -> Result<()> {
         r.instantiate_time
     );
     println!(
-        "info        {} {}, needs {}, batch size {}",
+        "info        {} {} (interface {}), needs {}, traits {}, batch size {}",
         r.info.name,
         r.info.version,
+        r.info.interface,
         r.info.needs_label(),
+        r.info.traits_label(),
         r.info.batch_size
     );
     let (t, m) = (&r.table, &r.policy);

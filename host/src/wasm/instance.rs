@@ -204,20 +204,34 @@ pub struct PolicyInfo {
 impl PolicyInfo {
     pub fn needs_label(&self) -> String {
         let n = self.needs;
-        let parts: Vec<&str> = [
+        flags_label(&[
             (n.inserted, "inserted"),
             (n.accessed, "accessed"),
             (n.removed, "removed"),
             (n.refused, "refused"),
-        ]
-        .into_iter()
-        .filter_map(|(on, name)| on.then_some(name))
+        ])
+    }
+
+    /// The traits as the WIT names them, `+` between, or `none`.
+    pub fn traits_label(&self) -> String {
+        let t = self.traits;
+        flags_label(&[
+            (t.stable_order, "stable-order"),
+            (t.ghost_conditional, "ghost-conditional"),
+            (t.sampled, "sampled"),
+        ])
+    }
+}
+
+fn flags_label(flags: &[(bool, &str)]) -> String {
+    let set: Vec<&str> = flags
+        .iter()
+        .filter_map(|&(on, name)| on.then_some(name))
         .collect();
-        if parts.is_empty() {
-            "none".into()
-        } else {
-            parts.join("+")
-        }
+    if set.is_empty() {
+        "none".into()
+    } else {
+        set.join("+")
     }
 }
 
