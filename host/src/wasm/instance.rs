@@ -83,49 +83,28 @@ impl GuestState {
     }
 }
 
-// The `types` interfaces have no functions; the traits only mark them linked.
-impl v0_1::shadowcat::policy::types::Host for GuestState {}
-impl v0_2::shadowcat::policy::types::Host for GuestState {}
-impl v0_3::shadowcat::policy::types::Host for GuestState {}
+/// Links every version's imports to the one log function. The `types`
+/// interfaces have no functions; their traits only mark them linked.
+macro_rules! host_imports {
+    ($($version:ident),+) => {$(
+        impl $version::shadowcat::policy::types::Host for GuestState {}
 
-impl v0_1::shadowcat::policy::host::Host for GuestState {
-    fn log(&mut self, level: v0_1::shadowcat::policy::host::Level, message: String) {
-        use v0_1::shadowcat::policy::host::Level;
-        let level = match level {
-            Level::Error => LogLevel::Error,
-            Level::Warn => LogLevel::Warn,
-            Level::Info => LogLevel::Info,
-            Level::Debug => LogLevel::Debug,
-        };
-        self.log_line(level, &message);
-    }
+        impl $version::shadowcat::policy::host::Host for GuestState {
+            fn log(&mut self, level: $version::shadowcat::policy::host::Level, message: String) {
+                use $version::shadowcat::policy::host::Level;
+                let level = match level {
+                    Level::Error => LogLevel::Error,
+                    Level::Warn => LogLevel::Warn,
+                    Level::Info => LogLevel::Info,
+                    Level::Debug => LogLevel::Debug,
+                };
+                self.log_line(level, &message);
+            }
+        }
+    )+};
 }
 
-impl v0_2::shadowcat::policy::host::Host for GuestState {
-    fn log(&mut self, level: v0_2::shadowcat::policy::host::Level, message: String) {
-        use v0_2::shadowcat::policy::host::Level;
-        let level = match level {
-            Level::Error => LogLevel::Error,
-            Level::Warn => LogLevel::Warn,
-            Level::Info => LogLevel::Info,
-            Level::Debug => LogLevel::Debug,
-        };
-        self.log_line(level, &message);
-    }
-}
-
-impl v0_3::shadowcat::policy::host::Host for GuestState {
-    fn log(&mut self, level: v0_3::shadowcat::policy::host::Level, message: String) {
-        use v0_3::shadowcat::policy::host::Level;
-        let level = match level {
-            Level::Error => LogLevel::Error,
-            Level::Warn => LogLevel::Warn,
-            Level::Info => LogLevel::Info,
-            Level::Debug => LogLevel::Debug,
-        };
-        self.log_line(level, &message);
-    }
-}
+host_imports!(v0_1, v0_2, v0_3);
 
 /// What a policy is told about its table at `create`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -379,14 +358,25 @@ const LEGACY_EVENT_WORDS: usize = 3;
 /// The `victims` input header: event count, arriving key, arriving size.
 const VICTIMS_HEADER: usize = 3;
 
-/// `info` of a version with the current layouts, normalised; `ghost` reads
-/// the trait 0.2 does not have.
+/// A [`PolicyTable`] as a version with the current layouts takes it.
+macro_rules! wit_table {
+    ($version:ident, $table:expr) => {
+        $version::shadowcat::policy::types::Table {
+            capacity: $table.capacity,
+            byte_mode: $table.byte_mode,
+            idle_timeout: $table.idle_timeout,
+            max_age: $table.max_age,
+        }
+    };
+}
+
+/// `info` of a version with the current layouts, normalised; `$ghost`, the
+/// trait flag of versions that have it (0.3 on).
 macro_rules! current_info {
-    ($version:ident, $bindings:expr, $store:expr, $interface:expr, $ghost:expr) => {{
+    ($version:ident, $bindings:expr, $store:expr, $interface:expr $(, $ghost:ident)?) => {{
         use $version::shadowcat::policy::types::{Needs, Traits};
         let info = $bindings.shadowcat_policy_policy().call_info($store)?;
         let sampled = info.traits.contains(Traits::SAMPLED);
-        let ghost: fn(Traits) -> bool = $ghost;
         PolicyInfo {
             name: info.name,
             version: info.version,
@@ -400,7 +390,7 @@ macro_rules! current_info {
             traits: PolicyTraits {
                 stable_order: info.traits.contains(Traits::STABLE_ORDER),
                 sampled,
-                ghost_conditional: ghost(info.traits),
+                ghost_conditional: false $(|| info.traits.contains(Traits::$ghost))?,
             },
             batch_size: info.batch_size,
             sample_size: if sampled {
@@ -503,24 +493,12 @@ impl Instance {
                     .call_create(store, table.capacity, &config)
             }
             Bindings::V0_2(b) => {
-                let table = v0_2::shadowcat::policy::types::Table {
-                    capacity: table.capacity,
-                    byte_mode: table.byte_mode,
-                    idle_timeout: table.idle_timeout,
-                    max_age: table.max_age,
-                };
                 b.shadowcat_policy_policy()
-                    .call_create(store, table, &config)
+                    .call_create(store, wit_table!(v0_2, table), &config)
             }
             Bindings::V0_3(b) => {
-                let table = v0_3::shadowcat::policy::types::Table {
-                    capacity: table.capacity,
-                    byte_mode: table.byte_mode,
-                    idle_timeout: table.idle_timeout,
-                    max_age: table.max_age,
-                };
                 b.shadowcat_policy_policy()
-                    .call_create(store, table, &config)
+                    .call_create(store, wit_table!(v0_3, table), &config)
             }
         });
         match created {
@@ -583,10 +561,8 @@ impl Instance {
                         sample_size: 0,
                     }
                 }
-                Bindings::V0_2(b) => current_info!(v0_2, b, store, interface, |_| false),
-                Bindings::V0_3(b) => current_info!(v0_3, b, store, interface, |traits| {
-                    traits.contains(v0_3::shadowcat::policy::types::Traits::GHOST_CONDITIONAL)
-                }),
+                Bindings::V0_2(b) => current_info!(v0_2, b, store, interface),
+                Bindings::V0_3(b) => current_info!(v0_3, b, store, interface, GHOST_CONDITIONAL),
             }))
         })?;
         Ok(PolicyInfo {

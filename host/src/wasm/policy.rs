@@ -555,7 +555,7 @@ pub(super) struct EventBuffer {
     sample_size: AtomicUsize,
     /// The policy declared `stable-order` or `ghost-conditional`: victims
     /// are chosen ahead.
-    stable_order: AtomicBool,
+    chooses_ahead: AtomicBool,
     /// It declared `ghost-conditional`: its answers carry its ghosts.
     ghost_conditional: AtomicBool,
     /// No live instance (faulted or quarantined): nothing could take the
@@ -575,7 +575,7 @@ impl EventBuffer {
             needs: AtomicU8::new(0),
             batch_words: AtomicUsize::new(0),
             sample_size: AtomicUsize::new(0),
-            stable_order: AtomicBool::new(false),
+            chooses_ahead: AtomicBool::new(false),
             ghost_conditional: AtomicBool::new(false),
             dropping: AtomicBool::new(false),
         };
@@ -603,7 +603,7 @@ impl EventBuffer {
         self.sample_size
             .store(info.sample_size as usize, Ordering::Release);
         let traits = info.traits;
-        self.stable_order.store(
+        self.chooses_ahead.store(
             traits.stable_order || traits.ghost_conditional,
             Ordering::Release,
         );
@@ -955,7 +955,7 @@ impl EvictionPolicy for WasmPolicy {
         count: usize,
         out: &mut Vec<SessionId>,
     ) -> FlushHint {
-        if self.events.stable_order.load(Ordering::Relaxed) {
+        if self.events.chooses_ahead.load(Ordering::Relaxed) {
             self.events
                 .record_batch(events, Some((arriving, count, out)))
         } else {
@@ -975,7 +975,7 @@ impl EvictionPolicy for WasmPolicy {
             return Ok(());
         }
         let prefetch = self.engine.limits().prefetch;
-        let stable = prefetch > 1 && self.events.stable_order.load(Ordering::Acquire);
+        let stable = prefetch > 1 && self.events.chooses_ahead.load(Ordering::Acquire);
         let conditional = self.events.ghost_conditional.load(Ordering::Relaxed);
         let ask = match (stable, conditional, request.arriving) {
             // A ghost-conditional answer's victims after the first are for
@@ -1077,14 +1077,14 @@ impl EvictionPolicy for WasmPolicy {
     }
 
     fn ready_victims(&self, arriving: Option<Arriving>, count: usize, out: &mut Vec<SessionId>) {
-        if self.events.stable_order.load(Ordering::Relaxed) {
+        if self.events.chooses_ahead.load(Ordering::Relaxed) {
             let ready = &mut self.events.words.lock().ready;
             EventBuffer::take_ready_locked(ready, arriving, count, out);
         }
     }
 
     fn unused_victims(&self, unused: &[SessionId]) {
-        if self.events.stable_order.load(Ordering::Relaxed) {
+        if self.events.chooses_ahead.load(Ordering::Relaxed) {
             self.events.give_back(unused);
         }
     }
