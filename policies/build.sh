@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Builds every policy guest and test fixture:
-#   policies/{lru,fifo,lfu}.wasm        what --eviction-policy NAME loads (interface 0.2)
-#   tests/fixtures/hostile.wasm         misbehaves on demand, for the sandbox tests (0.2)
-#   tests/fixtures/example-mru.wasm     the policy of policies/README.md's guide (0.2)
+#   policies/{lru,fifo,lfu}.wasm        what --eviction-policy NAME loads (interface 0.3)
+#   tests/fixtures/hostile.wasm         misbehaves on demand, for the sandbox tests (0.3)
+#   tests/fixtures/example-mru.wasm     the policy of policies/README.md's guide (0.3)
 #   tests/fixtures/lru-0.1.wasm         an exact LRU against interface 0.1, without the SDK
 #   tests/fixtures/wrong-version.wasm   0.1's shape under a version no host knows (0.99.0)
 #   tests/fixtures/core-module.wasm     lru as a plain core module (not a component)
 #   policies/{arc,s3fifo,sieve,twoq,clock,ttl,lfu-decay}.wasm
-#                                       simulator-defined policies on policies/sim (0.2)
+#                                       simulator-defined policies on policies/sim (0.3)
 #   policies/{wtinylfu,wtinylfu-tuned}.wasm
-#                                       W-TinyLFU, Caffeine's and tuned defaults (0.2)
-#   policies/fair-quota.wasm            fair-share rate limits by AIMD, LRU eviction (0.2)
+#                                       W-TinyLFU, Caffeine's and tuned defaults (0.3)
+#   policies/fair-quota.wasm            fair-share rate limits by AIMD, LRU eviction (0.3)
 #   policies/lru-c.wasm                 lru written in C (wit-bindgen c, clang, lld-22) (0.2)
 #
 # Guests compile for wasm32-unknown-unknown. With rustup's target installed that is

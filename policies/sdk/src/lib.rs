@@ -44,6 +44,7 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
+pub mod alloc;
 mod config;
 mod layout;
 mod slots;
@@ -55,6 +56,10 @@ mod tests;
 pub use config::Config;
 pub use layout::*;
 pub use slots::{NO_SLOT, SlotList, SlotListIter, SlotMap, slot};
+
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: alloc::Reusing<std::alloc::System> = alloc::Reusing::new(std::alloc::System);
 
 /// Generated bindings for `shadowcat:policy@0.3.0`, world `eviction-policy`.
 ///

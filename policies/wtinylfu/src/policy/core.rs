@@ -82,9 +82,12 @@ impl Core {
             .copied()
     }
 
-    fn frequency(&self, id: u64) -> u32 {
-        match (&self.sketch, self.key(id)) {
-            (Some(sketch), Some(key)) if key != NO_KEY => sketch.frequency(key),
+    /// The sketch's estimate for a session's key: by key, as the queues
+    /// hold it next to the id (looking the id up again in three queues per
+    /// estimate cost `victim-sample=16` a tenth of its instructions).
+    fn frequency(&self, key: u64) -> u32 {
+        match &self.sketch {
+            Some(sketch) if key != NO_KEY => sketch.frequency(key),
             _ => 0,
         }
     }
@@ -138,9 +141,10 @@ impl Core {
     pub fn evict(&mut self) -> Option<u64> {
         let loser = if self.window.len() as u64 >= self.window_max && !self.window.is_empty() {
             let (candidate, key) = self.window.pop_front()?;
-            let _ = self.probation.push_back(candidate, key);
+            // Untracked (no memory for its slot), it counts nothing.
+            let tracked = self.probation.push_back(candidate, key).is_ok();
             match self.probation_victim(candidate) {
-                Some(victim) if self.frequency(candidate) > self.frequency(victim) => victim,
+                Some((victim, f)) if tracked && self.frequency(key) > f => victim,
                 _ => candidate,
             }
         } else {
@@ -160,22 +164,22 @@ impl Core {
         self.protected.remove(id);
     }
 
-    /// The main victim: the least frequent of the oldest probation entries
-    /// other than `candidate`, the oldest of them on a tie.
-    fn probation_victim(&self, candidate: u64) -> Option<u64> {
-        let mut best: Option<(u32, u64)> = None;
-        for (id, _) in self
+    /// The main victim and its frequency: the least frequent of the oldest
+    /// probation entries other than `candidate`, the oldest of them on a tie.
+    fn probation_victim(&self, candidate: u64) -> Option<(u64, u32)> {
+        let mut best: Option<(u64, u32)> = None;
+        for (id, &key) in self
             .probation
             .iter()
             .filter(|&(id, _)| id != candidate)
             .take(self.params.victim_sample as usize)
         {
-            let f = self.frequency(id);
-            if best.is_none_or(|(bf, _)| f < bf) {
-                best = Some((f, id));
+            let f = self.frequency(key);
+            if best.is_none_or(|(_, bf)| f < bf) {
+                best = Some((id, f));
             }
         }
-        best.map(|(_, id)| id)
+        best
     }
 
     fn evict_from_window(&mut self) {
