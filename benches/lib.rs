@@ -98,9 +98,11 @@ pub enum Kind {
 
 impl Kind {
     /// The native baselines, the policies the interface was first shipped
-    /// with, and the simulator-defined ones that list their victims ahead
-    /// (2Q and S3-FIFO for arrivals they do not remember).
-    pub const ALL: [Kind; 10] = [
+    /// with, the simulator-defined ones that list their victims ahead (2Q
+    /// and S3-FIFO for arrivals they do not remember), and those called once
+    /// per eviction (ARC, Redis's decaying LFU, W-TinyLFU with Caffeine's
+    /// and tuned settings), whose cost is mostly the call.
+    pub const ALL: [Kind; 14] = [
         Kind::NativeLru,
         Kind::NativeFifo,
         Kind::Wasm("lru"),
@@ -111,7 +113,16 @@ impl Kind {
         Kind::Wasm("ttl"),
         Kind::Wasm("twoq"),
         Kind::Wasm("s3fifo"),
+        Kind::Wasm("arc"),
+        Kind::Wasm("lfu-decay"),
+        Kind::Wasm("wtinylfu"),
+        Kind::Wasm("wtinylfu-tuned"),
     ];
+
+    /// The longest label, for the columns of the benches' own tables.
+    pub fn label_width() -> usize {
+        Kind::ALL.iter().map(|k| k.label().len()).max().unwrap_or(0)
+    }
 
     pub fn label(self) -> String {
         match self {

@@ -9,7 +9,8 @@
 //!   `lru.wasm`, `fifo.wasm`, `lfu.wasm`, `sieve.wasm`, `clock.wasm`,
 //!   `ttl.wasm`, `twoq.wasm` and `s3fifo.wasm` (the last five plan their
 //!   victims ahead, twoq's and s3fifo's for arrivals not in their ghost
-//!   lists); requests/s via
+//!   lists), and `arc.wasm`, `lfu-decay.wasm`, `wtinylfu.wasm` and
+//!   `wtinylfu-tuned.wasm` (a call per eviction); requests/s via
 //!   `Throughput`. A fresh
 //!   policy is made before each replay, outside the timed part. Afterwards a
 //!   table of our own medians (5 timed replays each) prints the wasm/native
@@ -213,6 +214,7 @@ fn bench_table_throughput(c: &mut Criterion) {
         trace.distinct_ids()
     );
     let mut medians = Vec::new();
+    let width = Kind::label_width();
     for &kind in &ran {
         let mut misses = 0;
         let secs: Vec<f64> = (0..RUNS)
@@ -225,7 +227,7 @@ fn bench_table_throughput(c: &mut Criterion) {
         let secs = median(secs);
         medians.push((kind, secs));
         println!(
-            "  {:<12} median {:>8.2} ms  {:>6.2} M requests/s  misses {misses}",
+            "  {:<width$} median {:>8.2} ms  {:>6.2} M requests/s  misses {misses}",
             kind.label(),
             secs * 1e3,
             trace.len() as f64 / secs / 1e6

@@ -3,7 +3,7 @@
 //! `cargo bench --bench replay` replays one synthetic Zipf trace (alpha 1.0,
 //! seed 42; 10,000,000 requests over 1,000,000 ids) through the session table at
 //! capacities of 1% and 10% of its distinct ids, with the native `lru` and `fifo`
-//! and with `lru.wasm`, `fifo.wasm` and `lfu.wasm`. The trace is generated once,
+//! and every WebAssembly policy of `Kind::ALL` (`benches/lib.rs`). The trace is generated once,
 //! outside every measurement; each iteration makes a fresh policy (untimed) and
 //! replays the whole trace (timed: table construction, the replay, dropping the
 //! table). Criterion reports requests/s (`Throughput::Elements`), 10 flat samples
@@ -222,13 +222,14 @@ fn bench_replay(c: &mut Criterion) {
         trace.len(),
         trace_heap as f64 / MIB
     );
+    let width = Kind::label_width();
     println!(
-        "{:<12} {:>14} {:>9} {:>12} {:>10} {:>14} {:>14}",
+        "{:<width$} {:>14} {:>9} {:>12} {:>10} {:>14} {:>14}",
         "policy", "capacity", "M req/s", "misses", "miss ratio", "peak heap MiB", "peak RSS+ MiB"
     );
     for r in &rows {
         println!(
-            "{:<12} {:>8} ({:>2}%) {:>9.2} {:>12} {:>10.4} {:>14.1} {:>14}",
+            "{:<width$} {:>8} ({:>2}%) {:>9.2} {:>12} {:>10.4} {:>14.1} {:>14}",
             r.kind.label(),
             r.capacity,
             r.percent,
