@@ -41,7 +41,7 @@ pub struct GhostList {
     len: usize,
     /// Node index per bucket, or NIL; a power of two, at most a quarter
     /// full: at half, a miss (most lookups) and a deletion's backward shift
-    /// walked runs long enough to cost a third more per operation.
+    /// walked runs long enough to cost some 30 % more per operation.
     index: Vec<u32>,
     shift: u32,
 }
