@@ -32,11 +32,11 @@ make --rate-limit requests per second, with bursts of --burst.
 Durations take a unit: 250ms, 90s, 5m, 1h, 1h30m; `off` disables a timeout.
 
 Start here:
-  shadowcat --eviction-policy lfu.wasm reverse --upstream-stdio \"CMD ARGS\"   serve MCP clients
-  shadowcat forward stdio -- CMD ARGS                                         proxy a stdio client
-  shadowcat session list                                                      sessions of a running proxy
-  shadowcat bench                                                             compare eviction policies
-  shadowcat policy list                                                       policies found";
+  serve MCP clients        shadowcat --eviction-policy lfu.wasm reverse --upstream-stdio \"CMD ARGS\"
+  proxy a stdio client     shadowcat forward stdio -- CMD ARGS
+  a proxy's sessions       shadowcat session list
+  compare the policies     shadowcat bench
+  policies found           shadowcat policy list";
 
 #[derive(Debug, Parser)]
 #[command(name = "shadowcat", version, about = ABOUT, long_about = LONG_ABOUT, args_override_self = true)]
@@ -434,5 +434,35 @@ mod tests {
         let err = Cli::try_parse_from(["shadowcat", "--rate-limit", "0", "config"])
             .expect_err("zero rate");
         assert!(err.to_string().contains("positive"), "{err}");
+    }
+
+    /// The examples are what a newcomer copies: each must stay on one line
+    /// in a help piped through `less` (clap wraps at 100 columns without a
+    /// terminal) and be a command line the parser accepts.
+    #[test]
+    fn help_examples_fit_a_line_and_parse() {
+        let examples: Vec<&str> = LONG_ABOUT
+            .split_once("Start here:\n")
+            .expect("LONG_ABOUT has its examples")
+            .1
+            .lines()
+            .collect();
+        assert!(examples.len() >= 5, "{examples:?}");
+        for line in examples {
+            assert!(line.len() <= 100, "wraps in --help: {line}");
+            let (_, command) = line.split_once("shadowcat ").expect("an example command");
+            let mut args = vec!["shadowcat".to_owned()];
+            // The only quoting the examples use: one double-quoted argument.
+            for (i, part) in command.split('"').enumerate() {
+                if i % 2 == 1 {
+                    args.push(part.to_owned());
+                } else {
+                    args.extend(part.split_whitespace().map(str::to_owned));
+                }
+            }
+            if let Err(err) = Cli::try_parse_from(&args) {
+                panic!("`{line}` does not parse: {err}");
+            }
+        }
     }
 }
