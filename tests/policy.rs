@@ -1681,6 +1681,24 @@ mod policy_cli {
             assert!(row.contains("0.1.0") && row.contains(needs), "{row}");
         }
         assert!(list.contains("(built in)"));
+        // Columns line up however long a name or a needs label is
+        // (`wtinylfu-tuned`, `inserted+accessed+removed+refused`).
+        let header = list.lines().next().expect("a header");
+        let (file_at, size_end) = (
+            header.find("FILE").expect("FILE"),
+            header.find("SIZE").expect("SIZE") + "SIZE".len(),
+        );
+        for row in list.lines().skip(1) {
+            let (before, file) = row.split_at(file_at);
+            assert!(
+                before.ends_with("  ") && !file.starts_with(' '),
+                "FILE out of line:\n{header}\n{row}"
+            );
+            assert!(
+                row[..size_end].ends_with(|c: char| c.is_ascii_digit() || c == '-'),
+                "SIZE out of line:\n{header}\n{row}"
+            );
+        }
     }
 
     /// Compiled policy code is anonymous to `perf`; with the switch set the

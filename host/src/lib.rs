@@ -34,6 +34,7 @@ pub mod eviction;
 pub mod proxy;
 pub mod replay;
 pub mod session;
+pub mod text_table;
 pub mod trace;
 pub mod wasm;
 

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{BenchReport, BenchRow};
+use crate::text_table::{Align, TextTable};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -97,14 +98,13 @@ fn csv_field(text: &str) -> String {
 
 fn table(report: &BenchReport) -> String {
     let range = has_range(report);
-    let headers = headers(range);
-    let rows: Vec<Vec<String>> = report.rows.iter().map(|r| cells(r, range)).collect();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
+    // The first two columns are names; the rest are numbers.
+    let mut table = TextTable::new(
+        headers(range)
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| (h, if i < 2 { Align::Left } else { Align::Right })),
+    );
     let mut out = String::new();
     let _ = write!(
         out,
@@ -119,28 +119,15 @@ fn table(report: &BenchReport) -> String {
         );
     }
     out.push('\n');
-    let line = |out: &mut String, cells: &[String]| {
-        let mut text = String::new();
-        for (i, (cell, &w)) in cells.iter().zip(&widths).enumerate() {
-            // The first two columns are names: left-aligned; numbers right-aligned.
-            if i < 2 {
-                let _ = write!(text, "{cell:<w$}  ");
-            } else {
-                let _ = write!(text, "{cell:>w$}  ");
-            }
-        }
-        let _ = writeln!(out, "{}", text.trim_end());
-    };
-    let header_cells: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
-    line(&mut out, &header_cells);
     let mut previous_capacity: Option<&str> = None;
-    for (row, cells) in report.rows.iter().zip(&rows) {
+    for row in &report.rows {
         if previous_capacity.is_some_and(|p| p != row.capacity_label) {
-            out.push('\n');
+            table.gap();
         }
         previous_capacity = Some(&row.capacity_label);
-        line(&mut out, cells);
+        table.row(cells(row, range));
     }
+    out.push_str(&table.render());
     if let Some(peak) = report.peak_rss_bytes {
         let _ = writeln!(
             out,

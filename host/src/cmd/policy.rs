@@ -4,56 +4,58 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use shadowcat::cli::PolicyArgs;
+use shadowcat::text_table::{Align, TextTable};
 use shadowcat::wasm::conformance::{self, CheckPlan};
 use shadowcat::wasm::{self, locate, policy_files, PolicySource, WasmPolicy, BUILTIN_POLICIES};
 
 use super::common::engine;
 
 pub fn list(args: &PolicyArgs) -> Result<()> {
-    println!(
-        "{:<10} {:<9} {:<26} {:>9}  FILE",
-        "NAME", "VERSION", "NEEDS", "SIZE"
-    );
+    let mut table = TextTable::new([
+        ("NAME", Align::Left),
+        ("VERSION", Align::Left),
+        ("NEEDS", Align::Left),
+        ("SIZE", Align::Right),
+        ("FILE", Align::Left),
+    ]);
     for name in BUILTIN_POLICIES {
         let needs = if name == "fifo" {
             "inserted+removed"
         } else {
             "inserted+accessed+removed"
         };
-        println!(
-            "{name:<10} {:<9} {needs:<26} {:>9}  (built in)",
-            "native", "-"
-        );
+        table.row([name, "native", needs, "-", "(built in)"]);
     }
     let files = policy_files(&args.dirs());
-    if files.is_empty() {
-        println!("(no .wasm policies in {})", display_dirs(args));
-        return Ok(());
-    }
-    let engine = engine(args)?;
-    for (_, path) in files {
-        match WasmPolicy::load(Arc::clone(&engine), &path, 1_000, Vec::new()) {
-            Ok(policy) => {
-                let info = policy.info();
-                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                println!(
-                    "{:<10} {:<9} {:<26} {:>9}  {}",
-                    info.name,
-                    info.version,
-                    info.needs_label(),
-                    size,
-                    path.display()
-                );
+    let none_found = files.is_empty();
+    if !none_found {
+        let engine = engine(args)?;
+        for (_, path) in files {
+            match WasmPolicy::load(Arc::clone(&engine), &path, 1_000, Vec::new()) {
+                Ok(policy) => {
+                    let info = policy.info();
+                    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    table.row([
+                        info.name.clone(),
+                        info.version.clone(),
+                        info.needs_label(),
+                        size.to_string(),
+                        path.display().to_string(),
+                    ]);
+                }
+                Err(e) => table.row([
+                    "?".to_owned(),
+                    "-".to_owned(),
+                    "-".to_owned(),
+                    "-".to_owned(),
+                    format!("{}: {e}", path.display()),
+                ]),
             }
-            Err(e) => println!(
-                "{:<10} {:<9} {:<26} {:>9}  {}: {e}",
-                "?",
-                "-",
-                "-",
-                "-",
-                path.display()
-            ),
         }
+    }
+    print!("{}", table.render());
+    if none_found {
+        println!("(no .wasm policies in {})", display_dirs(args));
     }
     Ok(())
 }

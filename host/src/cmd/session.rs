@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use reqwest::{Method, StatusCode};
 use shadowcat::cli::{SessionAction, SessionArgs};
 use shadowcat::proxy::admin::{Removed, SessionRow, PARTIAL_LISTING};
+use shadowcat::text_table::{Align, TextTable};
 
 pub async fn run(args: &SessionArgs) -> Result<()> {
     let token = match &args.admin_token_file {
@@ -114,54 +115,54 @@ fn deferred(n: usize) -> String {
     }
 }
 
+/// One row per session; a cluster's listing names the instance holding each.
 fn print_table(rows: &[SessionRow]) {
-    if rows.iter().any(|r| r.instance.is_some()) {
-        return print_cluster_table(rows);
-    }
-    println!(
-        "{:<34} {:<12} {:>9} {:>9} {:>9} {:>10} {:>8}  UPSTREAM",
-        "ID", "STATE", "AGE s", "IDLE s", "REQUESTS", "BYTES", "IN FLIGHT"
+    let cluster = rows.iter().any(|r| r.instance.is_some());
+    let columns = [
+        ("ID", Align::Left, true),
+        ("INSTANCE", Align::Left, cluster),
+        ("STATE", Align::Left, true),
+        ("AGE s", Align::Right, true),
+        ("IDLE s", Align::Right, true),
+        ("REQUESTS", Align::Right, true),
+        ("BYTES", Align::Right, true),
+        ("IN FLIGHT", Align::Right, true),
+        ("UPSTREAM", Align::Left, true),
+    ];
+    let shown = |cells: [String; 9]| {
+        cells
+            .into_iter()
+            .zip(&columns)
+            .filter_map(|(cell, &(_, _, show))| show.then_some(cell))
+    };
+    let mut table = TextTable::new(
+        columns
+            .iter()
+            .filter(|(_, _, show)| *show)
+            .map(|&(header, align, _)| (header, align)),
     );
     for r in rows {
-        println!(
-            "{:<34} {:<12} {:>9.1} {:>9.1} {:>9} {:>10} {:>8}  {}",
-            r.id,
-            r.state,
-            r.age_seconds,
-            r.idle_seconds,
-            r.requests,
-            r.bytes,
-            r.in_flight,
-            r.upstream
-        );
+        table.row(shown([
+            r.id.clone(),
+            r.instance.clone().unwrap_or_else(|| "-".to_owned()),
+            r.state.clone(),
+            format!("{:.1}", r.age_seconds),
+            format!("{:.1}", r.idle_seconds),
+            r.requests.to_string(),
+            r.bytes.to_string(),
+            r.in_flight.to_string(),
+            r.upstream.clone(),
+        ]));
     }
+    print!("{}", table.render());
     let policy = rows.first().map(|r| r.policy.as_str()).unwrap_or("-");
-    println!("{} session(s), policy {policy}", rows.len());
-}
-
-/// A cluster's sessions, with the instance holding each.
-fn print_cluster_table(rows: &[SessionRow]) {
-    println!(
-        "{:<100} {:<16} {:<12} {:>9} {:>9} {:>9} {:>8}  UPSTREAM",
-        "ID", "INSTANCE", "STATE", "AGE s", "IDLE s", "REQUESTS", "IN FLIGHT"
-    );
-    for r in rows {
-        println!(
-            "{:<100} {:<16} {:<12} {:>9.1} {:>9.1} {:>9} {:>8}  {}",
-            r.id,
-            r.instance.as_deref().unwrap_or("-"),
-            r.state,
-            r.age_seconds,
-            r.idle_seconds,
-            r.requests,
-            r.in_flight,
-            r.upstream
-        );
+    if !cluster {
+        println!("{} session(s), policy {policy}", rows.len());
+        return;
     }
     let mut instances: Vec<&str> = rows.iter().filter_map(|r| r.instance.as_deref()).collect();
     instances.sort_unstable();
     instances.dedup();
-    let policy = rows.first().map(|r| r.policy.as_str()).unwrap_or("-");
     println!(
         "{} session(s) on {} instance(s), policy {policy}",
         rows.len(),
