@@ -55,10 +55,6 @@ impl TextTable {
         self.rows.push(None);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rows.iter().all(Option::is_none)
-    }
-
     /// Every line ends in a newline and carries no trailing spaces. Widths
     /// count characters, not bytes, so a non-ASCII name stays in line.
     pub fn render(&self) -> String {
@@ -137,9 +133,5 @@ mod tests {
         table.row(["one"]);
         table.row(["two", "2", "extra"]);
         assert_eq!(table.render(), "A    B\none\ntwo  2\n");
-        assert!(!table.is_empty());
-        let mut empty = TextTable::new([("A", Align::Left)]);
-        empty.gap();
-        assert!(empty.is_empty());
     }
 }

@@ -27,14 +27,13 @@ pub fn list(args: &PolicyArgs) -> Result<()> {
         table.row([name, "native", needs, "-", "(built in)"]);
     }
     let files = policy_files(&args.dirs());
-    let none_found = files.is_empty();
-    if !none_found {
+    if !files.is_empty() {
         let engine = engine(args)?;
-        for (_, path) in files {
-            match WasmPolicy::load(Arc::clone(&engine), &path, 1_000, Vec::new()) {
+        for (_, path) in &files {
+            match WasmPolicy::load(Arc::clone(&engine), path, 1_000, Vec::new()) {
                 Ok(policy) => {
                     let info = policy.info();
-                    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
                     table.row([
                         info.name.clone(),
                         info.version.clone(),
@@ -54,7 +53,7 @@ pub fn list(args: &PolicyArgs) -> Result<()> {
         }
     }
     print!("{}", table.render());
-    if none_found {
+    if files.is_empty() {
         println!("(no .wasm policies in {})", display_dirs(args));
     }
     Ok(())

@@ -118,33 +118,26 @@ fn deferred(n: usize) -> String {
 /// One row per session; a cluster's listing names the instance holding each.
 fn print_table(rows: &[SessionRow]) {
     let cluster = rows.iter().any(|r| r.instance.is_some());
-    let columns = [
-        ("ID", Align::Left, true),
-        ("INSTANCE", Align::Left, cluster),
-        ("STATE", Align::Left, true),
-        ("AGE s", Align::Right, true),
-        ("IDLE s", Align::Right, true),
-        ("REQUESTS", Align::Right, true),
-        ("BYTES", Align::Right, true),
-        ("IN FLIGHT", Align::Right, true),
-        ("UPSTREAM", Align::Left, true),
-    ];
-    let shown = |cells: [String; 9]| {
-        cells
-            .into_iter()
-            .zip(&columns)
-            .filter_map(|(cell, &(_, _, show))| show.then_some(cell))
-    };
-    let mut table = TextTable::new(
-        columns
-            .iter()
-            .filter(|(_, _, show)| *show)
-            .map(|&(header, align, _)| (header, align)),
-    );
+    let mut columns = vec![("ID", Align::Left)];
+    if cluster {
+        columns.push(("INSTANCE", Align::Left));
+    }
+    columns.extend([
+        ("STATE", Align::Left),
+        ("AGE s", Align::Right),
+        ("IDLE s", Align::Right),
+        ("REQUESTS", Align::Right),
+        ("BYTES", Align::Right),
+        ("IN FLIGHT", Align::Right),
+        ("UPSTREAM", Align::Left),
+    ]);
+    let mut table = TextTable::new(columns);
     for r in rows {
-        table.row(shown([
-            r.id.clone(),
-            r.instance.clone().unwrap_or_else(|| "-".to_owned()),
+        let mut cells = vec![r.id.clone()];
+        if cluster {
+            cells.push(r.instance.clone().unwrap_or_else(|| "-".to_owned()));
+        }
+        cells.extend([
             r.state.clone(),
             format!("{:.1}", r.age_seconds),
             format!("{:.1}", r.idle_seconds),
@@ -152,7 +145,8 @@ fn print_table(rows: &[SessionRow]) {
             r.bytes.to_string(),
             r.in_flight.to_string(),
             r.upstream.clone(),
-        ]));
+        ]);
+        table.row(cells);
     }
     print!("{}", table.render());
     let policy = rows.first().map(|r| r.policy.as_str()).unwrap_or("-");
