@@ -676,6 +676,16 @@ mod peers {
                 "lfu.wasm never faults"
             );
             assert_eq!(metric(&scrape, "shadowcat_policy_quarantined", &[]), 0.0);
+            let refusals: Vec<f64> = scrape
+                .samples
+                .iter()
+                .filter(|s| s.metric == "shadowcat_policy_memory_refusals_total")
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                    _ => f64::NAN,
+                })
+                .collect();
+            assert_eq!(refusals, [0.0], "exported, and 64 MiB is plenty here");
             // The first eviction (an idle table) is the policy's own choice;
             // later ones may fall back when it proposes a session that is busy.
             assert!(

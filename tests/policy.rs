@@ -1663,6 +1663,80 @@ mod policy_cli {
         assert!(!stdout.contains('\x1b') && !stdout.contains('\r'));
     }
 
+    /// A policy refused memory that carries on without it (the SDK's
+    /// policies stop tracking what they cannot fit) neither faults nor hands
+    /// an eviction to the host, so only the host's count of such calls can
+    /// tell that its figures are not its design's: the bench must say so,
+    /// and must not when the memory was enough.
+    #[test]
+    fn policy_cli_bench_reports_a_policy_that_ran_out_of_memory() {
+        let bench = |memory: &str| {
+            let out = shadowcat_cli(&[
+                "--policy-memory",
+                memory,
+                "bench",
+                "--synthetic",
+                "zipf:alpha=0.5,requests=300000,ids=300000,seed=42",
+                "--capacity",
+                "50%",
+                "--no-belady",
+                "--policy",
+                "arc.wasm",
+                "--format",
+                "json",
+            ]);
+            let stderr = text(&out.stderr);
+            assert!(out.status.success(), "{stderr}");
+            let report: serde_json::Value =
+                serde_json::from_slice(&out.stdout).expect("a JSON report");
+            let warnings: Vec<String> = report["warnings"]
+                .as_array()
+                .expect("a warnings list")
+                .iter()
+                .map(|w| w.as_str().expect("text").to_owned())
+                .collect();
+            let arc = report["rows"]
+                .as_array()
+                .expect("rows")
+                .iter()
+                .find(|r| r["policy"] == "arc.wasm")
+                .expect("an arc.wasm row")["misses"]
+                .as_u64()
+                .expect("misses");
+            (warnings, stderr, arc)
+        };
+        let (warnings, stderr, starved_misses) = bench("6MiB");
+        let refused: Vec<&String> = warnings
+            .iter()
+            .filter(|w| w.contains("refused memory past --policy-memory"))
+            .collect();
+        assert_eq!(refused.len(), 1, "{warnings:?}");
+        assert!(
+            refused[0].starts_with("arc.wasm at 50%: "),
+            "{}",
+            refused[0]
+        );
+        assert!(
+            refused[0].contains("raise --policy-memory"),
+            "{}",
+            refused[0]
+        );
+        assert!(
+            stderr.contains("policy was refused memory past --policy-memory")
+                && stderr.contains("limit_mib=6"),
+            "{stderr}"
+        );
+
+        let (warnings, stderr, ample_misses) = bench("64MiB");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(!stderr.contains("refused memory"), "{stderr}");
+        // The warning is about real damage: the starved run decided worse.
+        assert!(
+            starved_misses > ample_misses,
+            "{starved_misses} vs {ample_misses}"
+        );
+    }
+
     #[test]
     fn policy_cli_list_shows_builtins_and_shipped_policies() {
         let out = shadowcat_cli(&["policy", "list"]);

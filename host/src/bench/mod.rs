@@ -351,9 +351,11 @@ pub fn run(
                     capacity,
                     error,
                 })?;
-                if let Some(warning) =
-                    fallback_warning(name, &shown, &outcome, opened.wasm_metrics())
-                {
+                let wasm = opened.wasm_metrics();
+                if let Some(warning) = fallback_warning(name, &shown, &outcome, wasm) {
+                    warnings.push(warning);
+                }
+                if let Some(warning) = wasm.and_then(|m| memory_warning(name, &shown, m)) {
                     warnings.push(warning);
                 }
                 // This round's own figures, under the label it was started with.
@@ -525,6 +527,20 @@ fn fallback_warning(
         outcome.evictions,
         causes.join("; ")
     ))
+}
+
+/// A policy that was refused memory and answered anyway has decided from
+/// what it could fit: its figures look like a policy's but are not its
+/// design's, and no eviction shows it (the victims are still its own).
+fn memory_warning(name: &str, label: &str, m: PolicyMetricsSnapshot) -> Option<String> {
+    (m.memory_refusals > 0).then(|| {
+        format!(
+            "{name} at {label}: {} of {} calls were refused memory past --policy-memory and the \
+             policy carried on without it, so it may not track every session and its figures \
+             are not its design's: raise --policy-memory",
+            m.memory_refusals, m.calls
+        )
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

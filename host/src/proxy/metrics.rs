@@ -323,6 +323,13 @@ impl Collector for TableCollector {
             )?;
             counter(
                 e,
+                "policy_memory_refusals",
+                "Policy calls refused memory past --policy-memory that answered anyway \
+                 (the policy may no longer track every session)",
+                p.memory_refusals,
+            )?;
+            counter(
+                e,
                 "policy_guest_errors",
                 "Calls the policy answered with an error (one decision lost, instance kept)",
                 p.guest_errors,

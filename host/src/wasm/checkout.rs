@@ -85,6 +85,10 @@ impl WasmPolicy {
     }
 
     fn checkin(&self, mut instance: Box<Instance>) {
+        let refusals = instance.take_memory_refusals();
+        if refusals > 0 {
+            self.memory_refused(refusals);
+        }
         let mut rt = self.runtime.lock();
         rt.health.succeeded(instance.take_calls());
         rt.slot = Slot::Ready(instance);
@@ -122,6 +126,32 @@ impl WasmPolicy {
                 self.fault(phase, fault, calls);
                 Err(Unavailable::Faulted)
             }
+        }
+    }
+
+    /// Counts and logs calls that were refused memory and answered anyway.
+    /// The guest lives on, so this is no fault, but a policy that drops what
+    /// it cannot fit decides from part of the table: an operator must hear
+    /// of it, or its choices pass for the design's.
+    fn memory_refused(&self, calls: u64) {
+        let before = self
+            .metrics
+            .memory_refusals
+            .fetch_add(calls, Ordering::Relaxed);
+        let total = before + calls;
+        let limit_mib = self.engine.limits().memory_bytes >> 20;
+        *self.last_problem.lock() = Some(format!(
+            "refused memory past the {limit_mib} MiB limit and carried on without it"
+        ));
+        // Once refused, a policy usually is on every call that grows it: one
+        // line at the first, then at each tenfold, says it and how often.
+        if before == 0 || total.ilog10() > before.ilog10() {
+            tracing::warn!(
+                policy = %self.names.current(), limit_mib, calls = total,
+                "policy was refused memory past --policy-memory and carried on without it; \
+                 it may no longer track every session, so its choices are not its design's: \
+                 raise --policy-memory"
+            );
         }
     }
 

@@ -175,6 +175,13 @@ pub fn check(
             problem()
         ));
     }
+    if m.memory_refusals > 0 {
+        failures.push(format!(
+            "the policy was refused memory past the limit and carried on without it \
+             ({} of {} calls): raise --policy-memory, or its choices are not its design's",
+            m.memory_refusals, m.calls,
+        ));
+    }
     if m.guest_errors > 0 {
         failures.push(format!(
             "the policy answered calls with an error ({} of {} calls){}",

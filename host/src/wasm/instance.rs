@@ -16,9 +16,13 @@ pub(crate) const MAX_SAMPLE_SIZE: u32 = 1_024;
 
 /// Caps linear memory and remembers that it refused, so the trap that follows
 /// (a Rust guest aborts when allocation fails) is reported as a memory fault.
+/// A guest may instead carry on without the memory (the SDK's policies stop
+/// tracking what they cannot fit): `survived` counts those calls, since their
+/// answers are no longer the policy's design and nothing else would say so.
 struct MemoryCap {
     max_bytes: usize,
     refused: bool,
+    survived: u64,
 }
 
 impl ResourceLimiter for MemoryCap {
@@ -437,6 +441,7 @@ impl Instance {
                 memory: MemoryCap {
                     max_bytes: engine.limits().memory_bytes,
                     refused: false,
+                    survived: 0,
                 },
                 policy: label.clone(),
                 log_gate: DefaultDirectRateLimiter::direct(log_quota),
@@ -582,7 +587,12 @@ impl Instance {
         self.store.set_epoch_deadline(self.deadline_ticks);
         self.store.data_mut().memory.refused = false;
         self.calls += 1;
-        match f(&mut self.store, &self.bindings) {
+        let result = f(&mut self.store, &self.bindings);
+        let memory = &mut self.store.data_mut().memory;
+        if memory.refused && result.is_ok() {
+            memory.survived += 1;
+        }
+        match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(message)) => Err(CallError::Guest(guest_text::bounded(&message, MAX_ERROR))),
             Err(error) => {
@@ -677,8 +687,15 @@ impl Instance {
         })
     }
 
-    pub fn log_lines_dropped(&self) -> u64 {
-        self.store.data().log_dropped
+    /// Log lines dropped since the last time this was asked.
+    pub fn take_log_lines_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.store.data_mut().log_dropped)
+    }
+
+    /// Calls, since the last time this was asked, that were refused memory
+    /// and returned anyway.
+    pub fn take_memory_refusals(&mut self) -> u64 {
+        std::mem::take(&mut self.store.data_mut().memory.survived)
     }
 }
 

@@ -77,6 +77,10 @@ pub struct PolicyMetrics {
     pub traps: AtomicU64,
     pub timeouts: AtomicU64,
     pub memory_faults: AtomicU64,
+    /// Calls refused memory past the limit that answered anyway: the policy
+    /// carried on without what it asked for (not a fault, but its choices may
+    /// no longer be its design's).
+    pub memory_refusals: AtomicU64,
     /// `Err` answers: soft failures that cost the one call they answer, not
     /// faults (the instance stays, nothing counts toward quarantine).
     pub guest_errors: AtomicU64,
@@ -116,6 +120,7 @@ impl PolicyMetrics {
             traps: load(&self.traps),
             timeouts: load(&self.timeouts),
             memory_faults: load(&self.memory_faults),
+            memory_refusals: load(&self.memory_refusals),
             guest_errors: load(&self.guest_errors),
             proposed_victims: load(&self.proposed_victims),
             excess_victims: load(&self.excess_victims),
@@ -139,6 +144,8 @@ pub struct PolicyMetricsSnapshot {
     pub traps: u64,
     pub timeouts: u64,
     pub memory_faults: u64,
+    /// Calls refused memory that answered anyway (not in [`Self::faults`]).
+    pub memory_refusals: u64,
     /// `Err` answers (soft failures; not in [`Self::faults`]).
     pub guest_errors: u64,
     pub proposed_victims: u64,

@@ -1057,9 +1057,11 @@ impl EvictionPolicy for WasmPolicy {
     fn maintain(&self, now: Micros) {
         let _ = self.with_instance("maintain", true, |me, instance| {
             me.deliver_then(instance, |i| i.maintain(now))?;
+            // Added, not stored: a recreated instance counts from zero, and
+            // the counter must not go back.
             me.metrics
                 .log_lines_dropped
-                .store(instance.log_lines_dropped(), Ordering::Relaxed);
+                .fetch_add(instance.take_log_lines_dropped(), Ordering::Relaxed);
             Ok(())
         });
     }
