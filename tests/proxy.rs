@@ -195,6 +195,12 @@ mod proxy {
             ),
             1.0
         );
+        // The refused create started no upstream: the table said it was
+        // full before one was spawned.
+        assert_eq!(
+            metric(&scrape, "shadowcat_upstreams_started_total", &[]),
+            3.0
+        );
         // The refused create left no process behind; the evicted one is gone.
         let deadline = Instant::now() + Duration::from_secs(10);
         while processes_with(&mark).len() != 2 && Instant::now() < deadline {
@@ -882,6 +888,259 @@ mod proxy {
             assert!(proxy.terminate().success());
             assert!(wait_no_processes(&mark, Duration::from_secs(10)).is_empty());
         });
+    }
+
+    /// Many clients initializing at once on a table of one: each either gets
+    /// its session or is told the table is busy (503). A session is pinned
+    /// by its initialize from the moment it exists, so no concurrent create
+    /// can evict it before its client got it and answer "not found".
+    #[test]
+    fn proxy_concurrent_initializes_get_their_session_or_503_never_404() {
+        with_watchdog(Duration::from_secs(180), || {
+            let (proxy, _mark) = start(
+                "initrace",
+                &["--max-sessions", "1", "--rate-limit", "off"],
+                &["--init-rate", "off"],
+            );
+            let mut statuses = Vec::new();
+            for _round in 0..5 {
+                let barrier = Arc::new(std::sync::Barrier::new(12));
+                let threads: Vec<_> = (0..12)
+                    .map(|_| {
+                        let (url, barrier) = (proxy.mcp.clone(), Arc::clone(&barrier));
+                        std::thread::spawn(move || {
+                            let mut client = McpClient::new(&url);
+                            barrier.wait();
+                            let answer = client.request(
+                                "initialize",
+                                json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                                       "clientInfo": {"name": "racer", "version": "1"}}),
+                            );
+                            let named = answer.headers.contains_key("mcp-session-id");
+                            (answer.status, named, answer.body)
+                        })
+                    })
+                    .collect();
+                for thread in threads {
+                    statuses.push(thread.join().expect("client thread"));
+                }
+            }
+            for (status, named, body) in &statuses {
+                assert!(
+                    (*status == 200 && *named) || (*status == 503 && !*named),
+                    "{status} (session id given: {named}): {body}"
+                );
+            }
+            assert!(statuses.iter().any(|(s, _, _)| *s == 200));
+            let scrape = proxy.metrics();
+            assert!(metric(&scrape, "shadowcat_sessions_live", &[]) <= 1.0);
+        });
+    }
+
+    /// An initialize the upstream fails leaves nothing behind: no session
+    /// id for the client, no session holding a place (evicting others) until
+    /// the handshake times out.
+    #[test]
+    fn proxy_failed_initialize_leaves_no_session() {
+        // Nothing listens on the discard port of the loopback.
+        let proxy = ProxyProcess::start(
+            &[],
+            &[
+                "--upstream-http",
+                "http://127.0.0.1:9/mcp",
+                "--init-timeout",
+                "1h",
+            ],
+        );
+        let mut client = McpClient::new(&proxy.mcp);
+        for _ in 0..3 {
+            let answer = client.request(
+                "initialize",
+                json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "unlucky", "version": "1"}}),
+            );
+            assert_eq!(answer.status, 502, "{}", answer.raw);
+            assert_eq!(answer.body["error"]["code"], -32031);
+            assert!(!answer.headers.contains_key("mcp-session-id"));
+        }
+        let scrape = proxy.metrics();
+        assert_eq!(metric(&scrape, "shadowcat_sessions_live", &[]), 0.0);
+        assert_eq!(
+            metric(&scrape, "shadowcat_sessions_created_total", &[]),
+            metric(&scrape, "shadowcat_sessions_removed_total", &[]),
+        );
+    }
+
+    /// A request waiting on an upstream that never answers does not hold
+    /// its session past a DELETE, an operator's delete or the handshake's
+    /// deadline: the request is answered (404, -32032) and the upstream is
+    /// torn down, instead of both waiting as long as the upstream does.
+    #[test]
+    fn proxy_closing_a_session_ends_its_requests_stuck_upstream() {
+        with_watchdog(Duration::from_secs(120), || {
+            let (proxy, mark) = start("stuck", &["--rate-limit", "off"], &[]);
+            let admin = proxy.admin.clone();
+            for closer in ["client", "operator"] {
+                let mut client = McpClient::new(&proxy.mcp);
+                assert_eq!(client.initialize().status, 200);
+                let session = client.session.clone().expect("a session");
+                let mut waiting = McpClient::new(&proxy.mcp);
+                waiting.session = Some(session.clone());
+                let started = Instant::now();
+                let request = std::thread::spawn(move || {
+                    let answer = waiting.request(
+                        "tools/call",
+                        json!({"name": "sleep", "arguments": {"ms": 600_000}}),
+                    );
+                    (answer, started.elapsed())
+                });
+                std::thread::sleep(Duration::from_millis(500));
+                match closer {
+                    "client" => assert_eq!(client.delete(), 200),
+                    _ => {
+                        let deleted = reqwest::blocking::Client::new()
+                            .delete(format!("{admin}/sessions/{session}"))
+                            .send()
+                            .expect("admin answers");
+                        assert_eq!(deleted.status().as_u16(), 200);
+                    }
+                }
+                let (answer, waited) = request.join().expect("request thread");
+                assert_eq!(answer.status, 404, "{closer}: {}", answer.raw);
+                assert_eq!(answer.body["error"]["code"], -32032, "{closer}");
+                assert!(
+                    waited < Duration::from_secs(60),
+                    "{closer}: answered when closed, not when the upstream finished"
+                );
+                assert_eq!(client.delete(), 404, "{closer}: gone, as a POST finds");
+            }
+            assert!(
+                wait_no_processes(&mark, Duration::from_secs(20)).is_empty(),
+                "the stuck upstreams were torn down"
+            );
+        });
+        with_watchdog(Duration::from_secs(120), || {
+            // An upstream that never answers initialize at all.
+            let mark = marker("stuckinit");
+            let proxy = ProxyProcess::start(
+                &[],
+                &[
+                    "--upstream-stdio",
+                    &format!("sh -c 'sleep 600' {mark}"),
+                    "--init-timeout",
+                    "1s",
+                ],
+            );
+            let mut client = McpClient::new(&proxy.mcp);
+            let started = Instant::now();
+            let answer = client.request(
+                "initialize",
+                json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "patient", "version": "1"}}),
+            );
+            assert_eq!(answer.status, 404, "{}", answer.raw);
+            assert!(started.elapsed() < Duration::from_secs(30));
+            assert!(!answer.headers.contains_key("mcp-session-id"));
+            assert!(
+                wait_no_processes(&mark, Duration::from_secs(20)).is_empty(),
+                "the silent upstream was torn down"
+            );
+            assert_eq!(
+                metric(&proxy.metrics(), "shadowcat_sessions_live", &[]),
+                0.0
+            );
+        });
+    }
+
+    /// Two requests in flight on one session each get their own progress,
+    /// on their own stream, though the second was sent while the first ran.
+    #[test]
+    fn proxy_progress_goes_to_the_request_that_asked_for_it() {
+        with_watchdog(Duration::from_secs(120), || {
+            let (proxy, _mark) = start("progress", &["--rate-limit", "off"], &[]);
+            let mut client = McpClient::new(&proxy.mcp);
+            assert_eq!(client.initialize().status, 200);
+            let call = |id: u64, token: &str, ms: u64| {
+                let mut caller = McpClient::new(&proxy.mcp);
+                caller.session = client.session.clone();
+                let message = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                    "params": {"name": "sleep", "arguments": {"ms": ms},
+                               "_meta": {"progressToken": token}}});
+                std::thread::spawn(move || caller.post(message))
+            };
+            let long = call(30, "long", 2_000);
+            std::thread::sleep(Duration::from_millis(300));
+            let short = call(31, "short", 400);
+            for (answer, id, token) in [
+                (long.join().expect("long"), 30, "long"),
+                (short.join().expect("short"), 31, "short"),
+            ] {
+                assert_eq!(answer.status, 200, "{}", answer.raw);
+                assert_eq!(answer.body["id"], id, "{}", answer.raw);
+                let progress: Vec<&Value> = answer
+                    .messages
+                    .iter()
+                    .filter(|m| m["method"] == "notifications/progress")
+                    .collect();
+                let tokens: Vec<&Value> = progress
+                    .iter()
+                    .map(|m| &m["params"]["progressToken"])
+                    .collect();
+                assert_eq!(tokens, [token, token], "request {id}: {}", answer.raw);
+                assert_eq!(progress[1]["params"]["progress"], 1);
+            }
+        });
+    }
+
+    /// A client that accepts only JSON gets the response as JSON even when
+    /// the server sends something before it; a body over --max-body is
+    /// refused in JSON-RPC like every other refusal.
+    #[test]
+    fn proxy_answers_json_only_clients_in_json() {
+        let (proxy, _mark) = start("jsononly", &[], &["--max-body", "16KiB"]);
+        let mut client = McpClient::new(&proxy.mcp);
+        assert_eq!(client.initialize().status, 200);
+        let session = client.session.clone().expect("a session");
+        let post = |body: String| {
+            reqwest::blocking::Client::new()
+                .post(&proxy.mcp)
+                .header("content-type", "application/json")
+                .header("accept", "application/json")
+                .header("mcp-session-id", &session)
+                .header("mcp-protocol-version", "2025-11-25")
+                .body(body)
+                .send()
+                .expect("proxy answers")
+        };
+        let notified = post(
+            json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                   "params": {"name": "notify", "arguments": {"message": "first"}}})
+            .to_string(),
+        );
+        assert_eq!(notified.status().as_u16(), 200);
+        let content_type = notified.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .to_owned();
+        assert!(
+            content_type.starts_with("application/json"),
+            "{content_type}"
+        );
+        let body: Value = notified.json().expect("a JSON body");
+        assert_eq!(body["id"], 5);
+        assert_eq!(body["result"]["content"][0]["text"], "notified");
+
+        let big = post(format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":6,\"method\":\"ping\",\"params\":{{\"pad\":\"{}\"}}}}",
+            "x".repeat(20_000)
+        ));
+        assert_eq!(big.status().as_u16(), 413);
+        let body: Value = big.json().expect("a JSON-RPC error body");
+        assert_eq!(body["error"]["code"], -32600);
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--max-body"));
     }
 
     mod http_upstream {

@@ -545,6 +545,78 @@ mod session {
         assert_consistent(&table);
     }
 
+    /// A session created with its first request begun is never evicted by
+    /// a concurrent create before that request ends: on a table of two,
+    /// threads racing to create and use sessions always find their own, get
+    /// refused (capacity, in-flight bound) rather than a lost session, and
+    /// the counts stay whole.
+    #[test]
+    fn create_pinned_sessions_survive_racing_creates_until_their_request_ends() {
+        with_watchdog(Duration::from_secs(120), || {
+            let config = TableConfig {
+                max_in_flight: 6,
+                ..replay_config(2)
+            };
+            let table: Arc<SessionTable<()>> = Arc::new(
+                SessionTable::builder(config)
+                    .policy(Arc::new(HostLru))
+                    .build()
+                    .expect("table"),
+            );
+            let (created, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+            let threads: Vec<_> = (0..8u64)
+                .map(|seed| {
+                    let (table, created, refused) =
+                        (Arc::clone(&table), created.clone(), refused.clone());
+                    std::thread::spawn(move || {
+                        let mut rng = SmallRng::seed_from_u64(seed);
+                        for _ in 0..2_000 {
+                            match table.create_pinned(NewSession::new(()), 10) {
+                                Ok((session, guard)) => {
+                                    created.fetch_add(1, Ordering::Relaxed);
+                                    for _ in 0..rng.random_range(0..20) {
+                                        std::hint::spin_loop();
+                                    }
+                                    if rng.random_bool(0.3) {
+                                        std::thread::yield_now();
+                                    }
+                                    let info = table.get(session.id).expect("still there");
+                                    assert_eq!(info.requests, 1, "{info:?}");
+                                    assert_eq!(
+                                        guard.id(),
+                                        session.id,
+                                        "the guard pins the session created"
+                                    );
+                                    drop(guard);
+                                }
+                                Err(rejected) => {
+                                    assert!(
+                                        matches!(
+                                            rejected.error,
+                                            TableError::Capacity { .. }
+                                                | TableError::Overloaded { .. }
+                                        ),
+                                        "{:?}",
+                                        rejected.error
+                                    );
+                                    refused.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for thread in threads {
+                thread.join().expect("a session was lost under its request");
+            }
+            let m = table.metrics();
+            assert_eq!(m.created, created.load(Ordering::Relaxed));
+            assert!(m.evicted > 100, "evictions were exercised: {m:?}");
+            assert_eq!(table.stats().requests_in_flight, 0, "every pin came back");
+            assert_consistent(&table);
+        });
+    }
+
     #[test]
     fn metrics_accuracy_under_random_concurrent_operations() {
         with_watchdog(Duration::from_secs(120), || {

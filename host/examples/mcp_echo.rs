@@ -8,7 +8,9 @@
 //!
 //! It answers `initialize`, `ping`, `tools/list` and `tools/call` for these
 //! tools: `echo {message}` (answers `Echo: <message>`), `sleep {ms}` (answers
-//! after a delay, to hold a request in flight), `notify {message}` (sends a
+//! after a delay, to hold a request in flight; a request that gives a
+//! `progressToken` gets a progress notification as it starts and another
+//! half-way), `notify {message}` (sends a
 //! log notification, then answers), `spawn {seconds}` (starts a `sleep`
 //! grandchild, to check process-group teardown), `crash` (exits at once,
 //! leaving the request unanswered). Any other method gets -32601.
@@ -92,7 +94,21 @@ fn handle(out: &Mutex<std::io::Stdout>, id: Value, method: &str, params: &Value)
                 )),
                 "sleep" => {
                     let ms = arguments["ms"].as_u64().unwrap_or(1_000);
-                    std::thread::sleep(Duration::from_millis(ms));
+                    let token = &params["_meta"]["progressToken"];
+                    let progress = |done: u64| {
+                        if !token.is_null() {
+                            send(
+                                out,
+                                json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                                       "params": {"progressToken": token, "progress": done,
+                                                  "total": 2}}),
+                            );
+                        }
+                    };
+                    progress(0);
+                    std::thread::sleep(Duration::from_millis(ms / 2));
+                    progress(1);
+                    std::thread::sleep(Duration::from_millis(ms - ms / 2));
                     text(&format!("slept {ms} ms"))
                 }
                 "notify" => {

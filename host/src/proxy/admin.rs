@@ -165,7 +165,7 @@ pub(crate) fn remove_local(proxy: &Proxy, id: &str) -> Response {
     let Ok(session) = proxy.table.lookup(id) else {
         return (StatusCode::NOT_FOUND, format!("no session `{id}`\n")).into_response();
     };
-    match proxy.table.remove(session, RemovalCause::Deleted) {
+    match proxy.close_session(session, RemovalCause::Deleted) {
         Ok(outcome) => Json(Removed {
             removed: usize::from(outcome == RemoveOutcome::Removed),
             deferred: usize::from(outcome == RemoveOutcome::Deferred),
@@ -181,6 +181,11 @@ async fn cleanup(State(proxy): State<Arc<Proxy>>, Query(query): Query<CleanupQue
         if query.all {
             let before = table.len();
             let removed = table.remove_all(RemovalCause::Deleted);
+            // What is left is busy: end its requests, as `session delete`
+            // does, so that "everything" does not wait on a stuck upstream.
+            for abort in table.inspect(|_, s| s.abort.clone()) {
+                abort.cancel();
+            }
             Removed {
                 removed,
                 deferred: before.saturating_sub(removed),

@@ -59,11 +59,7 @@ where
     let spawned = StdioUpstream::spawn(command)?;
     let mut from_server = spawned.tap()?;
     let server: Arc<dyn Upstream> = Arc::new(spawned);
-    let session = ProxySession {
-        upstream: Arc::clone(&server),
-        client: ClientKey(0),
-        era: Era::Sessions,
-    };
+    let session = ProxySession::new(Arc::clone(&server), ClientKey(0), Era::Sessions);
     let id = table
         .create(NewSession::anonymous(session))
         .map_err(|rejected| ForwardError::Table(rejected.error))?

@@ -172,6 +172,45 @@ impl Message {
     }
 }
 
+impl Message {
+    /// The progress token a request asks for progress under
+    /// (`params._meta.progressToken`), or the one a progress notification
+    /// reports on (`params.progressToken`), in its compact spelling: what
+    /// pairs a server's progress with the request it is about.
+    pub fn progress_token(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Meta<'a> {
+            #[serde(borrow, rename = "progressToken")]
+            progress_token: Option<&'a RawValue>,
+        }
+        #[derive(Deserialize)]
+        struct Params<'a> {
+            #[serde(borrow, rename = "_meta")]
+            meta: Option<Meta<'a>>,
+            #[serde(borrow, rename = "progressToken")]
+            progress_token: Option<&'a RawValue>,
+        }
+        #[derive(Deserialize)]
+        struct Carrier<'a> {
+            #[serde(borrow)]
+            params: Option<Params<'a>>,
+        }
+        let asks = self.kind == Kind::Request;
+        let reports = self.is_notification("notifications/progress");
+        if !asks && !reports {
+            return None;
+        }
+        let carrier: Carrier<'_> = serde_json::from_slice(trim_ascii(&self.raw)).ok()?;
+        let params = carrier.params?;
+        let token = if asks {
+            params.meta?.progress_token?
+        } else {
+            params.progress_token?
+        };
+        Some(compact_id(token.get()))
+    }
+}
+
 fn trim_ascii(bytes: &[u8]) -> &[u8] {
     bytes.trim_ascii()
 }

@@ -48,6 +48,7 @@ use std::time::Duration;
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+use tokio_util::sync::CancellationToken;
 
 use self::access_log::AccessLog;
 use self::client_key::{ClientKey, ClientKeySource};
@@ -57,7 +58,9 @@ use self::session::ProxySession;
 use self::upstream::{Upstream, UpstreamError, UpstreamSpec};
 use crate::config::RateLimit;
 use crate::eviction::RemovalCause;
-use crate::session::{ExternalId, NewSession, SessionId, SessionTable, TableError};
+use crate::session::{
+    ExternalId, NewSession, RemoveOutcome, RequestGuard, SessionId, SessionTable, TableError,
+};
 
 /// Settings of the client-facing side.
 #[derive(Debug, Clone)]
@@ -113,11 +116,20 @@ pub struct Proxy {
     opens: Option<DefaultKeyedRateLimiter<u64>>,
 }
 
-/// A session just opened.
+/// A session just opened, its first request begun.
 pub struct Opened {
     pub id: SessionId,
     pub name: Option<Arc<str>>,
+    pub request: Pinned,
+}
+
+/// A request in flight on a session: what it needs to reach the upstream,
+/// and the pin that keeps the session until the answer has gone out.
+pub struct Pinned {
+    pub guard: RequestGuard<ProxySession>,
     pub upstream: Arc<dyn Upstream>,
+    /// Cancelled when the session is closed under the request.
+    pub abort: CancellationToken,
 }
 
 impl Proxy {
@@ -160,14 +172,17 @@ impl Proxy {
         }
     }
 
-    /// Opens a session for `client`: checks its rate of opening sessions,
-    /// starts an upstream, and creates the table entry (evicting as the policy
-    /// decides). A refused create tears the fresh upstream down.
+    /// Opens a session for `client` with its first request (of `bytes`)
+    /// begun: checks its rate of opening sessions, starts an upstream, and
+    /// creates the table entry (evicting as the policy decides), pinned from
+    /// the start so that no concurrent create can evict it before its client
+    /// has used it. A refused create tears the fresh upstream down.
     pub async fn open_session(
         self: &Arc<Self>,
         client: ClientKey,
         era: Era,
         name: ExternalId,
+        bytes: u64,
     ) -> Result<Opened, OpenError> {
         if let Some(opens) = &self.opens {
             if let Err(not_until) = opens.check_key(&client.0) {
@@ -176,6 +191,9 @@ impl Proxy {
                 ));
             }
         }
+        // A full table of busy sessions refuses the create anyway: say so
+        // before starting an upstream process only to tear it down.
+        self.table.check_room(1).map_err(OpenError::Table)?;
         let upstream = self.upstreams.open().await?;
         self.metrics.upstreams_started.inc();
         // In a cluster the id names this instance, so any other can route it.
@@ -188,18 +206,15 @@ impl Proxy {
             key: client.0,
             tenant: 0,
             weight: 1,
-            upstream: ProxySession {
-                upstream: Arc::clone(&upstream),
-                client,
-                era,
-            },
+            upstream: ProxySession::new(Arc::clone(&upstream), client, era),
         };
+        let abort = new.upstream.abort.clone();
         let table = Arc::clone(&self.table);
         // The create may ask a WebAssembly policy for a victim.
-        let created = tokio::task::spawn_blocking(move || table.create(new))
+        let created = tokio::task::spawn_blocking(move || table.create_pinned(new, bytes))
             .await
             .map_err(|_| OpenError::ShuttingDown)?;
-        let created = match created {
+        let (created, guard) = match created {
             Ok(created) => created,
             Err(rejected) => {
                 let refused = rejected.upstream.upstream;
@@ -221,8 +236,27 @@ impl Proxy {
         Ok(Opened {
             id: created.id,
             name: created.external_id,
-            upstream,
+            request: Pinned {
+                guard,
+                upstream,
+                abort,
+            },
         })
+    }
+
+    /// Removes a session for good, ending its requests in flight at once. A
+    /// removal waits for the requests it finds (the table defers it), and a
+    /// request waits for its upstream: without the abort, a stuck upstream
+    /// would keep the session, and itself, alive past any delete or timeout.
+    pub fn close_session(
+        &self,
+        id: SessionId,
+        cause: RemovalCause,
+    ) -> Result<RemoveOutcome, TableError> {
+        let abort = self.table.with_upstream(id, |s| s.abort.clone())?;
+        let outcome = self.table.remove(id, cause)?;
+        abort.cancel();
+        Ok(outcome)
     }
 
     /// Closes the session when its upstream fails on its own. After a normal
@@ -249,7 +283,7 @@ impl Proxy {
                 .table
                 .get(id)
                 .is_some_and(|s| s.state == crate::session::SessionState::Initializing);
-            if unfinished && proxy.table.remove(id, RemovalCause::ExpiredIdle).is_ok() {
+            if unfinished && proxy.close_session(id, RemovalCause::ExpiredIdle).is_ok() {
                 tracing::info!(?timeout, "session expired before finishing its handshake");
             }
         });

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::header::{ACCEPT, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -34,6 +35,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
 use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use super::client_key::ClientKey;
 use super::jsonrpc::{code, error_response, Message};
@@ -41,8 +43,8 @@ use super::mcp_headers::{
     era_of, supported_versions, Era, LAST_EVENT_ID, MCP_METHOD, MCP_NAME, PROTOCOL_VERSION,
     SESSION_ID,
 };
-use super::upstream::{Event, Events, Forwarded, Reply, Upstream, UpstreamError};
-use super::{OpenError, Opened, Proxy};
+use super::upstream::{Event, Events, Forwarded, Reply, UpstreamError};
+use super::{OpenError, Opened, Pinned, Proxy};
 use crate::cluster::route::HopClient;
 use crate::eviction::RemovalCause;
 use crate::session::{ExternalId, RequestGuard, SessionId, TableError};
@@ -247,11 +249,32 @@ async fn handle_post(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     hop: Option<Extension<HopClient>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let client = client_of(&proxy, hop, &headers, remote);
-    let response = post_message(&proxy, client, &headers, body).await;
+    let response = match body {
+        Ok(body) => {
+            let client = client_of(&proxy, hop, &headers, remote);
+            post_message(&proxy, client, &headers, body).await
+        }
+        // Answered in JSON-RPC like every other refusal, so a client's error
+        // path need not parse axum's plain text.
+        Err(rejection) => {
+            let status = rejection.status();
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!(
+                    "the request body is larger than the proxy accepts (--max-body {} bytes)",
+                    proxy.options.max_body
+                )
+            } else {
+                format!(
+                    "the request body could not be read: {}",
+                    rejection.body_text()
+                )
+            };
+            refuse(status, None, code::INVALID_REQUEST, &message)
+        }
+    };
     finish(&proxy, "POST", started, response)
 }
 
@@ -306,19 +329,23 @@ async fn post_in_session(
     let request_id = message.id().map(str::to_owned);
     let rid = request_id.as_deref();
     if message.is_request("initialize") {
+        let bytes = message.bytes().len() as u64;
         let opened = match proxy
-            .open_session(client, Era::Sessions, ExternalId::Generate)
+            .open_session(client, Era::Sessions, ExternalId::Generate, bytes)
             .await
         {
             Ok(opened) => opened,
             Err(e) => return open_refusal(&e, rid),
         };
-        let Opened { id, name, upstream } = opened;
-        let guard = match proxy.table.request_guard(id, message.bytes().len() as u64) {
-            Ok(guard) => guard,
-            Err(e) => return table_refusal(&e, rid),
-        };
-        let mut response = relay(proxy, upstream, message, headers, guard).await;
+        let Opened { id, name, request } = opened;
+        let (mut response, answered) = relay_and_tell(proxy, request, message, headers).await;
+        if answered == Answered::Refused {
+            // A session whose initialize failed is of no use to anyone: it
+            // must not hold a place (and an upstream) until the handshake
+            // times out, nor be named to a client that cannot use it.
+            let _ = proxy.close_session(id, RemovalCause::Closed);
+            return response;
+        }
         if let Some(value) = name.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
             response.headers_mut().insert(SESSION_ID, value);
         }
@@ -336,14 +363,14 @@ async fn post_in_session(
         Ok(id) => id,
         Err(_) => return session_not_found(rid),
     };
-    let (guard, upstream) = match begin(proxy, id, client, &message) {
-        Ok(begun) => begun,
+    let request = match begin(proxy, id, client, &message) {
+        Ok(request) => request,
         Err(response) => return response,
     };
     if message.is_notification("notifications/initialized") {
         let _ = proxy.table.activate(id);
     }
-    relay(proxy, upstream, message, headers, guard).await
+    relay(proxy, request, message, headers).await
 }
 
 async fn post_stateless(
@@ -358,20 +385,18 @@ async fn post_stateless(
     let id = match proxy.table.lookup(&name) {
         Ok(id) => id,
         Err(_) => match proxy
-            .open_session(client, Era::Stateless, ExternalId::Given(name.clone()))
+            .open_session(
+                client,
+                Era::Stateless,
+                ExternalId::Given(name.clone()),
+                message.bytes().len() as u64,
+            )
             .await
         {
             Ok(opened) => {
-                let guard = match proxy
-                    .table
-                    .request_guard(opened.id, message.bytes().len() as u64)
-                {
-                    Ok(guard) => guard,
-                    Err(e) => return table_refusal(&e, rid),
-                };
                 let probe = message.is_request("server/discover");
                 let (response, answered) =
-                    relay_and_tell(proxy, opened.upstream, message, headers, guard).await;
+                    relay_and_tell(proxy, opened.request, message, headers).await;
                 if probe && answered == Answered::Refused {
                     // A client probing for the 2026 era, refused by an upstream
                     // that only speaks the sessions era, falls back to
@@ -391,11 +416,11 @@ async fn post_stateless(
             Err(e) => return open_refusal(&e, rid),
         },
     };
-    let (guard, upstream) = match begin(proxy, id, client, &message) {
-        Ok(begun) => begun,
+    let request = match begin(proxy, id, client, &message) {
+        Ok(request) => request,
         Err(response) => return response,
     };
-    relay(proxy, upstream, message, headers, guard).await
+    relay(proxy, request, message, headers).await
 }
 
 /// Starts a request on a live session: pins it (rate limited) and takes a
@@ -406,38 +431,33 @@ fn begin(
     id: SessionId,
     client: ClientKey,
     message: &Message,
-) -> Result<
-    (
-        RequestGuard<super::session::ProxySession>,
-        Arc<dyn Upstream>,
-    ),
-    Response,
-> {
+) -> Result<Pinned, Response> {
     let rid = message.id();
     let guard = proxy
         .table
         .request_guard(id, message.bytes().len() as u64)
         .map_err(|e| table_refusal(&e, rid))?;
-    let upstream = proxy
+    let (upstream, abort) = proxy
         .table
-        .with_upstream(id, |s| Arc::clone(&s.upstream))
+        .with_upstream(id, |s| (Arc::clone(&s.upstream), s.abort.clone()))
         .map_err(|e| table_refusal(&e, rid))?;
     proxy.count_access(client, true);
-    Ok((guard, upstream))
+    Ok(Pinned {
+        guard,
+        upstream,
+        abort,
+    })
 }
 
 /// Sends one message upstream and relays the answer. The request stays pinned
 /// until its response has gone out (the guard travels with the stream).
 async fn relay(
     proxy: &Arc<Proxy>,
-    upstream: Arc<dyn Upstream>,
+    request: Pinned,
     message: Message,
     headers: &HeaderMap,
-    guard: RequestGuard<super::session::ProxySession>,
 ) -> Response {
-    relay_and_tell(proxy, upstream, message, headers, guard)
-        .await
-        .0
+    relay_and_tell(proxy, request, message, headers).await.0
 }
 
 /// How the upstream answered, as far as the proxy saw before relaying it.
@@ -450,15 +470,36 @@ enum Answered {
     Streaming,
 }
 
+/// What a request still waiting on its upstream is told when its session is
+/// closed under it.
+fn closed_in_flight(id: Option<&str>) -> Response {
+    refuse(
+        StatusCode::NOT_FOUND,
+        id,
+        code::SESSION_CLOSED,
+        "the session was closed while this request was in flight; send initialize again",
+    )
+}
+
 async fn relay_and_tell(
     proxy: &Arc<Proxy>,
-    upstream: Arc<dyn Upstream>,
+    request: Pinned,
     message: Message,
     headers: &HeaderMap,
-    guard: RequestGuard<super::session::ProxySession>,
 ) -> (Response, Answered) {
+    let Pinned {
+        guard,
+        upstream,
+        abort,
+    } = request;
     let request_id = message.id().map(str::to_owned);
-    let reply = upstream.send(message, &forwarded(headers)).await;
+    let forwarded = forwarded(headers);
+    let reply = tokio::select! {
+        reply = upstream.send(message, &forwarded) => reply,
+        () = abort.cancelled() => {
+            return (closed_in_flight(request_id.as_deref()), Answered::Refused);
+        }
+    };
     let events = match reply {
         Ok(Reply::Accepted) => return (StatusCode::ACCEPTED.into_response(), Answered::Fine),
         Ok(Reply::Refused {
@@ -482,18 +523,27 @@ async fn relay_and_tell(
             );
         }
     };
-    answer(events, request_id, headers, guard).await
+    answer(events, request_id, headers, guard, abort).await
 }
 
 /// Answers with plain JSON when the first thing the upstream sends is the
 /// response itself (and the client takes JSON); with an SSE stream otherwise.
+/// A stream cut short by the session's close ends with an error for the
+/// request, so the client is not left waiting for an answer that cannot come.
 async fn answer(
     mut events: Events,
     request_id: Option<String>,
     headers: &HeaderMap,
     guard: RequestGuard<super::session::ProxySession>,
+    abort: CancellationToken,
 ) -> (Response, Answered) {
-    let Some(first) = events.next().await else {
+    let first = tokio::select! {
+        first = events.next() => first,
+        () = abort.cancelled() => {
+            return (closed_in_flight(request_id.as_deref()), Answered::Refused);
+        }
+    };
+    let Some(first) = first else {
         let response = refuse(
             StatusCode::BAD_GATEWAY,
             request_id.as_deref(),
@@ -502,38 +552,106 @@ async fn answer(
         );
         return (response, Answered::Refused);
     };
-    let is_answer = first.id.is_none()
-        && first
-            .message
-            .as_ref()
-            .is_some_and(|m| m.id().is_some() && m.id() == request_id.as_deref());
+    let is_answer = first.id.is_none() && answers(&first, request_id.as_deref());
     let wants_stream =
         !accepts(headers, "application/json") && accepts(headers, "text/event-stream");
+    if !accepts(headers, "text/event-stream") {
+        // A client that takes only JSON gets the response alone: what the
+        // upstream sends before it (progress, log lines) has no way there.
+        let mut next = Some(first);
+        loop {
+            match next {
+                Some(event) if answers(&event, request_id.as_deref()) => {
+                    if let Some(message) = event.message {
+                        drop(guard);
+                        return json_answer(message);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    let response = refuse(
+                        StatusCode::BAD_GATEWAY,
+                        request_id.as_deref(),
+                        code::UPSTREAM_FAILED,
+                        "the upstream ended without answering",
+                    );
+                    return (response, Answered::Refused);
+                }
+            }
+            next = tokio::select! {
+                next = events.next() => next,
+                () = abort.cancelled() => {
+                    return (closed_in_flight(request_id.as_deref()), Answered::Refused);
+                }
+            };
+        }
+    }
     if is_answer && !wants_stream {
         if let Some(message) = first.message {
             drop(guard);
-            let answered = if message.is_error() {
-                Answered::Refused
-            } else {
-                Answered::Fine
-            };
-            let response = (
-                StatusCode::OK,
-                [(CONTENT_TYPE, "application/json")],
-                message.bytes().clone(),
-            )
-                .into_response();
-            return (response, answered);
+            return json_answer(message);
         }
     }
+    let mut answered = answers(&first, request_id.as_deref());
+    let cut_short = abort.clone();
+    let closing = request_id.as_deref().map(|id| {
+        error_response(
+            Some(id),
+            code::SESSION_CLOSED,
+            "the session was closed while this request was in flight; send initialize again",
+            None,
+        )
+    });
     let stream = futures::stream::once(async move { first })
-        .chain(events)
+        .chain(events.take_until(abort.cancelled_owned()))
+        .map(Some)
+        .chain(futures::stream::once(async { None }))
+        .filter_map(move |event| {
+            let event = match event {
+                Some(event) => {
+                    answered |= answers(&event, request_id.as_deref());
+                    Some(event)
+                }
+                // After the last event: an error only if the close cut the
+                // stream before the request was answered.
+                None if cut_short.is_cancelled() && !answered => closing
+                    .as_ref()
+                    .and_then(|body| Message::parse(body.clone()).ok())
+                    .map(Event::message),
+                None => None,
+            };
+            futures::future::ready(event)
+        })
         .map(move |event| {
             // The pin lasts as long as the stream: dropped with it.
             let _pinned = &guard;
             Ok::<_, Infallible>(sse_event(event))
         });
     (Sse::new(stream).into_response(), Answered::Streaming)
+}
+
+/// The upstream's response as a plain JSON body.
+fn json_answer(message: Message) -> (Response, Answered) {
+    let answered = if message.is_error() {
+        Answered::Refused
+    } else {
+        Answered::Fine
+    };
+    let response = (
+        StatusCode::OK,
+        [(CONTENT_TYPE, "application/json")],
+        message.bytes().clone(),
+    )
+        .into_response();
+    (response, answered)
+}
+
+/// Whether `event` carries the response to request `id`.
+fn answers(event: &Event, id: Option<&str>) -> bool {
+    event
+        .message
+        .as_ref()
+        .is_some_and(|m| m.id().is_some() && m.id() == id)
 }
 
 fn sse_event(event: Event) -> SseEvent {
@@ -639,7 +757,16 @@ fn delete_session(proxy: &Proxy, headers: &HeaderMap) -> Response {
     let Ok(id) = proxy.table.lookup(name) else {
         return session_not_found(None);
     };
-    match proxy.table.remove(id, RemovalCause::Closed) {
+    // A session already on its way out is gone for its client, as a POST to
+    // it would find.
+    if proxy
+        .table
+        .get(id)
+        .is_none_or(|s| s.state == crate::session::SessionState::Closing)
+    {
+        return session_not_found(None);
+    }
+    match proxy.close_session(id, RemovalCause::Closed) {
         Ok(_) => StatusCode::OK.into_response(),
         Err(e) => table_refusal(&e, None),
     }

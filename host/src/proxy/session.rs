@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use super::client_key::ClientKey;
 use super::mcp_headers::Era;
 use super::upstream::Upstream;
@@ -12,6 +14,22 @@ pub struct ProxySession {
     pub upstream: Arc<dyn Upstream>,
     pub client: ClientKey,
     pub era: Era,
+    /// Cancelled when the session is closed for good (by its client, an
+    /// operator or an unfinished handshake): its requests in flight end at
+    /// once instead of holding the removal, and the upstream, for as long as
+    /// the upstream keeps them waiting.
+    pub abort: CancellationToken,
+}
+
+impl ProxySession {
+    pub fn new(upstream: Arc<dyn Upstream>, client: ClientKey, era: Era) -> Self {
+        Self {
+            upstream,
+            client,
+            era,
+            abort: CancellationToken::new(),
+        }
+    }
 }
 
 /// Closes a removed session's upstream (child process, upstream session);

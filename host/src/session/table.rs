@@ -228,6 +228,71 @@ impl<U: Send + 'static> SessionTable<U> {
     ///
     /// May call the policy for victims (see the module docs on blocking).
     pub fn create(&self, new: NewSession<U>) -> Result<Created, Rejected<U>> {
+        self.create_then(new, None)
+    }
+
+    /// [`create`](Self::create) with the session's first request begun in
+    /// the same lock round (a [`begin_request`](Self::begin_request) of
+    /// `bytes`). Between a plain create and a request guard taken after it, a
+    /// concurrent create could evict the session nobody has used yet, and the
+    /// client that asked for it would be told it is gone before it had it.
+    /// Refused as [`TableError::Overloaded`] when the global in-flight bound is
+    /// reached, before anything is evicted.
+    pub fn create_pinned(
+        self: &Arc<Self>,
+        new: NewSession<U>,
+        bytes: u64,
+    ) -> Result<(Created, RequestGuard<U>), Rejected<U>> {
+        if let Err(in_flight) = self.in_flight.try_acquire() {
+            self.metrics.inc(|m| &m.rejected_overloaded);
+            return Err(Rejected {
+                error: TableError::Overloaded {
+                    in_flight,
+                    max_in_flight: self.in_flight.max(),
+                },
+                upstream: new.upstream,
+            });
+        }
+        match self.create_then(new, Some(bytes)) {
+            Ok(created) => {
+                let guard = RequestGuard {
+                    table: Arc::clone(self),
+                    id: created.id,
+                };
+                Ok((created, guard))
+            }
+            Err(rejected) => {
+                self.in_flight.release(1);
+                Err(rejected)
+            }
+        }
+    }
+
+    /// Whether a session of `weight` could be created now, evicting as
+    /// needed: refused as [`create`](Self::create) would refuse it when every
+    /// session holding room is busy. Only a forecast (a concurrent create or
+    /// request may change it), for a caller with something costly to start
+    /// before creating, such as an upstream process.
+    pub fn check_room(&self, weight: u32) -> Result<(), TableError> {
+        let core = self.core.lock();
+        if core.reclaimable(weight) {
+            return Ok(());
+        }
+        self.metrics.inc(|m| &m.rejected_capacity);
+        Err(TableError::Capacity {
+            live: core.live(),
+            max_sessions: core.max_sessions(),
+            pinned: core.pinned(),
+        })
+    }
+
+    /// `create`, and with `first_request` its request begun under the lock
+    /// that inserts it (the caller holds an in-flight slot for it).
+    fn create_then(
+        &self,
+        new: NewSession<U>,
+        first_request: Option<u64>,
+    ) -> Result<Created, Rejected<U>> {
         let NewSession {
             external_id,
             key,
@@ -340,11 +405,20 @@ impl<U: Send + 'static> SessionTable<U> {
                 upstream,
             };
             break match core.insert(insert, now, &mut fx) {
-                Ok(id) => Ok(Created {
-                    id,
-                    external_id,
-                    evicted,
-                }),
+                Ok(id) => {
+                    if let Some(bytes) = first_request {
+                        // A fresh session's limiter holds at least one token
+                        // (bursts are non-zero), so this touch is admitted.
+                        let _ = core.touch(id, bytes, now, &mut fx);
+                        // Just inserted, so live: the pin cannot fail.
+                        let _ = core.pin(id);
+                    }
+                    Ok(Created {
+                        id,
+                        external_id,
+                        evicted,
+                    })
+                }
                 Err((error, upstream)) => reject(error, upstream),
             };
         };

@@ -84,6 +84,9 @@ impl fmt::Display for StdioCommand {
 struct Routes {
     /// Reply channel of each request in flight, by its compact id.
     pending: HashMap<String, mpsc::Sender<Event>>,
+    /// The request in flight that asked for progress under each token: its
+    /// progress goes to it, whichever request is the latest.
+    progress: HashMap<String, String>,
     /// The most recent request still in flight: server messages sent while a
     /// request runs most likely belong to it (progress, sampling).
     latest: Option<String>,
@@ -199,6 +202,7 @@ impl Upstream for StdioUpstream {
             return Ok(Reply::Accepted);
         }
         let id = message.id().unwrap_or_default().to_owned();
+        let progress_token = message.progress_token();
         let (reply, replies) = mpsc::channel(REPLY_BUFFER);
         {
             let mut routes = self.routes.lock();
@@ -215,10 +219,16 @@ impl Upstream for StdioUpstream {
             }
             routes.pending.insert(id.clone(), reply);
             routes.latest = Some(id.clone());
+            if let Some(token) = &progress_token {
+                routes.progress.insert(token.clone(), id.clone());
+            }
         }
         if let Err(e) = self.write(message.line()) {
             let mut routes = self.routes.lock();
             routes.pending.remove(&id);
+            if let Some(token) = &progress_token {
+                routes.progress.remove(token);
+            }
             return Err(e);
         }
         Ok(Reply::Events(ReceiverStream::new(replies).boxed()))
@@ -349,13 +359,25 @@ async fn route(routes: &Mutex<Routes>, message: Message) {
         if let Some(tap) = r.tap.clone() {
             Some(tap)
         } else if message.kind() == Kind::Response {
-            match message.id().and_then(|id| r.pending.remove(id)) {
+            let id = message.id().unwrap_or_default();
+            r.progress.retain(|_, asked_by| asked_by != id);
+            match r.pending.remove(id) {
                 Some(reply) => Some(reply),
                 None => {
                     tracing::debug!(id = message.id(), "response to no request in flight");
                     return;
                 }
             }
+        } else if let Some(reply) = message
+            .progress_token()
+            .and_then(|token| r.progress.get(&token))
+            .and_then(|id| r.pending.get(id))
+            .filter(|reply| !reply.is_closed())
+            .cloned()
+        {
+            // Progress on a request goes with its answer, as the client
+            // expects it: on that request's stream, not the latest's.
+            Some(reply)
         } else if let Some(listener) = r.listener.clone().filter(|l| !l.is_closed()) {
             Some(listener)
         } else if let Some(reply) = r.latest.as_ref().and_then(|id| r.pending.get(id)).cloned() {
@@ -385,6 +407,7 @@ fn fail(routes: &Mutex<Routes>, reason: &str) {
         r.listener = None;
         r.tap = None;
         r.latest = None;
+        r.progress.clear();
         r.pending.drain().collect()
     };
     for (id, reply) in pending {
