@@ -489,6 +489,9 @@ mod proxy {
         let (ok, out, _) = cli(&["cleanup", "--all"]);
         assert!(ok && out.contains("removed 2"), "{out}");
         assert_eq!(clients[1].echo("x").status, 404);
+        let (ok, out, _) = cli(&["list"]);
+        assert!(ok, "{out}");
+        assert_eq!(out.lines().last(), Some("0 session(s)"), "{out}");
 
         let scrape = proxy.metrics();
         assert_eq!(

@@ -149,16 +149,20 @@ fn print_table(rows: &[SessionRow]) {
         table.row(cells);
     }
     print!("{}", table.render());
-    let policy = rows.first().map(|r| r.policy.as_str()).unwrap_or("-");
+    // The policy is read off the rows: an empty table has none to name.
+    let policy = rows
+        .first()
+        .map(|r| format!(", policy {}", r.policy))
+        .unwrap_or_default();
     if !cluster {
-        println!("{} session(s), policy {policy}", rows.len());
+        println!("{} session(s){policy}", rows.len());
         return;
     }
     let mut instances: Vec<&str> = rows.iter().filter_map(|r| r.instance.as_deref()).collect();
     instances.sort_unstable();
     instances.dedup();
     println!(
-        "{} session(s) on {} instance(s), policy {policy}",
+        "{} session(s) on {} instance(s){policy}",
         rows.len(),
         instances.len()
     );
