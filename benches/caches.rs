@@ -30,6 +30,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
+use shadowcat::bench::CapacitySpec;
 use shadowcat::replay::{replay, CapacityMode};
 use shadowcat::trace::{read_trace, try_generate, SyntheticSpec, Trace, TraceFormat};
 use shadowcat::wasm::{PolicyEngine, PolicyLimits, WasmPolicy};
@@ -94,7 +95,7 @@ fn workloads() -> Vec<Workload> {
     .expect("the reference trace reads");
     let spec: SyntheticSpec = SYNTHETIC.parse().expect("valid spec");
     let synthetic = try_generate(&spec).expect("the synthetic trace generates");
-    let distinct = synthetic.distinct_ids();
+    let distinct = synthetic.distinct_ids() as u64;
     vec![
         Workload {
             name: "reference",
@@ -111,7 +112,12 @@ fn workloads() -> Vec<Workload> {
             trace: truncated(&synthetic, limit),
             capacities: [1, 5, 10]
                 .into_iter()
-                .map(|pct| (format!("{pct}pct"), (distinct * pct / 100).max(1)))
+                // Resolved as `shadowcat bench --capacity 10%` resolves it, so
+                // that both give the same figures.
+                .map(|pct| {
+                    let capacity = CapacitySpec::Fraction(pct as f64 / 100.0).resolve(distinct);
+                    (format!("{pct}pct"), capacity as usize)
+                })
                 .collect(),
         },
     ]

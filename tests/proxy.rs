@@ -750,6 +750,17 @@ mod proxy {
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("unknown key `max-sesions`"), "{err}");
+        std::fs::write(&file, "max-sessions = \"many\"\n").expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
+            .args(["--config", file.to_str().expect("utf-8"), "config"])
+            .output()
+            .expect("runs");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("shadowcat.toml: max-sessions = \"many\": invalid value 'many'"),
+            "names the file and the key: {err}"
+        );
     }
 
     #[test]

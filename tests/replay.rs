@@ -748,6 +748,10 @@ mod replay {
             ),
             (vec!["--synthetic".into(), "zipf:alpha=-1".into()], "alpha"),
             (vec!["--synthetic".into(), "pareto".into()], "pareto"),
+            (
+                vec!["--synthetic".into(), "zipf:requests=0".into()],
+                "trace has no requests",
+            ),
         ];
         for (args, expected) in cases {
             let mut all = vec!["bench".to_string()];
@@ -803,6 +807,187 @@ mod replay {
                 help.contains(phrase),
                 "`{phrase}` missing from bench --help"
             );
+        }
+    }
+
+    /// `bench --format json` on `args`: (exit code, the report, stderr).
+    fn bench_json(args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+        let mut all = vec!["bench", "--no-belady", "--format", "json"];
+        all.extend(args);
+        let out = shadowcat_cli(&all);
+        let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (out.status.code(), report, text(&out.stderr))
+    }
+
+    #[test]
+    fn replay_cli_reads_a_tsv_with_tabs_as_the_csv_with_commas() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Read with the wrong delimiter, each whole line would be an id of its
+        // own (the first, not an integer, taken for a header): 11 distinct
+        // objects instead of 4.
+        let rows: Vec<[u32; 2]> = (0..12).map(|i| [i % 4, 100 + i]).collect();
+        let write = |name: &str, delimiter: &str| {
+            let path = dir.path().join(name);
+            let body: String = rows
+                .iter()
+                .map(|[id, time]| format!("{id}{delimiter}{time}\n"))
+                .collect();
+            std::fs::write(&path, body).expect("write");
+            path.display().to_string()
+        };
+        let csv = write("t.csv", ",");
+        let tsv = write("t.tsv", "\t");
+        let summary = |trace: &str, extra: &[&str]| {
+            let mut args = vec!["--trace", trace, "--capacity", "2", "--policy", "lru"];
+            args.extend(extra);
+            let (code, report, stderr) = bench_json(&args);
+            assert_eq!(code, Some(0), "{stderr}");
+            (
+                report["requests"].clone(),
+                report["distinct_objects"].clone(),
+                report["rows"][0]["misses"].clone(),
+            )
+        };
+        let from_csv = summary(&csv, &[]);
+        assert_eq!(from_csv.0, 12);
+        assert_eq!(from_csv.1, 4);
+        assert_eq!(summary(&tsv, &[]), from_csv);
+        // An explicit delimiter still wins over the file name's.
+        let forced = summary(&tsv, &["--csv-delimiter", ","]);
+        assert_eq!(forced.1, 11, "{forced:?}");
+    }
+
+    #[test]
+    fn replay_cli_warns_of_table_options_the_replay_ignores() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let warning = "no effect on bench: the replay bounds the session table by --capacity only";
+        let run = |before: &[&str], after: &[&str]| {
+            let (code, _, stderr) = bench_cells(before, &[&["--capacity", "20"], after].concat());
+            assert_eq!(code, Some(0), "{stderr}");
+            stderr
+        };
+        assert!(!run(&[], &[]).contains(warning));
+        let stderr = run(&["--max-sessions", "5"], &[]);
+        assert!(
+            stderr.contains(&format!("--max-sessions has {warning}")),
+            "{stderr}"
+        );
+        let stderr = run(
+            &[],
+            &["--rate-limit", "2", "--burst", "1", "--idle-timeout", "off"],
+        );
+        assert!(
+            stderr.contains(&format!(
+                "--idle-timeout, --rate-limit, --burst have {warning}"
+            )),
+            "{stderr}"
+        );
+        // A config file's top-level keys are the proxy's too: no warning; its
+        // [bench] section is for the replay.
+        let shared = dir.path().join("shared.toml");
+        std::fs::write(&shared, "max-sessions = 5\nrate-limit = 2\n").expect("write");
+        let config = ["--config", shared.to_str().expect("utf-8 path")];
+        assert!(!run(&config, &[]).contains(warning));
+        let own = dir.path().join("bench.toml");
+        std::fs::write(&own, "max-sessions = 5\n[bench]\nmax-in-flight = 3\n").expect("write");
+        let config = ["--config", own.to_str().expect("utf-8 path")];
+        let stderr = run(&config, &[]);
+        assert!(
+            stderr.contains(&format!("--max-in-flight has {warning}")),
+            "{stderr}"
+        );
+    }
+
+    #[test]
+    fn replay_cli_policy_dirs_must_exist_and_stray_files_are_skipped() {
+        for command in [
+            &["policy", "list"][..],
+            &["config"],
+            &["bench", "--policy", "lru"],
+        ] {
+            let out =
+                shadowcat_cli(&[&["--policy-dir", "/nonexistent/policies"], command].concat());
+            let stderr = text(&out.stderr);
+            assert!(!out.status.success(), "{command:?}: {stderr}");
+            assert!(
+                stderr.contains("/nonexistent/policies"),
+                "{command:?}: {stderr}"
+            );
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(
+            fixture("core-module.wasm"),
+            dir.path().join("core-module.wasm"),
+        )
+        .expect("copy");
+        std::fs::copy(
+            crate::common::policy_file("sieve"),
+            dir.path().join("sieve-copy.wasm"),
+        )
+        .expect("copy");
+        let policy_dir = ["--policy-dir", dir.path().to_str().expect("utf-8 path")];
+        let (code, cells, stderr) = bench_cells(&policy_dir, &["--capacity", "20"]);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(cells.contains(&cell("sieve-copy.wasm", "20")), "{cells:?}");
+        assert!(
+            !cells.iter().any(|(p, _)| p.contains("core-module")),
+            "{cells:?}"
+        );
+        assert!(
+            stderr.contains("core-module.wasm is a core WebAssembly module"),
+            "{stderr}"
+        );
+        // Named, it must load.
+        let (code, _, stderr) = bench_cells(
+            &policy_dir,
+            &["--capacity", "20", "--policy", "core-module.wasm"],
+        );
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.contains("core WebAssembly module"), "{stderr}");
+    }
+
+    #[test]
+    fn replay_cli_checks_the_plot_file_before_replaying() {
+        let out =
+            shadowcat_cli(&[&SMALL_BENCH[..], &["--plot", "/nonexistent/dir/x.svg"]].concat());
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("/nonexistent/dir/x.svg"), "{stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "replayed first: {}",
+            text(&out.stdout)
+        );
+    }
+
+    #[test]
+    fn replay_cli_reports_an_os_error_once() {
+        let out = shadowcat_cli(&["bench", "--trace", "/nonexistent/trace.bin"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("/nonexistent/trace.bin"), "{stderr}");
+        assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+    }
+
+    /// Every `bench --help` example that sets a policy's configuration runs.
+    #[test]
+    fn replay_cli_help_examples_with_policy_settings_run() {
+        let help = text(&shadowcat_cli(&["bench", "--help"]).stdout);
+        let examples: Vec<&str> = help
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("shadowcat bench") && l.contains(".wasm:"))
+            .collect();
+        assert!(!examples.is_empty(), "{help}");
+        for example in examples {
+            let mut args: Vec<&str> = example.split_whitespace().skip(1).collect();
+            args.extend([
+                "--synthetic",
+                "uniform:requests=5000,ids=500",
+                "--no-belady",
+            ]);
+            let out = shadowcat_cli(&args);
+            assert!(out.status.success(), "`{example}`: {}", text(&out.stderr));
         }
     }
 }

@@ -4,7 +4,8 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, Parser, Subcommand};
 
 use crate::bench::OutputFormat;
 
@@ -55,7 +56,8 @@ pub struct Cli {
 
     /// Log filter (error, warn, info, debug, trace, or a tracing directive such as
     /// `shadowcat=debug`); RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "info", value_name = "FILTER")]
+    #[arg(long, global = true, default_value = "info", value_name = "FILTER",
+          value_parser = parse_log_filter)]
     pub log: String,
 
     #[command(subcommand)]
@@ -98,7 +100,7 @@ Examples:
   shadowcat bench
   shadowcat bench --trace cloudPhysicsIO.oracleGeneral.bin --capacity 4897 --policy lru --policy fifo.wasm
   shadowcat bench --trace t.csv --csv-id-column 1 --capacity 0.01,0.1 --policy lfu --plot out.svg
-  shadowcat bench --policy lfu.wasm:k=v --policy lfu.wasm --capacity 1%
+  shadowcat bench --policy lfu-decay.wasm:samples=10 --policy lfu-decay.wasm --capacity 1%
   shadowcat bench --no-belady --capacity 1%,10% --rounds 5
   shadowcat --eviction-policy ./my-policy.wasm bench --capacity 4897
   shadowcat bench --synthetic zipf:alpha=0.8,requests=5000000,ids=500000 --format json";
@@ -114,18 +116,18 @@ pub struct BenchArgs {
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub trace_format: Option<TraceFormatArg>,
 
-    /// CSV: 0-based column of the object id.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub csv_id_column: usize,
+    /// CSV: 0-based column of the object id (default: 0).
+    #[arg(long, value_name = "N")]
+    pub csv_id_column: Option<usize>,
     /// CSV: 0-based column of the time in seconds (default: the row number).
     #[arg(long, value_name = "N")]
     pub csv_time_column: Option<usize>,
-    /// CSV: 0-based column of the size in bytes (default: 1).
+    /// CSV: 0-based column of the size in bytes (default: none, every object has size 1).
     #[arg(long, value_name = "N")]
     pub csv_size_column: Option<usize>,
-    /// CSV: field delimiter.
-    #[arg(long, default_value_t = ',', value_name = "CHAR")]
-    pub csv_delimiter: char,
+    /// CSV: field delimiter (default: a tab for `.tsv`, else `,`).
+    #[arg(long, value_name = "CHAR")]
+    pub csv_delimiter: Option<char>,
     /// CSV: whether the first row is a header (default: detected).
     #[arg(long, value_name = "BOOL")]
     pub csv_header: Option<bool>,
@@ -206,7 +208,7 @@ pub enum PolicyCommand {
 pub struct PolicyArgs {
     /// Where `--eviction-policy NAME` looks for `NAME.wasm` first (then `policies/`
     /// next to the executable).
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", value_parser = parse_policy_dir)]
     pub policy_dir: Option<PathBuf>,
 
     /// A `key=value` setting passed to the policy's `create`; repeat for more.
@@ -233,7 +235,8 @@ pub struct PolicyArgs {
     /// Consecutive faults (traps, timeouts, memory) after which a policy is
     /// quarantined (the host LRU takes over until it is reloaded). An `Err` answer
     /// is not a fault.
-    #[arg(long, global = true, default_value_t = 5, value_name = "N")]
+    #[arg(long, global = true, default_value_t = 5, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub policy_max_faults: u32,
 
     /// Quarantine a policy once N of its last CALLS calls faulted, however spread
@@ -274,7 +277,7 @@ impl PolicyArgs {
         PolicyLimits {
             call_timeout: self.policy_timeout,
             memory_bytes: self.policy_memory,
-            max_consecutive_faults: self.policy_max_faults.max(1),
+            max_consecutive_faults: self.policy_max_faults,
             max_window_faults,
             fault_window,
             prefetch: self.policy_prefetch,
@@ -323,8 +326,11 @@ pub struct TableArgs {
           value_parser = parse_rate)]
     pub rate_limit: ::std::option::Option<NonZeroU32>,
 
-    /// Requests a session may make at once above its rate.
-    #[arg(long, global = true, default_value = "50", value_name = "N")]
+    /// Most requests a session may make at once: the size of its bucket, which
+    /// refills at --rate-limit per second (with --burst 1 the requests are spaced
+    /// out at exactly the rate).
+    #[arg(long, global = true, default_value = "50", value_name = "N",
+          value_parser = parse_burst)]
     pub burst: NonZeroU32,
 
     /// Most requests in flight across all sessions; more are refused as overloaded.
@@ -347,6 +353,45 @@ fn parse_prefetch(text: &str) -> Result<usize, String> {
     }
 }
 
+/// A burst: a bucket of fewer than one request would admit nothing.
+pub(crate) fn parse_burst(text: &str) -> Result<NonZeroU32, String> {
+    text.trim().parse::<NonZeroU32>().map_err(|_| {
+        format!(
+            "`{text}` is not a whole number of requests from 1 to {}",
+            u32::MAX
+        )
+    })
+}
+
+/// Checked here, not where the policies are looked up: a directory that is
+/// not there would otherwise be skipped, and the policies in it silently
+/// replaced by those found elsewhere.
+fn parse_policy_dir(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_dir() => Ok(path),
+        Ok(_) => Err(format!("{} is not a directory", path.display())),
+        Err(e) => Err(format!(
+            "cannot read the policy directory {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+/// Checked here, not when logging starts: a filter that does not parse would
+/// otherwise leave the default level in place without a word.
+fn parse_log_filter(text: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| {
+            format!(
+                "`{text}` is not a log filter ({e}); use error, warn, info, debug, trace or a \
+                 directive such as shadowcat=debug"
+            )
+        })
+}
+
 fn parse_rate(text: &str) -> Result<Option<NonZeroU32>, String> {
     match text.trim() {
         "off" | "unlimited" => Ok(None),
@@ -354,6 +399,36 @@ fn parse_rate(text: &str) -> Result<Option<NonZeroU32>, String> {
             format!("`{other}` is not a positive whole number of requests per second (or `off`)")
         }),
     }
+}
+
+/// The session-table options a replay does not use: it bounds the table by
+/// its capacity alone, on virtual time, with no expiry, rate limit or
+/// in-flight bound.
+const IGNORED_BY_REPLAY: [&str; 7] = [
+    "max-sessions",
+    "idle-timeout",
+    "max-age",
+    "cleanup-interval",
+    "rate-limit",
+    "burst",
+    "max-in-flight",
+];
+
+/// The options of [`IGNORED_BY_REPLAY`] that `matches` (of [`Cli`]) holds a
+/// value for that was given rather than defaulted, by long name.
+pub fn replay_ignores(matches: &ArgMatches) -> Vec<&'static str> {
+    let command = Cli::command();
+    IGNORED_BY_REPLAY
+        .into_iter()
+        .filter(|long| {
+            command
+                .get_arguments()
+                .find(|arg| arg.get_long() == Some(long))
+                .is_some_and(|arg| {
+                    matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine)
+                })
+        })
+        .collect()
 }
 
 impl TableArgs {
@@ -436,6 +511,28 @@ mod tests {
         assert!(err.to_string().contains("positive"), "{err}");
     }
 
+    #[test]
+    fn cli_rejects_values_that_would_be_ignored_or_misread() {
+        let err = |args: &[&str]| {
+            let mut argv = vec!["shadowcat"];
+            argv.extend(args);
+            argv.push("config");
+            Cli::try_parse_from(argv).expect_err("refused").to_string()
+        };
+        let e = err(&["--log", "bogus[[["]);
+        assert!(e.contains("not a log filter"), "{e}");
+        let e = err(&["--policy-max-faults", "0"]);
+        assert!(e.contains("1..="), "{e}");
+        let e = err(&["--burst", "0"]);
+        assert!(e.contains("whole number of requests from 1"), "{e}");
+        assert!(!e.contains("zero for non-zero type"), "{e}");
+        let e = err(&["--policy-dir", "/nonexistent/policies"]);
+        assert!(e.contains("/nonexistent/policies"), "{e}");
+        let cli = Cli::try_parse_from(["shadowcat", "--log", "shadowcat=debug,warn", "config"])
+            .expect("a directive");
+        assert_eq!(cli.log, "shadowcat=debug,warn");
+    }
+
     /// The examples are what a newcomer copies: each must stay on one line
     /// in a help piped through `less` (clap wraps at 100 columns without a
     /// terminal) and be a command line the parser accepts.
@@ -448,8 +545,17 @@ mod tests {
             .lines()
             .collect();
         assert!(examples.len() >= 5, "{examples:?}");
-        for line in examples {
+        for line in &examples {
             assert!(line.len() <= 100, "wraps in --help: {line}");
+        }
+        // The bench examples too must parse (running them is
+        // `replay_cli_help_examples_with_policy_settings_run`'s part).
+        let bench_examples = BENCH_ABOUT
+            .split_once("Examples:\n")
+            .expect("BENCH_ABOUT has its examples")
+            .1
+            .lines();
+        for line in examples.into_iter().chain(bench_examples) {
             let (_, command) = line.split_once("shadowcat ").expect("an example command");
             let mut args = vec!["shadowcat".to_owned()];
             // The only quoting the examples use: one double-quoted argument.

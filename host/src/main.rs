@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{CommandFactory, Parser};
-use shadowcat::cli::{Cli, Command, PolicyCommand};
+use clap::{CommandFactory, FromArgMatches};
+use shadowcat::cli::{replay_ignores, Cli, Command, PolicyCommand};
 use shadowcat::proxy::upstream::reaper::{self, REAPER_ARG};
 
 mod cmd;
@@ -12,16 +12,45 @@ fn main() -> ExitCode {
         reaper::run();
         return ExitCode::SUCCESS;
     }
-    let args =
+    let expanded =
         match shadowcat::cli::config_file::expand(&Cli::command(), std::env::args_os().collect()) {
-            Ok(args) => args,
+            Ok(expanded) => expanded,
             Err(err) => {
                 eprintln!("error: {err}");
                 return ExitCode::from(2);
             }
         };
-    let cli = Cli::parse_from(args);
+    let parsed = Cli::command()
+        .try_get_matches_from(&expanded.args)
+        .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
+        Err(err) => match expanded.blame(&err) {
+            Some(blamed) => {
+                eprintln!("error: {blamed}");
+                return ExitCode::from(2);
+            }
+            None => err.exit(),
+        },
+    };
     init_tracing(&cli.log);
+    if matches!(cli.command, Some(Command::Bench(_))) {
+        // Top-level keys of a config file are shared with the proxy, so they
+        // say nothing about what the user expects of a replay.
+        let ignored: Vec<String> = replay_ignores(&matches)
+            .into_iter()
+            .filter(|long| !expanded.set_by_top_level(long))
+            .map(|long| format!("--{long}"))
+            .collect();
+        if !ignored.is_empty() {
+            tracing::warn!(
+                "{} {} no effect on bench: the replay bounds the session table by --capacity only, \
+                 with no expiry, rate limit or in-flight bound",
+                ignored.join(", "),
+                if ignored.len() == 1 { "has" } else { "have" }
+            );
+        }
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

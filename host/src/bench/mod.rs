@@ -15,7 +15,7 @@ use crate::session::FallbackReason;
 use crate::trace::{belady_misses, Trace, TraceError};
 use crate::wasm::{ConfiguredPolicy, OpenedPolicy, PolicyError, PolicyMetricsSnapshot};
 
-pub use plot::{write_plot, PlotError};
+pub use plot::{check_plot_path, write_plot, PlotError};
 pub use report::{render, OutputFormat};
 
 /// The name the offline optimum goes by in results.

@@ -11,12 +11,17 @@ pub enum PlotError {
     #[error("plot file {} must end in .svg or .png", .0.display())]
     Extension(PathBuf),
     #[error(
-        "plots need a TrueType font to lay out their labels and none was found \
-         (looked for {0}); install fonts-dejavu-core"
+        "cannot draw the plot {}: plots need a TrueType font to lay out their labels and none \
+         was found (looked for {looked_for}); install fonts-dejavu-core", path.display()
     )]
-    NoFont(String),
-    #[error("cannot draw the plot: {0}")]
-    Draw(String),
+    NoFont { path: PathBuf, looked_for: String },
+    #[error("cannot write the plot {}: {error}", path.display())]
+    Write {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("cannot draw the plot {}: {reason}", path.display())]
+    Draw { path: PathBuf, reason: String },
 }
 
 /// System fonts tried for label layout (both backends measure text with it).
@@ -26,7 +31,7 @@ const FONT_CANDIDATES: [&str; 3] = [
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
 ];
 
-fn register_font() -> Result<(), PlotError> {
+fn register_font(path: &Path) -> Result<(), PlotError> {
     static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         FONT_CANDIDATES.iter().any(|path| {
@@ -40,32 +45,68 @@ fn register_font() -> Result<(), PlotError> {
     if ok {
         Ok(())
     } else {
-        Err(PlotError::NoFont(FONT_CANDIDATES.join(", ")))
+        Err(PlotError::NoFont {
+            path: path.to_owned(),
+            looked_for: FONT_CANDIDATES.join(", "),
+        })
     }
 }
 
-pub fn write_plot(report: &BenchReport, path: &Path) -> Result<(), PlotError> {
-    let size = (960, 600);
+/// Whether a plot can be written to `path`, checked before a run of minutes
+/// whose plot would otherwise be lost at its very end: the name, a font, and
+/// a file that can be created there (removed again if it was not there).
+pub fn check_plot_path(path: &Path) -> Result<(), PlotError> {
     let extension = path.extension().and_then(|e| e.to_str());
     if !matches!(extension, Some("svg" | "png")) {
         return Err(PlotError::Extension(path.to_owned()));
     }
-    register_font()?;
-    if extension == Some("svg") {
-        draw(report, SVGBackend::new(path, size).into_drawing_area())
+    register_font(path)?;
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|error| PlotError::Write {
+            path: path.to_owned(),
+            error,
+        })?;
+    if !existed {
+        // Only a probe: no plot is better than an empty one if the run fails.
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+pub fn write_plot(report: &BenchReport, path: &Path) -> Result<(), PlotError> {
+    let size = (960, 600);
+    check_plot_path(path)?;
+    if path.extension().is_some_and(|e| e == "svg") {
+        draw(
+            report,
+            path,
+            SVGBackend::new(path, size).into_drawing_area(),
+        )
     } else {
-        draw(report, BitMapBackend::new(path, size).into_drawing_area())
+        draw(
+            report,
+            path,
+            BitMapBackend::new(path, size).into_drawing_area(),
+        )
     }
 }
 
 fn draw<DB: DrawingBackend>(
     report: &BenchReport,
+    path: &Path,
     area: DrawingArea<DB, plotters::coord::Shift>,
 ) -> Result<(), PlotError>
 where
     DB::ErrorType: 'static,
 {
-    let err = |e: &dyn std::fmt::Display| PlotError::Draw(e.to_string());
+    let err = |e: &dyn std::fmt::Display| PlotError::Draw {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
     area.fill(&WHITE).map_err(|e| err(&e))?;
     let mut policies: Vec<&str> = Vec::new();
     for row in &report.rows {

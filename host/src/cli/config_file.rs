@@ -16,20 +16,24 @@
 //!
 //! The file becomes command-line arguments placed before the user's own (each
 //! command's right after its name), so clap validates file values exactly as
-//! it validates flags, and a flag given on the command line wins because the
-//! last occurrence of an option does. An unknown key is an error that names it.
+//! it validates flags. A key whose option is also given on the command line is
+//! left out, so the flag replaces the file's value, all of a list's values
+//! included. An unknown key is an error that names it, and so is a value clap
+//! refuses (see [`Expanded::blame`]).
 
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use clap::error::{ContextKind, ContextValue};
 use clap::{ArgAction, Command};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigFileError {
-    #[error("cannot read the config file {}: {source}", path.display())]
+    #[error("cannot read the config file {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
@@ -47,8 +51,77 @@ pub enum ConfigFileError {
         section: String,
         expected: &'static str,
     },
+    #[error("in {}: {key} = {value}: {message}", path.display())]
+    Value {
+        path: PathBuf,
+        key: String,
+        /// As the file spells it.
+        value: String,
+        /// Why clap refused it.
+        message: String,
+    },
     #[error("--config needs a file name")]
     MissingPath,
+}
+
+/// The command line with the config file's options spliced in, and what the
+/// file set.
+#[derive(Debug, Default)]
+pub struct Expanded {
+    pub args: Vec<OsString>,
+    path: Option<PathBuf>,
+    entries: Vec<Entry>,
+}
+
+/// One option the file set.
+#[derive(Debug)]
+struct Entry {
+    key: String,
+    /// The value as handed to clap; `None` for a flag.
+    value: Option<String>,
+    /// The value as the file spells it.
+    shown: String,
+    /// Set by a top-level key, so a global option shared by every command.
+    top_level: bool,
+}
+
+impl Expanded {
+    /// Whether the option named `long` took its value from the file's
+    /// top-level keys (rather than from a command's section or a flag).
+    pub fn set_by_top_level(&self, long: &str) -> bool {
+        // The last one set wins, a command's section coming after the top level.
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.key == long)
+            .is_some_and(|e| e.top_level)
+    }
+
+    /// `error`, when the value clap refused came from the file, as an error
+    /// naming the file and the key: the flag alone would send the user
+    /// looking for it on a command line that does not have it.
+    pub fn blame(&self, error: &clap::Error) -> Option<ConfigFileError> {
+        let path = self.path.as_ref()?;
+        let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+            return None;
+        };
+        let Some(ContextValue::String(value)) = error.get(ContextKind::InvalidValue) else {
+            return None;
+        };
+        let long = arg.strip_prefix("--")?.split([' ', '=']).next()?;
+        let entry = self
+            .entries
+            .iter()
+            .find(|e| e.key == long && e.value.as_deref() == Some(value.as_str()))?;
+        let rendered = error.to_string();
+        let first = rendered.lines().next().unwrap_or_default();
+        Some(ConfigFileError::Value {
+            path: path.clone(),
+            key: entry.key.clone(),
+            value: entry.shown.clone(),
+            message: first.strip_prefix("error: ").unwrap_or(first).to_owned(),
+        })
+    }
 }
 
 /// The config file named by `--config` in `args`, if any.
@@ -72,15 +145,31 @@ fn config_path(args: &[OsString]) -> Result<Option<PathBuf>, ConfigFileError> {
     Ok(None)
 }
 
+/// The long names of the options given on the command line.
+fn given_options(args: &[OsString]) -> HashSet<String> {
+    args.iter()
+        .skip(1)
+        .filter_map(|arg| arg.to_str())
+        .take_while(|arg| *arg != "--")
+        .filter_map(|arg| arg.strip_prefix("--"))
+        .filter_map(|option| option.split('=').next())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// `args` with the config file's options spliced in (unchanged without
 /// `--config`). `command` is the CLI's clap command, for the known keys.
-pub fn expand(command: &Command, args: Vec<OsString>) -> Result<Vec<OsString>, ConfigFileError> {
+pub fn expand(command: &Command, args: Vec<OsString>) -> Result<Expanded, ConfigFileError> {
     let Some(path) = config_path(&args)? else {
-        return Ok(args);
+        return Ok(Expanded {
+            args,
+            ..Expanded::default()
+        });
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| ConfigFileError::Read {
+    let given = given_options(&args);
+    let text = std::fs::read_to_string(&path).map_err(|error| ConfigFileError::Read {
         path: path.clone(),
-        source,
+        error,
     })?;
     let table: toml::Table = text
         .parse()
@@ -88,7 +177,16 @@ pub fn expand(command: &Command, args: Vec<OsString>) -> Result<Vec<OsString>, C
             path: path.clone(),
             message: e.to_string(),
         })?;
-    let globals = to_args(&path, command, &table, "the top level", true)?;
+    let mut entries = Vec::new();
+    let globals = to_args(
+        &path,
+        command,
+        &table,
+        "the top level",
+        None,
+        &given,
+        &mut entries,
+    )?;
     let mut expanded: Vec<OsString> = args.first().cloned().into_iter().collect();
     expanded.extend(globals);
     // Walk down the user's subcommands, inserting each one's section after it.
@@ -111,22 +209,40 @@ pub fn expand(command: &Command, args: Vec<OsString>) -> Result<Vec<OsString>, C
                 .and_then(|s| s.get(&name))
                 .and_then(toml::Value::as_table);
             if let Some(options) = section {
-                expanded.extend(to_args(&path, &sub, options, &section_name, false)?);
+                expanded.extend(to_args(
+                    &path,
+                    &sub,
+                    options,
+                    &section_name,
+                    Some(command),
+                    &given,
+                    &mut entries,
+                )?);
             }
             current = sub;
         }
     }
-    Ok(expanded)
+    Ok(Expanded {
+        args: expanded,
+        path: Some(path),
+        entries,
+    })
 }
 
-/// Arguments for one section's keys; sub-tables must name subcommands.
+/// Arguments for one section's keys, but those of options in `given`;
+/// sub-tables must name subcommands. Each option set goes to `entries`.
+/// `root` is the whole CLI for a command's section (whose keys may also be
+/// global options, as its flags may), `None` for the top level.
 fn to_args(
     path: &Path,
     command: &Command,
     options: &toml::Table,
     section: &str,
-    top_level: bool,
+    root: Option<&Command>,
+    given: &HashSet<String>,
+    entries: &mut Vec<Entry>,
 ) -> Result<Vec<OsString>, ConfigFileError> {
+    let top_level = root.is_none();
     let mut out = Vec::new();
     for (key, value) in options {
         if let toml::Value::Table(_) = value {
@@ -136,13 +252,18 @@ fn to_args(
         }
         let arg = command
             .get_arguments()
-            .find(|a| a.get_long() == Some(key.as_str()) && (!top_level || a.is_global_set()));
+            .find(|a| a.get_long() == Some(key.as_str()) && (!top_level || a.is_global_set()))
+            .or_else(|| {
+                root?
+                    .get_arguments()
+                    .find(|a| a.get_long() == Some(key.as_str()) && a.is_global_set())
+            });
         let Some(arg) = arg.filter(|_| key != "config") else {
             return Err(ConfigFileError::UnknownKey {
                 path: path.to_owned(),
                 key: key.clone(),
                 section: section.to_owned(),
-                known: known_keys(command, top_level),
+                known: known_keys(command, root),
             });
         };
         let flag = matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse);
@@ -156,38 +277,52 @@ fn to_args(
             toml::Value::Array(items) => items.iter().collect(),
             single => vec![single],
         };
+        // Checked before leaving the key out, so a bad file fails whatever
+        // the command line says.
+        let mut texts = Vec::with_capacity(values.len());
         for value in values {
-            match (value, flag) {
-                (toml::Value::Boolean(true), true) => out.push(format!("--{key}").into()),
-                (toml::Value::Boolean(false), true) => {}
+            let text = match (value, flag) {
+                (toml::Value::Boolean(true), true) => None,
+                (toml::Value::Boolean(false), true) => continue,
                 (_, true) => return Err(bad("true or false")),
-                (toml::Value::String(s), false) => {
-                    out.push(format!("--{key}").into());
-                    out.push(s.into());
-                }
-                (toml::Value::Integer(n), false) => {
-                    out.push(format!("--{key}").into());
-                    out.push(n.to_string().into());
-                }
-                (toml::Value::Float(x), false) => {
-                    out.push(format!("--{key}").into());
-                    out.push(x.to_string().into());
-                }
-                (toml::Value::Boolean(b), false) => {
-                    out.push(format!("--{key}").into());
-                    out.push(b.to_string().into());
-                }
+                (toml::Value::String(s), false) => Some(s.clone()),
+                (toml::Value::Integer(n), false) => Some(n.to_string()),
+                (toml::Value::Float(x), false) => Some(x.to_string()),
+                (toml::Value::Boolean(b), false) => Some(b.to_string()),
                 _ => return Err(bad("a string, a number, a boolean or a list of them")),
-            }
+            };
+            texts.push((text, value.to_string()));
+        }
+        if given.contains(key) {
+            continue;
+        }
+        for (text, shown) in texts {
+            // One argument, `--key=value`: a value starting with `-` given
+            // apart would be taken for an option.
+            out.push(match &text {
+                Some(text) => format!("--{key}={text}").into(),
+                None => format!("--{key}").into(),
+            });
+            entries.push(Entry {
+                key: key.clone(),
+                value: text,
+                shown,
+                top_level,
+            });
         }
     }
     Ok(out)
 }
 
-fn known_keys(command: &Command, top_level: bool) -> String {
+fn known_keys(command: &Command, root: Option<&Command>) -> String {
+    let globals = root
+        .into_iter()
+        .flat_map(Command::get_arguments)
+        .filter(|a| a.is_global_set());
     let mut keys: Vec<&str> = command
         .get_arguments()
-        .filter(|a| !top_level || a.is_global_set())
+        .filter(|a| root.is_some() || a.is_global_set())
+        .chain(globals)
         .filter_map(|a| a.get_long())
         .filter(|long| !matches!(*long, "config" | "help" | "version"))
         .collect();
@@ -211,7 +346,70 @@ mod tests {
             vec!["shadowcat".into(), "--config".into(), path.clone().into()];
         argv.extend(args.iter().map(OsString::from));
         let expanded = expand(&Cli::command(), argv).map_err(|e| e.to_string())?;
-        Cli::try_parse_from(expanded).map_err(|e| e.to_string())
+        Cli::try_parse_from(&expanded.args).map_err(|e| match expanded.blame(&e) {
+            Some(blamed) => blamed.to_string(),
+            None => e.to_string(),
+        })
+    }
+
+    fn bench(cli: &Cli) -> &crate::cli::BenchArgs {
+        match &cli.command {
+            Some(Sub::Bench(args)) => args,
+            other => panic!("bench expected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn proxy_config_file_lists_are_replaced_by_the_flag_not_extended() {
+        let file = r#"
+            policy-config = ["a=1", "b=2"]
+            [bench]
+            capacity = "5%"
+            policy = ["lru", "fifo"]
+        "#;
+        let cli = run(file, &["bench"]).expect("valid");
+        assert_eq!(bench(&cli).capacity, vec!["5%"]);
+        assert_eq!(bench(&cli).policies, vec!["lru", "fifo"]);
+        assert_eq!(cli.policy.policy_config, vec!["a=1", "b=2"]);
+        let cli = run(
+            file,
+            &[
+                "bench",
+                "--capacity",
+                "10",
+                "--policy",
+                "sieve.wasm",
+                "--policy-config=c=3",
+            ],
+        )
+        .expect("valid");
+        assert_eq!(bench(&cli).capacity, vec!["10"]);
+        assert_eq!(bench(&cli).policies, vec!["sieve.wasm"]);
+        assert_eq!(cli.policy.policy_config, vec!["c=3"]);
+    }
+
+    #[test]
+    fn proxy_config_file_values_that_start_with_a_dash_are_values() {
+        let cli = run("eviction-policy = \"-lfu\"", &["config"]).expect("a value");
+        assert_eq!(cli.table.eviction_policy, "-lfu");
+        let err = run("max-sessions = -3", &["config"]).expect_err("negative");
+        assert!(err.contains("invalid value '-3'"), "{err}");
+        assert!(!err.contains("unexpected argument"), "{err}");
+    }
+
+    #[test]
+    fn proxy_config_file_bad_values_name_the_file_and_the_key() {
+        let err = run("max-sessions = \"many\"", &["config"]).expect_err("not a number");
+        assert!(
+            err.starts_with("in ") && err.contains("shadowcat.toml: max-sessions = \"many\": "),
+            "{err}"
+        );
+        assert!(err.contains("invalid value 'many'"), "{err}");
+        let err = run("[bench]\nrounds = [2, 0]", &["bench"]).expect_err("zero rounds");
+        assert!(err.contains("shadowcat.toml: rounds = 0: "), "{err}");
+        // A bad value on the command line is the command line's.
+        let err = run("", &["--max-sessions", "many", "config"]).expect_err("not a number");
+        assert!(!err.contains("shadowcat.toml"), "{err}");
     }
 
     #[test]

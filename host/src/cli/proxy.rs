@@ -63,8 +63,9 @@ pub struct ReverseArgs {
     #[arg(long, default_value = "5", value_name = "PER_SECOND", value_parser = parse_rate)]
     pub init_rate: ::std::option::Option<NonZeroU32>,
 
-    /// Sessions one client key may open at once above --init-rate.
-    #[arg(long, default_value = "20", value_name = "N")]
+    /// Most sessions one client key may open at once: the size of its bucket,
+    /// which refills at --init-rate per second.
+    #[arg(long, default_value = "20", value_name = "N", value_parser = super::parse_burst)]
     pub init_burst: NonZeroU32,
 
     /// Address of the admin API (`off` to disable). Keep it on loopback or

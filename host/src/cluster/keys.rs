@@ -18,10 +18,10 @@ pub const MAX_KEYS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read the session key file {}: {source}", path.display())]
+    #[error("cannot read the session key file {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(
         "the session key in {} has {len} bytes; at least {MIN_SECRET} random bytes are needed \
@@ -88,9 +88,9 @@ impl ClusterKeys {
         let mut secrets = Vec::with_capacity(paths.len());
         for path in paths {
             let path = path.as_ref();
-            let mut bytes = std::fs::read(path).map_err(|source| KeyError::Read {
+            let mut bytes = std::fs::read(path).map_err(|error| KeyError::Read {
                 path: path.to_owned(),
-                source,
+                error,
             })?;
             while bytes.last().is_some_and(u8::is_ascii_whitespace) {
                 bytes.pop();

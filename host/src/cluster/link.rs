@@ -24,7 +24,7 @@ pub enum LinkError {
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
     #[error("Redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
 }
 
 pub struct RedisLink {

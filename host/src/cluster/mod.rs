@@ -202,10 +202,10 @@ pub struct ClusterConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("invalid --cluster-redis URL `{url}`: {source}")]
+    #[error("invalid --cluster-redis URL `{url}`: {error}")]
     RedisUrl {
         url: String,
-        source: redis::RedisError,
+        error: redis::RedisError,
     },
     #[error(transparent)]
     Keys(#[from] KeyError),
@@ -305,9 +305,9 @@ impl Cluster {
             timing.redis_timeout,
             Arc::clone(&metrics),
         )
-        .map_err(|source| ClusterError::RedisUrl {
+        .map_err(|error| ClusterError::RedisUrl {
             url: config.redis_url.clone(),
-            source,
+            error,
         })?;
         metrics.members.set(1);
         Ok(Self {

@@ -1,14 +1,16 @@
 //! `shadowcat bench`: replay a trace under several policies and print the comparison.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
-use shadowcat::bench::{parse_capacities, render, write_plot, BenchPlan, BenchRow, Progress};
+use shadowcat::bench::{
+    check_plot_path, parse_capacities, render, write_plot, BenchPlan, BenchRow, Progress,
+};
 use shadowcat::cli::{BenchArgs, Cli, TraceFormatArg};
 use shadowcat::replay::CapacityMode;
 use shadowcat::trace::{read_trace, CsvOptions, SyntheticSpec, Trace, TraceFormat};
@@ -74,22 +76,19 @@ fn load_trace(args: &BenchArgs) -> Result<Trace> {
         tracing::info!(spec = %spec, requests = trace.len(), distinct = trace.distinct_ids(), elapsed = ?started.elapsed(), "generated synthetic trace");
         return Ok(trace);
     };
-    let csv = CsvOptions {
-        id_column: args.csv_id_column,
-        time_column: args.csv_time_column,
-        size_column: args.csv_size_column,
-        delimiter: u8::try_from(args.csv_delimiter)
-            .ok()
-            .filter(u8::is_ascii)
-            .ok_or_else(|| anyhow::anyhow!("--csv-delimiter must be one ASCII character"))?,
-        has_header: args.csv_header,
-    };
+    let detected = shadowcat::trace::detect_format(path);
     let format = match args.trace_format {
         Some(TraceFormatArg::Oracle) => TraceFormat::OracleGeneral,
         Some(TraceFormatArg::Text) => TraceFormat::Text,
-        Some(TraceFormatArg::Csv) => TraceFormat::Csv(csv),
-        None => match shadowcat::trace::detect_format(path) {
-            Some(TraceFormat::Csv(_)) => TraceFormat::Csv(csv),
+        Some(TraceFormatArg::Csv) => {
+            let named = match detected {
+                Some(TraceFormat::Csv(named)) => named,
+                _ => CsvOptions::default(),
+            };
+            TraceFormat::Csv(csv_options(args, named)?)
+        }
+        None => match detected {
+            Some(TraceFormat::Csv(named)) => TraceFormat::Csv(csv_options(args, named)?),
             Some(other) => other,
             None => anyhow::bail!(
                 "cannot tell the format of {} from its name; give --trace-format oracle|csv|text",
@@ -107,13 +106,44 @@ fn load_trace(args: &BenchArgs) -> Result<Trace> {
     Ok(trace)
 }
 
+/// The CSV options the file name implies (a tab for `.tsv`), with those given
+/// on the command line in their place.
+fn csv_options(args: &BenchArgs, named: CsvOptions) -> Result<CsvOptions> {
+    let delimiter = match args.csv_delimiter {
+        Some(given) => u8::try_from(given)
+            .ok()
+            .filter(u8::is_ascii)
+            .ok_or_else(|| anyhow::anyhow!("--csv-delimiter must be one ASCII character"))?,
+        None => named.delimiter,
+    };
+    Ok(CsvOptions {
+        id_column: args.csv_id_column.unwrap_or(named.id_column),
+        time_column: args.csv_time_column.or(named.time_column),
+        size_column: args.csv_size_column.or(named.size_column),
+        delimiter,
+        has_header: args.csv_header.or(named.has_header),
+    })
+}
+
 /// The policies to compare with their settings: `--policy` (or the default
-/// set), plus `--eviction-policy`'s, which must load.
-fn select_policies(cli: &Cli, args: &BenchArgs) -> Result<Vec<ConfiguredPolicy>> {
+/// set), plus `--eviction-policy`'s, which must load. `load` loads a policy
+/// file; in the default set, a file it refuses is skipped with a warning.
+fn select_policies(
+    cli: &Cli,
+    args: &BenchArgs,
+    load: &dyn Fn(&Path) -> Result<(), wasm::PolicyError>,
+) -> Result<Vec<ConfiguredPolicy>> {
     let dirs = cli.policy.dirs();
     let mut requested: Vec<PolicyArg> = if args.policies.is_empty() {
         let mut names: Vec<String> = BUILTIN_POLICIES.iter().map(|s| (*s).to_owned()).collect();
-        names.extend(policy_files(&dirs).into_iter().map(|(name, _)| name));
+        for (name, path) in policy_files(&dirs) {
+            // Nobody asked for this one by name: a stray file in a policy
+            // directory must not stop the comparison of the others.
+            match load(&path) {
+                Ok(()) => names.push(name),
+                Err(e) => tracing::warn!("skipped, not a loadable policy: {e}"),
+            }
+        }
         names
             .into_iter()
             .map(|spec| PolicyArg {
@@ -155,8 +185,35 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> Result<()> {
     for list in &args.capacity {
         capacities.extend(parse_capacities(list).map_err(|e| anyhow::anyhow!("--capacity: {e}"))?);
     }
+    if let Some(path) = &args.plot {
+        check_plot_path(path)?;
+    }
     let dirs = policy_args.dirs();
-    let policies = select_policies(cli, args)?;
+    let shared_engine: OnceLock<Arc<PolicyEngine>> = OnceLock::new();
+    let get_engine = || -> Result<Arc<PolicyEngine>, wasm::PolicyError> {
+        if let Some(e) = shared_engine.get() {
+            return Ok(Arc::clone(e));
+        }
+        let e = engine(policy_args)?;
+        Ok(Arc::clone(shared_engine.get_or_init(|| e)))
+    };
+    // Each file is compiled (or read from the cache) once, then instantiated
+    // for every capacity it runs at.
+    let components: Mutex<HashMap<PathBuf, LoadedComponent>> = Mutex::new(HashMap::new());
+    let component = |path: &Path| -> Result<LoadedComponent, wasm::PolicyError> {
+        if let Some(component) = components.lock().get(path).cloned() {
+            return Ok(component);
+        }
+        let component = get_engine()?.load(path)?;
+        components.lock().insert(path.to_owned(), component.clone());
+        Ok(component)
+    };
+    if args.policies.is_empty() && !policy_files(&dirs).is_empty() {
+        // Up front, so that an engine that cannot start fails the command
+        // instead of passing for a fault of every file the default set skips.
+        get_engine()?;
+    }
+    let policies = select_policies(cli, args, &|path| component(path).map(drop))?;
     let plan = BenchPlan {
         capacities,
         policies,
@@ -169,17 +226,6 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> Result<()> {
         rounds: args.rounds,
     };
     let trace = load_trace(args)?;
-    let shared_engine: OnceLock<Arc<PolicyEngine>> = OnceLock::new();
-    let get_engine = || -> Result<Arc<PolicyEngine>, wasm::PolicyError> {
-        if let Some(e) = shared_engine.get() {
-            return Ok(Arc::clone(e));
-        }
-        let e = engine(policy_args)?;
-        Ok(Arc::clone(shared_engine.get_or_init(|| e)))
-    };
-    // Each file is compiled (or read from the cache) once, then instantiated
-    // for every capacity it runs at.
-    let components: Mutex<HashMap<PathBuf, LoadedComponent>> = Mutex::new(HashMap::new());
     let opener = |policy: &ConfiguredPolicy,
                   capacity: u64|
      -> Result<OpenedPolicy, wasm::PolicyError> {
@@ -187,15 +233,7 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> Result<()> {
             PolicySource::Builtin(name) => wasm::open_builtin(name, &policy.config),
             PolicySource::File(path) => {
                 let engine = get_engine()?;
-                let cached = components.lock().get(&path).cloned();
-                let component = match cached {
-                    Some(component) => component,
-                    None => {
-                        let component = engine.load(&path)?;
-                        components.lock().insert(path, component.clone());
-                        component
-                    }
-                };
+                let component = component(&path)?;
                 let policy =
                     WasmPolicy::from_component(engine, component, capacity, policy.config.clone())?;
                 Ok(OpenedPolicy::Wasm(policy))

@@ -26,10 +26,10 @@ const BATCH: usize = 4_096;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open the access log {}: {source}", path.display())]
+#[error("cannot open the access log {}: {error}", path.display())]
 pub struct AccessLogError {
     path: PathBuf,
-    source: std::io::Error,
+    error: std::io::Error,
 }
 
 /// The sending side, cheap to clone into request handlers.
@@ -51,9 +51,9 @@ impl AccessLog {
     pub async fn create(path: &Path) -> Result<(Self, AccessLogWriter), AccessLogError> {
         let file = tokio::fs::File::create(path)
             .await
-            .map_err(|source| AccessLogError {
+            .map_err(|error| AccessLogError {
                 path: path.to_owned(),
-                source,
+                error,
             })?;
         let (records, queue) = mpsc::channel(QUEUE);
         let written = Arc::new(AtomicU64::new(0));

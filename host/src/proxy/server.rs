@@ -43,11 +43,11 @@ pub struct ReverseConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("invalid session table configuration: {0}")]
-    Config(#[from] ConfigError),
-    #[error("cannot listen on {addr}: {source}")]
+    Config(ConfigError),
+    #[error("cannot listen on {addr}: {error}")]
     Listen {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(transparent)]
     AccessLog(#[from] AccessLogError),
@@ -55,6 +55,14 @@ pub enum StartError {
     Signal(std::io::Error),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+}
+
+// Not `#[from]`: that would also make the error its `source`, and a report
+// of the whole chain would print it twice.
+impl From<ConfigError> for StartError {
+    fn from(error: ConfigError) -> Self {
+        Self::Config(error)
+    }
 }
 
 /// A proxy serving; [`RunningProxy::shutdown`] stops it cleanly.
@@ -97,13 +105,13 @@ impl RunningProxy {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
-                .map_err(|source| StartError::Listen { addr, source })
+                .map_err(|error| StartError::Listen { addr, error })
         };
         // Bound first: a cluster instance advertises where it listens.
         let listener = bind(listen).await?;
-        let mcp = listener.local_addr().map_err(|source| StartError::Listen {
+        let mcp = listener.local_addr().map_err(|error| StartError::Listen {
             addr: listen,
-            source,
+            error,
         })?;
         let cluster = match cluster {
             Some(config) => {
@@ -174,7 +182,7 @@ impl RunningProxy {
             admin = Some(
                 listener
                     .local_addr()
-                    .map_err(|source| StartError::Listen { addr, source })?,
+                    .map_err(|error| StartError::Listen { addr, error })?,
             );
             servers.push(tokio::spawn(serve(
                 listener,

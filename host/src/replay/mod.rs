@@ -63,12 +63,26 @@ impl ReplayOutcome {
     }
 }
 
+// The causes are in the messages, not `source`s, so that a report of the
+// whole chain does not print them twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error("invalid capacity: {0}")]
-    Capacity(#[from] crate::config::ConfigError),
+    Capacity(crate::config::ConfigError),
     #[error("the session table refused a request: {0}")]
-    Table(#[from] TableError),
+    Table(TableError),
+}
+
+impl From<crate::config::ConfigError> for ReplayError {
+    fn from(error: crate::config::ConfigError) -> Self {
+        Self::Capacity(error)
+    }
+}
+
+impl From<TableError> for ReplayError {
+    fn from(error: TableError) -> Self {
+        Self::Table(error)
+    }
 }
 
 /// Trace time between two maintenance ticks of the policy (the proxy's

@@ -80,10 +80,10 @@ pub(super) fn parse(
             Err(e) => {
                 let line = e.position().map_or(last_line + 1, |p| p.line());
                 return Err(match e.into_kind() {
-                    ::csv::ErrorKind::Io(source) => TraceError::Io {
+                    ::csv::ErrorKind::Io(error) => TraceError::Io {
                         path: path.to_path_buf(),
                         op: "read",
-                        source,
+                        error,
                     },
                     other => error(line, format!("{other:?}")),
                 });

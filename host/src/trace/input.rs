@@ -31,10 +31,10 @@ pub(super) fn with_input<T>(
     parse: impl FnOnce(&mut dyn Read, Option<u64>) -> Result<T, TraceError>,
 ) -> Result<(T, u64, u64), TraceError> {
     let io_error = |op: &'static str| {
-        move |source: io::Error| TraceError::Io {
+        move |error: io::Error| TraceError::Io {
             path: path.to_path_buf(),
             op,
-            source,
+            error,
         }
     };
     let file = File::open(path).map_err(io_error("open"))?;
@@ -96,11 +96,11 @@ pub(super) fn for_each_line(
     let mut number = 0u64;
     loop {
         line.clear();
-        let n = io::BufRead::read_until(&mut reader, b'\n', &mut line).map_err(|source| {
+        let n = io::BufRead::read_until(&mut reader, b'\n', &mut line).map_err(|error| {
             TraceError::Io {
                 path: path.to_path_buf(),
                 op: "read",
-                source,
+                error,
             }
         })?;
         if n == 0 {

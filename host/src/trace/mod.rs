@@ -262,13 +262,14 @@ pub fn detect_format(path: &Path) -> Option<TraceFormat> {
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
     /// Opening, reading or decompressing failed.
-    #[error("{}: {op}: {source}", path.display())]
+    // The cause is in the message, not a `source`, so that a report of the
+    // whole chain does not print it twice.
+    #[error("{}: {op}: {error}", path.display())]
     Io {
         path: PathBuf,
         /// What we were doing, e.g. "open" or "read".
         op: &'static str,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The (decompressed) oracleGeneral data ends inside a record.
     #[error(

@@ -52,10 +52,10 @@ pub(super) fn parse(
     let mut data_read = 0u64;
     let mut buffer = vec![0u8; RECORD_SIZE * RECORDS_PER_CHUNK];
     loop {
-        let filled = fill(reader, &mut buffer).map_err(|source| TraceError::Io {
+        let filled = fill(reader, &mut buffer).map_err(|error| TraceError::Io {
             path: path.to_path_buf(),
             op: "read",
-            source,
+            error,
         })?;
         data_read += filled as u64;
         let records = buffer[..filled].chunks_exact(RECORD_SIZE);

@@ -124,6 +124,11 @@ impl SyntheticSpec {
         if self.ids == 0 && !matches!(self.kind, SyntheticKind::Loop { .. }) {
             return invalid("ids must be >= 1".into());
         }
+        if self.requests == 0 {
+            // As for a trace file: a replay of nothing would print a table of
+            // zeros that looks like a result.
+            return invalid("requests must be >= 1: the trace has no requests".into());
+        }
         Ok(())
     }
 
@@ -453,6 +458,10 @@ mod tests {
         assert!(matches!(err("zipf:ids=0"), SpecError::Invalid { .. }));
         assert!(matches!(err("loop:length=0"), SpecError::Invalid { .. }));
         assert!(matches!(err("scan:every=0"), SpecError::Invalid { .. }));
+        for empty in ["zipf:requests=0", "loop:requests=0"] {
+            let e = err(empty);
+            assert!(e.to_string().contains("no requests"), "{empty}: {e}");
+        }
 
         let hand_built = SyntheticSpec {
             kind: SyntheticKind::Zipf { alpha: f64::NAN },
