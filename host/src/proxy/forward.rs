@@ -115,7 +115,7 @@ where
             Ok(message) => message,
             Err(e) => {
                 let _ = lines
-                    .send(error_response(None, e.code(), &e.to_string(), None))
+                    .send(error_response(e.id(), e.code(), &e.to_string(), None))
                     .await;
                 continue;
             }

@@ -289,7 +289,7 @@ async fn post_message(
     };
     let message = match Message::parse(body) {
         Ok(message) => message,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, None, e.code(), &e.to_string()),
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.id(), e.code(), &e.to_string()),
     };
     match era {
         Era::Sessions => post_in_session(proxy, client, headers, message).await,
