@@ -260,7 +260,7 @@ fn refusal_response(id: Option<&str>, refusal: &TableError) -> Bytes {
             id,
             code::RATE_LIMITED,
             &format!("rate limited: retry after {retry_after:?}"),
-            Some(json!({ "retryAfterMs": retry_after.as_millis().max(1) })),
+            Some(json!({ "retryAfterMs": super::retry_after_millis(*retry_after) })),
         ),
         TableError::Overloaded { .. } => error_response(
             id,
@@ -282,5 +282,23 @@ async fn write_lines<W: AsyncWrite + Unpin>(mut output: W, mut lines: mpsc::Rece
         if written.await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_forward_rate_limit_hint_is_never_early() {
+        let refusal = TableError::RateLimited {
+            id: SessionId::new(0, 1),
+            retry_after: Duration::from_micros(999_990),
+        };
+        let body = refusal_response(Some("7"), &refusal);
+        let value: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(value["id"], 7);
+        assert_eq!(value["error"]["code"], code::RATE_LIMITED);
+        assert_eq!(value["error"]["data"]["retryAfterMs"], 1_000);
     }
 }
