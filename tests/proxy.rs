@@ -17,7 +17,7 @@ mod proxy {
 
     use crate::common::proxy::{
         echo_server, marker, metric, processes_with, wait_no_processes, wait_with_timeout,
-        McpClient, ProxyProcess,
+        ForwardProcess, McpClient, ProxyProcess,
     };
     use crate::common::with_watchdog;
 
@@ -110,6 +110,18 @@ mod proxy {
         let garbage = client.post_raw(b"{\"jsonrpc\": \"2.0\", oops".to_vec(), "application/json");
         assert_eq!(garbage.status, 400);
         assert_eq!(garbage.body["error"]["code"], -32700);
+        assert!(garbage.body["id"].is_null());
+        // Valid JSON but not a valid request: refused by the id it carries,
+        // so the caller waiting on that id gets its answer.
+        for (body, id) in [
+            (r#"{"jsonrpc":"1.0","id":9,"method":"ping"}"#, json!(9)),
+            (r#"{"jsonrpc":"2.0","id":"q"}"#, json!("q")),
+        ] {
+            let invalid = client.post_raw(body.as_bytes().to_vec(), "application/json");
+            assert_eq!(invalid.status, 400, "{body}");
+            assert_eq!(invalid.body["error"]["code"], -32600, "{body}");
+            assert_eq!(invalid.body["id"], id, "{body}");
+        }
         assert_eq!(client.echo("still here").text(), "Echo: still here");
         // An unsupported protocol revision.
         let mut old = McpClient::new(&proxy.mcp).with_header("mcp-protocol-version", "1999-01-01");
@@ -723,6 +735,125 @@ mod proxy {
         let status = wait_with_timeout(&mut child, Duration::from_secs(20));
         assert!(status.success(), "{status:?}");
         assert!(wait_no_processes(&mark, Duration::from_secs(10)).is_empty());
+    }
+
+    #[test]
+    fn proxy_forward_stdio_answers_invalid_requests_by_their_id() {
+        with_watchdog(Duration::from_secs(60), || {
+            let mark = marker("forward-invalid");
+            let echo = echo_server();
+            let server = [echo.to_str().expect("utf-8 path"), mark.as_str()];
+            let mut proxy = ForwardProcess::start(&[], &[], &server);
+            let cases = [
+                (r#"{"jsonrpc":"1.0","id":9,"method":"ping"}"#, json!(9)),
+                (r#"{"jsonrpc":"2.0","id":8}"#, json!(8)),
+                (r#"{"jsonrpc":"2.0","id":"k","method":7}"#, json!("k")),
+                (
+                    r#"{"jsonrpc":"2.0","id":{"n":1},"result":5,"method":"x"}"#,
+                    Value::Null,
+                ),
+                (r#"{"jsonrpc":"2.0","id":3,"method":"#, Value::Null),
+            ];
+            for (line, id) in cases {
+                proxy.send(line);
+                let refused = proxy.read().expect("an answer");
+                assert_eq!(refused["id"], id, "{line}: {refused}");
+                assert!(refused["error"]["code"].as_i64().is_some(), "{refused}");
+            }
+            proxy.send(r#"{"jsonrpc":"2.0","id":10,"method":"ping"}"#);
+            assert_eq!(
+                proxy.read().expect("pong")["id"],
+                10,
+                "the session lives on"
+            );
+            let (status, rest, log) = proxy.finish(Duration::from_secs(20));
+            assert!(status.success(), "{status:?}: {log}");
+            assert!(rest.is_empty(), "{rest:?}");
+        });
+    }
+
+    #[test]
+    fn proxy_forward_stdio_server_exit_answers_pending_requests_while_the_client_is_connected() {
+        with_watchdog(Duration::from_secs(60), || {
+            // Answers the first request, reads the second, then exits 7.
+            let script = r#"read a; read b; echo '{"jsonrpc":"2.0","id":1,"result":{}}'; exit 7"#;
+            let mut proxy = ForwardProcess::start(&[], &[], &["sh", "-c", script]);
+            proxy.send(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+            proxy.send(r#"{"jsonrpc":"2.0","id":"two","method":"ping"}"#);
+            let answered = proxy.read().expect("the answer the server wrote");
+            assert_eq!(answered["id"], 1);
+            assert_eq!(answered["result"], json!({}), "{answered}");
+            let failed = proxy.read().expect("an error for the unanswered request");
+            assert_eq!(failed["id"], "two");
+            assert_eq!(failed["error"]["code"], -32031);
+            let message = failed["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("exit status: 7"), "{message}");
+            // The client's stdin is still open: the proxy exits on its own.
+            let (status, rest, log) = proxy.finish(Duration::from_secs(20));
+            assert!(!status.success(), "{status:?}");
+            assert!(rest.is_empty(), "{rest:?}");
+            assert!(
+                log.contains("1 request unanswered") && log.contains("exit status: 7"),
+                "{log}"
+            );
+        });
+    }
+
+    #[test]
+    fn proxy_forward_stdio_server_exit_answers_pending_requests_after_the_client_closed() {
+        with_watchdog(Duration::from_secs(60), || {
+            // Exits without answering, as soon as it has read the request.
+            let mut proxy = ForwardProcess::start(&[], &[], &["sh", "-c", "read a; exit 7"]);
+            proxy.send(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+            proxy.close_stdin();
+            let (status, rest, log) = proxy.finish(Duration::from_secs(20));
+            assert!(!status.success(), "{status:?}");
+            assert_eq!(rest.len(), 1, "{rest:?}");
+            assert_eq!(rest[0]["id"], 1);
+            assert_eq!(rest[0]["error"]["code"], -32031);
+            let message = rest[0]["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("exit status: 7"), "{message}");
+            assert!(log.contains("1 request unanswered"), "{log}");
+
+            // Only exits once its stdin closes, which the proxy does after
+            // --shutdown-grace.
+            let mut proxy = ForwardProcess::start(
+                &[],
+                &["--shutdown-grace", "300ms"],
+                &["sh", "-c", "cat >/dev/null; exit 7"],
+            );
+            proxy.send(r#"{"jsonrpc":"2.0","id":"a","method":"ping"}"#);
+            proxy.close_stdin();
+            let (status, rest, log) = proxy.finish(Duration::from_secs(20));
+            assert!(!status.success(), "{status:?}");
+            assert_eq!(rest.len(), 1, "{rest:?}");
+            assert_eq!(rest[0]["id"], "a");
+            assert_eq!(rest[0]["error"]["code"], -32031);
+            let message = rest[0]["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("exit status: 7"), "{message}");
+            assert!(log.contains("1 request unanswered"), "{log}");
+        });
+    }
+
+    #[test]
+    fn proxy_forward_stdio_lets_requests_in_flight_finish_after_the_client_closed() {
+        with_watchdog(Duration::from_secs(60), || {
+            let mark = marker("forward-drain");
+            let echo = echo_server();
+            // mcp_echo exits as soon as its stdin closes, abandoning requests
+            // still running: the proxy must not close it before they finish.
+            let server = [echo.to_str().expect("utf-8 path"), mark.as_str()];
+            let mut proxy = ForwardProcess::start(&[], &[], &server);
+            proxy.send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":400}}}"#);
+            proxy.send(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#);
+            proxy.close_stdin();
+            let (status, rest, log) = proxy.finish(Duration::from_secs(20));
+            assert!(status.success(), "{status:?}: {log}");
+            let ids: Vec<&Value> = rest.iter().map(|m| &m["id"]).collect();
+            assert_eq!(ids, [&json!(2), &json!(1)], "{rest:?}");
+            assert_eq!(rest[1]["result"]["content"][0]["text"], "slept 400 ms");
+            assert!(wait_no_processes(&mark, Duration::from_secs(10)).is_empty());
+        });
     }
 
     #[test]

@@ -404,3 +404,87 @@ pub fn read_answer(response: Response, _: Option<&Value>) -> Answer {
         raw: text,
     }
 }
+
+/// A running `shadowcat forward stdio`: the test is its client, on its stdin
+/// and stdout.
+pub struct ForwardProcess {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: BufReader<std::process::ChildStdout>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl ForwardProcess {
+    /// Starts `shadowcat --log warn GLOBAL... forward stdio FORWARD... -- SERVER...`.
+    pub fn start(global: &[&str], forward: &[&str], server: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
+            .args(["--log", "warn"])
+            .args(global)
+            .args(["forward", "stdio"])
+            .args(forward)
+            .arg("--")
+            .args(server)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("shadowcat forward starts");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let stderr = child.stderr.take().expect("stderr");
+        let (lines, stderr_lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[shadowcat] {line}");
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            stdin,
+            stdout,
+            stderr: stderr_lines,
+        }
+    }
+
+    /// Writes one line to the proxy, as the client.
+    pub fn send(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin is still open");
+        writeln!(stdin, "{line}").expect("write to the proxy");
+    }
+
+    /// The next message the proxy writes; `None` at end of output.
+    pub fn read(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        let read = self
+            .stdout
+            .read_line(&mut line)
+            .expect("read from the proxy");
+        (read > 0).then(|| serde_json::from_str(&line).expect("the proxy writes JSON lines"))
+    }
+
+    /// Closes the proxy's stdin: the client is done.
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    /// Waits (bounded) for the proxy to exit; returns its status, what it
+    /// wrote after the last [`ForwardProcess::read`], and its stderr.
+    pub fn finish(mut self, limit: Duration) -> (ExitStatus, Vec<Value>, String) {
+        self.stdin.take();
+        let status = wait_with_timeout(&mut self.child, limit);
+        let mut rest = Vec::new();
+        while let Some(message) = self.read() {
+            rest.push(message);
+        }
+        // The stderr reader ends with the process; give it a moment to drain.
+        let mut log = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(5)) {
+            log.push(line);
+        }
+        (status, rest, log.join("\n"))
+    }
+}

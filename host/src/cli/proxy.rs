@@ -124,6 +124,11 @@ pub enum ForwardCommand {
         #[command(flatten)]
         upstream: UpstreamArgs,
 
+        /// After the client closes stdin, how long the server may take to
+        /// answer the requests still in flight before it is stopped.
+        #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+        shutdown_grace: Duration,
+
         /// The MCP server to start, after `--`.
         #[arg(last = true, required = true, num_args = 1.., value_name = "CMD ARGS")]
         command: Vec<String>,

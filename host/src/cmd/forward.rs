@@ -12,7 +12,11 @@ use shadowcat::session::{FlushMode, SessionTable};
 use super::common::open;
 
 pub async fn run(cli: &Cli, command: &ForwardCommand) -> Result<()> {
-    let ForwardCommand::Stdio { upstream, command } = command;
+    let ForwardCommand::Stdio {
+        upstream,
+        shutdown_grace,
+        command,
+    } = command;
     let config = cli.table.table_config();
     let policy = {
         let (policy_args, spec) = (cli.policy.clone(), cli.table.eviction_policy.clone());
@@ -31,12 +35,37 @@ pub async fn run(cli: &Cli, command: &ForwardCommand) -> Result<()> {
     let end = forward::run(
         table,
         Arc::new(server),
+        *shutdown_grace,
         tokio::io::stdin(),
         tokio::io::stdout(),
     )
     .await?;
     match end {
         ForwardEnd::ClientClosed => Ok(()),
-        ForwardEnd::ServerFailed(reason) => anyhow::bail!("the MCP server ended: {reason}"),
+        ForwardEnd::ServerFailed {
+            reason,
+            unanswered: 0,
+        } => anyhow::bail!("the MCP server ended: {reason}"),
+        ForwardEnd::ServerFailed { reason, unanswered } => anyhow::bail!(
+            "the MCP server ended with {} unanswered: {reason}",
+            requests(unanswered)
+        ),
+        ForwardEnd::Abandoned {
+            unanswered,
+            waited,
+            reason,
+        } => anyhow::bail!(
+            "the client closed its input and the MCP server left {} unanswered for {} \
+             (--shutdown-grace): {reason}",
+            requests(unanswered),
+            humantime::format_duration(waited)
+        ),
+    }
+}
+
+fn requests(n: usize) -> String {
+    match n {
+        1 => "1 request".to_owned(),
+        n => format!("{n} requests"),
     }
 }

@@ -6,16 +6,21 @@
 //! refused request is answered right here with a JSON-RPC error carrying the
 //! retry hint (`error.data.retryAfterMs`), never dropped silently.
 //! Notifications and responses always pass.
+//!
+//! No request is left waiting: when the client closes stdin, the server gets
+//! up to the drain period to answer what is in flight before its own stdin is
+//! closed, and whatever it leaves unanswered (it exits, closes its stdout, or
+//! outlasts the drain period) is answered here with an error by its id.
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use parking_lot::Mutex;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
 use super::client_key::ClientKey;
@@ -29,10 +34,20 @@ use crate::session::{NewSession, SessionId, SessionTable, TableError};
 /// How a forward run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ForwardEnd {
-    /// The client closed our stdin.
+    /// The client closed our stdin, and every request it sent was answered.
     ClientClosed,
-    /// The server went away first.
-    ServerFailed(String),
+    /// The server exited or closed its stdout while the client was still
+    /// connected, or before answering every request; each of the
+    /// `unanswered` ones got an error response instead.
+    ServerFailed { reason: String, unanswered: usize },
+    /// The client closed our stdin and the server had still not answered
+    /// `unanswered` requests after the drain period, so it was closed (and
+    /// `reason` says how it ended); each got an error response.
+    Abandoned {
+        unanswered: usize,
+        waited: Duration,
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,11 +58,44 @@ pub enum ForwardError {
     Table(TableError),
 }
 
+/// Requests forwarded and not answered yet, by compact id; each holds a pin.
+/// A watch channel, so the end of the run can wait for the set to empty.
+#[derive(Clone)]
+struct InFlight(Arc<watch::Sender<HashSet<String>>>);
+
+impl InFlight {
+    fn new() -> Self {
+        Self(Arc::new(watch::channel(HashSet::new()).0))
+    }
+
+    fn insert(&self, id: &str) -> bool {
+        self.0.send_if_modified(|ids| ids.insert(id.to_owned()))
+    }
+
+    fn remove(&self, id: &str) -> bool {
+        self.0.send_if_modified(|ids| ids.remove(id))
+    }
+
+    fn take(&self) -> Vec<String> {
+        let mut taken = Vec::new();
+        self.0.send_modify(|ids| taken.extend(ids.drain()));
+        taken
+    }
+
+    async fn emptied(&self) {
+        let mut ids = self.0.subscribe();
+        let _ = ids.wait_for(HashSet::is_empty).await;
+    }
+}
+
 /// Runs the forward proxy until the client or the server goes away. `input`
 /// and `output` are our stdin and stdout in the binary, pipes in tests.
+/// After the client closes `input`, the server gets up to `drain` to answer
+/// the requests still in flight before it is stopped.
 pub async fn run<R, W>(
     table: Arc<SessionTable<ProxySession>>,
     command: Arc<StdioCommand>,
+    drain: Duration,
     input: R,
     output: W,
 ) -> Result<ForwardEnd, ForwardError>
@@ -68,17 +116,16 @@ where
 
     let (lines, to_client) = mpsc::channel::<Bytes>(256);
     let writer = tokio::spawn(write_lines(output, to_client));
-    // Requests forwarded and not answered yet: each holds a pin.
-    let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let in_flight = InFlight::new();
     let relay = {
-        let (lines, table, in_flight) = (lines.clone(), Arc::clone(&table), Arc::clone(&in_flight));
+        let (lines, table, in_flight) = (lines.clone(), Arc::clone(&table), in_flight.clone());
         tokio::spawn(async move {
             while let Some(event) = from_server.next().await {
                 let Some(message) = event.message else {
                     continue;
                 };
                 if message.kind() == Kind::Response
-                    && message.id().is_some_and(|rid| in_flight.lock().remove(rid))
+                    && message.id().is_some_and(|rid| in_flight.remove(rid))
                 {
                     let _ = table.end_request(id);
                 }
@@ -90,10 +137,10 @@ where
     };
 
     let mut requests = FramedRead::new(input, LinesCodec::new_with_max_length(max_line));
-    let end = loop {
+    let failure = loop {
         let line = tokio::select! {
             line = requests.next() => line,
-            reason = server.failed() => break ForwardEnd::ServerFailed(reason),
+            reason = server.failed() => break Some(reason),
         };
         let line = match line {
             Some(Ok(line)) => line,
@@ -102,7 +149,7 @@ where
                 let _ = lines.send(body).await;
                 continue;
             }
-            Some(Err(LinesCodecError::Io(_))) | None => break ForwardEnd::ClientClosed,
+            Some(Err(LinesCodecError::Io(_))) | None => break None,
         };
         if line.trim().is_empty() {
             continue;
@@ -111,7 +158,7 @@ where
             Ok(message) => message,
             Err(e) => {
                 let _ = lines
-                    .send(error_response(None, e.code(), &e.to_string(), None))
+                    .send(error_response(e.id(), e.code(), &e.to_string(), None))
                     .await;
                 continue;
             }
@@ -122,7 +169,7 @@ where
         }
         if let Err(e) = server.send(message.clone(), &Forwarded::default()).await {
             if let Some(rid) = message.id().filter(|_| message.kind() == Kind::Request) {
-                if in_flight.lock().remove(rid) {
+                if in_flight.remove(rid) {
                     let _ = table.end_request(id);
                 }
                 let body = error_response(Some(rid), code::UPSTREAM_FAILED, &e.to_string(), None);
@@ -130,16 +177,50 @@ where
             }
         }
     };
+    let client_closed = failure.is_none();
+    // Closing the server's stdin is how an MCP client says goodbye, and many
+    // servers exit on it at once: the requests in flight are answered first.
+    let failure = match failure {
+        Some(reason) => Some(reason),
+        None => tokio::select! {
+            () = in_flight.emptied() => None,
+            reason = server.failed() => Some(reason),
+            () = tokio::time::sleep(drain) => None,
+        },
+    };
     server.close().await;
-    // The server is gone: its unanswered requests end here.
-    for _ in in_flight.lock().drain() {
-        let _ = table.end_request(id);
-    }
+    // The relay ends once the server's output is all delivered, so what is
+    // still in flight after it will never be answered.
     let _ = relay.await;
+    let unanswered = in_flight.take();
+    // The server is gone by now, so this is how it went (its exit status).
+    let ended = server.failed().await;
+    let why = match &failure {
+        Some(reason) => format!("the MCP server ended before answering: {reason}"),
+        None => format!(
+            "the MCP server did not answer within {drain:?} of the client closing its input; \
+             {ended}"
+        ),
+    };
+    for rid in &unanswered {
+        let _ = table.end_request(id);
+        let _ = lines
+            .send(error_response(Some(rid), code::UPSTREAM_FAILED, &why, None))
+            .await;
+    }
     drop(lines);
     let _ = writer.await;
     let _ = table.remove(id, RemovalCause::Closed);
-    Ok(end)
+    let unanswered = unanswered.len();
+    Ok(match failure {
+        _ if client_closed && unanswered == 0 => ForwardEnd::ClientClosed,
+        Some(reason) => ForwardEnd::ServerFailed { reason, unanswered },
+        None => ForwardEnd::Abandoned {
+            unanswered,
+            waited: drain,
+            reason: ended,
+        },
+    })
 }
 
 /// Pins a request (rate limited); `Some(error response)` when refused.
@@ -148,7 +229,7 @@ fn admit(
     table: &SessionTable<ProxySession>,
     id: SessionId,
     message: &Message,
-    in_flight: &Mutex<HashSet<String>>,
+    in_flight: &InFlight,
 ) -> Option<Bytes> {
     if message.kind() != Kind::Request {
         return None;
@@ -156,7 +237,7 @@ fn admit(
     match table.begin_request(id, message.bytes().len() as u64) {
         Ok(()) => {
             if let Some(rid) = message.id() {
-                if !in_flight.lock().insert(rid.to_owned()) {
+                if !in_flight.insert(rid) {
                     // A reused id: one pin per id is enough.
                     let _ = table.end_request(id);
                 }
@@ -175,7 +256,7 @@ fn refusal_response(id: Option<&str>, refusal: &TableError) -> Bytes {
             id,
             code::RATE_LIMITED,
             &format!("rate limited: retry after {retry_after:?}"),
-            Some(json!({ "retryAfterMs": retry_after.as_millis().max(1) })),
+            Some(json!({ "retryAfterMs": super::retry_after_millis(*retry_after) })),
         ),
         TableError::Overloaded { .. } => error_response(
             id,
@@ -197,5 +278,23 @@ async fn write_lines<W: AsyncWrite + Unpin>(mut output: W, mut lines: mpsc::Rece
         if written.await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_forward_rate_limit_hint_is_never_early() {
+        let refusal = TableError::RateLimited {
+            id: SessionId::new(0, 1),
+            retry_after: Duration::from_micros(999_990),
+        };
+        let body = refusal_response(Some("7"), &refusal);
+        let value: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(value["id"], 7);
+        assert_eq!(value["error"]["code"], code::RATE_LIMITED);
+        assert_eq!(value["error"]["data"]["retryAfterMs"], 1_000);
     }
 }

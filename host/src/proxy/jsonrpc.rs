@@ -7,7 +7,10 @@
 //! the stdio transport, whose framing is one message per line: a body with a
 //! line break in it (pretty-printed JSON) is compacted before it is written.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -74,15 +77,37 @@ pub struct Message {
 pub enum MessageError {
     #[error("parse error: {0}")]
     Parse(String),
-    #[error("invalid request: {0}")]
-    Invalid(&'static str),
+    /// Valid JSON that is not a valid message. `id` is the compact id it
+    /// carries when that id is usable (a string or a number), so the error
+    /// reaches the caller waiting on it.
+    #[error("invalid request: {reason}")]
+    Invalid {
+        reason: Cow<'static, str>,
+        id: Option<String>,
+    },
 }
 
 impl MessageError {
     pub fn code(&self) -> i64 {
         match self {
             MessageError::Parse(_) => code::PARSE_ERROR,
-            MessageError::Invalid(_) => code::INVALID_REQUEST,
+            MessageError::Invalid { .. } => code::INVALID_REQUEST,
+        }
+    }
+
+    /// The id the error response must carry: `None` (answered as `null`)
+    /// only when it cannot be determined.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            MessageError::Parse(_) => None,
+            MessageError::Invalid { id, .. } => id.as_deref(),
+        }
+    }
+
+    fn invalid(reason: impl Into<Cow<'static, str>>, id: Option<String>) -> Self {
+        MessageError::Invalid {
+            reason: reason.into(),
+            id,
         }
     }
 }
@@ -97,12 +122,17 @@ impl Message {
             // Still check it is JSON, so garbage reads as a parse error.
             serde_json::from_slice::<&RawValue>(text)
                 .map_err(|e| MessageError::Parse(e.to_string()))?;
-            return Err(MessageError::Invalid("batches are not supported"));
+            return Err(MessageError::invalid("batches are not supported", None));
         }
-        let envelope: Envelope<'_> =
-            serde_json::from_slice(text).map_err(|e| MessageError::Parse(e.to_string()))?;
+        let envelope: Envelope<'_> = match serde_json::from_slice(text) {
+            Ok(envelope) => envelope,
+            Err(e) => return Err(not_an_envelope(text, &e)),
+        };
         if envelope.jsonrpc != Some("2.0") {
-            return Err(MessageError::Invalid("`jsonrpc` must be \"2.0\""));
+            return Err(MessageError::invalid(
+                "`jsonrpc` must be \"2.0\"",
+                envelope.id.and_then(answerable_id),
+            ));
         }
         let id = envelope.id.map(|id| compact_id(id.get()));
         let kind = match (&envelope.method, &id, envelope.result.or(envelope.error)) {
@@ -110,9 +140,10 @@ impl Message {
             (Some(_), None, None) => Kind::Notification,
             (None, Some(_), Some(_)) => Kind::Response,
             _ => {
-                return Err(MessageError::Invalid(
+                return Err(MessageError::invalid(
                     "a message needs a method (request, notification) or an id with a \
                      result or error (response)",
+                    envelope.id.and_then(answerable_id),
                 ))
             }
         };
@@ -215,6 +246,37 @@ fn trim_ascii(bytes: &[u8]) -> &[u8] {
     bytes.trim_ascii()
 }
 
+/// A body the envelope does not fit: a parse error when it is not JSON at
+/// all, else an invalid request (a field of the wrong type, a duplicate
+/// field), answered by its id when that can still be read.
+fn not_an_envelope(text: &[u8], error: &serde_json::Error) -> MessageError {
+    if serde_json::from_slice::<IgnoredAny>(text).is_err() {
+        return MessageError::Parse(error.to_string());
+    }
+    #[derive(Deserialize)]
+    struct IdOnly<'a> {
+        #[serde(borrow)]
+        id: Option<&'a RawValue>,
+    }
+    // Anything but an object with a single, well-formed id has no id to
+    // answer by.
+    let id = serde_json::from_slice::<IdOnly<'_>>(text)
+        .ok()
+        .and_then(|only| only.id)
+        .and_then(answerable_id);
+    MessageError::invalid(error.to_string(), id)
+}
+
+/// The compact id an error response can carry: JSON-RPC ids are strings or
+/// numbers; anything else (`null`, an object) cannot be echoed as the id of
+/// the request.
+fn answerable_id(id: &RawValue) -> Option<String> {
+    match id.get().trim_start().as_bytes().first() {
+        Some(b'"' | b'-' | b'0'..=b'9') => Some(compact_id(id.get())),
+        _ => None,
+    }
+}
+
 /// An id's compact spelling, so `1` and ` 1` pair up.
 fn compact_id(raw: &str) -> String {
     match serde_json::from_str::<Value>(raw) {
@@ -276,6 +338,40 @@ mod tests {
         assert_eq!(err.code(), code::INVALID_REQUEST);
         let err = parse("[oops").expect_err("bad batch");
         assert_eq!(err.code(), code::PARSE_ERROR);
+    }
+
+    #[test]
+    fn proxy_jsonrpc_invalid_messages_keep_an_id_that_can_be_read() {
+        let cases: &[(&str, Option<&str>)] = &[
+            (r#"{"jsonrpc":"1.0","id":9,"method":"ping"}"#, Some("9")),
+            (r#"{"jsonrpc":"2.0","id":8}"#, Some("8")),
+            (r#"{"jsonrpc":"2.0", "id" : "a b" }"#, Some("\"a b\"")),
+            (r#"{"id":-3,"method":"ping"}"#, Some("-3")),
+            // The envelope does not fit, but the id is still there to read.
+            (r#"{"jsonrpc":"2.0","id":"x","method":5}"#, Some("\"x\"")),
+            (r#"{"jsonrpc":2.0,"id":4,"method":"ping"}"#, Some("4")),
+            // No usable id: answered with `null`.
+            (r#"{"jsonrpc":"2.0","id":null}"#, None),
+            (r#"{"jsonrpc":"2.0","id":{"n":1}}"#, None),
+            (r#"{"jsonrpc":"2.0","id":true,"method":1}"#, None),
+            (r#"{"jsonrpc":"2.0","id":1,"id":2,"method":1}"#, None),
+            (r#"[{"jsonrpc":"2.0","id":1,"method":"x"}]"#, None),
+            ("7", None),
+        ];
+        for (text, id) in cases {
+            let err = parse(text).expect_err(text);
+            assert_eq!(err.code(), code::INVALID_REQUEST, "{text}: {err}");
+            assert_eq!(err.id(), *id, "{text}");
+            let body = error_response(err.id(), err.code(), &err.to_string(), None);
+            let answer: Value = serde_json::from_slice(&body).expect("json");
+            let expected: Value = id.map_or(Value::Null, |id| {
+                serde_json::from_str(id).expect("a compact id is JSON")
+            });
+            assert_eq!(answer["id"], expected, "{text}");
+        }
+        let err = parse(r#"{"jsonrpc":"2.0","id":9,"method":"#).expect_err("cut short");
+        assert_eq!(err.code(), code::PARSE_ERROR);
+        assert_eq!(err.id(), None, "an id in unparseable bytes is not trusted");
     }
 
     #[test]

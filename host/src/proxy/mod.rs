@@ -298,3 +298,39 @@ impl Proxy {
         }
     }
 }
+
+/// A retry hint in whole milliseconds. Rounded up, and at least 1: a client
+/// that waits exactly this long must not come back early and be refused again.
+pub(crate) fn retry_after_millis(wait: Duration) -> u64 {
+    u64::try_from(wait.as_nanos().div_ceil(1_000_000).max(1)).unwrap_or(u64::MAX)
+}
+
+/// A retry hint in whole seconds (`Retry-After`'s unit). Rounded up, and at
+/// least 1: `Retry-After: 0` would invite a hot loop.
+pub(crate) fn retry_after_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_retry_hints_round_up_and_are_never_zero() {
+        let cases = [
+            (Duration::ZERO, 1, 1),
+            (Duration::from_nanos(1), 1, 1),
+            (Duration::from_micros(999_990), 1_000, 1),
+            (Duration::from_millis(1_000), 1_000, 1),
+            (Duration::from_nanos(1_000_000_001), 1_001, 2),
+            (Duration::from_millis(2_500), 2_500, 3),
+        ];
+        for (wait, millis, seconds) in cases {
+            assert_eq!(retry_after_millis(wait), millis, "{wait:?} in ms");
+            assert_eq!(retry_after_seconds(wait), seconds, "{wait:?} in s");
+            assert!(Duration::from_millis(retry_after_millis(wait)) >= wait);
+            assert!(Duration::from_secs(retry_after_seconds(wait)) >= wait);
+        }
+        assert_eq!(retry_after_millis(Duration::MAX), u64::MAX);
+    }
+}

@@ -91,11 +91,10 @@ pub(crate) fn refuse(status: StatusCode, id: Option<&str>, code: i64, message: &
 }
 
 pub(crate) fn retry_after(mut response: Response, wait: Duration) -> Response {
-    // Whole seconds, rounded up: `Retry-After: 0` would invite a hot loop.
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
-        response.headers_mut().insert(RETRY_AFTER, value);
-    }
+    response.headers_mut().insert(
+        RETRY_AFTER,
+        HeaderValue::from(super::retry_after_seconds(wait)),
+    );
     response
 }
 
@@ -312,7 +311,7 @@ async fn post_message(
     };
     let message = match Message::parse(body) {
         Ok(message) => message,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, None, e.code(), &e.to_string()),
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.id(), e.code(), &e.to_string()),
     };
     match era {
         Era::Sessions => post_in_session(proxy, client, headers, message).await,

@@ -138,7 +138,7 @@ impl StdioUpstream {
         let routes = Arc::new(Mutex::new(Routes::default()));
         let (writer, lines_out) = mpsc::channel::<Bytes>(command.max_pending);
         tokio::spawn(write_lines(stdin, lines_out));
-        tokio::spawn(read_messages(
+        let reader = tokio::spawn(read_messages(
             FramedRead::new(stdout, LinesCodec::new_with_max_length(command.max_line)),
             Arc::clone(&routes),
             pid,
@@ -147,9 +147,12 @@ impl StdioUpstream {
         let (close_tx, close_rx) = oneshot::channel();
         let (exited_tx, exited) = watch::channel(None);
         tokio::spawn(supervise(
-            child,
-            pid,
-            command.grace,
+            Supervised {
+                child,
+                pid,
+                grace: command.grace,
+                reader,
+            },
             close_rx,
             exited_tx,
             Arc::clone(&routes),
@@ -322,14 +325,18 @@ async fn write_lines(mut stdin: ChildStdin, mut lines: mpsc::Receiver<Bytes>) {
     let _ = stdin.shutdown().await;
 }
 
+/// Routes the server's messages until its stdout ends; returns why it ended.
+/// Failing the routes is left to the supervisor, which knows the exit status
+/// by then.
 async fn read_messages<R>(
     mut lines: FramedRead<R, LinesCodec>,
     routes: Arc<Mutex<Routes>>,
     pid: u32,
-) where
+) -> StdoutEnd
+where
     R: tokio::io::AsyncRead + Unpin,
 {
-    let reason = loop {
+    loop {
         match lines.next().await {
             Some(Ok(line)) => {
                 if line.trim().is_empty() {
@@ -343,13 +350,22 @@ async fn read_messages<R>(
                 }
             }
             Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
-                break "the server wrote a line longer than the limit".to_owned()
+                return StdoutEnd::Broken("the server wrote a line longer than the limit".into())
             }
-            Some(Err(LinesCodecError::Io(e))) => break format!("reading the server's stdout: {e}"),
-            None => break "the server closed its stdout".to_owned(),
+            Some(Err(LinesCodecError::Io(e))) => {
+                return StdoutEnd::Broken(format!("reading the server's stdout: {e}"))
+            }
+            None => return StdoutEnd::Closed,
         }
-    };
-    fail(&routes, &reason);
+    }
+}
+
+/// How the server's stdout stopped delivering messages.
+enum StdoutEnd {
+    /// End of file: the server exited, or closed its stdout.
+    Closed,
+    /// Unreadable from here on.
+    Broken(String),
 }
 
 /// Hands one server message to whoever waits for it.
@@ -434,43 +450,107 @@ async fn log_stderr(stderr: tokio::process::ChildStderr, pid: u32) {
     }
 }
 
-/// Owns the child: reaps it when it exits on its own, or tears it down when
-/// asked, and kills what is left of its process group either way.
-async fn supervise(
-    mut child: Child,
+/// The child and the task reading its stdout.
+struct Supervised {
+    child: Child,
     pid: u32,
     grace: Duration,
+    reader: tokio::task::JoinHandle<StdoutEnd>,
+}
+
+/// Owns the child: reaps it when it exits on its own, or tears it down when
+/// asked or when its stdout ends, and kills what is left of its process group
+/// either way.
+async fn supervise(
+    supervised: Supervised,
     close: oneshot::Receiver<()>,
     exited: watch::Sender<Option<String>>,
     routes: Arc<Mutex<Routes>>,
 ) {
+    let Supervised {
+        mut child,
+        pid,
+        grace,
+        mut reader,
+    } = supervised;
     let group = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
-    let reason = tokio::select! {
-        status = child.wait() => {
-            let reason = match status {
-                Ok(status) => format!("the server exited ({status})"),
-                Err(e) => format!("waiting for the server: {e}"),
+    // Biased towards the exit: when the child is already gone, its status is
+    // the reason, whatever else happened at the same time.
+    let (reason, on_its_own) = tokio::select! {
+        biased;
+        status = child.wait() => (exit_reason(status), true),
+        end = &mut reader => {
+            // A server that cannot be read can answer nothing more. Its
+            // stdout usually ends because it is exiting: give it the grace
+            // period, so the reason is its exit status.
+            let broken = match end {
+                Ok(StdoutEnd::Closed) => None,
+                Ok(StdoutEnd::Broken(reason)) => Some(reason),
+                Err(e) => Some(format!("reading the server's stdout: {e}")),
             };
-            tracing::info!(pid, "{reason}");
-            reason
+            let reason = match broken {
+                None => match tokio::time::timeout(grace, child.wait()).await {
+                    Ok(status) => exit_reason(status),
+                    Err(_) => {
+                        let _ = stop(&mut child, group, grace).await;
+                        "the server closed its stdout".to_owned()
+                    }
+                },
+                Some(reason) => {
+                    let _ = stop(&mut child, group, grace).await;
+                    reason
+                }
+            };
+            (reason, true)
         }
         _ = close => {
             // Stdin is closed by now; a well-behaved server exits on its own.
-            let mut stopped = tokio::time::timeout(grace, child.wait()).await.is_ok();
-            if !stopped {
-                let _ = killpg(group, Signal::SIGTERM);
-                stopped = tokio::time::timeout(grace, child.wait()).await.is_ok();
-            }
-            if !stopped {
-                let _ = killpg(group, Signal::SIGKILL);
-                let _ = child.wait().await;
-            }
-            "the session was closed".to_owned()
+            let status = match tokio::time::timeout(grace, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => stop(&mut child, group, grace).await,
+            };
+            let reason = match status {
+                Ok(status) => format!("the session was closed (server {status})"),
+                Err(_) => "the session was closed".to_owned(),
+            };
+            (reason, false)
         }
     };
+    if on_its_own {
+        tracing::info!(pid, "{reason}");
+    }
     // Whatever the server started in its group goes with it.
     let _ = killpg(group, Signal::SIGKILL);
     super::reaper::release(group.as_raw());
+    // What the server wrote before it went is still in the pipe: it reaches
+    // its requests before the rest are failed. Bounded, since a process that
+    // left the group may hold the pipe open.
+    if !reader.is_finished() && tokio::time::timeout(grace, &mut reader).await.is_err() {
+        reader.abort();
+    }
     fail(&routes, &reason);
     let _ = exited.send(Some(reason));
+}
+
+fn exit_reason(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(status) => format!("the server exited ({status})"),
+        Err(e) => format!("waiting for the server: {e}"),
+    }
+}
+
+/// SIGTERM to the group, then SIGKILL after the grace period.
+async fn stop(
+    child: &mut Child,
+    group: Pid,
+    grace: Duration,
+) -> std::io::Result<std::process::ExitStatus> {
+    let _ = killpg(group, Signal::SIGTERM);
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            let _ = killpg(group, Signal::SIGKILL);
+            child.wait().await
+        }
+    }
 }
