@@ -228,7 +228,7 @@ impl<U: Send + 'static> SessionTable<U> {
     ///
     /// May call the policy for victims (see the module docs on blocking).
     pub fn create(&self, new: NewSession<U>) -> Result<Created, Rejected<U>> {
-        self.create_then(new, None)
+        self.create_then::<false>(new, 0)
     }
 
     /// [`create`](Self::create) with the session's first request begun in
@@ -253,7 +253,7 @@ impl<U: Send + 'static> SessionTable<U> {
                 upstream: new.upstream,
             });
         }
-        match self.create_then(new, Some(bytes)) {
+        match self.create_then::<true>(new, bytes) {
             Ok(created) => {
                 let guard = RequestGuard {
                     table: Arc::clone(self),
@@ -286,12 +286,14 @@ impl<U: Send + 'static> SessionTable<U> {
         })
     }
 
-    /// `create`, and with `first_request` its request begun under the lock
-    /// that inserts it (the caller holds an in-flight slot for it).
-    fn create_then(
+    /// `create`, and with `FIRST_REQUEST` a request of `bytes` begun under
+    /// the lock that inserts it (the caller holds an in-flight slot for it).
+    /// A constant, so that the plain create a replay makes per miss compiles
+    /// without the branch.
+    fn create_then<const FIRST_REQUEST: bool>(
         &self,
         new: NewSession<U>,
-        first_request: Option<u64>,
+        bytes: u64,
     ) -> Result<Created, Rejected<U>> {
         let NewSession {
             external_id,
@@ -406,7 +408,7 @@ impl<U: Send + 'static> SessionTable<U> {
             };
             break match core.insert(insert, now, &mut fx) {
                 Ok(id) => {
-                    if let Some(bytes) = first_request {
+                    if FIRST_REQUEST {
                         // A fresh session's limiter holds at least one token
                         // (bursts are non-zero), so this touch is admitted.
                         let _ = core.touch(id, bytes, now, &mut fx);

@@ -588,9 +588,8 @@ impl Instance {
         self.store.data_mut().memory.refused = false;
         self.calls += 1;
         let result = f(&mut self.store, &self.bindings);
-        let memory = &mut self.store.data_mut().memory;
-        if memory.refused && result.is_ok() {
-            memory.survived += 1;
+        if result.is_ok() && self.store.data().memory.refused {
+            self.survived_refusal();
         }
         match result {
             Ok(Ok(value)) => Ok(value),
@@ -695,7 +694,16 @@ impl Instance {
     /// Calls, since the last time this was asked, that were refused memory
     /// and returned anyway.
     pub fn take_memory_refusals(&mut self) -> u64 {
+        // Read first: this runs after every call, and is almost always 0.
+        if self.store.data().memory.survived == 0 {
+            return 0;
+        }
         std::mem::take(&mut self.store.data_mut().memory.survived)
+    }
+
+    #[cold]
+    fn survived_refusal(&mut self) {
+        self.store.data_mut().memory.survived += 1;
     }
 }
 
