@@ -128,6 +128,7 @@ async fn start_instances(
             admin_token: None,
             access_log: None,
             shutdown_grace: Duration::from_secs(5),
+            policy_watch: None,
         };
         let cluster = redis.map(|redis| ClusterConfig {
             redis_url: redis.url(),

@@ -50,6 +50,7 @@ async fn start_proxy(upstream: SocketAddr) -> RunningProxy {
         admin_token: None,
         access_log: None,
         shutdown_grace: Duration::from_secs(5),
+        policy_watch: None,
     };
     RunningProxy::start(config).await.expect("proxy starts")
 }

@@ -563,6 +563,13 @@ mod proxy {
             .send()
             .expect("answer");
         assert_eq!(right.status(), 200);
+        // The scheme's name is case-insensitive.
+        let lower = http
+            .get(format!("{}/sessions", proxy.admin))
+            .header("authorization", "bearer 0123456789abcdef-secret")
+            .send()
+            .expect("answer");
+        assert_eq!(lower.status(), 200);
         assert_eq!(
             http.get(format!("{}/healthz", proxy.admin))
                 .send()
@@ -1286,6 +1293,158 @@ mod proxy {
             .as_str()
             .unwrap_or_default()
             .contains("--max-body"));
+    }
+
+    /// An admin API other hosts can reach must have a token: it lists
+    /// clients and deletes sessions.
+    #[test]
+    fn proxy_admin_api_off_loopback_without_a_token_is_refused() {
+        let out = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
+            .args([
+                "reverse",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "0.0.0.0:0",
+            ])
+            .args(["--upstream-stdio", "true"])
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("0.0.0.0:0") && stderr.contains("--admin-token-file"),
+            "{stderr}"
+        );
+    }
+
+    /// SIGHUP reloads a WebAssembly policy, and with a built-in policy it is
+    /// logged and nothing else: the signal's default would end the proxy and
+    /// every session with it. With --policy-watch a new file is picked up on
+    /// its own, and the sessions' listing names the policy now in use.
+    #[test]
+    fn proxy_sighup_and_policy_watch_reload_and_never_kill() {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        with_watchdog(Duration::from_secs(120), || {
+            let hup = |proxy: &ProxyProcess| {
+                kill(Pid::from_raw(proxy.pid() as i32), Signal::SIGHUP).expect("signal");
+            };
+            let (proxy, _mark) = start("hupbuiltin", &[], &[]);
+            let mut client = McpClient::new(&proxy.mcp);
+            assert_eq!(client.initialize().status, 200);
+            hup(&proxy);
+            hup(&proxy);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut log = Vec::new();
+            while !log.iter().any(|l: &String| l.contains("nothing to reload")) {
+                assert!(Instant::now() < deadline, "no log line: {log:?}");
+                std::thread::sleep(Duration::from_millis(50));
+                log.extend(proxy.log());
+            }
+            assert_eq!(client.echo("still here").text(), "Echo: still here");
+            assert!(proxy.terminate().success());
+
+            let dir = tempfile::tempdir().expect("dir");
+            let file = dir.path().join("current.wasm");
+            let shipped = |name: &str| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../policies")
+                    .join(name)
+            };
+            std::fs::copy(shipped("lfu.wasm"), &file).expect("copy");
+            let file_arg = file.to_str().expect("utf-8").to_owned();
+            let (proxy, _mark) = start(
+                "hupwasm",
+                &["--eviction-policy", &file_arg, "--policy-watch", "100ms"],
+                &[],
+            );
+            let mut client = McpClient::new(&proxy.mcp);
+            assert_eq!(client.initialize().status, 200);
+            let listed_policy = || {
+                let rows: Value = reqwest::blocking::get(format!("{}/sessions", proxy.admin))
+                    .and_then(|r| r.json())
+                    .expect("session rows");
+                rows[0]["policy"].as_str().unwrap_or_default().to_owned()
+            };
+            assert_eq!(listed_policy(), "lfu");
+            let reloads = || metric(&proxy.metrics(), "shadowcat_policy_hot_reloads_total", &[]);
+            // A changed file, with no signal.
+            std::fs::copy(shipped("sieve.wasm"), &file).expect("copy");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while reloads() < 1.0 {
+                assert!(Instant::now() < deadline, "the new file was not picked up");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            assert_eq!(listed_policy(), "sieve");
+            hup(&proxy);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while reloads() < 2.0 {
+                assert!(Instant::now() < deadline, "SIGHUP did not reload");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            assert_eq!(client.echo("after reloads").text(), "Echo: after reloads");
+            assert!(proxy.terminate().success());
+        });
+    }
+
+    /// A restart continues the access log, with times that never go back,
+    /// instead of wiping the traffic recorded so far; a file that is not an
+    /// access log is refused rather than appended to.
+    #[test]
+    fn proxy_access_log_is_continued_across_restarts() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = dir.path().join("access.bin");
+        let log_arg = log.to_str().expect("utf-8").to_owned();
+        let mut records_after = Vec::new();
+        for run in 0..2 {
+            let (proxy, _mark) = start("accessappend", &[], &["--access-log", &log_arg]);
+            let mut client = McpClient::new(&proxy.mcp);
+            assert_eq!(client.initialize().status, 200);
+            assert_eq!(client.echo(&format!("run {run}")).status, 200);
+            if run == 0 {
+                // A later first record than the second run's clock would give.
+                std::thread::sleep(Duration::from_millis(1_100));
+                assert_eq!(client.echo("later").status, 200);
+            }
+            assert!(proxy.terminate().success());
+            records_after.push(std::fs::metadata(&log).expect("log").len() / 24);
+        }
+        assert!(records_after[0] >= 3, "{records_after:?}");
+        assert!(
+            records_after[1] >= records_after[0] + 3,
+            "the second run added to the first: {records_after:?}"
+        );
+        let bytes = std::fs::read(&log).expect("log");
+        let times: Vec<u32> = bytes
+            .chunks_exact(24)
+            .map(|r| u32::from_le_bytes([r[0], r[1], r[2], r[3]]))
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+        assert!(times.last() >= Some(&1), "{times:?}");
+
+        let odd = dir.path().join("odd.bin");
+        std::fs::write(&odd, [0u8; 25]).expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
+            .args([
+                "reverse",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "off",
+            ])
+            .args(["--upstream-stdio", "true", "--access-log"])
+            .arg(&odd)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains("not an access log"), "{stderr}");
+        assert_eq!(
+            std::fs::metadata(&odd).expect("odd").len(),
+            25,
+            "left as it was"
+        );
     }
 
     mod http_upstream {

@@ -258,6 +258,15 @@ pub struct PolicyArgs {
     /// or ~/.cache/shadowcat); `off` disables the cache.
     #[arg(long, global = true, value_name = "DIR")]
     pub policy_cache: Option<String>,
+
+    /// Also reload a WebAssembly policy when its file changes, looking this
+    /// often (its size and modification time); `off`: only on SIGHUP. A file
+    /// caught half-copied fails to load and the running policy stays, until
+    /// the copy completes and changes the file again.
+    #[arg(long, global = true, default_value = "off", value_name = "DURATION",
+          value_parser = parse_optional_duration)]
+    // Spelled out so clap parses `off` to `None` instead of treating it as optional.
+    pub policy_watch: ::std::option::Option<Duration>,
 }
 
 fn parse_fault_rate(text: &str) -> Result<(u32, u32), String> {

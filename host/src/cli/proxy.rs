@@ -78,7 +78,8 @@ pub struct ReverseArgs {
     pub admin_token_file: Option<PathBuf>,
 
     /// Record every session access as an oracleGeneral trace (keyed by the
-    /// client key's hash) for `shadowcat bench --trace FILE`.
+    /// client key's hash) for `shadowcat bench --trace FILE`. An existing log
+    /// is appended to, its clock continued.
     #[arg(long, value_name = "FILE")]
     pub access_log: Option<PathBuf>,
 

@@ -67,9 +67,10 @@ impl Cluster {
             return;
         };
         let now = proxy.table.now();
+        let policy = proxy.policy_name();
         let Ok(row) = proxy
             .table
-            .with_upstream(id, |s| session_row(now, info, s, &proxy.policy_name))
+            .with_upstream(id, |s| session_row(now, info, s, &policy))
         else {
             return;
         };
@@ -107,11 +108,11 @@ impl Cluster {
     pub async fn renew(&self, proxy: &Proxy) {
         let now = proxy.table.now();
         let now_ms = self.now_ms();
-        let policy = proxy.policy_name.as_str();
+        let policy = proxy.policy_name();
         let sessions = proxy.table.inspect(|info, session| {
             let era = session.era;
             let client = session.client;
-            (session_row(now, info, session, policy), client, era)
+            (session_row(now, info, session, &policy), client, era)
         });
         let mut stateless = Vec::new();
         for chunk in sessions.chunks(BATCH) {

@@ -8,6 +8,7 @@ use shadowcat::proxy::forward::{self, ForwardEnd};
 use shadowcat::proxy::session::{CloseUpstream, ProxySession};
 use shadowcat::proxy::upstream::StdioCommand;
 use shadowcat::session::{FlushMode, SessionTable};
+use shadowcat::wasm::OpenedPolicy;
 
 use super::common::open;
 
@@ -23,6 +24,14 @@ pub async fn run(cli: &Cli, command: &ForwardCommand) -> Result<()> {
         let capacity = config.max_sessions as u64;
         tokio::task::spawn_blocking(move || open(&policy_args, &spec, capacity)).await??
     };
+    // The task outlives its handle, as long as the runtime runs.
+    policy
+        .reload_on_sighup()
+        .context("cannot listen for SIGHUP")?;
+    if let (OpenedPolicy::Wasm(wasm), Some(interval)) = (&policy, cli.policy.policy_watch) {
+        wasm.watch(interval)
+            .context("cannot watch the policy file")?;
+    }
     let table = SessionTable::<ProxySession>::builder(config)
         .policy(policy.eviction())
         .teardown(Arc::new(CloseUpstream), tokio::runtime::Handle::current())

@@ -27,6 +27,16 @@ pub async fn run(cli: &Cli, args: &ReverseArgs) -> Result<()> {
         Some(path) => Some(read_token(path)?),
         None => None,
     };
+    if let (Some(addr), None) = (args.admin_listen, &admin_token) {
+        // The admin API lists clients and deletes sessions: open to other
+        // hosts without a token, anyone who can reach it could do both.
+        anyhow::ensure!(
+            addr.ip().is_loopback(),
+            "the admin API would listen on {addr}, reachable from other hosts, without a \
+             token: give --admin-token-file FILE, or a loopback --admin-listen (127.0.0.1:9464), \
+             or --admin-listen off"
+        );
+    }
     let config = ReverseConfig {
         upstreams: upstream_spec(args)?,
         options: ProxyOptions {
@@ -43,6 +53,7 @@ pub async fn run(cli: &Cli, args: &ReverseArgs) -> Result<()> {
         admin_token,
         access_log: args.access_log.clone(),
         shutdown_grace: args.shutdown_grace,
+        policy_watch: cli.policy.policy_watch,
         policy,
         table: table.clone(),
     };
@@ -57,7 +68,7 @@ pub async fn run(cli: &Cli, args: &ReverseArgs) -> Result<()> {
     tracing::info!(
         listen = %running.mcp,
         upstream = %proxy.upstreams.describe(),
-        policy = %proxy.policy_name,
+        policy = %proxy.policy_name(),
         max_sessions = table.max_sessions,
         "serving MCP clients"
     );

@@ -111,7 +111,7 @@ fn deferred(n: usize) -> String {
     if n == 0 {
         String::new()
     } else {
-        format!(" ({n} leave when their requests in flight end)")
+        format!(" ({n} busy: their requests in flight were ended, and they leave as those answer)")
     }
 }
 

@@ -14,13 +14,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::client_key::ClientKey;
 use crate::trace::encode_oracle_record;
 
+/// One oracleGeneral record: time (u32), id (u64), size (u32), next access (i64).
+const RECORD: u64 = 24;
 const QUEUE: usize = 1 << 16;
 const BATCH: usize = 4_096;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -32,11 +34,22 @@ pub struct AccessLogError {
     error: std::io::Error,
 }
 
+impl AccessLogError {
+    fn at(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |error| Self {
+            path: path.to_owned(),
+            error,
+        }
+    }
+}
+
 /// The sending side, cheap to clone into request handlers.
 #[derive(Clone)]
 pub struct AccessLog {
     records: mpsc::Sender<[u8; 24]>,
     started: Instant,
+    /// Trace time at `started`: where an earlier run's log left off.
+    resumed_at: u32,
     written: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
 }
@@ -47,14 +60,44 @@ pub struct AccessLogWriter {
 }
 
 impl AccessLog {
-    /// Creates (or truncates) `path` and starts the writer task.
+    /// Appends to `path` (created if missing) and starts the writer task.
+    /// A restart must not wipe the traffic recorded so far, so an existing
+    /// log is continued, its clock too: the new records' times start where
+    /// its last one stopped, and a replay never sees time go back. A file
+    /// that is not a whole number of records is refused, not appended to.
     pub async fn create(path: &Path) -> Result<(Self, AccessLogWriter), AccessLogError> {
-        let file = tokio::fs::File::create(path)
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)
             .await
-            .map_err(|error| AccessLogError {
-                path: path.to_owned(),
-                error,
-            })?;
+            .map_err(AccessLogError::at(path))?;
+        let len = file
+            .metadata()
+            .await
+            .map_err(AccessLogError::at(path))?
+            .len();
+        if len % RECORD != 0 {
+            return Err(AccessLogError::at(path)(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{len} bytes is not a whole number of {RECORD}-byte records, so not an access \
+                     log to continue; move it away or choose another file"
+                ),
+            )));
+        }
+        let mut resumed_at = 0;
+        if len > 0 {
+            let mut time = [0; 4];
+            file.seek(std::io::SeekFrom::Start(len - RECORD))
+                .await
+                .map_err(AccessLogError::at(path))?;
+            file.read_exact(&mut time)
+                .await
+                .map_err(AccessLogError::at(path))?;
+            resumed_at = u32::from_le_bytes(time);
+        }
         let (records, queue) = mpsc::channel(QUEUE);
         let written = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(write_batches(file, queue, Arc::clone(&written)));
@@ -62,6 +105,7 @@ impl AccessLog {
             Self {
                 records,
                 started: Instant::now(),
+                resumed_at,
                 written,
                 dropped: Arc::new(AtomicU64::new(0)),
             },
@@ -71,7 +115,8 @@ impl AccessLog {
 
     /// Records one access by `client`; never waits.
     pub fn record(&self, client: ClientKey) {
-        let seconds = u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX);
+        let elapsed = u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX);
+        let seconds = self.resumed_at.saturating_add(elapsed);
         // Next access is unknown while the trace is being written; readers
         // compute it themselves.
         let record = encode_oracle_record(seconds, client.0, 1, -1);

@@ -105,6 +105,15 @@ pub fn router(proxy: Arc<Proxy>, token: Option<String>) -> Router {
         .with_state(proxy)
 }
 
+/// The token of an `Authorization: Bearer TOKEN` value. The scheme's name
+/// is case-insensitive (RFC 9110, 11.1), and clients do send `bearer`.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
+}
+
 async fn require_token(
     State(token): State<Arc<Option<String>>>,
     request: Request,
@@ -115,7 +124,7 @@ async fn require_token(
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .unwrap_or("");
         if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
             return (
@@ -131,10 +140,10 @@ async fn require_token(
 
 async fn list(State(proxy): State<Arc<Proxy>>) -> Response {
     let now = proxy.table.now();
-    let policy = proxy.policy_name.as_str();
+    let policy = proxy.policy_name();
     let rows = proxy
         .table
-        .inspect(|info, session| session_row(now, info, session, policy));
+        .inspect(|info, session| session_row(now, info, session, &policy));
     let Some(cluster) = &proxy.cluster else {
         return Json(rows).into_response();
     };

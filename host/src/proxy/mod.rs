@@ -110,7 +110,6 @@ pub struct Proxy {
     pub options: ProxyOptions,
     pub metrics: Arc<ProxyMetrics>,
     pub access_log: Option<AccessLog>,
-    pub policy_name: String,
     /// Set when this instance is one of a cluster.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     opens: Option<DefaultKeyedRateLimiter<u64>>,
@@ -139,7 +138,6 @@ impl Proxy {
         options: ProxyOptions,
         metrics: Arc<ProxyMetrics>,
         access_log: Option<AccessLog>,
-        policy_name: String,
     ) -> Self {
         let opens = options.init_rate.map(|limit| {
             DefaultKeyedRateLimiter::keyed(
@@ -152,7 +150,6 @@ impl Proxy {
             options,
             metrics,
             access_log,
-            policy_name,
             cluster: None,
             opens,
         }
@@ -162,6 +159,11 @@ impl Proxy {
     pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Self {
         self.cluster = Some(cluster);
         self
+    }
+
+    /// The eviction policy's name as it is now: a reload may have changed it.
+    pub fn policy_name(&self) -> String {
+        self.table.policy().name().to_owned()
     }
 
     /// Records one access to the table by `client`.

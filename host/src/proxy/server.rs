@@ -38,6 +38,9 @@ pub struct ReverseConfig {
     pub access_log: Option<PathBuf>,
     /// How long requests in flight may take to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// How often to look for a new WebAssembly policy file (`None`: only
+    /// SIGHUP reloads it).
+    pub policy_watch: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     AccessLog(#[from] AccessLogError),
+    #[error("cannot watch the policy file: {0}")]
+    Watch(std::io::Error),
     #[error("cannot listen for SIGHUP: {0}")]
     Signal(std::io::Error),
     #[error(transparent)]
@@ -101,6 +106,7 @@ impl RunningProxy {
             admin_token,
             access_log,
             shutdown_grace,
+            policy_watch,
         } = config;
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -143,23 +149,16 @@ impl RunningProxy {
             OpenedPolicy::Wasm(p) => Some(Arc::clone(p)),
             OpenedPolicy::Native(_) => None,
         };
-        let mut background = Vec::new();
-        if let Some(policy) = &wasm {
-            background.push(policy.reload_on_sighup().map_err(StartError::Signal)?);
+        let mut background = vec![policy.reload_on_sighup().map_err(StartError::Signal)?];
+        if let (Some(policy), Some(interval)) = (&wasm, policy_watch) {
+            policy.watch(interval).map_err(StartError::Watch)?;
         }
         let metrics = ProxyMetrics::with_more(&table, wasm, access_log.clone(), |registry| {
             if let Some(cluster) = &cluster {
                 cluster.metrics.register(registry);
             }
         });
-        let mut proxy = Proxy::new(
-            Arc::clone(&table),
-            upstreams,
-            options,
-            metrics,
-            access_log,
-            policy.name(),
-        );
+        let mut proxy = Proxy::new(Arc::clone(&table), upstreams, options, metrics, access_log);
         if let Some(cluster) = &cluster {
             proxy = proxy.with_cluster(Arc::clone(cluster));
         }

@@ -98,6 +98,30 @@ impl OpenedPolicy {
         }
     }
 
+    /// Answers SIGHUP for as long as the process runs: a WebAssembly policy
+    /// is reloaded from its file; a built-in one has nothing to reload, and
+    /// says so. Either way the signal must not end the process, its default:
+    /// operators send it routinely (`systemctl reload`, log rotation).
+    #[cfg(unix)]
+    pub fn reload_on_sighup(&self) -> std::io::Result<tokio::task::JoinHandle<()>> {
+        use tokio::signal::unix::{signal, SignalKind};
+        match self {
+            OpenedPolicy::Wasm(p) => p.reload_on_sighup(),
+            OpenedPolicy::Native(p) => {
+                let mut hangups = signal(SignalKind::hangup())?;
+                let name = p.name().to_owned();
+                Ok(tokio::spawn(async move {
+                    while hangups.recv().await.is_some() {
+                        tracing::info!(
+                            policy = %name,
+                            "SIGHUP: the eviction policy is built in; nothing to reload"
+                        );
+                    }
+                }))
+            }
+        }
+    }
+
     /// The WebAssembly policy's own metrics (`None` for a native one).
     pub fn wasm_metrics(&self) -> Option<PolicyMetricsSnapshot> {
         match self {
