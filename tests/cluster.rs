@@ -117,6 +117,16 @@ mod cluster {
                 .expect("KEYS")
         }
 
+        /// Everything lost, with no outage a client could notice.
+        fn flushall(&self) {
+            let mut connection = redis::Client::open(self.url())
+                .and_then(|c| c.get_connection())
+                .expect("a Redis connection");
+            redis::cmd("FLUSHALL")
+                .query::<()>(&mut connection)
+                .expect("FLUSHALL");
+        }
+
         fn get(&self, key: &str) -> Option<String> {
             let mut connection = redis::Client::open(self.url())
                 .and_then(|c| c.get_connection())
@@ -297,19 +307,38 @@ http {{
             extra: &[&str],
             env: &[(&str, &str)],
         ) -> ProxyProcess {
+            self.start_node_with_keys(i, global, extra, env, &[&self.key])
+        }
+
+        /// As [`Cluster::start_node`], with these `--session-key-file`s in
+        /// this order.
+        fn start_node_with_keys(
+            &self,
+            i: usize,
+            global: &[&str],
+            extra: &[&str],
+            env: &[(&str, &str)],
+            keys: &[&std::path::Path],
+        ) -> ProxyProcess {
             let url = self.redis.url();
             let id = format!("node-{i}");
-            let key = self.key.display().to_string();
+            let keys: Vec<String> = keys.iter().map(|k| k.display().to_string()).collect();
             let mut reverse: Vec<&str> = extra.to_vec();
-            reverse.extend([
-                "--cluster-redis",
-                &url,
-                "--session-key-file",
-                &key,
-                "--instance-id",
-                &id,
-            ]);
+            reverse.extend(["--cluster-redis", &url, "--instance-id", &id]);
+            for key in &keys {
+                reverse.extend(["--session-key-file", key.as_str()]);
+            }
             ProxyProcess::start_with_env(global, &reverse, env)
+        }
+
+        /// Stops node `i` cleanly (SIGTERM) and starts it again with `keys`,
+        /// as a rolling restart does; waits until every node sees it.
+        fn restart_with_keys(&mut self, i: usize, extra: &[&str], keys: &[&std::path::Path]) {
+            let node = self.nodes[i].take().expect("a live node");
+            assert!(node.terminate().success(), "node-{i} stops cleanly");
+            let node = self.start_node_with_keys(i, &[], extra, &[], keys);
+            self.nodes[i] = Some(node);
+            self.wait_members(self.nodes.len());
         }
 
         fn node(&self, i: usize) -> &ProxyProcess {
@@ -1055,6 +1084,258 @@ http {{
         });
     }
 
+    /// Redis loses every record (flushed, then restarted empty) while every
+    /// instance lives: the first instance to read the empty Redis must not
+    /// take the others for dead before they write their records back. Each
+    /// session keeps answering through every other instance, with no 404,
+    /// and a 2026-07-28 client keeps its one upstream.
+    #[test]
+    fn cluster_sessions_answer_through_other_instances_when_redis_loses_its_records() {
+        if require("cluster: Redis losing its records", &[Peer::RedisServer]).is_none() {
+            return;
+        }
+        with_watchdog(LIMIT, || {
+            let mark = marker("cluster-redis-lost");
+            let upstream = echo_upstream(&mark);
+            let node: &[&str] = &[
+                "--upstream-stdio",
+                &upstream,
+                "--client-key",
+                "header:x-api-key",
+            ];
+            // As fast as they answer: the per-session limit is not on trial.
+            let global = ["--rate-limit", "off"];
+            let mut cluster = Cluster::start(&global, &[node, node, node]);
+            let mut clients: Vec<McpClient> = (0..3)
+                .map(|i| McpClient::new(&cluster.mcp(i)).with_header("x-api-key", &format!("s{i}")))
+                .collect();
+            for client in &mut clients {
+                assert_eq!(client.initialize().status, 200);
+            }
+            let stateless = [
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "echo"),
+                ("x-api-key", "stateless-on-node-1"),
+            ];
+            let first = post(&cluster.mcp(1), &stateless, &echo_body(1, "claim"));
+            assert_eq!(first.text(), "Echo: claim", "{}", first.raw);
+            assert_eq!(processes_with(&mark).len(), 4);
+
+            // Every session through both other instances, and the 2026-07-28
+            // client through the two that do not hold it, for `span`.
+            let mut call = 100;
+            let mut hammer = |cluster: &Cluster, span: Duration, stateless_too: bool| {
+                let until = Instant::now() + span;
+                let mut failures = Vec::new();
+                while Instant::now() < until {
+                    for (i, client) in clients.iter_mut().enumerate() {
+                        for via in (0..3).filter(|&v| v != i) {
+                            client.url = cluster.mcp(via);
+                            let answer = client.echo(&format!("node-{i} via node-{via}"));
+                            if answer.status != 200 {
+                                failures.push(format!("node-{i} via node-{via}: {}", answer.raw));
+                            }
+                        }
+                    }
+                    if stateless_too {
+                        for via in [0, 2] {
+                            call += 1;
+                            let answer = post(&cluster.mcp(via), &stateless, &echo_body(call, "s"));
+                            if answer.text() != "Echo: s" {
+                                failures.push(format!("2026 via node-{via}: {}", answer.raw));
+                            }
+                        }
+                    }
+                }
+                failures
+            };
+
+            cluster.redis.flushall();
+            let failures = hammer(&cluster, Duration::from_secs(4), true);
+            assert!(failures.is_empty(), "after FLUSHALL: {failures:#?}");
+            assert_eq!(
+                processes_with(&mark).len(),
+                4,
+                "no second upstream for the 2026-07-28 client after FLUSHALL"
+            );
+
+            cluster.redis.restart();
+            // Session ids route from memory, whether or not an instance has
+            // noticed the restart yet.
+            let failures = hammer(&cluster, Duration::from_millis(500), false);
+            assert!(failures.is_empty(), "just after the restart: {failures:#?}");
+            // A 2026-07-28 client is served where it lands while an instance
+            // cannot reach Redis; from its first heartbeat on, it asks.
+            wait_until("every node to reconnect", Duration::from_secs(20), || {
+                cluster
+                    .live()
+                    .all(|n| metric(&n.metrics(), "shadowcat_cluster_redis_up", &[]) == 1.0)
+            });
+            let failures = hammer(&cluster, Duration::from_secs(4), true);
+            assert!(failures.is_empty(), "after the restart: {failures:#?}");
+            assert_eq!(
+                processes_with(&mark).len(),
+                4,
+                "no second upstream for the 2026-07-28 client after the restart"
+            );
+            assert_eq!(cluster.total("shadowcat_upstreams_started_total", &[]), 4.0);
+            assert_eq!(
+                cluster.redis.keys("shadowcat:owner:*").len(),
+                1,
+                "the owner record is written back"
+            );
+
+            // Really dead is still found out as fast as before.
+            cluster.kill(2);
+            let killed = Instant::now();
+            cluster.wait_members(2);
+            assert!(
+                killed.elapsed() < Duration::from_secs(6),
+                "node-2 forgotten after {:?}",
+                killed.elapsed()
+            );
+            clients[2].url = cluster.mcp(0);
+            assert_session_gone(&clients[2].echo("to the dead"), "a dead owner");
+        });
+    }
+
+    /// A rolling key rotation in the README's three steps, one instance
+    /// restarted at a time: the new key added as the second (accepted, not
+    /// used), then made the first, then the old one dropped. At every step,
+    /// every live session answers through either instance.
+    #[test]
+    fn cluster_rolling_key_rotation_never_answers_404() {
+        if require("cluster: key rotation", &[Peer::RedisServer]).is_none() {
+            return;
+        }
+        with_watchdog(LIMIT, || {
+            let mark = marker("cluster-rotation");
+            let upstream = echo_upstream(&mark);
+            let node: &[&str] = &["--upstream-stdio", &upstream];
+            let mut cluster = Cluster::start(&[], &[node, node]);
+            let dir = tempfile::tempdir().expect("temp dir");
+            let new = dir.path().join("new.key");
+            std::fs::write(&new, b"the next cluster key, also 32 bytes or more").expect("key");
+            let old = cluster.key.clone();
+            let mut clients: Vec<McpClient> =
+                (0..2).map(|i| McpClient::new(&cluster.mcp(i))).collect();
+            for client in &mut clients {
+                assert_eq!(client.initialize().status, 200);
+            }
+            let check = |cluster: &Cluster, clients: &mut [McpClient], step: &str| {
+                for (i, client) in clients.iter_mut().enumerate() {
+                    for via in 0..2 {
+                        client.url = cluster.mcp(via);
+                        let answer = client.echo(&format!("{step}: node-{i} via node-{via}"));
+                        assert_eq!(
+                            answer.status, 200,
+                            "{step}: node-{i}'s session via node-{via}: {}",
+                            answer.raw
+                        );
+                    }
+                }
+            };
+            check(&cluster, &mut clients, "before");
+            let steps: [(&str, Vec<&std::path::Path>); 3] = [
+                ("new key accepted", vec![&old, &new]),
+                ("new key used", vec![&new, &old]),
+                ("old key dropped", vec![&new]),
+            ];
+            for (step, keys) in &steps {
+                for i in [1, 0] {
+                    let other = 1 - i;
+                    let kept = clients[other].session.clone();
+                    cluster.restart_with_keys(i, node, keys);
+                    // The restarted instance's sessions ended with it; the
+                    // other's live on, and a new one opens at once.
+                    clients[i].url = cluster.mcp(i);
+                    assert_eq!(clients[i].initialize().status, 200, "{step}");
+                    check(
+                        &cluster,
+                        &mut clients,
+                        &format!("{step}, node-{i} restarted"),
+                    );
+                    assert_eq!(clients[other].session, kept, "{step}");
+                }
+            }
+            assert_eq!(
+                cluster.total(
+                    "shadowcat_cluster_hops_received_total",
+                    &[("result", "rejected")]
+                ),
+                0.0
+            );
+        });
+    }
+
+    /// `session cleanup --all` through one instance removes every session of
+    /// the cluster, as `session list` lists them and `session delete`
+    /// reaches them, and says how many instances it reached.
+    #[test]
+    fn cluster_cleanup_all_removes_every_instances_sessions() {
+        if require("cluster: cleanup --all", &[Peer::RedisServer]).is_none() {
+            return;
+        }
+        with_watchdog(LIMIT, || {
+            let mark = marker("cluster-cleanup");
+            let upstream = echo_upstream(&mark);
+            let node: &[&str] = &[
+                "--upstream-stdio",
+                &upstream,
+                "--client-key",
+                "header:x-api-key",
+            ];
+            let cluster = Cluster::start(&[], &[node, node, node]);
+            let mut clients: Vec<McpClient> = (0..3)
+                .map(|i| McpClient::new(&cluster.mcp(i)).with_header("x-api-key", &format!("c{i}")))
+                .collect();
+            for client in &mut clients {
+                assert_eq!(client.initialize().status, 200);
+            }
+            let stateless = [
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "echo"),
+                ("x-api-key", "stateless"),
+            ];
+            let answer = post(&cluster.mcp(2), &stateless, &echo_body(1, "here"));
+            assert_eq!(answer.text(), "Echo: here", "{}", answer.raw);
+            assert_eq!(processes_with(&mark).len(), 4);
+            let out = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
+                .args([
+                    "session",
+                    "cleanup",
+                    "--all",
+                    "--admin",
+                    &cluster.node(0).admin,
+                ])
+                .output()
+                .expect("the CLI runs");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                stdout.contains("removed 4 session(s) on 3 instance(s)"),
+                "{stdout}"
+            );
+            assert!(
+                wait_no_processes(&mark, Duration::from_secs(15)).is_empty(),
+                "every upstream ended"
+            );
+            wait_until("an empty listing", Duration::from_secs(10), || {
+                sessions(&cluster.node(1).admin).0.is_empty()
+            });
+            for (i, client) in clients.iter_mut().enumerate() {
+                client.url = cluster.mcp((i + 1) % 3);
+                assert_session_gone(&client.echo("cleaned up"), &format!("node-{i}'s session"));
+            }
+        });
+    }
+
     /// What a client cannot do: tamper with a session id, present an id
     /// sealed under another key or naming a dead or earlier instance, or
     /// forge, replay elsewhere or re-time a hop header. All get 404, never
@@ -1171,6 +1452,7 @@ http {{
                     &echo_body(9, "x"),
                 );
                 assert_session_gone(&answer, &format!("a hop header {what}"));
+                assert_eq!(answer.body["id"], 9, "a hop header {what}: {}", answer.raw);
             }
             let revoke = reqwest::blocking::Client::new()
                 .delete(&owner)

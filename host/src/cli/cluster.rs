@@ -31,7 +31,9 @@ pub struct ClusterArgs {
 
     /// The cluster's shared secret: a file of at least 32 random bytes, the
     /// same on every instance. Given twice, the first seals new session ids
-    /// and signs forwarded requests, and both are accepted (key rotation).
+    /// and signs forwarded requests, and both are accepted. To rotate, on
+    /// every instance in turn: add the new key second, then put it first,
+    /// then drop the old one.
     #[arg(long, value_name = "FILE", requires = "cluster_redis")]
     pub session_key_file: Vec<PathBuf>,
 

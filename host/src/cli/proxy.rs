@@ -165,7 +165,8 @@ pub enum SessionAction {
         #[arg(long)]
         json: bool,
     },
-    /// Expire what is due now; with --all, remove every session.
+    /// Expire what is due now; with --all, remove every session (in a
+    /// cluster, on every instance).
     Cleanup {
         #[arg(long)]
         all: bool,

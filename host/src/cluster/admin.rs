@@ -1,6 +1,7 @@
 //! The admin API across the cluster: every instance lists every session
 //! (this instance's from its table, the others' from the session index), and
-//! removes any session, by asking its owner over an authenticated hop.
+//! removes any session, or cleans every instance's table up, by asking the
+//! instances concerned over an authenticated hop.
 
 use axum::http::{HeaderMap, StatusCode};
 
@@ -129,14 +130,68 @@ impl Cluster {
                 continue;
             };
             if let Ok(removed) = serde_json::from_slice::<Removed>(&body) {
-                let total = done.get_or_insert(Removed {
-                    removed: 0,
-                    deferred: 0,
-                });
+                let total = done.get_or_insert_with(Removed::default);
                 total.removed += removed.removed;
                 total.deferred += removed.deferred;
             }
         }
         done
+    }
+
+    /// Asks every other live instance to clean its table up: remove every
+    /// session (`all`), or those due to expire. The sum of what they did,
+    /// with `instances` the number that answered and `unreached` the others.
+    pub async fn cleanup_others(&self, all: bool) -> Removed {
+        let purpose = if all {
+            HopPurpose::Purge
+        } else {
+            HopPurpose::Expire
+        };
+        let others = self.members.others();
+        let answers = futures::future::join_all(others.iter().map(|member| async move {
+            let hop = self
+                .keys
+                .sign_hop(purpose, "", ClientKey(0), self.now_ms());
+            let sent = self
+                .forwarder
+                .send(
+                    &member.mcp,
+                    purpose.method(),
+                    &HeaderMap::new(),
+                    &[],
+                    &hop,
+                    Default::default(),
+                )
+                .await;
+            let answer = match sent {
+                Ok(answer) if answer.status() == StatusCode::OK => answer,
+                Ok(answer) => {
+                    tracing::warn!(endpoint = %member.mcp, status = %answer.status(), "cleanup refused");
+                    return None;
+                }
+                Err(e) => {
+                    tracing::warn!(endpoint = %member.mcp, "cannot reach an instance to clean up: {e}");
+                    return None;
+                }
+            };
+            let body = axum::body::to_bytes(answer.into_body(), MAX_ANSWER).await.ok()?;
+            serde_json::from_slice::<Removed>(&body).ok()
+        }))
+        .await;
+        let mut total = Removed {
+            instances: Some(0),
+            ..Removed::default()
+        };
+        for (member, answer) in others.iter().zip(answers) {
+            match answer {
+                Some(done) => {
+                    total.removed += done.removed;
+                    total.deferred += done.deferred;
+                    total.instances = total.instances.map(|n| n + 1);
+                }
+                None => total.unreached.push(member.owner.instance.to_string()),
+            }
+        }
+        total
     }
 }

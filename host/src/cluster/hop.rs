@@ -37,6 +37,11 @@ pub enum HopPurpose {
     Delete,
     /// The admin API of another instance removing a session (`DELETE`).
     Revoke,
+    /// The admin API of another instance removing every session of this
+    /// one (`session cleanup --all`), or those due to expire (`session
+    /// cleanup`); `DELETE`, without a session.
+    Purge,
+    Expire,
 }
 
 impl HopPurpose {
@@ -46,6 +51,8 @@ impl HopPurpose {
             Self::Get => "get",
             Self::Delete => "delete",
             Self::Revoke => "revoke",
+            Self::Purge => "purge",
+            Self::Expire => "expire",
         }
     }
 
@@ -55,6 +62,8 @@ impl HopPurpose {
             "get" => Self::Get,
             "delete" => Self::Delete,
             "revoke" => Self::Revoke,
+            "purge" => Self::Purge,
+            "expire" => Self::Expire,
             _ => return None,
         })
     }
@@ -74,7 +83,7 @@ impl HopPurpose {
         match self {
             Self::Post => Method::POST,
             Self::Get => Method::GET,
-            Self::Delete | Self::Revoke => Method::DELETE,
+            Self::Delete | Self::Revoke | Self::Purge | Self::Expire => Method::DELETE,
         }
     }
 }
@@ -88,7 +97,10 @@ pub enum HopError {
     WrongMethod,
     #[error("the hop header is outside its time window")]
     Stale,
-    #[error("the hop header does not authenticate")]
+    #[error(
+        "the hop header does not authenticate (a key rotation puts a new key first only once \
+         every instance accepts it)"
+    )]
     Forged,
 }
 

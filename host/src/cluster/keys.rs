@@ -3,7 +3,9 @@
 //!
 //! Up to two secrets: the first seals and signs, every one opens and
 //! verifies, so a key is rotated by adding the new one second on every
-//! instance, then swapping the order, then dropping the old one.
+//! instance, then swapping the order, then dropping the old one. Putting the
+//! new key first before every instance has it would have those without it
+//! refuse the ids and hops it makes.
 
 use std::path::{Path, PathBuf};
 

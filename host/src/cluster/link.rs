@@ -27,6 +27,14 @@ pub enum LinkError {
     Redis(redis::RedisError),
 }
 
+impl LinkError {
+    /// Whether the connection broke under the command; the next command
+    /// connects again.
+    pub fn dropped(&self) -> bool {
+        matches!(self, Self::Redis(error) if error.is_connection_dropped())
+    }
+}
+
 pub struct RedisLink {
     manager: ConnectionManager,
     up: AtomicBool,

@@ -30,8 +30,9 @@
 //!
 //! # What Redis is for, and what happens without it
 //!
-//! Requests with a session id never wait for Redis: members are read by the
-//! heartbeat and kept in memory. Redis holds membership, the session index,
+//! Requests with a session id do not wait for Redis: members are read by the
+//! heartbeat and kept in memory (an owner not known yet, such as an instance
+//! that has just started, is looked up once per heartbeat). Redis holds membership, the session index,
 //! the global rate limit and the 2026-07-28 owner records. While it is down,
 //! routing by session id goes on with the last members read, the rate limit
 //! admits or refuses as `--cluster-redis-down` says, 2026-07-28 clients are
@@ -341,8 +342,8 @@ impl Cluster {
     }
 
     /// Where a request for session `id` goes, from the id and the members
-    /// in memory alone.
-    pub fn route_id(&self, id: &str) -> IdRoute {
+    /// in memory; Redis is asked only about an owner not known here.
+    pub async fn route_id(&self, id: &str) -> IdRoute {
         let owner = match self.keys.open(id) {
             Ok(owner) => owner,
             Err(e) => {
@@ -358,7 +359,7 @@ impl Cluster {
                 IdRoute::Gone("a session of this instance's earlier life")
             };
         }
-        match self.members.endpoint_of(&owner) {
+        match self.members.find(&self.link, &owner).await {
             Some(url) => IdRoute::Forward(url),
             None => IdRoute::Gone("its instance is gone or has restarted"),
         }
@@ -369,8 +370,33 @@ impl Cluster {
     /// (live) does, or when Redis cannot tell.
     pub async fn route_client(&self, client: ClientKey) -> ClientRoute {
         let me = self.me();
-        let holder = match self.owners.claim(&self.link, client, me).await {
-            Ok(holder) => holder,
+        // Right after Redis lost its records, the instance holding this
+        // client may not have written its owner record back yet: claiming
+        // it now would open a second session. Wait (bounded) until every
+        // live instance is back in Redis.
+        let limit = self.timing.member_ttl;
+        self.members.settled(limit).await;
+        let mut claimed = self.claim(client, true).await;
+        if claimed.as_ref().is_err_and(link::LinkError::dropped) {
+            // The connection broke (Redis restarted, say) and is made again
+            // by the next command: one more try, past the breaker this
+            // failure just tripped, rather than a second session for a
+            // client another instance may hold.
+            claimed = self.claim(client, false).await;
+        }
+        if matches!(claimed, Ok(None)) {
+            // This instance's own record is gone: Redis lost its records
+            // since the last heartbeat, which has not noticed yet.
+            self.members.next_read(limit).await;
+            self.members.settled(limit).await;
+            claimed = self.claim(client, true).await;
+        }
+        let holder = match claimed {
+            Ok(Some(holder)) => holder,
+            Ok(None) => {
+                tracing::debug!("Redis has not got this instance's record back, serving here");
+                return ClientRoute::Local;
+            }
             Err(e) => {
                 tracing::debug!("owner record unavailable, serving here: {e}");
                 return ClientRoute::Local;
@@ -383,6 +409,19 @@ impl Cluster {
             return ClientRoute::Forward(url, holder);
         }
         self.take_over(client, &holder).await
+    }
+
+    async fn claim(&self, client: ClientKey, hot: bool) -> Result<Option<Owner>, link::LinkError> {
+        self.owners
+            .claim(
+                &self.link,
+                hot,
+                client,
+                self.me(),
+                &self.members.record_key(),
+                self.members.record(),
+            )
+            .await
     }
 
     /// Replaces a stale owner record (its instance is dead) with this one.

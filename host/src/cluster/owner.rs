@@ -16,11 +16,14 @@ use super::sealed_id::Owner;
 use super::KEY_PREFIX;
 use crate::proxy::client_key::ClientKey;
 
-/// KEYS[1]: the record. ARGV: the claimant, ttl ms. Returns the owner after
-/// the call.
+/// KEYS[1]: the record, KEYS[2]: the claimant's member record. ARGV: the
+/// claimant, ttl ms, its member record. Returns the owner after the call, or
+/// nil when the claimant's member record is not there: Redis lost its
+/// records, and with them perhaps another instance's claim on this client.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+if redis.call('GET', KEYS[2]) ~= ARGV[3] then return false end
 local current = redis.call('GET', KEYS[1])
 if current then return current end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -92,25 +95,33 @@ impl OwnerRecords {
         u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Claims `client` for `me` unless someone holds it; returns the holder.
+    /// Claims `client` for `me` unless someone holds it; returns the holder,
+    /// or `None` when Redis does not hold `member_record` under `member_key`
+    /// (this instance's membership record) and so may have lost the claim
+    /// of another. Not `hot`: tried even while Redis is taken for down.
     pub async fn claim(
         &self,
         link: &RedisLink,
+        hot: bool,
         client: ClientKey,
         me: &Owner,
-    ) -> Result<Owner, LinkError> {
+        member_key: &str,
+        member_record: &str,
+    ) -> Result<Option<Owner>, LinkError> {
         let (key, me, ttl) = (key(client), me.to_record(), self.ttl_ms());
-        let holder: String = link
-            .run("owner_claim", true, |mut redis| async move {
+        let holder: Option<String> = link
+            .run("owner_claim", hot, |mut redis| async move {
                 CLAIM
                     .key(key)
+                    .key(member_key)
                     .arg(me)
                     .arg(ttl)
+                    .arg(member_record)
                     .invoke_async(&mut redis)
                     .await
             })
             .await?;
-        parse(&holder)
+        holder.as_deref().map(parse).transpose()
     }
 
     /// Takes `client` over from `stale` (dead, or an earlier life); returns

@@ -23,7 +23,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use super::hop::{HopError, HopPurpose, HOP_HEADER};
 use super::{Admission, ClientRoute, Cluster, IdRoute};
@@ -142,7 +142,7 @@ async fn post(
             let Some(id) = header(&parts.headers, SESSION_ID).map(str::to_owned) else {
                 return local(next, parts, body).await;
             };
-            match cluster.route_id(&id) {
+            match cluster.route_id(&id).await {
                 IdRoute::Local => local(next, parts, body).await,
                 IdRoute::Gone(why) => {
                     tracing::debug!("POST for an unknown session: {why}");
@@ -217,7 +217,7 @@ async fn by_session_id(
     let Some(id) = id.filter(|_| era != Some(Era::Stateless)) else {
         return next.run(request).await;
     };
-    match cluster.route_id(&id) {
+    match cluster.route_id(&id).await {
         IdRoute::Local => next.run(request).await,
         IdRoute::Gone(why) => {
             tracing::debug!("{method} for an unknown session: {why}");
@@ -294,14 +294,40 @@ async fn receive_hop(
         Err(e) => {
             cluster.metrics.count_hop("rejected");
             tracing::info!("refused a request with a hop header: {e}");
-            return finish(proxy, method, started, session_not_found(None));
+            let id = request_id(proxy, request).await;
+            return finish(proxy, method, started, session_not_found(id.as_deref()));
         }
     };
     cluster.metrics.count_hop("accepted");
-    if hop.purpose == HopPurpose::Revoke {
-        let session = session.to_owned();
-        return crate::proxy::admin::remove_local(proxy, &session);
+    match hop.purpose {
+        HopPurpose::Revoke => {
+            let session = session.to_owned();
+            return crate::proxy::admin::remove_local(proxy, &session);
+        }
+        HopPurpose::Purge | HopPurpose::Expire => {
+            let all = hop.purpose == HopPurpose::Purge;
+            return match crate::proxy::admin::cleanup_local(proxy, all).await {
+                Some(done) => axum::Json(done).into_response(),
+                None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            };
+        }
+        HopPurpose::Post | HopPurpose::Get | HopPurpose::Delete => {}
     }
     request.extensions_mut().insert(HopClient(hop.client));
     next.run(request).await
+}
+
+/// The JSON-RPC id of a POST's body, for a refusal to answer by; `None` for
+/// other methods and for a body too large or not JSON-RPC with an id.
+async fn request_id(proxy: &Proxy, request: Request) -> Option<String> {
+    if request.method() != Method::POST {
+        return None;
+    }
+    let body = axum::body::to_bytes(request.into_body(), proxy.options.max_body)
+        .await
+        .ok()?;
+    match Message::parse(body) {
+        Ok(message) => message.id().map(str::to_owned),
+        Err(e) => e.id().map(str::to_owned),
+    }
 }

@@ -24,13 +24,13 @@ impl Cluster {
     /// known before the first request; a Redis that is down only delays it.
     pub async fn join(&self) {
         match self.members.heartbeat(&self.link).await {
-            Ok(live) => {
+            Ok(beat) => {
                 self.metrics
                     .members
-                    .set(i64::try_from(live).unwrap_or(i64::MAX));
+                    .set(i64::try_from(beat.live).unwrap_or(i64::MAX));
                 tracing::info!(
                     instance = %self.me().instance,
-                    members = live,
+                    members = beat.live,
                     clock_offset_ms = self.members.clock.offset_ms(),
                     "joined the cluster"
                 );
@@ -103,8 +103,10 @@ impl Cluster {
         }
     }
 
-    /// Renews every live session's index record (with its latest figures)
-    /// and owner record; rewrites them after a Redis restart.
+    /// Renews every live session's owner record and index record (with its
+    /// latest figures); rewrites them after Redis lost them. Owner records
+    /// first: until one is back, another instance may open a second session
+    /// for its client, while a missing index record only hides a row.
     pub async fn renew(&self, proxy: &Proxy) {
         let now = proxy.table.now();
         let now_ms = self.now_ms();
@@ -114,7 +116,17 @@ impl Cluster {
             let client = session.client;
             (session_row(now, info, session, &policy), client, era)
         });
-        let mut stateless = Vec::new();
+        let stateless: Vec<ClientKey> = sessions
+            .iter()
+            .filter(|(_, _, era)| *era == Era::Stateless)
+            .map(|(_, client, _)| *client)
+            .collect();
+        for chunk in stateless.chunks(BATCH) {
+            if let Err(e) = self.owners.renew(&self.link, chunk, self.me()).await {
+                tracing::debug!("owner renewal postponed ({e})");
+                return;
+            }
+        }
         for chunk in sessions.chunks(BATCH) {
             let records: Vec<IndexRecord> = chunk
                 .iter()
@@ -122,18 +134,6 @@ impl Cluster {
                 .collect();
             if let Err(e) = self.index.put(&self.link, &records).await {
                 tracing::debug!("index renewal postponed ({e})");
-                return;
-            }
-            stateless.extend(
-                chunk
-                    .iter()
-                    .filter(|(_, _, era)| *era == Era::Stateless)
-                    .map(|(_, client, _)| *client),
-            );
-        }
-        for chunk in stateless.chunks(BATCH) {
-            if let Err(e) = self.owners.renew(&self.link, chunk, self.me()).await {
-                tracing::debug!("owner renewal postponed ({e})");
                 return;
             }
         }
@@ -150,14 +150,20 @@ impl Cluster {
             loop {
                 ticker.tick().await;
                 match cluster.members.heartbeat(&cluster.link).await {
-                    Ok(live) => {
+                    Ok(beat) => {
                         cluster
                             .metrics
                             .members
-                            .set(i64::try_from(live).unwrap_or(i64::MAX));
-                        if !was_up {
+                            .set(i64::try_from(beat.live).unwrap_or(i64::MAX));
+                        if !was_up || beat.lost {
                             // Back after an outage, perhaps a restart that
-                            // lost every record: rewrite them at once.
+                            // lost every record, or a Redis that lost them
+                            // without one: rewrite them at once.
+                            if beat.lost {
+                                tracing::warn!(
+                                    "Redis lost this instance's records; writing them back"
+                                );
+                            }
                             cluster.renew_now.notify_one();
                         }
                         was_up = true;

@@ -72,11 +72,22 @@ pub async fn run(args: &SessionArgs) -> Result<()> {
                 "sessions/cleanup"
             };
             let done: Removed = send(call(Method::POST, path)).await?.json().await?;
+            let instances = done
+                .instances
+                .map(|n| format!(" on {n} instance(s)"))
+                .unwrap_or_default();
             println!(
-                "removed {} session(s){}",
+                "removed {} session(s){instances}{}",
                 done.removed,
                 deferred(done.deferred)
             );
+            if !done.unreached.is_empty() {
+                anyhow::bail!(
+                    "instance(s) {} could not be reached and keep their sessions; run this \
+                     again, or against their own --admin",
+                    done.unreached.join(", ")
+                );
+            }
         }
         SessionAction::Delete { id } => {
             let response = call(Method::DELETE, &format!("sessions/{id}")).send().await;

@@ -7,7 +7,7 @@
 //! - `DELETE /sessions/{id}`: remove one (it leaves when its requests end);
 //!   in a cluster, whichever instance holds it.
 //! - `POST /sessions/cleanup`: expire what is due now; `?all=true` removes
-//!   every session.
+//!   every session. In a cluster, on every live instance.
 //! - `GET /metrics`: Prometheus exposition.
 //! - `GET /healthz`: liveness, never behind the token.
 //!
@@ -75,11 +75,18 @@ pub(crate) fn session_row(
 }
 
 /// What `POST /sessions/cleanup` and `DELETE /sessions/{id}` did.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Removed {
     pub removed: usize,
     /// Sessions whose removal waits for their requests in flight.
     pub deferred: usize,
+    /// A cluster's cleanup: how many instances did it, this one included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<usize>,
+    /// A cluster's cleanup: live instances that could not be reached, whose
+    /// sessions are left.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreached: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +185,7 @@ pub(crate) fn remove_local(proxy: &Proxy, id: &str) -> Response {
         Ok(outcome) => Json(Removed {
             removed: usize::from(outcome == RemoveOutcome::Removed),
             deferred: usize::from(outcome == RemoveOutcome::Deferred),
+            ..Removed::default()
         })
         .into_response(),
         Err(_) => (StatusCode::NOT_FOUND, format!("no session `{id}`\n")).into_response(),
@@ -185,9 +193,27 @@ pub(crate) fn remove_local(proxy: &Proxy, id: &str) -> Response {
 }
 
 async fn cleanup(State(proxy): State<Arc<Proxy>>, Query(query): Query<CleanupQuery>) -> Response {
+    let Some(mut done) = cleanup_local(&proxy, query.all).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    // As the listing shows every instance's sessions and a deletion reaches
+    // any of them, a cleanup acts on every instance.
+    if let Some(cluster) = &proxy.cluster {
+        let others = cluster.cleanup_others(query.all).await;
+        done.removed += others.removed;
+        done.deferred += others.deferred;
+        done.instances = Some(1 + others.instances.unwrap_or(0));
+        done.unreached = others.unreached;
+    }
+    Json(done).into_response()
+}
+
+/// Expires what is due in this instance's table, or with `all` removes every
+/// session; `None` if the work panicked.
+pub(crate) async fn cleanup_local(proxy: &Arc<Proxy>, all: bool) -> Option<Removed> {
     let table = Arc::clone(&proxy.table);
-    let work = tokio::task::spawn_blocking(move || {
-        if query.all {
+    tokio::task::spawn_blocking(move || {
+        if all {
             let before = table.len();
             let removed = table.remove_all(RemovalCause::Deleted);
             // What is left is busy: end its requests, as `session delete`
@@ -198,20 +224,17 @@ async fn cleanup(State(proxy): State<Arc<Proxy>>, Query(query): Query<CleanupQue
             Removed {
                 removed,
                 deferred: before.saturating_sub(removed),
+                ..Removed::default()
             }
         } else {
-            let removed = table.cleanup_expired(table.now());
             Removed {
-                removed,
-                deferred: 0,
+                removed: table.cleanup_expired(table.now()),
+                ..Removed::default()
             }
         }
     })
-    .await;
-    match work {
-        Ok(done) => Json(done).into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
+    .await
+    .ok()
 }
 
 async fn metrics(State(proxy): State<Arc<Proxy>>) -> Response {
