@@ -85,8 +85,23 @@ rustflags=(
 )
 # The encoded form keeps paths with spaces intact, and it overrides any RUSTFLAGS
 # or config rustflags of the caller's, which would change the output.
-CARGO_ENCODED_RUSTFLAGS="$(IFS=$'\x1f'; echo "${rustflags[*]}")" \
-    CARGO_TARGET_DIR="$here/target" "${guest_build[@]}"
+# cargo's messages are kept to recognise a lock file that lacks a new crate:
+# --locked (the build must be the committed one) then stops with a message
+# that does not say what to run.
+cargo_log="$(mktemp)"
+trap 'rm -f "$cargo_log"' EXIT
+if ! CARGO_ENCODED_RUSTFLAGS="$(IFS=$'\x1f'; echo "${rustflags[*]}")" \
+    CARGO_TARGET_DIR="$here/target" "${guest_build[@]}" 2>"$cargo_log"; then
+    cat "$cargo_log" >&2
+    if grep -q -- '--locked was passed' "$cargo_log"; then
+        echo "build.sh: policies/Cargo.lock is out of date (a crate added to policies/Cargo.toml's" \
+            "members, or a dependency changed); update it with" >&2
+        echo "    cargo update --workspace --manifest-path policies/Cargo.toml" >&2
+        echo "and commit it with the change" >&2
+    fi
+    exit 1
+fi
+cat "$cargo_log" >&2
 
 if [[ -n "${SHADOWCAT_COMPONENTIZE:-}" ]]; then
     componentize=("$SHADOWCAT_COMPONENTIZE")

@@ -764,6 +764,14 @@ mod policy {
         assert!(m.traps >= 1, "{m:?}");
         assert!(m.reinstantiations >= 1, "a fresh instance was tried: {m:?}");
         assert!(policy.is_quarantined());
+        // The SDK's panic hook told the host why, before the trap.
+        let problem = policy.last_problem().unwrap_or_default();
+        assert!(
+            problem.contains("unreachable")
+                && problem.contains("panicked at hostile/src/lib.rs:")
+                && problem.contains("panicking as configured (mode=panic)"),
+            "{problem}"
+        );
         assert_eq!(
             table.len(),
             32,
@@ -1578,6 +1586,117 @@ mod policy_cli {
                 "{stdout}"
             );
         }
+    }
+
+    /// `stable-order` and `ghost-conditional` are promises the host trusts
+    /// and cannot watch: a policy that breaks one decides differently with
+    /// prefetch. `policy check` runs its workload with victims asked 32 at a
+    /// time and one at a time and fails the policy when they differ, naming
+    /// the promise and the way out. The same MRU without the trait passes,
+    /// and so does an honest LRU with it.
+    #[test]
+    fn policy_cli_check_fails_a_stable_order_the_policy_does_not_keep() {
+        let hostile = hostile();
+        let check = |config: &[&str], extra: &[&str]| {
+            let mut args: Vec<&str> = extra.to_vec();
+            for pair in config {
+                args.extend(["--policy-config", pair]);
+            }
+            args.extend(["policy", "check", &hostile]);
+            let out = shadowcat_cli(&args);
+            (out.status.code(), text(&out.stdout), text(&out.stderr))
+        };
+        for promise in ["stable-order", "ghost-conditional"] {
+            let traits = format!("traits={promise}");
+            let (code, stdout, stderr) = check(&["mode=mru", &traits], &[]);
+            assert_eq!(code, Some(1), "{promise}: {stdout}{stderr}");
+            assert!(
+                stdout.contains(&format!(
+                    "order       {promise} broken: other victims asked 32 and 1 at a time"
+                )),
+                "{stdout}"
+            );
+            for phrase in [
+                format!("the policy declares `{promise}`, but its victims change"),
+                "asked for 32 per call it evicted session".to_owned(),
+                "declare no stable order".to_owned(),
+            ] {
+                assert!(stderr.contains(&phrase), "`{phrase}` missing: {stderr}");
+            }
+            // Whichever way round the prefetch is set, the two runs differ.
+            let (code, stdout, _) = check(&["mode=mru", &traits], &["--policy-prefetch", "1"]);
+            assert_eq!(code, Some(1), "{stdout}");
+            assert!(stdout.contains("broken: other victims asked 1 and 32 at a time"));
+        }
+        let (code, stdout, stderr) = check(&["mode=mru"], &[]);
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        assert!(!stdout.contains("order "), "nothing to compare: {stdout}");
+        let (code, stdout, stderr) = check(&["traits=stable-order"], &[]);
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        assert!(
+            stdout.contains("order       stable-order kept: the same victims asked 32 and 1"),
+            "{stdout}"
+        );
+    }
+
+    /// An answer that names a victim twice is invalid, as the check's own
+    /// message says, though the table, which stops at the room it needs,
+    /// would never reach most repeats: the host counts them per answer.
+    #[test]
+    fn policy_cli_check_counts_victims_repeated_within_an_answer() {
+        let hostile = hostile();
+        let out = shadowcat_cli(&[
+            "--policy-config",
+            "mode=repeat",
+            "--policy-config",
+            "traits=stable-order",
+            "policy",
+            "check",
+            &hostile,
+        ]);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+        assert!(stdout.contains("FAILED"), "{stdout}");
+        for phrase in [
+            "proposed victims were invalid",
+            "repeated within one answer",
+        ] {
+            assert!(stderr.contains(phrase), "`{phrase}` missing: {stderr}");
+        }
+        // Its order is LRU's, repeats aside: that promise holds.
+        assert!(stdout.contains("stable-order kept"), "{stdout}");
+    }
+
+    /// A panic in an SDK policy reaches the host's log at error level, with
+    /// its message and location, before the trap, and the fault's reason
+    /// (what `policy check` prints) carries it.
+    #[test]
+    fn policy_cli_a_panic_is_reported_with_its_message() {
+        let out = shadowcat_cli(&[
+            "--policy-config",
+            "mode=panic",
+            "policy",
+            "check",
+            &hostile(),
+        ]);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+        let message = "panicked at hostile/src/lib.rs:";
+        let said = "hostile policy: panicking as configured (mode=panic)";
+        let logged = stderr
+            .lines()
+            .find(|l| l.contains("shadowcat::policy_log") && l.contains(message));
+        assert!(
+            logged.is_some_and(|l| l.contains("ERROR") && l.contains(said)),
+            "{stderr}"
+        );
+        let failed = stdout.lines().find(|l| l.starts_with("FAILED"));
+        assert!(
+            failed.is_some_and(|l| l.contains("unreachable")
+                && l.contains(&format!("the policy logged: {message}"))
+                && l.contains(said)),
+            "{stdout}"
+        );
     }
 
     /// Issue 10, item 7: a fault is one WARN line naming the trap; the

@@ -245,11 +245,14 @@ pub struct PolicyArgs {
           value_parser = parse_fault_rate)]
     pub policy_fault_rate: (u32, u32),
 
-    /// Victims asked of a policy that declares a stable victim order per call,
-    /// then handed out one eviction at a time without calling it again (each
-    /// checked against the events since, and, for a policy whose order holds
-    /// only for arrivals it does not remember, the arrival against its ghost
-    /// keys); 1 turns this off.
+    /// Victims asked per call of a policy that declares a stable victim order,
+    /// then handed out one eviction at a time without calling it again, until
+    /// an event names one (or, for a policy whose order holds only for
+    /// arrivals it does not remember, an arrival may be one of its ghosts).
+    /// The host trusts the declaration and cannot see it broken: a policy
+    /// whose order does not hold decides differently with prefetch. `policy
+    /// check` tests the promise by comparing its victims with and without.
+    /// 1 turns prefetching off.
     #[arg(long, global = true, default_value_t = crate::wasm::PREFETCH, value_name = "N",
           value_parser = parse_prefetch)]
     pub policy_prefetch: usize,

@@ -121,8 +121,24 @@ pub fn check(args: &PolicyArgs, spec: &str) -> Result<()> {
     );
     println!(
         "victims     {} proposed, {} invalid, {} beyond the count; {} evictions chosen by the host",
-        m.proposed_victims, t.invalid_victims, m.excess_victims, t.fallback_victims
+        m.proposed_victims,
+        t.invalid_victims + m.repeated_victims,
+        m.excess_victims,
+        t.fallback_victims
     );
+    if let Some(order) = &r.order {
+        let (reported, other) = order.prefetch;
+        println!(
+            "order       {} {} asked {reported} and {other} at a time ({} evictions compared)",
+            order.promise,
+            if order.first_difference.is_none() {
+                "kept: the same victims"
+            } else {
+                "broken: other victims"
+            },
+            order.evictions
+        );
+    }
     println!(
         "maintenance {} rounds of maintain and adjust-quotas, {} quota adjustments",
         r.maintenance_rounds, m.quota_adjustments

@@ -53,6 +53,11 @@ pub struct GuestState {
     policy: String,
     log_gate: DefaultDirectRateLimiter,
     log_dropped: u64,
+    /// The last error-level line the guest logged in the current call,
+    /// bounded and escaped, kept even when the rate limit dropped it: the
+    /// SDK logs a panic's message so, just before the trap, and the fault's
+    /// reason carries it.
+    last_error: Option<String>,
 }
 
 /// A guest log line's level, whatever interface version sent it.
@@ -66,6 +71,9 @@ enum LogLevel {
 
 impl GuestState {
     fn log_line(&mut self, level: LogLevel, message: &str) {
+        if let LogLevel::Error = level {
+            self.last_error = Some(guest_text::bounded(message, MAX_LOG_LINE));
+        }
         if self.log_gate.check().is_err() {
             self.log_dropped += 1;
             return;
@@ -446,6 +454,7 @@ impl Instance {
                 policy: label.clone(),
                 log_gate: DefaultDirectRateLimiter::direct(log_quota),
                 log_dropped: 0,
+                last_error: None,
             },
         );
         store.limiter(|state| &mut state.memory);
@@ -586,6 +595,7 @@ impl Instance {
     ) -> Result<R, CallError> {
         self.store.set_epoch_deadline(self.deadline_ticks);
         self.store.data_mut().memory.refused = false;
+        self.store.data_mut().last_error = None;
         self.calls += 1;
         let result = f(&mut self.store, &self.bindings);
         if result.is_ok() && self.store.data().memory.refused {
@@ -596,11 +606,15 @@ impl Instance {
             Ok(Err(message)) => Err(CallError::Guest(guest_text::bounded(&message, MAX_ERROR))),
             Err(error) => {
                 let kind = classify(&error, self.store.data().memory.refused);
-                Err(CallError::Fault(Fault::from_error(
-                    &error,
-                    kind,
-                    &self.limits,
-                )))
+                let mut fault = Fault::from_error(&error, kind, &self.limits);
+                if let (FaultKind::Trap, Some(line)) =
+                    (kind, self.store.data_mut().last_error.take())
+                {
+                    // Already bounded and escaped, as a log line.
+                    fault.reason =
+                        format!("{}; before it, the policy logged: {line}", fault.reason);
+                }
+                Err(CallError::Fault(fault))
             }
         }
     }

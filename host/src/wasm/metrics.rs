@@ -88,6 +88,9 @@ pub struct PolicyMetrics {
     pub proposed_victims: AtomicU64,
     /// Victims beyond the count asked for (ignored).
     pub excess_victims: AtomicU64,
+    /// Victims an answer had proposed already (dropped: invalid proposals
+    /// that the table, which stops once it has room, would mostly not see).
+    pub repeated_victims: AtomicU64,
     /// Decisions served from the host's LRU because the policy was faulted,
     /// quarantined, busy or answered with an error.
     pub fallbacks: AtomicU64,
@@ -124,6 +127,7 @@ impl PolicyMetrics {
             guest_errors: load(&self.guest_errors),
             proposed_victims: load(&self.proposed_victims),
             excess_victims: load(&self.excess_victims),
+            repeated_victims: load(&self.repeated_victims),
             fallbacks: load(&self.fallbacks),
             reinstantiations: load(&self.reinstantiations),
             hot_reloads: load(&self.hot_reloads),
@@ -150,6 +154,9 @@ pub struct PolicyMetricsSnapshot {
     pub guest_errors: u64,
     pub proposed_victims: u64,
     pub excess_victims: u64,
+    /// Repeats within one answer, in [`Self::proposed_victims`] (not in the
+    /// table's invalid count).
+    pub repeated_victims: u64,
     pub fallbacks: u64,
     pub reinstantiations: u64,
     pub hot_reloads: u64,

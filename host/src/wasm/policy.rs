@@ -741,6 +741,39 @@ impl EventBuffer {
     }
 }
 
+/// Ids of an answer that an earlier place in it already holds. Cheap for
+/// the answer that repeats none, the usual one: a bit per slot (modulo the
+/// bitmap's size), and a scan only when two ids share a bit.
+fn repeats(answer: &[u64]) -> usize {
+    const BITS: usize = 1_024;
+    if answer.len() > BITS / 16 {
+        let mut seen = HashSet::with_capacity(answer.len());
+        return answer.iter().filter(|&&id| !seen.insert(id)).count();
+    }
+    let mut seen = [0u64; BITS / 64];
+    let mut repeats = 0;
+    for (at, &id) in answer.iter().enumerate() {
+        // The low word is the slot, which live sessions never share.
+        let bit = id as usize % BITS;
+        let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+        if seen[word] & mask != 0 && answer[..at].contains(&id) {
+            repeats += 1;
+        }
+        seen[word] |= mask;
+    }
+    repeats
+}
+
+/// `answer` without its repeats, each id at its first place.
+fn without_repeats(answer: &[u64]) -> Vec<u64> {
+    let mut seen = HashSet::with_capacity(answer.len());
+    answer
+        .iter()
+        .copied()
+        .filter(|&id| seen.insert(id))
+        .collect()
+}
+
 pub struct WasmPolicy {
     pub(super) engine: Arc<PolicyEngine>,
     pub(super) table: PolicyTable,
@@ -755,6 +788,11 @@ pub struct WasmPolicy {
     pub(super) fault_log: FaultLog,
     /// The last fault or guest error, for reports such as `policy check`.
     pub(super) last_problem: Mutex<Option<String>>,
+    /// Victims asked per call of a policy that chooses ahead: the engine's
+    /// [`PolicyLimits::prefetch`](super::engine::PolicyLimits::prefetch)
+    /// unless `policy check` sets it, to compare the policy's answers with and
+    /// without.
+    prefetch: AtomicUsize,
 }
 
 impl WasmPolicy {
@@ -791,7 +829,6 @@ impl WasmPolicy {
                 info,
                 health: FaultHistory::default(),
             }),
-            engine,
             table,
             config,
             returned: Condvar::new(),
@@ -800,7 +837,15 @@ impl WasmPolicy {
             metrics: PolicyMetrics::default(),
             fault_log: FaultLog::default(),
             last_problem: Mutex::new(None),
+            prefetch: AtomicUsize::new(engine.limits().prefetch),
+            engine,
         }))
+    }
+
+    /// Victims asked per call of a `stable-order` or `ghost-conditional`
+    /// policy from now on (1: none ahead), whatever the engine's limits say.
+    pub(super) fn set_prefetch(&self, prefetch: usize) {
+        self.prefetch.store(prefetch.max(1), Ordering::Relaxed);
     }
 
     /// Where a fresh instance gets the live sessions to warm up from (after a
@@ -974,7 +1019,7 @@ impl EvictionPolicy for WasmPolicy {
             // the policy promised to keep choosing: nothing to queue either.
             return Ok(());
         }
-        let prefetch = self.engine.limits().prefetch;
+        let prefetch = self.prefetch.load(Ordering::Relaxed);
         let stable = prefetch > 1 && self.events.chooses_ahead.load(Ordering::Acquire);
         let conditional = self.events.ghost_conditional.load(Ordering::Relaxed);
         let ask = match (stable, conditional, request.arriving) {
@@ -1022,6 +1067,20 @@ impl EvictionPolicy for WasmPolicy {
                 self.metrics
                     .proposed_victims
                     .fetch_add(answer.len() as u64, Ordering::Relaxed);
+                // A repeat is an invalid proposal, but the table stops at the
+                // room it needs and the queue forgets every copy of a victim
+                // once it leaves: neither would see most repeats. Counted
+                // here, and dropped so that a repeat the table does reach is
+                // not counted twice.
+                let distinct;
+                let repeated = repeats(answer);
+                if repeated > 0 {
+                    self.metrics
+                        .repeated_victims
+                        .fetch_add(repeated as u64, Ordering::Relaxed);
+                    distinct = without_repeats(answer);
+                    answer = &distinct;
+                }
                 let from = out.len();
                 out.extend(
                     answer
@@ -1150,6 +1209,35 @@ mod tests {
     use super::*;
     use crate::wasm::bindings::InterfaceVersion;
     use crate::wasm::instance::PolicyTraits;
+
+    #[test]
+    fn repeats_within_an_answer_are_counted_and_dropped() {
+        let id = |slot: u32, generation: u32| SessionId::new(slot, generation).to_bits();
+        assert_eq!(repeats(&[]), 0);
+        // Slots 1,024 apart share a bit of the small answer's bitmap; other
+        // generations of one slot are other sessions.
+        let distinct = [id(3, 0), id(3 + 1_024, 0), id(3, 1), id(9, 0)];
+        assert_eq!(repeats(&distinct), 0);
+        let answer = [
+            id(3, 0),
+            id(9, 0),
+            id(3, 0),
+            id(3 + 1_024, 0),
+            id(9, 0),
+            id(3, 0),
+        ];
+        assert_eq!(repeats(&answer), 3);
+        assert_eq!(
+            without_repeats(&answer),
+            [id(3, 0), id(9, 0), id(3 + 1_024, 0)]
+        );
+        // A long answer (a byte-mode table asks for many) takes the set.
+        let mut long: Vec<u64> = (0..500).map(|slot| id(slot, 0)).collect();
+        assert_eq!(repeats(&long), 0);
+        long.extend([id(7, 0), id(499, 0)]);
+        assert_eq!(repeats(&long), 2);
+        assert_eq!(without_repeats(&long).len(), 500);
+    }
 
     fn buffer(needs: EventNeeds) -> EventBuffer {
         EventBuffer::new(

@@ -38,6 +38,11 @@
 //!   ghost section (interface 0.3) of 1,000,000 keys, every other call as
 //!   changes and as a replacement in turn, for a host that keeps a bounded
 //!   mirror of a `ghost-conditional` policy's ghosts.
+//! - `mru`: `victims` answers most recently used first (ignoring candidates),
+//!   a policy whose order any touch changes: with `traits=stable-order` it
+//!   breaks the promise it declares.
+//! - `repeat`: `victims` answers the LRU victims each twice, within `count`
+//!   (so only with several asked, as under `traits=stable-order`).
 //!
 //! Config keys for any mode:
 //! - `min-capacity`: `create` refuses a smaller capacity, as a policy with a
@@ -90,6 +95,8 @@ enum Mode {
     HugeCreateError,
     CreateLoop,
     GhostFlood,
+    Mru,
+    Repeat,
 }
 
 const MODES: &[(&str, Mode)] = &[
@@ -114,6 +121,8 @@ const MODES: &[(&str, Mode)] = &[
     ("huge-create-error", Mode::HugeCreateError),
     ("create-loop", Mode::CreateLoop),
     ("ghost-flood", Mode::GhostFlood),
+    ("mru", Mode::Mru),
+    ("repeat", Mode::Repeat),
 ];
 
 /// An id the host never hands out in practice (generation and slot all ones).
@@ -335,6 +344,18 @@ impl Guest for Export {
                 out.push(if replace { GHOSTS_REPLACED } else { 0 });
                 out.extend(1..=N);
                 Ok(out)
+            }
+            Mode::Mru => with_policy::<Hostile, _>(|h| {
+                let ids: Vec<u64> = h.lru.ids().collect();
+                ids.into_iter().rev().take(count as usize).collect()
+            }),
+            Mode::Repeat => {
+                let once = choose_victims::<Hostile>(count.div_ceil(2), &request)?;
+                Ok(once
+                    .into_iter()
+                    .flat_map(|id| [id, id])
+                    .take(count as usize)
+                    .collect())
             }
             Mode::Million => with_policy::<Hostile, _>(|h| {
                 const N: usize = 1_000_000;

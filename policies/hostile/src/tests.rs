@@ -120,6 +120,14 @@ fn hostile_misbehaves_in_victims_as_configured() {
     let million = Export::victims(1, insert(&[1, 2])).unwrap();
     assert_eq!(million.len(), 1_000_000);
     assert_eq!(million[..3], [1, 2, NEVER_EXISTED - 1]);
+    create(&[("mode", "mru")]).unwrap();
+    assert_eq!(Export::victims(2, insert(&[1, 2, 3])).unwrap(), [3, 2]);
+    create(&[("mode", "repeat")]).unwrap();
+    assert_eq!(
+        Export::victims(5, insert(&[1, 2, 3, 4])).unwrap(),
+        [1, 1, 2, 2, 3]
+    );
+    assert_eq!(Export::victims(1, vec![0, 0, 0]).unwrap(), [1]);
     create(&[("mode", "huge-error")]).unwrap();
     assert_eq!(Export::victims(1, insert(&[1])).unwrap_err().len(), 1 << 20);
     assert_eq!(Export::maintain(1).unwrap_err().len(), 1 << 20);

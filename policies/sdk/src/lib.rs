@@ -47,6 +47,7 @@ use std::marker::PhantomData;
 pub mod alloc;
 mod config;
 mod layout;
+mod panic_report;
 mod slots;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -162,6 +163,12 @@ pub trait Policy: Sized + 'static {
     /// Push up to `count` distinct ids onto `out` (which starts empty), best
     /// victim first. With candidates in `choice`, choose among them.
     ///
+    /// It cannot fail: a policy that cannot choose (a state it does not
+    /// expect, memory it cannot have) pushes fewer ids, or none, and the host
+    /// fills the shortfall from its own LRU order for this decision only.
+    /// That is the way to recover here; a panic is a trap (see the crate's
+    /// failure notes).
+    ///
     /// The policy may update its state while choosing: move a CLOCK hand, clear
     /// SIEVE's visited bits, demote or promote between queues. A proposal is not
     /// an eviction: only a `removed` event says a session is gone; the host may
@@ -171,10 +178,16 @@ pub trait Policy: Sized + 'static {
     /// With [`Traits::STABLE_ORDER`], the policy promises more, and the host
     /// relies on it to ask for several victims at once and hand them out one
     /// eviction at a time: `victims` changes no state; its answer depends only
-    /// on the events seen (not on `choice`); and a list of k victims stays the
-    /// policy's choice, in that order, until an event names one of them (so a
-    /// later call, after events naming none of them, starts with the same ids).
-    /// LRU and FIFO keep this. A policy whose order an arrival could enter
+    /// on the events seen (not on `choice`); and of an answer of k victims,
+    /// the k - 1 after the first stay the policy's choice, in that order,
+    /// until an event names one of them, whatever else arrives, is accessed or
+    /// leaves (so a later call, after events naming none of them, answers
+    /// them first, in that order, once the first victim is left aside). The
+    /// first victim is only the choice for the eviction at hand: the host
+    /// evicts it at once, and if it turns out not to need it, it drops the
+    /// whole answer and asks again. LRU and FIFO keep this. `shadowcat policy
+    /// check` tests the promise: it fails a policy whose victims differ when
+    /// asked for one at a time (`--policy-prefetch 1`). A policy whose order an arrival could enter
     /// before the second victim answers fewer (LFU with nobody at count 1: the
     /// first alone), and the host asks again when it needs more.
     ///
@@ -423,6 +436,9 @@ impl<P: Policy> Guest for Adapter<P> {
         table: bindings::shadowcat::policy::types::Table,
         config: Vec<(String, String)>,
     ) -> Result<(), String> {
+        // Before any policy code runs, so that a panic in `create` is told too.
+        #[cfg(target_arch = "wasm32")]
+        panic_report::install();
         let policy = P::create(&Table::from(table), &Config::new(config))?;
         // A second `create` replaces the instance rather than failing: the WIT
         // promises one call, and starting over is the least surprising reading.
