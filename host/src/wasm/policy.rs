@@ -746,6 +746,10 @@ impl EventBuffer {
 /// bitmap's size), and a scan only when two ids share a bit.
 fn repeats(answer: &[u64]) -> usize {
     const BITS: usize = 1_024;
+    if answer.len() < 2 {
+        // A sampled policy's usual answer: one victim per call.
+        return 0;
+    }
     if answer.len() > BITS / 16 {
         let mut seen = HashSet::with_capacity(answer.len());
         return answer.iter().filter(|&&id| !seen.insert(id)).count();
