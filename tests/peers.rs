@@ -686,6 +686,18 @@ mod peers {
                 })
                 .collect();
             assert_eq!(refusals, [0.0], "exported, and 64 MiB is plenty here");
+            assert!(
+                scrape
+                    .samples
+                    .iter()
+                    .any(|s| s.metric == "shadowcat_policy_repeated_victims_total"),
+                "repeated victims are exported"
+            );
+            assert_eq!(
+                metric(&scrape, "shadowcat_policy_repeated_victims_total", &[]),
+                0.0,
+                "lfu.wasm never names a victim twice"
+            );
             // The first eviction (an idle table) is the policy's own choice;
             // later ones may fall back when it proposes a session that is busy.
             assert!(

@@ -323,6 +323,12 @@ impl Collector for TableCollector {
             )?;
             counter(
                 e,
+                "policy_repeated_victims",
+                "Victims a policy named twice in one answer (invalid, dropped)",
+                p.repeated_victims,
+            )?;
+            counter(
+                e,
                 "policy_memory_refusals",
                 "Policy calls refused memory past --policy-memory that answered anyway \
                  (the policy may no longer track every session)",
