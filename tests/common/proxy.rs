@@ -69,6 +69,21 @@ pub fn wait_no_processes(needle: &str, limit: Duration) -> Vec<u32> {
     }
 }
 
+/// Echoes the child's log to the test's output (shown on failure) and
+/// hands its lines over for assertions.
+fn relay_stderr(stderr: std::process::ChildStderr) -> mpsc::Receiver<String> {
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[shadowcat] {line}");
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    received
+}
+
 /// A running `shadowcat reverse`.
 pub struct ProxyProcess {
     child: Option<Child>,
@@ -109,15 +124,7 @@ impl ProxyProcess {
             .expect("shadowcat starts");
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
-        let (lines, stderr_lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[shadowcat] {line}");
-                if lines.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let stderr_lines = relay_stderr(stderr);
         let (addrs, found) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -432,15 +439,7 @@ impl ForwardProcess {
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let stderr = child.stderr.take().expect("stderr");
-        let (lines, stderr_lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[shadowcat] {line}");
-                if lines.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let stderr_lines = relay_stderr(stderr);
         Self {
             child,
             stdin,

@@ -101,39 +101,16 @@ impl Cluster {
             let Some(endpoint) = self.members.endpoint_of(owner) else {
                 continue;
             };
-            let hop = self
-                .keys
-                .sign_hop(HopPurpose::Revoke, id, ClientKey(0), self.now_ms());
-            let sent = self
-                .forwarder
-                .send(
-                    &endpoint,
-                    HopPurpose::Revoke.method(),
-                    &HeaderMap::new(),
-                    &[(SESSION_ID, id)],
-                    &hop,
-                    Default::default(),
-                )
-                .await;
-            let answer = match sent {
-                Ok(answer) if answer.status() == StatusCode::OK => answer,
-                Ok(answer) => {
-                    tracing::debug!(%endpoint, status = %answer.status(), "revocation refused");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::info!(%endpoint, "cannot reach the session's instance: {e}");
+            let removed = match self.ask_to_remove(&endpoint, HopPurpose::Revoke, id).await {
+                Ok(removed) => removed,
+                Err(why) => {
+                    tracing::info!(%endpoint, "revoking a session: {why}");
                     continue;
                 }
             };
-            let Ok(body) = axum::body::to_bytes(answer.into_body(), MAX_ANSWER).await else {
-                continue;
-            };
-            if let Ok(removed) = serde_json::from_slice::<Removed>(&body) {
-                let total = done.get_or_insert_with(Removed::default);
-                total.removed += removed.removed;
-                total.deferred += removed.deferred;
-            }
+            let total = done.get_or_insert_with(Removed::default);
+            total.removed += removed.removed;
+            total.deferred += removed.deferred;
         }
         done
     }
@@ -149,33 +126,10 @@ impl Cluster {
         };
         let others = self.members.others();
         let answers = futures::future::join_all(others.iter().map(|member| async move {
-            let hop = self
-                .keys
-                .sign_hop(purpose, "", ClientKey(0), self.now_ms());
-            let sent = self
-                .forwarder
-                .send(
-                    &member.mcp,
-                    purpose.method(),
-                    &HeaderMap::new(),
-                    &[],
-                    &hop,
-                    Default::default(),
-                )
-                .await;
-            let answer = match sent {
-                Ok(answer) if answer.status() == StatusCode::OK => answer,
-                Ok(answer) => {
-                    tracing::warn!(endpoint = %member.mcp, status = %answer.status(), "cleanup refused");
-                    return None;
-                }
-                Err(e) => {
-                    tracing::warn!(endpoint = %member.mcp, "cannot reach an instance to clean up: {e}");
-                    return None;
-                }
-            };
-            let body = axum::body::to_bytes(answer.into_body(), MAX_ANSWER).await.ok()?;
-            serde_json::from_slice::<Removed>(&body).ok()
+            self.ask_to_remove(&member.mcp, purpose, "")
+                .await
+                .map_err(|why| tracing::warn!(endpoint = %member.mcp, "cleaning up: {why}"))
+                .ok()
         }))
         .await;
         let mut total = Removed {
@@ -193,5 +147,38 @@ impl Cluster {
             }
         }
         total
+    }
+
+    /// Sends `purpose` to the instance at `endpoint` (about session `id`,
+    /// or none when empty) and reads what it removed. `Err` says why there
+    /// is nothing to count.
+    async fn ask_to_remove(
+        &self,
+        endpoint: &reqwest::Url,
+        purpose: HopPurpose,
+        id: &str,
+    ) -> Result<Removed, String> {
+        let hop = self.keys.sign_hop(purpose, id, ClientKey(0), self.now_ms());
+        let session = [(SESSION_ID, id)];
+        let extra: &[(&str, &str)] = if id.is_empty() { &[] } else { &session };
+        let answer = self
+            .forwarder
+            .send(
+                endpoint,
+                purpose.method(),
+                &HeaderMap::new(),
+                extra,
+                &hop,
+                Default::default(),
+            )
+            .await
+            .map_err(|e| format!("cannot reach the instance: {e}"))?;
+        if answer.status() != StatusCode::OK {
+            return Err(format!("refused ({})", answer.status()));
+        }
+        let body = axum::body::to_bytes(answer.into_body(), MAX_ANSWER)
+            .await
+            .map_err(|e| format!("cannot read the answer: {e}"))?;
+        serde_json::from_slice(&body).map_err(|e| format!("not a count of removals: {e}"))
     }
 }

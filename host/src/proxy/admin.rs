@@ -218,7 +218,11 @@ pub(crate) async fn cleanup_local(proxy: &Arc<Proxy>, all: bool) -> Option<Remov
             let removed = table.remove_all(RemovalCause::Deleted);
             // What is left is busy: end its requests, as `session delete`
             // does, so that "everything" does not wait on a stuck upstream.
-            for abort in table.inspect(|_, s| s.abort.clone()) {
+            // Only those closing: a session created meanwhile is not ours.
+            let closing = table.inspect(|info, s| {
+                (info.state == crate::session::SessionState::Closing).then(|| s.abort.clone())
+            });
+            for abort in closing.into_iter().flatten() {
                 abort.cancel();
             }
             Removed {

@@ -228,7 +228,9 @@ impl Message {
         }
         let asks = self.kind == Kind::Request;
         let reports = self.is_notification("notifications/progress");
-        if !asks && !reports {
+        // Every request to a stdio server comes here: most carry no token,
+        // and a scan of the bytes spares them a second parse.
+        if !asks && !reports || memchr::memmem::find(&self.raw, b"progressToken").is_none() {
             return None;
         }
         let carrier: Carrier<'_> = serde_json::from_slice(trim_ascii(&self.raw)).ok()?;

@@ -471,13 +471,38 @@ enum Answered {
 
 /// What a request still waiting on its upstream is told when its session is
 /// closed under it.
+const CLOSED_IN_FLIGHT: &str =
+    "the session was closed while this request was in flight; send initialize again";
+
 fn closed_in_flight(id: Option<&str>) -> Response {
     refuse(
         StatusCode::NOT_FOUND,
         id,
         code::SESSION_CLOSED,
-        "the session was closed while this request was in flight; send initialize again",
+        CLOSED_IN_FLIGHT,
     )
+}
+
+/// The upstream's next event for request `id`, or what the client is told
+/// instead: the session closed first, or the upstream ended unanswered.
+async fn next_unless_closed(
+    events: &mut Events,
+    abort: &CancellationToken,
+    id: Option<&str>,
+) -> Result<Event, (Response, Answered)> {
+    let next = tokio::select! {
+        next = events.next() => next,
+        () = abort.cancelled() => return Err((closed_in_flight(id), Answered::Refused)),
+    };
+    next.ok_or_else(|| {
+        let response = refuse(
+            StatusCode::BAD_GATEWAY,
+            id,
+            code::UPSTREAM_FAILED,
+            "the upstream ended without answering",
+        );
+        (response, Answered::Refused)
+    })
 }
 
 async fn relay_and_tell(
@@ -536,52 +561,28 @@ async fn answer(
     guard: RequestGuard<super::session::ProxySession>,
     abort: CancellationToken,
 ) -> (Response, Answered) {
-    let first = tokio::select! {
-        first = events.next() => first,
-        () = abort.cancelled() => {
-            return (closed_in_flight(request_id.as_deref()), Answered::Refused);
-        }
+    let rid = request_id.as_deref();
+    let first = match next_unless_closed(&mut events, &abort, rid).await {
+        Ok(first) => first,
+        Err(refused) => return refused,
     };
-    let Some(first) = first else {
-        let response = refuse(
-            StatusCode::BAD_GATEWAY,
-            request_id.as_deref(),
-            code::UPSTREAM_FAILED,
-            "the upstream ended without answering",
-        );
-        return (response, Answered::Refused);
-    };
-    let is_answer = first.id.is_none() && answers(&first, request_id.as_deref());
+    let is_answer = first.id.is_none() && answers(&first, rid);
     let wants_stream =
         !accepts(headers, "application/json") && accepts(headers, "text/event-stream");
     if !accepts(headers, "text/event-stream") {
         // A client that takes only JSON gets the response alone: what the
         // upstream sends before it (progress, log lines) has no way there.
-        let mut next = Some(first);
+        let mut event = first;
         loop {
-            match next {
-                Some(event) if answers(&event, request_id.as_deref()) => {
-                    if let Some(message) = event.message {
-                        drop(guard);
-                        return json_answer(message);
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    let response = refuse(
-                        StatusCode::BAD_GATEWAY,
-                        request_id.as_deref(),
-                        code::UPSTREAM_FAILED,
-                        "the upstream ended without answering",
-                    );
-                    return (response, Answered::Refused);
+            if answers(&event, rid) {
+                if let Some(message) = event.message {
+                    drop(guard);
+                    return json_answer(message);
                 }
             }
-            next = tokio::select! {
-                next = events.next() => next,
-                () = abort.cancelled() => {
-                    return (closed_in_flight(request_id.as_deref()), Answered::Refused);
-                }
+            event = match next_unless_closed(&mut events, &abort, rid).await {
+                Ok(event) => event,
+                Err(refused) => return refused,
             };
         }
     }
@@ -591,16 +592,11 @@ async fn answer(
             return json_answer(message);
         }
     }
-    let mut answered = answers(&first, request_id.as_deref());
+    let mut answered = answers(&first, rid);
     let cut_short = abort.clone();
-    let closing = request_id.as_deref().map(|id| {
-        error_response(
-            Some(id),
-            code::SESSION_CLOSED,
-            "the session was closed while this request was in flight; send initialize again",
-            None,
-        )
-    });
+    let closing = request_id
+        .as_deref()
+        .map(|id| error_response(Some(id), code::SESSION_CLOSED, CLOSED_IN_FLIGHT, None));
     let stream = futures::stream::once(async move { first })
         .chain(events.take_until(abort.cancelled_owned()))
         .map(Some)
