@@ -1089,6 +1089,99 @@ mod proxy {
         });
     }
 
+    /// A session between its `initialize` and its `notifications/initialized`
+    /// is not evicted, however a policy ranks it: MRU proposes the newest
+    /// session first, and without the shield every newcomer would be gone
+    /// before its client finished the handshake (404 on the notification).
+    /// At most half the table is so kept, so clients that never finish
+    /// cannot make the table unevictable.
+    #[test]
+    fn proxy_half_open_sessions_are_not_evicted_before_their_handshake_completes() {
+        with_watchdog(Duration::from_secs(120), || {
+            let mru = crate::common::fixture("example-mru.wasm");
+            let mru = mru.to_str().expect("utf-8");
+            let (proxy, _mark) = start(
+                "shield",
+                &[
+                    "--eviction-policy",
+                    mru,
+                    "--max-sessions",
+                    "4",
+                    "--rate-limit",
+                    "off",
+                ],
+                &["--init-rate", "off"],
+            );
+            let begin = |client: &mut McpClient| {
+                let answer = client.request(
+                    "initialize",
+                    json!({"protocolVersion": "2025-11-25", "capabilities": {},
+                           "clientInfo": {"name": "half-open", "version": "1"}}),
+                );
+                assert_eq!(answer.status, 200, "{}", answer.raw);
+                client.session = answer
+                    .headers
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                assert!(client.session.is_some());
+            };
+            let mut settled: Vec<McpClient> = (0..3)
+                .map(|_| {
+                    let mut client = McpClient::new(&proxy.mcp);
+                    assert_eq!(client.initialize().status, 200);
+                    client
+                })
+                .collect();
+            for round in 0..5 {
+                // The table is full; a half-open session is the most recent.
+                let mut half_open = McpClient::new(&proxy.mcp);
+                begin(&mut half_open);
+                // Another client's initialize needs a victim: MRU's first
+                // choice is the half-open one.
+                let mut next = McpClient::new(&proxy.mcp);
+                assert_eq!(next.initialize().status, 200, "round {round}");
+                let done = half_open.notify("notifications/initialized");
+                assert_eq!(done.status, 202, "round {round}: {}", done.raw);
+                assert_eq!(half_open.echo("made it").text(), "Echo: made it");
+                let scrape = proxy.metrics();
+                assert_eq!(metric(&scrape, "shadowcat_sessions_shielded", &[]), 0.0);
+                assert_eq!(metric(&scrape, "shadowcat_sessions_live", &[]), 4.0);
+                settled.push(half_open);
+                settled.push(next);
+            }
+            // Three clients that never finish: two are kept (half of 4), the
+            // third is not, and the table still makes room for newcomers.
+            let mut stalled: Vec<McpClient> = (0..3)
+                .map(|_| {
+                    let mut client = McpClient::new(&proxy.mcp);
+                    begin(&mut client);
+                    client
+                })
+                .collect();
+            let scrape = proxy.metrics();
+            assert_eq!(metric(&scrape, "shadowcat_sessions_shielded", &[]), 2.0);
+            assert_eq!(metric(&scrape, "shadowcat_sessions_pinned", &[]), 2.0);
+            for _ in 0..3 {
+                assert_eq!(McpClient::new(&proxy.mcp).initialize().status, 200);
+            }
+            let finished: Vec<u16> = stalled
+                .iter_mut()
+                .map(|c| c.notify("notifications/initialized").status)
+                .collect();
+            assert_eq!(
+                finished.iter().filter(|&&s| s == 202).count(),
+                2,
+                "the two shielded half-open sessions outlive the newcomers: {finished:?}"
+            );
+            // A client's DELETE is not held up by the shield.
+            let mut last = McpClient::new(&proxy.mcp);
+            begin(&mut last);
+            assert_eq!(last.delete(), 200);
+            assert_eq!(last.echo("gone").status, 404);
+        });
+    }
+
     /// An initialize the upstream fails leaves nothing behind: no session
     /// id for the client, no session holding a place (evicting others) until
     /// the handshake times out.

@@ -617,6 +617,105 @@ mod session {
         });
     }
 
+    /// A session created with a handshake shield is never evicted until it
+    /// is activated, whatever creates race it, while the shields never
+    /// cover more than half the table (so creates keep finding room), and
+    /// removals and counts stay whole.
+    #[test]
+    fn shielded_sessions_outlive_racing_creates_until_activated() {
+        with_watchdog(Duration::from_secs(120), || {
+            let table: Arc<SessionTable<()>> = Arc::new(
+                SessionTable::builder(replay_config(8))
+                    .policy(Arc::new(HostLru))
+                    .build()
+                    .expect("table"),
+            );
+            let counter = || Arc::new(AtomicU64::new(0));
+            let (created, shielded_seen, closed) = (counter(), counter(), counter());
+            let threads: Vec<_> = (0..8u64)
+                .map(|seed| {
+                    let (table, created, shielded_seen, closed) = (
+                        Arc::clone(&table),
+                        created.clone(),
+                        shielded_seen.clone(),
+                        closed.clone(),
+                    );
+                    std::thread::spawn(move || {
+                        let mut rng = SmallRng::seed_from_u64(seed);
+                        for _ in 0..1_500 {
+                            let new = if rng.random_bool(0.7) {
+                                NewSession::new(()).shielded_until_active()
+                            } else {
+                                NewSession::new(())
+                            };
+                            let (session, guard) = match table.create_pinned(new, 1) {
+                                Ok(created) => created,
+                                // Shields and the other threads' requests
+                                // may hold every place for a moment.
+                                Err(rejected) => {
+                                    assert!(
+                                        matches!(rejected.error, TableError::Capacity { .. }),
+                                        "{:?}",
+                                        rejected.error
+                                    );
+                                    continue;
+                                }
+                            };
+                            created.fetch_add(1, Ordering::Relaxed);
+                            // The initialize has been answered; the client has
+                            // not finished its handshake yet.
+                            drop(guard);
+                            let shielded = table.get(session.id).is_some_and(|i| i.shielded);
+                            for _ in 0..rng.random_range(0..50) {
+                                std::hint::spin_loop();
+                            }
+                            if rng.random_bool(0.3) {
+                                std::thread::yield_now();
+                            }
+                            let stats = table.stats();
+                            assert!(stats.shielded_sessions <= 4, "{stats:?}");
+                            if shielded {
+                                shielded_seen.fetch_add(1, Ordering::Relaxed);
+                                let info = table
+                                    .get(session.id)
+                                    .expect("a shielded session is not evicted");
+                                assert_eq!(info.state, SessionState::Initializing);
+                                table.activate(session.id).expect("activate");
+                                assert!(!table.get(session.id).is_some_and(|i| i.shielded));
+                            } else {
+                                let _ = table.activate(session.id);
+                            }
+                            if rng.random_bool(0.2)
+                                && table.remove(session.id, RemovalCause::Closed).is_ok()
+                            {
+                                closed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for thread in threads {
+                thread.join().expect("a shielded session was evicted");
+            }
+            assert!(
+                shielded_seen.load(Ordering::Relaxed) > 1_000,
+                "shields were exercised"
+            );
+            let m = table.metrics();
+            assert!(m.evicted > 1_000, "evictions were exercised: {m:?}");
+            assert_eq!(m.created, created.load(Ordering::Relaxed));
+            assert!(m.created > 8 * 1_400, "few refusals: {m:?}");
+            assert_eq!(
+                m.created,
+                m.evicted + closed.load(Ordering::Relaxed) + table.len() as u64
+            );
+            let stats = table.stats();
+            assert_eq!((stats.shielded_sessions, stats.pinned_sessions), (0, 0));
+            assert_eq!(stats.requests_in_flight, 0);
+            assert_consistent(&table);
+        });
+    }
+
     #[test]
     fn metrics_accuracy_under_random_concurrent_operations() {
         with_watchdog(Duration::from_secs(120), || {

@@ -50,7 +50,8 @@ pub struct ReverseArgs {
     pub client_key: ClientKeySource,
 
     /// A session whose MCP handshake has not finished this long after its
-    /// `initialize` is removed.
+    /// `initialize` is removed. Until then it is not evicted (while fewer
+    /// than half the sessions are in their handshake).
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     pub init_timeout: Duration,
 

@@ -217,8 +217,14 @@ impl Collector for TableCollector {
         gauge(
             e,
             "sessions_pinned",
-            "Sessions with a request in flight",
+            "Sessions eviction may not take: a request in flight, or a handshake under way",
             signed(stats.pinned_sessions),
+        )?;
+        gauge(
+            e,
+            "sessions_shielded",
+            "Sessions kept from eviction until their handshake completes (at most half the table)",
+            signed(stats.shielded_sessions),
         )?;
         gauge(
             e,

@@ -208,6 +208,8 @@ impl Proxy {
             key: client.0,
             tenant: 0,
             weight: 1,
+            // Until `notifications/initialized` or --init-timeout.
+            shield_handshake: era == Era::Sessions,
             upstream: ProxySession::new(Arc::clone(&upstream), client, era),
         };
         let abort = new.upstream.abort.clone();

@@ -8,9 +8,11 @@
 //! and finishes the effects after unlocking.
 //!
 //! Each counter changes in exactly one place: the active gauge in
-//! [`Core::set_state`], the pinned count in [`Core::pin`] and
-//! [`Core::unpin`], the limiter count in [`Core::set_limiter`], and the live
-//! count and weight in [`Core::insert`] and [`Core::take`].
+//! [`Core::set_state`], the pinned count in [`Core::hold`] and
+//! [`Core::unhold`], the shielded count in [`Core::shield`] and
+//! [`Core::unshield`] (and [`Core::take`], for a session removed shielded),
+//! the limiter count in [`Core::set_limiter`], and the live count and weight
+//! in [`Core::insert`] and [`Core::take`].
 
 use std::sync::Arc;
 
@@ -50,6 +52,9 @@ pub(crate) struct Entry<U> {
     has_deadline: bool,
     weight: u32,
     pins: u32,
+    /// Kept from eviction until its handshake completes (see
+    /// [`Core::shield`]); not a request, so it defers no removal or expiry.
+    shielded: bool,
     created_at: Micros,
     last_access: Micros,
     requests: u64,
@@ -65,6 +70,13 @@ pub(crate) struct Entry<U> {
 }
 
 impl<U> Entry<U> {
+    /// Whether eviction may take it: no request in flight, no handshake
+    /// shield.
+    #[inline(always)]
+    fn evictable(&self) -> bool {
+        self.pins == 0 && !self.shielded
+    }
+
     fn info(&self, id: SessionId) -> SessionInfo {
         SessionInfo {
             id,
@@ -77,6 +89,7 @@ impl<U> Entry<U> {
             requests: self.requests,
             bytes: self.bytes,
             pins: self.pins,
+            shielded: self.shielded,
             weight: self.weight,
         }
     }
@@ -190,9 +203,12 @@ pub enum RemoveOutcome {
 pub struct TableStats {
     pub live: usize,
     pub live_weight: u64,
-    /// Sessions with at least one pin (request in flight), and their weight.
+    /// Sessions eviction may not take (a request in flight, or a handshake
+    /// shield), and their weight.
     pub pinned_sessions: usize,
     pub pinned_weight: u64,
+    /// Sessions shielded from eviction while their handshake is under way.
+    pub shielded_sessions: usize,
     /// Requests in flight across the table (the global bound's count).
     pub requests_in_flight: usize,
     pub lru_len: usize,
@@ -217,9 +233,13 @@ pub(crate) struct Core<U> {
     retired_slots: usize,
     live: usize,
     live_weight: u64,
-    /// Sessions with at least one request in flight, and their weight.
+    /// Sessions eviction may not take (a request in flight or a handshake
+    /// shield), and their weight.
     pinned: usize,
     pinned_weight: u64,
+    /// Sessions shielded while their handshake is under way: at most
+    /// [`Self::shield_limit`].
+    shielded: usize,
     limiters: usize,
     attachments: usize,
     by_external: Names,
@@ -258,6 +278,7 @@ impl<U> Core<U> {
             live_weight: 0,
             pinned: 0,
             pinned_weight: 0,
+            shielded: 0,
             limiters: 0,
             attachments: 0,
             by_external: Names::default(),
@@ -432,6 +453,7 @@ impl<U> Core<U> {
             has_deadline: self.max_age.is_some(),
             weight,
             pins: 0,
+            shielded: false,
             created_at: now,
             last_access: now,
             requests: 0,
@@ -531,6 +553,7 @@ impl<U> Core<U> {
         match entry.state {
             SessionState::Initializing => {
                 self.set_state(id, SessionState::Active);
+                self.unshield(id);
                 Ok(())
             }
             SessionState::Active => Ok(()),
@@ -585,11 +608,11 @@ impl<U> Core<U> {
     /// The only place a pin is added: a request starts on a live session.
     pub fn pin(&mut self, id: SessionId) -> Result<(), TableError> {
         let entry = self.live_entry_mut(id)?;
+        let was_evictable = entry.evictable();
         entry.pins += 1;
         let weight = entry.weight;
-        if entry.pins == 1 {
-            self.pinned += 1;
-            self.pinned_weight += u64::from(weight);
+        if was_evictable {
+            self.hold(weight);
         }
         Ok(())
     }
@@ -624,12 +647,69 @@ impl<U> Core<U> {
         };
         let released = count.min(entry.pins);
         entry.pins -= released;
-        let (pins, weight) = (entry.pins, entry.weight);
-        if released > 0 && pins == 0 {
-            self.pinned -= 1;
-            self.pinned_weight -= u64::from(weight);
+        let weight = entry.weight;
+        if released > 0 && entry.evictable() {
+            self.unhold(weight);
         }
         released
+    }
+
+    /// Keeps a new session from eviction until [`Self::activate`] (the MCP
+    /// handshake's end) or its removal: between a client's `initialize` and
+    /// its `notifications/initialized` the session is as good as in use, and
+    /// a policy that ranks newcomers first (LFU's count of one, MRU) would
+    /// otherwise evict it before its client could finish. Not a pin: a
+    /// removal or an expiry goes ahead at once. At most
+    /// [`Self::shield_limit`] at a time, so that clients opening sessions
+    /// they never finish cannot make the whole table unevictable.
+    pub fn shield(&mut self, id: SessionId) {
+        if self.shielded >= self.shield_limit() {
+            return;
+        }
+        let Some(entry) = self.entry_mut(id) else {
+            return;
+        };
+        if entry.shielded {
+            return;
+        }
+        let was_evictable = entry.evictable();
+        entry.shielded = true;
+        let weight = entry.weight;
+        self.shielded += 1;
+        if was_evictable {
+            self.hold(weight);
+        }
+    }
+
+    fn unshield(&mut self, id: SessionId) {
+        let Some(entry) = self.entry_mut(id).filter(|e| e.shielded) else {
+            return;
+        };
+        entry.shielded = false;
+        let (evictable, weight) = (entry.evictable(), entry.weight);
+        self.shielded -= 1;
+        if evictable {
+            self.unhold(weight);
+        }
+    }
+
+    /// Half the table: the rest stays evictable whatever clients leave
+    /// half-open.
+    pub fn shield_limit(&self) -> usize {
+        self.max_sessions / 2
+    }
+
+    /// A session of `weight` just stopped being evictable.
+    fn hold(&mut self, weight: u32) {
+        self.pinned += 1;
+        self.pinned_weight += u64::from(weight);
+    }
+
+    /// A session of `weight` just became evictable again (or left while
+    /// held).
+    fn unhold(&mut self, weight: u32) {
+        self.pinned -= 1;
+        self.pinned_weight -= u64::from(weight);
     }
 
     /// Removes a session now, or marks it `Closing` until its requests end.
@@ -694,6 +774,12 @@ impl<U> Core<U> {
         }
         self.live -= 1;
         self.live_weight -= u64::from(entry.weight);
+        if entry.shielded {
+            // Without pins (a removal waits for those), held by the shield
+            // alone.
+            self.shielded -= 1;
+            self.unhold(entry.weight);
+        }
         if let Some(external) = &entry.external_id {
             if self.batching_names && !self.by_external.has_collided() {
                 self.expired_names.push((entry.name_hash, id));
@@ -753,7 +839,7 @@ impl<U> Core<U> {
             }
             let slot = self.sampler.random_range(0..self.slots.len());
             let s = &self.slots[slot];
-            let Some(entry) = s.entry.as_ref().filter(|e| e.pins == 0) else {
+            let Some(entry) = s.entry.as_ref().filter(|e| e.evictable()) else {
                 continue;
             };
             let id = SessionId::new(slot as u32, s.generation);
@@ -788,8 +874,8 @@ impl<U> Core<U> {
                     used,
                 };
             }
-            match self.entry(id).map(|e| e.pins) {
-                Some(0) => {
+            match self.entry(id).map(Entry::evictable) {
+                Some(true) => {
                     self.take(id, RemovalCause::Evicted, now, fx);
                     evicted += 1;
                 }
@@ -847,7 +933,7 @@ impl<U> Core<U> {
 
     fn first_unpinned(&self) -> Option<SessionId> {
         self.lru_ids()
-            .find(|&id| self.entry(id).is_some_and(|e| e.pins == 0))
+            .find(|&id| self.entry(id).is_some_and(Entry::evictable))
     }
 
     /// The id of the session in `slot` (which the LRU index holds only while
@@ -1029,6 +1115,7 @@ impl<U> Core<U> {
             live_weight: self.live_weight,
             pinned_sessions: self.pinned,
             pinned_weight: self.pinned_weight,
+            shielded_sessions: self.shielded,
             requests_in_flight: 0,
             lru_len: self.lru.len(),
             deadline_queue_len: self.deadlines.len(),

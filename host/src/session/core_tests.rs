@@ -37,6 +37,7 @@ enum Op {
     Insert {
         weight: u32,
         named: bool,
+        shield: bool,
     },
     Touch(usize),
     Pin(usize),
@@ -54,7 +55,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (1u32..4, any::<bool>()).prop_map(|(weight, named)| Op::Insert { weight, named }),
+        6 => (1u32..4, any::<bool>(), any::<bool>())
+            .prop_map(|(weight, named, shield)| Op::Insert { weight, named, shield }),
         5 => (0usize..16).prop_map(Op::Touch),
         2 => (0usize..16).prop_map(Op::Pin),
         2 => (0usize..16).prop_map(Op::Unpin),
@@ -76,6 +78,8 @@ struct ModelSession {
     named: bool,
     weight: u32,
     pins: u32,
+    /// Kept from eviction until activated (see `Core::shield`).
+    shielded: bool,
     state: SessionState,
     pending: Option<RemovalCause>,
     created_at: Micros,
@@ -96,6 +100,10 @@ struct Model {
 impl Model {
     fn position(&self, id: SessionId) -> Option<usize> {
         self.lru.iter().position(|s| s.id == id)
+    }
+
+    fn evictable(s: &ModelSession) -> bool {
+        s.pins == 0 && !s.shielded
     }
 
     fn live_weight(&self) -> u64 {
@@ -161,7 +169,11 @@ impl Harness {
         let mut fx = Effects::new(&*recorder, true);
         let now = self.now;
         match op {
-            Op::Insert { weight, named } => {
+            Op::Insert {
+                weight,
+                named,
+                shield,
+            } => {
                 let fits = self.model.lru.len() < self.max
                     && self.model.live_weight() + u64::from(*weight) <= self.capacity;
                 assert_eq!(self.core.fits(*weight), fits, "fits");
@@ -182,14 +194,19 @@ impl Harness {
                         )
                         .map_err(|(e, _)| e)
                         .expect("a fitting insert succeeds");
+                    if *shield {
+                        self.core.shield(id);
+                    }
                     assert!(!self.ids_ever.contains(&id), "an id is never reused");
                     self.ids_ever.push(id);
                     self.model.created += 1;
+                    let shielded_now = self.model.lru.iter().filter(|s| s.shielded).count();
                     self.model.lru.push(ModelSession {
                         id,
                         named: *named,
                         weight: *weight,
                         pins: 0,
+                        shielded: *shield && shielded_now < self.max / 2,
                         state: SessionState::Initializing,
                         pending: None,
                         created_at: now,
@@ -258,6 +275,7 @@ impl Harness {
                     SessionState::Initializing | SessionState::Active => {
                         result.expect("activate");
                         s.state = SessionState::Active;
+                        s.shielded = false;
                     }
                     _ => assert!(result.is_err()),
                 }
@@ -289,7 +307,7 @@ impl Harness {
                     if let Some(at) = self
                         .model
                         .position(id)
-                        .filter(|&at| self.model.lru[at].pins == 0)
+                        .filter(|&at| Model::evictable(&self.model.lru[at]))
                     {
                         self.model.take(at, RemovalCause::Evicted);
                         expected += 1;
@@ -303,7 +321,7 @@ impl Harness {
                     .evict_lru(Room::Sessions(*count), 0, false, now, &mut fx);
                 let mut expected = 0;
                 while expected < *count {
-                    let Some(at) = self.model.lru.iter().position(|s| s.pins == 0) else {
+                    let Some(at) = self.model.lru.iter().position(Model::evictable) else {
                         break;
                     };
                     self.model.take(at, RemovalCause::Evicted);
@@ -407,12 +425,17 @@ impl Harness {
             let info = self.core.info(s.id).expect("model session is live");
             assert_eq!(info.state, s.state, "state of {:?}", s.id);
             assert_eq!(info.pins, s.pins, "pins of {:?}", s.id);
+            assert_eq!(info.shielded, s.shielded, "shield of {:?}", s.id);
             assert_eq!(info.last_access, s.last_access, "last access of {:?}", s.id);
             assert_eq!(info.requests, s.requests);
             assert_eq!(info.external_id.is_some(), s.named);
         }
-        let pinned: Vec<&ModelSession> = model.lru.iter().filter(|s| s.pins > 0).collect();
+        let pinned: Vec<&ModelSession> =
+            model.lru.iter().filter(|s| !Model::evictable(s)).collect();
         assert_eq!(stats.pinned_sessions, pinned.len(), "pinned sessions");
+        let shielded = model.lru.iter().filter(|s| s.shielded).count();
+        assert_eq!(stats.shielded_sessions, shielded, "shielded sessions");
+        assert!(shielded <= self.max / 2, "at most half the table shielded");
         assert_eq!(
             stats.pinned_weight,
             pinned.iter().map(|s| u64::from(s.weight)).sum::<u64>(),
@@ -478,11 +501,73 @@ proptest! {
 }
 
 #[test]
+fn session_handshake_shield_keeps_newcomers_from_eviction_not_from_removal() {
+    let mut harness = Harness::new(4, 100);
+    let insert = |shield| Op::Insert {
+        weight: 1,
+        named: true,
+        shield,
+    };
+    for shield in [true, false, true, true] {
+        harness.apply(&insert(shield));
+    }
+    let ids: Vec<SessionId> = harness.model.lru.iter().map(|s| s.id).collect();
+    let stats = harness.core.stats();
+    // Half the table at most: the third shield request was not granted.
+    assert_eq!(stats.shielded_sessions, 2);
+    assert_eq!(stats.pinned_sessions, 2);
+    assert!(!harness.model.lru[3].shielded);
+    // Eviction passes over the shielded least recent session, and a
+    // policy's proposal of it is refused and reported.
+    harness.apply(&Op::EvictProposed(vec![0], 1));
+    assert_eq!(
+        harness.core.stats().live,
+        4,
+        "a shielded proposal is refused"
+    );
+    assert!(harness
+        .recorder
+        .0
+        .lock()
+        .iter()
+        .any(|e| matches!(e, PolicyEvent::Refused { id, .. } if *id == ids[0])));
+    harness.apply(&Op::EvictLru(1));
+    assert!(
+        harness.model.position(ids[1]).is_none(),
+        "the unshielded one went"
+    );
+    assert!(harness.model.position(ids[0]).is_some());
+    // The handshake's end lifts the shield: it is the LRU victim again.
+    harness.apply(&Op::Activate(0));
+    assert_eq!(harness.core.stats().shielded_sessions, 1);
+    harness.apply(&Op::EvictLru(1));
+    assert!(harness.model.position(ids[0]).is_none());
+    // A shield defers no removal: gone at once, and its place is free.
+    let shielded = harness.model.position(ids[2]).expect("live");
+    assert!(harness.model.lru[shielded].shielded);
+    harness.apply(&Op::Remove(shielded, true));
+    assert!(harness.model.position(ids[2]).is_none());
+    let stats = harness.core.stats();
+    assert_eq!((stats.shielded_sessions, stats.pinned_sessions), (0, 0));
+    // Nor an idle expiry: a half-open session past the idle timeout goes.
+    harness.apply(&insert(true));
+    assert_eq!(harness.core.stats().shielded_sessions, 1);
+    harness.apply(&Op::Advance(IDLE));
+    harness.apply(&Op::Expire);
+    let stats = harness.core.stats();
+    assert_eq!(
+        (stats.live, stats.shielded_sessions, stats.pinned_sessions),
+        (0, 0, 0)
+    );
+}
+
+#[test]
 fn session_slots_retire_when_their_generations_are_spent() {
     let mut harness = Harness::new(2, 100);
     harness.apply(&Op::Insert {
         weight: 1,
         named: false,
+        shield: false,
     });
     let first = harness.model.lru[0].id;
     harness.apply(&Op::Remove(0, true));
@@ -490,6 +575,7 @@ fn session_slots_retire_when_their_generations_are_spent() {
     harness.apply(&Op::Insert {
         weight: 1,
         named: false,
+        shield: false,
     });
     let last_generation = harness.model.lru[0].id;
     assert_eq!(last_generation.slot(), first.slot());
@@ -499,6 +585,7 @@ fn session_slots_retire_when_their_generations_are_spent() {
     harness.apply(&Op::Insert {
         weight: 1,
         named: false,
+        shield: false,
     });
     let next = harness.model.lru[0].id;
     assert_ne!(next.slot(), first.slot(), "a spent slot is never reused");

@@ -85,6 +85,9 @@ pub struct SessionInfo {
     /// Pins: requests in flight on this session. A pinned session is never
     /// evicted or expired; its removal waits for the last pin.
     pub pins: u32,
+    /// Kept from eviction until its handshake completes (see
+    /// [`NewSession::shield_handshake`]).
+    pub shielded: bool,
     pub weight: u32,
 }
 

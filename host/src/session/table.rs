@@ -83,6 +83,11 @@ pub struct NewSession<U> {
     pub tenant: u32,
     /// Counts toward the table's weight capacity (1 unless in byte mode).
     pub weight: u32,
+    /// Keep it from eviction until [`SessionTable::activate`], while fewer
+    /// than half the table's sessions are so kept: an MCP session between
+    /// its `initialize` and its `notifications/initialized`. A removal or an
+    /// expiry still takes it at once.
+    pub shield_handshake: bool,
     pub upstream: U,
 }
 
@@ -94,6 +99,7 @@ impl<U> NewSession<U> {
             key: 0,
             tenant: 0,
             weight: 1,
+            shield_handshake: false,
             upstream,
         }
     }
@@ -123,6 +129,12 @@ impl<U> NewSession<U> {
 
     pub fn with_weight(mut self, weight: u32) -> Self {
         self.weight = weight;
+        self
+    }
+
+    /// See [`NewSession::shield_handshake`].
+    pub fn shielded_until_active(mut self) -> Self {
+        self.shield_handshake = true;
         self
     }
 }
@@ -300,6 +312,7 @@ impl<U: Send + 'static> SessionTable<U> {
             key,
             tenant,
             weight,
+            shield_handshake,
             upstream,
         } = new;
         let reject = |error: TableError, upstream: U| Err(Rejected { error, upstream });
@@ -408,6 +421,9 @@ impl<U: Send + 'static> SessionTable<U> {
             };
             break match core.insert(insert, now, &mut fx) {
                 Ok(id) => {
+                    if shield_handshake {
+                        core.shield(id);
+                    }
                     if FIRST_REQUEST {
                         // A fresh session's limiter holds at least one token
                         // (bursts are non-zero), so this touch is admitted.
