@@ -242,12 +242,27 @@ mod proxy {
             "the half-open session's upstream was torn down"
         );
         assert_eq!(client.echo("late").status, 404);
+        let scrape = proxy.metrics();
         assert_eq!(
             metric(
-                &proxy.metrics(),
+                &scrape,
                 "shadowcat_sessions_removed_total",
                 &[("cause", "expired-idle")]
             ),
+            1.0
+        );
+        assert_eq!(
+            metric(&scrape, "shadowcat_handshake_timeouts_total", &[]),
+            1.0
+        );
+        assert_eq!(metric(&scrape, "shadowcat_sessions_shielded", &[]), 0.0);
+        assert_eq!(metric(&scrape, "shadowcat_sessions_pinned", &[]), 0.0);
+        // A session that finishes its handshake is not counted.
+        assert_eq!(client.initialize().status, 200);
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(client.echo("on time").text(), "Echo: on time");
+        assert_eq!(
+            metric(&proxy.metrics(), "shadowcat_handshake_timeouts_total", &[]),
             1.0
         );
     }

@@ -40,6 +40,7 @@ pub struct ProxyMetrics {
     pub accesses: Family<AccessLabels, Counter>,
     pub upstream_failures: Counter,
     pub upstreams_started: Counter,
+    pub handshake_timeouts: Counter,
     /// Seconds spent handling a request until its response starts.
     pub latency: Histogram,
     registry: Registry,
@@ -67,6 +68,7 @@ impl ProxyMetrics {
         let accesses = Family::<AccessLabels, Counter>::default();
         let upstream_failures = Counter::default();
         let upstreams_started = Counter::default();
+        let handshake_timeouts = Counter::default();
         let latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         registry.register(
             "http_requests",
@@ -89,6 +91,12 @@ impl ProxyMetrics {
             upstreams_started.clone(),
         );
         registry.register(
+            "handshake_timeouts",
+            "Sessions removed for not finishing their handshake within --init-timeout (counted \
+             among removals as expired-idle too, the cause policies are told)",
+            handshake_timeouts.clone(),
+        );
+        registry.register(
             "http_request_duration_seconds",
             "Time to the start of the response on the MCP endpoint",
             latency.clone(),
@@ -104,6 +112,7 @@ impl ProxyMetrics {
             accesses,
             upstream_failures,
             upstreams_started,
+            handshake_timeouts,
             latency,
             registry,
         })

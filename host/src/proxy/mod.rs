@@ -288,6 +288,7 @@ impl Proxy {
                 .get(id)
                 .is_some_and(|s| s.state == crate::session::SessionState::Initializing);
             if unfinished && proxy.close_session(id, RemovalCause::ExpiredIdle).is_ok() {
+                proxy.metrics.handshake_timeouts.inc();
                 tracing::info!(?timeout, "session expired before finishing its handshake");
             }
         });
