@@ -1965,6 +1965,21 @@ mod policy_cli {
             "{}",
             text(&out.stderr)
         );
+        // A path naming something that is not a file says what it is.
+        let dir = tempfile::tempdir().expect("dir");
+        let not_a_file = dir.path().join("folder.wasm");
+        std::fs::create_dir(&not_a_file).expect("mkdir");
+        let dangling = dir.path().join("gone.wasm");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).expect("symlink");
+        for (path, says) in [(&not_a_file, "directory"), (&dangling, "No such file")] {
+            let out =
+                shadowcat_cli(&["--eviction-policy", path.to_str().expect("utf-8"), "config"]);
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            assert!(stderr.contains("cannot read policy file"), "{stderr}");
+            assert!(stderr.contains(says), "{stderr}");
+            assert!(!stderr.contains("available:"), "{stderr}");
+        }
         let out = shadowcat_cli(&["--eviction-policy", "lfu.wasm", "config"]);
         assert!(out.status.success());
         assert!(

@@ -49,7 +49,9 @@ pub fn locate(spec: &str, dirs: &[PathBuf]) -> Result<PolicySource, PolicyError>
     }
     let as_path = Path::new(spec);
     if spec.contains(std::path::MAIN_SEPARATOR) || as_path.is_file() {
-        if as_path.is_file() {
+        // Something there that is no file (a directory, a dangling link):
+        // reading it says what it is, where "not found" would mislead.
+        if as_path.is_file() || as_path.symlink_metadata().is_ok() {
             return Ok(PolicySource::File(as_path.to_path_buf()));
         }
         return Err(PolicyError::NotFound {
