@@ -201,6 +201,41 @@ mod peers {
         });
     }
 
+    /// server-everything (TypeScript SDK) allows one GET stream per session
+    /// and answers a second 409: the proxy says so (409, not a 502 that reads
+    /// as a broken upstream), and the first stream stays open.
+    #[test]
+    fn peers_a_second_stream_refused_upstream_is_409_and_the_first_stays() {
+        let Some(peers) = require("a second stream on server-everything", EVERY_PEER) else {
+            return;
+        };
+        with_watchdog(Duration::from_secs(120), move || {
+            let mark = marker("se-conflict");
+            let mut server = peers.start_server_everything_http(&mark);
+            let url = format!("http://{}/mcp", server.addr());
+            let proxy = ProxyProcess::start(&[], &["--upstream-http", &url]);
+            let mut client = McpClient::new(&proxy.mcp);
+            assert_eq!(client.initialize().status, 200);
+            let first = client.open_stream();
+            assert_eq!(first.status(), 200);
+            let second = client.open_stream();
+            assert_eq!(second.status(), 409);
+            let body: Value = second.json().expect("a JSON-RPC error");
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("one stream per session"), "{body}");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while metric(&proxy.metrics(), "shadowcat_session_streams", &[]) != 1.0 {
+                assert!(Instant::now() < deadline, "the first stream is still open");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert_eq!(client.echo("still").status, 200);
+            drop(first);
+            shut_down(proxy, None);
+            server.stop();
+            assert!(wait_no_processes(&mark, Duration::from_secs(10)).is_empty());
+        });
+    }
+
     /// The same clients through `reverse --upstream-http` to server-everything's
     /// streamable HTTP, watched on the upstream side by a relay: each proxy
     /// session holds an upstream session of its own, whose id never reaches

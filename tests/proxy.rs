@@ -338,6 +338,80 @@ mod proxy {
         }
     }
 
+    /// A client may hold several GET streams on one session (the transport
+    /// allows it): opening another leaves the first open, each server
+    /// message goes to one stream (the newest), and only a fifth stream ends
+    /// the oldest, so a client that reconnects without closing leaks none.
+    #[test]
+    fn proxy_several_get_streams_stay_open_and_each_message_goes_to_one() {
+        with_watchdog(Duration::from_secs(120), || {
+            let (proxy, _mark) = start("streams", &["--rate-limit", "off"], &[]);
+            let mut client = McpClient::new(&proxy.mcp);
+            assert_eq!(client.initialize().status, 200);
+            // Each stream's data lines, then None at its end.
+            let open = |client: &McpClient| {
+                let stream = client.open_stream();
+                assert_eq!(stream.status(), 200);
+                let (tx, rx) = std::sync::mpsc::channel::<Option<String>>();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream);
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                        if line.starts_with("data:") && tx.send(Some(line.clone())).is_err() {
+                            return;
+                        }
+                        line.clear();
+                    }
+                    let _ = tx.send(None);
+                });
+                rx
+            };
+            let notify = |client: &mut McpClient, message: &str| {
+                let answer = client.request(
+                    "tools/call",
+                    json!({"name": "notify", "arguments": {"message": message}}),
+                );
+                assert_eq!(answer.status, 200, "{}", answer.raw);
+            };
+            let first = open(&client);
+            let second = open(&client);
+            // Both are attached before the server speaks.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while metric(&proxy.metrics(), "shadowcat_session_streams", &[]) < 2.0 {
+                assert!(Instant::now() < deadline, "two streams open");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            notify(&mut client, "to the newest");
+            let got = second
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the newest stream gets it");
+            assert!(got.is_some_and(|l| l.contains("to the newest")));
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(
+                matches!(first.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty)),
+                "the first stream neither ended nor got a copy"
+            );
+            let later: Vec<_> = (0..3).map(|_| open(&client)).collect();
+            assert_eq!(
+                first
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("the oldest ends"),
+                None,
+                "a fifth stream ends the oldest"
+            );
+            assert!(matches!(
+                second.try_recv(),
+                Err(std::sync::mpsc::TryRecvError::Empty)
+            ));
+            notify(&mut client, "again");
+            let newest = later.last().expect("three");
+            let got = newest
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the newest stream gets it");
+            assert!(got.is_some_and(|l| l.contains("again")));
+        });
+    }
+
     #[test]
     fn proxy_upstream_crash_answers_pending_requests_and_closes_the_session() {
         let (proxy, mark) = start("crash", &[], &[]);

@@ -217,6 +217,12 @@ fn upstream_refusal(error: &UpstreamError, id: Option<&str>) -> Response {
             code::INVALID_REQUEST,
             &error.to_string(),
         ),
+        UpstreamError::StreamConflict => refuse(
+            StatusCode::CONFLICT,
+            id,
+            code::INVALID_REQUEST,
+            &error.to_string(),
+        ),
         UpstreamError::Failed(_) | UpstreamError::Unreachable(_) => refuse(
             StatusCode::BAD_GATEWAY,
             id,

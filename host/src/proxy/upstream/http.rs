@@ -163,6 +163,9 @@ impl Upstream for HttpUpstream {
         if status == StatusCode::METHOD_NOT_ALLOWED {
             return Err(UpstreamError::Unsupported("a server-to-client stream"));
         }
+        if status == StatusCode::CONFLICT {
+            return Err(UpstreamError::StreamConflict);
+        }
         if !status.is_success() {
             return Err(UpstreamError::Failed(format!(
                 "the upstream refused the stream: {status}"

@@ -88,6 +88,12 @@ pub enum UpstreamError {
     SessionGone,
     #[error("the upstream does not support this: {0}")]
     Unsupported(&'static str),
+    /// The upstream allows one server-to-client stream per session, and its
+    /// session has one open (HTTP 409).
+    #[error(
+        "the upstream allows one stream per session and this session has one open: close it first"
+    )]
+    StreamConflict,
     #[error("cannot reach the upstream: {0}")]
     Unreachable(String),
 }

@@ -33,6 +33,9 @@ use crate::proxy::jsonrpc::{code, error_response, Kind, Message};
 const BACKLOG: usize = 256;
 /// Events buffered per reply stream before the upstream's output waits.
 const REPLY_BUFFER: usize = 64;
+/// GET streams kept open per session; opening one more ends the oldest (a
+/// client that reconnects without closing leaks no streams).
+const MAX_LISTENERS: usize = 4;
 
 /// How to start the server of each session.
 #[derive(Debug, Clone)]
@@ -90,8 +93,10 @@ struct Routes {
     /// The most recent request still in flight: server messages sent while a
     /// request runs most likely belong to it (progress, sampling).
     latest: Option<String>,
-    /// The GET stream, when a client has one open.
-    listener: Option<mpsc::Sender<Event>>,
+    /// The session's GET streams, oldest first. A client may hold several
+    /// (the transport allows it); each server message goes to one of them,
+    /// the newest still open, never to all.
+    listeners: Vec<mpsc::Sender<Event>>,
     /// Everything the server writes, in its order (see [`StdioUpstream::tap`]).
     tap: Option<mpsc::Sender<Event>>,
     backlog: VecDeque<Message>,
@@ -244,7 +249,11 @@ impl Upstream for StdioUpstream {
             if let Some(reason) = &routes.failed {
                 return Err(UpstreamError::Failed(reason.clone()));
             }
-            routes.listener = Some(tx.clone());
+            routes.listeners.retain(|l| !l.is_closed());
+            if routes.listeners.len() >= MAX_LISTENERS {
+                routes.listeners.remove(0);
+            }
+            routes.listeners.push(tx.clone());
             routes.backlog.drain(..).collect()
         };
         for message in backlog {
@@ -394,7 +403,7 @@ async fn route(routes: &Mutex<Routes>, message: Message) {
             // Progress on a request goes with its answer, as the client
             // expects it: on that request's stream, not the latest's.
             Some(reply)
-        } else if let Some(listener) = r.listener.clone().filter(|l| !l.is_closed()) {
+        } else if let Some(listener) = newest_listener(&mut r.listeners) {
             Some(listener)
         } else if let Some(reply) = r.latest.as_ref().and_then(|id| r.pending.get(id)).cloned() {
             Some(reply)
@@ -413,6 +422,17 @@ async fn route(routes: &Mutex<Routes>, message: Message) {
     }
 }
 
+/// The newest GET stream still open, forgetting those closed since.
+fn newest_listener(listeners: &mut Vec<mpsc::Sender<Event>>) -> Option<mpsc::Sender<Event>> {
+    while let Some(newest) = listeners.last() {
+        if !newest.is_closed() {
+            return Some(newest.clone());
+        }
+        listeners.pop();
+    }
+    None
+}
+
 /// Answers every request in flight with an error and refuses new ones.
 fn fail(routes: &Mutex<Routes>, reason: &str) {
     let pending: Vec<(String, mpsc::Sender<Event>)> = {
@@ -420,7 +440,7 @@ fn fail(routes: &Mutex<Routes>, reason: &str) {
         if r.failed.is_none() {
             r.failed = Some(reason.to_owned());
         }
-        r.listener = None;
+        r.listeners.clear();
         r.tap = None;
         r.latest = None;
         r.progress.clear();
@@ -552,5 +572,43 @@ async fn stop(
             let _ = killpg(group, Signal::SIGKILL);
             child.wait().await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_stdio_server_messages_go_to_the_newest_open_stream_only() {
+        let (oldest, mut oldest_rx) = mpsc::channel(1);
+        let (middle, mut middle_rx) = mpsc::channel(1);
+        let (newest, newest_rx) = mpsc::channel(1);
+        let mut listeners = vec![oldest, middle, newest];
+        let ping = || {
+            Event::message(
+                Message::parse(br#"{"jsonrpc":"2.0","method":"ping"}"#.to_vec().into())
+                    .expect("parse"),
+            )
+        };
+        newest_listener(&mut listeners)
+            .expect("open")
+            .try_send(ping())
+            .expect("sent");
+        assert_eq!(listeners.len(), 3);
+        assert!(middle_rx.try_recv().is_err() && oldest_rx.try_recv().is_err());
+        // The newest stream closed: the next one back takes over, and the
+        // closed one is forgotten.
+        drop(newest_rx);
+        newest_listener(&mut listeners)
+            .expect("open")
+            .try_send(ping())
+            .expect("sent");
+        assert_eq!(listeners.len(), 2);
+        assert!(middle_rx.try_recv().is_ok());
+        assert!(oldest_rx.try_recv().is_err());
+        drop((middle_rx, oldest_rx));
+        assert!(newest_listener(&mut listeners).is_none());
+        assert!(listeners.is_empty());
     }
 }
