@@ -13,7 +13,7 @@ mod replay {
     use shadowcat::session::FallbackReason;
     use shadowcat::trace::{Request, Trace};
     use shadowcat::wasm::{
-        open_policy, ConfiguredPolicy, OpenedPolicy, PolicyEngine, PolicyLimits,
+        open_policy, ConfiguredPolicy, OpenedPolicy, PolicyEngine, PolicyLimits, PolicyTable,
     };
 
     use crate::common::{fixture, reference_trace, reference_trace_path, shadowcat_cli, text};
@@ -30,7 +30,7 @@ mod replay {
 
     fn open_configured(
         policy: &ConfiguredPolicy,
-        capacity: u64,
+        table: PolicyTable,
     ) -> Result<OpenedPolicy, shadowcat::wasm::PolicyError> {
         open_policy(
             &policy.spec,
@@ -43,13 +43,13 @@ mod replay {
                 };
                 PolicyEngine::new(limits, None)
             },
-            capacity,
+            table,
             policy.config.clone(),
         )
     }
 
     fn open(name: &str, capacity: u64) -> Arc<dyn EvictionPolicy> {
-        open_configured(&ConfiguredPolicy::named(name), capacity)
+        open_configured(&ConfiguredPolicy::named(name), capacity.into())
             .expect("policy opens")
             .eviction()
     }
@@ -138,6 +138,7 @@ mod replay {
                 .collect(),
             mode: CapacityMode::Objects,
             belady: true,
+            named: true,
             rounds: 1,
         };
         let report = bench::run(&trace, &plan, &open_configured, &mut Quiet).expect("bench");
@@ -206,6 +207,7 @@ mod replay {
             ],
             mode: CapacityMode::Bytes,
             belady: false,
+            named: true,
             rounds: 1,
         };
         let report = bench::run(&trace, &plan, &open_configured, &mut Quiet).expect("bench");
@@ -261,6 +263,7 @@ mod replay {
             ],
             mode: CapacityMode::Objects,
             belady: false,
+            named: true,
             rounds: 1,
         };
         let report = bench::run(&trace, &plan, &open_configured, &mut Quiet).expect("bench");
@@ -336,6 +339,7 @@ mod replay {
             policies: names.iter().map(|n| ConfiguredPolicy::named(n)).collect(),
             mode: CapacityMode::Objects,
             belady: false,
+            named: true,
             rounds,
         }
     }
@@ -413,9 +417,9 @@ mod replay {
     fn replay_bench_rounds_that_disagree_are_reported() {
         let trace = reference_trace();
         let opened = std::cell::Cell::new(0u32);
-        let flipping = |policy: &ConfiguredPolicy, capacity: u64| {
+        let flipping = |policy: &ConfiguredPolicy, table: PolicyTable| {
             if policy.label != "flip" {
-                return open_configured(policy, capacity);
+                return open_configured(policy, table);
             }
             opened.set(opened.get() + 1);
             let name = if opened.get().is_multiple_of(2) {
@@ -423,7 +427,7 @@ mod replay {
             } else {
                 "fifo"
             };
-            open_configured(&ConfiguredPolicy::named(name), capacity)
+            open_configured(&ConfiguredPolicy::named(name), table)
         };
         let plan = plan_at_4897(&["lru", "flip"], 2);
         let report = bench::run(&trace, &plan, &flipping, &mut Quiet).expect("bench");
@@ -543,6 +547,46 @@ mod replay {
         assert_eq!(code, Some(1), "{stderr}");
         assert!(stderr.contains("--eviction-policy nope"), "{stderr}");
         assert!(stderr.contains("not found"), "{stderr}");
+    }
+
+    /// In byte mode a policy is told its capacity counts bytes, so one whose
+    /// queues are sized in sessions (2Q, ARC, S3-FIFO) refuses it rather than
+    /// take bytes for sessions: left out of the default set with one warning,
+    /// an error when named.
+    #[test]
+    fn replay_cli_bench_byte_mode_leaves_out_policies_sized_in_sessions() {
+        let (code, cells, stderr) = bench_cells(&[], &["--bytes", "--capacity", "10%,20%"]);
+        assert_eq!(code, Some(0), "{stderr}");
+        for left_out in ["arc.wasm", "s3fifo.wasm", "twoq.wasm"] {
+            assert!(
+                !cells.iter().any(|(policy, _)| policy.ends_with(left_out)),
+                "{left_out} ran in byte mode: {cells:?}"
+            );
+            let warning = format!("{left_out} refused every capacity, left out");
+            assert_eq!(stderr.matches(&warning).count(), 1, "{stderr}");
+        }
+        assert!(stderr.contains("bounded in bytes"), "{stderr}");
+        for ran in ["lru", "lru.wasm", "lfu.wasm", "sieve.wasm"] {
+            assert!(
+                cells.iter().any(|(policy, _)| policy.ends_with(ran)),
+                "{ran} missing: {cells:?}"
+            );
+        }
+        let (code, _, stderr) = bench_cells(
+            &[],
+            &["--bytes", "--capacity", "10%", "--policy", "twoq.wasm"],
+        );
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains("refused to be created at every capacity"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("bounded in bytes"), "{stderr}");
+        // Counted in objects, it runs.
+        let (code, cells, stderr) =
+            bench_cells(&[], &["--capacity", "10%", "--policy", "twoq.wasm"]);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(cells.contains(&cell("twoq.wasm", "10%")), "{cells:?}");
     }
 
     /// Issue 10, item 3: a policy is opened at the capacities actually run, so

@@ -153,7 +153,9 @@ pub struct BenchArgs {
     #[arg(long = "policy", value_name = "POLICY[:KEY=VALUE,...]")]
     pub policies: Vec<String>,
 
-    /// Capacity counts bytes (object sizes) instead of objects.
+    /// Capacity counts bytes (object sizes) instead of objects. Policies are
+    /// told so: those whose queues are sized in sessions (arc, s3fifo, twoq)
+    /// refuse it, and are left out of the default set with a warning.
     #[arg(long)]
     pub bytes: bool,
 

@@ -13,7 +13,9 @@ use serde::Serialize;
 use crate::replay::{replay, CapacityMode, ReplayError, ReplayOutcome};
 use crate::session::FallbackReason;
 use crate::trace::{belady_misses, Trace, TraceError};
-use crate::wasm::{ConfiguredPolicy, OpenedPolicy, PolicyError, PolicyMetricsSnapshot};
+use crate::wasm::{
+    ConfiguredPolicy, OpenedPolicy, PolicyError, PolicyMetricsSnapshot, PolicyTable,
+};
 
 pub use plot::{check_plot_path, write_plot, PlotError};
 pub use report::{render, OutputFormat};
@@ -191,6 +193,11 @@ pub struct BenchPlan {
     pub policies: Vec<ConfiguredPolicy>,
     pub mode: CapacityMode,
     pub belady: bool,
+    /// Whether the user named the policies: then one that refuses every
+    /// capacity fails the bench; otherwise (the default set) it is left out
+    /// with a warning, so that one policy unfit for the table (byte mode)
+    /// does not stop the comparison of the others.
+    pub named: bool,
     /// Replays of every policy at every capacity, in a rotated order each
     /// round; wall times are the median over rounds. At least 1.
     pub rounds: u32,
@@ -222,8 +229,10 @@ fn median(values: &mut [f64]) -> Option<f64> {
 
 /// Opens a fresh policy for a table of the given capacity (policies keep
 /// state, so every replay gets its own instance).
+/// Opens a policy for a table: its capacity, in sessions or in bytes (as the
+/// policy is told, so that one sizing queues in sessions can refuse bytes).
 pub type PolicyOpener<'a> =
-    dyn Fn(&ConfiguredPolicy, u64) -> Result<OpenedPolicy, PolicyError> + 'a;
+    dyn Fn(&ConfiguredPolicy, PolicyTable) -> Result<OpenedPolicy, PolicyError> + 'a;
 
 /// Replays `trace` for every policy and capacity of `plan`.
 pub fn run(
@@ -245,6 +254,10 @@ pub fn run(
         CapacityMode::Bytes => unique_bytes,
     };
     let mut warnings = Vec::new();
+    let table = |capacity: u64| PolicyTable {
+        byte_mode: plan.mode == CapacityMode::Bytes,
+        ..PolicyTable::from(capacity)
+    };
     // The baseline first, whether the plan names it or not.
     let mut policies: Vec<ConfiguredPolicy> = vec![ConfiguredPolicy::named(BASELINE)];
     for p in &plan.policies {
@@ -264,16 +277,14 @@ pub fn run(
     let mut refused: Vec<(String, u64)> = Vec::new();
     for policy in &policies {
         let mut reasons = Vec::new();
+        let mut messages = Vec::new();
         for &capacity in &capacities {
-            match open(policy, capacity) {
+            match open(policy, table(capacity)) {
                 Ok(_) => {}
                 Err(PolicyError::CreateRejected { message, .. }) => {
-                    warnings.push(format!(
-                        "{} refused capacity {capacity}, skipped there: {message}",
-                        policy.label
-                    ));
                     reasons.push(format!("{capacity}: {message}"));
                     refused.push((policy.label.clone(), capacity));
+                    messages.push((capacity, message));
                 }
                 Err(error) => {
                     return Err(BenchError::Open {
@@ -285,10 +296,25 @@ pub fn run(
             }
         }
         if reasons.len() == capacities.len() {
-            return Err(BenchError::RefusedEveryCapacity {
-                policy: policy.label.clone(),
-                reasons,
-            });
+            if plan.named {
+                return Err(BenchError::RefusedEveryCapacity {
+                    policy: policy.label.clone(),
+                    reasons,
+                });
+            }
+            if let Some((_, message)) = messages.first() {
+                warnings.push(format!(
+                    "{} refused every capacity, left out: {message}",
+                    policy.label
+                ));
+            }
+            continue;
+        }
+        for (capacity, message) in messages {
+            warnings.push(format!(
+                "{} refused capacity {capacity}, skipped there: {message}",
+                policy.label
+            ));
         }
     }
     let mut rows = Vec::new();
@@ -337,11 +363,12 @@ pub fn run(
             let start = round as usize % runnable.len().max(1);
             for &i in runnable[start..].iter().chain(&runnable[..start]) {
                 let name = &policies[i].label;
-                let opened = open(&policies[i], capacity).map_err(|error| BenchError::Open {
-                    policy: name.clone(),
-                    capacity,
-                    error,
-                })?;
+                let opened =
+                    open(&policies[i], table(capacity)).map_err(|error| BenchError::Open {
+                        policy: name.clone(),
+                        capacity,
+                        error,
+                    })?;
                 progress.replay_started(name, &shown, trace.len() as u64);
                 let outcome = replay(trace, opened.eviction(), capacity, plan.mode, &mut |done| {
                     progress.replay_advanced(done)

@@ -17,7 +17,7 @@ use shadowcat::trace::{read_trace, CsvOptions, SyntheticSpec, Trace, TraceFormat
 use shadowcat::wasm::config::{configure, PolicyArg};
 use shadowcat::wasm::{
     self, locate, policy_files, ConfiguredPolicy, LoadedComponent, OpenedPolicy, PolicyEngine,
-    PolicySource, WasmPolicy, BUILTIN_POLICIES,
+    PolicySource, PolicyTable, WasmPolicy, BUILTIN_POLICIES,
 };
 
 use super::common::engine;
@@ -223,11 +223,12 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> Result<()> {
             CapacityMode::Objects
         },
         belady: !args.no_belady,
+        named: !args.policies.is_empty(),
         rounds: args.rounds,
     };
     let trace = load_trace(args)?;
     let opener = |policy: &ConfiguredPolicy,
-                  capacity: u64|
+                  table: PolicyTable|
      -> Result<OpenedPolicy, wasm::PolicyError> {
         match locate(&policy.spec, &dirs)? {
             PolicySource::Builtin(name) => wasm::open_builtin(name, &policy.config),
@@ -235,7 +236,7 @@ pub fn run(cli: &Cli, args: &BenchArgs) -> Result<()> {
                 let engine = get_engine()?;
                 let component = component(&path)?;
                 let policy =
-                    WasmPolicy::from_component(engine, component, capacity, policy.config.clone())?;
+                    WasmPolicy::from_component(engine, component, table, policy.config.clone())?;
                 Ok(OpenedPolicy::Wasm(policy))
             }
         }

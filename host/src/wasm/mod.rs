@@ -147,13 +147,13 @@ pub fn open_builtin(name: &'static str, config: &ConfigPairs) -> Result<OpenedPo
     Ok(OpenedPolicy::Native(policy))
 }
 
-/// Opens `spec` (`lru`, `fifo`, `lfu`, `lfu.wasm`, a path) for a table of
-/// `capacity`. The engine is only created when a WebAssembly policy is named.
+/// Opens `spec` (`lru`, `fifo`, `lfu`, `lfu.wasm`, a path) for `table` (a
+/// plain capacity converts: sessions, no expiry). The engine is only created when a WebAssembly policy is named.
 pub fn open_policy(
     spec: &str,
     dirs: &[PathBuf],
     engine: impl FnOnce() -> Result<Arc<PolicyEngine>, PolicyError>,
-    capacity: u64,
+    table: impl Into<PolicyTable>,
     config: ConfigPairs,
 ) -> Result<OpenedPolicy, PolicyError> {
     match locate(spec, dirs)? {
@@ -161,7 +161,7 @@ pub fn open_policy(
         PolicySource::File(path) => {
             let engine = engine()?;
             Ok(OpenedPolicy::Wasm(WasmPolicy::load(
-                engine, &path, capacity, config,
+                engine, &path, table, config,
             )?))
         }
     }
