@@ -1271,6 +1271,42 @@ mod proxy {
         });
     }
 
+    /// The policy is told the table's bounds: `ttl` evicts the session the
+    /// table would expire first, which with a max age alone is the oldest
+    /// created (FIFO), however recently it was used. Told no bounds, it
+    /// would evict by request order instead.
+    #[test]
+    fn proxy_policy_is_told_the_tables_idle_timeout_and_max_age() {
+        let (proxy, _mark) = start(
+            "ttl",
+            &[
+                "--eviction-policy",
+                "ttl.wasm",
+                "--max-sessions",
+                "2",
+                "--idle-timeout",
+                "off",
+                "--max-age",
+                "1h",
+            ],
+            &[],
+        );
+        let mut oldest = McpClient::new(&proxy.mcp);
+        assert_eq!(oldest.initialize().status, 200);
+        let mut younger = McpClient::new(&proxy.mcp);
+        assert_eq!(younger.initialize().status, 200);
+        // The oldest is now the most recently used.
+        assert_eq!(oldest.echo("recent").status, 200);
+        let mut newcomer = McpClient::new(&proxy.mcp);
+        assert_eq!(newcomer.initialize().status, 200);
+        assert_eq!(
+            oldest.echo("still here?").status,
+            404,
+            "the first to reach its max age goes"
+        );
+        assert_eq!(younger.echo("kept").text(), "Echo: kept");
+    }
+
     /// An initialize the upstream fails leaves nothing behind: no session
     /// id for the client, no session holding a place (evicting others) until
     /// the handshake times out.

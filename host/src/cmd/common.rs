@@ -4,18 +4,22 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use shadowcat::cli::PolicyArgs;
-use shadowcat::wasm::{self, open_policy, OpenedPolicy, PolicyEngine};
+use shadowcat::config::TableConfig;
+use shadowcat::wasm::{self, open_policy, OpenedPolicy, PolicyEngine, PolicyTable};
 
 pub fn engine(args: &PolicyArgs) -> Result<Arc<PolicyEngine>, wasm::PolicyError> {
     PolicyEngine::new(args.limits(), args.cache_dir())
 }
 
-/// Opens the one policy a command runs, with the `--policy-config` settings
-/// meant for it (a setting scoped to another policy is an error).
-pub fn open(args: &PolicyArgs, spec: &str, capacity: u64) -> Result<OpenedPolicy> {
+/// Opens the one policy a command runs for `table`, with the
+/// `--policy-config` settings meant for it (a setting scoped to another
+/// policy is an error). The policy is told the table's bounds: its capacity,
+/// idle timeout and max age (what `ttl` evicts by).
+pub fn open(args: &PolicyArgs, spec: &str, table: &TableConfig) -> Result<OpenedPolicy> {
     let dirs = args.dirs();
     let config = wasm::config::config_for(spec, &args.policy_config, &dirs)?;
-    Ok(open_policy(spec, &dirs, || engine(args), capacity, config)?)
+    let told = PolicyTable::of_config(table);
+    Ok(open_policy(spec, &dirs, || engine(args), told, config)?)
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -14,11 +14,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     config
         .validate()
         .context("invalid session table configuration")?;
-    let policy = open(
-        &cli.policy,
-        &cli.table.eviction_policy,
-        config.max_sessions as u64,
-    )?;
+    let policy = open(&cli.policy, &cli.table.eviction_policy, &config)?;
     let table = SessionTable::<()>::builder(config.clone())
         .policy(policy.eviction())
         .build()

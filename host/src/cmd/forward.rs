@@ -21,8 +21,8 @@ pub async fn run(cli: &Cli, command: &ForwardCommand) -> Result<()> {
     let config = cli.table.table_config();
     let policy = {
         let (policy_args, spec) = (cli.policy.clone(), cli.table.eviction_policy.clone());
-        let capacity = config.max_sessions as u64;
-        tokio::task::spawn_blocking(move || open(&policy_args, &spec, capacity)).await??
+        let told = config.clone();
+        tokio::task::spawn_blocking(move || open(&policy_args, &spec, &told)).await??
     };
     // The task outlives its handle, as long as the runtime runs.
     policy

@@ -19,9 +19,9 @@ pub async fn run(cli: &Cli, args: &ReverseArgs) -> Result<()> {
         .context("invalid session table configuration")?;
     let policy = {
         let (policy_args, spec) = (cli.policy.clone(), cli.table.eviction_policy.clone());
-        let capacity = table.max_sessions as u64;
+        let told = table.clone();
         // Loading may compile a WebAssembly component: off the runtime workers.
-        tokio::task::spawn_blocking(move || open(&policy_args, &spec, capacity)).await??
+        tokio::task::spawn_blocking(move || open(&policy_args, &spec, &told)).await??
     };
     let admin_token = match &args.admin_token_file {
         Some(path) => Some(read_token(path)?),
