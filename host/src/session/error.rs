@@ -24,7 +24,7 @@ pub enum TableError {
     },
     #[error(
         "session table full: {live} sessions live (bound {max_sessions}), none evictable \
-         ({pinned} have requests in flight)"
+         ({pinned} have requests in flight or a handshake under way)"
     )]
     Capacity {
         live: usize,
