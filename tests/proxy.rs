@@ -113,9 +113,24 @@ mod proxy {
         assert!(garbage.body["id"].is_null());
         // Valid JSON but not a valid request: refused by the id it carries,
         // so the caller waiting on that id gets its answer.
+        // A request whose id no server could answer by is refused too,
+        // rather than left waiting for an answer that never comes.
         for (body, id) in [
             (r#"{"jsonrpc":"1.0","id":9,"method":"ping"}"#, json!(9)),
             (r#"{"jsonrpc":"2.0","id":"q"}"#, json!("q")),
+            (
+                r#"{"jsonrpc":"2.0","id":1e400,"method":"ping"}"#,
+                Value::Null,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}"#,
+                Value::Null,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+                Value::Null,
+            ),
+            (r#"{"jsonrpc":"2.0","id":2.5,"method":"ping"}"#, json!(2.5)),
         ] {
             let invalid = client.post_raw(body.as_bytes().to_vec(), "application/json");
             assert_eq!(invalid.status, 400, "{body}");
@@ -849,6 +864,11 @@ mod proxy {
                     Value::Null,
                 ),
                 (r#"{"jsonrpc":"2.0","id":3,"method":"#, Value::Null),
+                (
+                    r#"{"jsonrpc":"2.0","id":1e400,"method":"ping"}"#,
+                    Value::Null,
+                ),
+                (r#"{"jsonrpc":"2.0","id":[1],"method":"ping"}"#, Value::Null),
             ];
             for (line, id) in cases {
                 proxy.send(line);

@@ -147,6 +147,15 @@ impl Message {
                 ))
             }
         };
+        if kind == Kind::Request && !envelope.id.is_some_and(is_string_or_integer) {
+            // A server that cannot read the id cannot answer by it (`1e400`
+            // overflows most parsers, an object is no key): forwarded, the
+            // request would wait for an answer that never comes.
+            return Err(MessageError::invalid(
+                "a request's id must be a string or an integer (MCP: not null, no fraction)",
+                envelope.id.and_then(answerable_id),
+            ));
+        }
         let method = envelope.method;
         let is_error = kind == Kind::Response && envelope.error.is_some();
         Ok(Self {
@@ -270,13 +279,26 @@ fn not_an_envelope(text: &[u8], error: &serde_json::Error) -> MessageError {
 }
 
 /// The compact id an error response can carry: JSON-RPC ids are strings or
-/// numbers; anything else (`null`, an object) cannot be echoed as the id of
-/// the request.
+/// numbers; anything else (`null`, an object, a number out of range) cannot
+/// be echoed as the id of the request.
 fn answerable_id(id: &RawValue) -> Option<String> {
     match id.get().trim_start().as_bytes().first() {
-        Some(b'"' | b'-' | b'0'..=b'9') => Some(compact_id(id.get())),
+        Some(b'"' | b'-' | b'0'..=b'9') => serde_json::from_str::<Value>(id.get())
+            .ok()
+            .map(|value| value.to_string()),
         _ => None,
     }
+}
+
+/// What MCP allows as a request id: a string, or a number without a fraction
+/// or an exponent.
+fn is_string_or_integer(id: &RawValue) -> bool {
+    let text = id.get().trim();
+    if text.starts_with('"') {
+        return true;
+    }
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// An id's compact spelling, so `1` and ` 1` pair up.
@@ -310,6 +332,10 @@ mod tests {
 
     #[test]
     fn proxy_jsonrpc_classifies_requests_notifications_and_responses() {
+        for id in ["7", "-7", "0", "99999999999999999999999", r#""a""#, r#""""#] {
+            let text = format!(r#"{{"jsonrpc":"2.0","id": {id},"method":"ping"}}"#);
+            assert_eq!(parse(&text).expect(&text).kind(), Kind::Request, "{text}");
+        }
         let request = parse(r#"{"jsonrpc":"2.0","id": 7,"method":"tools/list"}"#).expect("request");
         assert_eq!(request.kind(), Kind::Request);
         assert_eq!(request.id(), Some("7"));
@@ -359,6 +385,17 @@ mod tests {
             (r#"{"jsonrpc":"2.0","id":1,"id":2,"method":1}"#, None),
             (r#"[{"jsonrpc":"2.0","id":1,"method":"x"}]"#, None),
             ("7", None),
+            // Requests whose id no server could answer by.
+            (r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#, None),
+            (r#"{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}"#, None),
+            (r#"{"jsonrpc":"2.0","id":[1],"method":"ping"}"#, None),
+            (r#"{"jsonrpc":"2.0","id":false,"method":"ping"}"#, None),
+            (r#"{"jsonrpc":"2.0","id":1e400,"method":"ping"}"#, None),
+            (r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#, Some("1.5")),
+            (
+                r#"{"jsonrpc":"2.0","id":-2e3,"method":"ping"}"#,
+                Some("-2000.0"),
+            ),
         ];
         for (text, id) in cases {
             let err = parse(text).expect_err(text);
