@@ -154,8 +154,9 @@ pub struct BenchArgs {
     pub policies: Vec<String>,
 
     /// Capacity counts bytes (object sizes) instead of objects. Policies are
-    /// told so: those whose queues are sized in sessions (arc, s3fifo, twoq)
-    /// refuse it, and are left out of the default set with a warning.
+    /// told so: those whose queues are sized in sessions (arc, s3fifo, twoq,
+    /// wtinylfu) refuse it, and are left out of the default set with a
+    /// warning.
     #[arg(long)]
     pub bytes: bool,
 
