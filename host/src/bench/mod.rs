@@ -227,10 +227,9 @@ fn median(values: &mut [f64]) -> Option<f64> {
     })
 }
 
-/// Opens a fresh policy for a table of the given capacity (policies keep
-/// state, so every replay gets its own instance).
-/// Opens a policy for a table: its capacity, in sessions or in bytes (as the
-/// policy is told, so that one sizing queues in sessions can refuse bytes).
+/// Opens a fresh policy for a table (policies keep state, so every replay
+/// gets its own instance), telling it whether the capacity counts sessions or
+/// bytes, so that one sizing its queues in sessions can refuse bytes.
 pub type PolicyOpener<'a> =
     dyn Fn(&ConfiguredPolicy, PolicyTable) -> Result<OpenedPolicy, PolicyError> + 'a;
 
@@ -276,15 +275,13 @@ pub fn run(
         .collect();
     let mut refused: Vec<(String, u64)> = Vec::new();
     for policy in &policies {
-        let mut reasons = Vec::new();
-        let mut messages = Vec::new();
+        let mut refusals = Vec::new();
         for &capacity in &capacities {
             match open(policy, table(capacity)) {
                 Ok(_) => {}
                 Err(PolicyError::CreateRejected { message, .. }) => {
-                    reasons.push(format!("{capacity}: {message}"));
                     refused.push((policy.label.clone(), capacity));
-                    messages.push((capacity, message));
+                    refusals.push((capacity, message));
                 }
                 Err(error) => {
                     return Err(BenchError::Open {
@@ -295,14 +292,17 @@ pub fn run(
                 }
             }
         }
-        if reasons.len() == capacities.len() {
+        if refusals.len() == capacities.len() {
             if plan.named {
                 return Err(BenchError::RefusedEveryCapacity {
                     policy: policy.label.clone(),
-                    reasons,
+                    reasons: refusals
+                        .iter()
+                        .map(|(capacity, message)| format!("{capacity}: {message}"))
+                        .collect(),
                 });
             }
-            if let Some((_, message)) = messages.first() {
+            if let Some((_, message)) = refusals.first() {
                 warnings.push(format!(
                     "{} refused every capacity, left out: {message}",
                     policy.label
@@ -310,7 +310,7 @@ pub fn run(
             }
             continue;
         }
-        for (capacity, message) in messages {
+        for (capacity, message) in refusals {
             warnings.push(format!(
                 "{} refused capacity {capacity}, skipped there: {message}",
                 policy.label
