@@ -388,6 +388,39 @@ http {{
         format!("{} {mark}", echo_server().display())
     }
 
+    /// An instance's options: an echo server per session, clients told
+    /// apart by their `x-api-key`.
+    fn keyed_echo_node(upstream: &str) -> [&str; 4] {
+        [
+            "--upstream-stdio",
+            upstream,
+            "--client-key",
+            "header:x-api-key",
+        ]
+    }
+
+    /// The headers of a 2026-07-28 `echo` call by the client `key`.
+    fn stateless_echo(key: &str) -> [(&'static str, &str); 4] {
+        [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "echo"),
+            ("x-api-key", key),
+        ]
+    }
+
+    /// A client on each instance, keyed `{prefix}{i}`, past its handshake.
+    fn one_client_per_node(cluster: &Cluster, prefix: &str) -> Vec<McpClient> {
+        (0..3)
+            .map(|i| {
+                let mut client = McpClient::new(&cluster.mcp(i))
+                    .with_header("x-api-key", &format!("{prefix}{i}"));
+                assert_eq!(client.initialize().status, 200);
+                client
+            })
+            .collect()
+    }
+
     fn sessions(admin: &str) -> (Vec<Value>, bool) {
         let response = reqwest::blocking::get(format!("{admin}/sessions")).expect("GET /sessions");
         let partial = response.headers().contains_key("shadowcat-cluster-partial");
@@ -675,12 +708,7 @@ http {{
         with_watchdog(LIMIT, || {
             let mark = marker("cluster-rate");
             let upstream = echo_upstream(&mark);
-            let node: &[&str] = &[
-                "--upstream-stdio",
-                &upstream,
-                "--client-key",
-                "header:x-api-key",
-            ];
+            let node: &[&str] = &keyed_echo_node(&upstream);
             let global = ["--rate-limit", "10", "--burst", "10"];
             let cluster = Cluster::start(&global, &[node, node, node]);
             let mut a = McpClient::new(&cluster.mcp(0)).with_header("x-api-key", "k1");
@@ -722,12 +750,7 @@ http {{
         with_watchdog(LIMIT, || {
             let mark = marker("cluster-concurrent");
             let upstream = echo_upstream(&mark);
-            let node: &[&str] = &[
-                "--upstream-stdio",
-                &upstream,
-                "--client-key",
-                "header:x-api-key",
-            ];
+            let node: &[&str] = &keyed_echo_node(&upstream);
             let global = ["--rate-limit", "10", "--burst", "10"];
             let cluster = Cluster::start(&global, &[node, node, node]);
             let urls: Arc<Vec<String>> = Arc::new((0..3).map(|i| cluster.mcp(i)).collect());
@@ -796,12 +819,7 @@ http {{
                         let (urls, start) = (Arc::clone(&urls), Arc::clone(&start));
                         std::thread::spawn(move || {
                             let key = format!("racer-{k}");
-                            let headers = [
-                                ("mcp-protocol-version", "2026-07-28"),
-                                ("mcp-method", "tools/call"),
-                                ("mcp-name", "echo"),
-                                ("x-api-key", key.as_str()),
-                            ];
+                            let headers = stateless_echo(&key);
                             let message = format!("racer {k} via node-{via}");
                             start.wait();
                             let answer =
@@ -985,20 +1003,8 @@ http {{
         with_watchdog(LIMIT, || {
             let mark = marker("cluster-redis-restart");
             let upstream = echo_upstream(&mark);
-            let open: &[&str] = &[
-                "--upstream-stdio",
-                &upstream,
-                "--client-key",
-                "header:x-api-key",
-            ];
-            let closed: &[&str] = &[
-                "--upstream-stdio",
-                &upstream,
-                "--client-key",
-                "header:x-api-key",
-                "--cluster-redis-down",
-                "closed",
-            ];
+            let open: &[&str] = &keyed_echo_node(&upstream);
+            let closed: &[&str] = &[open, &["--cluster-redis-down", "closed"]].concat();
             let global = ["--rate-limit", "10", "--burst", "10"];
             let mut cluster = Cluster::start(&global, &[open, open, closed]);
             let mut a = McpClient::new(&cluster.mcp(0)).with_header("x-api-key", "k1");
@@ -1097,27 +1103,12 @@ http {{
         with_watchdog(LIMIT, || {
             let mark = marker("cluster-redis-lost");
             let upstream = echo_upstream(&mark);
-            let node: &[&str] = &[
-                "--upstream-stdio",
-                &upstream,
-                "--client-key",
-                "header:x-api-key",
-            ];
+            let node: &[&str] = &keyed_echo_node(&upstream);
             // As fast as they answer: the per-session limit is not on trial.
             let global = ["--rate-limit", "off"];
             let mut cluster = Cluster::start(&global, &[node, node, node]);
-            let mut clients: Vec<McpClient> = (0..3)
-                .map(|i| McpClient::new(&cluster.mcp(i)).with_header("x-api-key", &format!("s{i}")))
-                .collect();
-            for client in &mut clients {
-                assert_eq!(client.initialize().status, 200);
-            }
-            let stateless = [
-                ("mcp-protocol-version", "2026-07-28"),
-                ("mcp-method", "tools/call"),
-                ("mcp-name", "echo"),
-                ("x-api-key", "stateless-on-node-1"),
-            ];
+            let mut clients = one_client_per_node(&cluster, "s");
+            let stateless = stateless_echo("stateless-on-node-1");
             let first = post(&cluster.mcp(1), &stateless, &echo_body(1, "claim"));
             assert_eq!(first.text(), "Echo: claim", "{}", first.raw);
             assert_eq!(processes_with(&mark).len(), 4);
@@ -1280,25 +1271,10 @@ http {{
         with_watchdog(LIMIT, || {
             let mark = marker("cluster-cleanup");
             let upstream = echo_upstream(&mark);
-            let node: &[&str] = &[
-                "--upstream-stdio",
-                &upstream,
-                "--client-key",
-                "header:x-api-key",
-            ];
+            let node: &[&str] = &keyed_echo_node(&upstream);
             let cluster = Cluster::start(&[], &[node, node, node]);
-            let mut clients: Vec<McpClient> = (0..3)
-                .map(|i| McpClient::new(&cluster.mcp(i)).with_header("x-api-key", &format!("c{i}")))
-                .collect();
-            for client in &mut clients {
-                assert_eq!(client.initialize().status, 200);
-            }
-            let stateless = [
-                ("mcp-protocol-version", "2026-07-28"),
-                ("mcp-method", "tools/call"),
-                ("mcp-name", "echo"),
-                ("x-api-key", "stateless"),
-            ];
+            let mut clients = one_client_per_node(&cluster, "c");
+            let stateless = stateless_echo("stateless");
             let answer = post(&cluster.mcp(2), &stateless, &echo_body(1, "here"));
             assert_eq!(answer.text(), "Echo: here", "{}", answer.raw);
             assert_eq!(processes_with(&mark).len(), 4);
@@ -1555,19 +1531,9 @@ http {{
         with_watchdog(LIMIT, || {
             let mark = marker("cluster-stateless");
             let upstream = echo_upstream(&mark);
-            let node: &[&str] = &[
-                "--upstream-stdio",
-                &upstream,
-                "--client-key",
-                "header:x-api-key",
-            ];
+            let node: &[&str] = &keyed_echo_node(&upstream);
             let mut cluster = Cluster::start(&[], &[node, node, node]);
-            let headers = [
-                ("mcp-protocol-version", "2026-07-28"),
-                ("mcp-method", "tools/call"),
-                ("mcp-name", "echo"),
-                ("x-api-key", "stateless-client"),
-            ];
+            let headers = stateless_echo("stateless-client");
             for i in 0..6 {
                 let answer = post(&cluster.mcp(i % 3), &headers, &echo_body(i as u64, "hi"));
                 assert_eq!(answer.text(), "Echo: hi", "{}", answer.raw);
@@ -1609,12 +1575,7 @@ http {{
         with_watchdog(LIMIT, || {
             let mark = marker("cluster-skew");
             let upstream = echo_upstream(&mark);
-            let node: &[&str] = &[
-                "--upstream-stdio",
-                &upstream,
-                "--client-key",
-                "header:x-api-key",
-            ];
+            let node: &[&str] = &keyed_echo_node(&upstream);
             let library = faketime_library().expect("libfaketime (checked)");
             let library = library.display().to_string();
             // The wall clock only: timers run on the monotonic one.
@@ -1629,12 +1590,7 @@ http {{
             let global = ["--rate-limit", "10", "--burst", "10"];
             let cluster =
                 Cluster::start_with_env(&global, &[node, node, node], &[&[], &ahead, &behind]);
-            let mut clients: Vec<McpClient> = (0..3)
-                .map(|i| McpClient::new(&cluster.mcp(i)).with_header("x-api-key", &format!("k{i}")))
-                .collect();
-            for client in &mut clients {
-                assert_eq!(client.initialize().status, 200);
-            }
+            let mut clients = one_client_per_node(&cluster, "k");
             for (i, client) in clients.iter_mut().enumerate() {
                 for via in (0..3).filter(|&v| v != i) {
                     client.url = cluster.mcp(via);

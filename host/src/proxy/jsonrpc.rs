@@ -283,9 +283,7 @@ fn not_an_envelope(text: &[u8], error: &serde_json::Error) -> MessageError {
 /// be echoed as the id of the request.
 fn answerable_id(id: &RawValue) -> Option<String> {
     match id.get().trim_start().as_bytes().first() {
-        Some(b'"' | b'-' | b'0'..=b'9') => serde_json::from_str::<Value>(id.get())
-            .ok()
-            .map(|value| value.to_string()),
+        Some(b'"' | b'-' | b'0'..=b'9') => readable_id(id.get()),
         _ => None,
     }
 }
@@ -303,10 +301,15 @@ fn is_string_or_integer(id: &RawValue) -> bool {
 
 /// An id's compact spelling, so `1` and ` 1` pair up.
 fn compact_id(raw: &str) -> String {
-    match serde_json::from_str::<Value>(raw) {
-        Ok(value) => value.to_string(),
-        Err(_) => raw.trim().to_owned(),
-    }
+    readable_id(raw).unwrap_or_else(|| raw.trim().to_owned())
+}
+
+/// The compact spelling of an id this process can read back (`1e400` it
+/// cannot).
+fn readable_id(raw: &str) -> Option<String> {
+    serde_json::from_str::<Value>(raw)
+        .ok()
+        .map(|value| value.to_string())
 }
 
 /// A JSON-RPC error response. `id` is the compact id of the request it
