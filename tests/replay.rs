@@ -649,6 +649,75 @@ mod replay {
         assert!(svg.contains("<svg") && svg.contains("fifo.wasm") && svg.contains("belady"));
     }
 
+    /// The texts of an SVG, in drawing order.
+    fn svg_texts(svg: &str) -> Vec<String> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|t| {
+                let body = &t[t.find('>')? + 1..];
+                Some(body[..body.find("</text>")?].trim().to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn replay_cli_plot_ranks_policies_and_marks_the_capacities_run() {
+        let trace = reference_trace_path();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plot = dir.path().join("plot.svg");
+        let out = shadowcat_cli(&[
+            "bench",
+            "--trace",
+            trace.to_str().expect("utf-8 path"),
+            "--capacity",
+            "4897,1%",
+            "--policy",
+            "lru",
+            "--policy",
+            "fifo.wasm",
+            "--policy",
+            "lfu.wasm",
+            "--plot",
+            plot.to_str().expect("utf-8 path"),
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let texts = svg_texts(&std::fs::read_to_string(&plot).expect("plot written"));
+        // The legend ranks by miss ratio at the largest capacity (4,897 is
+        // 10 % of the trace's objects), each with that ratio: the reference
+        // simulator's 71,620, 90,040, 91,657 and 91,716 of 113,872 misses.
+        let legend = texts
+            .iter()
+            .position(|t| t == "miss ratio at the largest capacity")
+            .expect("legend title");
+        assert_eq!(
+            texts[legend + 1..],
+            [
+                "belady",
+                "0.6290",
+                "lfu.wasm",
+                "0.7907",
+                "lru",
+                "0.8049",
+                "fifo.wasm",
+                "0.8054"
+            ],
+            "{texts:?}"
+        );
+        // Ticks where the capacities were run, not a log scale's own.
+        assert!(texts.iter().any(|t| t == "1%") && texts.iter().any(|t| t == "10%"));
+        let ticks: Vec<f64> = texts[..legend]
+            .iter()
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        // The miss ratio axis spans the data (0.63 to 0.87), not 0 to 1, so
+        // policies a point apart are lines apart.
+        assert!(ticks.len() >= 3, "{texts:?}");
+        assert!(
+            ticks.iter().all(|&y| (0.55..=0.95).contains(&y)),
+            "{ticks:?}"
+        );
+    }
+
     /// A bench that takes well under a second: 5,000 requests, 50 sessions.
     const SMALL_BENCH: [&str; 5] = [
         "bench",
@@ -1011,6 +1080,25 @@ mod replay {
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains("/nonexistent/trace.bin"), "{stderr}");
         assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+    }
+
+    /// A missing file or a directory is named as such, whatever its name
+    /// says of a format (not "cannot tell the format").
+    #[test]
+    fn replay_cli_names_a_missing_trace_or_a_directory_before_its_format() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("trace");
+        let out = shadowcat_cli(&["bench", "--trace", missing.to_str().expect("utf-8")]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("No such file") && !stderr.contains("format"),
+            "{stderr}"
+        );
+        let out = shadowcat_cli(&["bench", "--trace", dir.path().to_str().expect("utf-8")]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("is a directory"), "{stderr}");
     }
 
     /// Every `bench --help` example that sets a policy's configuration runs.
