@@ -218,15 +218,50 @@ fn check_duration(
     if value < min || value > max {
         return Err(ConfigError::new(
             setting,
-            humantime::format_duration(value),
+            readable_duration(value),
             format!(
                 "must be between {} and {}",
-                humantime::format_duration(min),
-                humantime::format_duration(max)
+                readable_duration(min),
+                readable_duration(max)
             ),
         ));
     }
     Ok(())
+}
+
+/// `365days`, `1h 30m`, `2s 500ms`: a duration as options are written, which
+/// [`parse_duration`] reads back. Calendar units are left out (`humantime`
+/// shows 365 days as `11months 30days 3h 50m 24s`, its months and years being
+/// averages), and so is anything under a millisecond once there is a whole
+/// second.
+pub fn readable_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis == 0 {
+        return match duration.as_micros() {
+            0 => format!("{}ns", duration.as_nanos()),
+            micros => format!("{micros}us"),
+        };
+    }
+    let parts = [
+        (millis / 86_400_000, "days"),
+        (millis / 3_600_000 % 24, "h"),
+        (millis / 60_000 % 60, "m"),
+        (millis / 1_000 % 60, "s"),
+        (millis % 1_000, "ms"),
+    ];
+    let mut text = String::new();
+    for (value, unit) in parts.into_iter().filter(|(value, _)| *value > 0) {
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        let unit = if value == 1 && unit == "days" {
+            "day"
+        } else {
+            unit
+        };
+        text.push_str(&format!("{value}{unit}"));
+    }
+    text
 }
 
 /// Parses `90s`, `5m`, `1h30m`, `250ms`; a bare number is refused because its
@@ -256,6 +291,40 @@ pub fn parse_optional_duration(text: &str) -> Result<Option<Duration>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_back_as_written_without_calendar_units() {
+        let cases = [
+            (Duration::from_secs(365 * 86_400), "365days"),
+            (Duration::from_secs(86_400 + 90 * 60), "1day 1h 30m"),
+            (Duration::from_millis(2_500), "2s 500ms"),
+            (Duration::from_nanos(5_001_234_567), "5s 1ms"),
+            (Duration::from_millis(10), "10ms"),
+            (Duration::from_micros(250), "250us"),
+            (Duration::ZERO, "0ns"),
+        ];
+        for (duration, text) in cases {
+            assert_eq!(readable_duration(duration), text);
+            // What is shown is the duration to the millisecond.
+            let shown = if duration < Duration::from_millis(1) {
+                duration
+            } else {
+                Duration::from_millis(duration.as_millis() as u64)
+            };
+            assert_eq!(parse_duration(text), Ok(shown), "{text}");
+        }
+        let refused = TableConfig {
+            idle_timeout: Some(Duration::from_secs(400 * 86_400)),
+            ..TableConfig::default()
+        }
+        .validate()
+        .expect_err("past a year")
+        .to_string();
+        assert!(
+            refused.contains("`400days`") && refused.contains("between 1ms and 365days"),
+            "{refused}"
+        );
+    }
 
     #[test]
     fn session_config_defaults_are_valid() {

@@ -76,6 +76,16 @@ fn load_trace(args: &BenchArgs) -> Result<Trace> {
         tracing::info!(spec = %spec, requests = trace.len(), distinct = trace.distinct_ids(), elapsed = ?started.elapsed(), "generated synthetic trace");
         return Ok(trace);
     };
+    // Before guessing a format from the name: "cannot tell the format" of a
+    // file that is not there, or of a directory, sends the reader the wrong way.
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the trace {}", path.display()))?;
+    if meta.is_dir() {
+        anyhow::bail!(
+            "the trace {} is a directory; give a trace file",
+            path.display()
+        );
+    }
     let detected = shadowcat::trace::detect_format(path);
     let format = match args.trace_format {
         Some(TraceFormatArg::Oracle) => TraceFormat::OracleGeneral,
@@ -96,8 +106,7 @@ fn load_trace(args: &BenchArgs) -> Result<Trace> {
             ),
         },
     };
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let bar = Bars::new_bar(size, format!("reading {}", path.display()));
+    let bar = Bars::new_bar(meta.len(), format!("reading {}", path.display()));
     let started = Instant::now();
     let trace = read_trace(path, &format, &mut |done, _| bar.set_position(done));
     bar.finish_and_clear();

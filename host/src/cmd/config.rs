@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use shadowcat::cli::Cli;
+use shadowcat::config::readable_duration;
 use shadowcat::session::SessionTable;
 use shadowcat::wasm::OpenedPolicy;
 
@@ -44,7 +45,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     row("max age", show(config.max_age));
     row(
         "cleanup interval",
-        humantime::format_duration(config.cleanup_interval).to_string(),
+        readable_duration(config.cleanup_interval),
     );
     row(
         "rate limit",
@@ -58,8 +59,5 @@ pub fn run(cli: &Cli) -> Result<()> {
 }
 
 fn show(d: Option<Duration>) -> String {
-    d.map_or_else(
-        || "off".to_owned(),
-        |d| humantime::format_duration(d).to_string(),
-    )
+    d.map_or_else(|| "off".to_owned(), readable_duration)
 }

@@ -67,7 +67,7 @@ pub async fn run(cli: &Cli, command: &ForwardCommand) -> Result<()> {
             "the client closed its input and the MCP server left {} unanswered for {} \
              (--shutdown-grace): {reason}",
             requests(unanswered),
-            humantime::format_duration(waited)
+            shadowcat::config::readable_duration(waited)
         ),
     }
 }

@@ -55,7 +55,7 @@ pub enum PolicyError {
     #[error(
         "policy `{policy}` timed out during {phase} after {}: every call into a policy is \
          interrupted at the --policy-timeout limit; raise it to allow a slower policy",
-        humantime::format_duration(*after)
+        crate::config::readable_duration(*after)
     )]
     Timeout {
         policy: String,

@@ -241,7 +241,7 @@ impl Fault {
         let reason = match kind {
             FaultKind::Timeout => format!(
                 "timed out after {} (the --policy-timeout limit)",
-                humantime::format_duration(limits.call_timeout)
+                crate::config::readable_duration(limits.call_timeout)
             ),
             FaultKind::Memory => format!(
                 "ran out of memory: its linear memory may not grow past {} bytes (--policy-memory)",
