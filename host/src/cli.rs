@@ -429,6 +429,51 @@ const IGNORED_BY_REPLAY: [&str; 7] = [
     "max-in-flight",
 ];
 
+/// The command line as parsed and as `--help` shows it. The table's and the
+/// policy host's options are global, so that they may come before or after
+/// the command, and a config file's top-level keys serve every command; but
+/// `session` (a client of a running proxy) uses none of them and `bench` not
+/// those of [`IGNORED_BY_REPLAY`], so their help leaves those out. They still
+/// parse there (`bench` warns that they do nothing).
+pub fn command() -> clap::Command {
+    let mut command = Cli::command();
+    // Copies the global options into every command, where each copy can be
+    // hidden on its own.
+    command.build();
+    let serving: Vec<clap::Id> = argument_ids::<TableArgs>()
+        .chain(argument_ids::<PolicyArgs>())
+        .collect();
+    command.mut_subcommands(|sub| match sub.get_name() {
+        "session" => hide_everywhere(sub, &|arg| serving.contains(arg.get_id())),
+        "bench" => sub.mut_args(|arg| {
+            let hidden = arg
+                .get_long()
+                .is_some_and(|long| IGNORED_BY_REPLAY.contains(&long));
+            arg.hide(hidden)
+        }),
+        _ => sub,
+    })
+}
+
+/// `command` and every command under it (`build` copied the global options
+/// into each) with the options `hide` picks hidden.
+fn hide_everywhere(command: clap::Command, hide: &dyn Fn(&clap::Arg) -> bool) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            let hidden = hide(&arg);
+            arg.hide(hidden)
+        })
+        .mut_subcommands(|sub| hide_everywhere(sub, hide))
+}
+
+fn argument_ids<A: Args>() -> impl Iterator<Item = clap::Id> {
+    A::augment_args(clap::Command::new("options"))
+        .get_arguments()
+        .map(|arg| arg.get_id().clone())
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
 /// The options of [`IGNORED_BY_REPLAY`] that `matches` (of [`Cli`]) holds a
 /// value for that was given rather than defaulted, by long name.
 pub fn replay_ignores(matches: &ArgMatches) -> Vec<&'static str> {
@@ -467,6 +512,62 @@ impl TableArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The long options `--help` shows for the command at `path`.
+    fn shown_options(path: &[&str]) -> Vec<String> {
+        let mut root = command();
+        let mut at = &mut root;
+        for name in path {
+            at = at.find_subcommand_mut(name).expect("a command");
+        }
+        at.get_arguments()
+            .filter(|arg| !arg.is_hide_set())
+            .filter_map(|arg| arg.get_long().map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn each_command_shows_the_options_it_uses_and_parses_the_rest() {
+        let has = |options: &[String], long: &str| options.iter().any(|o| o == long);
+        for path in [
+            &["session", "list"][..],
+            &["session", "delete"],
+            &["session"],
+        ] {
+            let shown = shown_options(path);
+            assert!(has(&shown, "admin") && has(&shown, "config"), "{shown:?}");
+            for ignored in [
+                "max-sessions",
+                "idle-timeout",
+                "eviction-policy",
+                "policy-dir",
+            ] {
+                assert!(!has(&shown, ignored), "{path:?} shows --{ignored}");
+            }
+        }
+        let bench = shown_options(&["bench"]);
+        assert!(has(&bench, "eviction-policy") && has(&bench, "policy-timeout"));
+        for ignored in IGNORED_BY_REPLAY {
+            assert!(!has(&bench, ignored), "bench shows --{ignored}");
+        }
+        let reverse = shown_options(&["reverse"]);
+        for used in [
+            "max-sessions",
+            "idle-timeout",
+            "eviction-policy",
+            "policy-dir",
+        ] {
+            assert!(has(&reverse, used), "reverse hides --{used}");
+        }
+        // Hidden, not refused: one config file serves every command.
+        for argv in [
+            &["shadowcat", "session", "list", "--max-sessions", "3"][..],
+            &["shadowcat", "bench", "--idle-timeout", "5m"],
+        ] {
+            let matches = command().try_get_matches_from(argv).expect("parses");
+            <Cli as clap::FromArgMatches>::from_arg_matches(&matches).expect("a command line");
+        }
+    }
 
     #[test]
     fn session_cli_parses_durations_and_policies() {

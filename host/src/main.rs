@@ -20,7 +20,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-    let parsed = Cli::command()
+    let parsed = shadowcat::cli::command()
         .try_get_matches_from(&expanded.args)
         .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
     let (cli, matches) = match parsed {
@@ -75,7 +75,7 @@ fn init_tracing(filter: &str) {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         None => {
-            Cli::command().print_help()?;
+            shadowcat::cli::command().print_help()?;
             Ok(())
         }
         Some(Command::Config) => cmd::config::run(&cli),
