@@ -432,19 +432,23 @@ const IGNORED_BY_REPLAY: [&str; 7] = [
 /// The command line as parsed and as `--help` shows it. The table's and the
 /// policy host's options are global, so that they may come before or after
 /// the command, and a config file's top-level keys serve every command; but
-/// `session` (a client of a running proxy) uses none of them and `bench` not
-/// those of [`IGNORED_BY_REPLAY`], so their help leaves those out. They still
+/// `session` (a client of a running proxy) uses none of them, `policy` not the
+/// table's and `bench` not those of [`IGNORED_BY_REPLAY`], so their help
+/// leaves those out. They still
 /// parse there (`bench` warns that they do nothing).
 pub fn command() -> clap::Command {
     let mut command = Cli::command();
     // Copies the global options into every command, where each copy can be
     // hidden on its own.
     command.build();
-    let serving: Vec<clap::Id> = argument_ids::<TableArgs>()
-        .chain(argument_ids::<PolicyArgs>())
-        .collect();
+    let table: Vec<clap::Id> = argument_ids::<TableArgs>().collect();
+    let policy_host: Vec<clap::Id> = argument_ids::<PolicyArgs>().collect();
     command.mut_subcommands(|sub| match sub.get_name() {
-        "session" => hide_everywhere(sub, &|arg| serving.contains(arg.get_id())),
+        "session" => hide_everywhere(sub, &|arg| {
+            table.contains(arg.get_id()) || policy_host.contains(arg.get_id())
+        }),
+        // A policy is checked on a table of its own making.
+        "policy" => hide_everywhere(sub, &|arg| table.contains(arg.get_id())),
         "bench" => sub.mut_args(|arg| {
             let hidden = arg
                 .get_long()
@@ -544,6 +548,11 @@ mod tests {
             ] {
                 assert!(!has(&shown, ignored), "{path:?} shows --{ignored}");
             }
+        }
+        for path in [&["policy", "check"][..], &["policy", "list"]] {
+            let shown = shown_options(path);
+            assert!(has(&shown, "policy-dir") && has(&shown, "policy-config"));
+            assert!(!has(&shown, "max-sessions") && !has(&shown, "eviction-policy"));
         }
         let bench = shown_options(&["bench"]);
         assert!(has(&bench, "eviction-policy") && has(&bench, "policy-timeout"));
