@@ -48,17 +48,17 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    #[command(flatten)]
-    pub table: TableArgs,
-
-    #[command(flatten)]
-    pub policy: PolicyArgs,
-
     /// Log filter (error, warn, info, debug, trace, or a tracing directive such as
     /// `shadowcat=debug`); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info", value_name = "FILTER",
           value_parser = parse_log_filter)]
     pub log: String,
+
+    #[command(flatten)]
+    pub table: TableArgs,
+
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -208,6 +208,7 @@ pub enum PolicyCommand {
 
 /// Options of the WebAssembly policy host.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Policy host options")]
 pub struct PolicyArgs {
     /// Where `--eviction-policy NAME` looks for `NAME.wasm` first (then `policies/`
     /// next to the executable).
@@ -315,6 +316,7 @@ impl PolicyArgs {
 
 /// Options of the session table, shared by every command.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Session table options")]
 pub struct TableArgs {
     /// Most sessions held at once; creating one more evicts one.
     #[arg(long, global = true, default_value_t = 1_000, value_name = "N")]
