@@ -570,6 +570,26 @@ mod tests {
         ] {
             assert!(has(&reverse, used), "reverse hides --{used}");
         }
+        // The shared options under their own headings, after the command's.
+        let mut root = command();
+        let reverse = root.find_subcommand_mut("reverse").expect("reverse");
+        let heading = |long: &str| {
+            reverse
+                .get_arguments()
+                .find(|arg| arg.get_long() == Some(long))
+                .and_then(|arg| arg.get_help_heading())
+                .map(str::to_owned)
+        };
+        assert_eq!(heading("listen"), None);
+        assert_eq!(heading("log"), None);
+        assert_eq!(
+            heading("max-sessions").as_deref(),
+            Some("Session table options")
+        );
+        assert_eq!(
+            heading("policy-dir").as_deref(),
+            Some("Policy host options")
+        );
         // Hidden, not refused: one config file serves every command.
         for argv in [
             &["shadowcat", "session", "list", "--max-sessions", "3"][..],
