@@ -1661,6 +1661,30 @@ mod proxy {
         assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
         assert!(times.last() >= Some(&1), "{times:?}");
 
+        // A log whose last write was cut short: the torn record goes, the
+        // rest is continued.
+        let whole = std::fs::metadata(&log).expect("log").len();
+        let mut torn = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .expect("log");
+        std::io::Write::write_all(&mut torn, &[7u8; 10]).expect("append");
+        drop(torn);
+        let (proxy, _mark) = start("accesstorn", &[], &["--access-log", &log_arg]);
+        let mut client = McpClient::new(&proxy.mcp);
+        assert_eq!(client.initialize().status, 200);
+        assert!(proxy.terminate().success());
+        let bytes = std::fs::read(&log).expect("log");
+        assert_eq!(bytes.len() % 24, 0, "{} bytes", bytes.len());
+        assert!(bytes.len() as u64 > whole, "the third run added records");
+        assert!(
+            bytes[whole as usize..]
+                .chunks_exact(24)
+                .all(|r| r[12..16] == 1u32.to_le_bytes()),
+            "records after the cut are whole and aligned"
+        );
+
+        // Not a log of the proxy's: refused, and left as it was.
         let odd = dir.path().join("odd.bin");
         std::fs::write(&odd, [0u8; 25]).expect("write");
         let out = Command::new(env!("CARGO_BIN_EXE_shadowcat"))

@@ -80,7 +80,8 @@ pub struct ReverseArgs {
 
     /// Record every session access as an oracleGeneral trace (keyed by the
     /// client key's hash) for `shadowcat bench --trace FILE`. An existing log
-    /// is appended to, its clock continued.
+    /// is appended to, its clock continued (a record cut short at its end, by
+    /// a crash or a full disk, is dropped first).
     #[arg(long, value_name = "FILE")]
     pub access_log: Option<PathBuf>,
 

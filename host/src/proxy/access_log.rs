@@ -63,8 +63,9 @@ impl AccessLog {
     /// Appends to `path` (created if missing) and starts the writer task.
     /// A restart must not wipe the traffic recorded so far, so an existing
     /// log is continued, its clock too: the new records' times start where
-    /// its last one stopped, and a replay never sees time go back. A file
-    /// that is not a whole number of records is refused, not appended to.
+    /// its last one stopped, and a replay never sees time go back. A record
+    /// cut short at the end of a log is dropped; any other file that is not a
+    /// whole number of records is refused, not appended to.
     pub async fn create(path: &Path) -> Result<(Self, AccessLogWriter), AccessLogError> {
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)
@@ -78,14 +79,31 @@ impl AccessLog {
             .await
             .map_err(AccessLogError::at(path))?
             .len();
-        if len % RECORD != 0 {
-            return Err(AccessLogError::at(path)(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "{len} bytes is not a whole number of {RECORD}-byte records, so not an access \
-                     log to continue; move it away or choose another file"
-                ),
-            )));
+        let torn = len % RECORD;
+        let len = len - torn;
+        if torn != 0 {
+            // A write cut short (the proxy killed mid-batch, a full disk)
+            // leaves part of a record: dropped, so that a restart is not
+            // refused and what follows is not misaligned. Only from a file
+            // whose records are all the proxy's as far as one can tell: any
+            // other is left as it was.
+            if len == 0 || !written_by_a_proxy(&mut file, len).await {
+                return Err(AccessLogError::at(path)(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{} bytes is not a whole number of {RECORD}-byte records, so not an \
+                         access log to continue; move it away or choose another file",
+                        len + torn
+                    ),
+                )));
+            }
+            file.set_len(len).await.map_err(AccessLogError::at(path))?;
+            tracing::warn!(
+                path = %path.display(),
+                "the access log ended in {torn} bytes of a record cut short (an earlier run \
+                 stopped mid-write); they were dropped, the {} whole records kept",
+                len / RECORD
+            );
         }
         let mut resumed_at = 0;
         if len > 0 {
@@ -132,6 +150,23 @@ impl AccessLog {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+}
+
+/// Whether the first and the last of the `len / RECORD` whole records of
+/// `file` are as the proxy writes them: size 1, next access unknown (-1).
+async fn written_by_a_proxy(file: &mut tokio::fs::File, len: u64) -> bool {
+    let mut ours = true;
+    for at in [0, len - RECORD] {
+        let mut record = [0u8; RECORD as usize];
+        let read = async {
+            file.seek(std::io::SeekFrom::Start(at)).await?;
+            file.read_exact(&mut record).await
+        };
+        ours &= read.await.is_ok()
+            && record[12..16] == 1u32.to_le_bytes()
+            && record[16..24] == (-1i64).to_le_bytes();
+    }
+    ours
 }
 
 impl AccessLogWriter {
