@@ -989,6 +989,24 @@ mod proxy {
         );
         assert!(text.contains("max sessions       17"), "{text}");
         assert!(text.contains("5m"), "{text}");
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("WARN"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Valid, but the idle timeout could never apply: said, not refused.
+        std::fs::write(&file, "idle-timeout = \"2h\"\nmax-age = \"30m\"\n").expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
+            .args(["--config", file.to_str().expect("utf-8"), "config"])
+            .output()
+            .expect("runs");
+        assert!(out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("WARN")
+                && err.contains("the idle timeout (2h) never expires a session: the max age (30m)"),
+            "{err}"
+        );
         std::fs::write(&file, "max-sesions = 17\n").expect("write");
         let out = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
             .args(["--config", file.to_str().expect("utf-8"), "config"])

@@ -129,6 +129,23 @@ impl TableConfig {
         }
     }
 
+    /// Settings that are valid but cannot do what they say, each as a
+    /// sentence for a warning.
+    pub fn oddities(&self) -> Vec<String> {
+        let mut odd = Vec::new();
+        if let (Some(idle), Some(age)) = (self.idle_timeout, self.max_age) {
+            if idle >= age {
+                odd.push(format!(
+                    "the idle timeout ({}) never expires a session: the max age ({}) expires \
+                     every session before it could",
+                    readable_duration(idle),
+                    readable_duration(age)
+                ));
+            }
+        }
+        odd
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_sessions == 0 || self.max_sessions > MAX_SESSIONS_LIMIT {
             return Err(ConfigError::new(
@@ -324,6 +341,27 @@ mod tests {
             refused.contains("`400days`") && refused.contains("between 1ms and 365days"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn an_idle_timeout_the_max_age_always_beats_is_an_oddity() {
+        let config = |idle: Option<u64>, age: Option<u64>| TableConfig {
+            idle_timeout: idle.map(Duration::from_secs),
+            max_age: age.map(Duration::from_secs),
+            ..TableConfig::default()
+        };
+        assert!(TableConfig::default().oddities().is_empty());
+        assert!(config(Some(60), None).oddities().is_empty());
+        assert!(config(None, Some(60)).oddities().is_empty());
+        assert!(config(Some(59), Some(60)).oddities().is_empty());
+        assert_eq!(
+            config(Some(3_600), Some(60)).oddities(),
+            [
+                "the idle timeout (1h) never expires a session: the max age (1m) expires every \
+              session before it could"
+            ]
+        );
+        assert_eq!(config(Some(60), Some(60)).oddities().len(), 1);
     }
 
     #[test]

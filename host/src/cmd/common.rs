@@ -2,13 +2,26 @@
 
 use std::sync::Arc;
 
-use anyhow::Result;
-use shadowcat::cli::PolicyArgs;
+use anyhow::{Context, Result};
+use shadowcat::cli::{PolicyArgs, TableArgs};
 use shadowcat::config::TableConfig;
 use shadowcat::wasm::{self, open_policy, OpenedPolicy, PolicyEngine, PolicyTable};
 
 pub fn engine(args: &PolicyArgs) -> Result<Arc<PolicyEngine>, wasm::PolicyError> {
     PolicyEngine::new(args.limits(), args.cache_dir())
+}
+
+/// The session table the options describe, validated, with a warning for
+/// each setting that cannot do what it says.
+pub fn table_config(args: &TableArgs) -> Result<TableConfig> {
+    let config = args.table_config();
+    config
+        .validate()
+        .context("invalid session table configuration")?;
+    for oddity in config.oddities() {
+        tracing::warn!("{oddity}");
+    }
+    Ok(config)
 }
 
 /// Opens the one policy a command runs for `table`, with the

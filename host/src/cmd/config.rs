@@ -8,13 +8,10 @@ use shadowcat::config::readable_duration;
 use shadowcat::session::SessionTable;
 use shadowcat::wasm::OpenedPolicy;
 
-use super::common::open;
+use super::common::{open, table_config};
 
 pub fn run(cli: &Cli) -> Result<()> {
-    let config = cli.table.table_config();
-    config
-        .validate()
-        .context("invalid session table configuration")?;
+    let config = table_config(&cli.table)?;
     let policy = open(&cli.policy, &cli.table.eviction_policy, &config)?;
     let table = SessionTable::<()>::builder(config.clone())
         .policy(policy.eviction())

@@ -10,7 +10,7 @@ use shadowcat::proxy::upstream::StdioCommand;
 use shadowcat::session::{FlushMode, SessionTable};
 use shadowcat::wasm::OpenedPolicy;
 
-use super::common::open;
+use super::common::{open, table_config};
 
 pub async fn run(cli: &Cli, command: &ForwardCommand) -> Result<()> {
     let ForwardCommand::Stdio {
@@ -18,7 +18,7 @@ pub async fn run(cli: &Cli, command: &ForwardCommand) -> Result<()> {
         shutdown_grace,
         command,
     } = command;
-    let config = cli.table.table_config();
+    let config = table_config(&cli.table)?;
     let policy = {
         let (policy_args, spec) = (cli.policy.clone(), cli.table.eviction_policy.clone());
         let told = config.clone();

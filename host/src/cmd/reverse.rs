@@ -10,13 +10,10 @@ use shadowcat::proxy::server::{ReverseConfig, RunningProxy};
 use shadowcat::proxy::upstream::{HttpUpstreamConfig, StdioCommand, UpstreamSpec};
 use shadowcat::proxy::ProxyOptions;
 
-use super::common::{open, shutdown_signal};
+use super::common::{open, shutdown_signal, table_config};
 
 pub async fn run(cli: &Cli, args: &ReverseArgs) -> Result<()> {
-    let table = cli.table.table_config();
-    table
-        .validate()
-        .context("invalid session table configuration")?;
+    let table = table_config(&cli.table)?;
     let policy = {
         let (policy_args, spec) = (cli.policy.clone(), cli.table.eviction_policy.clone());
         let told = table.clone();
