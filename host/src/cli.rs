@@ -436,15 +436,15 @@ const IGNORED_BY_REPLAY: [&str; 7] = [
 /// the command, and a config file's top-level keys serve every command; but
 /// `session` (a client of a running proxy) uses none of them, `policy` not the
 /// table's and `bench` not those of [`IGNORED_BY_REPLAY`], so their help
-/// leaves those out. They still
-/// parse there (`bench` warns that they do nothing).
+/// leaves those out. They still parse there (`bench` warns that they do
+/// nothing).
 pub fn command() -> clap::Command {
     let mut command = Cli::command();
     // Copies the global options into every command, where each copy can be
     // hidden on its own.
     command.build();
-    let table: Vec<clap::Id> = argument_ids::<TableArgs>().collect();
-    let policy_host: Vec<clap::Id> = argument_ids::<PolicyArgs>().collect();
+    let table = argument_ids::<TableArgs>();
+    let policy_host = argument_ids::<PolicyArgs>();
     command.mut_subcommands(|sub| match sub.get_name() {
         "session" => hide_everywhere(sub, &|arg| {
             table.contains(arg.get_id()) || policy_host.contains(arg.get_id())
@@ -472,12 +472,11 @@ fn hide_everywhere(command: clap::Command, hide: &dyn Fn(&clap::Arg) -> bool) ->
         .mut_subcommands(|sub| hide_everywhere(sub, hide))
 }
 
-fn argument_ids<A: Args>() -> impl Iterator<Item = clap::Id> {
+fn argument_ids<A: Args>() -> Vec<clap::Id> {
     A::augment_args(clap::Command::new("options"))
         .get_arguments()
         .map(|arg| arg.get_id().clone())
-        .collect::<Vec<_>>()
-        .into_iter()
+        .collect()
 }
 
 /// The options of [`IGNORED_BY_REPLAY`] that `matches` (of [`Cli`]) holds a
