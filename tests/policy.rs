@@ -1873,6 +1873,22 @@ mod policy_cli {
                 .unwrap_or_else(|| panic!("no row for {name}.wasm in:\n{list}"));
             assert!(row.contains("0.1.0") && row.contains(needs), "{row}");
         }
+        // The interface each file speaks and the traits it declares (what
+        // decides whether the host may choose victims ahead).
+        for (file, interface, traits) in [
+            ("policies/lru.wasm", "0.3.0", "stable-order"),
+            ("policies/lru-c.wasm", "0.2.0", "stable-order"),
+            ("policies/lfu-decay.wasm", "0.3.0", "sampled"),
+            ("policies/twoq.wasm", "0.3.0", "ghost-conditional"),
+            ("policies/arc.wasm", "0.3.0", "none"),
+        ] {
+            let row = list
+                .lines()
+                .find(|l| l.ends_with(file))
+                .unwrap_or_else(|| panic!("no row for {file} in:\n{list}"));
+            let words: Vec<&str> = row.split_whitespace().collect();
+            assert_eq!((words[2], words[4]), (interface, traits), "{row}");
+        }
         assert!(list.contains("(built in)"));
         // Columns line up however long a name or a needs label is
         // (`wtinylfu-tuned`, `inserted+accessed+removed+refused`).

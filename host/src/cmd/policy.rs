@@ -14,7 +14,9 @@ pub fn list(args: &PolicyArgs) -> Result<()> {
     let mut table = TextTable::new([
         ("NAME", Align::Left),
         ("VERSION", Align::Left),
+        ("INTERFACE", Align::Left),
         ("NEEDS", Align::Left),
+        ("TRAITS", Align::Left),
         ("SIZE", Align::Right),
         ("FILE", Align::Left),
     ]);
@@ -24,7 +26,7 @@ pub fn list(args: &PolicyArgs) -> Result<()> {
         } else {
             "inserted+accessed+removed"
         };
-        table.row([name, "native", needs, "-", "(built in)"]);
+        table.row([name, "native", "-", needs, "-", "-", "(built in)"]);
     }
     let files = policy_files(&args.dirs());
     if !files.is_empty() {
@@ -37,13 +39,17 @@ pub fn list(args: &PolicyArgs) -> Result<()> {
                     table.row([
                         info.name.clone(),
                         info.version.clone(),
+                        info.interface.to_string(),
                         info.needs_label(),
+                        info.traits_label(),
                         size.to_string(),
                         path.display().to_string(),
                     ]);
                 }
                 Err(e) => table.row([
                     "?".to_owned(),
+                    "-".to_owned(),
+                    "-".to_owned(),
                     "-".to_owned(),
                     "-".to_owned(),
                     "-".to_owned(),
