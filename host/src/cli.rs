@@ -445,12 +445,22 @@ pub fn command() -> clap::Command {
     command.build();
     let table = argument_ids::<TableArgs>();
     let policy_host = argument_ids::<PolicyArgs>();
+    // `--max-sessions -1` reaches the value's parser, which says what is
+    // wrong with it, rather than being taken for an unknown flag.
+    let command = mut_args_everywhere(command, &|arg| {
+        if arg.get_action().takes_values() {
+            arg.allow_negative_numbers(true)
+        } else {
+            arg
+        }
+    });
     command.mut_subcommands(|sub| match sub.get_name() {
-        "session" => hide_everywhere(sub, &|arg| {
-            table.contains(arg.get_id()) || policy_host.contains(arg.get_id())
-        }),
+        "session" => mut_args_everywhere(
+            sub,
+            &hiding(&|arg| table.contains(arg.get_id()) || policy_host.contains(arg.get_id())),
+        ),
         // A policy is checked on a table of its own making.
-        "policy" => hide_everywhere(sub, &|arg| table.contains(arg.get_id())),
+        "policy" => mut_args_everywhere(sub, &hiding(&|arg| table.contains(arg.get_id()))),
         "bench" => sub.mut_args(|arg| {
             let hidden = arg
                 .get_long()
@@ -461,15 +471,23 @@ pub fn command() -> clap::Command {
     })
 }
 
+/// Hides the options `hidden` picks, shows the others.
+fn hiding<'a>(hidden: &'a dyn Fn(&clap::Arg) -> bool) -> impl Fn(clap::Arg) -> clap::Arg + 'a {
+    move |arg| {
+        let hide = hidden(&arg);
+        arg.hide(hide)
+    }
+}
+
 /// `command` and every command under it (`build` copied the global options
-/// into each) with the options `hide` picks hidden.
-fn hide_everywhere(command: clap::Command, hide: &dyn Fn(&clap::Arg) -> bool) -> clap::Command {
+/// into each) with `change` made to each of their options.
+fn mut_args_everywhere(
+    command: clap::Command,
+    change: &dyn Fn(clap::Arg) -> clap::Arg,
+) -> clap::Command {
     command
-        .mut_args(|arg| {
-            let hidden = hide(&arg);
-            arg.hide(hidden)
-        })
-        .mut_subcommands(|sub| hide_everywhere(sub, hide))
+        .mut_args(change)
+        .mut_subcommands(|sub| mut_args_everywhere(sub, change))
 }
 
 fn argument_ids<A: Args>() -> Vec<clap::Id> {
@@ -589,6 +607,21 @@ mod tests {
             heading("policy-dir").as_deref(),
             Some("Policy host options")
         );
+        // A negative number is a value its parser refuses, not an unknown flag.
+        for (argv, said) in [
+            (
+                &["shadowcat", "--max-sessions", "-1", "config"][..],
+                "invalid value '-1' for '--max-sessions <N>'",
+            ),
+            (
+                &["shadowcat", "bench", "--rounds", "-3"],
+                "invalid value '-3' for '--rounds <N>'",
+            ),
+        ] {
+            let refused = command().try_get_matches_from(argv).expect_err("refused");
+            assert_eq!(refused.kind(), clap::error::ErrorKind::ValueValidation);
+            assert!(refused.to_string().contains(said), "{refused}");
+        }
         // Hidden, not refused: one config file serves every command.
         for argv in [
             &["shadowcat", "session", "list", "--max-sessions", "3"][..],
