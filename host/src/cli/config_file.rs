@@ -44,6 +44,12 @@ pub enum ConfigFileError {
         section: String,
         known: String,
     },
+    #[error("{}: unknown section `[{name}]`; sections: {known}", path.display())]
+    UnknownSection {
+        path: PathBuf,
+        name: String,
+        known: String,
+    },
     #[error("{}: `{key}` in {section} must be {expected}", path.display())]
     BadValue {
         path: PathBuf,
@@ -259,6 +265,18 @@ fn to_args(
                     .find(|a| a.get_long() == Some(key.as_str()) && a.is_global_set())
             });
         let Some(arg) = arg.filter(|_| key != "config") else {
+            if let toml::Value::Table(_) = value {
+                // `[revers]` is a misspelt section, not an option.
+                return Err(ConfigFileError::UnknownSection {
+                    path: path.to_owned(),
+                    name: section_name(section, key),
+                    known: known_sections(command, section)
+                        .iter()
+                        .map(|name| format!("[{name}]"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
             return Err(ConfigFileError::UnknownKey {
                 path: path.to_owned(),
                 key: key.clone(),
@@ -312,6 +330,32 @@ fn to_args(
         }
     }
     Ok(out)
+}
+
+/// `key` as a section's name under `section` (`the top level` or `[forward]`).
+fn section_name(section: &str, key: &str) -> String {
+    match section.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        Some(parent) => format!("{parent}.{key}"),
+        None => key.to_owned(),
+    }
+}
+
+/// The sections a file may hold under `command`: its commands with options
+/// of their own, as `reverse`, `session` or `forward.stdio`.
+fn known_sections(command: &Command, section: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = section_name(section, sub.get_name());
+        let has_options = sub.get_arguments().any(|a| {
+            a.get_long()
+                .is_some_and(|l| !matches!(l, "help" | "version"))
+        });
+        if has_options {
+            names.push(name.clone());
+        }
+        names.extend(known_sections(sub, &format!("[{name}]")));
+    }
+    names
 }
 
 fn known_keys(command: &Command, root: Option<&Command>) -> String {
@@ -463,6 +507,16 @@ mod tests {
         let err = run("listen = \"127.0.0.1:1\"", &["config"]).expect_err("not global");
         assert!(
             err.contains("unknown key `listen` in the top level"),
+            "{err}"
+        );
+        let err = run("[revers]\nlisten = \"x\"", &["reverse"]).expect_err("typo");
+        assert!(
+            err.contains("unknown section `[revers]`") && err.contains("[reverse]"),
+            "{err}"
+        );
+        let err = run("[forward.stdo]\nx = 1", &["forward", "stdio", "--", "x"]).expect_err("typo");
+        assert!(
+            err.contains("unknown section `[forward.stdo]`; sections: [forward.stdio]"),
             "{err}"
         );
         let err = run("idle-timeout = \"soon\"", &["config"]).expect_err("bad duration");
