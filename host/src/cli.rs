@@ -66,8 +66,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Validate the options, load the eviction policy and print the effective
-    /// session-table configuration.
+    /// Validate the options (every section of a --config file too), load the
+    /// eviction policy and print the effective session-table configuration.
     Config,
     /// Inspect WebAssembly eviction policies.
     #[command(subcommand)]

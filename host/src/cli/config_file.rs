@@ -199,6 +199,7 @@ pub fn expand(command: &Command, args: Vec<OsString>) -> Result<Expanded, Config
     let mut current = command.clone();
     let mut section: Option<&toml::Table> = Some(&table);
     let mut section_name = String::new();
+    let mut first_command = None;
     for arg in args.into_iter().skip(1) {
         let sub = arg
             .to_str()
@@ -206,6 +207,7 @@ pub fn expand(command: &Command, args: Vec<OsString>) -> Result<Expanded, Config
         expanded.push(arg);
         if let Some(sub) = sub {
             let name = sub.get_name().to_owned();
+            first_command.get_or_insert_with(|| name.clone());
             section_name = if section_name.is_empty() {
                 format!("[{name}]")
             } else {
@@ -228,11 +230,44 @@ pub fn expand(command: &Command, args: Vec<OsString>) -> Result<Expanded, Config
             current = sub;
         }
     }
+    // `config` validates the file: every section, not only the top level it
+    // uses, so a misspelt key under `[reverse]` shows before `reverse` runs.
+    if first_command.as_deref() == Some("config") {
+        check_sections(&path, command, command, &table, "the top level")?;
+    }
     Ok(Expanded {
         args: expanded,
         path: Some(path),
         entries,
     })
+}
+
+/// Checks each command's section in `table` (under `command`, at `section`)
+/// as running that command would, and the sections within it.
+fn check_sections(
+    path: &Path,
+    root: &Command,
+    command: &Command,
+    table: &toml::Table,
+    section: &str,
+) -> Result<(), ConfigFileError> {
+    for (key, value) in table {
+        let (Some(sub), Some(options)) = (command.find_subcommand(key), value.as_table()) else {
+            continue;
+        };
+        let name = format!("[{}]", section_name(section, key));
+        to_args(
+            path,
+            sub,
+            options,
+            &name,
+            Some(root),
+            &HashSet::new(),
+            &mut Vec::new(),
+        )?;
+        check_sections(path, root, sub, options, &name)?;
+    }
+    Ok(())
 }
 
 /// Arguments for one section's keys, but those of options in `given`;
@@ -519,6 +554,24 @@ mod tests {
             err.contains("unknown section `[forward.stdo]`; sections: [forward.stdio]"),
             "{err}"
         );
+        // `config` checks every section; another command only its own.
+        let (reverse_typo, forward_typo) = (
+            "[reverse]\nlissen = \"x\"\n",
+            "[forward.stdio]\nshutdown-grase = \"5s\"\n",
+        );
+        let err = run(reverse_typo, &["config"]).expect_err("typo");
+        assert!(err.contains("unknown key `lissen` in [reverse]"), "{err}");
+        let err = run(forward_typo, &["config"]).expect_err("typo");
+        assert!(
+            err.contains("unknown key `shutdown-grase` in [forward.stdio]"),
+            "{err}"
+        );
+        let both = format!("{reverse_typo}{forward_typo}");
+        run(
+            &both,
+            &["bench", "--synthetic", "uniform:requests=10,ids=5"],
+        )
+        .expect("bench's own");
         let err = run("idle-timeout = \"soon\"", &["config"]).expect_err("bad duration");
         assert!(err.contains("not a duration"), "{err}");
         let err = run("max-sessions = [", &["config"]).expect_err("bad toml");
