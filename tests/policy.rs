@@ -1862,15 +1862,18 @@ mod policy_cli {
         assert!(out.status.success(), "{}", text(&out.stderr));
         let list = text(&out.stdout);
         assert!(list.starts_with("NAME"), "{list}");
+        let row_of = |file: &str| {
+            list.lines()
+                .find(|l| l.ends_with(file))
+                .unwrap_or_else(|| panic!("no row for {file} in:\n{list}"))
+        };
         for (name, needs) in [
             ("lru", "inserted+accessed+removed"),
             ("fifo", "inserted+removed"),
             ("lfu", "inserted+accessed+removed"),
         ] {
-            let row = list
-                .lines()
-                .find(|l| l.starts_with(name) && l.ends_with(&format!("{name}.wasm")))
-                .unwrap_or_else(|| panic!("no row for {name}.wasm in:\n{list}"));
+            let row = row_of(&format!("/{name}.wasm"));
+            assert!(row.starts_with(name), "{row}");
             assert!(row.contains("0.1.0") && row.contains(needs), "{row}");
         }
         // The interface each file speaks and the traits it declares (what
@@ -1882,10 +1885,7 @@ mod policy_cli {
             ("policies/twoq.wasm", "0.3.0", "ghost-conditional"),
             ("policies/arc.wasm", "0.3.0", "none"),
         ] {
-            let row = list
-                .lines()
-                .find(|l| l.ends_with(file))
-                .unwrap_or_else(|| panic!("no row for {file} in:\n{list}"));
+            let row = row_of(file);
             let words: Vec<&str> = row.split_whitespace().collect();
             assert_eq!((words[2], words[4]), (interface, traits), "{row}");
         }

@@ -618,15 +618,24 @@ mod replay {
         );
     }
 
-    #[test]
-    fn replay_cli_runs_on_the_reference_trace_and_writes_json_and_a_plot() {
+    /// `bench` on the reference trace with `args` and a plot: its output and
+    /// the SVG it drew.
+    fn bench_reference_with_plot(args: &[&str]) -> (std::process::Output, String) {
         let trace = reference_trace_path();
         let dir = tempfile::tempdir().expect("tempdir");
         let plot = dir.path().join("plot.svg");
-        let out = shadowcat_cli(&[
-            "bench",
-            "--trace",
-            trace.to_str().expect("utf-8 path"),
+        let mut all = vec!["bench", "--trace", trace.to_str().expect("utf-8 path")];
+        all.extend(args);
+        all.extend(["--plot", plot.to_str().expect("utf-8 path")]);
+        let out = shadowcat_cli(&all);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let svg = std::fs::read_to_string(&plot).expect("plot written");
+        (out, svg)
+    }
+
+    #[test]
+    fn replay_cli_runs_on_the_reference_trace_and_writes_json_and_a_plot() {
+        let (out, svg) = bench_reference_with_plot(&[
             "--capacity",
             "4897",
             "--policy",
@@ -635,17 +644,13 @@ mod replay {
             "fifo.wasm",
             "--format",
             "json",
-            "--plot",
-            plot.to_str().expect("utf-8 path"),
         ]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
         let rows = report["rows"].as_array().expect("rows");
         let find = |p: &str| rows.iter().find(|r| r["policy"] == p).expect(p);
         assert_eq!(find("lru")["misses"], 91_657);
         assert_eq!(find("fifo.wasm")["misses"], 91_716);
         assert_eq!(find("belady")["misses"], 71_620);
-        let svg = std::fs::read_to_string(&plot).expect("plot written");
         assert!(svg.contains("<svg") && svg.contains("fifo.wasm") && svg.contains("belady"));
     }
 
@@ -662,13 +667,7 @@ mod replay {
 
     #[test]
     fn replay_cli_plot_ranks_policies_and_marks_the_capacities_run() {
-        let trace = reference_trace_path();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let plot = dir.path().join("plot.svg");
-        let out = shadowcat_cli(&[
-            "bench",
-            "--trace",
-            trace.to_str().expect("utf-8 path"),
+        let (_, svg) = bench_reference_with_plot(&[
             "--capacity",
             "4897,1%",
             "--policy",
@@ -677,11 +676,8 @@ mod replay {
             "fifo.wasm",
             "--policy",
             "lfu.wasm",
-            "--plot",
-            plot.to_str().expect("utf-8 path"),
         ]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        let texts = svg_texts(&std::fs::read_to_string(&plot).expect("plot written"));
+        let texts = svg_texts(&svg);
         // The legend ranks by miss ratio at the largest capacity (4,897 is
         // 10 % of the trace's objects), each with that ratio: the reference
         // simulator's 71,620, 90,040, 91,657 and 91,716 of 113,872 misses.

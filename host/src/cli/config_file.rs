@@ -198,7 +198,7 @@ pub fn expand(command: &Command, args: Vec<OsString>) -> Result<Expanded, Config
     // Walk down the user's subcommands, inserting each one's section after it.
     let mut current = command.clone();
     let mut section: Option<&toml::Table> = Some(&table);
-    let mut section_name = String::new();
+    let mut label = String::from("the top level");
     let mut first_command = None;
     for arg in args.into_iter().skip(1) {
         let sub = arg
@@ -208,11 +208,7 @@ pub fn expand(command: &Command, args: Vec<OsString>) -> Result<Expanded, Config
         if let Some(sub) = sub {
             let name = sub.get_name().to_owned();
             first_command.get_or_insert_with(|| name.clone());
-            section_name = if section_name.is_empty() {
-                format!("[{name}]")
-            } else {
-                format!("{}.{name}]", section_name.trim_end_matches(']'))
-            };
+            label = format!("[{}]", section_name(&label, &name));
             section = section
                 .and_then(|s| s.get(&name))
                 .and_then(toml::Value::as_table);
@@ -221,7 +217,7 @@ pub fn expand(command: &Command, args: Vec<OsString>) -> Result<Expanded, Config
                     &path,
                     &sub,
                     options,
-                    &section_name,
+                    &label,
                     Some(command),
                     &given,
                     &mut entries,
