@@ -16,11 +16,11 @@ mod peers {
     use serde_json::Value;
 
     use crate::common::peers::{
-        command_line, path_str, python_marker, require, ClientRun, HttpMessage, Peer, Peers, Relay,
-        Report, SdkClient,
+        command_line, path_str, python_marker, require, run_bounded, ClientRun, HttpMessage, Peer,
+        Peers, Relay, Report, SdkClient, CLIENT_LIMIT,
     };
     use crate::common::proxy::{
-        marker, metric, processes_with, wait_no_processes, McpClient, ProxyProcess,
+        echo_server, marker, metric, processes_with, wait_no_processes, McpClient, ProxyProcess,
     };
     use crate::common::{fixture, with_watchdog};
 
@@ -843,6 +843,39 @@ mod peers {
                 ),
                 limited
             );
+            shut_down(proxy, Some(&mark));
+        });
+    }
+
+    /// The TypeScript SDK's resumption, against a stdio server: a slow call
+    /// whose connection drops after its first event is resumed by a second
+    /// client on the same session with the SDK's resumption token
+    /// (`Last-Event-ID`), and gets its result.
+    #[test]
+    fn peers_ts_sdk_resumes_a_call_whose_connection_dropped() {
+        let Some(peers) = require("stream resumption", &[Peer::TsSdk]) else {
+            return;
+        };
+        with_watchdog(Duration::from_secs(120), move || {
+            let mark = marker("sdk-resume");
+            let upstream = format!("{} {mark}", echo_server().display());
+            let proxy = ProxyProcess::start(&[], &["--upstream-stdio", &upstream]);
+            let mut cmd = peers.client(SdkClient::Ts1, &proxy.mcp, "legacy", "unused");
+            cmd.arg("--resume");
+            let run = run_bounded("ts_client --resume", cmd, CLIENT_LIMIT);
+            assert!(run.ok(), "{}", run.stderr);
+            let out: Value = serde_json::from_str(run.stdout.trim()).expect("one JSON line");
+            assert_eq!(out["resumed"], "slept 1500 ms", "{out}");
+            // The token it resumed with: the call's stream, its first event.
+            let token = out["tokens"][0].as_str().expect("a token");
+            assert!(
+                token
+                    .split_once('-')
+                    .is_some_and(|(stream, seq)| stream.parse::<u64>().is_ok() && seq == "1"),
+                "{out}"
+            );
+            let sessions = sessions(&proxy);
+            assert_eq!(sessions.len(), 1, "one session throughout: {sessions:?}");
             shut_down(proxy, Some(&mark));
         });
     }

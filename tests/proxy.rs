@@ -16,8 +16,8 @@ mod proxy {
     use serde_json::{json, Value};
 
     use crate::common::proxy::{
-        echo_server, marker, metric, processes_with, wait_no_processes, wait_with_timeout,
-        ForwardProcess, McpClient, ProxyProcess,
+        echo_server, marker, metric, next_event, processes_with, wait_no_processes,
+        wait_with_timeout, ForwardProcess, McpClient, ProxyProcess,
     };
     use crate::common::with_watchdog;
 
@@ -424,6 +424,121 @@ mod proxy {
                 .recv_timeout(Duration::from_secs(10))
                 .expect("the newest stream gets it");
             assert!(got.is_some_and(|l| l.contains("again")));
+        });
+    }
+
+    /// A GET stream whose connection broke is resumed with `Last-Event-ID`:
+    /// what the proxy had written into the dead connection arrives once, in
+    /// order, under the stream's own numbering, and the stream goes on.
+    #[test]
+    fn proxy_get_stream_resumes_after_its_connection_broke() {
+        with_watchdog(Duration::from_secs(120), || {
+            let (proxy, _mark) = start("resume-get", &["--rate-limit", "off"], &[]);
+            let mut client = McpClient::new(&proxy.mcp);
+            assert_eq!(client.initialize().status, 200);
+            let notify = |client: &mut McpClient, message: &str| {
+                let answer = client.request(
+                    "tools/call",
+                    json!({"name": "notify", "arguments": {"message": message}}),
+                );
+                assert_eq!(answer.text(), "notified", "{}", answer.raw);
+            };
+            let stream = client.open_stream();
+            assert_eq!(stream.status(), 200);
+            let mut stream = BufReader::new(stream);
+            notify(&mut client, "one");
+            let (id, data) = next_event(&mut stream).expect("one");
+            assert!(data.contains("\"one\""), "{data}");
+            let read = id.expect("events carry ids");
+            // Sent into the stream, never read: the connection breaks.
+            notify(&mut client, "two");
+            drop(stream);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while metric(&proxy.metrics(), "shadowcat_session_streams", &[]) != 0.0 {
+                assert!(Instant::now() < deadline, "the proxy saw the stream end");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // With no stream open, a message the server sends while a
+            // request runs goes with that request's answer.
+            let three = client.request(
+                "tools/call",
+                json!({"name": "notify", "arguments": {"message": "three"}}),
+            );
+            assert!(three.raw.contains("\"three\""), "{}", three.raw);
+            let resumed = client.resume_stream(Some(&read));
+            assert_eq!(resumed.status(), 200);
+            let mut resumed = BufReader::new(resumed);
+            let mut ids = vec![read.clone()];
+            let (id, data) = next_event(&mut resumed).expect("two");
+            assert!(data.contains("\"two\""), "{data}");
+            ids.push(id.expect("an id"));
+            notify(&mut client, "four");
+            let (id, data) = next_event(&mut resumed).expect("four");
+            assert!(data.contains("\"four\""), "{data}");
+            ids.push(id.expect("an id"));
+            // One stream, numbered on: `STREAM-SEQ` with SEQ 1, 2, 3.
+            let stream_of = |id: &str| id.split_once('-').expect("STREAM-SEQ").0.to_owned();
+            assert!(
+                ids.iter().all(|id| stream_of(id) == stream_of(&read)),
+                "{ids:?}"
+            );
+            let seqs: Vec<&str> = ids
+                .iter()
+                .map(|id| id.split_once('-').expect("").1)
+                .collect();
+            assert_eq!(seqs, ["1", "2", "3"], "{ids:?}");
+            // An id the session never wrote opens a new stream, numbered anew.
+            let fresh = client.resume_stream(Some("not-an-event"));
+            assert_eq!(fresh.status(), 200);
+            drop(resumed);
+            let mut fresh = BufReader::new(fresh);
+            notify(&mut client, "five");
+            let (id, data) = next_event(&mut fresh).expect("five");
+            assert!(data.contains("\"five\""), "{data}");
+            assert_ne!(stream_of(&id.expect("an id")), stream_of(&read));
+        });
+    }
+
+    /// A request whose SSE answer lost its connection mid-way is resumed on a
+    /// GET with the last event id read: the rest of its events, its response
+    /// included, arrive there and the stream ends.
+    #[test]
+    fn proxy_request_stream_resumes_with_its_response_after_its_connection_broke() {
+        with_watchdog(Duration::from_secs(120), || {
+            let (proxy, _mark) = start("resume-post", &["--rate-limit", "off"], &[]);
+            let mut client = McpClient::new(&proxy.mcp);
+            assert_eq!(client.initialize().status, 200);
+            for resume_after_the_answer in [false, true] {
+                let answer = client.request_unread(
+                    "tools/call",
+                    json!({"name": "sleep", "arguments": {"ms": 1_000},
+                           "_meta": {"progressToken": "slow"}}),
+                );
+                assert_eq!(answer.status(), 200);
+                let mut answer = BufReader::new(answer);
+                let (id, data) = next_event(&mut answer).expect("the first progress");
+                assert!(data.contains("\"progress\":0"), "{data}");
+                drop(answer);
+                if resume_after_the_answer {
+                    std::thread::sleep(Duration::from_millis(1_500));
+                }
+                let resumed = client.resume_stream(Some(&id.expect("an id")));
+                assert_eq!(resumed.status(), 200);
+                let mut resumed = BufReader::new(resumed);
+                let (_, data) = next_event(&mut resumed).expect("the second progress");
+                assert!(data.contains("\"progress\":1"), "{data}");
+                let (_, data) = next_event(&mut resumed).expect("the response");
+                let response: Value = serde_json::from_str(&data).expect("JSON");
+                assert_eq!(
+                    response["result"]["content"][0]["text"], "slept 1000 ms",
+                    "{data}"
+                );
+                assert!(
+                    next_event(&mut resumed).is_none(),
+                    "the stream ends after its response"
+                );
+            }
+            assert_eq!(client.echo("after").text(), "Echo: after");
         });
     }
 

@@ -279,6 +279,22 @@ impl McpClient {
     }
 
     pub fn post_raw(&self, body: Vec<u8>, content_type: &str) -> Answer {
+        let response = self.post_request(body, content_type).send();
+        read_answer(response.expect("proxy answers"), None)
+    }
+
+    /// Sends a request and returns the response unread, to read its SSE
+    /// stream event by event.
+    pub fn request_unread(&mut self, method: &str, params: Value) -> Response {
+        self.next_id += 1;
+        let message =
+            json!({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params});
+        self.post_request(message.to_string().into_bytes(), "application/json")
+            .send()
+            .expect("proxy answers")
+    }
+
+    fn post_request(&self, body: Vec<u8>, content_type: &str) -> reqwest::blocking::RequestBuilder {
         let mut request = self
             .http
             .post(&self.url)
@@ -293,8 +309,7 @@ impl McpClient {
         for (k, v) in &self.headers {
             request = request.header(k, v);
         }
-        let response = request.send().expect("proxy answers");
-        read_answer(response, None)
+        request
     }
 
     pub fn post(&mut self, message: Value) -> Answer {
@@ -360,6 +375,12 @@ impl McpClient {
 
     /// Opens the GET stream; returns the response to read events from.
     pub fn open_stream(&self) -> Response {
+        self.resume_stream(None)
+    }
+
+    /// Opens a GET stream that resumes the one `last_event_id` is from
+    /// (`Last-Event-ID`), or a new one with `None`.
+    pub fn resume_stream(&self, last_event_id: Option<&str>) -> Response {
         let mut request = self
             .http
             .get(&self.url)
@@ -369,9 +390,35 @@ impl McpClient {
                 .header("mcp-session-id", session)
                 .header("mcp-protocol-version", "2025-11-25");
         }
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
         self.http
             .execute(request.build().expect("request"))
             .expect("proxy answers")
+    }
+}
+
+/// The next event of an SSE stream: its id and its data, or `None` at the
+/// stream's end. Comments (keep-alives) are skipped.
+pub fn next_event<R: BufRead>(stream: &mut R) -> Option<(Option<String>, String)> {
+    let (mut id, mut data) = (None, Vec::new());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stream.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            if id.is_some() || !data.is_empty() {
+                return Some((id, data.join("\n")));
+            }
+        } else if let Some(value) = line.strip_prefix("id:") {
+            id = Some(value.trim_start().to_owned());
+        } else if let Some(value) = line.strip_prefix("data:") {
+            data.push(value.trim_start().to_owned());
+        }
     }
 }
 

@@ -13,11 +13,16 @@
 // defaults to 1 for --era legacy and 2 otherwise.
 // Neither SDK sends DELETE on close(); --terminate calls terminateSession() first,
 // as clients that end their sessions explicitly do.
+//
+// --resume (SDK 1.x) calls the slow `sleep` tool instead of `echo`, drops its connection after
+// the first progress event, and resumes the request from a second client on the same session
+// with the SDK's resumption token (`Last-Event-ID`); prints
+// {"resumed": "...", "tokens": [...], "progress": [...], "session_id": "..."}.
 
 import { parseArgs } from "node:util";
 
 const USAGE =
-  "usage: ts_client.mjs URL [--era legacy|auto|2026] [--sdk 1|2] [--terminate] [--message TEXT] [--timeout SECONDS]";
+  "usage: ts_client.mjs URL [--era legacy|auto|2026] [--sdk 1|2] [--terminate] [--resume] [--message TEXT] [--timeout SECONDS]";
 
 function die(message) {
   process.stderr.write(`ts_client: error: ${message}\n`);
@@ -33,6 +38,7 @@ function parse() {
         era: { type: "string", default: "legacy" },
         sdk: { type: "string" },
         terminate: { type: "boolean", default: false },
+        resume: { type: "boolean", default: false },
         message: { type: "string", default: "hello from ts_client" },
         timeout: { type: "string", default: "30" },
       },
@@ -47,9 +53,18 @@ function parse() {
   const sdk = values.sdk ?? (era === "legacy" ? "1" : "2");
   if (!["1", "2"].includes(sdk)) die(`unknown --sdk ${sdk}\n${USAGE}`);
   if (sdk === "1" && era !== "legacy") die("--sdk 1 has no 2026-07-28 support; use --sdk 2");
+  if (values.resume && sdk !== "1") die("--resume drives --sdk 1");
   const timeout = Number(values.timeout);
   if (!(timeout > 0)) die(`bad --timeout ${values.timeout}`);
-  return { url: positionals[0], era, sdk, terminate: values.terminate, message: values.message, timeout };
+  return {
+    url: positionals[0],
+    era,
+    sdk,
+    terminate: values.terminate,
+    resume: values.resume,
+    message: values.message,
+    timeout,
+  };
 }
 
 async function loadSdk(sdk, era) {
@@ -85,10 +100,59 @@ async function run(args) {
   }
 }
 
+// A slow call whose connection is dropped after its first progress event, then
+// resumed from a second client on the same session, as an application that
+// restarted would.
+async function resume(args) {
+  const { Client, StreamableHTTPClientTransport } = await loadSdk("1", "legacy");
+  const { CallToolResultSchema } = await import("@modelcontextprotocol/sdk/types.js");
+  const info = { name: "shadowcat-ts-client", version: "1.0.0" };
+  const call = { name: "sleep", arguments: { ms: 1500 } };
+  const first = new Client(info);
+  const firstTransport = new StreamableHTTPClientTransport(new URL(args.url));
+  await first.connect(firstTransport);
+  const sessionId = firstTransport.sessionId;
+  const tokens = [];
+  const progress = [];
+  let dropped;
+  const firstToken = new Promise((resolve) => (dropped = resolve));
+  const abandoned = first
+    .callTool(call, CallToolResultSchema, {
+      onprogress: (p) => progress.push(p.progress),
+      onresumptiontoken: (token) => {
+        tokens.push(token);
+        dropped(token);
+      },
+    })
+    .then(
+      () => "answered before the drop",
+      () => null,
+    );
+  const token = await firstToken;
+  // Closing aborts the call's connection: the rest of its stream is lost here.
+  await firstTransport.close();
+  if ((await abandoned) !== null) throw new Error("the call was answered before its connection dropped");
+  const second = new Client(info);
+  const secondTransport = new StreamableHTTPClientTransport(new URL(args.url), { sessionId });
+  // A transport with a session id skips the handshake: the session goes on.
+  await second.connect(secondTransport);
+  const result = await second.request({ method: "tools/call", params: call }, CallToolResultSchema, {
+    resumptionToken: token,
+    onresumptiontoken: (t) => tokens.push(t),
+  });
+  await secondTransport.close();
+  return {
+    resumed: result.content.map((block) => block.text ?? "").join(""),
+    tokens,
+    progress,
+    session_id: sessionId ?? null,
+  };
+}
+
 const args = parse();
 const timer = setTimeout(() => die(`timed out after ${args.timeout}s`), args.timeout * 1000);
 try {
-  const out = await run(args);
+  const out = await (args.resume ? resume(args) : run(args));
   clearTimeout(timer);
   process.stdout.write(`${JSON.stringify(out)}\n`);
   process.exit(0);

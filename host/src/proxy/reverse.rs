@@ -572,7 +572,7 @@ async fn answer(
         Ok(first) => first,
         Err(refused) => return refused,
     };
-    let is_answer = first.id.is_none() && answers(&first, rid);
+    let is_answer = answers(&first, rid);
     let wants_stream =
         !accepts(headers, "application/json") && accepts(headers, "text/event-stream");
     if !accepts(headers, "text/event-stream") {

@@ -4,6 +4,7 @@
 
 mod http;
 pub mod reaper;
+mod routes;
 mod stdio;
 
 use std::fmt;

@@ -7,7 +7,6 @@
 //! exits on its own, its group is killed too and its pending requests are
 //! answered with errors: nothing waits forever on a dead process.
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -25,17 +24,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
-use super::{Event, Events, Forwarded, Reply, Upstream, UpstreamError};
-use crate::proxy::jsonrpc::{code, error_response, Kind, Message};
+use super::routes::{fail, route, Routes};
+use super::{Events, Forwarded, Reply, Upstream, UpstreamError};
+use crate::proxy::jsonrpc::{Kind, Message};
 
-/// Server messages kept while nobody listens (no GET stream, no request in
-/// flight); the oldest go first beyond this.
-const BACKLOG: usize = 256;
 /// Events buffered per reply stream before the upstream's output waits.
 const REPLY_BUFFER: usize = 64;
-/// GET streams kept open per session; opening one more ends the oldest (a
-/// client that reconnects without closing leaks no streams).
-const MAX_LISTENERS: usize = 4;
 
 /// How to start the server of each session.
 #[derive(Debug, Clone)]
@@ -80,27 +74,6 @@ impl fmt::Display for StdioCommand {
             std::iter::once(&self.program).chain(&self.args),
         ))
     }
-}
-
-/// Where the server's messages go.
-#[derive(Default)]
-struct Routes {
-    /// Reply channel of each request in flight, by its compact id.
-    pending: HashMap<String, mpsc::Sender<Event>>,
-    /// The request in flight that asked for progress under each token: its
-    /// progress goes to it, whichever request is the latest.
-    progress: HashMap<String, String>,
-    /// The most recent request still in flight: server messages sent while a
-    /// request runs most likely belong to it (progress, sampling).
-    latest: Option<String>,
-    /// The session's GET streams, oldest first. A client may hold several
-    /// (the transport allows it); each server message goes to one of them,
-    /// the newest still open, never to all.
-    listeners: Vec<mpsc::Sender<Event>>,
-    /// Everything the server writes, in its order (see [`StdioUpstream::tap`]).
-    tap: Option<mpsc::Sender<Event>>,
-    backlog: VecDeque<Message>,
-    failed: Option<String>,
 }
 
 pub struct StdioUpstream {
@@ -180,11 +153,7 @@ impl StdioUpstream {
     /// server wrote in sequence.
     pub fn tap(&self) -> Result<Events, UpstreamError> {
         let (tx, rx) = mpsc::channel(REPLY_BUFFER);
-        let mut routes = self.routes.lock();
-        if let Some(reason) = &routes.failed {
-            return Err(UpstreamError::Failed(reason.clone()));
-        }
-        routes.tap = Some(tx);
+        self.routes.lock().tap(tx)?;
         Ok(ReceiverStream::new(rx).boxed())
     }
 
@@ -205,63 +174,44 @@ impl StdioUpstream {
 #[async_trait]
 impl Upstream for StdioUpstream {
     async fn send(&self, message: Message, _: &Forwarded) -> Result<Reply, UpstreamError> {
-        if message.kind() != Kind::Request || self.routes.lock().tap.is_some() {
+        if message.kind() != Kind::Request || self.routes.lock().is_tapped() {
             self.write(message.line())?;
             return Ok(Reply::Accepted);
         }
         let id = message.id().unwrap_or_default().to_owned();
         let progress_token = message.progress_token();
         let (reply, replies) = mpsc::channel(REPLY_BUFFER);
-        {
-            let mut routes = self.routes.lock();
-            if let Some(reason) = &routes.failed {
-                return Err(UpstreamError::Failed(reason.clone()));
-            }
-            if routes.pending.len() >= self.max_pending {
-                return Err(UpstreamError::Busy(routes.pending.len()));
-            }
-            if routes.pending.contains_key(&id) {
-                return Err(UpstreamError::Unsupported(
-                    "a request id that is still in flight on this session",
-                ));
-            }
-            routes.pending.insert(id.clone(), reply);
-            routes.latest = Some(id.clone());
-            if let Some(token) = &progress_token {
-                routes.progress.insert(token.clone(), id.clone());
-            }
-        }
+        self.routes.lock().begin_request(
+            &id,
+            progress_token.as_deref(),
+            reply,
+            self.max_pending,
+        )?;
         if let Err(e) = self.write(message.line()) {
-            let mut routes = self.routes.lock();
-            routes.pending.remove(&id);
-            if let Some(token) = &progress_token {
-                routes.progress.remove(token);
-            }
+            self.routes
+                .lock()
+                .abandon_request(&id, progress_token.as_deref());
             return Err(e);
         }
         Ok(Reply::Events(ReceiverStream::new(replies).boxed()))
     }
 
-    async fn listen(&self, _: &Forwarded) -> Result<Events, UpstreamError> {
+    /// A new GET stream, which first gets what the server sent while nobody
+    /// listened; or, with a `Last-Event-ID` this upstream wrote, the stream
+    /// it names, resumed after that event.
+    async fn listen(&self, headers: &Forwarded) -> Result<Events, UpstreamError> {
         let (tx, rx) = mpsc::channel(REPLY_BUFFER);
-        let backlog: Vec<Message> = {
-            let mut routes = self.routes.lock();
-            if let Some(reason) = &routes.failed {
-                return Err(UpstreamError::Failed(reason.clone()));
-            }
-            routes.listeners.retain(|l| !l.is_closed());
-            if routes.listeners.len() >= MAX_LISTENERS {
-                routes.listeners.remove(0);
-            }
-            routes.listeners.push(tx.clone());
-            routes.backlog.drain(..).collect()
-        };
-        for message in backlog {
-            if tx.send(Event::message(message)).await.is_err() {
-                break;
-            }
+        let (first, ends) =
+            self.routes
+                .lock()
+                .open_get_stream(headers.last_event_id.as_deref(), tx, self.pid)?;
+        // What was sent before comes first; what the server sends from now on
+        // queues behind it in the channel, so the order is the server's.
+        let first = futures::stream::iter(first);
+        if ends {
+            return Ok(first.boxed());
         }
-        Ok(ReceiverStream::new(rx).boxed())
+        Ok(first.chain(ReceiverStream::new(rx)).boxed())
     }
 
     async fn close(&self) {
@@ -377,88 +327,6 @@ enum StdoutEnd {
     Broken(String),
 }
 
-/// Hands one server message to whoever waits for it.
-async fn route(routes: &Mutex<Routes>, message: Message) {
-    let target = {
-        let mut r = routes.lock();
-        if let Some(tap) = r.tap.clone() {
-            Some(tap)
-        } else if message.kind() == Kind::Response {
-            let id = message.id().unwrap_or_default();
-            r.progress.retain(|_, asked_by| asked_by != id);
-            match r.pending.remove(id) {
-                Some(reply) => Some(reply),
-                None => {
-                    tracing::debug!(id = message.id(), "response to no request in flight");
-                    return;
-                }
-            }
-        } else if let Some(reply) = message
-            .progress_token()
-            .and_then(|token| r.progress.get(&token))
-            .and_then(|id| r.pending.get(id))
-            .filter(|reply| !reply.is_closed())
-            .cloned()
-        {
-            // Progress on a request goes with its answer, as the client
-            // expects it: on that request's stream, not the latest's.
-            Some(reply)
-        } else if let Some(listener) = newest_listener(&mut r.listeners) {
-            Some(listener)
-        } else if let Some(reply) = r.latest.as_ref().and_then(|id| r.pending.get(id)).cloned() {
-            Some(reply)
-        } else {
-            if r.backlog.len() >= BACKLOG {
-                r.backlog.pop_front();
-            }
-            r.backlog.push_back(message);
-            return;
-        }
-    };
-    if let Some(target) = target {
-        // Waiting here is backpressure: a client that does not read its
-        // stream slows its own server, and nobody else's.
-        let _ = target.send(Event::message(message)).await;
-    }
-}
-
-/// The newest GET stream still open, forgetting those closed since.
-fn newest_listener(listeners: &mut Vec<mpsc::Sender<Event>>) -> Option<mpsc::Sender<Event>> {
-    while let Some(newest) = listeners.last() {
-        if !newest.is_closed() {
-            return Some(newest.clone());
-        }
-        listeners.pop();
-    }
-    None
-}
-
-/// Answers every request in flight with an error and refuses new ones.
-fn fail(routes: &Mutex<Routes>, reason: &str) {
-    let pending: Vec<(String, mpsc::Sender<Event>)> = {
-        let mut r = routes.lock();
-        if r.failed.is_none() {
-            r.failed = Some(reason.to_owned());
-        }
-        r.listeners.clear();
-        r.tap = None;
-        r.latest = None;
-        r.progress.clear();
-        r.pending.drain().collect()
-    };
-    for (id, reply) in pending {
-        let body = error_response(
-            Some(&id),
-            code::UPSTREAM_FAILED,
-            &format!("the MCP server failed: {reason}"),
-            None,
-        );
-        if let Ok(message) = Message::parse(body) {
-            let _ = reply.try_send(Event::message(message));
-        }
-    }
-}
-
 async fn log_stderr(stderr: tokio::process::ChildStderr, pid: u32) {
     let mut lines = FramedRead::new(stderr, LinesCodec::new_with_max_length(8 << 10));
     while let Some(line) = lines.next().await {
@@ -572,43 +440,5 @@ async fn stop(
             let _ = killpg(group, Signal::SIGKILL);
             child.wait().await
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proxy_stdio_server_messages_go_to_the_newest_open_stream_only() {
-        let (oldest, mut oldest_rx) = mpsc::channel(1);
-        let (middle, mut middle_rx) = mpsc::channel(1);
-        let (newest, newest_rx) = mpsc::channel(1);
-        let mut listeners = vec![oldest, middle, newest];
-        let ping = || {
-            Event::message(
-                Message::parse(br#"{"jsonrpc":"2.0","method":"ping"}"#.to_vec().into())
-                    .expect("parse"),
-            )
-        };
-        newest_listener(&mut listeners)
-            .expect("open")
-            .try_send(ping())
-            .expect("sent");
-        assert_eq!(listeners.len(), 3);
-        assert!(middle_rx.try_recv().is_err() && oldest_rx.try_recv().is_err());
-        // The newest stream closed: the next one back takes over, and the
-        // closed one is forgotten.
-        drop(newest_rx);
-        newest_listener(&mut listeners)
-            .expect("open")
-            .try_send(ping())
-            .expect("sent");
-        assert_eq!(listeners.len(), 2);
-        assert!(middle_rx.try_recv().is_ok());
-        assert!(oldest_rx.try_recv().is_err());
-        drop((middle_rx, oldest_rx));
-        assert!(newest_listener(&mut listeners).is_none());
-        assert!(listeners.is_empty());
     }
 }

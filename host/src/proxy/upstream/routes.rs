@@ -1,0 +1,565 @@
+//! Where a stdio server's messages go: a request's response and progress to
+//! that request's stream, what it sends on its own to the session's newest
+//! GET stream (or, with none open, the latest request's, or a backlog for the
+//! next GET stream). Every stream's events are numbered and the latest kept,
+//! so a client whose connection broke resumes the stream with
+//! `Last-Event-ID`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use super::{Event, UpstreamError};
+use crate::proxy::jsonrpc::{code, error_response, Kind, Message};
+
+/// Server messages kept while nobody listens (no GET stream, no request in
+/// flight); the oldest go first beyond this.
+const BACKLOG: usize = 256;
+/// GET streams kept open per session; opening one more ends the oldest (a
+/// client that reconnects without closing leaks no streams).
+const MAX_LISTENERS: usize = 4;
+/// Bytes of sent messages kept per session for clients that resume a stream
+/// whose connection broke (`Last-Event-ID`); the oldest go first beyond this.
+const KEPT_BYTES: usize = 256 << 10;
+/// Streams remembered for resumption per session, besides those of requests
+/// in flight; the oldest without a connection are forgotten first.
+const KEPT_STREAMS: usize = 16;
+
+/// One stream of the session's messages to its client: a GET stream, or a
+/// request's reply stream. Its events are numbered (`STREAM-SEQ`, the SSE
+/// event id), and the latest are kept, so a client whose connection broke
+/// resumes the stream where it stopped reading, with `Last-Event-ID`: a
+/// message written into a connection that then broke is not lost.
+struct ClientStream {
+    /// The connection it goes out on, while there is one.
+    to: Option<mpsc::Sender<Event>>,
+    next_seq: u64,
+    /// Sent messages, oldest first, by sequence number.
+    kept: VecDeque<(u64, Message)>,
+    /// A reply stream whose request is in flight: it stays remembered.
+    awaiting: bool,
+    /// A reply stream whose response went out: it ends after its events.
+    answered: bool,
+}
+
+impl ClientStream {
+    fn is_open(&self) -> bool {
+        self.to.as_ref().is_some_and(|to| !to.is_closed())
+    }
+}
+
+/// Where the server's messages go.
+#[derive(Default)]
+pub(super) struct Routes {
+    /// Reply stream of each request in flight, by its compact id.
+    pending: HashMap<String, u64>,
+    /// The request in flight that asked for progress under each token: its
+    /// progress goes to it, whichever request is the latest.
+    progress: HashMap<String, String>,
+    /// The most recent request still in flight: server messages sent while a
+    /// request runs most likely belong to it (progress, sampling).
+    latest: Option<String>,
+    /// The session's GET streams, oldest first. A client may hold several
+    /// (the transport allows it); each server message goes to one of them,
+    /// the newest still open, never to all.
+    listeners: Vec<u64>,
+    /// Every stream remembered, by number (oldest first).
+    streams: BTreeMap<u64, ClientStream>,
+    last_stream: u64,
+    /// Bytes of the messages the streams keep.
+    kept_bytes: usize,
+    /// Everything the server writes, in its order (see [`super::StdioUpstream::tap`]).
+    tap: Option<mpsc::Sender<Event>>,
+    backlog: VecDeque<Message>,
+    failed: Option<String>,
+}
+
+impl Routes {
+    /// Every message from now on goes to `tap`, in the server's order.
+    pub(super) fn tap(&mut self, tap: mpsc::Sender<Event>) -> Result<(), UpstreamError> {
+        self.refuse_if_failed()?;
+        self.tap = Some(tap);
+        Ok(())
+    }
+
+    pub(super) fn is_tapped(&self) -> bool {
+        self.tap.is_some()
+    }
+
+    fn refuse_if_failed(&self) -> Result<(), UpstreamError> {
+        match &self.failed {
+            Some(reason) => Err(UpstreamError::Failed(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Request `id` is about to be written to the server: its response and
+    /// its progress (under `progress_token`) go to `reply`.
+    pub(super) fn begin_request(
+        &mut self,
+        id: &str,
+        progress_token: Option<&str>,
+        reply: mpsc::Sender<Event>,
+        max_pending: usize,
+    ) -> Result<(), UpstreamError> {
+        self.refuse_if_failed()?;
+        if self.pending.len() >= max_pending {
+            return Err(UpstreamError::Busy(self.pending.len()));
+        }
+        if self.pending.contains_key(id) {
+            return Err(UpstreamError::Unsupported(
+                "a request id that is still in flight on this session",
+            ));
+        }
+        let stream = self.open_stream(reply, true);
+        self.pending.insert(id.to_owned(), stream);
+        self.latest = Some(id.to_owned());
+        if let Some(token) = progress_token {
+            self.progress.insert(token.to_owned(), id.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Request `id` could not be written after all.
+    pub(super) fn abandon_request(&mut self, id: &str, progress_token: Option<&str>) {
+        if let Some(stream) = self.pending.remove(id) {
+            self.streams.remove(&stream);
+        }
+        if let Some(token) = progress_token {
+            self.progress.remove(token);
+        }
+    }
+
+    /// A GET stream on connection `to`: the stream `last_event_id` names,
+    /// resumed after that event, or a new one. Returns what the connection
+    /// gets first (the events the client missed, or what the server sent
+    /// while no stream was open), and whether the stream ends after them.
+    pub(super) fn open_get_stream(
+        &mut self,
+        last_event_id: Option<&str>,
+        to: mpsc::Sender<Event>,
+        pid: u32,
+    ) -> Result<(Vec<Event>, bool), UpstreamError> {
+        self.refuse_if_failed()?;
+        let resumed = last_event_id.and_then(|id| {
+            let resumed = parse_event_id(id)
+                .and_then(|(stream, seq)| self.resume(stream, seq, to.clone()));
+            if resumed.is_none() {
+                tracing::info!(
+                    pid,
+                    "cannot resume the stream of event `{}`: this session has no such stream; a new one opens",
+                    id.escape_debug()
+                );
+            }
+            resumed
+        });
+        Ok(match resumed {
+            Some(resumed) => resumed,
+            None => {
+                let stream = self.listen(to);
+                (self.send_backlog(stream), false)
+            }
+        })
+    }
+
+    fn open_stream(&mut self, to: mpsc::Sender<Event>, awaiting: bool) -> u64 {
+        self.last_stream += 1;
+        let number = self.last_stream;
+        self.streams.insert(
+            number,
+            ClientStream {
+                to: Some(to),
+                next_seq: 1,
+                kept: VecDeque::new(),
+                awaiting,
+                answered: false,
+            },
+        );
+        self.forget_old_streams();
+        number
+    }
+
+    /// Forgets the oldest streams that have neither a request in flight nor
+    /// an open connection, down to [`KEPT_STREAMS`] besides the awaiting.
+    fn forget_old_streams(&mut self) {
+        while self.streams.len() > self.pending.len() + KEPT_STREAMS {
+            let Some(number) = self
+                .streams
+                .iter()
+                .find(|(_, s)| !s.awaiting && !s.is_open())
+                .map(|(&n, _)| n)
+            else {
+                return;
+            };
+            if let Some(stream) = self.streams.remove(&number) {
+                self.kept_bytes -= kept_size(&stream.kept);
+            }
+            self.listeners.retain(|&n| n != number);
+        }
+    }
+
+    /// Numbers `message` on stream `number` and keeps it; returns the event
+    /// and the connection to send it on, if the stream has one.
+    fn record(&mut self, number: u64, message: Message) -> (Option<mpsc::Sender<Event>>, Event) {
+        let Some(stream) = self.streams.get_mut(&number) else {
+            return (None, Event::message(message));
+        };
+        let seq = stream.next_seq;
+        stream.next_seq += 1;
+        let event = Event {
+            id: Some(event_id(number, seq)),
+            message: Some(message.clone()),
+        };
+        self.kept_bytes += message.bytes().len();
+        stream.kept.push_back((seq, message));
+        let to = stream.to.clone();
+        self.trim_kept();
+        (to, event)
+    }
+
+    /// Drops the oldest kept messages, oldest stream first, down to
+    /// [`KEPT_BYTES`].
+    fn trim_kept(&mut self) {
+        while self.kept_bytes > KEPT_BYTES {
+            let Some(stream) = self.streams.values_mut().find(|s| !s.kept.is_empty()) else {
+                return;
+            };
+            if let Some((_, message)) = stream.kept.pop_front() {
+                self.kept_bytes -= message.bytes().len();
+            }
+        }
+    }
+
+    /// The request of reply stream `number` is answered: the stream ends
+    /// once its connection has what was sent.
+    fn answered(&mut self, number: u64) {
+        if let Some(stream) = self.streams.get_mut(&number) {
+            stream.awaiting = false;
+            stream.answered = true;
+            stream.to = None;
+        }
+        self.forget_old_streams();
+    }
+
+    fn is_open(&self, number: u64) -> bool {
+        self.streams.get(&number).is_some_and(ClientStream::is_open)
+    }
+
+    /// The newest GET stream still open, forgetting from the list those
+    /// closed since (their streams stay remembered, for a resumption).
+    fn newest_listener(&mut self) -> Option<u64> {
+        while let Some(&newest) = self.listeners.last() {
+            if self.is_open(newest) {
+                return Some(newest);
+            }
+            self.listeners.pop();
+        }
+        None
+    }
+
+    /// A new GET stream; a fifth one ends the oldest still listed.
+    fn listen(&mut self, to: mpsc::Sender<Event>) -> u64 {
+        let open: Vec<u64> = self.listeners.drain(..).collect();
+        self.listeners = open.into_iter().filter(|&n| self.is_open(n)).collect();
+        if self.listeners.len() >= MAX_LISTENERS {
+            let oldest = self.listeners.remove(0);
+            if let Some(stream) = self.streams.get_mut(&oldest) {
+                stream.to = None;
+            }
+        }
+        let number = self.open_stream(to, false);
+        self.listeners.push(number);
+        number
+    }
+
+    /// Stream `number` continues on connection `to`, after the events it sent
+    /// after `seq`, which this returns; `None` for a stream it does not know.
+    /// The second value: the stream ends after them (a reply stream whose
+    /// response is among them or was sent before).
+    fn resume(
+        &mut self,
+        number: u64,
+        seq: u64,
+        to: mpsc::Sender<Event>,
+    ) -> Option<(Vec<Event>, bool)> {
+        let stream = self.streams.get_mut(&number)?;
+        let mut missed: Vec<Event> = stream
+            .kept
+            .iter()
+            .filter(|(kept, _)| *kept > seq)
+            .map(|(kept, message)| Event {
+                id: Some(event_id(number, *kept)),
+                message: Some(message.clone()),
+            })
+            .collect();
+        let first_kept = stream
+            .kept
+            .front()
+            .map_or(stream.next_seq, |(kept, _)| *kept);
+        if first_kept > seq + 1 {
+            tracing::warn!(
+                stream = number,
+                lost = first_kept - seq - 1,
+                "a resumed stream misses messages no longer kept"
+            );
+        }
+        if stream.answered {
+            return Some((missed, true));
+        }
+        // A connection still open on it ends: the stream has one reader.
+        stream.to = Some(to);
+        if !stream.awaiting {
+            self.listeners.retain(|&n| n != number);
+            self.listeners.push(number);
+            missed.extend(self.send_backlog(number));
+        }
+        Some((missed, false))
+    }
+
+    /// What the server sent while no GET stream was open, now on stream
+    /// `number`.
+    fn send_backlog(&mut self, number: u64) -> Vec<Event> {
+        let backlog: Vec<Message> = self.backlog.drain(..).collect();
+        backlog
+            .into_iter()
+            .map(|message| self.record(number, message).1)
+            .collect()
+    }
+}
+
+fn kept_size(kept: &VecDeque<(u64, Message)>) -> usize {
+    kept.iter().map(|(_, message)| message.bytes().len()).sum()
+}
+
+fn event_id(stream: u64, seq: u64) -> String {
+    format!("{stream}-{seq}")
+}
+
+/// The stream and sequence number of an event id this upstream wrote.
+fn parse_event_id(id: &str) -> Option<(u64, u64)> {
+    let (stream, seq) = id.trim().split_once('-')?;
+    Some((stream.parse().ok()?, seq.parse().ok()?))
+}
+/// Hands one server message to whoever waits for it.
+pub(super) async fn route(routes: &Mutex<Routes>, message: Message) {
+    let (target, event) = {
+        let mut r = routes.lock();
+        if let Some(tap) = r.tap.clone() {
+            (Some(tap), Event::message(message))
+        } else if message.kind() == Kind::Response {
+            let id = message.id().unwrap_or_default();
+            r.progress.retain(|_, asked_by| asked_by != id);
+            let Some(stream) = r.pending.remove(id) else {
+                tracing::debug!(id = message.id(), "response to no request in flight");
+                return;
+            };
+            // Kept even when its connection is gone: the client may resume
+            // the stream to get it.
+            let sent = r.record(stream, message);
+            r.answered(stream);
+            sent
+        } else if let Some(stream) = message
+            .progress_token()
+            .and_then(|token| r.progress.get(&token))
+            .and_then(|id| r.pending.get(id))
+            .copied()
+        {
+            // Progress on a request goes with its answer, as the client
+            // expects it: on that request's stream, not the latest's.
+            r.record(stream, message)
+        } else if let Some(stream) = r.newest_listener() {
+            r.record(stream, message)
+        } else if let Some(stream) = r
+            .latest
+            .as_ref()
+            .and_then(|id| r.pending.get(id))
+            .copied()
+            .filter(|&stream| r.is_open(stream))
+        {
+            r.record(stream, message)
+        } else {
+            if r.backlog.len() >= BACKLOG {
+                r.backlog.pop_front();
+            }
+            r.backlog.push_back(message);
+            return;
+        }
+    };
+    if let Some(target) = target {
+        // Waiting here is backpressure: a client that does not read its
+        // stream slows its own server, and nobody else's.
+        let _ = target.send(event).await;
+    }
+}
+
+/// Answers every request in flight with an error and refuses new ones.
+pub(super) fn fail(routes: &Mutex<Routes>, reason: &str) {
+    let mut r = routes.lock();
+    if r.failed.is_none() {
+        r.failed = Some(reason.to_owned());
+    }
+    for stream in std::mem::take(&mut r.listeners) {
+        if let Some(stream) = r.streams.get_mut(&stream) {
+            stream.to = None;
+        }
+    }
+    r.tap = None;
+    r.latest = None;
+    r.progress.clear();
+    let pending: Vec<(String, u64)> = r.pending.drain().collect();
+    for (id, stream) in pending {
+        let body = error_response(
+            Some(&id),
+            code::UPSTREAM_FAILED,
+            &format!("the MCP server failed: {reason}"),
+            None,
+        );
+        if let Ok(message) = Message::parse(body) {
+            let (to, event) = r.record(stream, message);
+            if let Some(to) = to {
+                let _ = to.try_send(event);
+            }
+        }
+        r.answered(stream);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notification(text: &str) -> Message {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"data":"{text}"}}}}"#
+        );
+        Message::parse(body.into_bytes().into()).expect("parse")
+    }
+
+    fn data(event: &Event) -> String {
+        let message = event.message.as_ref().expect("a message");
+        String::from_utf8_lossy(message.bytes()).into_owned()
+    }
+
+    #[test]
+    fn proxy_stdio_server_messages_go_to_the_newest_open_stream_only() {
+        let mut routes = Routes::default();
+        let (oldest, mut oldest_rx) = mpsc::channel(1);
+        let (middle, mut middle_rx) = mpsc::channel(1);
+        let (newest, newest_rx) = mpsc::channel(1);
+        let numbers: Vec<u64> = [oldest, middle, newest]
+            .into_iter()
+            .map(|to| routes.listen(to))
+            .collect();
+        let send = |routes: &mut Routes, text: &str| {
+            let stream = routes.newest_listener().expect("an open stream");
+            let (to, event) = routes.record(stream, notification(text));
+            to.expect("connected").try_send(event).expect("sent");
+        };
+        send(&mut routes, "first");
+        assert_eq!(routes.listeners, numbers);
+        assert!(middle_rx.try_recv().is_err() && oldest_rx.try_recv().is_err());
+        // The newest stream closed: the next one back takes over, and the
+        // closed one leaves the list (but not the streams one may resume).
+        drop(newest_rx);
+        send(&mut routes, "second");
+        assert_eq!(routes.listeners, numbers[..2]);
+        let got = middle_rx.try_recv().expect("the middle one got it");
+        assert_eq!(got.id.as_deref(), Some(event_id(numbers[1], 1).as_str()));
+        assert!(oldest_rx.try_recv().is_err());
+        drop((middle_rx, oldest_rx));
+        assert!(routes.newest_listener().is_none());
+        assert!(routes.listeners.is_empty());
+        assert_eq!(routes.streams.len(), 3);
+    }
+
+    /// A client that lost its connection resumes the stream after the last
+    /// event it read: it gets what it missed, in order, once, and the
+    /// stream goes on where it was, under the same numbering.
+    #[test]
+    fn proxy_stdio_stream_resumes_after_the_last_event_read() {
+        let mut routes = Routes::default();
+        let (to, rx) = mpsc::channel(8);
+        let stream = routes.listen(to);
+        let mut ids = Vec::new();
+        for text in ["a", "b", "c"] {
+            let (to, event) = routes.record(stream, notification(text));
+            ids.push(event.id.clone().expect("numbered"));
+            to.expect("connected").try_send(event).expect("sent");
+        }
+        drop(rx);
+        // Sent while no stream was open: a resumed GET stream gets it after
+        // what it missed.
+        routes.backlog.push_back(notification("waiting"));
+        let (to, mut rx) = mpsc::channel(8);
+        let (missed, ends) = routes
+            .resume(stream, parse_event_id(&ids[0]).expect("ours").1, to)
+            .expect("known");
+        assert!(!ends);
+        let missed: Vec<String> = missed.iter().map(data).collect();
+        assert_eq!(missed.len(), 3);
+        assert!(missed[0].contains("\"b\"") && missed[1].contains("\"c\""));
+        assert!(missed[2].contains("\"waiting\""));
+        assert!(routes.backlog.is_empty());
+        assert_eq!(routes.newest_listener(), Some(stream));
+        let (to, event) = routes.record(stream, notification("d"));
+        assert_eq!(event.id.as_deref(), Some(event_id(stream, 5).as_str()));
+        to.expect("the new connection")
+            .try_send(event)
+            .expect("sent");
+        assert!(data(&rx.try_recv().expect("d")).contains("\"d\""));
+        assert_eq!(parse_event_id("7-x"), None);
+        assert_eq!(parse_event_id("12-5"), Some((12, 5)));
+        assert!(routes.resume(99, 0, mpsc::channel(1).0).is_none());
+    }
+
+    /// A request's stream keeps its response after its connection broke; a
+    /// resumption gets it and ends there.
+    #[test]
+    fn proxy_stdio_reply_stream_keeps_its_response_for_a_resumption() {
+        let mut routes = Routes::default();
+        let (to, rx) = mpsc::channel(8);
+        let stream = routes.open_stream(to, true);
+        routes.pending.insert("1".into(), stream);
+        drop(rx);
+        let response =
+            Message::parse(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#.to_vec().into()).expect("ok");
+        let answer = routes.pending.remove("1").expect("pending");
+        let (to, _) = routes.record(answer, response);
+        assert!(to.is_some_and(|to| to.is_closed()));
+        routes.answered(answer);
+        let (missed, ends) = routes
+            .resume(stream, 0, mpsc::channel(1).0)
+            .expect("remembered");
+        assert!(ends, "an answered stream ends after its response");
+        assert_eq!(missed.len(), 1);
+        assert!(data(&missed[0]).contains("\"result\""));
+    }
+
+    /// What is kept is bounded in bytes and in streams, however many
+    /// messages and streams a session sees.
+    #[test]
+    fn proxy_stdio_kept_messages_and_streams_are_bounded() {
+        let mut routes = Routes::default();
+        let big = "x".repeat(30_000);
+        for _ in 0..(KEPT_STREAMS * 3) {
+            let (to, rx) = mpsc::channel(1);
+            let stream = routes.listen(to);
+            for _ in 0..4 {
+                let _ = routes.record(stream, notification(&big));
+            }
+            drop(rx);
+        }
+        assert!(routes.kept_bytes <= KEPT_BYTES, "{}", routes.kept_bytes);
+        let kept: usize = routes.streams.values().map(|s| kept_size(&s.kept)).sum();
+        assert_eq!(kept, routes.kept_bytes, "the count is exact");
+        assert!(
+            routes.streams.len() <= KEPT_STREAMS + 1,
+            "{}",
+            routes.streams.len()
+        );
+        // The newest messages are the ones kept.
+        let newest = *routes.streams.keys().last().expect("some");
+        assert_eq!(routes.streams[&newest].kept.len(), 4);
+    }
+}
