@@ -26,8 +26,8 @@ mod cluster {
     use shadowcat::proxy::client_key::ClientKey;
 
     use crate::common::peers::{
-        command_line, faketime_library, free_port, python_marker, require, system_program, Peer,
-        SdkClient,
+        command_line, faketime_library, free_port, python_marker, require, run_bounded,
+        system_program, Peer, SdkClient, CLIENT_LIMIT,
     };
     use crate::common::proxy::{
         echo_server, marker, metric, processes_with, wait_no_processes, wait_with_timeout, Answer,
@@ -166,6 +166,12 @@ mod cluster {
 
     impl Nginx {
         fn start(backends: &[SocketAddr]) -> Self {
+            Self::start_with_idle_timeout(backends, "300s")
+        }
+
+        /// With `idle_timeout` as the time a response may go without a
+        /// byte before nginx cuts it (`proxy_read_timeout`).
+        fn start_with_idle_timeout(backends: &[SocketAddr], idle_timeout: &str) -> Self {
             let dir = tempfile::tempdir().expect("temp dir");
             let port = free_port();
             let path = dir.path().display().to_string();
@@ -205,7 +211,7 @@ http {{
             proxy_buffering off;
             proxy_request_buffering off;
             proxy_cache off;
-            proxy_read_timeout 300s;
+            proxy_read_timeout {idle_timeout};
             proxy_next_upstream off;
         }}
     }}
@@ -592,6 +598,41 @@ http {{
                 wait_no_processes(&mark, Duration::from_secs(20)).is_empty(),
                 "every upstream ended"
             );
+        });
+    }
+
+    /// A balancer that cuts responses idle for 2 s, in front of two
+    /// instances: the TypeScript SDK's 5 s tool call is cut at least twice
+    /// (once before its first message) and still answered, each cut
+    /// resumed from the call's last event id (its priming event's, at
+    /// first), whichever instance the resuming GET lands on.
+    #[test]
+    fn cluster_slow_call_outlives_the_balancers_idle_timeout() {
+        let Some(peers) = require(
+            "cluster: a slow call through a balancer's idle timeout",
+            &[Peer::RedisServer, Peer::Nginx, Peer::TsSdk],
+        ) else {
+            return;
+        };
+        with_watchdog(LIMIT, move || {
+            let mark = marker("cluster-idle-cut");
+            let upstream = echo_upstream(&mark);
+            let node: &[&str] = &["--upstream-stdio", &upstream];
+            let cluster = Cluster::start(&[], &[node, node]);
+            let backends: Vec<SocketAddr> = (0..2).map(|i| socket_addr(&cluster.mcp(i))).collect();
+            let nginx = Nginx::start_with_idle_timeout(&backends, "2s");
+            let mut client = peers.client(SdkClient::Ts1, &nginx.url(), "legacy", "unused");
+            client.args(["--sleep-ms", "5000"]);
+            let run = run_bounded(
+                "ts_client --sleep-ms 5000 through nginx",
+                client,
+                CLIENT_LIMIT,
+            );
+            // Answered after 5 s through a balancer that cuts every response
+            // idle for 2: only a resumed stream can have carried the answer.
+            assert_eq!(run.report().echo, "slept 5000 ms");
+            drop(cluster);
+            assert!(wait_no_processes(&mark, Duration::from_secs(20)).is_empty());
         });
     }
 

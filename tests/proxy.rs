@@ -372,7 +372,9 @@ mod proxy {
                     let mut reader = BufReader::new(stream);
                     let mut line = String::new();
                     while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                        if line.starts_with("data:") && tx.send(Some(line.clone())).is_err() {
+                        // Messages only, not the priming event's empty data.
+                        let message = line.starts_with("data:") && !line[5..].trim().is_empty();
+                        if message && tx.send(Some(line.clone())).is_err() {
                             return;
                         }
                         line.clear();
@@ -446,6 +448,11 @@ mod proxy {
             let stream = client.open_stream();
             assert_eq!(stream.status(), 200);
             let mut stream = BufReader::new(stream);
+            // A 2025-11-25 client's stream starts with a priming event: the
+            // stream's cursor before any message.
+            let (priming, data) = next_event(&mut stream).expect("priming");
+            assert_eq!(data, "");
+            assert!(priming.is_some_and(|id| id.ends_with("-0")));
             notify(&mut client, "one");
             let (id, data) = next_event(&mut stream).expect("one");
             assert!(data.contains("\"one\""), "{data}");
@@ -492,6 +499,8 @@ mod proxy {
             assert_eq!(fresh.status(), 200);
             drop(resumed);
             let mut fresh = BufReader::new(fresh);
+            let (_, data) = next_event(&mut fresh).expect("priming");
+            assert_eq!(data, "");
             notify(&mut client, "five");
             let (id, data) = next_event(&mut fresh).expect("five");
             assert!(data.contains("\"five\""), "{data}");
@@ -516,6 +525,8 @@ mod proxy {
                 );
                 assert_eq!(answer.status(), 200);
                 let mut answer = BufReader::new(answer);
+                let (_, priming) = next_event(&mut answer).expect("the priming event");
+                assert_eq!(priming, "");
                 let (id, data) = next_event(&mut answer).expect("the first progress");
                 assert!(data.contains("\"progress\":0"), "{data}");
                 drop(answer);
@@ -539,6 +550,50 @@ mod proxy {
                 );
             }
             assert_eq!(client.echo("after").text(), "Echo: after");
+        });
+    }
+
+    /// A 2025-11-25 client's request whose answer is slow gets a priming
+    /// event (an id, empty data) a second in, so that a connection cut
+    /// before the first message (an idle timeout on the way) can be resumed;
+    /// a quick answer still goes as plain JSON.
+    #[test]
+    fn proxy_slow_answer_is_primed_and_resumable_before_its_first_message() {
+        with_watchdog(Duration::from_secs(120), || {
+            let (proxy, _mark) = start("priming", &["--rate-limit", "off"], &[]);
+            let mut client = McpClient::new(&proxy.mcp);
+            assert_eq!(client.initialize().status, 200);
+            let quick = client.echo("quick");
+            assert_eq!(quick.text(), "Echo: quick");
+            assert_eq!(
+                quick.headers["content-type"], "application/json",
+                "{}",
+                quick.raw
+            );
+            let slow = client.request_unread(
+                "tools/call",
+                json!({"name": "sleep", "arguments": {"ms": 2_500}}),
+            );
+            assert_eq!(slow.status(), 200);
+            assert!(slow.headers()["content-type"]
+                .to_str()
+                .is_ok_and(|t| t.starts_with("text/event-stream")));
+            let mut slow = BufReader::new(slow);
+            let (id, data) = next_event(&mut slow).expect("the priming event");
+            assert_eq!(data, "", "no message yet");
+            let id = id.expect("an id");
+            assert!(id.ends_with("-0"), "{id}");
+            drop(slow);
+            let resumed = client.resume_stream(Some(&id));
+            assert_eq!(resumed.status(), 200);
+            let mut resumed = BufReader::new(resumed);
+            let (_, data) = next_event(&mut resumed).expect("the response");
+            let response: Value = serde_json::from_str(&data).expect("JSON");
+            assert_eq!(
+                response["result"]["content"][0]["text"], "slept 2500 ms",
+                "{data}"
+            );
+            assert!(next_event(&mut resumed).is_none(), "then the stream ends");
         });
     }
 

@@ -14,15 +14,18 @@
 // Neither SDK sends DELETE on close(); --terminate calls terminateSession() first,
 // as clients that end their sessions explicitly do.
 //
+// --sleep-ms N calls the `sleep` tool of the proxy's `mcp_echo` example instead of `echo` (its
+// answer is the report's "echo").
+//
 // --resume (SDK 1.x) calls the slow `sleep` tool instead of `echo`, drops its connection after
-// the first progress event, and resumes the request from a second client on the same session
+// its first event, and resumes the request from a second client on the same session
 // with the SDK's resumption token (`Last-Event-ID`); prints
 // {"resumed": "...", "tokens": [...], "progress": [...], "session_id": "..."}.
 
 import { parseArgs } from "node:util";
 
 const USAGE =
-  "usage: ts_client.mjs URL [--era legacy|auto|2026] [--sdk 1|2] [--terminate] [--resume] [--message TEXT] [--timeout SECONDS]";
+  "usage: ts_client.mjs URL [--era legacy|auto|2026] [--sdk 1|2] [--terminate] [--resume] [--sleep-ms N] [--message TEXT] [--timeout SECONDS]";
 
 function die(message) {
   process.stderr.write(`ts_client: error: ${message}\n`);
@@ -39,6 +42,7 @@ function parse() {
         sdk: { type: "string" },
         terminate: { type: "boolean", default: false },
         resume: { type: "boolean", default: false },
+        "sleep-ms": { type: "string" },
         message: { type: "string", default: "hello from ts_client" },
         timeout: { type: "string", default: "30" },
       },
@@ -54,6 +58,8 @@ function parse() {
   if (!["1", "2"].includes(sdk)) die(`unknown --sdk ${sdk}\n${USAGE}`);
   if (sdk === "1" && era !== "legacy") die("--sdk 1 has no 2026-07-28 support; use --sdk 2");
   if (values.resume && sdk !== "1") die("--resume drives --sdk 1");
+  const sleepMs = values["sleep-ms"] === undefined ? undefined : Number(values["sleep-ms"]);
+  if (sleepMs !== undefined && !(sleepMs >= 0)) die(`bad --sleep-ms ${values["sleep-ms"]}`);
   const timeout = Number(values.timeout);
   if (!(timeout > 0)) die(`bad --timeout ${values.timeout}`);
   return {
@@ -62,6 +68,7 @@ function parse() {
     sdk,
     terminate: values.terminate,
     resume: values.resume,
+    sleepMs,
     message: values.message,
     timeout,
   };
@@ -85,9 +92,13 @@ async function run(args) {
   await client.connect(transport);
   try {
     const tools = await client.listTools();
-    const result = await client.callTool({ name: "echo", arguments: { message: args.message } });
+    const call =
+      args.sleepMs === undefined
+        ? { name: "echo", arguments: { message: args.message } }
+        : { name: "sleep", arguments: { ms: args.sleepMs } };
+    const result = await client.callTool(call);
     const text = result.content.map((block) => block.text ?? "").join("");
-    if (result.isError) throw new Error(`echo tool returned an error: ${text}`);
+    if (result.isError) throw new Error(`${call.name} tool returned an error: ${text}`);
     return {
       tools: tools.tools.map((tool) => tool.name),
       echo: text,

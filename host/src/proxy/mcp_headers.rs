@@ -38,6 +38,14 @@ pub fn era_of(version: Option<&str>) -> Option<Era> {
     }
 }
 
+/// Whether a client of this revision takes a priming event (an event id with
+/// empty data: a cursor to resume a stream from before any message came).
+/// 2025-11-25 introduced them; earlier clients may fail on empty data, and
+/// 2026-07-28 has no stream to resume.
+pub fn takes_priming_events(version: Option<&str>) -> bool {
+    version == Some("2025-11-25")
+}
+
 pub fn supported_versions() -> String {
     SESSION_ERA
         .iter()
@@ -59,5 +67,9 @@ mod tests {
         assert_eq!(era_of(Some("2026-07-28")), Some(Era::Stateless));
         assert_eq!(era_of(Some("1999-01-01")), None);
         assert!(supported_versions().contains("2026-07-28"));
+        assert!(takes_priming_events(Some("2025-11-25")));
+        for older_or_stateless in [None, Some("2025-06-18"), Some("2026-07-28")] {
+            assert!(!takes_priming_events(older_or_stateless));
+        }
     }
 }

@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod reverse;
 pub mod server;
 pub mod session;
+mod sse;
 pub mod upstream;
 
 use std::num::NonZeroU32;

@@ -20,7 +20,6 @@
 //! at their global bound, 502 when the upstream fails. Invalid JSON gets a
 //! -32700 error and leaves the session as it was.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +29,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::header::{ACCEPT, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
@@ -44,7 +42,7 @@ use super::mcp_headers::{
     SESSION_ID,
 };
 use super::upstream::{Event, Events, Forwarded, Reply, UpstreamError};
-use super::{OpenError, Opened, Pinned, Proxy};
+use super::{sse, OpenError, Opened, Pinned, Proxy};
 use crate::cluster::route::HopClient;
 use crate::eviction::RemovalCause;
 use crate::session::{ExternalId, RequestGuard, SessionId, TableError};
@@ -475,6 +473,10 @@ enum Answered {
     Streaming,
 }
 
+/// How long an answer that a priming event precedes may take to go as plain
+/// JSON; after that the client gets the stream, which it can resume.
+const PRIMING_AFTER: Duration = Duration::from_secs(1);
+
 /// What a request still waiting on its upstream is told when its session is
 /// closed under it.
 const CLOSED_IN_FLIGHT: &str =
@@ -568,11 +570,10 @@ async fn answer(
     abort: CancellationToken,
 ) -> (Response, Answered) {
     let rid = request_id.as_deref();
-    let first = match next_unless_closed(&mut events, &abort, rid).await {
+    let mut first = match next_unless_closed(&mut events, &abort, rid).await {
         Ok(first) => first,
         Err(refused) => return refused,
     };
-    let is_answer = answers(&first, rid);
     let wants_stream =
         !accepts(headers, "application/json") && accepts(headers, "text/event-stream");
     if !accepts(headers, "text/event-stream") {
@@ -592,7 +593,20 @@ async fn answer(
             };
         }
     }
-    if is_answer && !wants_stream {
+    // A priming event (an id, no message) lets the client resume the stream
+    // before its first message. An answer that follows at once goes as
+    // plain JSON instead; a slow one gets the stream, primed.
+    let mut priming = None;
+    if !wants_stream && first.id.is_some() && first.message.is_none() {
+        let next =
+            tokio::time::timeout(PRIMING_AFTER, next_unless_closed(&mut events, &abort, rid));
+        match next.await {
+            Ok(Ok(next)) => priming = Some(std::mem::replace(&mut first, next)),
+            Ok(Err(refused)) => return refused,
+            Err(_slow) => {}
+        }
+    }
+    if answers(&first, rid) && !wants_stream {
         if let Some(message) = first.message {
             drop(guard);
             return json_answer(message);
@@ -603,7 +617,8 @@ async fn answer(
     let closing = request_id
         .as_deref()
         .map(|id| error_response(Some(id), code::SESSION_CLOSED, CLOSED_IN_FLIGHT, None));
-    let stream = futures::stream::once(async move { first })
+    let stream = futures::stream::iter(priming)
+        .chain(futures::stream::once(async move { first }))
         .chain(events.take_until(abort.cancelled_owned()))
         .map(Some)
         .chain(futures::stream::once(async { None }))
@@ -626,9 +641,9 @@ async fn answer(
         .map(move |event| {
             // The pin lasts as long as the stream: dropped with it.
             let _pinned = &guard;
-            Ok::<_, Infallible>(sse_event(event))
+            event
         });
-    (Sse::new(stream).into_response(), Answered::Streaming)
+    (sse::response(stream, None), Answered::Streaming)
 }
 
 /// The upstream's response as a plain JSON body.
@@ -653,17 +668,6 @@ fn answers(event: &Event, id: Option<&str>) -> bool {
         .message
         .as_ref()
         .is_some_and(|m| m.id().is_some() && m.id() == id)
-}
-
-fn sse_event(event: Event) -> SseEvent {
-    let mut sse = SseEvent::default();
-    if let Some(id) = event.id {
-        sse = sse.id(id);
-    }
-    match event.message {
-        Some(message) => sse.data(String::from_utf8_lossy(message.bytes())),
-        None => sse.data(""),
-    }
 }
 
 async fn handle_get(
@@ -729,12 +733,7 @@ async fn open_stream(proxy: &Arc<Proxy>, client: ClientKey, headers: &HeaderMap)
     let closed = async move {
         attachment.closed().await;
     };
-    let stream = events
-        .take_until(closed)
-        .map(|event| Ok::<_, Infallible>(sse_event(event)));
-    Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response()
+    sse::response(events.take_until(closed), Some(Duration::from_secs(15)))
 }
 
 async fn handle_delete(State(proxy): State<Arc<Proxy>>, headers: HeaderMap) -> Response {

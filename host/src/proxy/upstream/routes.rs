@@ -95,14 +95,15 @@ impl Routes {
     }
 
     /// Request `id` is about to be written to the server: its response and
-    /// its progress (under `progress_token`) go to `reply`.
+    /// its progress (under `progress_token`) go to `reply`. Returns the
+    /// number of its stream.
     pub(super) fn begin_request(
         &mut self,
         id: &str,
         progress_token: Option<&str>,
         reply: mpsc::Sender<Event>,
         max_pending: usize,
-    ) -> Result<(), UpstreamError> {
+    ) -> Result<u64, UpstreamError> {
         self.refuse_if_failed()?;
         if self.pending.len() >= max_pending {
             return Err(UpstreamError::Busy(self.pending.len()));
@@ -118,7 +119,7 @@ impl Routes {
         if let Some(token) = progress_token {
             self.progress.insert(token.to_owned(), id.to_owned());
         }
-        Ok(())
+        Ok(stream)
     }
 
     /// Request `id` could not be written after all.
@@ -132,13 +133,15 @@ impl Routes {
     }
 
     /// A GET stream on connection `to`: the stream `last_event_id` names,
-    /// resumed after that event, or a new one. Returns what the connection
-    /// gets first (the events the client missed, or what the server sent
-    /// while no stream was open), and whether the stream ends after them.
+    /// resumed after that event, or a new one (which starts with a priming
+    /// event if `prime`). Returns what the connection gets first (the events
+    /// the client missed, or what the server sent while no stream was open),
+    /// and whether the stream ends after them.
     pub(super) fn open_get_stream(
         &mut self,
         last_event_id: Option<&str>,
         to: mpsc::Sender<Event>,
+        prime: bool,
         pid: u32,
     ) -> Result<(Vec<Event>, bool), UpstreamError> {
         self.refuse_if_failed()?;
@@ -158,7 +161,11 @@ impl Routes {
             Some(resumed) => resumed,
             None => {
                 let stream = self.listen(to);
-                (self.send_backlog(stream), false)
+                let first = prime.then(|| priming(stream));
+                (
+                    first.into_iter().chain(self.send_backlog(stream)).collect(),
+                    false,
+                )
             }
         })
     }
@@ -334,6 +341,15 @@ fn kept_size(kept: &VecDeque<(u64, Message)>) -> usize {
 
 fn event_id(stream: u64, seq: u64) -> String {
     format!("{stream}-{seq}")
+}
+
+/// An event with stream `stream`'s first id and no message: a client that
+/// has it resumes the stream from its start, before any message came.
+pub(super) fn priming(stream: u64) -> Event {
+    Event {
+        id: Some(event_id(stream, 0)),
+        message: None,
+    }
 }
 
 /// The stream and sequence number of an event id this upstream wrote.

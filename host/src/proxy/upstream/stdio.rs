@@ -24,9 +24,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
-use super::routes::{fail, route, Routes};
+use super::routes::{fail, priming, route, Routes};
 use super::{Events, Forwarded, Reply, Upstream, UpstreamError};
 use crate::proxy::jsonrpc::{Kind, Message};
+use crate::proxy::mcp_headers::takes_priming_events;
 
 /// Events buffered per reply stream before the upstream's output waits.
 const REPLY_BUFFER: usize = 64;
@@ -173,7 +174,7 @@ impl StdioUpstream {
 
 #[async_trait]
 impl Upstream for StdioUpstream {
-    async fn send(&self, message: Message, _: &Forwarded) -> Result<Reply, UpstreamError> {
+    async fn send(&self, message: Message, headers: &Forwarded) -> Result<Reply, UpstreamError> {
         if message.kind() != Kind::Request || self.routes.lock().is_tapped() {
             self.write(message.line())?;
             return Ok(Reply::Accepted);
@@ -181,7 +182,7 @@ impl Upstream for StdioUpstream {
         let id = message.id().unwrap_or_default().to_owned();
         let progress_token = message.progress_token();
         let (reply, replies) = mpsc::channel(REPLY_BUFFER);
-        self.routes.lock().begin_request(
+        let stream = self.routes.lock().begin_request(
             &id,
             progress_token.as_deref(),
             reply,
@@ -193,7 +194,12 @@ impl Upstream for StdioUpstream {
                 .abandon_request(&id, progress_token.as_deref());
             return Err(e);
         }
-        Ok(Reply::Events(ReceiverStream::new(replies).boxed()))
+        let first = primes(headers).then(|| priming(stream));
+        Ok(Reply::Events(
+            futures::stream::iter(first)
+                .chain(ReceiverStream::new(replies))
+                .boxed(),
+        ))
     }
 
     /// A new GET stream, which first gets what the server sent while nobody
@@ -201,10 +207,12 @@ impl Upstream for StdioUpstream {
     /// it names, resumed after that event.
     async fn listen(&self, headers: &Forwarded) -> Result<Events, UpstreamError> {
         let (tx, rx) = mpsc::channel(REPLY_BUFFER);
-        let (first, ends) =
-            self.routes
-                .lock()
-                .open_get_stream(headers.last_event_id.as_deref(), tx, self.pid)?;
+        let (first, ends) = self.routes.lock().open_get_stream(
+            headers.last_event_id.as_deref(),
+            tx,
+            primes(headers),
+            self.pid,
+        )?;
         // What was sent before comes first; what the server sends from now on
         // queues behind it in the channel, so the order is the server's.
         let first = futures::stream::iter(first);
@@ -240,6 +248,12 @@ impl Upstream for StdioUpstream {
     fn pid(&self) -> Option<u32> {
         Some(self.pid)
     }
+}
+
+/// Whether a stream for this client starts with a priming event, so that
+/// one cut before its first message can still be resumed.
+fn primes(headers: &Forwarded) -> bool {
+    takes_priming_events(headers.protocol_version.as_deref())
 }
 
 impl Drop for StdioUpstream {
