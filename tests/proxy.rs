@@ -553,6 +553,72 @@ mod proxy {
         });
     }
 
+    /// A GET stream broken at random points while the server keeps writing,
+    /// and resumed each time from the last event read: every message the
+    /// server sent reaches the client exactly once, on the stream or, while
+    /// no stream was open, with the request it was sent during.
+    #[test]
+    fn proxy_get_stream_broken_at_random_loses_and_repeats_nothing() {
+        with_watchdog(Duration::from_secs(180), || {
+            const MESSAGES: usize = 300;
+            let (proxy, _mark) = start("resume-random", &["--rate-limit", "off"], &[]);
+            let mut sender = McpClient::new(&proxy.mcp);
+            assert_eq!(sender.initialize().status, 200);
+            let mut reader = McpClient::new(&proxy.mcp);
+            reader.session = sender.session.clone();
+            let seen = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+            let note = |seen: &parking_lot::Mutex<Vec<String>>, data: &str| {
+                let message: Value = serde_json::from_str(data).expect("JSON");
+                if let Some(text) = message["params"]["data"].as_str() {
+                    seen.lock().push(text.to_owned());
+                }
+            };
+            let reading = {
+                let seen = Arc::clone(&seen);
+                std::thread::spawn(move || {
+                    let mut rng = SmallRng::seed_from_u64(17);
+                    let (mut last, mut resumptions) = (None::<String>, 0);
+                    'connections: loop {
+                        let mut stream = BufReader::new(reader.resume_stream(last.as_deref()));
+                        while let Some((id, data)) = next_event(&mut stream) {
+                            last = id.or(last);
+                            if !data.is_empty() {
+                                note(&seen, &data);
+                            }
+                            if seen.lock().len() >= MESSAGES {
+                                break 'connections;
+                            }
+                            if rng.random_bool(0.15) {
+                                resumptions += 1;
+                                continue 'connections;
+                            }
+                        }
+                        panic!("the stream ended");
+                    }
+                    resumptions
+                })
+            };
+            for k in 0..MESSAGES {
+                let answer = sender.request(
+                    "tools/call",
+                    json!({"name": "notify", "arguments": {"message": format!("m{k}")}}),
+                );
+                assert_eq!(answer.text(), "notified", "{}", answer.raw);
+                for message in &answer.messages {
+                    if message.get("method").is_some() {
+                        note(&seen, &message.to_string());
+                    }
+                }
+            }
+            let resumptions = reading.join().expect("the reader");
+            assert!(resumptions > 10, "{resumptions}");
+            let mut seen = seen.lock().clone();
+            seen.sort_by_key(|m| m[1..].parse::<usize>().expect("m<k>"));
+            let sent: Vec<String> = (0..MESSAGES).map(|k| format!("m{k}")).collect();
+            assert_eq!(seen, sent, "each message once");
+        });
+    }
+
     /// A 2025-11-25 client's request whose answer is slow gets a priming
     /// event (an id, empty data) a second in, so that a connection cut
     /// before the first message (an idle timeout on the way) can be resumed;

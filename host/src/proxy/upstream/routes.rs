@@ -22,9 +22,12 @@ const MAX_LISTENERS: usize = 4;
 /// Bytes of sent messages kept per session for clients that resume a stream
 /// whose connection broke (`Last-Event-ID`); the oldest go first beyond this.
 const KEPT_BYTES: usize = 256 << 10;
-/// Streams remembered for resumption per session, besides those of requests
-/// in flight; the oldest without a connection are forgotten first.
-const KEPT_STREAMS: usize = 16;
+/// Answered requests' streams remembered per session for a resumption; the
+/// least recently used go first.
+const KEPT_REPLY_STREAMS: usize = 16;
+/// GET streams without a connection remembered per session: those a client
+/// resumes stay, those it replaced with new ones go.
+const KEPT_GET_STREAMS: usize = 8;
 
 /// One stream of the session's messages to its client: a GET stream, or a
 /// request's reply stream. Its events are numbered (`STREAM-SEQ`, the SSE
@@ -37,10 +40,15 @@ struct ClientStream {
     next_seq: u64,
     /// Sent messages, oldest first, by sequence number.
     kept: VecDeque<(u64, Message)>,
+    /// A request's stream, not a GET stream.
+    reply: bool,
     /// A reply stream whose request is in flight: it stays remembered.
     awaiting: bool,
     /// A reply stream whose response went out: it ends after its events.
     answered: bool,
+    /// When it last sent or was resumed, on the session's own clock: what
+    /// is forgotten and trimmed first is what is least recently used.
+    used: u64,
 }
 
 impl ClientStream {
@@ -67,6 +75,8 @@ pub(super) struct Routes {
     /// Every stream remembered, by number (oldest first).
     streams: BTreeMap<u64, ClientStream>,
     last_stream: u64,
+    /// Counts stream uses, for [`ClientStream::used`].
+    uses: u64,
     /// Bytes of the messages the streams keep.
     kept_bytes: usize,
     /// Everything the server writes, in its order (see [`super::StdioUpstream::tap`]).
@@ -173,42 +183,58 @@ impl Routes {
     fn open_stream(&mut self, to: mpsc::Sender<Event>, awaiting: bool) -> u64 {
         self.last_stream += 1;
         let number = self.last_stream;
+        let used = self.tick();
         self.streams.insert(
             number,
             ClientStream {
                 to: Some(to),
                 next_seq: 1,
                 kept: VecDeque::new(),
+                reply: awaiting,
                 awaiting,
                 answered: false,
+                used,
             },
         );
         self.forget_old_streams();
         number
     }
 
-    /// Forgets the oldest streams that have neither a request in flight nor
-    /// an open connection, down to [`KEPT_STREAMS`] besides the awaiting.
+    fn tick(&mut self) -> u64 {
+        self.uses += 1;
+        self.uses
+    }
+
+    /// Forgets the least recently used streams that have neither a request
+    /// in flight nor an open connection, beyond [`KEPT_REPLY_STREAMS`] of
+    /// requests' and [`KEPT_GET_STREAMS`] GET streams. Kept apart, so that
+    /// a busy session's answered requests never push out the GET stream its
+    /// client is about to resume.
     fn forget_old_streams(&mut self) {
-        while self.streams.len() > self.pending.len() + KEPT_STREAMS {
-            let Some(number) = self
+        for (reply, limit) in [(true, KEPT_REPLY_STREAMS), (false, KEPT_GET_STREAMS)] {
+            let mut idle: Vec<(u64, u64)> = self
                 .streams
                 .iter()
-                .find(|(_, s)| !s.awaiting && !s.is_open())
-                .map(|(&n, _)| n)
-            else {
-                return;
-            };
-            if let Some(stream) = self.streams.remove(&number) {
-                self.kept_bytes -= kept_size(&stream.kept);
+                .filter(|(_, s)| s.reply == reply && !s.awaiting && !s.is_open())
+                .map(|(&number, s)| (s.used, number))
+                .collect();
+            if idle.len() <= limit {
+                continue;
             }
-            self.listeners.retain(|&n| n != number);
+            idle.sort_unstable();
+            for &(_, number) in &idle[..idle.len() - limit] {
+                if let Some(stream) = self.streams.remove(&number) {
+                    self.kept_bytes -= kept_size(&stream.kept);
+                }
+                self.listeners.retain(|&n| n != number);
+            }
         }
     }
 
     /// Numbers `message` on stream `number` and keeps it; returns the event
     /// and the connection to send it on, if the stream has one.
     fn record(&mut self, number: u64, message: Message) -> (Option<mpsc::Sender<Event>>, Event) {
+        let used = self.tick();
         let Some(stream) = self.streams.get_mut(&number) else {
             return (None, Event::message(message));
         };
@@ -221,15 +247,22 @@ impl Routes {
         self.kept_bytes += message.bytes().len();
         stream.kept.push_back((seq, message));
         let to = stream.to.clone();
+        stream.used = used;
         self.trim_kept();
         (to, event)
     }
 
-    /// Drops the oldest kept messages, oldest stream first, down to
-    /// [`KEPT_BYTES`].
+    /// Drops the oldest kept messages down to [`KEPT_BYTES`]: answered
+    /// requests' first (their client most likely read them whole), least
+    /// recently used stream first.
     fn trim_kept(&mut self) {
         while self.kept_bytes > KEPT_BYTES {
-            let Some(stream) = self.streams.values_mut().find(|s| !s.kept.is_empty()) else {
+            let Some(stream) = self
+                .streams
+                .values_mut()
+                .filter(|s| !s.kept.is_empty())
+                .min_by_key(|s| (!s.answered, s.used))
+            else {
                 return;
             };
             if let Some((_, message)) = stream.kept.pop_front() {
@@ -290,6 +323,7 @@ impl Routes {
         seq: u64,
         to: mpsc::Sender<Event>,
     ) -> Option<(Vec<Event>, bool)> {
+        let used = self.tick();
         let stream = self.streams.get_mut(&number)?;
         let mut missed: Vec<Event> = stream
             .kept
@@ -316,7 +350,8 @@ impl Routes {
         }
         // A connection still open on it ends: the stream has one reader.
         stream.to = Some(to);
-        if !stream.awaiting {
+        stream.used = used;
+        if !stream.reply {
             self.listeners.retain(|&n| n != number);
             self.listeners.push(number);
             missed.extend(self.send_backlog(number));
@@ -553,29 +588,66 @@ mod tests {
     }
 
     /// What is kept is bounded in bytes and in streams, however many
-    /// messages and streams a session sees.
+    /// messages, requests and streams a session sees.
     #[test]
     fn proxy_stdio_kept_messages_and_streams_are_bounded() {
         let mut routes = Routes::default();
         let big = "x".repeat(30_000);
-        for _ in 0..(KEPT_STREAMS * 3) {
+        for round in 0..(KEPT_REPLY_STREAMS * 3) {
             let (to, rx) = mpsc::channel(1);
             let stream = routes.listen(to);
             for _ in 0..4 {
                 let _ = routes.record(stream, notification(&big));
             }
             drop(rx);
+            let (to, _rx) = mpsc::channel(1);
+            let id = round.to_string();
+            let reply = routes.begin_request(&id, None, to, 8).expect("room for it");
+            let _ = routes.record(reply, notification(&big));
+            routes.pending.remove(&id);
+            routes.answered(reply);
         }
         assert!(routes.kept_bytes <= KEPT_BYTES, "{}", routes.kept_bytes);
         let kept: usize = routes.streams.values().map(|s| kept_size(&s.kept)).sum();
         assert_eq!(kept, routes.kept_bytes, "the count is exact");
-        assert!(
-            routes.streams.len() <= KEPT_STREAMS + 1,
-            "{}",
-            routes.streams.len()
-        );
-        // The newest messages are the ones kept.
+        let count = |reply: bool| routes.streams.values().filter(|s| s.reply == reply).count();
+        assert_eq!(count(true), KEPT_REPLY_STREAMS);
+        assert_eq!(count(false), KEPT_GET_STREAMS);
+        // The latest messages are the ones kept.
         let newest = *routes.streams.keys().last().expect("some");
-        assert_eq!(routes.streams[&newest].kept.len(), 4);
+        assert_eq!(routes.streams[&newest].kept.len(), 1);
+        assert_eq!(routes.streams[&(newest - 1)].kept.len(), 4);
+    }
+
+    /// A GET stream whose connection broke stays resumable however many
+    /// requests the session answers meanwhile, and keeps its messages while
+    /// theirs are trimmed first.
+    #[test]
+    fn proxy_stdio_a_busy_session_keeps_the_get_stream_to_resume() {
+        let mut routes = Routes::default();
+        let (to, rx) = mpsc::channel(1);
+        let get = routes.listen(to);
+        let _ = routes.record(get, notification("waiting for you"));
+        drop(rx);
+        let answer = "y".repeat(20_000);
+        for round in 0..(KEPT_REPLY_STREAMS * 4) {
+            let (to, _rx) = mpsc::channel(1);
+            let id = round.to_string();
+            let reply = routes.begin_request(&id, None, to, 8).expect("room");
+            let _ = routes.record(reply, notification(&answer));
+            routes.pending.remove(&id);
+            routes.answered(reply);
+        }
+        assert!(routes.kept_bytes <= KEPT_BYTES, "{}", routes.kept_bytes);
+        assert!(
+            KEPT_REPLY_STREAMS * answer.len() > KEPT_BYTES,
+            "the answers alone overflow what is kept"
+        );
+        let (missed, ends) = routes
+            .resume(get, 0, mpsc::channel(1).0)
+            .expect("still remembered");
+        assert!(!ends);
+        assert_eq!(missed.len(), 1);
+        assert!(data(&missed[0]).contains("waiting for you"));
     }
 }
