@@ -558,8 +558,10 @@ async fn relay_and_tell(
     answer(events, request_id, headers, guard, abort).await
 }
 
-/// Answers with plain JSON when the first thing the upstream sends is the
-/// response itself (and the client takes JSON); with an SSE stream otherwise.
+/// Answers with plain JSON when the first message the upstream sends is the
+/// response itself, after at most a priming event and within
+/// [`PRIMING_AFTER`] of it (and the client takes JSON); with an SSE stream
+/// otherwise.
 /// A stream cut short by the session's close ends with an error for the
 /// request, so the client is not left waiting for an answer that cannot come.
 async fn answer(
