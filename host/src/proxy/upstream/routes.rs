@@ -135,7 +135,7 @@ impl Routes {
     /// Request `id` could not be written after all.
     pub(super) fn abandon_request(&mut self, id: &str, progress_token: Option<&str>) {
         if let Some(stream) = self.pending.remove(id) {
-            self.streams.remove(&stream);
+            self.forget(stream);
         }
         if let Some(token) = progress_token {
             self.progress.remove(token);
@@ -223,12 +223,16 @@ impl Routes {
             }
             idle.sort_unstable();
             for &(_, number) in &idle[..idle.len() - limit] {
-                if let Some(stream) = self.streams.remove(&number) {
-                    self.kept_bytes -= kept_size(&stream.kept);
-                }
-                self.listeners.retain(|&n| n != number);
+                self.forget(number);
             }
         }
+    }
+
+    fn forget(&mut self, number: u64) {
+        if let Some(stream) = self.streams.remove(&number) {
+            self.kept_bytes -= kept_size(&stream.kept);
+        }
+        self.listeners.retain(|&n| n != number);
     }
 
     /// Numbers `message` on stream `number` and keeps it; returns the event
