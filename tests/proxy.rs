@@ -505,6 +505,11 @@ mod proxy {
             let (id, data) = next_event(&mut fresh).expect("five");
             assert!(data.contains("\"five\""), "{data}");
             assert_ne!(stream_of(&id.expect("an id")), stream_of(&read));
+            assert_eq!(
+                metric(&proxy.metrics(), "shadowcat_stream_resumptions_total", &[]),
+                2.0,
+                "both GETs with Last-Event-ID count"
+            );
         });
     }
 

@@ -41,6 +41,9 @@ pub struct ProxyMetrics {
     pub upstream_failures: Counter,
     pub upstreams_started: Counter,
     pub handshake_timeouts: Counter,
+    /// GET streams opened with `Last-Event-ID`: clients resuming a stream
+    /// whose connection broke (often an intermediary's idle timeout).
+    pub stream_resumptions: Counter,
     /// Seconds spent handling a request until its response starts.
     pub latency: Histogram,
     registry: Registry,
@@ -69,6 +72,7 @@ impl ProxyMetrics {
         let upstream_failures = Counter::default();
         let upstreams_started = Counter::default();
         let handshake_timeouts = Counter::default();
+        let stream_resumptions = Counter::default();
         let latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         registry.register(
             "http_requests",
@@ -97,6 +101,11 @@ impl ProxyMetrics {
             handshake_timeouts.clone(),
         );
         registry.register(
+            "stream_resumptions",
+            "GET streams opened with Last-Event-ID, resuming a stream whose connection broke",
+            stream_resumptions.clone(),
+        );
+        registry.register(
             "http_request_duration_seconds",
             "Time to the start of the response on the MCP endpoint",
             latency.clone(),
@@ -113,6 +122,7 @@ impl ProxyMetrics {
             upstream_failures,
             upstreams_started,
             handshake_timeouts,
+            stream_resumptions,
             latency,
             registry,
         })

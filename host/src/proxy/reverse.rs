@@ -732,6 +732,9 @@ async fn open_stream(proxy: &Arc<Proxy>, client: ClientKey, headers: &HeaderMap)
         }
         Err(e) => return upstream_refusal(&e, None),
     };
+    if header(headers, LAST_EVENT_ID).is_some() {
+        proxy.metrics.stream_resumptions.inc();
+    }
     let closed = async move {
         attachment.closed().await;
     };
