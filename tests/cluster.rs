@@ -11,7 +11,7 @@
 mod common;
 
 mod cluster {
-    use std::io::{Read, Write};
+    use std::io::{BufReader, Read, Write};
     use std::net::{SocketAddr, TcpStream};
     use std::path::PathBuf;
     use std::process::{Child, Command, Stdio};
@@ -30,8 +30,8 @@ mod cluster {
         system_program, Peer, SdkClient, CLIENT_LIMIT,
     };
     use crate::common::proxy::{
-        echo_server, marker, metric, processes_with, wait_no_processes, wait_with_timeout, Answer,
-        McpClient, ProxyProcess,
+        echo_server, marker, metric, next_event, processes_with, wait_no_processes,
+        wait_with_timeout, Answer, McpClient, ProxyProcess,
     };
     use crate::common::with_watchdog;
 
@@ -598,6 +598,56 @@ http {{
                 wait_no_processes(&mark, Duration::from_secs(20)).is_empty(),
                 "every upstream ended"
             );
+        });
+    }
+
+    /// A stdio server's stream resumed on the other instance: a slow call
+    /// whose SSE answer is dropped after its priming event on its owner is
+    /// resumed by a GET with that id sent to the other instance, which hands
+    /// it over; the response arrives there and the stream ends.
+    #[test]
+    fn cluster_a_stdio_stream_resumes_through_a_hop() {
+        if require(
+            "cluster: a stdio stream resumed through a hop",
+            &[Peer::RedisServer],
+        )
+        .is_none()
+        {
+            return;
+        }
+        with_watchdog(LIMIT, || {
+            let mark = marker("cluster-resume-hop");
+            let upstream = echo_upstream(&mark);
+            let node: &[&str] = &["--upstream-stdio", &upstream];
+            let cluster = Cluster::start(&[], &[node, node]);
+            let mut client = McpClient::new(&cluster.mcp(0));
+            assert_eq!(client.initialize().status, 200);
+            let answer = client.request_unread(
+                "tools/call",
+                json!({"name": "sleep", "arguments": {"ms": 2_500}}),
+            );
+            assert_eq!(answer.status(), 200);
+            let mut answer = BufReader::new(answer);
+            let (id, data) = next_event(&mut answer).expect("the priming event");
+            assert_eq!(data, "");
+            drop(answer);
+            client.url = cluster.mcp(1);
+            let mut resumed = BufReader::new(client.resume_stream(id.as_deref()));
+            let (_, data) = next_event(&mut resumed).expect("the response");
+            let response: Value = serde_json::from_str(&data).expect("JSON");
+            assert_eq!(
+                response["result"]["content"][0]["text"], "slept 2500 ms",
+                "{data}"
+            );
+            assert!(next_event(&mut resumed).is_none(), "then the stream ends");
+            let forwarded = metric(
+                &cluster.node(1).metrics(),
+                "shadowcat_cluster_forwarded_requests_total",
+                &[("method", "GET"), ("outcome", "answered")],
+            );
+            assert_eq!(forwarded, 1.0, "the GET went to the owner");
+            assert_eq!(client.delete(), 200);
+            assert!(wait_no_processes(&mark, Duration::from_secs(15)).is_empty());
         });
     }
 
