@@ -30,7 +30,7 @@ mod cluster {
         system_program, Peer, SdkClient, CLIENT_LIMIT,
     };
     use crate::common::proxy::{
-        echo_server, marker, metric, next_event, processes_with, wait_no_processes,
+        echo_server, last_response, marker, metric, next_event, processes_with, wait_no_processes,
         wait_with_timeout, Answer, McpClient, ProxyProcess,
     };
     use crate::common::with_watchdog;
@@ -633,13 +633,8 @@ http {{
             drop(answer);
             client.url = cluster.mcp(1);
             let mut resumed = BufReader::new(client.resume_stream(id.as_deref()));
-            let (_, data) = next_event(&mut resumed).expect("the response");
-            let response: Value = serde_json::from_str(&data).expect("JSON");
-            assert_eq!(
-                response["result"]["content"][0]["text"], "slept 2500 ms",
-                "{data}"
-            );
-            assert!(next_event(&mut resumed).is_none(), "then the stream ends");
+            let response = last_response(&mut resumed);
+            assert_eq!(response["result"]["content"][0]["text"], "slept 2500 ms");
             let forwarded = metric(
                 &cluster.node(1).metrics(),
                 "shadowcat_cluster_forwarded_requests_total",

@@ -16,7 +16,7 @@ mod proxy {
     use serde_json::{json, Value};
 
     use crate::common::proxy::{
-        echo_server, marker, metric, next_event, processes_with, wait_no_processes,
+        echo_server, last_response, marker, metric, next_event, processes_with, wait_no_processes,
         wait_with_timeout, ForwardProcess, McpClient, ProxyProcess,
     };
     use crate::common::with_watchdog;
@@ -543,16 +543,8 @@ mod proxy {
                 let mut resumed = BufReader::new(resumed);
                 let (_, data) = next_event(&mut resumed).expect("the second progress");
                 assert!(data.contains("\"progress\":1"), "{data}");
-                let (_, data) = next_event(&mut resumed).expect("the response");
-                let response: Value = serde_json::from_str(&data).expect("JSON");
-                assert_eq!(
-                    response["result"]["content"][0]["text"], "slept 1000 ms",
-                    "{data}"
-                );
-                assert!(
-                    next_event(&mut resumed).is_none(),
-                    "the stream ends after its response"
-                );
+                let response = last_response(&mut resumed);
+                assert_eq!(response["result"]["content"][0]["text"], "slept 1000 ms");
             }
             assert_eq!(client.echo("after").text(), "Echo: after");
         });
@@ -658,13 +650,8 @@ mod proxy {
             let resumed = client.resume_stream(Some(&id));
             assert_eq!(resumed.status(), 200);
             let mut resumed = BufReader::new(resumed);
-            let (_, data) = next_event(&mut resumed).expect("the response");
-            let response: Value = serde_json::from_str(&data).expect("JSON");
-            assert_eq!(
-                response["result"]["content"][0]["text"], "slept 2500 ms",
-                "{data}"
-            );
-            assert!(next_event(&mut resumed).is_none(), "then the stream ends");
+            let response = last_response(&mut resumed);
+            assert_eq!(response["result"]["content"][0]["text"], "slept 2500 ms");
         });
     }
 

@@ -422,6 +422,18 @@ pub fn next_event<R: BufRead>(stream: &mut R) -> Option<(Option<String>, String)
     }
 }
 
+/// The next event of an SSE stream, which must be a JSON-RPC response and
+/// the stream's last.
+pub fn last_response<R: BufRead>(stream: &mut R) -> Value {
+    let (_, data) = next_event(stream).expect("the response");
+    let response: Value = serde_json::from_str(&data).expect("JSON");
+    assert!(
+        next_event(stream).is_none(),
+        "the stream ends after its response: {data}"
+    );
+    response
+}
+
 /// Reads a JSON or SSE answer into its messages.
 pub fn read_answer(response: Response, _: Option<&Value>) -> Answer {
     let status = response.status().as_u16();

@@ -599,7 +599,7 @@ async fn answer(
     // before its first message. An answer that follows at once goes as
     // plain JSON instead; a slow one gets the stream, primed.
     let mut priming = None;
-    if !wants_stream && first.id.is_some() && first.message.is_none() {
+    if !wants_stream && first.is_priming() {
         let next =
             tokio::time::timeout(PRIMING_AFTER, next_unless_closed(&mut events, &abort, rid));
         match next.await {

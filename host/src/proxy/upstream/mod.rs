@@ -34,6 +34,12 @@ impl Event {
             message: Some(message),
         }
     }
+
+    /// An id without a message: the cursor a client resumes a stream from
+    /// before the stream's first message.
+    pub fn is_priming(&self) -> bool {
+        self.id.is_some() && self.message.is_none()
+    }
 }
 
 /// Messages for the client, in order.

@@ -212,15 +212,17 @@ impl Routes {
     /// client is about to resume.
     fn forget_old_streams(&mut self) {
         for (reply, limit) in [(true, KEPT_REPLY_STREAMS), (false, KEPT_GET_STREAMS)] {
+            let forgettable = |s: &ClientStream| s.reply == reply && !s.awaiting && !s.is_open();
+            // Once per request: count before collecting, which is rarely needed.
+            if self.streams.values().filter(|s| forgettable(s)).count() <= limit {
+                continue;
+            }
             let mut idle: Vec<(u64, u64)> = self
                 .streams
                 .iter()
-                .filter(|(_, s)| s.reply == reply && !s.awaiting && !s.is_open())
+                .filter(|(_, s)| forgettable(s))
                 .map(|(&number, s)| (s.used, number))
                 .collect();
-            if idle.len() <= limit {
-                continue;
-            }
             idle.sort_unstable();
             for &(_, number) in &idle[..idle.len() - limit] {
                 self.forget(number);
@@ -244,10 +246,7 @@ impl Routes {
         };
         let seq = stream.next_seq;
         stream.next_seq += 1;
-        let event = Event {
-            id: Some(event_id(number, seq)),
-            message: Some(message.clone()),
-        };
+        let event = numbered(number, seq, &message);
         self.kept_bytes += message.bytes().len();
         stream.kept.push_back((seq, message));
         let to = stream.to.clone();
@@ -273,6 +272,21 @@ impl Routes {
                 self.kept_bytes -= message.bytes().len();
             }
         }
+    }
+
+    /// `response` on its request's stream, which then ends; `None` for a
+    /// response to no request in flight. Kept even when the stream's
+    /// connection is gone: the client may resume the stream to get it.
+    fn respond(&mut self, response: Message) -> Option<(Option<mpsc::Sender<Event>>, Event)> {
+        let id = response.id().unwrap_or_default();
+        self.progress.retain(|_, asked_by| asked_by != id);
+        let Some(stream) = self.pending.remove(id) else {
+            tracing::debug!(id = response.id(), "response to no request in flight");
+            return None;
+        };
+        let sent = self.record(stream, response);
+        self.answered(stream);
+        Some(sent)
     }
 
     /// The request of reply stream `number` is answered: the stream ends
@@ -333,10 +347,7 @@ impl Routes {
             .kept
             .iter()
             .filter(|(kept, _)| *kept > seq)
-            .map(|(kept, message)| Event {
-                id: Some(event_id(number, *kept)),
-                message: Some(message.clone()),
-            })
+            .map(|(kept, message)| numbered(number, *kept, message))
             .collect();
         let first_kept = stream
             .kept
@@ -380,6 +391,14 @@ fn kept_size(kept: &VecDeque<(u64, Message)>) -> usize {
     kept.iter().map(|(_, message)| message.bytes().len()).sum()
 }
 
+/// Message `seq` of stream `stream`, as its event.
+fn numbered(stream: u64, seq: u64, message: &Message) -> Event {
+    Event {
+        id: Some(event_id(stream, seq)),
+        message: Some(message.clone()),
+    }
+}
+
 fn event_id(stream: u64, seq: u64) -> String {
     format!("{stream}-{seq}")
 }
@@ -405,17 +424,10 @@ pub(super) async fn route(routes: &Mutex<Routes>, message: Message) {
         if let Some(tap) = r.tap.clone() {
             (Some(tap), Event::message(message))
         } else if message.kind() == Kind::Response {
-            let id = message.id().unwrap_or_default();
-            r.progress.retain(|_, asked_by| asked_by != id);
-            let Some(stream) = r.pending.remove(id) else {
-                tracing::debug!(id = message.id(), "response to no request in flight");
-                return;
-            };
-            // Kept even when its connection is gone: the client may resume
-            // the stream to get it.
-            let sent = r.record(stream, message);
-            r.answered(stream);
-            sent
+            match r.respond(message) {
+                Some(sent) => sent,
+                None => return,
+            }
         } else if let Some(stream) = message
             .progress_token()
             .and_then(|token| r.progress.get(&token))
@@ -491,6 +503,17 @@ mod tests {
             r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"data":"{text}"}}}}"#
         );
         Message::parse(body.into_bytes().into()).expect("parse")
+    }
+
+    /// A request of id `id` (a number, as the server writes it), begun and
+    /// answered with `text`; its stream.
+    fn answered_request(routes: &mut Routes, id: &str, text: &str) -> u64 {
+        let (to, _rx) = mpsc::channel(1);
+        let stream = routes.begin_request(id, None, to, 8).expect("room for it");
+        let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"text":"{text}"}}}}"#);
+        let response = Message::parse(body.into_bytes().into()).expect("a response");
+        assert!(routes.respond(response).is_some(), "a request in flight");
+        stream
     }
 
     fn data(event: &Event) -> String {
@@ -581,16 +604,8 @@ mod tests {
     #[test]
     fn proxy_stdio_reply_stream_keeps_its_response_for_a_resumption() {
         let mut routes = Routes::default();
-        let (to, rx) = mpsc::channel(8);
-        let stream = routes.open_stream(to, true);
-        routes.pending.insert("1".into(), stream);
-        drop(rx);
-        let response =
-            Message::parse(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#.to_vec().into()).expect("ok");
-        let answer = routes.pending.remove("1").expect("pending");
-        let (to, _) = routes.record(answer, response);
-        assert!(to.is_some_and(|to| to.is_closed()));
-        routes.answered(answer);
+        let stream = answered_request(&mut routes, "1", "done");
+        assert!(!routes.is_open(stream), "its connection is gone");
         let (missed, ends) = routes
             .resume(stream, 0, mpsc::channel(1).0)
             .expect("remembered");
@@ -612,12 +627,7 @@ mod tests {
                 let _ = routes.record(stream, notification(&big));
             }
             drop(rx);
-            let (to, _rx) = mpsc::channel(1);
-            let id = round.to_string();
-            let reply = routes.begin_request(&id, None, to, 8).expect("room for it");
-            let _ = routes.record(reply, notification(&big));
-            routes.pending.remove(&id);
-            routes.answered(reply);
+            answered_request(&mut routes, &round.to_string(), &big);
         }
         assert!(routes.kept_bytes <= KEPT_BYTES, "{}", routes.kept_bytes);
         let kept: usize = routes.streams.values().map(|s| kept_size(&s.kept)).sum();
@@ -643,12 +653,7 @@ mod tests {
         drop(rx);
         let answer = "y".repeat(20_000);
         for round in 0..(KEPT_REPLY_STREAMS * 4) {
-            let (to, _rx) = mpsc::channel(1);
-            let id = round.to_string();
-            let reply = routes.begin_request(&id, None, to, 8).expect("room");
-            let _ = routes.record(reply, notification(&answer));
-            routes.pending.remove(&id);
-            routes.answered(reply);
+            answered_request(&mut routes, &round.to_string(), &answer);
         }
         assert!(routes.kept_bytes <= KEPT_BYTES, "{}", routes.kept_bytes);
         assert!(
