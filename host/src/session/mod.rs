@@ -12,7 +12,7 @@ mod id;
 mod limiter;
 mod metrics;
 mod names;
-mod recency;
+pub(crate) mod recency;
 mod signal;
 mod table;
 mod teardown;

@@ -92,6 +92,13 @@ impl Recency {
         }
     }
 
+    /// Whether `slot` is in the list.
+    pub fn contains(&self, slot: u32) -> bool {
+        self.links
+            .get(slot as usize)
+            .is_some_and(|links| links.linked)
+    }
+
     /// The least recently used slot.
     pub fn front(&self) -> Option<u32> {
         (self.head != NIL).then_some(self.head)
