@@ -355,6 +355,11 @@ http {{
             self.node(i).mcp.clone()
         }
 
+        /// Every live node's MCP address, for a balancer in front of them.
+        fn backends(&self) -> Vec<SocketAddr> {
+            self.live().map(|node| socket_addr(&node.mcp)).collect()
+        }
+
         fn live(&self) -> impl Iterator<Item = &ProxyProcess> {
             self.nodes.iter().flatten()
         }
@@ -571,8 +576,7 @@ http {{
             let upstream = command_line(&peers.server_everything_stdio(&mark));
             let node: &[&str] = &["--upstream-stdio", &upstream];
             let cluster = Cluster::start(&[], &[node, node, node]);
-            let backends: Vec<SocketAddr> = (0..3).map(|i| socket_addr(&cluster.mcp(i))).collect();
-            let nginx = Nginx::start(&backends);
+            let nginx = Nginx::start(&cluster.backends());
             for era in ["legacy", "auto"] {
                 let message = format!("python {era} through nginx");
                 let report = peers
@@ -664,8 +668,7 @@ http {{
             let upstream = echo_upstream(&mark);
             let node: &[&str] = &["--upstream-stdio", &upstream];
             let cluster = Cluster::start(&[], &[node, node]);
-            let backends: Vec<SocketAddr> = (0..2).map(|i| socket_addr(&cluster.mcp(i))).collect();
-            let nginx = Nginx::start_with_idle_timeout(&backends, "2s");
+            let nginx = Nginx::start_with_idle_timeout(&cluster.backends(), "2s");
             let mut client = peers.client(SdkClient::Ts1, &nginx.url(), "legacy", "unused");
             client.args(["--sleep-ms", "5000"]);
             let run = run_bounded(
@@ -697,8 +700,7 @@ http {{
             let upstream = command_line(&peers.py_server_stdio(&mark));
             let node: &[&str] = &["--upstream-stdio", &upstream];
             let cluster = Cluster::start(&[], &[node, node, node]);
-            let backends: Vec<SocketAddr> = (0..3).map(|i| socket_addr(&cluster.mcp(i))).collect();
-            let nginx = Nginx::start(&backends);
+            let nginx = Nginx::start(&cluster.backends());
             for round in 0..2 {
                 let message = format!("2026 round {round}");
                 let report = peers
