@@ -31,6 +31,13 @@
 //! show (which is why the native policies read ~0). A summary table closes the run:
 //! policy, capacity, M requests/s (median of the 3 hand-timed replays), misses,
 //! miss ratio, peak heap and peak RSS growth.
+//!
+//! A second group, `replay_prefetch_<size>/<policy>/cap_<1|10>pct/<depth>`,
+//! replays the same trace through the policies that choose victims ahead,
+//! twice in the same run: with `--policy-prefetch 32` (`fixed_32`: 32 victims
+//! per call, what the host asked before it adapted the depth) and with the
+//! default (`adaptive`: from 32, doubling while answers are used up, to 128).
+//! Select it with `cargo bench --bench replay -- replay_prefetch`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,12 +140,19 @@ struct Row {
     peak_rss: Option<u64>,
 }
 
-fn bench_replay(c: &mut Criterion) {
-    let requests = requests();
+/// The benches' trace of `requests` requests: Zipf, alpha 1.0, over a tenth
+/// as many ids, seed 42.
+fn trace_spec(requests: usize) -> (SyntheticSpec, usize) {
     let ids = (requests / 10).max(1);
-    let spec: SyntheticSpec = format!("zipf:alpha=1.0,requests={requests},ids={ids},seed=42")
+    let spec = format!("zipf:alpha=1.0,requests={requests},ids={ids},seed=42")
         .parse()
         .expect("valid spec");
+    (spec, ids)
+}
+
+fn bench_replay(c: &mut Criterion) {
+    let requests = requests();
+    let (spec, ids) = trace_spec(requests);
     let heap_before = live_bytes();
     let started = Instant::now();
     let trace = generate(&spec);
@@ -244,5 +258,71 @@ fn bench_replay(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_replay);
+/// The policies whose calls the prefetch depth amortises: the two the
+/// interface shipped with, LFU and SIEVE (arrivals may follow their
+/// victims), and 2Q, whose ghost-conditional answers keep the fixed depth.
+const PREFETCHING: [Kind; 5] = [
+    Kind::Wasm("fifo"),
+    Kind::Wasm("lru"),
+    Kind::Wasm("lfu"),
+    Kind::Wasm("sieve"),
+    Kind::Wasm("twoq"),
+];
+
+/// The former fixed depth, the baseline of the adaptive one in the same run.
+const FIXED_PREFETCH: usize = 32;
+
+fn bench_prefetch(c: &mut Criterion) {
+    let requests = requests();
+    let trace = generate(&trace_spec(requests).0);
+    let distinct = trace.distinct_ids() as u64;
+    let cache = tempfile::tempdir().expect("tempdir");
+    let engine = |prefetch| {
+        let limits = PolicyLimits {
+            prefetch,
+            ..PolicyLimits::default()
+        };
+        PolicyEngine::new(limits, Some(cache.path().to_owned())).expect("engine")
+    };
+    let engines = [
+        (format!("fixed_{FIXED_PREFETCH}"), engine(FIXED_PREFETCH)),
+        (
+            "adaptive".to_owned(),
+            engine(PolicyLimits::default().prefetch),
+        ),
+    ];
+    let mut group = c.benchmark_group(format!("replay_prefetch_{}", size_label(requests)));
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.throughput(Throughput::Elements(trace.len() as u64));
+    for percent in [1u64, 10] {
+        let capacity = (distinct * percent / 100).max(1);
+        for kind in PREFETCHING {
+            let mut misses = Vec::new();
+            for (depth, engine) in &engines {
+                group.bench_function(format!("{}/cap_{percent}pct/{depth}", kind.label()), |b| {
+                    b.iter_custom(|iters| {
+                        (0..iters)
+                            .map(|_| {
+                                let run = run(engine, kind, &trace, capacity);
+                                misses.push(run.misses);
+                                run.elapsed
+                            })
+                            .sum()
+                    })
+                });
+            }
+            // The depth changes how often the policy is asked, never what it
+            // decides (its order holds between events).
+            assert!(
+                misses.windows(2).all(|w| w[0] == w[1]),
+                "{}: misses differ between depths: {misses:?}",
+                kind.label()
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_replay, bench_prefetch);
 criterion_main!(benches);

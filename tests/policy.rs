@@ -1590,13 +1590,14 @@ mod policy_cli {
 
     /// `stable-order` and `ghost-conditional` are promises the host trusts
     /// and cannot watch: a policy that breaks one decides differently with
-    /// prefetch. `policy check` runs its workload with victims asked 32 at a
-    /// time and one at a time and fails the policy when they differ, naming
+    /// prefetch. `policy check` runs its workload with victims asked up to
+    /// 128 at a time and one at a time and fails the policy when they differ, naming
     /// the promise and the way out. The same MRU without the trait passes,
     /// and so does an honest LRU with it.
     #[test]
     fn policy_cli_check_fails_a_stable_order_the_policy_does_not_keep() {
         let hostile = hostile();
+        let deep = format!("up to {}", shadowcat::wasm::PREFETCH);
         let check = |config: &[&str], extra: &[&str]| {
             let mut args: Vec<&str> = extra.to_vec();
             for pair in config {
@@ -1612,13 +1613,13 @@ mod policy_cli {
             assert_eq!(code, Some(1), "{promise}: {stdout}{stderr}");
             assert!(
                 stdout.contains(&format!(
-                    "order       {promise} broken: other victims asked 32 and 1 at a time"
+                    "order       {promise} broken: other victims asked {deep} and 1 at a time"
                 )),
                 "{stdout}"
             );
             for phrase in [
                 format!("the policy declares `{promise}`, but its victims change"),
-                "asked for 32 per call it evicted session".to_owned(),
+                format!("asked for {deep} per call it evicted session"),
                 "declare no stable order".to_owned(),
             ] {
                 assert!(stderr.contains(&phrase), "`{phrase}` missing: {stderr}");
@@ -1626,7 +1627,12 @@ mod policy_cli {
             // Whichever way round the prefetch is set, the two runs differ.
             let (code, stdout, _) = check(&["mode=mru", &traits], &["--policy-prefetch", "1"]);
             assert_eq!(code, Some(1), "{stdout}");
-            assert!(stdout.contains("broken: other victims asked 1 and 32 at a time"));
+            assert!(
+                stdout.contains(&format!(
+                    "broken: other victims asked 1 and {deep} at a time"
+                )),
+                "{stdout}"
+            );
         }
         let (code, stdout, stderr) = check(&["mode=mru"], &[]);
         assert_eq!(code, Some(0), "{stdout}{stderr}");
@@ -1634,7 +1640,9 @@ mod policy_cli {
         let (code, stdout, stderr) = check(&["traits=stable-order"], &[]);
         assert_eq!(code, Some(0), "{stdout}{stderr}");
         assert!(
-            stdout.contains("order       stable-order kept: the same victims asked 32 and 1"),
+            stdout.contains(&format!(
+                "order       stable-order kept: the same victims asked {deep} and 1"
+            )),
             "{stdout}"
         );
     }

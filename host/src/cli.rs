@@ -249,14 +249,16 @@ pub struct PolicyArgs {
           value_parser = parse_fault_rate)]
     pub policy_fault_rate: (u32, u32),
 
-    /// Victims asked per call of a policy that declares a stable victim order,
-    /// then handed out one eviction at a time without calling it again, until
-    /// an event names one (or, for a policy whose order holds only for
-    /// arrivals it does not remember, an arrival may be one of its ghosts).
-    /// The host trusts the declaration and cannot see it broken: a policy
-    /// whose order does not hold decides differently with prefetch. `policy
-    /// check` tests the promise by comparing its victims with and without.
-    /// 1 turns prefetching off.
+    /// Victims asked per call, at most, of a policy that declares a stable
+    /// victim order, then handed out one eviction at a time without calling it
+    /// again, until an event names one (or, for a policy whose order holds only
+    /// for arrivals it does not remember, an arrival may be one of its ghosts).
+    /// The host starts at 32 (or N, if lower) and asks twice as many after an
+    /// answer handed out whole, half as many after one mostly wasted; a policy
+    /// of the second kind stays at 32. The host trusts the declaration and
+    /// cannot see it broken: a policy whose order does not hold decides
+    /// differently with prefetch. `policy check` tests the promise by comparing
+    /// its victims with and without. 1 turns prefetching off.
     #[arg(long, global = true, default_value_t = crate::wasm::PREFETCH, value_name = "N",
           value_parser = parse_prefetch)]
     pub policy_prefetch: usize,

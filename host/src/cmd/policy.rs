@@ -135,13 +135,15 @@ pub fn check(args: &PolicyArgs, spec: &str) -> Result<()> {
     if let Some(order) = &r.order {
         let (reported, other) = order.prefetch;
         println!(
-            "order       {} {} asked {reported} and {other} at a time ({} evictions compared)",
+            "order       {} {} asked {} and {} at a time ({} evictions compared)",
             order.promise,
             if order.first_difference.is_none() {
                 "kept: the same victims"
             } else {
                 "broken: other victims"
             },
+            conformance::asked_per_call(reported),
+            conformance::asked_per_call(other),
             order.evictions
         );
     }

@@ -87,6 +87,17 @@ impl CheckReport {
     }
 }
 
+/// Victims a run asked per call, as the check reports them: a prefetch limit
+/// is a ceiling (the host starts lower and asks deeper while its answers are
+/// used up).
+pub fn asked_per_call(prefetch: usize) -> String {
+    if prefetch > 1 {
+        format!("up to {prefetch}")
+    } else {
+        prefetch.to_string()
+    }
+}
+
 /// How the policy's promise of a stable order held: the workload was run with
 /// victims asked several at a time and one at a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,9 +240,10 @@ pub fn check(
         let r = &rerun.policy;
         if !clean(r) && clean(&m) {
             failures.push(format!(
-                "asked for {other} victims per call (--policy-prefetch {other}) the policy \
+                "asked for {} victims per call (--policy-prefetch {other}) the policy \
                  faulted or answered with an error (traps: {}, timeouts: {}, memory faults: {}, \
                  errors: {}, refused memory: {}){}",
+                asked_per_call(other),
                 r.traps,
                 r.timeouts,
                 r.memory_faults,
@@ -247,14 +259,16 @@ pub fn check(
             if let Some(d) = &check.first_difference {
                 failures.push(format!(
                     "the policy declares `{promise}`, but its victims change with how many the \
-                     host asks for at a time: for create {}, asked for {reported} per call it \
-                     evicted {}, asked for {other} it evicted {}. Its order does not hold \
+                     host asks for at a time: for create {}, asked for {} per call it \
+                     evicted {}, asked for {} it evicted {}. Its order does not hold \
                      between events, as the trait promises; the host trusts the promise and \
                      would keep handing out victims it no longer chooses: declare no stable \
                      order (drop `{promise}` from the policy's traits) unless its order can \
                      keep the promise",
                     d.create,
+                    asked_per_call(reported),
                     sessions(&d.reported),
+                    asked_per_call(other),
                     sessions(&d.other),
                 ));
             }

@@ -47,7 +47,8 @@ pub struct PolicyLimits {
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     /// Victims asked of a `stable-order` or `ghost-conditional` policy per
-    /// call, handed out one eviction at a time; 1 turns prefetching off.
+    /// call at most, handed out one eviction at a time; 1 turns prefetching
+    /// off. The depth adapts below it (see `WasmPolicy`'s victims).
     pub prefetch: usize,
 }
 

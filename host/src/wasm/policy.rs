@@ -49,11 +49,16 @@ pub const EVENTS_PER_CALL: usize = 4_096;
 /// sample follow those of every call.
 const TIMED_ONE_IN: u64 = 8;
 
-/// Victims asked of a `stable-order` policy per call, by default: one is used
-/// now, the rest are handed out by later evictions without a call (as long as
-/// no event names them). A call costs about as much as a few dozen evictions
-/// from the queue, so this amortises it well while keeping the queue short.
-pub const PREFETCH: usize = 32;
+/// Victims asked of a `stable-order` policy per call at most, by default: one
+/// is used now, the rest are handed out by later evictions without a call
+/// (as long as no event names them). A call costs about as much as a few
+/// dozen evictions from the queue; the host asks [`PREFETCH_START`] at first
+/// and asks more while its answers are used up (see [`next_depth`]).
+pub const PREFETCH: usize = 128;
+/// Victims asked per call of a policy that chooses ahead, at first and at
+/// least (or the prefetch limit, if lower). Fewer cost more on every policy
+/// measured: a call per handful of evictions.
+const PREFETCH_START: usize = 32;
 /// Ends a `stable-order` answer to say that the sessions inserted after it
 /// follow the listed victims, oldest first (see `victims` in
 /// `wit/0.2.0/policy.wit`). It names no session: a host that does not know it
@@ -124,6 +129,32 @@ struct Ready {
     /// and no event names a victim.
     conditional: bool,
     ghosts: Ghosts,
+    /// Victims the last answer queued, and those handed out from the queue
+    /// since (arrivals that joined it included): how far ahead the next
+    /// call should ask.
+    queued_by_answer: usize,
+    served: usize,
+}
+
+/// Victims to ask for in the next call, after an answer that queued `queued`
+/// of which `served` were handed out before the policy was asked again. A
+/// queue handed out whole says the policy's order held all along: asking
+/// twice as many halves the calls (each costs thousands of instructions in
+/// the sandbox's entry and exit alone). One mostly forgotten or dropped (an
+/// LRU whose victims come back, a 2Q whose ghosts arrive) says the work of
+/// choosing that far ahead was wasted. Between `PREFETCH_START` and `most`.
+fn next_depth(depth: usize, queued: usize, served: usize, most: usize) -> usize {
+    let floor = PREFETCH_START.min(most);
+    let next = if queued == 0 {
+        depth
+    } else if served >= queued {
+        depth.saturating_mul(2)
+    } else if served.saturating_mul(2) < queued {
+        depth / 2
+    } else {
+        depth
+    };
+    next.clamp(floor, most.max(floor))
 }
 
 /// What the host knows of a `ghost-conditional` policy's ghosts: a superset,
@@ -301,6 +332,8 @@ impl Ready {
         self.arrivals = arrivals;
         self.victims.clear();
         self.victims.extend(victims);
+        self.queued_by_answer = self.victims.len();
+        self.served = 0;
         self.recount();
     }
 
@@ -320,7 +353,10 @@ impl Ready {
             self.mask.remove(id, 1);
         }
         self.handed.clear();
-        self.handed.extend_from_slice(ids);
+        // One or two as a rule: pushed, where a copy calls memcpy.
+        for &id in ids {
+            self.handed.push(id);
+        }
     }
 
     /// Counts exactly the queued and handed victims again, after a change
@@ -366,9 +402,12 @@ impl Ready {
         // Most of these are a handed victim's own removal: once it is out
         // of the handed ones, a count back at 0 says no queued victim is
         // `id` either, without a scan of the queue.
-        let handed = self.handed.len();
-        self.handed.retain(|&v| v != id);
-        self.mask.remove(id, handed - self.handed.len());
+        // Handed victims are distinct (an answer's repeats are dropped) and
+        // their order does not matter: the first match is the only one.
+        if let Some(at) = self.handed.iter().position(|&v| v == id) {
+            self.handed.swap_remove(at);
+            self.mask.remove(id, 1);
+        }
         if self.mask.contains(id) && self.victims.contains(&id) {
             let queued = self.victims.len();
             self.victims.retain(|&v| v != id);
@@ -558,6 +597,9 @@ pub(super) struct EventBuffer {
     chooses_ahead: AtomicBool,
     /// It declared `ghost-conditional`: its answers carry its ghosts.
     ghost_conditional: AtomicBool,
+    /// Victims to ask for in the next call (see [`next_depth`]); set under
+    /// the lock with the answer's queue, read without it before a call.
+    depth: AtomicUsize,
     /// No live instance (faulted or quarantined): nothing could take the
     /// events, and a recreated instance is rebuilt from the table anyway, so
     /// buffering them would only grow without bound.
@@ -577,6 +619,7 @@ impl EventBuffer {
             sample_size: AtomicUsize::new(0),
             chooses_ahead: AtomicBool::new(false),
             ghost_conditional: AtomicBool::new(false),
+            depth: AtomicUsize::new(PREFETCH_START),
             dropping: AtomicBool::new(false),
         };
         buffer.configure(info);
@@ -613,6 +656,8 @@ impl EventBuffer {
         let ready = &mut self.words.lock().ready;
         ready.clear();
         ready.conditional = traits.ghost_conditional;
+        // A new policy (or file) has not shown how far its order holds.
+        self.depth.store(PREFETCH_START, Ordering::Relaxed);
     }
 
     fn record(&self, event: PolicyEvent) -> FlushHint {
@@ -697,9 +742,24 @@ impl EventBuffer {
     /// now (`now`), minus any that an event recorded since the guest was
     /// called (still buffered) already named.
     /// `ghosts`: the answer's ghost section, for a `ghost-conditional` policy.
-    fn install_ready(&self, now: &[SessionId], ahead: &[u64], arrivals: Arrivals, ghosts: &[u64]) {
+    /// `most`: the prefetch limit, which the next call's depth may grow to.
+    fn install_ready(
+        &self,
+        now: &[SessionId],
+        ahead: &[u64],
+        arrivals: Arrivals,
+        ghosts: &[u64],
+        most: usize,
+    ) {
         let mut buffered = self.words.lock();
         let Buffered { words, ready } = &mut *buffered;
+        let depth = next_depth(
+            self.depth.load(Ordering::Relaxed),
+            ready.queued_by_answer,
+            ready.served,
+            most,
+        );
+        self.depth.store(depth, Ordering::Relaxed);
         ready.hand(now, true);
         ready.install(ahead.iter().map(|&id| SessionId::from_bits(id)), arrivals);
         if ready.conditional {
@@ -722,9 +782,16 @@ impl EventBuffer {
         }
         let from = out.len();
         // One at a time: an eviction takes one or two, and a drain's set-up
-        // and tear-down cost more than that.
-        out.extend(std::iter::from_fn(|| ready.victims.pop_front()).take(count));
+        // and tear-down cost more than that (as does an iterator adapter's
+        // extend, which cannot know how many it will get).
+        for _ in 0..count {
+            let Some(id) = ready.victims.pop_front() else {
+                break;
+            };
+            out.push(id);
+        }
         let taken = &out[from..];
+        ready.served += taken.len();
         ready.hand_counted(taken, false);
         if !taken.is_empty() {
             ready.ran_dry_if_empty();
@@ -745,20 +812,28 @@ impl EventBuffer {
 /// the answer that repeats none, the usual one: a bit per slot (modulo the
 /// bitmap's size), and a scan only when two ids share a bit.
 fn repeats(answer: &[u64]) -> usize {
-    const BITS: usize = 1_024;
-    if answer.len() < 2 {
+    match answer.len() {
         // A sampled policy's usual answer: one victim per call.
-        return 0;
+        0..2 => 0,
+        // A bitmap 16 times the answer's length keeps shared bits rare; the
+        // usual answer is short, and zeroing a large one would cost it more
+        // than its scan.
+        2..=64 => repeats_in::<16>(answer),
+        65..=PREFETCH => repeats_in::<{ PREFETCH * 16 / 64 }>(answer),
+        _ => {
+            let mut seen = HashSet::with_capacity(answer.len());
+            answer.iter().filter(|&&id| !seen.insert(id)).count()
+        }
     }
-    if answer.len() > BITS / 16 {
-        let mut seen = HashSet::with_capacity(answer.len());
-        return answer.iter().filter(|&&id| !seen.insert(id)).count();
-    }
-    let mut seen = [0u64; BITS / 64];
+}
+
+/// [`repeats`] with a bitmap of `WORDS` words.
+fn repeats_in<const WORDS: usize>(answer: &[u64]) -> usize {
+    let mut seen = [0u64; WORDS];
     let mut repeats = 0;
     for (at, &id) in answer.iter().enumerate() {
         // The low word is the slot, which live sessions never share.
-        let bit = id as usize % BITS;
+        let bit = id as usize % (WORDS * 64);
         let (word, mask) = (bit / 64, 1u64 << (bit % 64));
         if seen[word] & mask != 0 && answer[..at].contains(&id) {
             repeats += 1;
@@ -1026,13 +1101,21 @@ impl EvictionPolicy for WasmPolicy {
         let prefetch = self.prefetch.load(Ordering::Relaxed);
         let stable = prefetch > 1 && self.events.chooses_ahead.load(Ordering::Acquire);
         let conditional = self.events.ghost_conditional.load(Ordering::Relaxed);
+        // A ghost-conditional answer is dropped at the first arrival the
+        // policy may remember, whatever its length: asking further ahead
+        // measured worse for 2Q and S3-FIFO, so its depth stays put.
+        let depth = if conditional {
+            PREFETCH_START.min(prefetch)
+        } else {
+            self.events.depth.load(Ordering::Relaxed).min(prefetch)
+        };
         let ask = match (stable, conditional, request.arriving) {
             // A ghost-conditional answer's victims after the first are for
             // later arrivals: several needed now are asked one at a time
             // (the table asks again), and none ahead without an arrival.
             (_, true, Some(_)) if count > 1 => 1,
             (true, true, None) => count,
-            (true, _, _) => count.max(prefetch),
+            (true, _, _) => count.max(depth),
             (false, _, _) => count,
         };
         let ask32 = u32::try_from(ask).unwrap_or(u32::MAX);
@@ -1095,7 +1178,7 @@ impl EvictionPolicy for WasmPolicy {
                 if stable {
                     let ahead = answer.get(count..).unwrap_or_default();
                     self.events
-                        .install_ready(&out[from..], ahead, arrivals, ghosts);
+                        .install_ready(&out[from..], ahead, arrivals, ghosts, prefetch);
                 }
                 Ok(())
             }
@@ -1235,6 +1318,13 @@ mod tests {
             without_repeats(&answer),
             [id(3, 0), id(9, 0), id(3 + 1_024, 0)]
         );
+        // A prefetched answer takes the larger bitmap, 4,096 bits: slots
+        // that far apart share a bit, and a repeat far back is still found.
+        let mut deep: Vec<u64> = (0..100).map(|slot| id(slot * 4_096, 0)).collect();
+        assert_eq!(repeats(&deep), 0);
+        deep.push(id(0, 0));
+        assert_eq!(repeats(&deep), 1);
+        assert_eq!(without_repeats(&deep).len(), 100);
         // A long answer (a byte-mode table asks for many) takes the set.
         let mut long: Vec<u64> = (0..500).map(|slot| id(slot, 0)).collect();
         assert_eq!(repeats(&long), 0);
@@ -1242,6 +1332,58 @@ mod tests {
         assert_eq!(repeats(&long), 2);
         assert_eq!(without_repeats(&long).len(), 500);
     }
+
+    #[test]
+    fn prefetch_depth_doubles_while_answers_are_used_up_and_halves_when_wasted() {
+        // Every victim queued was handed out: twice as deep, up to the limit.
+        assert_eq!(next_depth(32, 31, 31, 128), 64);
+        assert_eq!(next_depth(64, 63, 70, 128), 128);
+        assert_eq!(next_depth(128, 127, 127, 128), 128);
+        // Most forgotten or dropped: half as deep, never below the start.
+        assert_eq!(next_depth(128, 127, 10, 128), 64);
+        assert_eq!(next_depth(64, 63, 0, 128), PREFETCH_START);
+        assert_eq!(next_depth(PREFETCH_START, 31, 0, 128), PREFETCH_START);
+        // In between, or nothing queued (a first call): as it was.
+        assert_eq!(next_depth(64, 63, 40, 128), 64);
+        assert_eq!(next_depth(64, 0, 0, 128), 64);
+        // A lower limit (`--policy-prefetch`) bounds the start too.
+        assert_eq!(next_depth(PREFETCH_START, 7, 7, 8), 8);
+        assert_eq!(next_depth(PREFETCH_START, 0, 0, 1), 1);
+    }
+
+    /// The buffer counts what the table took from an answer's queue, and
+    /// the next answer's depth follows.
+    #[test]
+    fn event_buffer_asks_deeper_after_an_answer_handed_out_whole() {
+        let buffer = buffer(EVERY_KIND);
+        let depth = || buffer.depth.load(Ordering::Relaxed);
+        let answer = |first: u32| -> Vec<u64> {
+            (first..first + 4)
+                .map(|slot| SessionId::new(slot, 0).to_bits())
+                .collect()
+        };
+        assert_eq!(depth(), PREFETCH_START);
+        buffer.install_ready(&[], &answer(0), Arrivals::Stay, &[], PREFETCH);
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            buffer.record_batch(&[], Some((None, 1, &mut out)));
+        }
+        assert_eq!(out.len(), 4);
+        // The next answer is installed after the queue ran dry: all served.
+        buffer.install_ready(&[], &answer(10), Arrivals::Stay, &[], PREFETCH);
+        assert_eq!(depth(), 2 * PREFETCH_START);
+        // This one is dropped by a refusal before anything is taken.
+        buffer.record_batch(&[event(KIND_REFUSED, SessionId::new(11, 0))], None);
+        buffer.install_ready(&[], &answer(20), Arrivals::Stay, &[], PREFETCH);
+        assert_eq!(depth(), PREFETCH_START);
+    }
+
+    const EVERY_KIND: EventNeeds = EventNeeds {
+        inserted: true,
+        accessed: true,
+        removed: true,
+        refused: true,
+    };
 
     fn buffer(needs: EventNeeds) -> EventBuffer {
         EventBuffer::new(
@@ -1332,20 +1474,14 @@ mod tests {
     /// queue, and arrivals join it while the answer said they follow.
     #[test]
     fn event_buffer_checks_events_against_the_victims_queued() {
-        let needs = EventNeeds {
-            inserted: true,
-            accessed: true,
-            removed: true,
-            refused: true,
-        };
-        let buffer = buffer(needs);
+        let buffer = buffer(EVERY_KIND);
         let (a, b, c) = (
             SessionId::new(5, 0),
             SessionId::new(6, 0),
             SessionId::new(7, 0),
         );
         let ahead = [a, b, c].map(SessionId::to_bits);
-        buffer.install_ready(&[], &ahead, Arrivals::Stay, &[]);
+        buffer.install_ready(&[], &ahead, Arrivals::Stay, &[], PREFETCH);
         // Slot 5 + 1,024 shares `a`'s bit; another generation of `b` is not `b`.
         let lookalikes = [
             event(KIND_ACCESSED, SessionId::new(5 + 1024, 0)),
@@ -1358,13 +1494,13 @@ mod tests {
         // Delivered: the next answer has seen them.
         buffer.words.lock().words.clear();
 
-        buffer.install_ready(&[], &ahead, Arrivals::Follow, &[]);
+        buffer.install_ready(&[], &ahead, Arrivals::Follow, &[], PREFETCH);
         let d = SessionId::new(41, 0);
         buffer.record_batch(&[event(KIND_INSERTED, d)], None);
         assert_eq!(ready(&buffer), vec![a, b, c, d]);
         buffer.words.lock().words.clear();
 
-        buffer.install_ready(&[], &ahead, Arrivals::Follow, &[]);
+        buffer.install_ready(&[], &ahead, Arrivals::Follow, &[], PREFETCH);
         buffer.record_batch(&[event(KIND_REFUSED, SessionId::new(99, 0))], None);
         buffer.record_batch(&[event(KIND_INSERTED, SessionId::new(42, 0))], None);
         assert_eq!(ready(&buffer), vec![], "a refusal ends the promise");

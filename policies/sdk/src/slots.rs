@@ -92,22 +92,12 @@ impl<T> SlotMap<T> {
     /// `Err(value)` when the slot cannot be stored: [`NO_SLOT`], or memory for a
     /// slot far beyond the others cannot be had. The policy then simply does not
     /// track the session (the host fills any shortfall), rather than trapping.
+    #[inline(always)]
     pub fn insert(&mut self, id: u64, value: T) -> Result<Option<(u64, T)>, T> {
-        let index = slot(id);
-        if index == NO_SLOT {
+        let index = slot(id) as usize;
+        // NO_SLOT is never below the length: no vector holds 2^32 entries.
+        if index >= self.entries.len() && !self.grow_to(index) {
             return Err(value);
-        }
-        let index = index as usize;
-        if index >= self.entries.len() {
-            if self
-                .entries
-                .try_reserve(index + 1 - self.entries.len())
-                .is_err()
-            {
-                return Err(value);
-            }
-            self.entries
-                .resize_with(index + 1, || Entry { id: 0, value: None });
         }
         let entry = &mut self.entries[index];
         let old_id = std::mem::replace(&mut entry.id, id);
@@ -116,6 +106,26 @@ impl<T> SlotMap<T> {
             self.len += 1;
         }
         Ok(old)
+    }
+
+    /// Makes room for `index`; false for [`NO_SLOT`] or memory that cannot be
+    /// had. Out of line: slots are reused, so the table's first sessions are
+    /// the only ones that grow it, and the inlined loop would weigh on every
+    /// insert.
+    #[cold]
+    #[inline(never)]
+    fn grow_to(&mut self, index: usize) -> bool {
+        if index == NO_SLOT as usize
+            || self
+                .entries
+                .try_reserve(index + 1 - self.entries.len())
+                .is_err()
+        {
+            return false;
+        }
+        self.entries
+            .resize_with(index + 1, || Entry { id: 0, value: None });
+        true
     }
 
     /// Removes `id`'s entry; a stale or unknown id removes nothing.
@@ -220,6 +230,9 @@ impl<T> SlotList<T> {
     /// Puts `id` at the back with `value`. Whatever held its slot is unlinked
     /// first and returned: `id`'s own previous entry, or a stale session's.
     /// `Err(value)` as for [`SlotMap::insert`].
+    // Inlined: in an event loop a call costs as much as the append, in the
+    // sandbox's prologue and epilogue alone.
+    #[inline(always)]
     pub fn push_back(&mut self, id: u64, value: T) -> Result<Option<(u64, T)>, T> {
         let s = slot(id);
         if self.map.at(s).is_some() {
