@@ -278,6 +278,34 @@ mod quality {
         assert!(prefetched.metrics().calls * 4 < outcome.evictions);
     }
 
+    /// The host asks a stable-order policy further ahead while its answers
+    /// are used up (FIFO's always are: nothing but its own evictions names
+    /// its victims), and keeps a ghost-conditional one (2Q) at the depth it
+    /// starts from: fewer calls, the same decisions.
+    #[test]
+    fn quality_host_asks_further_ahead_while_answers_are_used_up() {
+        let run = |name: &str, prefetch: usize| {
+            let policy = load_with(engine(prefetch), name, PolicyTable::from(4_897), &[]);
+            let outcome = replay_reference(policy.clone(), 4_897);
+            (outcome, policy.metrics().calls)
+        };
+        let (fixed, fixed_calls) = run("fifo", 32);
+        let (adaptive, adaptive_calls) = run("fifo", shadowcat::wasm::PREFETCH);
+        assert_eq!(fixed.misses, 91_716);
+        assert_eq!(adaptive.misses, 91_716);
+        // 32 a call is a call per 31 evictions; from 64 on, half as many.
+        assert!(fixed_calls * 40 > fixed.evictions, "{fixed_calls} calls");
+        assert!(
+            adaptive_calls * 64 < adaptive.evictions,
+            "{adaptive_calls} calls for {} evictions",
+            adaptive.evictions
+        );
+        let (fixed, fixed_calls) = run("twoq", 32);
+        let (adaptive, adaptive_calls) = run("twoq", shadowcat::wasm::PREFETCH);
+        assert_eq!(adaptive.misses, fixed.misses);
+        assert_eq!(adaptive_calls, fixed_calls);
+    }
+
     /// `policy check` (interface, imports, every export through a table)
     /// passes each policy of this file, C included: no special case.
     #[test]

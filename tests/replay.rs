@@ -14,7 +14,6 @@ mod replay {
     use shadowcat::trace::{Request, Trace};
     use shadowcat::wasm::{
         open_policy, ConfiguredPolicy, OpenedPolicy, PolicyEngine, PolicyLimits, PolicyTable,
-        WasmPolicy,
     };
 
     use crate::common::{fixture, reference_trace, reference_trace_path, shadowcat_cli, text};
@@ -82,49 +81,6 @@ mod replay {
         assert_eq!(misses(&trace, Arc::new(Fifo::default()), 4_897), 91_716);
         assert_eq!(misses(&trace, open("lru.wasm", 4_897), 4_897), 91_657);
         assert_eq!(misses(&trace, open("fifo.wasm", 4_897), 4_897), 91_716);
-    }
-
-    /// The host asks a stable-order policy further ahead while its answers
-    /// are used up (FIFO's always are: nothing but its own evictions names
-    /// its victims), and keeps a ghost-conditional one (2Q) at the depth it
-    /// starts from: fewer calls, the same decisions.
-    #[test]
-    fn replay_asks_further_ahead_while_answers_are_used_up() {
-        let trace = reference_trace();
-        let run = |name: &str, prefetch: usize| {
-            let limits = PolicyLimits {
-                call_timeout: std::time::Duration::from_secs(10),
-                prefetch,
-                ..PolicyLimits::default()
-            };
-            let engine = PolicyEngine::new(limits, None).expect("engine");
-            let path = policies_dir()[0].join(format!("{name}.wasm"));
-            let policy = WasmPolicy::load(engine, &path, 4_897, Vec::new()).expect("loads");
-            let outcome = replay(
-                &trace,
-                policy.clone(),
-                4_897,
-                CapacityMode::Objects,
-                &mut |_| {},
-            )
-            .expect("replay");
-            (outcome, policy.metrics().calls)
-        };
-        let (fixed, fixed_calls) = run("fifo", 32);
-        let (adaptive, adaptive_calls) = run("fifo", shadowcat::wasm::PREFETCH);
-        assert_eq!(fixed.misses, 91_716);
-        assert_eq!(adaptive.misses, 91_716);
-        // 32 a call is a call per 31 evictions; from 64 on, half as many.
-        assert!(fixed_calls * 40 > fixed.evictions, "{fixed_calls} calls");
-        assert!(
-            adaptive_calls * 64 < adaptive.evictions,
-            "{adaptive_calls} calls for {} evictions",
-            adaptive.evictions
-        );
-        let (fixed, fixed_calls) = run("twoq", 32);
-        let (adaptive, adaptive_calls) = run("twoq", shadowcat::wasm::PREFETCH);
-        assert_eq!(adaptive.misses, fixed.misses);
-        assert_eq!(adaptive_calls, fixed_calls);
     }
 
     /// ids 1 2 3 1 4 1 2 5 2 3 at capacity 3, worked out by hand:

@@ -154,7 +154,7 @@ fn next_depth(depth: usize, queued: usize, served: usize, most: usize) -> usize 
     } else {
         depth
     };
-    next.clamp(floor, most.max(floor))
+    next.clamp(floor, most)
 }
 
 /// What the host knows of a `ghost-conditional` policy's ghosts: a superset,
@@ -597,7 +597,8 @@ pub(super) struct EventBuffer {
     chooses_ahead: AtomicBool,
     /// It declared `ghost-conditional`: its answers carry its ghosts.
     ghost_conditional: AtomicBool,
-    /// Victims to ask for in the next call (see [`next_depth`]); set under
+    /// Victims to ask for in the next call (see [`next_depth`]; a
+    /// ghost-conditional policy's stays at the start); set under
     /// the lock with the answer's queue, read without it before a call.
     depth: AtomicUsize,
     /// No live instance (faulted or quarantined): nothing could take the
@@ -753,13 +754,18 @@ impl EventBuffer {
     ) {
         let mut buffered = self.words.lock();
         let Buffered { words, ready } = &mut *buffered;
-        let depth = next_depth(
-            self.depth.load(Ordering::Relaxed),
-            ready.queued_by_answer,
-            ready.served,
-            most,
-        );
-        self.depth.store(depth, Ordering::Relaxed);
+        // A ghost-conditional answer is dropped at the first arrival the
+        // policy may remember, whatever its length: asking further ahead
+        // measured worse for 2Q and S3-FIFO, so its depth stays at the start.
+        if !ready.conditional {
+            let depth = next_depth(
+                self.depth.load(Ordering::Relaxed),
+                ready.queued_by_answer,
+                ready.served,
+                most,
+            );
+            self.depth.store(depth, Ordering::Relaxed);
+        }
         ready.hand(now, true);
         ready.install(ahead.iter().map(|&id| SessionId::from_bits(id)), arrivals);
         if ready.conditional {
@@ -1101,14 +1107,7 @@ impl EvictionPolicy for WasmPolicy {
         let prefetch = self.prefetch.load(Ordering::Relaxed);
         let stable = prefetch > 1 && self.events.chooses_ahead.load(Ordering::Acquire);
         let conditional = self.events.ghost_conditional.load(Ordering::Relaxed);
-        // A ghost-conditional answer is dropped at the first arrival the
-        // policy may remember, whatever its length: asking further ahead
-        // measured worse for 2Q and S3-FIFO, so its depth stays put.
-        let depth = if conditional {
-            PREFETCH_START.min(prefetch)
-        } else {
-            self.events.depth.load(Ordering::Relaxed).min(prefetch)
-        };
+        let depth = self.events.depth.load(Ordering::Relaxed).min(prefetch);
         let ask = match (stable, conditional, request.arriving) {
             // A ghost-conditional answer's victims after the first are for
             // later arrivals: several needed now are asked one at a time
