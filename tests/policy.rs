@@ -13,7 +13,8 @@ mod policy {
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
     use shadowcat::eviction::{
-        EvictionPolicy, FlushHint, PolicyEvent, Refusal, RemovalCause, VictimRequest,
+        packed, EvictionPolicy, FlushHint, PackedEvent, PolicyEvent, Refusal, RemovalCause,
+        VictimRequest,
     };
     use shadowcat::session::{Clock, NewSession, SessionId, SessionTable, TableError};
     use shadowcat::wasm::{PolicyEngine, PolicyError, PolicyLimits, WasmPolicy};
@@ -324,6 +325,86 @@ mod policy {
             .victims(VictimRequest::count(1), &mut out)
             .expect("answers");
         out
+    }
+
+    /// The guest's SDK checks a whole batch before applying any of it, eight
+    /// events at a time in the sandbox: an unknown code anywhere (in the
+    /// first or second eight, or in the tail past them) rejects the batch at
+    /// its place and leaves the policy as it was, and the largest known codes
+    /// pass.
+    #[test]
+    fn policy_a_batch_with_an_unknown_code_is_rejected_whole_wherever_it_is() {
+        let with_detail = |event: PolicyEvent, detail: u64| {
+            let mut words = packed::pack(event);
+            words[0] = (words[0] & !0xff00) | (detail << 8);
+            words
+        };
+        let removed = |detail| {
+            with_detail(
+                PolicyEvent::Removed {
+                    id: SessionId::from_bits(1),
+                    time: 50,
+                    cause: RemovalCause::Evicted,
+                    key: 0,
+                },
+                detail,
+            )
+        };
+        let refused = |detail| {
+            with_detail(
+                PolicyEvent::Refused {
+                    id: SessionId::from_bits(2),
+                    time: 50,
+                    reason: Refusal::Pinned,
+                },
+                detail,
+            )
+        };
+        let arrivals = || -> Vec<PackedEvent> {
+            (1..=18)
+                .map(|slot| {
+                    packed::pack(PolicyEvent::Inserted {
+                        id: SessionId::from_bits(slot),
+                        time: slot,
+                        weight: 1,
+                        key: 0,
+                        tenant: 0,
+                    })
+                })
+                .collect()
+        };
+        // SIEVE is told of every kind, refusals too.
+        let cases = [
+            (3, removed(7), "unknown removal cause 7"),
+            (11, refused(2), "unknown refusal reason 2"),
+            (17, removed(255), "unknown removal cause 255"),
+        ];
+        for (place, bad, message) in cases {
+            let policy = load(&policy_file("sieve"), 64, &[]);
+            let mut batch = arrivals();
+            batch[place] = bad;
+            policy.record_batch(&batch);
+            policy.flush();
+            assert_eq!(
+                policy.last_problem(),
+                Some(format!(
+                    "observe returned an error: observe: event {place}: {message}"
+                ))
+            );
+            // None of it applied: the one session the policy knows of is the
+            // victim, not the oldest of the batch.
+            let known = SessionId::from_bits(100);
+            record_inserted(&policy, known, 100);
+            assert_eq!(ask_victim(&policy), [known]);
+        }
+        let policy = load(&policy_file("sieve"), 64, &[]);
+        let mut batch = arrivals();
+        batch[5] = removed(6);
+        batch[17] = refused(1);
+        policy.record_batch(&batch);
+        policy.flush();
+        assert_eq!(policy.last_problem(), None);
+        assert_eq!(policy.metrics().events_delivered, 18);
     }
 
     /// An answer's first victim is the choice for the eviction at hand only:

@@ -45,10 +45,14 @@ impl Default for Recency {
 
 impl Recency {
     /// Appends `slot` as the most recently used. It must not be in the list.
+    // Once per session created, in the table's insert: inlined there, with
+    // the links' growth (only the table's first sessions grow them) out of
+    // line, so that the common case costs no call.
+    #[inline]
     pub fn push_back(&mut self, slot: u32) {
         let index = slot as usize;
         if index >= self.links.len() {
-            self.links.resize(index + 1, UNLINKED);
+            self.grow_to(index);
         }
         debug_assert!(!self.links[index].linked, "slot {slot} linked twice");
         self.links[index] = Links {
@@ -62,6 +66,12 @@ impl Recency {
         }
         self.tail = slot;
         self.len += 1;
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow_to(&mut self, index: usize) {
+        self.links.resize(index + 1, UNLINKED);
     }
 
     /// Takes `slot` out; a slot not in the list is left alone.

@@ -312,6 +312,11 @@ impl SlotCounts {
         self.bits[at / 64] & (1 << (at % 64)) != 0
     }
 
+    /// Whether exactly one queued or handed victim has `id`'s slot value.
+    fn holds_one(&self, id: SessionId) -> bool {
+        self.counts[Self::locate(id)] == 1
+    }
+
     /// Zeroes the counts under set bits only (every other count is 0): an
     /// install resets the whole mask, and writing all 1,024 counts each
     /// time would cost more cache lines than the victims it counts.
@@ -328,25 +333,56 @@ impl SlotCounts {
 }
 
 impl Ready {
-    fn install(&mut self, victims: impl IntoIterator<Item = SessionId>, arrivals: Arrivals) {
-        self.arrivals = arrivals;
+    /// Takes a fresh answer in place of the queue: its first `count`
+    /// distinct victims are handed to the table now (appended to `out`),
+    /// the rest queued. Returns how many repeats were dropped (each id
+    /// stays at its first place).
+    fn install_answer(
+        &mut self,
+        answer: &[u64],
+        count: usize,
+        out: &mut Vec<SessionId>,
+        arrivals: Arrivals,
+    ) -> usize {
         self.victims.clear();
-        self.victims.extend(victims);
+        self.handed.clear();
+        self.mask.clear();
+        self.handed_fresh = true;
+        self.arrivals = arrivals;
+        let mut repeats = 0;
+        for (at, &bits) in answer.iter().enumerate() {
+            let id = SessionId::from_bits(bits);
+            // The mask counts this answer's victims alone: it finds repeats
+            // as it is built, and only a shared mark costs a look back.
+            if self.mask.contains(id) && answer[..at].contains(&bits) {
+                repeats += 1;
+            } else {
+                self.mask.add(id);
+            }
+        }
+        let distinct;
+        let answer = if repeats > 0 {
+            distinct = without_repeats(answer);
+            &distinct[..]
+        } else {
+            answer
+        };
+        // Copied by slices, which the usual answer is: a push per victim
+        // would check the queue's room and wrap each time.
+        let (now, ahead) = answer.split_at(count.min(answer.len()));
+        self.handed
+            .extend(now.iter().map(|&bits| SessionId::from_bits(bits)));
+        out.extend_from_slice(&self.handed);
+        self.victims
+            .extend(ahead.iter().map(|&bits| SessionId::from_bits(bits)));
         self.queued_by_answer = self.victims.len();
         self.served = 0;
-        self.recount();
+        repeats
     }
 
-    /// Victims handed to the table from now on; forgets the previous ones.
-    fn hand(&mut self, ids: &[SessionId], fresh: bool) {
-        self.hand_counted(ids, fresh);
-        for &id in ids {
-            self.mask.add(id);
-        }
-    }
-
-    /// [`Self::hand`] for victims the mask counts already: they move from
-    /// the queue to the hand.
+    /// Victims handed to the table from now on, which the mask counts
+    /// already (they move from the queue to the hand); forgets the
+    /// previous ones.
     fn hand_counted(&mut self, ids: &[SessionId], fresh: bool) {
         self.handed_fresh = fresh;
         for &id in &self.handed {
@@ -391,7 +427,15 @@ impl Ready {
     #[inline(always)]
     fn forget(&mut self, id: SessionId) {
         if self.mask.contains(id) {
-            self.forget_marked(id);
+            // Most marked ids are the victim handed out last, leaving with
+            // its slot's bucket to itself: settled here, where a call
+            // would cost more than the work.
+            if self.handed.len() == 1 && self.handed[0] == id && self.mask.holds_one(id) {
+                self.handed.clear();
+                self.mask.remove(id, 1);
+            } else {
+                self.forget_marked(id);
+            }
         }
     }
 
@@ -739,19 +783,21 @@ impl EventBuffer {
         self.words.lock().words.is_empty()
     }
 
-    /// Queues victims chosen ahead (`ahead`) after those handed to the table
-    /// now (`now`), minus any that an event recorded since the guest was
-    /// called (still buffered) already named.
+    /// Hands the first `count` victims of `answer` to the table now (onto
+    /// `out`) and queues the rest, minus any that an event recorded since
+    /// the guest was called (still buffered) already named; returns the
+    /// repeats dropped (see [`Ready::install_answer`]).
     /// `ghosts`: the answer's ghost section, for a `ghost-conditional` policy.
     /// `most`: the prefetch limit, which the next call's depth may grow to.
     fn install_ready(
         &self,
-        now: &[SessionId],
-        ahead: &[u64],
+        answer: &[u64],
+        count: usize,
+        out: &mut Vec<SessionId>,
         arrivals: Arrivals,
         ghosts: &[u64],
         most: usize,
-    ) {
+    ) -> usize {
         let mut buffered = self.words.lock();
         let Buffered { words, ready } = &mut *buffered;
         // A ghost-conditional answer is dropped at the first arrival the
@@ -766,8 +812,7 @@ impl EventBuffer {
             );
             self.depth.store(depth, Ordering::Relaxed);
         }
-        ready.hand(now, true);
-        ready.install(ahead.iter().map(|&id| SessionId::from_bits(id)), arrivals);
+        let repeats = ready.install_answer(answer, count, out, arrivals);
         if ready.conditional {
             ready.ghosts.answered(ghosts);
         }
@@ -775,8 +820,12 @@ impl EventBuffer {
         for event in words.events().as_chunks::<WORDS_PER_EVENT>().0 {
             ready.observe(event);
         }
+        repeats
     }
 
+    // Once per eviction, from the table's hot path: a call's entry and exit
+    // cost a quarter of its work.
+    #[inline(always)]
     fn take_ready_locked(
         ready: &mut Ready,
         arriving: Option<Arriving>,
@@ -1129,9 +1178,13 @@ impl EvictionPolicy for WasmPolicy {
         match chosen {
             Ok(answer) => {
                 // The ghost section (after the victims) counts toward nothing.
-                let (ids, ghosts) = match answer.iter().position(|&w| w == GHOSTS) {
-                    Some(at) if conditional => (&answer[..at], &answer[at + 1..]),
-                    _ => (&answer[..], &[][..]),
+                // Looked for only where it may be: a scan of a deep answer.
+                let ghosts_at = conditional
+                    .then(|| answer.iter().position(|&w| w == GHOSTS))
+                    .flatten();
+                let (ids, ghosts) = match ghosts_at {
+                    Some(at) => (&answer[..at], &answer[at + 1..]),
+                    None => (&answer[..], &[][..]),
                 };
                 if ids.len() > ask {
                     self.metrics
@@ -1158,26 +1211,28 @@ impl EvictionPolicy for WasmPolicy {
                 // once it leaves: neither would see most repeats. Counted
                 // here, and dropped so that a repeat the table does reach is
                 // not counted twice.
-                let distinct;
-                let repeated = repeats(answer);
+                let repeated = if stable {
+                    self.events
+                        .install_ready(answer, count, out, arrivals, ghosts, prefetch)
+                } else {
+                    let distinct;
+                    let repeated = repeats(answer);
+                    if repeated > 0 {
+                        distinct = without_repeats(answer);
+                        answer = &distinct;
+                    }
+                    out.extend(
+                        answer
+                            .iter()
+                            .take(count)
+                            .map(|&id| SessionId::from_bits(id)),
+                    );
+                    repeated
+                };
                 if repeated > 0 {
                     self.metrics
                         .repeated_victims
                         .fetch_add(repeated as u64, Ordering::Relaxed);
-                    distinct = without_repeats(answer);
-                    answer = &distinct;
-                }
-                let from = out.len();
-                out.extend(
-                    answer
-                        .iter()
-                        .take(count)
-                        .map(|&id| SessionId::from_bits(id)),
-                );
-                if stable {
-                    let ahead = answer.get(count..).unwrap_or_default();
-                    self.events
-                        .install_ready(&out[from..], ahead, arrivals, ghosts, prefetch);
                 }
                 Ok(())
             }
@@ -1362,18 +1417,39 @@ mod tests {
                 .collect()
         };
         assert_eq!(depth(), PREFETCH_START);
-        buffer.install_ready(&[], &answer(0), Arrivals::Stay, &[], PREFETCH);
+        buffer.install_ready(
+            &answer(0),
+            0,
+            &mut Vec::new(),
+            Arrivals::Stay,
+            &[],
+            PREFETCH,
+        );
         let mut out = Vec::new();
         for _ in 0..4 {
             buffer.record_batch(&[], Some((None, 1, &mut out)));
         }
         assert_eq!(out.len(), 4);
         // The next answer is installed after the queue ran dry: all served.
-        buffer.install_ready(&[], &answer(10), Arrivals::Stay, &[], PREFETCH);
+        buffer.install_ready(
+            &answer(10),
+            0,
+            &mut Vec::new(),
+            Arrivals::Stay,
+            &[],
+            PREFETCH,
+        );
         assert_eq!(depth(), 2 * PREFETCH_START);
         // This one is dropped by a refusal before anything is taken.
         buffer.record_batch(&[event(KIND_REFUSED, SessionId::new(11, 0))], None);
-        buffer.install_ready(&[], &answer(20), Arrivals::Stay, &[], PREFETCH);
+        buffer.install_ready(
+            &answer(20),
+            0,
+            &mut Vec::new(),
+            Arrivals::Stay,
+            &[],
+            PREFETCH,
+        );
         assert_eq!(depth(), PREFETCH_START);
     }
 
@@ -1480,7 +1556,7 @@ mod tests {
             SessionId::new(7, 0),
         );
         let ahead = [a, b, c].map(SessionId::to_bits);
-        buffer.install_ready(&[], &ahead, Arrivals::Stay, &[], PREFETCH);
+        buffer.install_ready(&ahead, 0, &mut Vec::new(), Arrivals::Stay, &[], PREFETCH);
         // Slot 5 + 1,024 shares `a`'s bit; another generation of `b` is not `b`.
         let lookalikes = [
             event(KIND_ACCESSED, SessionId::new(5 + 1024, 0)),
@@ -1493,13 +1569,13 @@ mod tests {
         // Delivered: the next answer has seen them.
         buffer.words.lock().words.clear();
 
-        buffer.install_ready(&[], &ahead, Arrivals::Follow, &[], PREFETCH);
+        buffer.install_ready(&ahead, 0, &mut Vec::new(), Arrivals::Follow, &[], PREFETCH);
         let d = SessionId::new(41, 0);
         buffer.record_batch(&[event(KIND_INSERTED, d)], None);
         assert_eq!(ready(&buffer), vec![a, b, c, d]);
         buffer.words.lock().words.clear();
 
-        buffer.install_ready(&[], &ahead, Arrivals::Follow, &[], PREFETCH);
+        buffer.install_ready(&ahead, 0, &mut Vec::new(), Arrivals::Follow, &[], PREFETCH);
         buffer.record_batch(&[event(KIND_REFUSED, SessionId::new(99, 0))], None);
         buffer.record_batch(&[event(KIND_INSERTED, SessionId::new(42, 0))], None);
         assert_eq!(ready(&buffer), vec![], "a refusal ends the promise");
@@ -1566,9 +1642,20 @@ mod tests {
     /// An answer of a `ghost-conditional` policy: `first` evicted now, the
     /// rest queued, and its ghost section.
     fn answer(ready: &mut Ready, first: SessionId, ahead: &[SessionId], ghosts: &[u64]) {
-        ready.hand(&[first], true);
-        ready.install(ahead.iter().copied(), Arrivals::Stay);
+        install(ready, &[first], ahead, Arrivals::Stay);
         ready.ghosts.answered(ghosts);
+    }
+
+    /// An answer that hands `now` to the table and queues `ahead`; returns
+    /// the repeats dropped.
+    fn install(
+        ready: &mut Ready,
+        now: &[SessionId],
+        ahead: &[SessionId],
+        arrivals: Arrivals,
+    ) -> usize {
+        let answer: Vec<u64> = now.iter().chain(ahead).map(|id| id.to_bits()).collect();
+        ready.install_answer(&answer, now.len(), &mut Vec::new(), arrivals)
     }
 
     /// Victims chosen ahead go to arrivals the policy does not remember; an
@@ -1645,8 +1732,7 @@ mod tests {
     fn conditional_arrivals_follow_while_strangers() {
         let ids: Vec<SessionId> = (1..=6).map(|slot| SessionId::new(slot, 0)).collect();
         let mut ready = conditional_ready();
-        ready.hand(&[ids[0]], true);
-        ready.install([ids[1]], Arrivals::Follow);
+        install(&mut ready, &[ids[0]], &[ids[1]], Arrivals::Follow);
         ready.ghosts.answered(&[0, 70]);
         ready.observe(&keyed(KIND_REMOVED, ids[0], 10));
         ready.observe(&keyed(KIND_INSERTED, ids[2], 5));
@@ -1693,7 +1779,7 @@ mod tests {
             SessionId::new(6, 0),
             SessionId::new(5 + 1024, 0),
         );
-        ready.install([a, b, twin], Arrivals::Stay);
+        install(&mut ready, &[], &[a, b, twin], Arrivals::Stay);
         let mut out = Vec::new();
         EventBuffer::take_ready_locked(&mut ready, None, 1, &mut out);
         assert_eq!(out, vec![a]);
@@ -1705,7 +1791,7 @@ mod tests {
         EventBuffer::take_ready_locked(&mut ready, None, 1, &mut out);
         assert_eq!(out, vec![a, b]);
         // The next hand replaces `b`, which the table did not report unused.
-        ready.hand(&[], false);
+        ready.hand_counted(&[], false);
         assert!(!ready.mask.contains(b));
         assert_eq!(ready.mask.bits, [0; SLOT_COUNTS / 64]);
     }
@@ -1743,8 +1829,7 @@ mod tests {
                         Arrivals::Follow,
                         Arrivals::FollowWhileQueued,
                     ][rng.random_range(0..3)];
-                    ready.hand(&now, true);
-                    ready.install(ahead, arrivals);
+                    install(&mut ready, &now, &ahead, arrivals);
                     let ghosts: Vec<u64> = (0..rng.random_range(0..4))
                         .map(|_| rng.random_range(0..4))
                         .collect();

@@ -97,6 +97,24 @@ fn every_event_kind_cause_and_reason_round_trips() {
     assert_eq!(decoded, every_kind_of_event());
 }
 
+/// The batch check (every head at once, before anything is applied) accepts
+/// exactly the heads an event decodes from: every kind and detail byte, with
+/// the other head bits (tenant, size) clear or set.
+#[test]
+fn the_batch_check_accepts_exactly_what_decodes() {
+    for low in 0..=u16::MAX {
+        for high in [0, u64::MAX << 16] {
+            let head = u64::from(low) | high;
+            let event = [head, 1, 2, 3];
+            assert_eq!(
+                decode_events(&event).is_ok(),
+                Event::decode(event).is_ok(),
+                "head {head:#x}"
+            );
+        }
+    }
+}
+
 #[test]
 fn unknown_kinds_causes_and_reasons_are_errors() {
     for kind in 4..=255u64 {
