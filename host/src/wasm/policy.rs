@@ -1595,7 +1595,14 @@ mod tests {
         // queued), and only it, though another victim shares its mark.
         let twin = SessionId::new(6 + 1024, 0);
         let with_twin = [a, b, twin, c].map(SessionId::to_bits);
-        buffer.install_ready(&with_twin, 0, &mut Vec::new(), Arrivals::Follow, &[], PREFETCH);
+        buffer.install_ready(
+            &with_twin,
+            0,
+            &mut Vec::new(),
+            Arrivals::Follow,
+            &[],
+            PREFETCH,
+        );
         buffer.record_batch(&[event(KIND_INSERTED, b), event(KIND_INSERTED, d)], None);
         buffer.record_batch(&[event(KIND_ACCESSED, b)], None);
         assert_eq!(ready(&buffer), vec![a, twin, c, d]);
@@ -1682,6 +1689,34 @@ mod tests {
     ) -> usize {
         let answer: Vec<u64> = now.iter().chain(ahead).map(|id| id.to_bits()).collect();
         ready.install_answer(&answer, now.len(), &mut Vec::new(), arrivals)
+    }
+
+    /// An answer's repeats are found as its mask is built (a shared mark
+    /// that is another victim is not one), dropped at their later places
+    /// and counted, and what is handed and queued is counted exactly.
+    #[test]
+    fn answer_repeats_are_dropped_and_counted_as_the_mask_is_built() {
+        let (a, b, c, twin) = (
+            SessionId::new(3, 0),
+            SessionId::new(4, 0),
+            SessionId::new(5, 0),
+            SessionId::new(3 + 1024, 0),
+        );
+        let mut ready = Ready::default();
+        assert_eq!(install(&mut ready, &[a], &[twin, b, c], Arrivals::Stay), 0);
+        assert_eq!(ready.handed, [a]);
+        assert_eq!(Vec::from(ready.victims.clone()), [twin, b, c]);
+        let mut out = vec![c];
+        let answer = [a, b, a, twin, b, c, a].map(SessionId::to_bits);
+        assert_eq!(
+            ready.install_answer(&answer, 2, &mut out, Arrivals::Stay),
+            3
+        );
+        assert_eq!(out, [c, a, b], "appended, the first two distinct");
+        assert_eq!(ready.handed, [a, b]);
+        assert_eq!(Vec::from(ready.victims.clone()), [twin, c]);
+        assert_eq!((ready.mask.bits, ready.mask.counts), exact_mask(&ready));
+        assert_eq!(ready.queued_by_answer, 2);
     }
 
     /// Victims chosen ahead go to arrivals the policy does not remember; an

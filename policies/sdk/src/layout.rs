@@ -374,8 +374,8 @@ fn head_is_valid(head: u64) -> bool {
     // The kind byte above the detail byte: the valid heads are then two
     // ranges, every `inserted` and `accessed` detail (the byte is unused)
     // running on into the known causes, and the known reasons. Two
-    // comparisons, where a lookup of the kind's limit cost twice the
-    // instructions per event.
+    // comparisons and no lookup of the kind's limit, so that SIMD lanes
+    // check eight at once (`heads_are_valid_by_eights`).
     let kind_then_detail = (head as u16).rotate_left(8);
     (kind_then_detail < HEADS_BEFORE_CAUSES_END)
         | (kind_then_detail.wrapping_sub(u16::from(KIND_REFUSED) << 8) < KNOWN_REASONS)
@@ -394,6 +394,11 @@ fn heads_are_valid(events: &[[u64; EVENT_WORDS]]) -> bool {
     }
     // A policy asked one victim at a time sends a few events per call: for
     // those a call to the wide check costs more than it saves.
+    heads_are_valid_one_by_one(events)
+}
+
+#[inline(always)]
+fn heads_are_valid_one_by_one(events: &[[u64; EVENT_WORDS]]) -> bool {
     events.iter().fold(true, |ok, e| ok & head_is_valid(e[0]))
 }
 
@@ -422,7 +427,7 @@ fn heads_are_valid_by_eights(events: &[[u64; EVENT_WORDS]]) -> bool {
         );
         valid = v128_and(valid, known);
     }
-    u16x8_all_true(valid) & rest.iter().fold(true, |ok, e| ok & head_is_valid(e[0]))
+    u16x8_all_true(valid) & heads_are_valid_one_by_one(rest)
 }
 
 fn validate_events<'a>(what: &str, events: &'a [[u64; EVENT_WORDS]]) -> Result<Events<'a>, String> {
