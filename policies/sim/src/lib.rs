@@ -347,6 +347,11 @@ impl<S: Simulated> Policy for OnTable<S> {
         .union(Needs::REFUSED);
     const TRAITS: Traits = S::TRAITS;
     const SAMPLE_SIZE: u32 = S::SAMPLE_SIZE;
+    // The events between two calls at the host's deepest prefetch (128
+    // evictions, each an arrival, a removal and the requests between) ride
+    // on the next `victims` call rather than an `observe` call of their own:
+    // sieve.wasm and ttl.wasm 14 instructions per request fewer than at 256.
+    const BATCH_SIZE: u32 = 1024;
 
     fn create(table: &Table, config: &Config) -> Result<Self, String> {
         S::create(table, config).map(Self::new)
