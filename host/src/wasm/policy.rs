@@ -888,9 +888,9 @@ fn repeats(answer: &[u64]) -> usize {
         0..2 => 0,
         // A bitmap 16 times the answer's length keeps shared bits rare; the
         // usual answer is short, and zeroing a large one would cost it more
-        // than its scan.
+        // than its scan. (A prefetched answer's repeats are found as its
+        // victim mask is built: see `Ready::install_answer`.)
         2..=64 => repeats_in::<16>(answer),
-        65..=PREFETCH => repeats_in::<{ PREFETCH * 16 / 64 }>(answer),
         _ => {
             let mut seen = HashSet::with_capacity(answer.len());
             answer.iter().filter(|&&id| !seen.insert(id)).count()
@@ -1388,14 +1388,14 @@ mod tests {
             without_repeats(&answer),
             [id(3, 0), id(9, 0), id(3 + 1_024, 0)]
         );
-        // A prefetched answer takes the larger bitmap, 4,096 bits: slots
-        // that far apart share a bit, and a repeat far back is still found.
+        // Past the bitmap's reach, the set: slots far apart, and a repeat
+        // far back, are told apart as well.
         let mut deep: Vec<u64> = (0..100).map(|slot| id(slot * 4_096, 0)).collect();
         assert_eq!(repeats(&deep), 0);
         deep.push(id(0, 0));
         assert_eq!(repeats(&deep), 1);
         assert_eq!(without_repeats(&deep).len(), 100);
-        // A long answer (a byte-mode table asks for many) takes the set.
+        // A long answer (a byte-mode table asks for many) too.
         let mut long: Vec<u64> = (0..500).map(|slot| id(slot, 0)).collect();
         assert_eq!(repeats(&long), 0);
         long.extend([id(7, 0), id(499, 0)]);

@@ -20,8 +20,8 @@
 //! buffer).
 
 use shadowcat_policy_sdk::{
-    Choice, Config, Needs, Policy, RemovalCause, Session, SlotList, Table, Traits, export_policy,
-    pick_lowest,
+    Choice, Config, Needs, PREFETCH_BATCH_SIZE, Policy, RemovalCause, Session, SlotList, Table,
+    Traits, export_policy, pick_lowest,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -40,10 +40,7 @@ impl Policy for Fifo {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const NEEDS: Needs = Needs::INSERTED.union(Needs::REMOVED);
     const TRAITS: Traits = Traits::STABLE_ORDER;
-    // The events between two calls at the host's deepest prefetch (128
-    // evictions, an insert and a removal each) ride on the next `victims`
-    // call instead of an `observe` call of their own.
-    const BATCH_SIZE: u32 = 1024;
+    const BATCH_SIZE: u32 = PREFETCH_BATCH_SIZE;
 
     fn create(_table: &Table, config: &Config) -> Result<Self, String> {
         config.check_keys(Self::NAME, &[])?;

@@ -22,8 +22,8 @@
 use std::num::NonZeroU64;
 
 use shadowcat_policy_sdk::{
-    Candidate, Choice, Config, Needs, Policy, RemovalCause, Session, SlotList, Table, Traits,
-    pick_lowest,
+    Candidate, Choice, Config, Needs, PREFETCH_BATCH_SIZE, Policy, RemovalCause, Session, SlotList,
+    Table, Traits, pick_lowest,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -102,10 +102,7 @@ impl Policy for Lru {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const NEEDS: Needs = Needs::INSERTED.union(Needs::ACCESSED).union(Needs::REMOVED);
     const TRAITS: Traits = Traits::STABLE_ORDER;
-    // The events between two calls at the host's deepest prefetch (128
-    // evictions and the requests between them) ride on the next `victims`
-    // call instead of an `observe` call of their own.
-    const BATCH_SIZE: u32 = 1024;
+    const BATCH_SIZE: u32 = PREFETCH_BATCH_SIZE;
 
     fn create(_table: &Table, config: &Config) -> Result<Self, String> {
         config.check_keys(Self::NAME, &[])?;

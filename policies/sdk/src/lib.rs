@@ -143,7 +143,7 @@ pub trait Policy: Sized + 'static {
     /// call. The two exclude each other: an answer drawn from a fresh sample
     /// cannot stay the same between calls.
     const TRAITS: Traits = Traits::empty();
-    /// Events the host buffers before calling `observe` (1 to 65536).
+    /// Events the host buffers before calling `observe` (1 to 65536; see [`PREFETCH_BATCH_SIZE`]).
     const BATCH_SIZE: u32 = 256;
     /// Candidates per `victims` call with [`Traits::SAMPLED`] (1 to 1024);
     /// ignored otherwise.
@@ -504,3 +504,12 @@ macro_rules! export_policy {
         $crate::bindings::export!(__ShadowcatPolicyExport with_types_in $crate::bindings);
     };
 }
+
+/// A [`Policy::BATCH_SIZE`] for a policy the host asks far ahead
+/// ([`Traits::STABLE_ORDER`]): the events between two of its calls at the
+/// host's deepest prefetch (128 evictions, with their arrivals, removals and
+/// the requests between) ride on the next `victims` call instead of an
+/// `observe` call of their own. Measured per request: fifo.wasm and
+/// lru.wasm about 55 instructions fewer with the deeper prefetch it came
+/// with, sieve.wasm and ttl.wasm 14 fewer than at 256.
+pub const PREFETCH_BATCH_SIZE: u32 = 1024;

@@ -68,8 +68,8 @@
 use std::collections::VecDeque;
 
 use shadowcat_policy_sdk::{
-    Choice, Config, GhostChanges, Needs, Policy, RefusalReason, RemovalCause, Session, SlotMap,
-    Table, Traits, is_arrivals,
+    Choice, Config, GhostChanges, Needs, PREFETCH_BATCH_SIZE, Policy, RefusalReason, RemovalCause,
+    Session, SlotMap, Table, Traits, is_arrivals,
 };
 
 mod ghost;
@@ -347,11 +347,7 @@ impl<S: Simulated> Policy for OnTable<S> {
         .union(Needs::REFUSED);
     const TRAITS: Traits = S::TRAITS;
     const SAMPLE_SIZE: u32 = S::SAMPLE_SIZE;
-    // The events between two calls at the host's deepest prefetch (128
-    // evictions, each an arrival, a removal and the requests between) ride
-    // on the next `victims` call rather than an `observe` call of their own:
-    // sieve.wasm and ttl.wasm 14 instructions per request fewer than at 256.
-    const BATCH_SIZE: u32 = 1024;
+    const BATCH_SIZE: u32 = PREFETCH_BATCH_SIZE;
 
     fn create(table: &Table, config: &Config) -> Result<Self, String> {
         S::create(table, config).map(Self::new)
