@@ -384,6 +384,42 @@ mod library {
         }
     }
 
+    /// In tables of a few dozen sessions a plan reaches the end of its
+    /// queues, where S-3FIFO's promotions on the way to the first arrival
+    /// could put main over its size (main then evicts before the next
+    /// arrival): the reference trace misses as without prefetching there
+    /// too, for every planning policy.
+    #[test]
+    fn library_plans_that_reach_the_arrivals_in_small_tables_decide_as_without_prefetching() {
+        let trace = reference_trace();
+        for name in PLANNING {
+            for capacity in [20, 50, 100] {
+                let [without, with] = [1, 32].map(|prefetch| {
+                    let policy =
+                        load_with(engine(prefetch), name, PolicyTable::from(capacity), &[]);
+                    let outcome = replay(
+                        &trace,
+                        policy.clone(),
+                        capacity,
+                        CapacityMode::Objects,
+                        &mut |_| {},
+                    )
+                    .expect("replay");
+                    assert_eq!(outcome.fallback_victims, 0, "{name} at {capacity}");
+                    (outcome.misses, policy.metrics().calls)
+                });
+                assert_eq!(
+                    with.0, without.0,
+                    "{name} at {capacity}: misses with prefetching (left) and without"
+                );
+                assert!(
+                    with.1 < without.1,
+                    "{name} at {capacity}: {with:?} {without:?}"
+                );
+            }
+        }
+    }
+
     /// lfu.wasm ends its answers in ARRIVALS when the arrivals come next (no
     /// session at count 1 is left out): the host evicts each arrival in turn
     /// with no call until one is requested again. Through a table with pins,

@@ -176,25 +176,37 @@ impl Policy for S3Fifo {
         true
     }
 
-    /// Once the arrival at hand is in small (not after one that was a
-    /// ghost), and each later arrival too: while main is within its size,
-    /// small's next tail below the threshold (those at or above it move to
-    /// main on the way, at most `PLAN_WALK` per step), then the arrivals.
+    /// Once the arrival at hand is in small, or in main if it was a ghost,
+    /// each later arrival in small: main's next session at 0 on its walk's
+    /// first pass while main is over its size (what the walk passes over
+    /// goes behind the pass, as promotions do; at most `PLAN_WALK` per step),
+    /// otherwise small's next tail below the threshold (those at or above it
+    /// move to main on the way, at most `PLAN_WALK` per step), then the
+    /// arrivals: not after one that was a ghost (the first of them is not in
+    /// small), nor if the promotions on the way put main over its size.
     fn plan(&self, count: usize, out: &mut Vec<u64>) {
-        if self.ghost_hit {
-            return;
-        }
         let threshold = self.params.move_to_main_threshold;
-        let mut main_len = self.main.len();
-        let mut small = self.small.iter();
+        let mut main_len = self.main.len() + usize::from(self.ghost_hit);
+        let (mut main, mut small) = (self.main.iter(), self.small.iter());
         for _ in 0..count {
             if main_len > self.main_size {
-                return;
+                let Some(id) = main
+                    .by_ref()
+                    .take(PLAN_WALK + 1)
+                    .find(|id| self.freq[id] == 0)
+                else {
+                    return;
+                };
+                out.push(id);
+                main_len -= 1;
+                continue;
             }
             let mut promoted = 0;
             loop {
                 let Some(id) = small.next() else {
-                    out.push(ARRIVALS);
+                    if !self.ghost_hit && main_len <= self.main_size {
+                        out.push(ARRIVALS);
+                    }
                     return;
                 };
                 if self.freq[&id] < threshold {
@@ -212,7 +224,11 @@ impl Policy for S3Fifo {
 
     fn next_victim(&self) -> Option<u64> {
         if self.main.len() > self.main_size {
-            return None;
+            return self
+                .main
+                .iter()
+                .take(PLAN_WALK + 1)
+                .find(|id| self.freq[id] == 0);
         }
         let threshold = self.params.move_to_main_threshold;
         self.small

@@ -138,14 +138,16 @@ impl Policy for TwoQ {
         true
     }
 
-    /// Once the arrival at hand is in Ain (not after one that hit Aout), and
-    /// each later arrival too: Am's LRU while Ain holds Kin or fewer (one
-    /// more each time), then Ain's tail, then the arrivals.
+    /// Once the arrival at hand is in Ain, or in Am if it hit Aout (unless
+    /// its admission evicts from Am), each later arrival in Ain: Am's LRU
+    /// while Ain holds Kin or fewer (one more each time), then Ain's tail,
+    /// then the arrivals (not after one that hit Aout: the first of them is
+    /// not in Ain).
     fn plan(&self, count: usize, out: &mut Vec<u64>) {
-        if self.ghost_hit {
+        if self.ghost_hit && !self.am.is_empty() && self.am.len() + 1 > self.km {
             return;
         }
-        let mut ain_len = self.ain.len() + 1;
+        let mut ain_len = self.ain.len() + usize::from(!self.ghost_hit);
         let (mut am, mut ain) = (self.am.iter(), self.ain.iter());
         for _ in 0..count {
             if ain_len <= self.kin {
@@ -155,7 +157,9 @@ impl Policy for TwoQ {
             } else if let Some(id) = ain.next() {
                 out.push(id);
             } else {
-                out.push(ARRIVALS);
+                if !self.ghost_hit {
+                    out.push(ARRIVALS);
+                }
                 return;
             }
         }

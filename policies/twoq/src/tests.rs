@@ -1,4 +1,6 @@
-use shadowcat_policy_sdk::{Arriving, Choice, Config, Policy, RemovalCause, Session, Table};
+use shadowcat_policy_sdk::{
+    ARRIVALS, Arriving, Choice, Config, Policy, RemovalCause, Session, Table,
+};
 use shadowcat_policy_sim::OnTable;
 use shadowcat_policy_sim::testing::assert_matches_model;
 
@@ -85,4 +87,52 @@ fn twoq_rejects_bad_settings_naming_the_key() {
         let err = twoq(10, config).err().expect("refused");
         assert!(err.contains(needle), "{config:?}: {err}");
     }
+}
+
+/// Victims listed ahead after a returning client: it enters Am, so Ain
+/// stays as long and its sessions are still the next victims, but the
+/// arrivals do not follow them (the first, the returning client, is not in
+/// Ain). A stranger's answer ends in the arrivals.
+#[test]
+fn twoq_plans_past_a_returning_client() {
+    let setup = || {
+        // Kin 2, Km 6, Kout 4.
+        let mut p = twoq(8, &[]).unwrap();
+        for id in 1..=8 {
+            p.on_insert(&session(id, 100 + id));
+        }
+        assert_eq!(victim(&mut p, 109), 1, "key 101 to Aout");
+        p.on_insert(&session(9, 109));
+        p
+    };
+    let answer = |p: &mut OnTable<TwoQ>, count: usize, key: u64| {
+        let mut out = Vec::new();
+        let arriving = Some(Arriving { key, size: 1 });
+        let choice = Choice {
+            arriving,
+            candidates: &[],
+        };
+        p.victims(count, &choice, &mut out);
+        out
+    };
+    assert_eq!(answer(&mut setup(), 4, 101), [2, 3, 4, 5]);
+    assert_eq!(answer(&mut setup(), 10, 101), [2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(
+        answer(&mut setup(), 10, 150),
+        [2, 3, 4, 5, 6, 7, 8, 9, ARRIVALS]
+    );
+    // Returning clients fill Am to Km: Ain 8 and 9, Am 10 to 15, Aout 107.
+    let mut p = setup();
+    for key in 101..=106 {
+        let out = answer(&mut p, 1, key);
+        p.on_remove(out[0], 0, RemovalCause::Evicted);
+        p.on_insert(&session(key - 91, key));
+    }
+    assert_eq!(p.policy().sizes(), [2, 6, 1]);
+    // With Am full (in a table over the policy's capacity: two strangers
+    // more), admitting a returning client evicts from Am: nothing is
+    // listed past its own victim.
+    p.on_insert(&session(20, 120));
+    p.on_insert(&session(21, 121));
+    assert_eq!(answer(&mut p, 4, 107), [8]);
 }
