@@ -14,13 +14,20 @@ const NIL: u32 = u32::MAX;
 /// Keys allocated for up front at most; a larger bound is reached by growing.
 const UPFRONT: usize = 1 << 16;
 
+/// 20 bytes: packed to 4-byte alignment, where the `u64` would pad it to 24
+/// (a quarter more memory per ghost than without `bucket`, rather than an
+/// eighth). Fields are only ever copied out, never borrowed.
 #[derive(Clone, Copy, Debug)]
+#[repr(C, packed(4))]
 struct Node {
     key: u64,
     /// Toward the newest end.
     newer: u32,
     /// Toward the oldest end.
     older: u32,
+    /// Where the index holds it: the oldest leaves without a probe for its
+    /// key, most of a trimmed list's work.
+    bucket: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -135,6 +142,7 @@ impl GhostList {
                     key,
                     newer: NIL,
                     older: NIL,
+                    bucket: NIL,
                 });
                 (self.nodes.len() - 1) as u32
             }
@@ -167,9 +175,8 @@ impl GhostList {
         if node == NIL {
             return None;
         }
-        let key = self.nodes[node as usize].key;
-        let (bucket, _) = self.find(key)?;
-        self.take(bucket, node);
+        let Node { key, bucket, .. } = self.nodes[node as usize];
+        self.take(bucket as usize, node);
         self.changed(key);
         Some(key)
     }
@@ -213,6 +220,7 @@ impl GhostList {
             bucket = (bucket + 1) & mask;
         }
         self.index[bucket] = node;
+        self.nodes[node as usize].bucket = bucket as u32;
     }
 
     /// Unindexes and unlinks `node`, found in `bucket`, and frees it.
@@ -227,7 +235,9 @@ impl GhostList {
             let distance_next = next.wrapping_sub(home) & mask;
             let distance_hole = hole.wrapping_sub(home) & mask;
             if distance_hole <= distance_next {
-                self.index[hole] = self.index[next];
+                let moved = self.index[next];
+                self.index[hole] = moved;
+                self.nodes[moved as usize].bucket = hole as u32;
                 hole = next;
             }
             next = (next + 1) & mask;
