@@ -385,7 +385,7 @@ mod library {
     }
 
     /// In tables of a few dozen sessions a plan reaches the end of its
-    /// queues, where S-3FIFO's promotions on the way to the first arrival
+    /// queues, where S3-FIFO's promotions on the way to the first arrival
     /// could put main over its size (main then evicts before the next
     /// arrival): the reference trace misses as without prefetching there
     /// too, for every planning policy.

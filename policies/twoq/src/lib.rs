@@ -180,7 +180,7 @@ impl Simulated for TwoQ {
     /// of which, this one, is not in Ain). Nothing past Am's end.
     ///
     /// Planning past a returning client saves the call that would follow
-    /// it: one in two of 2Q's calls on the default trace.
+    /// it: over a third of 2Q's calls on the default trace.
     fn plan(&self, count: usize, out: &mut Vec<u64>) {
         if self.ghost_hit && !self.am.is_empty() && self.am.len() + 1 > self.km {
             return;
