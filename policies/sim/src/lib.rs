@@ -277,6 +277,9 @@ impl<S: Simulated> OnTable<S> {
 
     /// Whether `id`, which the table evicted or refused, is the policy's next
     /// planned victim (so the policy's next eviction step is due now).
+    // Inlined, as is the planned eviction below: nearly every eviction of a
+    // planning policy is one (sieve.wasm 28 instructions per request fewer).
+    #[inline(always)]
     fn is_planned_next(&mut self, id: u64) -> bool {
         if !Self::PLANS || self.sessions.get(id).map(|e| e.state) != Some(State::Held) {
             return false;
@@ -313,6 +316,7 @@ impl<S: Simulated> OnTable<S> {
     /// the planned step is taken now and `id` leaves with it, as if proposed
     /// and then removed (without the round through the proposal lists, on
     /// nearly every eviction of a planning policy); returns whether it was.
+    #[inline(always)]
     fn take_planned_eviction(&mut self, id: u64) -> bool {
         if !self.is_planned_next(id) {
             return false;
