@@ -51,8 +51,8 @@
 //! it is forgotten.
 //!
 //! A policy whose next evictions only an arrival it remembers can change (2Q:
-//! an arriving key in Aout enters Am and shifts the next victims; S3-FIFO
-//! while eviction stays in its small queue) declares
+//! an arriving key in Aout enters Am and shifts the next victims; S3-FIFO:
+//! one in its ghost enters main, which may make main evict first) declares
 //! `ghost-conditional` instead and plans the same way, for arrivals that are
 //! not ghosts, telling the host its ghosts ([`Simulated::ghost_changes`]).
 //! The host asks again whenever an arrival may be a ghost, a session leaves
