@@ -2,7 +2,7 @@ use shadowcat_policy_sdk::{
     ARRIVALS, Arriving, Choice, Config, Policy, RemovalCause, Session, Table,
 };
 use shadowcat_policy_sim::OnTable;
-use shadowcat_policy_sim::testing::assert_matches_model;
+use shadowcat_policy_sim::testing::{answer, assert_matches_model};
 
 use crate::S3Fifo;
 
@@ -112,17 +112,26 @@ fn s3fifo_rejects_bad_settings_naming_the_key() {
     }
 }
 
-fn answer(p: &mut OnTable<S3Fifo>, count: usize, arriving_key: u64) -> Vec<u64> {
-    let mut out = Vec::new();
-    let choice = Choice {
-        arriving: Some(Arriving {
-            key: arriving_key,
-            size: 1,
-        }),
-        candidates: &[],
-    };
-    p.victims(count, &choice, &mut out);
-    out
+/// Requests `id` twice: enough to promote it from small.
+fn used(p: &mut OnTable<S3Fifo>, id: u64) {
+    p.on_access(&session(id, 100 + id));
+    p.on_access(&session(id, 100 + id));
+}
+
+/// A table of 30 (small holds 3, main 27) whose sessions 1 to 27 were
+/// promoted to main, at 0, on the way to evicting 28; 31 arrived in its
+/// place: small holds 29, 30 and 31.
+fn main_full_of_promoted() -> OnTable<S3Fifo> {
+    let mut p = s3fifo(30, &[]).unwrap();
+    for id in 1..=30 {
+        p.on_insert(&session(id, 100 + id));
+    }
+    for id in 1..=27 {
+        used(&mut p, id);
+    }
+    assert_eq!(victim(&mut p, 131), 28, "1 to 27 promoted on the way");
+    p.on_insert(&session(31, 131));
+    p
 }
 
 /// The step that walks past small's sessions to the first arrival may
@@ -130,20 +139,7 @@ fn answer(p: &mut OnTable<S3Fifo>, count: usize, arriving_key: u64) -> Vec<u64> 
 /// arrivals after that first one are not promised.
 #[test]
 fn s3fifo_plans_no_arrivals_that_main_would_evict_before() {
-    // 30 sessions: small holds 3, main 27.
-    let mut p = s3fifo(30, &[]).unwrap();
-    for id in 1..=30 {
-        p.on_insert(&session(id, 100 + id));
-    }
-    let used = |p: &mut OnTable<S3Fifo>, id: u64| {
-        p.on_access(&session(id, 100 + id));
-        p.on_access(&session(id, 100 + id));
-    };
-    for id in 1..=27 {
-        used(&mut p, id);
-    }
-    assert_eq!(victim(&mut p, 131), 28, "1 to 27 promoted on the way");
-    p.on_insert(&session(31, 131));
+    let mut p = main_full_of_promoted();
     used(&mut p, 30);
     used(&mut p, 31);
     assert_eq!(p.policy().sizes(), [3, 27, 1]);
@@ -190,20 +186,7 @@ fn s3fifo_plans_past_a_returning_client() {
 /// once main is back within its size, small's tails and then the arrivals.
 #[test]
 fn s3fifo_plans_main_walk_while_main_is_over_its_size() {
-    // 30 sessions: small holds 3, main 27.
-    let mut p = s3fifo(30, &[]).unwrap();
-    for id in 1..=30 {
-        p.on_insert(&session(id, 100 + id));
-    }
-    let used = |p: &mut OnTable<S3Fifo>, id: u64| {
-        p.on_access(&session(id, 100 + id));
-        p.on_access(&session(id, 100 + id));
-    };
-    for id in 1..=27 {
-        used(&mut p, id);
-    }
-    assert_eq!(victim(&mut p, 131), 28, "1 to 27 promoted, at 0");
-    p.on_insert(&session(31, 131));
+    let mut p = main_full_of_promoted();
     used(&mut p, 29);
     used(&mut p, 30);
     p.on_access(&session(1, 101));

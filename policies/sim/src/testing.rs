@@ -43,6 +43,18 @@ impl testing::Reference for Twin {
     }
 }
 
+/// The victims `policy` lists, at most `count`, to make room for an arrival
+/// with `key` (size 1, no candidates): its answer as the host gets it.
+pub fn answer<P: Policy>(policy: &mut P, count: usize, key: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    let choice = Choice {
+        arriving: Some(Arriving { key, size: 1 }),
+        candidates: &[],
+    };
+    policy.victims(count, &choice, &mut out);
+    out
+}
+
 /// The workloads every guest is checked on: small tables where clients come
 /// back often (ghost hits), and a larger one with many victims per call.
 pub fn workloads() -> Vec<Workload> {

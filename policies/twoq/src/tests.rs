@@ -2,7 +2,7 @@ use shadowcat_policy_sdk::{
     ARRIVALS, Arriving, Choice, Config, Policy, RemovalCause, Session, Table,
 };
 use shadowcat_policy_sim::OnTable;
-use shadowcat_policy_sim::testing::assert_matches_model;
+use shadowcat_policy_sim::testing::{answer, assert_matches_model};
 
 use crate::TwoQ;
 
@@ -104,16 +104,6 @@ fn twoq_plans_past_a_returning_client() {
         assert_eq!(victim(&mut p, 109), 1, "key 101 to Aout");
         p.on_insert(&session(9, 109));
         p
-    };
-    let answer = |p: &mut OnTable<TwoQ>, count: usize, key: u64| {
-        let mut out = Vec::new();
-        let arriving = Some(Arriving { key, size: 1 });
-        let choice = Choice {
-            arriving,
-            candidates: &[],
-        };
-        p.victims(count, &choice, &mut out);
-        out
     };
     assert_eq!(answer(&mut setup(), 4, 101), [2, 3, 4, 5]);
     assert_eq!(answer(&mut setup(), 10, 101), [2, 3, 4, 5, 6, 7, 8, 9]);
