@@ -177,6 +177,10 @@ struct Ghosts {
     /// them fits, any arrival may be one.
     overflowed: bool,
     limit: usize,
+    /// The last key `keys` was found not to hold, until `keys` changes: an
+    /// arrival is asked about when its victim is handed out and again when
+    /// it is inserted, and the second answer then skips the lookup.
+    outside: u64,
 }
 
 impl Ghosts {
@@ -197,11 +201,21 @@ impl Ghosts {
     /// Whether an arrival with `key` may be one the policy remembers; never
     /// one without a key (0), which nobody can recognise.
     #[inline]
-    fn may_hold(&self, key: u64) -> bool {
-        key != NO_KEY
-            && (self.overflowed
-                || self.was_evicted(key)
-                || (!self.keys.is_empty() && self.keys.contains_key(&key)))
+    fn may_hold(&mut self, key: u64) -> bool {
+        if key == NO_KEY {
+            return false;
+        }
+        if self.overflowed || self.was_evicted(key) {
+            return true;
+        }
+        if key == self.outside {
+            return false;
+        }
+        let held = !self.keys.is_empty() && self.keys.contains_key(&key);
+        if !held {
+            self.outside = key;
+        }
+        held
     }
 
     #[inline]
@@ -232,6 +246,7 @@ impl Ghosts {
     /// not a ghost, left if it was), or all of them.
     fn answered(&mut self, section: &[u64]) {
         self.forget_evictions();
+        self.outside = NO_KEY;
         let Some((&head, keys)) = section.split_first() else {
             return;
         };
@@ -1870,15 +1885,21 @@ mod tests {
         let (mut set, mut evicted, mut overflowed) = (HashSet::new(), Vec::new(), false);
         // 600 keys over the filter's 256 bits: many share one.
         let key = |rng: &mut SmallRng| rng.random_range(0..600u64);
+        // Asked again, and named by answers, often: a stranger's answer is
+        // kept until the ghosts change.
+        let mut last_asked = NO_KEY;
         for step in 0..50_000 {
             match rng.random_range(0..10) {
                 0 | 1 => {
                     let replaced = rng.random_range(0..8) == 0;
                     let count = rng.random_range(0..if replaced { 30 } else { 6 });
-                    let keys: Vec<u64> = (0..count)
+                    let mut keys: Vec<u64> = (0..count)
                         .map(|_| key(&mut rng))
                         .filter(|&k| k != NO_KEY)
                         .collect();
+                    if last_asked != NO_KEY && rng.random_bool(0.5) {
+                        keys.push(last_asked);
+                    }
                     let mut section = vec![if replaced { GHOSTS_REPLACED } else { 0 }];
                     section.extend(&keys);
                     ghosts.answered(&section);
@@ -1910,7 +1931,12 @@ mod tests {
                     evicted.clear();
                 }
                 _ => {
-                    let k = key(&mut rng);
+                    let k = if rng.random_bool(0.5) {
+                        last_asked
+                    } else {
+                        key(&mut rng)
+                    };
+                    last_asked = k;
                     let expected =
                         k != NO_KEY && (overflowed || set.contains(&k) || evicted.contains(&k));
                     assert_eq!(ghosts.may_hold(k), expected, "step {step}: key {k}");
