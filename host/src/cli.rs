@@ -13,7 +13,9 @@ mod cluster;
 pub mod config_file;
 mod proxy;
 
-use crate::config::{parse_duration, parse_optional_duration, parse_size, RateLimit, TableConfig};
+use crate::config::{
+    parse_duration, parse_optional_duration, parse_size, RateLimit, TableConfig, MAX_RATE,
+};
 use crate::wasm::{default_policy_dirs, PolicyEngine, PolicyLimits};
 pub use cluster::ClusterArgs;
 pub use proxy::{ForwardCommand, ReverseArgs, SessionAction, SessionArgs, UpstreamArgs};
@@ -372,14 +374,15 @@ fn parse_prefetch(text: &str) -> Result<usize, String> {
     }
 }
 
-/// A burst: a bucket of fewer than one request would admit nothing.
+/// A burst: a bucket of fewer than one request would admit nothing, and the
+/// table refuses one above [`MAX_RATE`], so the range given is the one that
+/// runs.
 pub(crate) fn parse_burst(text: &str) -> Result<NonZeroU32, String> {
-    text.trim().parse::<NonZeroU32>().map_err(|_| {
-        format!(
-            "`{text}` is not a whole number of requests from 1 to {}",
-            u32::MAX
-        )
-    })
+    text.trim()
+        .parse::<NonZeroU32>()
+        .ok()
+        .filter(|burst| burst.get() <= MAX_RATE)
+        .ok_or_else(|| format!("`{text}` is not a whole number of requests from 1 to {MAX_RATE}"))
 }
 
 /// Checked here, not where the policies are looked up: a directory that is
@@ -704,9 +707,21 @@ mod tests {
         assert!(e.contains("not a log filter"), "{e}");
         let e = err(&["--policy-max-faults", "0"]);
         assert!(e.contains("1..="), "{e}");
-        let e = err(&["--burst", "0"]);
-        assert!(e.contains("whole number of requests from 1"), "{e}");
-        assert!(!e.contains("zero for non-zero type"), "{e}");
+        // The range refused at parse time is the one the table accepts.
+        for burst in ["0", "1000001", "4294967295"] {
+            let e = err(&["--burst", burst]);
+            assert!(
+                e.contains("whole number of requests from 1 to 1000000"),
+                "{e}"
+            );
+            assert!(!e.contains("zero for non-zero type"), "{e}");
+        }
+        let cli = Cli::try_parse_from(["shadowcat", "--burst", "1000000", "config"])
+            .expect("the largest burst");
+        cli.table
+            .table_config()
+            .validate()
+            .expect("the table takes it");
         let e = err(&["--policy-dir", "/nonexistent/policies"]);
         assert!(e.contains("/nonexistent/policies"), "{e}");
         let cli = Cli::try_parse_from(["shadowcat", "--log", "shadowcat=debug,warn", "config"])
