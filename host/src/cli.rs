@@ -14,9 +14,10 @@ pub mod config_file;
 mod proxy;
 
 use crate::config::{
-    parse_duration, parse_optional_duration, parse_size, RateLimit, TableConfig, MAX_RATE,
+    parse_duration, parse_optional_duration, parse_size, readable_duration, RateLimit, TableConfig,
+    MAX_RATE,
 };
-use crate::wasm::{default_policy_dirs, PolicyEngine, PolicyLimits};
+use crate::wasm::{default_policy_dirs, PolicyEngine, PolicyLimits, EPOCH_TICK};
 pub use cluster::ClusterArgs;
 pub use proxy::{ForwardCommand, ReverseArgs, SessionAction, SessionArgs, UpstreamArgs};
 
@@ -228,9 +229,10 @@ pub struct PolicyArgs {
     pub policy_config: Vec<String>,
 
     /// Longest one call into a WebAssembly policy may run before it is interrupted
-    /// (`create` included; a decision then follows the host LRU order).
+    /// (`create` included; a decision then follows the host LRU order). At
+    /// least 1ms, the step in which a call's deadline is kept.
     #[arg(long, global = true, default_value = "20ms", value_name = "DURATION",
-          value_parser = parse_duration)]
+          value_parser = parse_policy_timeout)]
     pub policy_timeout: Duration,
 
     /// Most linear memory a WebAssembly policy instance may use.
@@ -372,6 +374,28 @@ fn parse_prefetch(text: &str) -> Result<usize, String> {
             "`{text}` is not a victim count from 1 (off) to 4096"
         )),
     }
+}
+
+/// The shortest `--policy-timeout`. A call's deadline is counted in whole
+/// ticks of the engine's epoch ticker, so a shorter timeout cannot be kept as
+/// written: every timeout under a tick interrupts a call wherever the tick
+/// under way happens to end (`0s` fails `create` itself), and the wait for an
+/// instance busy with another call, bounded by the same timeout, gives up at
+/// once, handing most evictions to the host LRU order.
+const SHORTEST_POLICY_TIMEOUT: Duration = EPOCH_TICK;
+
+fn parse_policy_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(text)?;
+    if timeout < SHORTEST_POLICY_TIMEOUT {
+        return Err(format!(
+            "`{}` is under the shortest policy timeout, {} (a call's deadline is counted in \
+             ticks of {})",
+            text.trim(),
+            readable_duration(SHORTEST_POLICY_TIMEOUT),
+            readable_duration(EPOCH_TICK)
+        ));
+    }
+    Ok(timeout)
 }
 
 /// A burst: a bucket of fewer than one request would admit nothing, and the
@@ -722,6 +746,19 @@ mod tests {
             .table_config()
             .validate()
             .expect("the table takes it");
+        // Under one epoch tick a call's deadline is not the one given.
+        for timeout in ["0s", "1ns", "999us"] {
+            let e = err(&["--policy-timeout", timeout]);
+            assert!(
+                e.contains(&format!(
+                    "`{timeout}` is under the shortest policy timeout, 1ms"
+                )),
+                "{e}"
+            );
+        }
+        let cli = Cli::try_parse_from(["shadowcat", "--policy-timeout", "1ms", "config"])
+            .expect("one tick");
+        assert_eq!(cli.policy.limits().call_timeout, EPOCH_TICK);
         let e = err(&["--policy-dir", "/nonexistent/policies"]);
         assert!(e.contains("/nonexistent/policies"), "{e}");
         let cli = Cli::try_parse_from(["shadowcat", "--log", "shadowcat=debug,warn", "config"])
