@@ -474,14 +474,22 @@ pub fn command() -> clap::Command {
     command.build();
     let table = argument_ids::<TableArgs>();
     let policy_host = argument_ids::<PolicyArgs>();
-    // `--max-sessions -1` reaches the value's parser, which says what is
-    // wrong with it, rather than being taken for an unknown flag.
+    // `--max-sessions -1` and `--idle-timeout -1s` reach the value's parser,
+    // which says what is wrong with them, rather than being taken for an
+    // unknown flag. Hyphens are let through only where the help promises a
+    // duration or a size: another option's missing value must still be
+    // reported as missing, not as the next flag taken for it.
     let command = mut_args_everywhere(command, &|arg| {
-        if arg.get_action().takes_values() {
-            arg.allow_negative_numbers(true)
-        } else {
-            arg
+        if !arg.get_action().takes_values() {
+            return arg;
         }
+        let duration_or_size = arg.get_value_names().is_some_and(|names| {
+            names
+                .iter()
+                .any(|name| ["DURATION", "SIZE"].contains(&name.as_str()))
+        });
+        arg.allow_negative_numbers(true)
+            .allow_hyphen_values(duration_or_size)
     });
     command.mut_subcommands(|sub| match sub.get_name() {
         "session" => mut_args_everywhere(
@@ -563,6 +571,9 @@ impl TableArgs {
 
 #[cfg(test)]
 mod tests {
+    use std::any::TypeId;
+    use std::collections::HashSet;
+
     use super::*;
 
     /// The long options `--help` shows for the command at `path`.
@@ -659,6 +670,94 @@ mod tests {
             let matches = command().try_get_matches_from(argv).expect("parses");
             <Cli as clap::FromArgMatches>::from_arg_matches(&matches).expect("a command line");
         }
+    }
+
+    /// Every command with its path from the root, as `build` filled it in.
+    fn every_command(
+        command: &clap::Command,
+        path: Vec<String>,
+        out: &mut Vec<(Vec<String>, clap::Command)>,
+    ) {
+        out.push((path.clone(), command.clone()));
+        for sub in command.get_subcommands() {
+            let mut sub_path = path.clone();
+            sub_path.push(sub.get_name().to_owned());
+            every_command(sub, sub_path, out);
+        }
+    }
+
+    #[test]
+    fn negative_durations_and_sizes_reach_their_parser_on_every_command() {
+        let mut root = command();
+        root.build();
+        let mut commands = Vec::new();
+        every_command(&root, Vec::new(), &mut commands);
+        let mut checked = HashSet::new();
+        for (path, command) in &commands {
+            for arg in command.get_arguments() {
+                let parses = arg.get_value_parser().type_id();
+                let value = if parses == TypeId::of::<Duration>()
+                    || parses == TypeId::of::<Option<Duration>>()
+                {
+                    "-1s"
+                } else if arg
+                    .get_value_names()
+                    .is_some_and(|names| names.iter().any(|n| n == "SIZE"))
+                {
+                    "-1MiB"
+                } else {
+                    continue;
+                };
+                let Some(long) = arg.get_long() else { continue };
+                let mut argv = vec!["shadowcat".to_owned()];
+                argv.extend(path.iter().cloned());
+                argv.extend([format!("--{long}"), value.to_owned()]);
+                let refused = super::command()
+                    .try_get_matches_from(&argv)
+                    .expect_err("a negative value");
+                let said = refused.to_string();
+                assert_eq!(
+                    refused.kind(),
+                    clap::error::ErrorKind::ValueValidation,
+                    "{argv:?}: {said}"
+                );
+                assert!(said.contains("cannot be negative"), "{argv:?}: {said}");
+                checked.insert(long.to_owned());
+            }
+        }
+        for long in [
+            "idle-timeout",
+            "max-age",
+            "cleanup-interval",
+            "policy-timeout",
+            "policy-memory",
+            "policy-watch",
+            "init-timeout",
+            "max-body",
+            "shutdown-grace",
+            "upstream-grace",
+            "upstream-timeout",
+        ] {
+            assert!(
+                checked.contains(long),
+                "--{long} was not checked: {checked:?}"
+            );
+        }
+        // A missing value is still missing, not the next option taken for it.
+        let refused = command()
+            .try_get_matches_from([
+                "shadowcat",
+                "--eviction-policy",
+                "--max-sessions",
+                "5",
+                "config",
+            ])
+            .expect_err("no policy given");
+        assert_eq!(
+            refused.kind(),
+            clap::error::ErrorKind::InvalidValue,
+            "{refused}"
+        );
     }
 
     #[test]

@@ -288,6 +288,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if trimmed.is_empty() {
         return Err("empty duration; use a number with a unit, e.g. 90s, 5m, 1h".into());
     }
+    if trimmed.starts_with('-') {
+        return Err(format!("`{trimmed}`: a duration cannot be negative"));
+    }
     if trimmed.chars().all(|c| c.is_ascii_digit()) {
         return Err(format!(
             "`{trimmed}` has no unit; write e.g. {trimmed}s, {trimmed}m or {trimmed}h"
@@ -462,6 +465,9 @@ mod tests {
 /// Parses a size such as `64MiB`, `512KiB`, `1GiB`, `100MB` or a plain byte count.
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let trimmed = text.trim();
+    if trimmed.starts_with('-') {
+        return Err(format!("`{trimmed}`: a size cannot be negative"));
+    }
     let split = trimmed
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(trimmed.len());
