@@ -911,6 +911,7 @@ mod replay {
             "Belady",
             "--bytes",
             "median of the ratios within each round",
+            "1.0 is all of them, while 1 is one object",
         ] {
             assert!(
                 help.contains(phrase),

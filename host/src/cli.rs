@@ -145,8 +145,9 @@ pub struct BenchArgs {
     )]
     pub synthetic: String,
 
-    /// Capacities, comma-separated or repeated: a count of objects (4897), a fraction
-    /// (0.01) or a percentage (1%) of the trace's distinct objects.
+    /// Capacities, comma-separated or repeated: a whole number of objects (4897),
+    /// or a share of the trace's distinct objects, as a fraction with a decimal
+    /// point (0.01; 1.0 is all of them, while 1 is one object) or a percentage (1%).
     #[arg(long, value_name = "LIST", default_value = "0.01,0.05,0.1")]
     pub capacity: Vec<String>,
 

@@ -49,25 +49,27 @@ impl FromStr for CapacitySpec {
         if t.contains('.') || t.contains('e') {
             let value: f64 = t
                 .parse()
-                .map_err(|_| format!("`{t}` is not a capacity; use a count (4897), a fraction (0.01) or a percentage (1%)"))?;
+                .map_err(|_| format!("`{t}` is not a capacity: {CAPACITY_FORMS}"))?;
             return Self::fraction(value, t);
         }
         match t.parse::<u64>() {
             Ok(0) => Err("capacity 0 holds nothing; use at least 1".into()),
             Ok(n) => Ok(CapacitySpec::Absolute(n)),
-            Err(_) => Err(format!(
-                "`{t}` is not a capacity; use a count (4897), a fraction (0.01) or a percentage (1%)"
-            )),
+            Err(_) => Err(format!("`{t}` is not a capacity: {CAPACITY_FORMS}")),
         }
     }
 }
 
+/// The forms a capacity takes. `1` and `1.0` differ (one object, and all of
+/// them), so the point that makes a fraction is spelled out.
+const CAPACITY_FORMS: &str = "a capacity is a whole number of objects (4897), or a fraction \
+     of the distinct objects in (0, 1] written with a decimal point (0.01, 1.0) or as a \
+     percentage (1%, 100%); with --bytes, of their bytes";
+
 impl CapacitySpec {
     fn fraction(value: f64, text: &str) -> Result<Self, String> {
         if !(value > 0.0 && value <= 1.0) {
-            return Err(format!(
-                "capacity `{text}` must be a fraction in (0, 1] of the distinct objects"
-            ));
+            return Err(format!("`{text}`: {CAPACITY_FORMS}"));
         }
         Ok(CapacitySpec::Fraction(value))
     }
@@ -631,7 +633,22 @@ mod tests {
             ])
         );
         assert!(parse_capacities("0").unwrap_err().contains("holds nothing"));
-        assert!(parse_capacities("1.5").unwrap_err().contains("fraction"));
+        // The refusal of a fraction out of range tells `1.0` (all the
+        // objects) from `1` (one object).
+        for over in ["1.5", "150%", "0.0"] {
+            let refused = parse_capacities(over).expect_err("out of range");
+            assert!(
+                refused.starts_with(&format!("`{over}`: "))
+                    && refused.contains("(0.01, 1.0)")
+                    && refused.contains("whole number of objects"),
+                "{refused}"
+            );
+        }
+        assert_eq!(parse_capacities("1"), Ok(vec![CapacitySpec::Absolute(1)]));
+        assert_eq!(
+            parse_capacities("1.0"),
+            Ok(vec![CapacitySpec::Fraction(1.0)])
+        );
         assert!(parse_capacities("lots").is_err());
         assert_eq!(CapacitySpec::Fraction(0.01).resolve(48_974), 490);
         assert_eq!(CapacitySpec::Fraction(0.01).label(), "1%");
