@@ -19,7 +19,9 @@ use crate::config::{
 };
 use crate::wasm::{default_policy_dirs, PolicyEngine, PolicyLimits, EPOCH_TICK};
 pub use cluster::ClusterArgs;
-pub use proxy::{ForwardCommand, ReverseArgs, SessionAction, SessionArgs, UpstreamArgs};
+pub use proxy::{
+    ForwardCommand, ForwardUpstreamArgs, ReverseArgs, SessionAction, SessionArgs, UpstreamArgs,
+};
 
 const ABOUT: &str = "Shadowcat: an MCP proxy with a bounded session table whose eviction \
 policy is a pluggable, sandboxed WebAssembly component.";
@@ -673,28 +675,32 @@ mod tests {
         }
     }
 
-    /// Every command with its path from the root, as `build` filled it in.
-    fn every_command(
-        command: &clap::Command,
-        path: Vec<String>,
-        out: &mut Vec<(Vec<String>, clap::Command)>,
-    ) {
-        out.push((path.clone(), command.clone()));
-        for sub in command.get_subcommands() {
-            let mut sub_path = path.clone();
-            sub_path.push(sub.get_name().to_owned());
-            every_command(sub, sub_path, out);
+    /// Every command with its path from the root, with the global options
+    /// `build` copied into each.
+    fn every_command() -> Vec<(Vec<String>, clap::Command)> {
+        fn walk(
+            command: &clap::Command,
+            path: Vec<String>,
+            out: &mut Vec<(Vec<String>, clap::Command)>,
+        ) {
+            out.push((path.clone(), command.clone()));
+            for sub in command.get_subcommands() {
+                let mut sub_path = path.clone();
+                sub_path.push(sub.get_name().to_owned());
+                walk(sub, sub_path, out);
+            }
         }
+        let mut root = command();
+        root.build();
+        let mut commands = Vec::new();
+        walk(&root, Vec::new(), &mut commands);
+        commands
     }
 
     #[test]
     fn negative_durations_and_sizes_reach_their_parser_on_every_command() {
-        let mut root = command();
-        root.build();
-        let mut commands = Vec::new();
-        every_command(&root, Vec::new(), &mut commands);
         let mut checked = HashSet::new();
-        for (path, command) in &commands {
+        for (path, command) in &every_command() {
             for arg in command.get_arguments() {
                 let parses = arg.get_value_parser().type_id();
                 let value = if parses == TypeId::of::<Duration>()
@@ -758,6 +764,38 @@ mod tests {
             refused.kind(),
             clap::error::ErrorKind::InvalidValue,
             "{refused}"
+        );
+    }
+
+    #[test]
+    fn every_shown_option_is_described_as_it_works_in_its_command() {
+        for (path, command) in &every_command() {
+            for arg in command.get_arguments().filter(|arg| !arg.is_hide_set()) {
+                let described = arg
+                    .get_help()
+                    .is_some_and(|help| !help.to_string().trim().is_empty());
+                assert!(described, "{path:?}: {} has no help", arg.get_id());
+            }
+        }
+        // `forward stdio` has no HTTP, neither to its server nor to its client.
+        let forward = shown_options(&["forward", "stdio"]);
+        assert!(
+            !forward.iter().any(|long| long == "upstream-timeout"),
+            "{forward:?}"
+        );
+        let forward_help = command()
+            .try_get_matches_from(["shadowcat", "forward", "stdio", "--help"])
+            .expect_err("help")
+            .to_string();
+        assert!(
+            forward_help.contains("--upstream-max-pending"),
+            "{forward_help}"
+        );
+        assert!(!forward_help.contains("503"), "{forward_help}");
+        let reverse = shown_options(&["reverse"]);
+        assert!(
+            reverse.iter().any(|long| long == "upstream-timeout"),
+            "{reverse:?}"
         );
     }
 

@@ -98,7 +98,7 @@ pub struct ReverseArgs {
     pub cluster: Box<super::cluster::ClusterArgs>,
 }
 
-/// How upstreams are driven and torn down.
+/// How `reverse` drives its upstreams and tears them down.
 #[derive(Debug, Clone, Args)]
 pub struct UpstreamArgs {
     /// Teardown of a stdio upstream: after closing its stdin, wait this long
@@ -106,11 +106,28 @@ pub struct UpstreamArgs {
     #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
     pub upstream_grace: Duration,
 
-    /// Connection and DELETE timeout for an HTTP upstream.
+    /// Connection and DELETE timeout for an --upstream-http server (a stdio
+    /// upstream has none).
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
 
-    /// Requests queued to one upstream before more are refused (503).
+    /// Requests a stdio upstream may have unanswered at once; one more is
+    /// refused with 503 and Retry-After.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub upstream_max_pending: usize,
+}
+
+/// How `forward stdio` drives its server and tears it down: the options of
+/// [`UpstreamArgs`] that a stdio server has, as they work without HTTP.
+#[derive(Debug, Clone, Args)]
+pub struct ForwardUpstreamArgs {
+    /// Teardown of the server: after closing its stdin, wait this long before
+    /// SIGTERM to its process group, and as long again before SIGKILL.
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
+    pub upstream_grace: Duration,
+
+    /// Requests the server may have unanswered at once; one more is answered
+    /// by the proxy with a JSON-RPC error ("retry shortly") instead.
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub upstream_max_pending: usize,
 }
@@ -125,7 +142,7 @@ pub enum ForwardCommand {
     /// `error.data.retryAfterMs`, never silence.
     Stdio {
         #[command(flatten)]
-        upstream: UpstreamArgs,
+        upstream: ForwardUpstreamArgs,
 
         /// After the client closes stdin, how long the server may take to
         /// answer the requests still in flight before it is stopped.
@@ -170,6 +187,8 @@ pub enum SessionAction {
     /// Expire what is due now; with --all, remove every session (in a
     /// cluster, on every instance).
     Cleanup {
+        /// Remove every session, not only those due to expire; the requests
+        /// in flight on busy ones are ended.
         #[arg(long)]
         all: bool,
     },
