@@ -868,6 +868,40 @@ mod proxy {
         );
         let health = reqwest::blocking::get(format!("{}/healthz", proxy.admin)).expect("health");
         assert_eq!(health.status(), 200);
+
+        // Pointed at the MCP listener instead, the CLI says what it asked,
+        // what came back and which address it wants.
+        let mcp_base = proxy.mcp.trim_end_matches("/mcp");
+        for (args, asked) in [
+            (
+                &["list"][..],
+                format!("GET {mcp_base}/sessions answered 404 Not Found"),
+            ),
+            (
+                &["cleanup"],
+                format!("POST {mcp_base}/sessions/cleanup answered 404 Not Found"),
+            ),
+            (
+                &["delete", &first],
+                format!("DELETE {mcp_base}/sessions/{first} answered 404 Not Found"),
+            ),
+        ] {
+            let out = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
+                .args(["session", "--admin", mcp_base])
+                .args(args)
+                .output()
+                .expect("cli runs");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?}");
+            for said in [
+                asked.as_str(),
+                &format!("there is no admin API at {mcp_base}/"),
+                "--admin-listen",
+                "127.0.0.1:9464",
+            ] {
+                assert!(err.contains(said), "{args:?}: `{said}` missing from {err}");
+            }
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::wasm::{default_policy_dirs, PolicyEngine, PolicyLimits, EPOCH_TICK};
 pub use cluster::ClusterArgs;
 pub use proxy::{
     ForwardCommand, ForwardUpstreamArgs, ReverseArgs, SessionAction, SessionArgs, UpstreamArgs,
+    DEFAULT_ADMIN_LISTEN,
 };
 
 const ABOUT: &str = "Shadowcat: an MCP proxy with a bounded session table whose eviction \

@@ -26,6 +26,9 @@ Several instances behind one load balancer share a Redis and a key (see --cluste
   shadowcat --rate-limit 10 reverse --listen 10.0.0.5:8080 --upstream-stdio \"CMD ARGS\" \\
       --cluster-redis redis://10.0.0.9:6379/0 --session-key-file cluster.key --instance-id a";
 
+/// Where `reverse` serves its admin API unless --admin-listen says otherwise.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
+
 /// `shadowcat reverse`.
 #[derive(Debug, Clone, Args)]
 #[command(group(clap::ArgGroup::new("upstream").required(true).args(["upstream_stdio", "upstream_http"])))]
@@ -71,7 +74,7 @@ pub struct ReverseArgs {
 
     /// Address of the admin API (`off` to disable). Keep it on loopback or
     /// behind --admin-token-file.
-    #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR|off", value_parser = parse_admin_listen)]
+    #[arg(long, default_value = DEFAULT_ADMIN_LISTEN, value_name = "ADDR|off", value_parser = parse_admin_listen)]
     pub admin_listen: ::std::option::Option<SocketAddr>,
 
     /// A file holding the bearer token the admin API requires.

@@ -2,10 +2,14 @@
 //! through its admin API.
 
 use anyhow::{Context, Result};
-use reqwest::{Method, StatusCode};
-use shadowcat::cli::{SessionAction, SessionArgs};
+use reqwest::{Method, StatusCode, Url};
+use shadowcat::cli::{SessionAction, SessionArgs, DEFAULT_ADMIN_LISTEN};
 use shadowcat::proxy::admin::{Removed, SessionRow, PARTIAL_LISTING};
 use shadowcat::text_table::{Align, TextTable};
+
+/// How the admin API's 404 for a session it does not hold begins, which
+/// tells it from the 404 of a server that has no admin API.
+const ADMIN_NO_SESSION: &str = "no session `";
 
 pub async fn run(args: &SessionArgs) -> Result<()> {
     let token = match &args.admin_token_file {
@@ -26,28 +30,28 @@ pub async fn run(args: &SessionArgs) -> Result<()> {
             None => request,
         }
     };
-    let send = |request: reqwest::RequestBuilder| async {
-        let response = request.send().await.with_context(|| {
+    let reach = |request: reqwest::RequestBuilder| async {
+        request.send().await.with_context(|| {
             format!(
                 "cannot reach the admin API at {} (is `shadowcat reverse` running, and is \
                  this its --admin-listen?)",
                 args.admin
             )
-        })?;
-        match response.status() {
-            StatusCode::UNAUTHORIZED => {
-                anyhow::bail!("the admin API wants a token: give --admin-token-file")
+        })
+    };
+    let send = |method: Method, path: &'static str| {
+        let request = call(method.clone(), path);
+        async move {
+            let response = reach(request).await?;
+            if response.status().is_success() {
+                return Ok(response);
             }
-            status if !status.is_success() => {
-                let body = response.text().await.unwrap_or_default();
-                anyhow::bail!("{status}: {}", body.trim())
-            }
-            _ => Ok(response),
+            Err(refusal(&method, response, &args.admin).await)
         }
     };
     match &args.action {
         SessionAction::List { json } => {
-            let response = send(call(Method::GET, "sessions")).await?;
+            let response = send(Method::GET, "sessions").await?;
             if response.headers().contains_key(PARTIAL_LISTING) {
                 eprintln!(
                     "warning: the cluster's Redis is unreachable; only the sessions of the \
@@ -71,7 +75,7 @@ pub async fn run(args: &SessionArgs) -> Result<()> {
             } else {
                 "sessions/cleanup"
             };
-            let done: Removed = send(call(Method::POST, path)).await?.json().await?;
+            let done: Removed = send(Method::POST, path).await?.json().await?;
             let instances = done
                 .instances
                 .map(|n| format!(" on {n} instance(s)"))
@@ -90,31 +94,40 @@ pub async fn run(args: &SessionArgs) -> Result<()> {
             }
         }
         SessionAction::Delete { id } => {
-            let response = call(Method::DELETE, &format!("sessions/{id}")).send().await;
-            match response {
-                Ok(r) if r.status() == StatusCode::NOT_FOUND => {
-                    anyhow::bail!("no session `{id}` (it may have expired or been evicted)")
-                }
-                Ok(r) => {
-                    let done: Removed = send_checked(r).await?.json().await?;
-                    println!("removed `{id}`{}", deferred(done.deferred));
-                }
-                Err(e) => {
-                    return Err(e).context(format!("cannot reach the admin API at {}", args.admin))
-                }
+            let response = reach(call(Method::DELETE, &format!("sessions/{id}"))).await?;
+            if !response.status().is_success() {
+                return Err(refusal(&Method::DELETE, response, &args.admin).await);
             }
+            let done: Removed = response.json().await?;
+            println!("removed `{id}`{}", deferred(done.deferred));
         }
     }
     Ok(())
 }
 
-async fn send_checked(response: reqwest::Response) -> Result<reqwest::Response> {
-    match response.status() {
+/// Why the admin API refused a request, from its answer. A 404 is either the
+/// admin API's word that a session is gone, or the sign of a server that has
+/// no admin API at all, most often the proxy's own MCP listener.
+async fn refusal(method: &Method, response: reqwest::Response, admin: &Url) -> anyhow::Error {
+    let status = response.status();
+    let url = response.url().clone();
+    let body = response.text().await.unwrap_or_default();
+    let body = body.trim();
+    match status {
         StatusCode::UNAUTHORIZED => {
-            anyhow::bail!("the admin API wants a token: give --admin-token-file")
+            anyhow::anyhow!("the admin API wants a token: give --admin-token-file")
         }
-        status if !status.is_success() => anyhow::bail!("{status}"),
-        _ => Ok(response),
+        StatusCode::NOT_FOUND if body.starts_with(ADMIN_NO_SESSION) => {
+            anyhow::anyhow!("{body} (it may have expired or been evicted)")
+        }
+        StatusCode::NOT_FOUND => anyhow::anyhow!(
+            "{method} {url} answered {status}: there is no admin API at {admin}. --admin takes \
+             the address the proxy serves its admin API on, set by `shadowcat reverse \
+             --admin-listen` ({DEFAULT_ADMIN_LISTEN} by default), not the MCP address of its \
+             --listen"
+        ),
+        _ if body.is_empty() => anyhow::anyhow!("{method} {url} answered {status}"),
+        _ => anyhow::anyhow!("{method} {url} answered {status}: {body}"),
     }
 }
 
