@@ -19,7 +19,7 @@ mod proxy {
         echo_server, last_response, marker, metric, next_event, processes_with, wait_no_processes,
         wait_with_timeout, ForwardProcess, McpClient, ProxyProcess,
     };
-    use crate::common::with_watchdog;
+    use crate::common::{assert_ends_quietly_on_a_closed_stdout, with_watchdog};
 
     fn upstream(marker: &str) -> String {
         format!("{} {marker}", echo_server().display())
@@ -836,6 +836,14 @@ mod proxy {
         let (ok, out, _) = cli(&["list"]);
         assert!(ok, "{out}");
         assert_eq!(out.lines().last(), Some("0 session(s)"), "{out}");
+        assert_ends_quietly_on_a_closed_stdout(
+            Command::new(env!("CARGO_BIN_EXE_shadowcat")).args([
+                "session",
+                "--admin",
+                &proxy.admin,
+                "list",
+            ]),
+        );
 
         let scrape = proxy.metrics();
         assert_eq!(

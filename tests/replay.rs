@@ -16,7 +16,10 @@ mod replay {
         open_policy, ConfiguredPolicy, OpenedPolicy, PolicyEngine, PolicyLimits, PolicyTable,
     };
 
-    use crate::common::{fixture, reference_trace, reference_trace_path, shadowcat_cli, text};
+    use crate::common::{
+        assert_ends_quietly_on_a_closed_stdout, fixture, reference_trace, reference_trace_path,
+        shadowcat_cli, shadowcat_command, text,
+    };
 
     fn misses(trace: &Trace, policy: Arc<dyn EvictionPolicy>, capacity: u64) -> u64 {
         replay(trace, policy, capacity, CapacityMode::Objects, &mut |_| {})
@@ -763,6 +766,23 @@ mod replay {
             "{table}"
         );
         assert!(table.lines().any(|l| l.starts_with("lfu")), "{table}");
+    }
+
+    /// `shadowcat config | head -1` and the like: every command that prints
+    /// a result ends quietly when its reader has gone.
+    #[test]
+    fn replay_cli_and_the_other_printing_commands_end_quietly_on_a_closed_stdout() {
+        for args in [
+            &["--eviction-policy", "lfu", "config"][..],
+            &["policy", "list"],
+            &["policy", "check", "fifo.wasm"],
+            &SMALL_BENCH[..],
+            &["--help"][..],
+            &["bench", "--help"],
+            &[],
+        ] {
+            assert_ends_quietly_on_a_closed_stdout(&mut shadowcat_command(args));
+        }
     }
 
     #[test]

@@ -73,6 +73,13 @@ fn init_tracing(filter: &str) {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let prints_only = matches!(
+        cli.command,
+        None | Some(Command::Config | Command::Policy(_) | Command::Bench(_) | Command::Session(_))
+    );
+    if prints_only {
+        cmd::end_quietly_when_stdout_closes();
+    }
     match cli.command {
         None => {
             shadowcat::cli::command().print_help()?;

@@ -166,6 +166,28 @@ pub fn shadowcat_command(args: &[&str]) -> std::process::Command {
     command
 }
 
+/// Runs `command` with its stdout a pipe nobody reads any more, as under
+/// `| head -1` once `head` has its line, and checks that it ends without a
+/// panic: successfully, or killed by SIGPIPE as `cat` would be.
+pub fn assert_ends_quietly_on_a_closed_stdout(command: &mut std::process::Command) {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = command
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("binary runs");
+    let stderr = text(&out.stderr);
+    assert!(
+        out.status.success()
+            || out.status.signal() == Some(nix::sys::signal::Signal::SIGPIPE as i32),
+        "{command:?} ended with {:?}: {stderr}",
+        out.status
+    );
+    assert!(!stderr.contains("panicked"), "{command:?}: {stderr}");
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

@@ -35,6 +35,20 @@ pub fn open(args: &PolicyArgs, spec: &str, table: &TableConfig) -> Result<Opened
     Ok(open_policy(spec, &dirs, || engine(args), told, config)?)
 }
 
+/// Lets a closed stdout end the process quietly, as it ends `cat` or `ls`
+/// (`shadowcat config | head -1`): Rust ignores SIGPIPE, so the next print
+/// would panic on the broken pipe instead. Only for the commands that print
+/// a result and drive no upstream: a proxy writes to its servers' pipes, and
+/// a server that exits must not take the proxy down with it.
+pub fn end_quietly_when_stdout_closes() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: the default disposition installs no handler, so no code of
+    // ours can run in signal context.
+    if let Err(err) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+        tracing::debug!(%err, "SIGPIPE keeps Rust's disposition; a closed stdout fails the print");
+    }
+}
+
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -2,6 +2,7 @@
 
 pub mod bench;
 mod common;
+pub use common::end_quietly_when_stdout_closes;
 pub mod config;
 pub mod forward;
 pub mod policy;
