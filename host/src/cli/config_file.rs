@@ -66,6 +66,14 @@ pub enum ConfigFileError {
         /// Why clap refused it.
         message: String,
     },
+    /// A section whose options clap refused together, as a conflict.
+    #[error("in {}: {section}: {message}", path.display())]
+    Section {
+        path: PathBuf,
+        section: String,
+        /// Why clap refused them.
+        message: String,
+    },
     #[error("--config needs a file name")]
     MissingPath,
 }
@@ -80,7 +88,7 @@ pub struct Expanded {
 }
 
 /// One option the file set.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Entry {
     key: String,
     /// The value as handed to clap; `None` for a flag.
@@ -119,15 +127,20 @@ impl Expanded {
             .entries
             .iter()
             .find(|e| e.key == long && e.value.as_deref() == Some(value.as_str()))?;
-        let rendered = error.to_string();
-        let first = rendered.lines().next().unwrap_or_default();
         Some(ConfigFileError::Value {
             path: path.clone(),
             key: entry.key.clone(),
             value: entry.shown.clone(),
-            message: first.strip_prefix("error: ").unwrap_or(first).to_owned(),
+            message: first_line(error),
         })
     }
+}
+
+/// The line of a clap error that says what is wrong, without its `error: `.
+fn first_line(error: &clap::Error) -> String {
+    let rendered = error.to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
 }
 
 /// The config file named by `--config` in `args`, if any.
@@ -229,7 +242,19 @@ pub fn expand(command: &Command, args: Vec<OsString>) -> Result<Expanded, Config
     // `config` validates the file: every section, not only the top level it
     // uses, so a misspelt key under `[reverse]` shows before `reverse` runs.
     if first_command.as_deref() == Some("config") {
-        check_sections(&path, command, command, &table, "the top level")?;
+        let program = vec![expanded
+            .first()
+            .cloned()
+            .unwrap_or_else(|| command.get_name().into())];
+        check_sections(
+            &path,
+            command,
+            command,
+            &table,
+            "the top level",
+            &program,
+            &[],
+        )?;
     }
     Ok(Expanded {
         args: expanded,
@@ -239,31 +264,76 @@ pub fn expand(command: &Command, args: Vec<OsString>) -> Result<Expanded, Config
 }
 
 /// Checks each command's section in `table` (under `command`, at `section`)
-/// as running that command would, and the sections within it.
+/// as running that command would, keys and values, and the sections within
+/// it. `command_line` is the command line that leads to `command`, with the
+/// options of the sections on its way, which `entries` lists.
 fn check_sections(
     path: &Path,
     root: &Command,
     command: &Command,
     table: &toml::Table,
     section: &str,
+    command_line: &[OsString],
+    entries: &[Entry],
 ) -> Result<(), ConfigFileError> {
     for (key, value) in table {
         let (Some(sub), Some(options)) = (command.find_subcommand(key), value.as_table()) else {
             continue;
         };
         let name = format!("[{}]", section_name(section, key));
-        to_args(
+        let mut sub_entries = entries.to_vec();
+        let mut sub_line = command_line.to_vec();
+        sub_line.push(key.into());
+        sub_line.extend(to_args(
             path,
             sub,
             options,
             &name,
             Some(root),
             &HashSet::new(),
-            &mut Vec::new(),
-        )?;
-        check_sections(path, root, sub, options, &name)?;
+            &mut sub_entries,
+        )?);
+        check_values(path, root, &name, &sub_line, sub_entries.clone())?;
+        check_sections(path, root, sub, options, &name, &sub_line, &sub_entries)?;
     }
     Ok(())
+}
+
+/// Parses `command_line`, a section's options after the command they belong
+/// to, as running that command would, so that `config` refuses the values the
+/// command would. What the section leaves to the command line, as
+/// `reverse`'s upstream or `forward stdio`'s server, is not asked for.
+fn check_values(
+    path: &Path,
+    root: &Command,
+    section: &str,
+    command_line: &[OsString],
+    entries: Vec<Entry>,
+) -> Result<(), ConfigFileError> {
+    use clap::error::ErrorKind;
+    let Err(error) = root.clone().try_get_matches_from(command_line) else {
+        return Ok(());
+    };
+    if matches!(
+        error.kind(),
+        ErrorKind::MissingRequiredArgument
+            | ErrorKind::MissingSubcommand
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        return Ok(());
+    }
+    let parsed = Expanded {
+        args: Vec::new(),
+        path: Some(path.to_owned()),
+        entries,
+    };
+    Err(parsed
+        .blame(&error)
+        .unwrap_or_else(|| ConfigFileError::Section {
+            path: path.to_owned(),
+            section: section.to_owned(),
+            message: first_line(&error),
+        }))
 }
 
 /// Arguments for one section's keys, but those of options in `given`;
@@ -485,6 +555,85 @@ mod tests {
         // A bad value on the command line is the command line's.
         let err = run("", &["--max-sessions", "many", "config"]).expect_err("not a number");
         assert!(!err.contains("shadowcat.toml"), "{err}");
+    }
+
+    #[test]
+    fn proxy_config_file_config_refuses_the_values_each_command_would() {
+        let cases = [
+            (
+                "[reverse]\nlisten = \"nonsense\"",
+                &["reverse", "--upstream-stdio", "x"][..],
+                "listen = \"nonsense\": invalid value 'nonsense' for '--listen <ADDR>'",
+            ),
+            (
+                "[reverse]\nlisten = 8080",
+                &["reverse", "--upstream-stdio", "x"],
+                "listen = 8080: invalid value '8080' for '--listen <ADDR>'",
+            ),
+            (
+                "[reverse]\nmax-body = \"huge\"",
+                &["reverse", "--upstream-stdio", "x"],
+                "max-body = \"huge\": invalid value 'huge' for '--max-body <SIZE>'",
+            ),
+            (
+                "[reverse]\nmax-sessions = \"many\"",
+                &["reverse", "--upstream-stdio", "x"],
+                "max-sessions = \"many\": invalid value 'many'",
+            ),
+            (
+                "[forward.stdio]\nshutdown-grace = \"soon\"",
+                &["forward", "stdio", "--", "x"],
+                "shutdown-grace = \"soon\": invalid value 'soon'",
+            ),
+            (
+                "[bench]\nrounds = 0",
+                &["bench"],
+                "rounds = 0: invalid value '0' for '--rounds <N>'",
+            ),
+            (
+                "[session]\nadmin = \"not a url\"",
+                &["session", "list"],
+                "admin = \"not a url\": invalid value 'not a url'",
+            ),
+        ];
+        for (file, command, said) in cases {
+            let by_config = run(file, &["config"]).expect_err(file);
+            assert!(
+                by_config.starts_with("in ")
+                    && by_config.contains(&format!("shadowcat.toml: {said}")),
+                "{file}: {by_config}"
+            );
+            // Each run has a file of its own: the same but for its directory.
+            let past_the_file = |err: &str| {
+                err.split_once("shadowcat.toml")
+                    .map(|(_, rest)| rest.to_owned())
+            };
+            let by_command = run(file, command).expect_err(file);
+            assert_eq!(
+                past_the_file(&by_config),
+                past_the_file(&by_command),
+                "{file}"
+            );
+        }
+        // Options refused together are the section's fault, not one key's.
+        let both = "[reverse]\nupstream-stdio = \"x\"\nupstream-http = \"http://127.0.0.1:1/mcp\"";
+        let err = run(both, &["config"]).expect_err("conflicting upstreams");
+        assert!(
+            err.contains("shadowcat.toml: [reverse]: ") && err.contains("cannot be used with"),
+            "{err}"
+        );
+        // What a section leaves to the command line is not asked for.
+        let sound = r#"
+            [reverse]
+            listen = "127.0.0.1:9999"
+            [forward.stdio]
+            shutdown-grace = "5s"
+            [bench]
+            rounds = 2
+            [session]
+            admin = "http://127.0.0.1:9464"
+        "#;
+        run(sound, &["config"]).expect("every section parses");
     }
 
     #[test]
