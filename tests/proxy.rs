@@ -131,6 +131,10 @@ mod proxy {
                 Value::Null,
             ),
             (r#"{"jsonrpc":"2.0","id":2.5,"method":"ping"}"#, json!(2.5)),
+            (
+                r#"{"jsonrpc":"2.0","id":3,"result":{},"error":{"code":1,"message":"x"}}"#,
+                json!(3),
+            ),
         ] {
             let invalid = client.post_raw(body.as_bytes().to_vec(), "application/json");
             assert_eq!(invalid.status, 400, "{body}");

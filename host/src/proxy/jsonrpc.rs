@@ -135,7 +135,19 @@ impl Message {
             ));
         }
         let id = envelope.id.map(|id| compact_id(id.get()));
-        let kind = match (&envelope.method, &id, envelope.result.or(envelope.error)) {
+        let outcome = match (envelope.result, envelope.error) {
+            (None, None) => None,
+            (Some(outcome), None) | (None, Some(outcome)) => Some(outcome),
+            // JSON-RPC 2.0: a response has exactly one of them. Forwarded,
+            // its receiver would have to guess whether the call succeeded.
+            (Some(_), Some(_)) => {
+                return Err(MessageError::invalid(
+                    "a response carries either a result or an error, not both",
+                    envelope.id.and_then(answerable_id),
+                ))
+            }
+        };
+        let kind = match (&envelope.method, &id, outcome) {
             (Some(_), Some(_), None) => Kind::Request,
             (Some(_), None, None) => Kind::Notification,
             (None, Some(_), Some(_)) => Kind::Response,
@@ -369,6 +381,23 @@ mod tests {
         assert_eq!(err.code(), code::INVALID_REQUEST);
         let err = parse("[oops").expect_err("bad batch");
         assert_eq!(err.code(), code::PARSE_ERROR);
+    }
+
+    /// JSON-RPC 2.0: a response has a result or an error, never both.
+    #[test]
+    fn proxy_jsonrpc_refuses_a_response_with_both_result_and_error() {
+        for text in [
+            r#"{"jsonrpc":"2.0","id":4,"result":{},"error":{"code":1,"message":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":4,"error":{"code":1,"message":"x"},"result":null}"#,
+        ] {
+            let err = parse(text).expect_err(text);
+            assert_eq!(err.code(), code::INVALID_REQUEST, "{text}: {err}");
+            assert_eq!(err.id(), Some("4"), "{text}");
+            assert!(err.to_string().contains("not both"), "{text}: {err}");
+        }
+        let err = parse(r#"{"jsonrpc":"2.0","id":null,"result":1,"error":{}}"#)
+            .expect_err("both, with a null id");
+        assert_eq!(err.id(), None);
     }
 
     #[test]
