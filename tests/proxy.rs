@@ -1825,6 +1825,27 @@ mod proxy {
             .contains("--max-body"));
     }
 
+    /// A refusal of the protocol revision still answers the request by its
+    /// id, so the caller waiting on it gets it.
+    #[test]
+    fn proxy_unsupported_protocol_version_is_refused_by_the_request_id() {
+        let (proxy, _mark) = start("badversion", &[], &[]);
+        let client = McpClient::new(&proxy.mcp).with_header("mcp-protocol-version", "1999-01-01");
+        let call = json!({"jsonrpc": "2.0", "id": 30, "method": "tools/call",
+                          "params": {"name": "echo", "arguments": {"message": "x"}}});
+        let refused = client.post_raw(call.to_string().into_bytes(), "application/json");
+        assert_eq!(refused.status, 400, "{}", refused.raw);
+        assert_eq!(refused.body["id"], 30, "{}", refused.raw);
+        assert!(refused.body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1999-01-01"));
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let refused = client.post_raw(note.to_string().into_bytes(), "application/json");
+        assert_eq!(refused.status, 400);
+        assert!(refused.body["id"].is_null(), "{}", refused.raw);
+    }
+
     /// An admin API other hosts can reach must have a token: it lists
     /// clients and deletes sessions.
     #[test]

@@ -300,11 +300,18 @@ async fn post_message(
             "the body must be JSON (Content-Type: application/json)",
         );
     }
+    // Parsed before the headers are checked, so that their refusals too
+    // reach the caller waiting on the request's id.
+    let parsed = Message::parse(body);
+    let id = match &parsed {
+        Ok(message) => message.id(),
+        Err(e) => e.id(),
+    };
     let version = header(headers, PROTOCOL_VERSION);
     let Some(era) = era_of(version) else {
         return refuse(
             StatusCode::BAD_REQUEST,
-            None,
+            id,
             code::INVALID_REQUEST,
             &format!(
                 "unsupported MCP-Protocol-Version `{}`; supported: {}",
@@ -313,7 +320,7 @@ async fn post_message(
             ),
         );
     };
-    let message = match Message::parse(body) {
+    let message = match parsed {
         Ok(message) => message,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e.id(), e.code(), &e.to_string()),
     };
