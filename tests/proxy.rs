@@ -1846,6 +1846,62 @@ mod proxy {
         assert!(refused.body["id"].is_null(), "{}", refused.raw);
     }
 
+    /// A POST must take application/json or text/event-stream: one that
+    /// takes neither gets 406 saying so; wildcards and q=0 count.
+    #[test]
+    fn proxy_post_accepting_neither_json_nor_sse_gets_406() {
+        let (proxy, _mark) = start("accept", &[], &[]);
+        let mut client = McpClient::new(&proxy.mcp);
+        assert_eq!(client.initialize().status, 200);
+        let session = client.session.clone().expect("a session");
+        let post = |id: u64, accept: &str| {
+            reqwest::blocking::Client::new()
+                .post(&proxy.mcp)
+                .header("content-type", "application/json")
+                .header("accept", accept)
+                .header("mcp-session-id", &session)
+                .header("mcp-protocol-version", "2025-11-25")
+                .body(json!({"jsonrpc": "2.0", "id": id, "method": "ping"}).to_string())
+                .send()
+                .expect("proxy answers")
+        };
+        for (id, accept) in [
+            (1, "text/plain"),
+            (2, "text/html, image/*"),
+            (3, "*/*;q=0"),
+            (4, "application/json;q=0, text/event-stream; q=0.0"),
+        ] {
+            let refused = post(id, accept);
+            assert_eq!(refused.status().as_u16(), 406, "{accept}");
+            let body: Value = refused.json().expect("a JSON-RPC error body");
+            assert_eq!(body["id"], id, "{accept}");
+            assert_eq!(body["error"]["code"], -32600, "{accept}");
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("application/json") && message.contains("text/event-stream"),
+                "{message}"
+            );
+        }
+        for (id, accept, answered_as) in [
+            (5, "application/*", "application/json"),
+            (6, "text/*", "text/event-stream"),
+            (7, "*/*", "application/json"),
+            (8, "application/json;q=0, */*", "text/event-stream"),
+        ] {
+            let answer = post(id, accept);
+            assert_eq!(answer.status().as_u16(), 200, "{accept}");
+            let content_type = answer.headers()["content-type"]
+                .to_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(
+                content_type.starts_with(answered_as),
+                "{accept}: {content_type}"
+            );
+        }
+        assert_eq!(client.echo("still here").text(), "Echo: still here");
+    }
+
     /// An admin API other hosts can reach must have a token: it lists
     /// clients and deletes sessions.
     #[test]

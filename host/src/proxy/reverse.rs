@@ -13,11 +13,12 @@
 //! table, its limits and eviction work exactly as in the other era.
 //!
 //! Answers the proxy gives itself: 400 for a missing session id or an
-//! unsupported protocol revision, 404 for an unknown session, 413 for a body
-//! over `--max-body`, 415 for a body that is not JSON, 429 with `Retry-After`
-//! for the per-session rate limit or a client opening sessions too fast, 503
-//! with `Retry-After` when the table is full of busy sessions or requests are
-//! at their global bound, 502 when the upstream fails. Invalid JSON gets a
+//! unsupported protocol revision, 404 for an unknown session, 406 for a POST
+//! that accepts neither JSON nor an event stream, 413 for a body over
+//! `--max-body`, 415 for a body that is not JSON, 429 with `Retry-After` for
+//! the per-session rate limit or a client opening sessions too fast, 503 with
+//! `Retry-After` when the table is full of busy sessions or requests are at
+//! their global bound, 502 when the upstream fails. Invalid JSON gets a
 //! -32700 error and leaves the session as it was.
 
 use std::net::SocketAddr;
@@ -110,13 +111,45 @@ fn forwarded(headers: &HeaderMap) -> Forwarded {
     }
 }
 
+/// Whether the client takes `media` (`type/subtype`). Without an Accept
+/// header it takes anything (RFC 9110, 12.5.1); with one, the most specific
+/// range matching `media` decides (`a/b` over `a/*` over `*/*`), and `q=0`
+/// there means "not this".
 fn accepts(headers: &HeaderMap, media: &str) -> bool {
-    header(headers, ACCEPT.as_str()).is_none_or(|accept| {
-        accept
-            .split(',')
-            .map(|part| part.split(';').next().unwrap_or("").trim())
-            .any(|m| m == media || m == "*/*")
-    })
+    let (kind, _) = media.split_once('/').unwrap_or((media, ""));
+    let mut ranges = headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter(|range| !range.trim().is_empty())
+        .peekable();
+    if ranges.peek().is_none() {
+        return true;
+    }
+    // (specificity, q > 0) of the most specific matching range so far.
+    let mut decided: Option<(u8, bool)> = None;
+    for range in ranges {
+        let mut parts = range.split(';');
+        let range_media = parts.next().unwrap_or_default().trim();
+        let specificity = match range_media.split_once('/') {
+            _ if range_media.eq_ignore_ascii_case(media) => 2,
+            Some((range_kind, "*")) if range_kind.eq_ignore_ascii_case(kind) => 1,
+            Some(("*", "*")) => 0,
+            _ => continue,
+        };
+        if decided.is_some_and(|(best, _)| best >= specificity) {
+            continue;
+        }
+        let refused = parts.any(|param| {
+            param.split_once('=').is_some_and(|(name, value)| {
+                name.trim().eq_ignore_ascii_case("q")
+                    && value.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+            })
+        });
+        decided = Some((specificity, !refused));
+    }
+    decided.is_some_and(|(_, taken)| taken)
 }
 
 /// Maps a table refusal to what the client is told.
@@ -320,6 +353,17 @@ async fn post_message(
             ),
         );
     };
+    // The transport has the client take both; one of them is enough to be
+    // answered (see `answer`), neither leaves no way to answer at all.
+    if !accepts(headers, "application/json") && !accepts(headers, "text/event-stream") {
+        return refuse(
+            StatusCode::NOT_ACCEPTABLE,
+            id,
+            code::INVALID_REQUEST,
+            "a POST is answered with application/json or text/event-stream: accept them \
+             (Accept: application/json, text/event-stream)",
+        );
+    }
     let message = match parsed {
         Ok(message) => message,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e.id(), e.code(), &e.to_string()),
@@ -798,4 +842,49 @@ fn stateless_has_no(headers: &HeaderMap, method: &str) -> Option<Response> {
             .insert(ALLOW, HeaderValue::from_static("POST"));
         response
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(
+                ACCEPT,
+                HeaderValue::from_str(value).expect("a header value"),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn proxy_accept_ranges_take_wildcards_specificity_and_q_into_account() {
+        const JSON: &str = "application/json";
+        const SSE: &str = "text/event-stream";
+        let cases: &[(&[&str], bool, bool)] = &[
+            // No Accept header, or an empty one: anything goes.
+            (&[], true, true),
+            (&[""], true, true),
+            (&["text/plain"], false, false),
+            (&["*/*"], true, true),
+            (&["application/*"], true, false),
+            (&["TEXT/*"], false, true),
+            (&["Application/JSON; charset=utf-8"], true, false),
+            (&["*/*;q=0"], false, false),
+            (&["*/*, application/json;q=0.000"], false, true),
+            (
+                &["text/*;q=0, text/event-stream;q=0.1, application/json;q=0.5"],
+                true,
+                true,
+            ),
+            (&["text/plain", "application/json"], true, false),
+        ];
+        for (values, json, sse) in cases {
+            let headers = accept(values);
+            assert_eq!(accepts(&headers, JSON), *json, "{values:?} takes JSON");
+            assert_eq!(accepts(&headers, SSE), *sse, "{values:?} takes SSE");
+        }
+    }
 }
