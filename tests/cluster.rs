@@ -30,8 +30,8 @@ mod cluster {
         system_program, Peer, SdkClient, CLIENT_LIMIT,
     };
     use crate::common::proxy::{
-        echo_server, last_response, marker, metric, next_event, processes_with, wait_no_processes,
-        wait_with_timeout, Answer, McpClient, ProxyProcess,
+        echo_server, last_response, marker, metric, next_event, processes_with, run_to_exit,
+        wait_no_processes, Answer, McpClient, ProxyProcess,
     };
     use crate::common::with_watchdog;
 
@@ -1722,22 +1722,10 @@ http {{
         let good = dir.path().join("good.key");
         std::fs::write(&good, SECRET).expect("key");
         let run = |args: &[&str]| {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
-                .args(["--log", "warn", "reverse", "--upstream-stdio", "true"])
-                .args(["--admin-listen", "off"])
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("runs");
-            let status = wait_with_timeout(&mut child, Duration::from_secs(30));
-            let mut err = String::new();
-            let _ = child
-                .stderr
-                .take()
-                .expect("stderr")
-                .read_to_string(&mut err);
-            (status, err)
+            let mut all = vec!["--log", "warn", "reverse", "--upstream-stdio", "true"];
+            all.extend_from_slice(&["--admin-listen", "off"]);
+            all.extend_from_slice(args);
+            run_to_exit(&all)
         };
         let redis = "redis://127.0.0.1:1/0";
         let (status, err) = run(&["--cluster-redis", redis]);

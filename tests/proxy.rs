@@ -16,8 +16,8 @@ mod proxy {
     use serde_json::{json, Value};
 
     use crate::common::proxy::{
-        echo_server, last_response, marker, metric, next_event, processes_with, wait_no_processes,
-        wait_with_timeout, ForwardProcess, McpClient, ProxyProcess,
+        echo_server, last_response, marker, metric, next_event, processes_with, run_to_exit,
+        wait_no_processes, wait_with_timeout, ForwardProcess, McpClient, ProxyProcess,
     };
     use crate::common::{assert_ends_quietly_on_a_closed_stdout, with_watchdog};
 
@@ -1900,6 +1900,32 @@ mod proxy {
             );
         }
         assert_eq!(client.echo("still here").text(), "Echo: still here");
+    }
+
+    /// An upstream command that cannot be found stops the proxy at startup,
+    /// instead of failing every session's `initialize` later.
+    #[test]
+    fn proxy_reverse_refuses_to_start_without_its_upstream_program() {
+        for (command, says) in [
+            ("/nonexistent/server --flag 'an argument'", "does not exist"),
+            ("shadowcat-no-such-server --flag", "not found on PATH"),
+        ] {
+            let (status, stderr) = run_to_exit(&[
+                "reverse",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "off",
+                "--upstream-stdio",
+                command,
+            ]);
+            assert!(!status.success(), "{command}: {stderr}");
+            let program = command.split(' ').next().unwrap_or_default();
+            assert!(
+                stderr.contains(&format!("`{program}`")) && stderr.contains(says),
+                "{command}: {stderr}"
+            );
+        }
     }
 
     /// An admin API other hosts can reach must have a token: it lists

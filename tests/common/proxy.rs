@@ -211,6 +211,20 @@ pub fn wait_with_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+/// Runs `shadowcat ARGS`, which is expected to exit (killed, failing the
+/// test, past 30 seconds): its status and what it wrote on stderr.
+pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shadowcat"));
+    command.args(args).stdin(Stdio::null());
+    let mut child = command.stderr(Stdio::piped()).spawn().expect("runs");
+    let status = wait_with_timeout(&mut child, Duration::from_secs(30));
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    (status, stderr)
+}
+
 /// One value of a scraped metric (summed over labels matching `labels`).
 pub fn metric(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     scrape

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use super::access_log::{AccessLog, AccessLogError, AccessLogWriter};
 use super::metrics::ProxyMetrics;
 use super::session::{CloseUpstream, ProxySession};
-use super::upstream::UpstreamSpec;
+use super::upstream::{ProgramError, UpstreamSpec};
 use super::{admin, reverse, Proxy, ProxyOptions};
 use crate::cluster::metrics::ClusterMetrics;
 use crate::cluster::tasks::ClusterTeardown;
@@ -60,6 +60,8 @@ pub enum StartError {
     Signal(std::io::Error),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Upstream(#[from] ProgramError),
 }
 
 // Not `#[from]`: that would also make the error its `source`, and a report
@@ -108,6 +110,9 @@ impl RunningProxy {
             shutdown_grace,
             policy_watch,
         } = config;
+        if let UpstreamSpec::Stdio(command) = &upstreams {
+            command.locate()?;
+        }
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 pub use self::http::HttpUpstream;
-pub use self::stdio::{StdioCommand, StdioUpstream};
+pub use self::stdio::{ProgramError, StdioCommand, StdioUpstream};
 use super::jsonrpc::Message;
 
 /// One server-sent event: a message, or a bare event id (a priming event an

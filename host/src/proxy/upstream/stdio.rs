@@ -7,7 +7,10 @@
 //! exits on its own, its group is killed too and its pending requests are
 //! answered with errors: nothing waits forever on a dead process.
 
+use std::ffi::OsStr;
 use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +70,54 @@ impl StdioCommand {
             max_pending: 256,
         }
     }
+
+    /// Where the program would be started from: a path (a name with a `/`)
+    /// as it is, a bare name looked up on `PATH` as the spawn does. Checked
+    /// at startup, so that a wrong command fails there once, rather than
+    /// every session's `initialize` later.
+    pub fn locate(&self) -> Result<PathBuf, ProgramError> {
+        locate_in(&self.program, std::env::var_os("PATH").as_deref())
+    }
+}
+
+/// Why the upstream program cannot be started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProgramError {
+    #[error("the upstream command `{0}` does not exist")]
+    Missing(String),
+    #[error("the upstream command `{0}` is not an executable file")]
+    NotExecutable(String),
+    #[error("the upstream command `{0}` is not found on PATH")]
+    NotOnPath(String),
+}
+
+/// [`StdioCommand::locate`] against the search path `path`.
+fn locate_in(program: &str, path: Option<&OsStr>) -> Result<PathBuf, ProgramError> {
+    if program.contains('/') {
+        let candidate = PathBuf::from(program);
+        return match std::fs::metadata(&candidate) {
+            Err(_) => Err(ProgramError::Missing(program.to_owned())),
+            Ok(meta) if is_executable(&meta) => Ok(candidate),
+            Ok(_) => Err(ProgramError::NotExecutable(program.to_owned())),
+        };
+    }
+    // The search `execvp` makes: an empty entry is the working directory,
+    // and without PATH the C library's default applies.
+    let path = path.unwrap_or(OsStr::new("/bin:/usr/bin"));
+    std::env::split_paths(path)
+        .map(|dir| {
+            if dir.as_os_str().is_empty() {
+                PathBuf::from(".").join(program)
+            } else {
+                dir.join(program)
+            }
+        })
+        .find(|candidate| std::fs::metadata(candidate).is_ok_and(|meta| is_executable(&meta)))
+        .ok_or_else(|| ProgramError::NotOnPath(program.to_owned()))
+}
+
+fn is_executable(meta: &std::fs::Metadata) -> bool {
+    meta.is_file() && meta.permissions().mode() & 0o111 != 0
 }
 
 impl fmt::Display for StdioCommand {
@@ -454,5 +505,61 @@ async fn stop(
             let _ = killpg(group, Signal::SIGKILL);
             child.wait().await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_stdio_program_is_located_as_the_spawn_would() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let write = |name: &str, mode: u32| {
+            let file = dir.path().join(name);
+            std::fs::write(&file, "#!/bin/sh\n").expect("written");
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            file
+        };
+        let server = write("server", 0o755);
+        let plain = write("plain", 0o644);
+        let dir_text = dir.path().to_str().expect("UTF-8").to_owned();
+        let path = format!("/nonexistent:{dir_text}");
+        let path = Some(OsStr::new(&path));
+
+        let found = locate_in(server.to_str().expect("UTF-8"), None).expect("a path");
+        assert_eq!(found, server);
+        assert_eq!(locate_in("server", path), Ok(server));
+        assert_eq!(
+            locate_in("/nonexistent/server", path),
+            Err(ProgramError::Missing("/nonexistent/server".into()))
+        );
+        let plain = plain.to_str().expect("UTF-8");
+        assert_eq!(
+            locate_in(plain, path),
+            Err(ProgramError::NotExecutable(plain.into()))
+        );
+        assert_eq!(
+            locate_in(&dir_text, path),
+            Err(ProgramError::NotExecutable(dir_text.clone()))
+        );
+        // Not executable, so not what the search finds.
+        assert_eq!(
+            locate_in("plain", path),
+            Err(ProgramError::NotOnPath("plain".into()))
+        );
+        assert_eq!(
+            locate_in("server", Some(OsStr::new("/nonexistent"))),
+            Err(ProgramError::NotOnPath("server".into()))
+        );
+        // Only the program is checked, whatever follows it.
+        let command =
+            StdioCommand::parse("/nonexistent/server --flag 'an argument'").expect("splits");
+        assert_eq!(
+            command.locate(),
+            Err(ProgramError::Missing("/nonexistent/server".into()))
+        );
+        let command = StdioCommand::parse("sh -c 'sleep 1'").expect("splits");
+        assert!(command.locate().is_ok(), "sh is on PATH");
     }
 }
