@@ -1825,6 +1825,37 @@ mod proxy {
             .contains("--max-body"));
     }
 
+    /// A server's response over the line limit (max(--max-body, 1 MiB))
+    /// fails its own request, saying what the limit is and what raises it;
+    /// the session and its server go on.
+    #[test]
+    fn proxy_stdio_response_over_the_line_limit_fails_only_its_request() {
+        let (proxy, mark) = start("longline", &[], &["--max-body", "1MiB"]);
+        let mut client = McpClient::new(&proxy.mcp);
+        assert_eq!(client.initialize().status, 200);
+        let server = processes_with(&mark);
+        assert_eq!(server.len(), 1);
+        let big = |client: &mut McpClient, id: u64, bytes: u64| {
+            client.post(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                               "params": {"name": "big", "arguments": {"bytes": bytes}}}))
+        };
+        let fits = big(&mut client, 100, 1000);
+        assert_eq!(fits.text().len(), 1000, "{}", fits.raw);
+        for id in [101, 102] {
+            let over = big(&mut client, id, 2 << 20);
+            assert_eq!(over.status, 200, "{}", over.raw);
+            assert_eq!(over.body["id"], id, "{}", over.raw);
+            assert_eq!(over.body["error"]["code"], -32031, "{}", over.raw);
+            let message = over.body["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("1048576 bytes") && message.contains("--max-body"),
+                "{message}"
+            );
+            assert_eq!(client.echo("still here").text(), "Echo: still here");
+        }
+        assert_eq!(processes_with(&mark), server, "the same server process");
+    }
+
     /// A refusal of the protocol revision still answers the request by its
     /// id, so the caller waiting on it gets it.
     #[test]

@@ -13,7 +13,8 @@
 //! half-way), `notify {message}` (sends a
 //! log notification, then answers), `spawn {seconds}` (starts a `sleep`
 //! grandchild, to check process-group teardown), `crash` (exits at once,
-//! leaving the request unanswered). Any other method gets -32601.
+//! leaving the request unanswered), `big {bytes}` (answers a text of that
+//! many bytes, to go over a line limit). Any other method gets -32601.
 //!
 //! With `--stubborn` it behaves like a badly written server: it ignores
 //! SIGTERM and keeps running after its stdin closes, so only SIGKILL ends it.
@@ -79,7 +80,7 @@ fn handle(out: &Mutex<std::io::Stdout>, id: Value, method: &str, params: &Value)
         }),
         "ping" => json!({}),
         "tools/list" => {
-            let tools: Vec<Value> = ["echo", "sleep", "notify", "spawn", "crash"]
+            let tools: Vec<Value> = ["echo", "sleep", "notify", "spawn", "crash", "big"]
                 .iter()
                 .map(|name| json!({"name": name, "inputSchema": {"type": "object"}}))
                 .collect();
@@ -127,6 +128,10 @@ fn handle(out: &Mutex<std::io::Stdout>, id: Value, method: &str, params: &Value)
                     }
                 }
                 "crash" => std::process::exit(3),
+                "big" => {
+                    let bytes = arguments["bytes"].as_u64().unwrap_or(1 << 20);
+                    text(&"x".repeat(usize::try_from(bytes).unwrap_or(usize::MAX)))
+                }
                 other => {
                     return send(
                         out,

@@ -58,7 +58,9 @@ pub struct ReverseArgs {
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     pub init_timeout: Duration,
 
-    /// Largest request body; larger ones get 413.
+    /// Largest request body; larger ones get 413. With --upstream-stdio, also
+    /// the longest message a server may write (at least 1MiB): a longer
+    /// response is dropped and its request answered with an error.
     #[arg(long, default_value = "4MiB", value_name = "SIZE", value_parser = parse_size)]
     pub max_body: usize,
 

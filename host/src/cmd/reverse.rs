@@ -110,6 +110,7 @@ fn upstream_spec(args: &ReverseArgs) -> Result<UpstreamSpec> {
         let mut command = StdioCommand::parse(line).map_err(anyhow::Error::msg)?;
         command.grace = up.upstream_grace;
         command.max_line = args.max_body.max(1 << 20);
+        command.max_line_option = Some("--max-body");
         command.max_pending = up.upstream_max_pending;
         return Ok(UpstreamSpec::Stdio(Arc::new(command)));
     }

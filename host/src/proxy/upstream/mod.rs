@@ -3,6 +3,7 @@
 //! [`Upstream`], so the transports facing clients never know which.
 
 mod http;
+mod lines;
 pub mod reaper;
 mod routes;
 mod stdio;

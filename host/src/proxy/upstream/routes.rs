@@ -474,23 +474,26 @@ pub(super) fn fail(routes: &Mutex<Routes>, reason: &str) {
         }
     }
     r.tap = None;
-    r.latest = None;
-    r.progress.clear();
-    let pending: Vec<(String, u64)> = r.pending.drain().collect();
-    for (id, stream) in pending {
-        let body = error_response(
-            Some(&id),
-            code::UPSTREAM_FAILED,
-            &format!("the MCP server failed: {reason}"),
-            None,
-        );
-        if let Ok(message) = Message::parse(body) {
-            let (to, event) = r.record(stream, message);
-            if let Some(to) = to {
-                let _ = to.try_send(event);
+    r.fail_in_flight(&format!("the MCP server failed: {reason}"));
+}
+
+impl Routes {
+    /// Answers every request in flight with an error saying `why`; new ones
+    /// are still taken.
+    pub(super) fn fail_in_flight(&mut self, why: &str) {
+        self.latest = None;
+        self.progress.clear();
+        let pending: Vec<(String, u64)> = self.pending.drain().collect();
+        for (id, stream) in pending {
+            let body = error_response(Some(&id), code::UPSTREAM_FAILED, why, None);
+            if let Ok(message) = Message::parse(body) {
+                let (to, event) = self.record(stream, message);
+                if let Some(to) = to {
+                    let _ = to.try_send(event);
+                }
             }
+            self.answered(stream);
         }
-        r.answered(stream);
     }
 }
 

@@ -27,9 +27,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
+use super::lines::{BoundedLines, Line};
 use super::routes::{fail, priming, route, Routes};
 use super::{Events, Forwarded, Reply, Upstream, UpstreamError};
-use crate::proxy::jsonrpc::{Kind, Message};
+use crate::proxy::jsonrpc::{code, error_response, Head, Kind, Message};
 use crate::proxy::mcp_headers::takes_priming_events;
 
 /// Events buffered per reply stream before the upstream's output waits.
@@ -42,8 +43,13 @@ pub struct StdioCommand {
     pub args: Vec<String>,
     /// Waited after closing stdin, and again after SIGTERM, before escalating.
     pub grace: Duration,
-    /// Longest line read from the server; a longer one fails the session.
+    /// Longest line (message) read from the server. A longer one is skipped
+    /// to its end: its request is answered with an error, and the session
+    /// goes on.
     pub max_line: usize,
+    /// The command-line option that raises `max_line`, named in the error a
+    /// longer message gets.
+    pub max_line_option: Option<&'static str>,
     /// Requests in flight per session before new ones are refused.
     pub max_pending: usize,
 }
@@ -67,6 +73,7 @@ impl StdioCommand {
             args,
             grace: Duration::from_secs(2),
             max_line: 16 << 20,
+            max_line_option: None,
             max_pending: 256,
         }
     }
@@ -169,9 +176,10 @@ impl StdioUpstream {
         let (writer, lines_out) = mpsc::channel::<Bytes>(command.max_pending);
         tokio::spawn(write_lines(stdin, lines_out));
         let reader = tokio::spawn(read_messages(
-            FramedRead::new(stdout, LinesCodec::new_with_max_length(command.max_line)),
+            FramedRead::new(stdout, BoundedLines::new(command.max_line)),
             Arc::clone(&routes),
             pid,
+            line_limit(&command),
         ));
         tokio::spawn(log_stderr(stderr, pid));
         let (close_tx, close_rx) = oneshot::channel();
@@ -349,37 +357,106 @@ async fn write_lines(mut stdin: ChildStdin, mut lines: mpsc::Receiver<Bytes>) {
     let _ = stdin.shutdown().await;
 }
 
+/// The line limit as a client is told it: `the limit of 4194304 bytes per
+/// message (--max-body raises it)`.
+fn line_limit(command: &StdioCommand) -> String {
+    let raise = command
+        .max_line_option
+        .map(|option| format!(" ({option} raises it)"))
+        .unwrap_or_default();
+    format!("the limit of {} bytes per message{raise}", command.max_line)
+}
+
 /// Routes the server's messages until its stdout ends; returns why it ended.
 /// Failing the routes is left to the supervisor, which knows the exit status
 /// by then.
 async fn read_messages<R>(
-    mut lines: FramedRead<R, LinesCodec>,
+    mut lines: FramedRead<R, BoundedLines>,
     routes: Arc<Mutex<Routes>>,
     pid: u32,
+    limit: String,
 ) -> StdoutEnd
 where
     R: tokio::io::AsyncRead + Unpin,
 {
     loop {
         match lines.next().await {
-            Some(Ok(line)) => {
-                if line.trim().is_empty() {
+            Some(Ok(Line::Line(line))) => {
+                if line.trim_ascii().is_empty() {
                     continue;
                 }
-                match Message::parse(Bytes::from(line)) {
+                match Message::parse(line) {
                     Ok(message) => route(&routes, message).await,
                     Err(e) => {
                         tracing::warn!(pid, "upstream wrote a line that is not JSON-RPC: {e}")
                     }
                 }
             }
-            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
-                return StdoutEnd::Broken("the server wrote a line longer than the limit".into())
+            Some(Ok(Line::TooLong(head))) => {
+                if let Some(end) = skip_too_long(&routes, &head, pid, &limit).await {
+                    return end;
+                }
             }
-            Some(Err(LinesCodecError::Io(e))) => {
-                return StdoutEnd::Broken(format!("reading the server's stdout: {e}"))
-            }
+            Some(Err(e)) => return StdoutEnd::Broken(format!("reading the server's stdout: {e}")),
             None => return StdoutEnd::Closed,
+        }
+    }
+}
+
+/// Answers request `id` with an error saying `why`, in place of the
+/// server's response.
+async fn answer_with_error(routes: &Mutex<Routes>, id: &str, why: &str) {
+    let body = error_response(Some(id), code::UPSTREAM_FAILED, why, None);
+    if let Ok(error) = Message::parse(body) {
+        route(routes, error).await;
+    }
+}
+
+/// Settles a message over the line limit, of which only `head` is known:
+/// the request it answers gets an error instead. When that request cannot be
+/// told, every request in flight gets it, since any of them may be waiting
+/// for the lost answer; in one ordered stream (the forward proxy), which has
+/// no requests in flight to fail, the stream ends. Returns how the stream
+/// ends, if it does.
+async fn skip_too_long(
+    routes: &Mutex<Routes>,
+    head: &[u8],
+    pid: u32,
+    limit: &str,
+) -> Option<StdoutEnd> {
+    match Head::peek(head) {
+        Head::Call => {
+            tracing::warn!(
+                pid,
+                "upstream wrote a request or notification longer than {limit}: dropped"
+            );
+            None
+        }
+        Head::Response { id: Some(id) } => {
+            tracing::warn!(pid, id, "upstream wrote a response longer than {limit}");
+            let why =
+                format!("the MCP server's response is longer than {limit}; the session goes on");
+            answer_with_error(routes, &id, &why).await;
+            None
+        }
+        Head::Response { id: None } | Head::Unknown => {
+            let mut routes = routes.lock();
+            if routes.is_tapped() {
+                return Some(StdoutEnd::Broken(format!(
+                    "the server wrote a message longer than {limit}, answering no request \
+                     that can be told"
+                )));
+            }
+            tracing::warn!(
+                pid,
+                "upstream wrote a message longer than {limit}, answering no request that can be told: every request in flight fails"
+            );
+            routes.fail_in_flight(&format!(
+                "the MCP server wrote a message longer than {limit} that may have been the \
+                 response to this request, so it fails (the server may still be working on \
+                 it); the session goes on"
+            ));
+            None
         }
     }
 }
@@ -510,7 +587,88 @@ async fn stop(
 
 #[cfg(test)]
 mod tests {
+    use super::super::Event;
     use super::*;
+
+    const LIMIT: &str = "the limit of 64 bytes per message (--max-body raises it)";
+
+    /// Requests `ids` in flight, each with the receiver of its stream.
+    fn in_flight(routes: &Mutex<Routes>, ids: &[&str]) -> Vec<mpsc::Receiver<Event>> {
+        ids.iter()
+            .map(|id| {
+                let (to, rx) = mpsc::channel(8);
+                routes
+                    .lock()
+                    .begin_request(id, None, to, 8)
+                    .expect("room for it");
+                rx
+            })
+            .collect()
+    }
+
+    async fn read(routes: &Arc<Mutex<Routes>>, lines: &[String]) -> StdoutEnd {
+        let input = lines.join("\n") + "\n";
+        let lines = FramedRead::new(input.as_bytes(), BoundedLines::new(64));
+        read_messages(lines, Arc::clone(routes), 0, LIMIT.to_owned()).await
+    }
+
+    fn next(rx: &mut mpsc::Receiver<Event>) -> serde_json::Value {
+        let event = rx.try_recv().expect("an answer");
+        let message = event.message.expect("a message");
+        serde_json::from_slice(message.bytes()).expect("JSON")
+    }
+
+    #[tokio::test]
+    async fn proxy_stdio_lines_over_the_limit_fail_their_request_and_reading_goes_on() {
+        let routes = Arc::new(Mutex::new(Routes::default()));
+        let mut rx = in_flight(&routes, &["1", "2", "3"]);
+        let big = "x".repeat(200);
+        let end = read(
+            &routes,
+            &[
+                format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"text":"{big}"}}}}"#),
+                format!(r#"{{"jsonrpc":"2.0","method":"notifications/message","params":"{big}"}}"#),
+                r#"{"jsonrpc":"2.0","id":2,"result":{}}"#.to_owned(),
+            ],
+        )
+        .await;
+        assert!(matches!(end, StdoutEnd::Closed));
+        let failed = next(&mut rx[0]);
+        assert_eq!(failed["id"], 1);
+        assert_eq!(failed["error"]["code"], code::UPSTREAM_FAILED);
+        let message = failed["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(LIMIT), "{message}");
+        assert!(next(&mut rx[1])["result"].is_object(), "read on after it");
+        assert!(rx[2].try_recv().is_err(), "a notification fails nothing");
+
+        // An answer whose id the start does not hold: any request in flight
+        // may be the one it answers, so each fails; the session does not.
+        let mut rx = in_flight(&routes, &["4", "5"]);
+        let end = read(
+            &routes,
+            &[format!(
+                r#"{{"jsonrpc":"2.0","result":{{"text":"{big}"}},"id":4}}"#
+            )],
+        )
+        .await;
+        assert!(matches!(end, StdoutEnd::Closed));
+        for (rx, id) in rx.iter_mut().zip([4, 5]) {
+            let failed = next(rx);
+            assert_eq!(failed["id"], id);
+            assert_eq!(failed["error"]["code"], code::UPSTREAM_FAILED);
+        }
+        assert_eq!(
+            in_flight(&routes, &["6"]).len(),
+            1,
+            "new requests are taken"
+        );
+
+        // One ordered stream has no requests to fail: it ends.
+        let (tap, _taken) = mpsc::channel(8);
+        routes.lock().tap(tap).expect("tapped");
+        let end = read(&routes, &[format!(r#"{{"result":"{big}"}}"#)]).await;
+        assert!(matches!(end, StdoutEnd::Broken(reason) if reason.contains(LIMIT)));
+    }
 
     #[test]
     fn proxy_stdio_program_is_located_as_the_spawn_would() {
