@@ -385,10 +385,16 @@ where
                 if line.trim_ascii().is_empty() {
                     continue;
                 }
-                match Message::parse(line) {
+                match Message::parse(line.clone()) {
                     Ok(message) => route(&routes, message).await,
                     Err(e) => {
-                        tracing::warn!(pid, "upstream wrote a line that is not JSON-RPC: {e}")
+                        tracing::warn!(pid, "upstream wrote a line that is not JSON-RPC: {e}");
+                        // A response the client cannot be given still ends
+                        // its request, rather than leave it waiting.
+                        if let Head::Response { id: Some(id) } = Head::peek(&line) {
+                            let why = format!("the MCP server's response is invalid: {e}");
+                            answer_with_error(&routes, &id, &why).await;
+                        }
                     }
                 }
             }
@@ -668,6 +674,33 @@ mod tests {
         routes.lock().tap(tap).expect("tapped");
         let end = read(&routes, &[format!(r#"{{"result":"{big}"}}"#)]).await;
         assert!(matches!(end, StdoutEnd::Broken(reason) if reason.contains(LIMIT)));
+    }
+
+    /// A response that is not valid JSON-RPC cannot go to the client; its
+    /// request is answered with an error instead of waiting for good.
+    #[tokio::test]
+    async fn proxy_stdio_an_invalid_response_answers_its_request_with_an_error() {
+        let routes = Arc::new(Mutex::new(Routes::default()));
+        let mut rx = in_flight(&routes, &["1", "2", "3"]);
+        let end = read(
+            &routes,
+            &[
+                r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{"code":1}}"#,
+                r#"{"jsonrpc":"1.0","id":2,"result":{}}"#,
+                r#"{"jsonrpc":"2.0","id":3,"result":{},"method":"ping"}"#,
+                "not JSON at all",
+            ]
+            .map(str::to_owned),
+        )
+        .await;
+        assert!(matches!(end, StdoutEnd::Closed));
+        for (rx, id) in rx.iter_mut().zip([1, 2, 3]) {
+            let failed = next(rx);
+            assert_eq!(failed["id"], id);
+            assert_eq!(failed["error"]["code"], code::UPSTREAM_FAILED);
+            let message = failed["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("response is invalid"), "{message}");
+        }
     }
 
     #[test]
