@@ -18,7 +18,11 @@
 //! `--max-body`, 415 for a body that is not JSON, 429 with `Retry-After` for
 //! the per-session rate limit or a client opening sessions too fast, 503 with
 //! `Retry-After` when the table is full of busy sessions or requests are at
-//! their global bound, 502 when the upstream fails. Invalid JSON gets a
+//! their global bound, 502 when the upstream cannot be started, reached or
+//! given the request, or ends without a word. A request the upstream has
+//! taken but cannot answer (its server failed, its stream broke, its response
+//! was invalid or over the stdio line limit) gets a -32031 error as its
+//! JSON-RPC answer: with 200, or on its event stream. Invalid JSON gets a
 //! -32700 error and leaves the session as it was.
 
 use std::net::SocketAddr;
