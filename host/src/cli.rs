@@ -442,12 +442,21 @@ fn parse_log_filter(text: &str) -> Result<String, String> {
         })
 }
 
-fn parse_rate(text: &str) -> Result<Option<NonZeroU32>, String> {
+/// A rate per second, or none: like [`parse_burst`], bounded by [`MAX_RATE`]
+/// here, so that a rate the table would refuse is refused with its range.
+pub(crate) fn parse_rate(text: &str) -> Result<Option<NonZeroU32>, String> {
     match text.trim() {
         "off" | "unlimited" => Ok(None),
-        other => other.parse::<NonZeroU32>().map(Some).map_err(|_| {
-            format!("`{other}` is not a positive whole number of requests per second (or `off`)")
-        }),
+        other => other
+            .parse::<NonZeroU32>()
+            .ok()
+            .filter(|rate| rate.get() <= MAX_RATE)
+            .map(Some)
+            .ok_or_else(|| {
+                format!(
+                    "`{other}` is not a whole number per second from 1 to {MAX_RATE} (or `off`)"
+                )
+            }),
     }
 }
 
@@ -855,7 +864,7 @@ mod tests {
         assert!(err.to_string().contains("90s"), "{err}");
         let err = Cli::try_parse_from(["shadowcat", "--rate-limit", "0", "config"])
             .expect_err("zero rate");
-        assert!(err.to_string().contains("positive"), "{err}");
+        assert!(err.to_string().contains("from 1 to"), "{err}");
     }
 
     #[test]
@@ -881,6 +890,33 @@ mod tests {
         }
         let cli = Cli::try_parse_from(["shadowcat", "--burst", "1000000", "config"])
             .expect("the largest burst");
+        cli.table
+            .table_config()
+            .validate()
+            .expect("the table takes it");
+        for rate in ["0", "1000001", "4294967296"] {
+            let e = err(&["--rate-limit", rate]);
+            assert!(
+                e.contains("whole number per second from 1 to 1000000"),
+                "{e}"
+            );
+            let e = Cli::try_parse_from([
+                "shadowcat",
+                "reverse",
+                "--upstream-stdio",
+                "true",
+                "--init-rate",
+                rate,
+            ])
+            .expect_err("refused")
+            .to_string();
+            assert!(
+                e.contains("whole number per second from 1 to 1000000"),
+                "{e}"
+            );
+        }
+        let cli = Cli::try_parse_from(["shadowcat", "--rate-limit", "1000000", "config"])
+            .expect("the largest rate");
         cli.table
             .table_config()
             .validate()

@@ -66,7 +66,7 @@ pub struct ReverseArgs {
 
     /// Sessions one client key may open per second (`off`: unlimited), so
     /// looping `initialize` cannot escape the per-session rate limit.
-    #[arg(long, default_value = "5", value_name = "PER_SECOND", value_parser = parse_rate)]
+    #[arg(long, default_value = "5", value_name = "PER_SECOND", value_parser = super::parse_rate)]
     pub init_rate: ::std::option::Option<NonZeroU32>,
 
     /// Most sessions one client key may open at once: the size of its bucket,
@@ -203,16 +203,6 @@ pub enum SessionAction {
         /// The session's MCP-Session-Id.
         id: String,
     },
-}
-
-fn parse_rate(text: &str) -> Result<Option<NonZeroU32>, String> {
-    match text.trim() {
-        "off" | "unlimited" => Ok(None),
-        other => other
-            .parse::<NonZeroU32>()
-            .map(Some)
-            .map_err(|_| format!("`{other}` is not a positive whole number per second (or `off`)")),
-    }
 }
 
 fn parse_admin_listen(text: &str) -> Result<Option<SocketAddr>, String> {
