@@ -1246,6 +1246,41 @@ mod proxy {
         });
     }
 
+    /// A full queue to the server is load, as in `reverse`: the request is
+    /// refused as overloaded with a retry hint, not as a failed server. The
+    /// server here never reads: a first message larger than a pipe holds
+    /// keeps the writer waiting, and the queue of one behind it fills.
+    #[test]
+    fn proxy_forward_stdio_full_queue_refuses_as_overloaded() {
+        with_watchdog(Duration::from_secs(60), || {
+            let forward = ["--upstream-max-pending", "1", "--shutdown-grace", "1s"];
+            let mut proxy = ForwardProcess::start(&[], &forward, &["sleep", "30"]);
+            let pad = "x".repeat(256 << 10);
+            proxy.send(&format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{pad}"}}}}"#
+            ));
+            for id in 2..=6 {
+                proxy.send(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#));
+            }
+            let refused = proxy.read().expect("a refusal");
+            assert_eq!(refused["error"]["code"], -32030, "{refused}");
+            assert_eq!(refused["error"]["data"]["retryAfterMs"], 1000, "{refused}");
+            assert!(
+                refused["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("queued")),
+                "{refused}"
+            );
+            let (_status, rest, log) = proxy.finish(Duration::from_secs(30));
+            // The rest are refused the same way, or left unanswered by the
+            // server when the client closed (its failure, -32031).
+            for message in &rest {
+                let code = &message["error"]["code"];
+                assert!(code == -32030 || code == -32031, "{message}: {log}");
+            }
+        });
+    }
+
     #[test]
     fn proxy_config_file_sets_options_and_rejects_unknown_keys() {
         let dir = tempfile::tempdir().expect("dir");

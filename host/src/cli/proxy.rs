@@ -116,8 +116,9 @@ pub struct UpstreamArgs {
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
 
-    /// Requests a stdio upstream may have unanswered at once; one more is
-    /// refused with 503 and Retry-After.
+    /// Messages that may wait for a stdio server to read them, when it reads
+    /// slower than they come; a request past them is refused with 503 and
+    /// Retry-After.
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub upstream_max_pending: usize,
 }
@@ -131,8 +132,9 @@ pub struct ForwardUpstreamArgs {
     #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
     pub upstream_grace: Duration,
 
-    /// Requests the server may have unanswered at once; one more is answered
-    /// by the proxy with a JSON-RPC error ("retry shortly") instead.
+    /// Messages that may wait for the server to read them, when it reads
+    /// slower than they come; a request past them is answered by the proxy
+    /// instead, as overloaded (-32030, with `error.data.retryAfterMs`).
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub upstream_max_pending: usize,
 }

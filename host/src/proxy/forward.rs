@@ -172,7 +172,17 @@ where
                 if in_flight.remove(rid) {
                     let _ = table.end_request(id);
                 }
-                let body = error_response(Some(rid), code::UPSTREAM_FAILED, &e.to_string(), None);
+                let body = match e {
+                    // A full queue is backpressure, as in `reverse`: the
+                    // server is fine, and the request may be sent again.
+                    UpstreamError::Busy(_) => error_response(
+                        Some(rid),
+                        code::OVERLOADED,
+                        &e.to_string(),
+                        Some(json!({ "retryAfterMs": RETRY_OVERLOADED_MS })),
+                    ),
+                    _ => error_response(Some(rid), code::UPSTREAM_FAILED, &e.to_string(), None),
+                };
                 let _ = lines.send(body).await;
             }
         }
@@ -248,6 +258,11 @@ fn admit(
     }
 }
 
+/// The retry hint of a request refused for load (too many in flight, or a
+/// full queue to the server), which lasts no known time: the `Retry-After`
+/// that `reverse` gives the same refusals.
+const RETRY_OVERLOADED_MS: u64 = 1000;
+
 /// The error a rate-limited (or otherwise refused) request gets instead of
 /// being forwarded.
 fn refusal_response(id: Option<&str>, refusal: &TableError) -> Bytes {
@@ -262,7 +277,7 @@ fn refusal_response(id: Option<&str>, refusal: &TableError) -> Bytes {
             id,
             code::OVERLOADED,
             "too many requests in flight; retry shortly",
-            Some(json!({ "retryAfterMs": 1000 })),
+            Some(json!({ "retryAfterMs": RETRY_OVERLOADED_MS })),
         ),
         other => error_response(id, code::INTERNAL_ERROR, &other.to_string(), None),
     }
