@@ -1268,7 +1268,7 @@ mod proxy {
             assert!(
                 refused["error"]["message"]
                     .as_str()
-                    .is_some_and(|m| m.contains("queued")),
+                    .is_some_and(|m| m.contains("waiting for the upstream to read them")),
                 "{refused}"
             );
             let (_status, rest, log) = proxy.finish(Duration::from_secs(30));

@@ -104,7 +104,7 @@ When some evictions were not the policy's own choice (the host's LRU order stood
 
 Examples:
   shadowcat bench
-  shadowcat bench --trace cloudPhysicsIO.oracleGeneral.bin --capacity 4897 --policy lru --policy fifo.wasm
+  shadowcat bench --trace cloudPhysicsIO.bin --capacity 4897 --policy lru --policy fifo.wasm
   shadowcat bench --trace t.csv --csv-id-column 1 --capacity 0.01,0.1 --policy lfu --plot out.svg
   shadowcat bench --policy lfu-decay.wasm:samples=10 --policy lfu-decay.wasm --capacity 1%
   shadowcat bench --no-belady --capacity 1%,10% --rounds 5
@@ -962,7 +962,11 @@ mod tests {
             .split_once("Examples:\n")
             .expect("BENCH_ABOUT has its examples")
             .1
-            .lines();
+            .lines()
+            .collect::<Vec<_>>();
+        for line in &bench_examples {
+            assert!(line.len() <= 100, "wraps in bench --help: {line}");
+        }
         for line in examples.into_iter().chain(bench_examples) {
             let (_, command) = line.split_once("shadowcat ").expect("an example command");
             let mut args = vec!["shadowcat".to_owned()];

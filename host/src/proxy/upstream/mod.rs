@@ -86,7 +86,7 @@ pub struct Forwarded {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum UpstreamError {
     /// Too many requests already queued to this upstream (backpressure).
-    #[error("the upstream has {0} requests queued; retry shortly")]
+    #[error("{0} messages are already waiting for the upstream to read them; retry shortly")]
     Busy(usize),
     /// The upstream is gone: the process exited, or its session ended.
     #[error("the upstream failed: {0}")]
