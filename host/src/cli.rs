@@ -888,12 +888,6 @@ mod tests {
             );
             assert!(!e.contains("zero for non-zero type"), "{e}");
         }
-        let cli = Cli::try_parse_from(["shadowcat", "--burst", "1000000", "config"])
-            .expect("the largest burst");
-        cli.table
-            .table_config()
-            .validate()
-            .expect("the table takes it");
         for rate in ["0", "1000001", "4294967296"] {
             let e = err(&["--rate-limit", rate]);
             assert!(
@@ -915,12 +909,14 @@ mod tests {
                 "{e}"
             );
         }
-        let cli = Cli::try_parse_from(["shadowcat", "--rate-limit", "1000000", "config"])
-            .expect("the largest rate");
-        cli.table
-            .table_config()
-            .validate()
-            .expect("the table takes it");
+        for largest in [["--burst", "1000000"], ["--rate-limit", "1000000"]] {
+            let cli = Cli::try_parse_from(["shadowcat", largest[0], largest[1], "config"])
+                .unwrap_or_else(|e| panic!("{largest:?}: {e}"));
+            cli.table
+                .table_config()
+                .validate()
+                .unwrap_or_else(|e| panic!("{largest:?}: the table refuses it: {e}"));
+        }
         // Under one epoch tick a call's deadline is not the one given.
         for timeout in ["0s", "1ns", "999us"] {
             let e = err(&["--policy-timeout", timeout]);
