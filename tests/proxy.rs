@@ -1122,13 +1122,19 @@ mod proxy {
         assert!(wait_no_processes(&mark, Duration::from_secs(10)).is_empty());
     }
 
+    /// `forward stdio` to mcp_echo, whose processes carry a marker named
+    /// after `name` (returned, to find them).
+    fn forward_to_echo(name: &str) -> (ForwardProcess, String) {
+        let mark = marker(name);
+        let echo = echo_server();
+        let server = [echo.to_str().expect("utf-8 path"), mark.as_str()];
+        (ForwardProcess::start(&[], &[], &server), mark)
+    }
+
     #[test]
     fn proxy_forward_stdio_answers_invalid_requests_by_their_id() {
         with_watchdog(Duration::from_secs(60), || {
-            let mark = marker("forward-invalid");
-            let echo = echo_server();
-            let server = [echo.to_str().expect("utf-8 path"), mark.as_str()];
-            let mut proxy = ForwardProcess::start(&[], &[], &server);
+            let (mut proxy, _mark) = forward_to_echo("forward-invalid");
             let cases = [
                 (r#"{"jsonrpc":"1.0","id":9,"method":"ping"}"#, json!(9)),
                 (r#"{"jsonrpc":"2.0","id":8}"#, json!(8)),
@@ -1228,12 +1234,9 @@ mod proxy {
     #[test]
     fn proxy_forward_stdio_lets_requests_in_flight_finish_after_the_client_closed() {
         with_watchdog(Duration::from_secs(60), || {
-            let mark = marker("forward-drain");
-            let echo = echo_server();
             // mcp_echo exits as soon as its stdin closes, abandoning requests
             // still running: the proxy must not close it before they finish.
-            let server = [echo.to_str().expect("utf-8 path"), mark.as_str()];
-            let mut proxy = ForwardProcess::start(&[], &[], &server);
+            let (mut proxy, mark) = forward_to_echo("forward-drain");
             proxy.send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":400}}}"#);
             proxy.send(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#);
             proxy.close_stdin();
@@ -1243,6 +1246,53 @@ mod proxy {
             assert_eq!(ids, [&json!(2), &json!(1)], "{rest:?}");
             assert_eq!(rest[1]["result"]["content"][0]["text"], "slept 400 ms");
             assert!(wait_no_processes(&mark, Duration::from_secs(10)).is_empty());
+        });
+    }
+
+    /// A client's message over the line limit (16 MiB in forward mode) is
+    /// skipped, and whoever waits for it is told: the client, for its
+    /// request, by the request's id; the server, for its request the
+    /// over-long response answered (mcp_echo's `ask` shows what it got).
+    #[test]
+    fn proxy_forward_stdio_over_long_client_messages_are_answered_by_their_id() {
+        with_watchdog(Duration::from_secs(120), || {
+            let (mut proxy, _mark) = forward_to_echo("forward-long");
+            let pad = "x".repeat((16 << 20) + 10);
+            proxy.send(&format!(
+                r#"{{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{{"pad":"{pad}"}}}}"#
+            ));
+            let refused = proxy.read().expect("an answer");
+            assert_eq!(refused["id"], 5, "{refused}");
+            assert_eq!(refused["error"]["code"], -32600, "{refused}");
+            let message = refused["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("16777216 bytes"), "{message}");
+
+            proxy.send(r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"ask","arguments":{"bytes":10}}}"#);
+            let asked = proxy.read().expect("the server's request");
+            assert_eq!(asked["method"], "roots/list", "{asked}");
+            assert_eq!(asked["id"], "ask-6", "{asked}");
+            proxy.send(&format!(
+                r#"{{"jsonrpc":"2.0","id":"ask-6","result":{{"roots":[],"_meta":{{"pad":"{pad}"}}}}}}"#
+            ));
+            let answered = proxy.read().expect("the tool's answer");
+            assert_eq!(answered["id"], 6, "{answered}");
+            let text = answered["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap_or_default();
+            let got: Value = serde_json::from_str(text)
+                .unwrap_or_else(|e| panic!("the server got a response ({e}): {answered}"));
+            assert_eq!(got["id"], "ask-6", "{got}");
+            assert_eq!(got["error"]["code"], -32603, "{got}");
+
+            // A notification gets no answer: the next line is the ping's.
+            proxy.send(&format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"pad":"{pad}"}}}}"#
+            ));
+            proxy.send(r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#);
+            assert_eq!(proxy.read().expect("pong")["id"], 7, "the session lives on");
+            let (status, rest, log) = proxy.finish(Duration::from_secs(20));
+            assert!(status.success(), "{status:?}: {log}");
+            assert!(rest.is_empty(), "{rest:?}");
         });
     }
 
@@ -1861,32 +1911,45 @@ mod proxy {
     }
 
     /// A server's response over the line limit (max(--max-body, 1 MiB))
-    /// fails its own request, saying what the limit is and what raises it;
-    /// the session and its server go on.
+    /// fails its own request, saying what the limit is and what raises it.
+    /// A server's request over it never reaches the client, and the server
+    /// is told so by its id rather than left waiting (mcp_echo's `ask`
+    /// answers with the response its request got). The session and its
+    /// server go on.
     #[test]
-    fn proxy_stdio_response_over_the_line_limit_fails_only_its_request() {
+    fn proxy_stdio_messages_over_the_line_limit_fail_only_what_waits_for_them() {
         let (proxy, mark) = start("longline", &[], &["--max-body", "1MiB"]);
         let mut client = McpClient::new(&proxy.mcp);
         assert_eq!(client.initialize().status, 200);
         let server = processes_with(&mark);
         assert_eq!(server.len(), 1);
-        let big = |client: &mut McpClient, id: u64, bytes: u64| {
+        let call = |client: &mut McpClient, id: u64, tool: &str, bytes: u64| {
             client.post(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-                               "params": {"name": "big", "arguments": {"bytes": bytes}}}))
+                               "params": {"name": tool, "arguments": {"bytes": bytes}}}))
         };
-        let fits = big(&mut client, 100, 1000);
-        assert_eq!(fits.text().len(), 1000, "{}", fits.raw);
-        for id in [101, 102] {
-            let over = big(&mut client, id, 2 << 20);
-            assert_eq!(over.status, 200, "{}", over.raw);
-            assert_eq!(over.body["id"], id, "{}", over.raw);
-            assert_eq!(over.body["error"]["code"], -32031, "{}", over.raw);
-            let message = over.body["error"]["message"].as_str().unwrap_or_default();
+        let names_the_limit = |message: &str| {
             assert!(
                 message.contains("1048576 bytes") && message.contains("--max-body"),
                 "{message}"
             );
+        };
+        let fits = call(&mut client, 100, "big", 1000);
+        assert_eq!(fits.text().len(), 1000, "{}", fits.raw);
+        for id in [101, 102] {
+            let over = call(&mut client, id, "big", 2 << 20);
+            assert_eq!(over.status, 200, "{}", over.raw);
+            assert_eq!(over.body["id"], id, "{}", over.raw);
+            assert_eq!(over.body["error"]["code"], -32031, "{}", over.raw);
+            names_the_limit(over.body["error"]["message"].as_str().unwrap_or_default());
             assert_eq!(client.echo("still here").text(), "Echo: still here");
+
+            let asked = call(&mut client, id + 100, "ask", 2 << 20);
+            assert_eq!(asked.status, 200, "{}", asked.raw);
+            let got: Value = serde_json::from_str(&asked.text())
+                .unwrap_or_else(|e| panic!("the server got a response ({e}): {}", asked.raw));
+            assert_eq!(got["id"], format!("ask-{}", id + 100), "{got}");
+            assert_eq!(got["error"]["code"], -32600, "{got}");
+            names_the_limit(got["error"]["message"].as_str().unwrap_or_default());
         }
         assert_eq!(processes_with(&mark), server, "the same server process");
     }

@@ -14,13 +14,17 @@
 //! log notification, then answers), `spawn {seconds}` (starts a `sleep`
 //! grandchild, to check process-group teardown), `crash` (exits at once,
 //! leaving the request unanswered), `big {bytes}` (answers a text of that
-//! many bytes, to go over a line limit). Any other method gets -32601.
+//! many bytes, to go over a line limit), `ask {bytes}` (sends the client a
+//! `roots/list` request padded to that many bytes, and answers with the
+//! client's response as text, or `no answer` after 10 s). Any other method
+//! gets -32601.
 //!
 //! With `--stubborn` it behaves like a badly written server: it ignores
 //! SIGTERM and keeps running after its stdin closes, so only SIGKILL ends it.
 
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -37,6 +41,7 @@ fn main() {
         };
     }
     let out = Arc::new(Mutex::new(std::io::stdout()));
+    let asked: Asked = Arc::default();
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
         let Ok(line) = line else { break };
@@ -57,12 +62,23 @@ fn main() {
         let Some(id) = message.get("id").cloned() else {
             continue; // a notification: nothing to answer
         };
+        if message.get("method").is_none() {
+            // A response to one of our requests (`ask`).
+            let waiting = asked
+                .lock()
+                .ok()
+                .and_then(|mut a| a.remove(&id.to_string()));
+            if let Some(waiting) = waiting {
+                let _ = waiting.send(message);
+            }
+            continue;
+        }
         let method = message["method"].as_str().unwrap_or_default().to_owned();
         let params = message.get("params").cloned().unwrap_or(Value::Null);
-        let out = Arc::clone(&out);
+        let (out, asked) = (Arc::clone(&out), Arc::clone(&asked));
         // Requests run concurrently, like a real server's: a slow one does
         // not hold up the others.
-        std::thread::spawn(move || handle(&out, id, &method, &params));
+        std::thread::spawn(move || handle(&out, &asked, id, &method, &params));
     }
     if stubborn {
         loop {
@@ -71,7 +87,10 @@ fn main() {
     }
 }
 
-fn handle(out: &Mutex<std::io::Stdout>, id: Value, method: &str, params: &Value) {
+/// Our requests to the client awaiting its response, by id.
+type Asked = Arc<Mutex<HashMap<String, mpsc::Sender<Value>>>>;
+
+fn handle(out: &Mutex<std::io::Stdout>, asked: &Asked, id: Value, method: &str, params: &Value) {
     let result = match method {
         "initialize" => json!({
             "protocolVersion": params["protocolVersion"].as_str().unwrap_or("2025-11-25"),
@@ -80,7 +99,7 @@ fn handle(out: &Mutex<std::io::Stdout>, id: Value, method: &str, params: &Value)
         }),
         "ping" => json!({}),
         "tools/list" => {
-            let tools: Vec<Value> = ["echo", "sleep", "notify", "spawn", "crash", "big"]
+            let tools: Vec<Value> = ["echo", "sleep", "notify", "spawn", "crash", "big", "ask"]
                 .iter()
                 .map(|name| json!({"name": name, "inputSchema": {"type": "object"}}))
                 .collect();
@@ -131,6 +150,24 @@ fn handle(out: &Mutex<std::io::Stdout>, id: Value, method: &str, params: &Value)
                 "big" => {
                     let bytes = arguments["bytes"].as_u64().unwrap_or(1 << 20);
                     text(&"x".repeat(usize::try_from(bytes).unwrap_or(usize::MAX)))
+                }
+                "ask" => {
+                    let bytes = arguments["bytes"].as_u64().unwrap_or(0);
+                    let pad = "x".repeat(usize::try_from(bytes).unwrap_or(usize::MAX));
+                    let ask_id = json!(format!("ask-{id}"));
+                    let (answered, answer) = mpsc::channel();
+                    if let Ok(mut asked) = asked.lock() {
+                        asked.insert(ask_id.to_string(), answered);
+                    }
+                    send(
+                        out,
+                        json!({"jsonrpc": "2.0", "id": ask_id, "method": "roots/list",
+                               "params": {"_meta": {"pad": pad}}}),
+                    );
+                    match answer.recv_timeout(Duration::from_secs(10)) {
+                        Ok(response) => text(&response.to_string()),
+                        Err(_) => text("no answer"),
+                    }
                 }
                 other => {
                     return send(

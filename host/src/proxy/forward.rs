@@ -21,13 +21,15 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::codec::FramedRead;
 
 use super::client_key::ClientKey;
-use super::jsonrpc::{code, error_response, Kind, Message};
+use super::jsonrpc::{code, error_response, Head, Kind, Message};
 use super::mcp_headers::Era;
 use super::session::ProxySession;
-use super::upstream::{Forwarded, StdioCommand, StdioUpstream, Upstream, UpstreamError};
+use super::upstream::{
+    BoundedLines, Forwarded, Line, StdioCommand, StdioUpstream, Upstream, UpstreamError,
+};
 use crate::eviction::RemovalCause;
 use crate::session::{NewSession, SessionId, SessionTable, TableError};
 
@@ -136,25 +138,24 @@ where
         })
     };
 
-    let mut requests = FramedRead::new(input, LinesCodec::new_with_max_length(max_line));
+    let mut requests = FramedRead::new(input, BoundedLines::new(max_line));
     let failure = loop {
         let line = tokio::select! {
             line = requests.next() => line,
             reason = server.failed() => break Some(reason),
         };
         let line = match line {
-            Some(Ok(line)) => line,
-            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
-                let body = error_response(None, code::INVALID_REQUEST, "message too long", None);
-                let _ = lines.send(body).await;
+            Some(Ok(Line::Line(line))) => line,
+            Some(Ok(Line::TooLong(head))) => {
+                refuse_too_long(&head, max_line, &lines, server.as_ref()).await;
                 continue;
             }
-            Some(Err(LinesCodecError::Io(_))) | None => break None,
+            Some(Err(_)) | None => break None,
         };
-        if line.trim().is_empty() {
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        let message = match Message::parse(Bytes::from(line)) {
+        let message = match Message::parse(line) {
             Ok(message) => message,
             Err(e) => {
                 let _ = lines
@@ -231,6 +232,49 @@ where
             reason: ended,
         },
     })
+}
+
+/// Settles a client message over the line limit, of which only `head` is
+/// known, so that nobody waits for it: a request is answered with an error
+/// by its id; a response (to a request of the server's) goes to the server
+/// as an error for that request. A message that cannot be told is answered
+/// with an error without an id, as JSON-RPC answers what it cannot read;
+/// a notification is dropped.
+async fn refuse_too_long(
+    head: &[u8],
+    max_line: usize,
+    to_client: &mpsc::Sender<Bytes>,
+    server: &dyn Upstream,
+) {
+    let limit = format!("the limit of {max_line} bytes per message");
+    match Head::peek(head) {
+        Head::Call { id: Some(id) } => {
+            let why = format!("the request is longer than {limit}; it was not passed on");
+            let _ = to_client
+                .send(error_response(Some(&id), code::INVALID_REQUEST, &why, None))
+                .await;
+        }
+        Head::Call { id: None } => {
+            tracing::warn!(
+                "the client wrote a notification (or a request whose id follows its params) \
+                 longer than {limit}: dropped"
+            );
+        }
+        Head::Response { id: Some(id) } => {
+            tracing::warn!(id, "the client wrote a response longer than {limit}");
+            let why = format!("the client's response is longer than {limit}; it was not passed on");
+            let error = error_response(Some(&id), code::INTERNAL_ERROR, &why, None);
+            if let Ok(error) = Message::parse(error) {
+                let _ = server.send(error, &Forwarded::default()).await;
+            }
+        }
+        Head::Response { id: None } | Head::Unknown => {
+            let why = format!("the message is longer than {limit}; it was not passed on");
+            let _ = to_client
+                .send(error_response(None, code::INVALID_REQUEST, &why, None))
+                .await;
+        }
+    }
 }
 
 /// Pins a request (rate limited); `Some(error response)` when refused.

@@ -272,8 +272,10 @@ pub enum Head {
     /// A response (a result or an error came), with the compact id of the
     /// request it answers when the start holds that id whole.
     Response { id: Option<String> },
-    /// A request or a notification (a method or params came).
-    Call,
+    /// A request or a notification (a method or params came), with the
+    /// compact id of a request when the start holds it whole before its
+    /// params: a call without one cannot be answered.
+    Call { id: Option<String> },
     /// Nothing before the cut tells.
     Unknown,
 }
@@ -296,7 +298,7 @@ impl Head {
         );
         let id = if seen.ids == 1 { seen.id } else { None };
         match (seen.call, seen.response) {
-            (true, _) => Head::Call,
+            (true, _) => Head::Call { id },
             (false, true) => Head::Response { id },
             (false, false) => Head::Unknown,
         }
@@ -338,9 +340,14 @@ impl<'de> serde::de::Visitor<'de> for Peek<'_, 'de> {
                         id.get().as_bytes().as_ptr_range().end >= self.start.as_ptr_range().end;
                     self.seen.id = if cut { None } else { answerable_id(id) };
                 }
+                // An id may follow: read on, unless the params (what
+                // usually runs past the cut) come after the id.
                 "method" | "params" => {
                     self.seen.call = true;
-                    return Ok(());
+                    if key == "params" && self.seen.ids > 0 {
+                        return Ok(());
+                    }
+                    map.next_value::<IgnoredAny>()?;
                 }
                 "result" | "error" => {
                     self.seen.response = true;
@@ -543,6 +550,9 @@ mod tests {
         let response = |id: Option<&str>| Head::Response {
             id: id.map(str::to_owned),
         };
+        let call = |id: Option<&str>| Head::Call {
+            id: id.map(str::to_owned),
+        };
         let cases: &[(&str, Head)] = &[
             (
                 r#"{"jsonrpc":"2.0","id":10,"result":{"content":[{"te"#,
@@ -562,9 +572,26 @@ mod tests {
             ),
             (
                 r#"{"jsonrpc":"2.0","id":4,"method":"sampling/createMessage","params":{"#,
-                Head::Call,
+                call(Some("4")),
             ),
-            (r#"{"jsonrpc":"2.0","params":{"result":"#, Head::Call),
+            (
+                r#"{"method":"elicitation/create","id":"e1","jsonrpc":"2.0","params":{"#,
+                call(Some(r#""e1""#)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"id":5,"#,
+                call(None),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"x","params":{"a":1},"id":6"#,
+                call(None),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"x","params":{"a":1},"id":6,"#,
+                call(Some("6")),
+            ),
+            (r#"{"jsonrpc":"2.0","method":"sampling/crea"#, call(None)),
+            (r#"{"jsonrpc":"2.0","params":{"result":"#, call(None)),
             (
                 r#"{"jsonrpc":"2.0","id":4,"_meta":{"result":"#,
                 Head::Unknown,

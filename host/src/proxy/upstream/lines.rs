@@ -16,7 +16,7 @@ const HEAD: usize = 8 << 10;
 
 /// One item read from the server's stdout.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Line {
+pub(crate) enum Line {
     /// A whole line, without its line break.
     Line(Bytes),
     /// A line over the limit: its first bytes. The rest is skipped up to
@@ -26,7 +26,7 @@ pub(super) enum Line {
 
 /// Newline-delimited lines of at most `max` bytes.
 #[derive(Debug)]
-pub(super) struct BoundedLines {
+pub(crate) struct BoundedLines {
     max: usize,
     /// Where the search for a newline resumes in the buffer: what was
     /// searched before has none.
@@ -36,7 +36,7 @@ pub(super) struct BoundedLines {
 }
 
 impl BoundedLines {
-    pub(super) fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Self {
             max,
             searched: 0,

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 pub use self::http::HttpUpstream;
+pub(crate) use self::lines::{BoundedLines, Line};
 pub use self::stdio::{ProgramError, StdioCommand, StdioUpstream};
 use super::jsonrpc::Message;
 

@@ -177,9 +177,14 @@ impl StdioUpstream {
         tokio::spawn(write_lines(stdin, lines_out));
         let reader = tokio::spawn(read_messages(
             FramedRead::new(stdout, BoundedLines::new(command.max_line)),
-            Arc::clone(&routes),
-            pid,
-            line_limit(&command),
+            Server {
+                routes: Arc::clone(&routes),
+                // Weak, so that closing stdin still takes only dropping the
+                // upstream's own sender.
+                stdin: writer.downgrade(),
+                pid,
+                limit: line_limit(&command),
+            },
         ));
         tokio::spawn(log_stderr(stderr, pid));
         let (close_tx, close_rx) = oneshot::channel();
@@ -367,18 +372,24 @@ fn line_limit(command: &StdioCommand) -> String {
     format!("the limit of {} bytes per message{raise}", command.max_line)
 }
 
+/// What the reader of a server's stdout reaches: where its messages go,
+/// and its stdin, for the answers the proxy gives it itself.
+struct Server {
+    routes: Arc<Mutex<Routes>>,
+    stdin: mpsc::WeakSender<Bytes>,
+    pid: u32,
+    /// [`line_limit`], as messages name it.
+    limit: String,
+}
+
 /// Routes the server's messages until its stdout ends; returns why it ended.
 /// Failing the routes is left to the supervisor, which knows the exit status
 /// by then.
-async fn read_messages<R>(
-    mut lines: FramedRead<R, BoundedLines>,
-    routes: Arc<Mutex<Routes>>,
-    pid: u32,
-    limit: String,
-) -> StdoutEnd
+async fn read_messages<R>(mut lines: FramedRead<R, BoundedLines>, server: Server) -> StdoutEnd
 where
     R: tokio::io::AsyncRead + Unpin,
 {
+    let Server { routes, pid, .. } = &server;
     loop {
         match lines.next().await {
             Some(Ok(Line::Line(line))) => {
@@ -386,20 +397,20 @@ where
                     continue;
                 }
                 match Message::parse(line.clone()) {
-                    Ok(message) => route(&routes, message).await,
+                    Ok(message) => route(routes, message).await,
                     Err(e) => {
                         tracing::warn!(pid, "upstream wrote a line that is not JSON-RPC: {e}");
                         // A response the client cannot be given still ends
                         // its request, rather than leave it waiting.
                         if let Head::Response { id: Some(id) } = Head::peek(&line) {
                             let why = format!("the MCP server's response is invalid: {e}");
-                            answer_with_error(&routes, &id, &why).await;
+                            answer_with_error(routes, &id, &why).await;
                         }
                     }
                 }
             }
             Some(Ok(Line::TooLong(head))) => {
-                if let Some(end) = skip_too_long(&routes, &head, pid, &limit).await {
+                if let Some(end) = skip_too_long(&server, &head).await {
                     return end;
                 }
             }
@@ -418,23 +429,49 @@ async fn answer_with_error(routes: &Mutex<Routes>, id: &str, why: &str) {
     }
 }
 
-/// Settles a message over the line limit, of which only `head` is known:
-/// the request it answers gets an error instead. When that request cannot be
-/// told, every request in flight gets it, since any of them may be waiting
-/// for the lost answer; in one ordered stream (the forward proxy), which has
-/// no requests in flight to fail, the stream ends. Returns how the stream
-/// ends, if it does.
-async fn skip_too_long(
-    routes: &Mutex<Routes>,
-    head: &[u8],
-    pid: u32,
-    limit: &str,
-) -> Option<StdoutEnd> {
+/// Settles a message over the line limit, of which only `head` is known.
+/// A request of the server's is answered with an error, to the server: the
+/// client never saw it. A response of the server's: the request it answers
+/// gets an error instead. When that request cannot be told, every request
+/// in flight gets it, since any of them may be waiting for the lost answer;
+/// in one ordered stream (the forward proxy), which has no requests in
+/// flight to fail, the stream ends. Returns how the stream ends, if it does.
+async fn skip_too_long(server: &Server, head: &[u8]) -> Option<StdoutEnd> {
+    let Server {
+        routes,
+        stdin,
+        pid,
+        limit,
+    } = server;
     match Head::peek(head) {
-        Head::Call => {
+        Head::Call { id: Some(id) } => {
             tracing::warn!(
                 pid,
-                "upstream wrote a request or notification longer than {limit}: dropped"
+                id,
+                "upstream wrote a request longer than {limit}: answered with an error"
+            );
+            let why = format!(
+                "the request is longer than {limit}; the proxy did not pass it on to the client"
+            );
+            let answer = error_response(Some(&id), code::INVALID_REQUEST, &why, None);
+            // Behind the messages queued for it, in order; a server that
+            // reads nothing while it writes has no room left for it.
+            if let Some(stdin) = stdin.upgrade() {
+                if stdin.try_send(answer).is_err() {
+                    tracing::warn!(
+                        pid,
+                        id,
+                        "the server's stdin is full or closed: not answered"
+                    );
+                }
+            }
+            None
+        }
+        Head::Call { id: None } => {
+            tracing::warn!(
+                pid,
+                "upstream wrote a notification (or a request whose id follows its params) \
+                 longer than {limit}: dropped"
             );
             None
         }
@@ -613,9 +650,30 @@ mod tests {
     }
 
     async fn read(routes: &Arc<Mutex<Routes>>, lines: &[String]) -> StdoutEnd {
+        read_answering(routes, lines).await.0
+    }
+
+    /// [`read`], with what the reader wrote to the server's stdin.
+    async fn read_answering(
+        routes: &Arc<Mutex<Routes>>,
+        lines: &[String],
+    ) -> (StdoutEnd, Vec<serde_json::Value>) {
         let input = lines.join("\n") + "\n";
         let lines = FramedRead::new(input.as_bytes(), BoundedLines::new(64));
-        read_messages(lines, Arc::clone(routes), 0, LIMIT.to_owned()).await
+        let (stdin, mut written) = mpsc::channel(8);
+        let server = Server {
+            routes: Arc::clone(routes),
+            stdin: stdin.downgrade(),
+            pid: 0,
+            limit: LIMIT.to_owned(),
+        };
+        let end = read_messages(lines, server).await;
+        drop(stdin);
+        let mut answers = Vec::new();
+        while let Some(line) = written.recv().await {
+            answers.push(serde_json::from_slice(&line).expect("JSON"));
+        }
+        (end, answers)
     }
 
     fn next(rx: &mut mpsc::Receiver<Event>) -> serde_json::Value {
@@ -674,6 +732,38 @@ mod tests {
         routes.lock().tap(tap).expect("tapped");
         let end = read(&routes, &[format!(r#"{{"result":"{big}"}}"#)]).await;
         assert!(matches!(end, StdoutEnd::Broken(reason) if reason.contains(LIMIT)));
+    }
+
+    /// A request of the server's over the limit never reaches the client:
+    /// the server gets an error for it, by its id, and no request of the
+    /// client's fails. One whose id is not in the start cannot be answered.
+    #[tokio::test]
+    async fn proxy_stdio_a_request_over_the_limit_is_answered_to_the_server() {
+        let routes = Arc::new(Mutex::new(Routes::default()));
+        let mut rx = in_flight(&routes, &["1"]);
+        let big = "x".repeat(200);
+        let (end, answers) = read_answering(
+            &routes,
+            &[
+                format!(r#"{{"jsonrpc":"2.0","id":"s1","method":"roots/list","params":"{big}"}}"#),
+                format!(r#"{{"method":"sampling/createMessage","id":7,"params":"{big}"}}"#),
+                format!(r#"{{"jsonrpc":"2.0","method":"roots/list","params":"{big}","id":8}}"#),
+                format!(r#"{{"jsonrpc":"2.0","method":"notifications/message","params":"{big}"}}"#),
+            ],
+        )
+        .await;
+        assert!(matches!(end, StdoutEnd::Closed));
+        let ids: Vec<&serde_json::Value> = answers.iter().map(|a| &a["id"]).collect();
+        assert_eq!(ids, [&serde_json::json!("s1"), &serde_json::json!(7)]);
+        for answer in &answers {
+            assert_eq!(answer["error"]["code"], code::INVALID_REQUEST, "{answer}");
+            let message = answer["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(LIMIT), "{message}");
+        }
+        assert!(
+            rx[0].try_recv().is_err(),
+            "the client's request is untouched"
+        );
     }
 
     /// A response that is not valid JSON-RPC cannot go to the client; its
