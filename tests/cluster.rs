@@ -732,8 +732,11 @@ http {{
             let upstream = SseUpstream::start();
             let node: &[&str] = &["--upstream-http", &upstream.url];
             let cluster = Cluster::start(&[], &[node, node]);
-            let mut client = McpClient::new(&cluster.mcp(0));
+            let mut client =
+                McpClient::new(&cluster.mcp(0)).with_header("authorization", "Bearer first");
             assert_eq!(client.initialize().status, 200);
+            // Renewed credentials, sent through the hop from now on.
+            client.headers = vec![("authorization".into(), "Bearer hop".into())];
             client.url = cluster.mcp(1);
             let answer = client.request(
                 "tools/call",
@@ -758,6 +761,7 @@ http {{
                 .header("mcp-session-id", client.session.as_deref().expect("id"))
                 .header("mcp-protocol-version", "2025-11-25")
                 .header("last-event-id", "ev-2")
+                .header("authorization", "Bearer hop")
                 .send()
                 .expect("the GET stream");
             assert_eq!(stream.status(), 200);
@@ -767,13 +771,29 @@ http {{
             assert_eq!(client.delete(), 200);
             // The upstream session is deleted by the teardown, just after.
             wait_until("the upstream DELETE", Duration::from_secs(10), || {
-                upstream.seen.lock().iter().any(|(m, _)| m == "DELETE")
+                upstream.seen.lock().iter().any(|(m, _, _)| m == "DELETE")
             });
             let seen = upstream.seen.lock().clone();
             assert!(
                 seen.iter()
-                    .any(|(m, leid)| m == "GET" && leid.as_deref() == Some("ev-2")),
+                    .any(|(m, leid, _)| m == "GET" && leid.as_deref() == Some("ev-2")),
                 "{seen:?}"
+            );
+            // The client's credentials went with it through the hop, on to
+            // the upstream; the teardown's DELETE used the latest.
+            let sent: Vec<(&str, Option<&str>)> = seen
+                .iter()
+                .map(|(m, _, auth)| (m.as_str(), auth.as_deref()))
+                .collect();
+            assert_eq!(
+                sent,
+                [
+                    ("POST", Some("Bearer first")),
+                    ("POST", Some("Bearer first")),
+                    ("POST", Some("Bearer hop")),
+                    ("GET", Some("Bearer hop")),
+                    ("DELETE", Some("Bearer hop")),
+                ]
             );
             assert!(
                 cluster.node(1).metrics().samples.iter().any(|s| {
@@ -1763,11 +1783,13 @@ http {{
     }
 
     /// Each request's method and `Last-Event-ID`, as an upstream saw them.
-    type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+    /// Each request's method, `Last-Event-ID` and `Authorization`.
+    type Seen = Arc<Mutex<Vec<(String, Option<String>, Option<String>)>>>;
 
     /// An HTTP upstream for the stream test: an SSE answer with event ids on
     /// request, a GET stream that says which `Last-Event-ID` it resumed
-    /// after, DELETE; it records each request's method and `Last-Event-ID`.
+    /// after, DELETE; it records each request's method, `Last-Event-ID` and
+    /// `Authorization`.
     struct SseUpstream {
         url: String,
         seen: Seen,
@@ -1781,11 +1803,18 @@ http {{
             use axum::routing::post;
 
             fn note(seen: &Seen, method: &str, headers: &HeaderMap) {
-                let leid = headers
-                    .get("last-event-id")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                seen.lock().push((method.to_owned(), leid));
+                let get = |name| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let entry = (
+                    method.to_owned(),
+                    get("last-event-id"),
+                    get("authorization"),
+                );
+                seen.lock().push(entry);
             }
             let seen: Seen = Arc::default();
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -2031,29 +2031,42 @@ mod proxy {
         assert_eq!(client.echo("still here").text(), "Echo: still here");
     }
 
-    /// An upstream command that cannot be found stops the proxy at startup,
-    /// instead of failing every session's `initialize` later.
+    /// An upstream the proxy cannot use stops it at startup, instead of
+    /// failing every session's `initialize` later: a command that cannot be
+    /// found, or HTTP headers for a stdio server.
     #[test]
-    fn proxy_reverse_refuses_to_start_without_its_upstream_program() {
-        for (command, says) in [
-            ("/nonexistent/server --flag 'an argument'", "does not exist"),
-            ("shadowcat-no-such-server --flag", "not found on PATH"),
-        ] {
-            let (status, stderr) = run_to_exit(&[
+    fn proxy_reverse_refuses_to_start_with_an_upstream_it_cannot_use() {
+        let cases: [(&[&str], &[&str]); 3] = [
+            (
+                &[
+                    "--upstream-stdio",
+                    "/nonexistent/server --flag 'an argument'",
+                ],
+                &["`/nonexistent/server`", "does not exist"],
+            ),
+            (
+                &["--upstream-stdio", "shadowcat-no-such-server --flag"],
+                &["`shadowcat-no-such-server`", "not found on PATH"],
+            ),
+            (
+                &["--upstream-stdio", "true", "--upstream-header", "X-Key: k"],
+                &["--upstream-header goes with --upstream-http"],
+            ),
+        ];
+        for (upstream, says) in cases {
+            let mut args = vec![
                 "reverse",
                 "--listen",
                 "127.0.0.1:0",
                 "--admin-listen",
                 "off",
-                "--upstream-stdio",
-                command,
-            ]);
-            assert!(!status.success(), "{command}: {stderr}");
-            let program = command.split(' ').next().unwrap_or_default();
-            assert!(
-                stderr.contains(&format!("`{program}`")) && stderr.contains(says),
-                "{command}: {stderr}"
-            );
+            ];
+            args.extend(upstream);
+            let (status, stderr) = run_to_exit(&args);
+            assert!(!status.success(), "{upstream:?}: {stderr}");
+            for said in says {
+                assert!(stderr.contains(said), "{upstream:?}: {stderr}");
+            }
         }
     }
 
@@ -2238,11 +2251,18 @@ mod proxy {
 
         use serde_json::json;
 
-        use crate::common::http_server::HttpMcpServer;
+        use crate::common::http_server::{HttpMcpServer, RESOURCE_METADATA};
         use crate::common::proxy::{metric, McpClient, ProxyProcess};
 
         fn proxy_for(server: &HttpMcpServer, global: &[&str]) -> ProxyProcess {
             ProxyProcess::start(global, &["--upstream-http", &server.url])
+        }
+
+        /// A proxy for `server` with these `reverse` options besides.
+        fn proxy_with(server: &HttpMcpServer, reverse: &[&str]) -> ProxyProcess {
+            let mut args = vec!["--upstream-http", server.url.as_str()];
+            args.extend(reverse);
+            ProxyProcess::start(&[], &args)
         }
 
         #[test]
@@ -2284,6 +2304,95 @@ mod proxy {
                 vec!["upstream-session-1"]
             );
             assert_eq!(client.echo("x").status, 404);
+        }
+
+        /// Waits (bounded) for the upstream to have deleted `session`.
+        fn wait_deleted(server: &HttpMcpServer, session: &str) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !server.state.deleted.lock().iter().any(|s| s == session) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the upstream session {session} was deleted"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+
+        fn challenge(answer: &reqwest::header::HeaderMap) -> String {
+            answer
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        }
+
+        /// A client's `Authorization` reaches the upstream on every request,
+        /// the teardown's DELETE included; the upstream's 401 comes back with
+        /// its `WWW-Authenticate`, to a POST and to a GET stream.
+        #[test]
+        fn proxy_http_upstream_passes_credentials_and_their_refusal_on() {
+            let server = HttpMcpServer::start();
+            *server.state.require.lock() = Some("Bearer good".into());
+            let proxy = proxy_for(&server, &[]);
+            let refused = McpClient::new(&proxy.mcp).initialize();
+            assert_eq!(refused.status, 401, "{}", refused.raw);
+            assert!(challenge(&refused.headers).contains(RESOURCE_METADATA));
+
+            let mut client = McpClient::new(&proxy.mcp).with_header("authorization", "Bearer good");
+            assert_eq!(client.initialize().status, 200);
+            assert_eq!(client.echo("authorised").text(), "Echo: authorised");
+            let stream = reqwest::blocking::Client::new()
+                .get(&proxy.mcp)
+                .header("accept", "text/event-stream")
+                .header("authorization", "Bearer stale")
+                .header("mcp-session-id", client.session.as_deref().expect("id"))
+                .header("mcp-protocol-version", "2025-11-25")
+                .send()
+                .expect("the proxy answers");
+            assert_eq!(stream.status().as_u16(), 401);
+            assert!(challenge(stream.headers()).contains(RESOURCE_METADATA));
+            // The latest credentials are the ones the teardown uses.
+            assert_eq!(client.echo("again").text(), "Echo: again");
+            assert_eq!(client.delete(), 200);
+            wait_deleted(&server, "upstream-session-1");
+            let seen = server.state.seen.lock().clone();
+            let sent: Vec<(&str, Option<&str>)> = seen
+                .iter()
+                .map(|s| (s.method.as_str(), s.authorization.as_deref()))
+                .collect();
+            assert_eq!(
+                sent,
+                [
+                    ("POST", None),
+                    ("POST", Some("Bearer good")),
+                    ("POST", Some("Bearer good")),
+                    ("POST", Some("Bearer good")),
+                    ("GET", Some("Bearer stale")),
+                    ("POST", Some("Bearer good")),
+                    ("DELETE", Some("Bearer good")),
+                ]
+            );
+        }
+
+        /// `--upstream-header` goes with every request, in place of the
+        /// client's header of the same name.
+        #[test]
+        fn proxy_http_upstream_headers_given_replace_the_clients() {
+            let server = HttpMcpServer::start();
+            *server.state.require.lock() = Some("Bearer key".into());
+            let proxy = proxy_with(&server, &["--upstream-header", "Authorization: Bearer key"]);
+            let mut client = McpClient::new(&proxy.mcp).with_header("authorization", "Bearer mine");
+            assert_eq!(client.initialize().status, 200);
+            assert_eq!(client.echo("keyed").text(), "Echo: keyed");
+            assert_eq!(client.delete(), 200);
+            wait_deleted(&server, "upstream-session-1");
+            let seen = server.state.seen.lock().clone();
+            assert_eq!(seen.len(), 4, "{seen:?}");
+            assert!(
+                seen.iter()
+                    .all(|s| s.authorization.as_deref() == Some("Bearer key")),
+                "{seen:?}"
+            );
         }
 
         #[test]
@@ -2349,15 +2458,7 @@ mod proxy {
         #[test]
         fn proxy_http_upstream_stateless_era_forwards_its_headers_unchanged() {
             let server = HttpMcpServer::start();
-            let proxy = ProxyProcess::start(
-                &[],
-                &[
-                    "--upstream-http",
-                    &server.url,
-                    "--client-key",
-                    "header:x-api-key",
-                ],
-            );
+            let proxy = proxy_with(&server, &["--client-key", "header:x-api-key"]);
             let mut client = McpClient::new(&proxy.mcp)
                 .with_header("mcp-protocol-version", "2026-07-28")
                 .with_header("mcp-method", "tools/call")

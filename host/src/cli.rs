@@ -868,6 +868,48 @@ mod tests {
     }
 
     #[test]
+    fn cli_upstream_headers_are_checked_and_kept_out_of_logs() {
+        let reverse = |headers: &[&str]| {
+            let mut argv = vec!["shadowcat", "reverse", "--upstream-http", "http://h/mcp"];
+            for header in headers {
+                argv.extend(["--upstream-header", header]);
+            }
+            Cli::try_parse_from(argv)
+        };
+        let cli = reverse(&["Authorization: Bearer secret-key", "X-Team:  blue "]).expect("parsed");
+        let Some(Command::Reverse(args)) = &cli.command else {
+            panic!("reverse: {cli:?}");
+        };
+        let given: Vec<(&str, &[u8])> = args
+            .upstream_headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_bytes()))
+            .collect();
+        assert_eq!(
+            given,
+            [
+                ("authorization", &b"Bearer secret-key"[..]),
+                ("x-team", &b"blue"[..])
+            ]
+        );
+        assert!(
+            !format!("{cli:?}").contains("secret-key"),
+            "a debug print shows no header value"
+        );
+        for (header, says) in [
+            ("Content-Type: text/plain", "set by the proxy itself"),
+            ("MCP-Session-Id: 1", "set by the proxy itself"),
+            ("Host: example.com", "set by the proxy itself"),
+            ("Authorization Bearer k", "is not `NAME: VALUE`"),
+            ("bad name: x", "is not a header name"),
+            ("X-Key: a\u{7f}b", "no header may carry"),
+        ] {
+            let e = reverse(&[header]).expect_err(header).to_string();
+            assert!(e.contains(says), "{header}: {e}");
+        }
+    }
+
+    #[test]
     fn cli_rejects_values_that_would_be_ignored_or_misread() {
         let err = |args: &[&str]| {
             let mut argv = vec!["shadowcat"];

@@ -24,6 +24,7 @@ pub struct Seen {
     pub mcp_method: Option<String>,
     pub mcp_name: Option<String>,
     pub rpc_method: Option<String>,
+    pub authorization: Option<String>,
 }
 
 #[derive(Default)]
@@ -32,7 +33,13 @@ pub struct ServerState {
     pub issued: Mutex<u64>,
     pub deleted: Mutex<Vec<String>>,
     pub seen: Mutex<Vec<Seen>>,
+    /// The `Authorization` every request must carry, when set: others get
+    /// 401 with a `WWW-Authenticate` naming [`RESOURCE_METADATA`].
+    pub require: Mutex<Option<String>>,
 }
+
+/// Where the 401's challenge says this server's OAuth metadata is.
+pub const RESOURCE_METADATA: &str = "http://127.0.0.1/.well-known/oauth-protected-resource";
 
 /// The running server; it stops with its runtime when dropped.
 pub struct HttpMcpServer {
@@ -93,7 +100,25 @@ fn record(state: &ServerState, method: &str, headers: &HeaderMap, rpc: Option<&V
         mcp_method: header(headers, "mcp-method"),
         mcp_name: header(headers, "mcp-name"),
         rpc_method: rpc.and_then(|m| m["method"].as_str()).map(str::to_owned),
+        authorization: header(headers, "authorization"),
     });
+}
+
+/// 401 for a request without the credentials [`ServerState::require`]s.
+fn unauthorised(state: &ServerState, headers: &HeaderMap) -> Option<Response> {
+    let required = state.require.lock().clone()?;
+    if header(headers, "authorization").as_deref() == Some(required.as_str()) {
+        return None;
+    }
+    let challenge = format!(r#"Bearer resource_metadata="{RESOURCE_METADATA}""#);
+    Some(
+        (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", challenge.as_str())],
+            "unauthorised",
+        )
+            .into_response(),
+    )
 }
 
 async fn handle_post(
@@ -105,6 +130,9 @@ async fn handle_post(
         return StatusCode::BAD_REQUEST.into_response();
     };
     record(&state, "POST", &headers, Some(&message));
+    if let Some(refused) = unauthorised(&state, &headers) {
+        return refused;
+    }
     let stateless = header(&headers, "mcp-protocol-version").as_deref() == Some("2026-07-28");
     let method = message["method"].as_str().unwrap_or_default().to_owned();
     let mut new_session = None;
@@ -161,11 +189,17 @@ async fn handle_post(
 
 async fn handle_get(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
     record(&state, "GET", &headers, None);
+    if let Some(refused) = unauthorised(&state, &headers) {
+        return refused;
+    }
     StatusCode::METHOD_NOT_ALLOWED.into_response()
 }
 
 async fn handle_delete(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
     record(&state, "DELETE", &headers, None);
+    if let Some(refused) = unauthorised(&state, &headers) {
+        return refused;
+    }
     let Some(session) = header(&headers, "mcp-session-id") else {
         return StatusCode::BAD_REQUEST.into_response();
     };

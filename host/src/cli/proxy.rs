@@ -8,7 +8,12 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use crate::config::{parse_duration, parse_size};
+use reqwest::header::{HeaderName, HeaderValue};
+
 use crate::proxy::client_key::ClientKeySource;
+use crate::proxy::mcp_headers::{
+    HOP_BY_HOP, LAST_EVENT_ID, MCP_METHOD, MCP_NAME, PROTOCOL_VERSION, SESSION_ID,
+};
 
 pub const REVERSE_ABOUT: &str = "Serve MCP clients over streamable HTTP at /mcp, one upstream per session.
 
@@ -43,8 +48,22 @@ pub struct ReverseArgs {
     pub upstream_stdio: Option<String>,
 
     /// Open one session per client session on this streamable-HTTP MCP server.
+    /// A client's `Authorization` is passed on to it (a hop in a cluster
+    /// carries it), and its 401 or 403 comes back with its
+    /// `WWW-Authenticate`.
     #[arg(long, value_name = "URL")]
     pub upstream_http: Option<reqwest::Url>,
+
+    /// A header for every request to the --upstream-http server, as
+    /// `NAME: VALUE` (repeat it for several), such as an API key:
+    /// `Authorization: Bearer KEY`. It replaces a client's header of the
+    /// same name.
+    #[arg(
+        long = "upstream-header",
+        value_name = "\"NAME: VALUE\"",
+        value_parser = parse_upstream_header
+    )]
+    pub upstream_headers: Vec<UpstreamHeader>,
 
     /// Who a client is, for per-client limits, eviction keys and the access
     /// log: `remote` (its IP address) or `header:NAME` (a header's value, only
@@ -205,6 +224,49 @@ pub enum SessionAction {
         /// The session's MCP-Session-Id.
         id: String,
     },
+}
+
+/// One `--upstream-header`. Its value is marked sensitive: it is likely a
+/// secret, and no log or debug print shows it.
+#[derive(Debug, Clone)]
+pub struct UpstreamHeader {
+    pub name: HeaderName,
+    pub value: HeaderValue,
+}
+
+/// Headers the proxy sets itself on the way to an upstream, for the MCP
+/// transport or the request (besides [`HOP_BY_HOP`]): one given by hand
+/// would contradict them.
+const SET_BY_THE_PROXY: [&str; 9] = [
+    "accept",
+    "content-length",
+    "content-type",
+    "host",
+    LAST_EVENT_ID,
+    MCP_METHOD,
+    MCP_NAME,
+    PROTOCOL_VERSION,
+    SESSION_ID,
+];
+
+fn parse_upstream_header(text: &str) -> Result<UpstreamHeader, String> {
+    let Some((name, value)) = text.split_once(':') else {
+        return Err(format!(
+            "`{text}` is not `NAME: VALUE` (as in `Authorization: Bearer KEY`)"
+        ));
+    };
+    let name = name.trim();
+    let name = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("`{name}` is not a header name"))?;
+    if SET_BY_THE_PROXY.contains(&name.as_str()) || HOP_BY_HOP.contains(&name.as_str()) {
+        return Err(format!(
+            "`{name}` is set by the proxy itself on every request to the upstream"
+        ));
+    }
+    let mut value = HeaderValue::from_str(value.trim())
+        .map_err(|_| format!("the value of `{name}` holds a character no header may carry"))?;
+    value.set_sensitive(true);
+    Ok(UpstreamHeader { name, value })
 }
 
 fn parse_admin_listen(text: &str) -> Result<Option<SocketAddr>, String> {

@@ -10,31 +10,22 @@ use axum::response::Response;
 
 use super::hop::HOP_HEADER;
 use crate::proxy::mcp_headers::{
-    LAST_EVENT_ID, MCP_METHOD, MCP_NAME, PROTOCOL_VERSION, SESSION_ID,
+    HOP_BY_HOP, LAST_EVENT_ID, MCP_METHOD, MCP_NAME, PROTOCOL_VERSION, SESSION_ID,
 };
 
-/// What the owner must see of the client's request. Anything else (cookies,
-/// credentials, the client-key header) stays at the receiving instance: the
-/// hop header names the client.
-const REQUEST_HEADERS: [&str; 7] = [
+/// What the owner must see of the client's request: its credentials too,
+/// which the owner passes on to an HTTP upstream. Anything else (cookies,
+/// the client-key header) stays at the receiving instance: the hop header
+/// names the client.
+const REQUEST_HEADERS: [&str; 8] = [
     "content-type",
     "accept",
+    "authorization",
     PROTOCOL_VERSION,
     SESSION_ID,
     MCP_METHOD,
     MCP_NAME,
     LAST_EVENT_ID,
-];
-
-/// Hop-by-hop headers of the owner's answer, which belong to that connection.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
 ];
 
 pub struct Forwarder {

@@ -107,6 +107,10 @@ fn cluster_config(args: &ReverseArgs) -> Result<Option<ClusterConfig>> {
 fn upstream_spec(args: &ReverseArgs) -> Result<UpstreamSpec> {
     let up = &args.upstream;
     if let Some(line) = &args.upstream_stdio {
+        anyhow::ensure!(
+            args.upstream_headers.is_empty(),
+            "--upstream-header goes with --upstream-http: a stdio server gets no HTTP headers"
+        );
         let mut command = StdioCommand::parse(line).map_err(anyhow::Error::msg)?;
         command.grace = up.upstream_grace;
         command.max_line = args.max_body.max(1 << 20);
@@ -120,9 +124,14 @@ fn upstream_spec(args: &ReverseArgs) -> Result<UpstreamSpec> {
     if !matches!(url.scheme(), "http" | "https") {
         anyhow::bail!("--upstream-http must be an http:// or https:// URL, not `{url}`");
     }
+    let mut headers = reqwest::header::HeaderMap::new();
+    for header in &args.upstream_headers {
+        headers.append(header.name.clone(), header.value.clone());
+    }
     Ok(UpstreamSpec::Http(Arc::new(
         HttpUpstreamConfig::new(url.clone(), up.upstream_timeout)
-            .context("cannot build the HTTP client")?,
+            .context("cannot build the HTTP client")?
+            .with_headers(headers),
     )))
 }
 

@@ -9,6 +9,18 @@ pub const MCP_METHOD: &str = "mcp-method";
 pub const MCP_NAME: &str = "mcp-name";
 pub const LAST_EVENT_ID: &str = "last-event-id";
 
+/// Hop-by-hop headers (RFC 9110, 7.6.1): they belong to one connection, so
+/// no hop passes them on and no configured upstream header may be one.
+pub const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// Revisions with protocol sessions (`initialize`, `MCP-Session-Id`).
 pub const SESSION_ERA: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 /// Revisions without protocol sessions: every request stands alone.

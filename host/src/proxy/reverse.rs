@@ -32,7 +32,9 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
-use axum::http::header::{ACCEPT, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{
+    ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -112,6 +114,11 @@ fn forwarded(headers: &HeaderMap) -> Forwarded {
         mcp_method: get(MCP_METHOD),
         mcp_name: get(MCP_NAME),
         last_event_id: get(LAST_EVENT_ID),
+        authorization: headers.get(AUTHORIZATION).map(|value| {
+            let mut value = value.clone();
+            value.set_sensitive(true);
+            value
+        }),
     }
 }
 
@@ -264,7 +271,25 @@ fn upstream_refusal(error: &UpstreamError, id: Option<&str>) -> Response {
             code::UPSTREAM_FAILED,
             &error.to_string(),
         ),
+        UpstreamError::Denied { status, challenge } => with_challenge(
+            refuse(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::FORBIDDEN),
+                id,
+                code::INVALID_REQUEST,
+                &error.to_string(),
+            ),
+            challenge.clone(),
+        ),
     }
+}
+
+/// An upstream's refusal of the client's credentials goes back with its
+/// `WWW-Authenticate`: an MCP client finds out from it how to authorise.
+fn with_challenge(mut response: Response, challenge: Option<HeaderValue>) -> Response {
+    if let Some(challenge) = challenge {
+        response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+    }
+    response
 }
 
 /// Counts a finished request and its time to first byte.
@@ -593,11 +618,12 @@ async fn relay_and_tell(
             status,
             content_type,
             body,
+            challenge,
         }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             let content_type = content_type.unwrap_or_else(|| "application/json".into());
             let response = (status, [(CONTENT_TYPE, content_type)], body).into_response();
-            return (response, Answered::Refused);
+            return (with_challenge(response, challenge), Answered::Refused);
         }
         Ok(Reply::Events(events)) => events,
         Err(e) => {

@@ -14,7 +14,9 @@ use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use parking_lot::Mutex;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE,
+};
 use reqwest::{RequestBuilder, StatusCode};
 use tokio::sync::watch;
 
@@ -28,6 +30,9 @@ pub struct HttpUpstream {
     config: Arc<HttpUpstreamConfig>,
     /// The upstream's own session id, once its `initialize` answered.
     session: Mutex<Option<String>>,
+    /// The client's latest credentials, for the teardown's DELETE, which no
+    /// request of the client's carries.
+    credentials: Mutex<Option<HeaderValue>>,
     /// `Some(reason)` once the upstream session is gone.
     ended: watch::Sender<Option<String>>,
 }
@@ -37,6 +42,7 @@ impl HttpUpstream {
         Self {
             config,
             session: Mutex::new(None),
+            credentials: Mutex::new(None),
             ended: watch::Sender::new(None),
         }
     }
@@ -52,7 +58,10 @@ impl HttpUpstream {
     }
 
     fn with_headers(&self, request: RequestBuilder, headers: &Forwarded) -> RequestBuilder {
-        let mut map = HeaderMap::new();
+        if let Some(credentials) = &headers.authorization {
+            *self.credentials.lock() = Some(credentials.clone());
+        }
+        let mut map = self.own_headers();
         let mut put = |name: &'static str, value: Option<&str>| {
             if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
                 map.insert(name, value);
@@ -62,8 +71,25 @@ impl HttpUpstream {
         put(MCP_METHOD, headers.mcp_method.as_deref());
         put(MCP_NAME, headers.mcp_name.as_deref());
         put(LAST_EVENT_ID, headers.last_event_id.as_deref());
-        put(SESSION_ID, self.session.lock().as_deref());
         request.headers(map)
+    }
+
+    /// What every request of this session carries: the configured headers,
+    /// the client's credentials unless those name their own, and the
+    /// upstream session's id.
+    fn own_headers(&self) -> HeaderMap {
+        let mut map = self.config.headers.clone();
+        if !map.contains_key(AUTHORIZATION) {
+            if let Some(credentials) = self.credentials.lock().clone() {
+                map.insert(AUTHORIZATION, credentials);
+            }
+        }
+        if let Some(session) = self.session.lock().as_deref() {
+            if let Ok(session) = HeaderValue::from_str(session) {
+                map.insert(SESSION_ID, session);
+            }
+        }
+        map
     }
 
     fn unreachable(&self, e: reqwest::Error) -> UpstreamError {
@@ -119,11 +145,13 @@ impl Upstream for HttpUpstream {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         if !status.is_success() {
+            let challenge = response.headers().get(WWW_AUTHENTICATE).cloned();
             let body = response.bytes().await.unwrap_or_default();
             return Ok(Reply::Refused {
                 status: status.as_u16(),
                 content_type,
                 body,
+                challenge,
             });
         }
         let request_id = message.id().map(str::to_owned);
@@ -166,6 +194,12 @@ impl Upstream for HttpUpstream {
         if status == StatusCode::CONFLICT {
             return Err(UpstreamError::StreamConflict);
         }
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            return Err(UpstreamError::Denied {
+                status: status.as_u16(),
+                challenge: response.headers().get(WWW_AUTHENTICATE).cloned(),
+            });
+        }
         if !status.is_success() {
             return Err(UpstreamError::Failed(format!(
                 "the upstream refused the stream: {status}"
@@ -175,13 +209,12 @@ impl Upstream for HttpUpstream {
     }
 
     async fn close(&self) {
-        let session = self.session.lock().clone();
-        if let Some(session) = session {
+        if self.session.lock().is_some() {
             let deleted = self
                 .config
                 .client
                 .delete(self.config.url.clone())
-                .header(SESSION_ID, session)
+                .headers(self.own_headers())
                 .timeout(self.config.timeout)
                 .send()
                 .await;

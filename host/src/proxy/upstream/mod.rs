@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use reqwest::header::{HeaderMap, HeaderValue};
 
 pub use self::http::HttpUpstream;
 pub(crate) use self::lines::{BoundedLines, Line};
@@ -61,6 +62,9 @@ pub enum Reply {
         status: u16,
         content_type: Option<String>,
         body: Bytes,
+        /// The upstream's `WWW-Authenticate`, which a client needs to learn
+        /// how to authorise (MCP authorization: where its metadata is).
+        challenge: Option<HeaderValue>,
     },
 }
 
@@ -74,7 +78,7 @@ impl fmt::Debug for Reply {
     }
 }
 
-/// The MCP headers a client sent that an HTTP upstream must see unchanged.
+/// The headers a client sent that an HTTP upstream must see unchanged.
 #[derive(Debug, Clone, Default)]
 pub struct Forwarded {
     pub protocol_version: Option<String>,
@@ -82,6 +86,9 @@ pub struct Forwarded {
     pub mcp_method: Option<String>,
     pub mcp_name: Option<String>,
     pub last_event_id: Option<String>,
+    /// The client's credentials for the upstream, marked sensitive so that
+    /// no log shows them.
+    pub authorization: Option<HeaderValue>,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -105,6 +112,13 @@ pub enum UpstreamError {
     StreamConflict,
     #[error("cannot reach the upstream: {0}")]
     Unreachable(String),
+    /// The upstream refused the client's credentials (HTTP 401 or 403),
+    /// with its `WWW-Authenticate` if it sent one.
+    #[error("the upstream refused the client's credentials ({status})")]
+    Denied {
+        status: u16,
+        challenge: Option<HeaderValue>,
+    },
 }
 
 /// An upstream a session holds. Implementations never block: everything
@@ -143,6 +157,9 @@ pub struct HttpUpstreamConfig {
     pub url: reqwest::Url,
     pub client: reqwest::Client,
     pub timeout: Duration,
+    /// Sent with every request (`--upstream-header`), in place of a
+    /// client's header of the same name.
+    pub headers: HeaderMap,
 }
 
 impl HttpUpstreamConfig {
@@ -157,7 +174,13 @@ impl HttpUpstreamConfig {
             url,
             client,
             timeout,
+            headers: HeaderMap::new(),
         })
+    }
+
+    /// The same upstream, with `headers` on every request.
+    pub fn with_headers(self, headers: HeaderMap) -> Self {
+        Self { headers, ..self }
     }
 }
 
