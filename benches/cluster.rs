@@ -122,6 +122,7 @@ async fn start_instances(
                 init_timeout: Duration::from_secs(30),
                 max_body: 4 << 20,
                 init_rate: None,
+                ..ProxyOptions::default()
             },
             listen: "127.0.0.1:0".parse().expect("addr"),
             admin_listen: None,

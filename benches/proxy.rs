@@ -44,6 +44,7 @@ async fn start_proxy(upstream: SocketAddr) -> RunningProxy {
             init_timeout: Duration::from_millis(200),
             max_body: 4 << 20,
             init_rate: None,
+            ..ProxyOptions::default()
         },
         listen: "127.0.0.1:0".parse().expect("addr"),
         admin_listen: None,

@@ -1975,6 +1975,91 @@ mod proxy {
         assert!(refused.body["id"].is_null(), "{}", refused.raw);
     }
 
+    /// A browser page on another origin (DNS rebinding makes the proxy its
+    /// own origin) gets 403 on every route, the admin API's too, and no
+    /// session; this machine's pages, the origins given, and clients that
+    /// send no `Origin` are served.
+    #[test]
+    fn proxy_refuses_browser_origins_it_was_not_given() {
+        let (proxy, _mark) = start(
+            "origin",
+            &[],
+            &["--allowed-origin", "https://app.example.com"],
+        );
+        let from = |origin: &str| McpClient::new(&proxy.mcp).with_header("origin", origin);
+        let mut served = 0;
+        for origin in [
+            "http://localhost:6274",
+            "http://127.0.0.1:8080",
+            "https://app.example.com",
+        ] {
+            let mut client = from(origin);
+            assert_eq!(client.initialize().status, 200, "{origin}");
+            assert_eq!(client.echo("hi").text(), "Echo: hi", "{origin}");
+            served += 1;
+        }
+        let mut plain = McpClient::new(&proxy.mcp);
+        assert_eq!(plain.initialize().status, 200, "no Origin: not a browser");
+        served += 1;
+        let session = plain.session.clone().expect("a session");
+
+        for origin in [
+            "http://evil.example:8080",
+            "https://app.example.com:8443",
+            "null",
+        ] {
+            let refused = from(origin).initialize();
+            assert_eq!(refused.status, 403, "{origin}: {}", refused.raw);
+            assert!(refused.body["id"].is_null(), "{}", refused.raw);
+            assert_eq!(refused.body["error"]["code"], -32600, "{}", refused.raw);
+            let message = refused.body["error"]["message"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                message.contains(origin) && message.contains("--allowed-origin"),
+                "{message}"
+            );
+        }
+        let http = reqwest::blocking::Client::new();
+        let evil = "http://evil.example";
+        let get = http
+            .get(&proxy.mcp)
+            .header("origin", evil)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session)
+            .send()
+            .expect("answered");
+        assert_eq!(get.status().as_u16(), 403);
+        let delete = http
+            .delete(&proxy.mcp)
+            .header("origin", evil)
+            .header("mcp-session-id", &session)
+            .send()
+            .expect("answered");
+        assert_eq!(delete.status().as_u16(), 403);
+        let sessions = format!("{}/sessions", proxy.admin);
+        let listed = http.get(&sessions).header("origin", evil).send();
+        assert_eq!(listed.expect("answered").status().as_u16(), 403);
+        let listed = http.get(&sessions).send().expect("answered");
+        assert_eq!(listed.status().as_u16(), 200);
+        let listed: Value = listed.json().expect("JSON");
+        let count = listed.as_array().map_or(0, Vec::len);
+        assert_eq!(count, served, "no session for a refused origin: {listed}");
+        assert_eq!(
+            plain.echo("still").text(),
+            "Echo: still",
+            "the DELETE was refused"
+        );
+        assert_eq!(
+            metric(
+                &proxy.metrics(),
+                "shadowcat_http_requests_total",
+                &[("status", "403")]
+            ),
+            5.0
+        );
+    }
+
     /// A POST must take application/json or text/event-stream: one that
     /// takes neither gets 406 saying so; wildcards and q=0 count.
     #[test]

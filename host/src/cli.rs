@@ -84,7 +84,7 @@ pub enum Command {
     Bench(BenchArgs),
     /// Serve MCP clients over streamable HTTP, one upstream per session.
     #[command(long_about = proxy::REVERSE_ABOUT)]
-    Reverse(ReverseArgs),
+    Reverse(Box<ReverseArgs>),
     /// Proxy one MCP client on stdin/stdout to a server it starts.
     #[command(subcommand)]
     Forward(ForwardCommand),
@@ -868,7 +868,7 @@ mod tests {
     }
 
     #[test]
-    fn cli_upstream_headers_are_checked_and_kept_out_of_logs() {
+    fn cli_upstream_headers_and_origins_are_checked_and_headers_kept_out_of_logs() {
         let reverse = |headers: &[&str]| {
             let mut argv = vec!["shadowcat", "reverse", "--upstream-http", "http://h/mcp"];
             for header in headers {
@@ -896,6 +896,17 @@ mod tests {
             !format!("{cli:?}").contains("secret-key"),
             "a debug print shows no header value"
         );
+        let e = Cli::try_parse_from([
+            "shadowcat",
+            "reverse",
+            "--upstream-stdio",
+            "true",
+            "--allowed-origin",
+            "app.example.com",
+        ])
+        .expect_err("no scheme")
+        .to_string();
+        assert!(e.contains("`app.example.com` is not an origin"), "{e}");
         for (header, says) in [
             ("Content-Type: text/plain", "set by the proxy itself"),
             ("MCP-Session-Id: 1", "set by the proxy itself"),

@@ -14,6 +14,7 @@ use crate::proxy::client_key::ClientKeySource;
 use crate::proxy::mcp_headers::{
     HOP_BY_HOP, LAST_EVENT_ID, MCP_METHOD, MCP_NAME, PROTOCOL_VERSION, SESSION_ID,
 };
+use crate::proxy::origin::AllowedOrigins;
 
 pub const REVERSE_ABOUT: &str = "Serve MCP clients over streamable HTTP at /mcp, one upstream per session.
 
@@ -64,6 +65,15 @@ pub struct ReverseArgs {
         value_parser = parse_upstream_header
     )]
     pub upstream_headers: Vec<UpstreamHeader>,
+
+    /// A browser origin whose pages may use the proxy, as
+    /// `https://app.example.com` (repeat it for several; `*` admits any).
+    /// A request with an `Origin` header is refused with 403 unless it is
+    /// this machine's (localhost) or given here, so that a web page cannot
+    /// drive the servers behind the proxy (DNS rebinding). Clients that are
+    /// not browsers send no `Origin`.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN", value_parser = parse_allowed_origin)]
+    pub allowed_origins: Vec<String>,
 
     /// Who a client is, for per-client limits, eviction keys and the access
     /// log: `remote` (its IP address) or `header:NAME` (a header's value, only
@@ -267,6 +277,11 @@ fn parse_upstream_header(text: &str) -> Result<UpstreamHeader, String> {
         .map_err(|_| format!("the value of `{name}` holds a character no header may carry"))?;
     value.set_sensitive(true);
     Ok(UpstreamHeader { name, value })
+}
+
+fn parse_allowed_origin(text: &str) -> Result<String, String> {
+    AllowedOrigins::new(&[text]).map_err(|e| e.to_string())?;
+    Ok(text.trim().to_owned())
 }
 
 fn parse_admin_listen(text: &str) -> Result<Option<SocketAddr>, String> {

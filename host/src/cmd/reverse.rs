@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use shadowcat::cli::{Cli, ReverseArgs};
 use shadowcat::cluster::{ClusterConfig, ClusterKeys, ClusterTiming, InstanceId};
 use shadowcat::config::RateLimit;
+use shadowcat::proxy::origin::AllowedOrigins;
 use shadowcat::proxy::server::{ReverseConfig, RunningProxy};
 use shadowcat::proxy::upstream::{HttpUpstreamConfig, StdioCommand, UpstreamSpec};
 use shadowcat::proxy::ProxyOptions;
@@ -34,6 +35,13 @@ pub async fn run(cli: &Cli, args: &ReverseArgs) -> Result<()> {
              or --admin-listen off"
         );
     }
+    let origins = AllowedOrigins::new(&args.allowed_origins)?;
+    if origins.admits_any() {
+        tracing::warn!(
+            "--allowed-origin *: any web page a user of this machine opens may use the proxy \
+             and the servers behind it"
+        );
+    }
     let config = ReverseConfig {
         upstreams: upstream_spec(args)?,
         options: ProxyOptions {
@@ -44,6 +52,7 @@ pub async fn run(cli: &Cli, args: &ReverseArgs) -> Result<()> {
                 per_second,
                 burst: args.init_burst,
             }),
+            origins,
         },
         listen: args.listen,
         admin_listen: args.admin_listen,

@@ -106,9 +106,15 @@ pub fn router(proxy: Arc<Proxy>, token: Option<String>) -> Router {
             Arc::new(token),
             require_token,
         ));
+    // The admin API lists session ids and deletes sessions: no web page may
+    // use it either, whatever its token.
     Router::new()
         .merge(guarded)
         .route("/healthz", get(|| async { "ok\n" }))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&proxy),
+            super::origin::check_admin,
+        ))
         .with_state(proxy)
 }
 

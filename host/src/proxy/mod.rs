@@ -37,6 +37,7 @@ pub mod forward;
 pub mod jsonrpc;
 pub mod mcp_headers;
 pub mod metrics;
+pub mod origin;
 pub mod reverse;
 pub mod server;
 pub mod session;
@@ -75,6 +76,8 @@ pub struct ProxyOptions {
     /// Sessions one client key may open per second (and at once); stops a
     /// client from escaping its per-session limits by looping `initialize`.
     pub init_rate: Option<RateLimit>,
+    /// Browser origins served besides this machine's (`--allowed-origin`).
+    pub origins: origin::AllowedOrigins,
 }
 
 impl Default for ProxyOptions {
@@ -87,6 +90,7 @@ impl Default for ProxyOptions {
                 per_second: NonZeroU32::new(5).expect("non-zero"),
                 burst: NonZeroU32::new(20).expect("non-zero"),
             }),
+            origins: origin::AllowedOrigins::default(),
         }
     }
 }

@@ -64,15 +64,21 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
             post(handle_post).get(handle_get).delete(handle_delete),
         )
         .layer(DefaultBodyLimit::max(max_body));
-    match proxy.cluster {
-        Some(_) => router
-            .layer(axum::middleware::from_fn_with_state(
-                Arc::clone(&proxy),
-                crate::cluster::route::route,
-            ))
-            .with_state(proxy),
-        None => router.with_state(proxy),
-    }
+    let router = match proxy.cluster {
+        Some(_) => router.layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&proxy),
+            crate::cluster::route::route,
+        )),
+        None => router,
+    };
+    // Outermost: a page that may not use the proxy reaches nothing, not
+    // even another instance.
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&proxy),
+            super::origin::check,
+        ))
+        .with_state(proxy)
 }
 
 /// The client a request comes from: named by the hop header when another
