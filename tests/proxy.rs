@@ -1978,9 +1978,10 @@ mod proxy {
     /// A browser page on another origin (DNS rebinding makes the proxy its
     /// own origin) gets 403 on every route, the admin API's too, and no
     /// session; this machine's pages, the origins given, and clients that
-    /// send no `Origin` are served.
+    /// send no `Origin` are served, browsers with CORS (a preflight
+    /// answered, the session id exposed).
     #[test]
-    fn proxy_refuses_browser_origins_it_was_not_given() {
+    fn proxy_serves_browser_origins_given_and_refuses_the_others() {
         let (proxy, _mark) = start(
             "origin",
             &[],
@@ -1998,6 +1999,51 @@ mod proxy {
             assert_eq!(client.echo("hi").text(), "Echo: hi", "{origin}");
             served += 1;
         }
+        let exposed = from("https://app.example.com").initialize();
+        let header = |name: &str| {
+            exposed
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(
+            header("access-control-allow-origin"),
+            "https://app.example.com"
+        );
+        assert!(header("access-control-expose-headers").contains("mcp-session-id"));
+        served += 1;
+        let preflight = |origin: &str| {
+            reqwest::blocking::Client::new()
+                .request(reqwest::Method::OPTIONS, &proxy.mcp)
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header(
+                    "access-control-request-headers",
+                    "content-type, mcp-session-id",
+                )
+                .send()
+                .expect("answered")
+        };
+        let allowed = preflight("http://localhost:6274");
+        assert_eq!(allowed.status().as_u16(), 200);
+        let allows = |name: &str| {
+            allowed
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(
+            allows("access-control-allow-origin"),
+            "http://localhost:6274"
+        );
+        assert!(allows("access-control-allow-methods").contains("POST"));
+        assert!(allows("access-control-allow-headers").contains("mcp-session-id"));
+        assert_eq!(preflight("http://evil.example").status().as_u16(), 403);
+
         let mut plain = McpClient::new(&proxy.mcp);
         assert_eq!(plain.initialize().status, 200, "no Origin: not a browser");
         served += 1;
@@ -2056,7 +2102,7 @@ mod proxy {
                 "shadowcat_http_requests_total",
                 &[("status", "403")]
             ),
-            5.0
+            6.0
         );
     }
 

@@ -71,7 +71,7 @@ pub struct ReverseArgs {
     /// A request with an `Origin` header is refused with 403 unless it is
     /// this machine's (localhost) or given here, so that a web page cannot
     /// drive the servers behind the proxy (DNS rebinding). Clients that are
-    /// not browsers send no `Origin`.
+    /// not browsers send no `Origin`; pages of the origins served get CORS.
     #[arg(long = "allowed-origin", value_name = "ORIGIN", value_parser = parse_allowed_origin)]
     pub allowed_origins: Vec<String>,
 

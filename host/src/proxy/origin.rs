@@ -12,15 +12,18 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::header::ORIGIN;
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::header::{ORIGIN, WWW_AUTHENTICATE};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use reqwest::Url;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use super::jsonrpc::code;
+use super::mcp_headers::{PROTOCOL_VERSION, SESSION_ID};
 use super::reverse::refuse;
 use super::Proxy;
 
@@ -99,6 +102,27 @@ fn is_this_machine(url: &Url) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// CORS for `/mcp`, for the origins admitted: a page of another origin
+/// (a browser MCP client, such as an inspector on its own port) needs the
+/// preflight answered, and the session id and the upstream's challenge
+/// exposed, or the browser withholds them from it. Cookies are not used,
+/// so no credentials are allowed.
+pub fn cors(origins: &AllowedOrigins) -> CorsLayer {
+    let origins = origins.clone();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            origins.admits(origin)
+        }))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers([
+            HeaderName::from_static(SESSION_ID),
+            HeaderName::from_static(PROTOCOL_VERSION),
+            WWW_AUTHENTICATE,
+        ])
+        .max_age(Duration::from_secs(3600))
 }
 
 /// Longest stretch of a refused `Origin` repeated in the answer and the log.

@@ -72,8 +72,10 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         None => router,
     };
     // Outermost: a page that may not use the proxy reaches nothing, not
-    // even another instance.
+    // even another instance; one that may gets CORS, here where a hop's
+    // answer comes back through too.
     router
+        .layer(super::origin::cors(&proxy.options.origins))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&proxy),
             super::origin::check,
