@@ -1131,6 +1131,20 @@ mod proxy {
         (ForwardProcess::start(&[], &[], &server), mark)
     }
 
+    /// The session lives on: a ping (`id`) is the next thing answered, and
+    /// the proxy then ends cleanly with nothing else written.
+    fn pings_then_ends_cleanly(mut proxy: ForwardProcess, id: u64) {
+        proxy.send(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#));
+        assert_eq!(
+            proxy.read().expect("pong")["id"],
+            id,
+            "the session lives on"
+        );
+        let (status, rest, log) = proxy.finish(Duration::from_secs(20));
+        assert!(status.success(), "{status:?}: {log}");
+        assert!(rest.is_empty(), "{rest:?}");
+    }
+
     #[test]
     fn proxy_forward_stdio_answers_invalid_requests_by_their_id() {
         with_watchdog(Duration::from_secs(60), || {
@@ -1156,15 +1170,7 @@ mod proxy {
                 assert_eq!(refused["id"], id, "{line}: {refused}");
                 assert!(refused["error"]["code"].as_i64().is_some(), "{refused}");
             }
-            proxy.send(r#"{"jsonrpc":"2.0","id":10,"method":"ping"}"#);
-            assert_eq!(
-                proxy.read().expect("pong")["id"],
-                10,
-                "the session lives on"
-            );
-            let (status, rest, log) = proxy.finish(Duration::from_secs(20));
-            assert!(status.success(), "{status:?}: {log}");
-            assert!(rest.is_empty(), "{rest:?}");
+            pings_then_ends_cleanly(proxy, 10);
         });
     }
 
@@ -1288,11 +1294,7 @@ mod proxy {
             proxy.send(&format!(
                 r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"pad":"{pad}"}}}}"#
             ));
-            proxy.send(r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#);
-            assert_eq!(proxy.read().expect("pong")["id"], 7, "the session lives on");
-            let (status, rest, log) = proxy.finish(Duration::from_secs(20));
-            assert!(status.success(), "{status:?}: {log}");
-            assert!(rest.is_empty(), "{rest:?}");
+            pings_then_ends_cleanly(proxy, 7);
         });
     }
 

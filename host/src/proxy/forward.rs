@@ -105,7 +105,7 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let max_line = command.max_line;
+    let (max_line, limit) = (command.max_line, command.line_limit());
     let spawned = StdioUpstream::spawn(command)?;
     let mut from_server = spawned.tap()?;
     let server: Arc<dyn Upstream> = Arc::new(spawned);
@@ -147,7 +147,7 @@ where
         let line = match line {
             Some(Ok(Line::Line(line))) => line,
             Some(Ok(Line::TooLong(head))) => {
-                refuse_too_long(&head, max_line, &lines, server.as_ref()).await;
+                refuse_too_long(&head, &limit, &lines, server.as_ref()).await;
                 continue;
             }
             Some(Err(_)) | None => break None,
@@ -242,11 +242,10 @@ where
 /// a notification is dropped.
 async fn refuse_too_long(
     head: &[u8],
-    max_line: usize,
+    limit: &str,
     to_client: &mpsc::Sender<Bytes>,
     server: &dyn Upstream,
 ) {
-    let limit = format!("the limit of {max_line} bytes per message");
     match Head::peek(head) {
         Head::Call { id: Some(id) } => {
             let why = format!("the request is longer than {limit}; it was not passed on");

@@ -78,6 +78,16 @@ impl StdioCommand {
         }
     }
 
+    /// The line limit as a peer is told it: `the limit of 4194304 bytes per
+    /// message (--max-body raises it)`.
+    pub fn line_limit(&self) -> String {
+        let raise = self
+            .max_line_option
+            .map(|option| format!(" ({option} raises it)"))
+            .unwrap_or_default();
+        format!("the limit of {} bytes per message{raise}", self.max_line)
+    }
+
     /// Where the program would be started from: a path (a name with a `/`)
     /// as it is, a bare name looked up on `PATH` as the spawn does. Checked
     /// at startup, so that a wrong command fails there once, rather than
@@ -183,7 +193,7 @@ impl StdioUpstream {
                 // upstream's own sender.
                 stdin: writer.downgrade(),
                 pid,
-                limit: line_limit(&command),
+                limit: command.line_limit(),
             },
         ));
         tokio::spawn(log_stderr(stderr, pid));
@@ -362,23 +372,13 @@ async fn write_lines(mut stdin: ChildStdin, mut lines: mpsc::Receiver<Bytes>) {
     let _ = stdin.shutdown().await;
 }
 
-/// The line limit as a client is told it: `the limit of 4194304 bytes per
-/// message (--max-body raises it)`.
-fn line_limit(command: &StdioCommand) -> String {
-    let raise = command
-        .max_line_option
-        .map(|option| format!(" ({option} raises it)"))
-        .unwrap_or_default();
-    format!("the limit of {} bytes per message{raise}", command.max_line)
-}
-
 /// What the reader of a server's stdout reaches: where its messages go,
 /// and its stdin, for the answers the proxy gives it itself.
 struct Server {
     routes: Arc<Mutex<Routes>>,
     stdin: mpsc::WeakSender<Bytes>,
     pid: u32,
-    /// [`line_limit`], as messages name it.
+    /// [`StdioCommand::line_limit`], as messages name it.
     limit: String,
 }
 
