@@ -529,6 +529,20 @@ http {{
                 }
                 assert_eq!(processes_with(&mark), pids, "the same upstream process");
             }
+            // A 2025-03-26 client's batch goes to the session's instance whole.
+            let batch = json!([echo_body(50, "batch a"), echo_body(51, "batch b")]);
+            let answer = post(&cluster.mcp(1), &[("mcp-session-id", &id)], &batch);
+            assert_eq!(answer.status, 200, "{}", answer.raw);
+            let answers: Vec<&Value> = answer
+                .messages
+                .iter()
+                .flat_map(|m| m.as_array().into_iter().flatten())
+                .collect();
+            assert_eq!(answers.len(), 2, "{}", answer.raw);
+            for (id, text) in [(50, "Echo: batch a"), (51, "Echo: batch b")] {
+                let found = answers.iter().find(|m| m["id"] == id).expect("answered");
+                assert_eq!(found["result"]["content"][0]["text"], text, "{found}");
+            }
             drop(stream_via_2);
             let (rows, partial) = sessions(&cluster.node(1).admin);
             assert!(!partial);

@@ -16,8 +16,8 @@ mod proxy {
     use serde_json::{json, Value};
 
     use crate::common::proxy::{
-        echo_server, last_response, marker, metric, next_event, processes_with, run_to_exit,
-        wait_no_processes, wait_with_timeout, ForwardProcess, McpClient, ProxyProcess,
+        echo_server, last_response, marker, metric, next_event, processes_with, read_answer,
+        run_to_exit, wait_no_processes, wait_with_timeout, ForwardProcess, McpClient, ProxyProcess,
     };
     use crate::common::{assert_ends_quietly_on_a_closed_stdout, with_watchdog};
 
@@ -1174,6 +1174,36 @@ mod proxy {
         });
     }
 
+    /// A 2025-03-26 client's batch reaches the server as its elements, an
+    /// invalid one is answered on its own, and a server's batch reaches the
+    /// client as its elements: every answer comes, one per line.
+    #[test]
+    fn proxy_forward_stdio_passes_batches_as_their_elements() {
+        with_watchdog(Duration::from_secs(60), || {
+            let (mut proxy, _mark) = forward_to_echo("forward-batch");
+            proxy.send(
+                r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},
+                    {"jsonrpc":"2.0","method":"notifications/initialized"},
+                    {"jsonrpc":"1.0","id":2,"method":"ping"},
+                    {"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"batched","arguments":{"message":"b"}}}]"#
+                    .replace('\n', "")
+                    .as_str(),
+            );
+            let mut lines: Vec<Value> = (0..4).map(|_| proxy.read().expect("an answer")).collect();
+            lines.sort_by_key(|m| m["id"].as_i64().unwrap_or(-1));
+            assert_eq!(lines[0]["params"]["data"], "b", "{lines:?}");
+            assert_eq!(lines[1]["id"], 1, "{lines:?}");
+            assert_eq!(lines[1]["result"], json!({}));
+            assert_eq!(lines[2]["id"], 2, "{lines:?}");
+            assert_eq!(lines[2]["error"]["code"], -32600);
+            assert_eq!(lines[3]["result"]["content"][0]["text"], "batched");
+            proxy.send("[]");
+            let empty = proxy.read().expect("an answer");
+            assert_eq!(empty["error"]["code"], -32600, "{empty}");
+            pings_then_ends_cleanly(proxy, 10);
+        });
+    }
+
     #[test]
     fn proxy_forward_stdio_server_exit_answers_pending_requests_while_the_client_is_connected() {
         with_watchdog(Duration::from_secs(60), || {
@@ -1912,6 +1942,202 @@ mod proxy {
             .contains("--max-body"));
     }
 
+    /// A batch POST as a 2025-03-26 client makes it (no MCP-Protocol-Version
+    /// header, unless `version` is given): its status, whether it came as an
+    /// event stream, and its messages (a JSON array's elements).
+    fn post_batch(
+        proxy: &ProxyProcess,
+        session: &str,
+        batch: &Value,
+        accept: &str,
+        version: Option<&str>,
+    ) -> (u16, bool, Vec<Value>) {
+        let mut request = reqwest::blocking::Client::new()
+            .post(&proxy.mcp)
+            .header("content-type", "application/json")
+            .header("accept", accept)
+            .header("mcp-session-id", session)
+            .body(batch.to_string());
+        if let Some(version) = version {
+            request = request.header("mcp-protocol-version", version);
+        }
+        let answer = read_answer(request.send().expect("proxy answers"), None);
+        let streamed = answer
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("text/event-stream"));
+        let messages = answer
+            .messages
+            .into_iter()
+            .flat_map(|m| match m {
+                Value::Array(elements) => elements,
+                one => vec![one],
+            })
+            .collect();
+        (answer.status, streamed, messages)
+    }
+
+    fn by_id<'m>(messages: &'m [Value], id: &Value) -> &'m Value {
+        let found: Vec<&Value> = messages.iter().filter(|m| &m["id"] == id).collect();
+        assert_eq!(found.len(), 1, "one answer for id {id}: {messages:?}");
+        found[0]
+    }
+
+    /// MCP 2025-03-26 lets a client post a JSON-RPC batch. Each element is
+    /// served as if it came alone (its own answer, its own refusal); the
+    /// answers come back as one JSON array, or as one event stream when the
+    /// server has more for the client on the way; the server's own batch
+    /// reaches the client; later revisions are told batches are gone.
+    #[test]
+    fn proxy_serves_the_batches_of_2025_03_26_clients() {
+        with_watchdog(Duration::from_secs(120), || {
+            let (proxy, _mark) = start("batch", &["--rate-limit", "1", "--burst", "30"], &[]);
+            let mut client = McpClient::new(&proxy.mcp);
+            assert_eq!(client.initialize().status, 200);
+            let session = client.session.clone().expect("a session");
+            let both = "application/json, text/event-stream";
+            let call = |id: Value, name: &str, arguments: Value| {
+                json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                       "params": {"name": name, "arguments": arguments}})
+            };
+
+            // Requests, a notification and two invalid elements: every
+            // request and invalid element answered, in one JSON array.
+            let batch = json!([
+                call(json!(1), "echo", json!({"message": "one"})),
+                {"jsonrpc": "2.0", "id": "p", "method": "ping"},
+                {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"},
+                {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "nope"}},
+                {"jsonrpc": "1.0", "id": 4, "method": "ping"},
+                42,
+            ]);
+            let (status, streamed, messages) = post_batch(&proxy, &session, &batch, both, None);
+            assert_eq!((status, streamed), (200, false), "{messages:?}");
+            assert_eq!(messages.len(), 5, "{messages:?}");
+            assert_eq!(
+                by_id(&messages, &json!(1))["result"]["content"][0]["text"],
+                "Echo: one"
+            );
+            assert_eq!(by_id(&messages, &json!("p"))["result"], json!({}));
+            assert_eq!(by_id(&messages, &json!(3))["error"]["code"], -32602);
+            assert_eq!(by_id(&messages, &json!(4))["error"]["code"], -32600);
+            assert_eq!(by_id(&messages, &Value::Null)["error"]["code"], -32600);
+
+            // The server sends a log line before an answer: the client, which
+            // takes a stream, gets everything on one; one that takes only JSON
+            // gets the answers.
+            let batch = json!([
+                call(json!(10), "notify", json!({"message": "hello"})),
+                call(json!(11), "echo", json!({"message": "two"})),
+            ]);
+            let (status, streamed, messages) = post_batch(&proxy, &session, &batch, both, None);
+            assert_eq!((status, streamed), (200, true), "{messages:?}");
+            assert_eq!(messages.len(), 3, "{messages:?}");
+            let log = messages
+                .iter()
+                .position(|m| m["method"] == "notifications/message")
+                .expect("the log line");
+            assert_eq!(messages[log]["params"]["data"], "hello");
+            let notified = messages.iter().position(|m| m["id"] == 10).expect("10");
+            assert!(
+                log < notified,
+                "the log line before its answer: {messages:?}"
+            );
+            assert_eq!(
+                by_id(&messages, &json!(11))["result"]["content"][0]["text"],
+                "Echo: two"
+            );
+            let (status, streamed, messages) =
+                post_batch(&proxy, &session, &batch, "application/json", None);
+            assert_eq!((status, streamed), (200, false), "{messages:?}");
+            let ids: Vec<&Value> = messages.iter().map(|m| &m["id"]).collect();
+            assert_eq!(ids.len(), 2, "answers only: {messages:?}");
+            assert!(ids.contains(&&json!(10)) && ids.contains(&&json!(11)));
+
+            // The elements run side by side: a quick answer is not held up by
+            // a slow one (on a stream, it comes first).
+            let batch = json!([
+                call(json!(20), "sleep", json!({"ms": 1500})),
+                call(json!(21), "echo", json!({"message": "quick"})),
+            ]);
+            let (status, streamed, messages) =
+                post_batch(&proxy, &session, &batch, "text/event-stream", None);
+            assert_eq!((status, streamed), (200, true), "{messages:?}");
+            let ids: Vec<&Value> = messages.iter().map(|m| &m["id"]).collect();
+            assert_eq!(ids, [&json!(21), &json!(20)], "{messages:?}");
+
+            // A server's batch: its elements reach the client.
+            let batch = json!([call(json!(30), "batched", json!({"message": "both"}))]);
+            let (status, streamed, messages) = post_batch(&proxy, &session, &batch, both, None);
+            assert_eq!((status, streamed), (200, true), "{messages:?}");
+            assert_eq!(messages[0]["params"]["data"], "both", "{messages:?}");
+            assert_eq!(messages[1]["result"]["content"][0]["text"], "batched");
+
+            // Only notifications: nothing to answer.
+            let batch = json!([{"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}]);
+            let (status, _, messages) = post_batch(&proxy, &session, &batch, both, None);
+            assert_eq!(status, 202, "{messages:?}");
+
+            // The rate limit counts every element (a bucket of 30, refilled
+            // at 1 per second, half spent above): those over it are refused
+            // by their id.
+            let pings: Vec<Value> = (0..30)
+                .map(|i| json!({"jsonrpc": "2.0", "id": 100 + i, "method": "ping"}))
+                .collect();
+            let (status, _, messages) = post_batch(&proxy, &session, &json!(pings), both, None);
+            assert_eq!(status, 200, "{messages:?}");
+            assert_eq!(messages.len(), 30, "{messages:?}");
+            let limited = messages
+                .iter()
+                .filter(|m| m["error"]["code"] == -32029)
+                .count();
+            let answered = messages.iter().filter(|m| m["result"] == json!({})).count();
+            assert_eq!(limited + answered, 30, "{messages:?}");
+            assert!(
+                limited >= 5 && answered >= 5,
+                "{limited} of 30 limited: {messages:?}"
+            );
+            for ping in &pings {
+                by_id(&messages, &ping["id"]);
+            }
+            // A refused notification has no answer of its own: with nothing
+            // else to answer, the POST says it was refused.
+            let batch = json!([{"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}]);
+            let (status, _, messages) = post_batch(&proxy, &session, &batch, both, None);
+            assert_eq!(status, 429, "{messages:?}");
+            assert_eq!(messages[0]["error"]["code"], -32029, "{messages:?}");
+
+            // What is refused whole, with why.
+            let refused = |batch: Value, version: Option<&str>, session: &str| {
+                let (status, _, messages) = post_batch(&proxy, session, &batch, both, version);
+                let message = messages[0]["error"]["message"].as_str().unwrap_or_default();
+                (status, message.to_owned())
+            };
+            let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+            let (status, why) = refused(json!([ping]), Some("2025-06-18"), &session);
+            assert_eq!(status, 400);
+            assert!(why.contains("removed in MCP 2025-06-18"), "{why}");
+            let initialize = json!({"jsonrpc": "2.0", "id": 2, "method": "initialize",
+                "params": {"protocolVersion": "2025-03-26", "capabilities": {},
+                           "clientInfo": {"name": "t", "version": "1"}}});
+            let (status, why) = refused(json!([initialize]), None, &session);
+            assert_eq!(status, 400);
+            assert!(
+                why.contains("initialize must not be part of a batch"),
+                "{why}"
+            );
+            let (status, why) = refused(json!([]), None, &session);
+            assert_eq!(status, 400);
+            assert!(why.contains("empty batch"), "{why}");
+            let (status, why) = refused(json!(vec![ping.clone(); 101]), None, &session);
+            assert_eq!(status, 400);
+            assert!(why.contains("at most 100"), "{why}");
+            let (status, _) = refused(json!([ping]), None, "0123456789abcdef0123456789abcdef");
+            assert_eq!(status, 404);
+        });
+    }
+
     /// A server's response over the line limit (max(--max-body, 1 MiB))
     /// fails its own request, saying what the limit is and what raises it.
     /// A server's request over it never reaches the client, and the server
@@ -2385,7 +2611,7 @@ mod proxy {
         use serde_json::json;
 
         use crate::common::http_server::{HttpMcpServer, RESOURCE_METADATA};
-        use crate::common::proxy::{metric, McpClient, ProxyProcess};
+        use crate::common::proxy::{metric, Answer, McpClient, ProxyProcess};
 
         fn proxy_for(server: &HttpMcpServer, global: &[&str]) -> ProxyProcess {
             ProxyProcess::start(global, &["--upstream-http", &server.url])
@@ -2554,16 +2780,22 @@ mod proxy {
             assert_eq!(client.echo("y").text(), "Echo: y");
         }
 
-        #[test]
-        fn proxy_http_upstream_sse_answers_pass_through_with_event_ids() {
+        /// An echo through a proxy, answered by the test server with the
+        /// events `how` asks for (`stream`, `batch`).
+        fn echo_answered_as(how: &str, message: &str) -> Answer {
             let server = HttpMcpServer::start();
             let proxy = proxy_for(&server, &[]);
             let mut client = McpClient::new(&proxy.mcp);
             assert_eq!(client.initialize().status, 200);
-            let answer = client.request(
+            client.request(
                 "tools/call",
-                json!({"name": "echo", "arguments": {"message": "streamed", "stream": true}}),
-            );
+                json!({"name": "echo", "arguments": {"message": message, how: true}}),
+            )
+        }
+
+        #[test]
+        fn proxy_http_upstream_sse_answers_pass_through_with_event_ids() {
+            let answer = echo_answered_as("stream", "streamed");
             assert_eq!(answer.status, 200);
             assert_eq!(
                 answer
@@ -2586,6 +2818,23 @@ mod proxy {
                     answer.raw
                 );
             }
+        }
+
+        /// An event holding a batch reaches the client as its messages,
+        /// the event's id on the last of them.
+        #[test]
+        fn proxy_http_upstream_batch_in_an_event_reaches_the_client_as_its_messages() {
+            let answer = echo_answered_as("batch", "batched");
+            assert_eq!(answer.status, 200, "{}", answer.raw);
+            assert_eq!(answer.messages.len(), 2, "{}", answer.raw);
+            assert_eq!(answer.messages[0]["method"], "notifications/progress");
+            assert_eq!(answer.text(), "Echo: batched");
+            let events: Vec<&str> = answer.raw.split("\n\n").collect();
+            assert!(
+                !events[0].contains("id:") && events[1].contains("id: ev-b"),
+                "the id on the last message: {}",
+                answer.raw
+            );
         }
 
         #[test]

@@ -16,8 +16,9 @@
 //! leaving the request unanswered), `big {bytes}` (answers a text of that
 //! many bytes, to go over a line limit), `ask {bytes}` (sends the client a
 //! `roots/list` request padded to that many bytes, and answers with the
-//! client's response as text, or `no answer` after 10 s). Any other method
-//! gets -32601.
+//! client's response as text, or `no answer` after 10 s), `batched
+//! {message}` (writes a log notification and its answer as one JSON-RPC
+//! batch, as a 2025-03-26 server may). Any other method gets -32601.
 //!
 //! With `--stubborn` it behaves like a badly written server: it ignores
 //! SIGTERM and keeps running after its stdin closes, so only SIGKILL ends it.
@@ -99,10 +100,12 @@ fn handle(out: &Mutex<std::io::Stdout>, asked: &Asked, id: Value, method: &str, 
         }),
         "ping" => json!({}),
         "tools/list" => {
-            let tools: Vec<Value> = ["echo", "sleep", "notify", "spawn", "crash", "big", "ask"]
-                .iter()
-                .map(|name| json!({"name": name, "inputSchema": {"type": "object"}}))
-                .collect();
+            let tools: Vec<Value> = [
+                "echo", "sleep", "notify", "spawn", "crash", "big", "ask", "batched",
+            ]
+            .iter()
+            .map(|name| json!({"name": name, "inputSchema": {"type": "object"}}))
+            .collect();
             json!({ "tools": tools })
         }
         "tools/call" => {
@@ -138,6 +141,12 @@ fn handle(out: &Mutex<std::io::Stdout>, asked: &Asked, id: Value, method: &str, 
                                "params": {"level": "info", "data": arguments["message"]}}),
                     );
                     text("notified")
+                }
+                "batched" => {
+                    let log = json!({"jsonrpc": "2.0", "method": "notifications/message",
+                                     "params": {"level": "info", "data": arguments["message"]}});
+                    let answer = json!({"jsonrpc": "2.0", "id": id, "result": text("batched")});
+                    return send(out, json!([log, answer]));
                 }
                 "spawn" => {
                     let seconds = arguments["seconds"].as_u64().unwrap_or(1_000).to_string();

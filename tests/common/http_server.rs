@@ -1,6 +1,8 @@
 //! A small streamable-HTTP MCP server to stand behind `--upstream-http` in
 //! tests: sessions with ids of its own, 404 for unknown ones, DELETE, an SSE
-//! answer on request, and a record of every request it saw.
+//! answer on request (`"stream": true` among a tool call's arguments; with
+//! `"batch": true`, one event holding a batch), and a record of every
+//! request it saw.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -167,8 +169,18 @@ async fn handle_post(
         _ => json!({}),
     };
     let answer = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
-    let streamed = message["params"]["arguments"]["stream"].as_bool() == Some(true);
-    let mut response = if streamed {
+    let arguments = &message["params"]["arguments"];
+    let streamed = arguments["stream"].as_bool() == Some(true);
+    let batched = arguments["batch"].as_bool() == Some(true);
+    let mut response = if batched {
+        // A 2025-03-26 server's batch in one event: a notification and the answer.
+        let body = format!(
+            "id: ev-b\ndata: [{}, {answer}]\n\n",
+            json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                   "params": {"progress": 1}})
+        );
+        ([("content-type", "text/event-stream")], body).into_response()
+    } else if streamed {
         // A priming event (an id, no data), a notification, then the answer.
         let body = format!(
             "id: prime-1\ndata: \n\nid: ev-2\ndata: {}\n\nid: ev-3\ndata: {answer}\n\n",

@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use super::hop::{HopError, HopPurpose, HOP_HEADER};
 use super::{Admission, ClientRoute, Cluster, IdRoute};
 use crate::proxy::client_key::ClientKey;
-use crate::proxy::jsonrpc::{code, Message};
+use crate::proxy::jsonrpc::{code, Incoming, Message};
 use crate::proxy::mcp_headers::{era_of, Era, PROTOCOL_VERSION, SESSION_ID};
 use crate::proxy::reverse::{finish, refuse, retry_after, session_not_found};
 use crate::proxy::Proxy;
@@ -102,10 +102,18 @@ async fn post(
         return finish(proxy, "POST", started, refusal);
     };
     // What the handlers refuse (no era, not JSON-RPC) they refuse here too.
-    let (Some(era), Ok(message)) = (era, Message::parse(body.clone())) else {
+    let (Some(era), Ok(incoming)) = (era, Incoming::parse(body.clone())) else {
         return local(next, parts, body).await;
     };
-    let rid = message.id().map(str::to_owned);
+    // A batch goes where its session is, whole; its refusals here answer no
+    // one id (the holder answers each of its elements).
+    let (rid, opens) = match &incoming {
+        Incoming::One(message) => (
+            message.id().map(str::to_owned),
+            message.is_request("initialize"),
+        ),
+        Incoming::Batch(_) => (None, false),
+    };
     let rid = rid.as_deref();
     match cluster.admit(client).await {
         Admission::Admit => {}
@@ -136,7 +144,7 @@ async fn post(
     }
     match era {
         Era::Sessions => {
-            if message.is_request("initialize") {
+            if opens {
                 return local(next, parts, body).await;
             }
             let Some(id) = header(&parts.headers, SESSION_ID).map(str::to_owned) else {

@@ -2,7 +2,8 @@
 //! stdout, the server spawned as our child, one session in between.
 //!
 //! Messages pass through unchanged, byte for byte and in order, in both
-//! directions. The session's rate limit applies to the client's requests: a
+//! directions. A JSON-RPC batch (MCP 2025-03-26) passes as its elements,
+//! one per line. The session's rate limit applies to the client's requests: a
 //! refused request is answered right here with a JSON-RPC error carrying the
 //! retry hint (`error.data.retryAfterMs`), never dropped silently.
 //! Notifications and responses always pass.
@@ -24,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
 
 use super::client_key::ClientKey;
-use super::jsonrpc::{code, error_response, Head, Kind, Message};
+use super::jsonrpc::{code, error_response, Head, Incoming, Kind, Message};
 use super::mcp_headers::Era;
 use super::session::ProxySession;
 use super::upstream::{
@@ -155,36 +156,46 @@ where
         if line.trim_ascii().is_empty() {
             continue;
         }
-        let message = match Message::parse(line) {
-            Ok(message) => message,
-            Err(e) => {
-                let _ = lines
-                    .send(error_response(e.id(), e.code(), &e.to_string(), None))
-                    .await;
+        // A 2025-03-26 client may send a batch: the server gets its elements
+        // one per line, as if each had come alone, and its answers come back
+        // the same way.
+        let messages = match Incoming::parse(line) {
+            Ok(Incoming::One(message)) => vec![Ok(message)],
+            Ok(Incoming::Batch(batch)) => batch,
+            Err(e) => vec![Err(e)],
+        };
+        for message in messages {
+            let message = match message {
+                Ok(message) => message,
+                Err(e) => {
+                    let _ = lines
+                        .send(error_response(e.id(), e.code(), &e.to_string(), None))
+                        .await;
+                    continue;
+                }
+            };
+            if let Some(refusal) = admit(&table, id, &message, &in_flight) {
+                let _ = lines.send(refusal).await;
                 continue;
             }
-        };
-        if let Some(refusal) = admit(&table, id, &message, &in_flight) {
-            let _ = lines.send(refusal).await;
-            continue;
-        }
-        if let Err(e) = server.send(message.clone(), &Forwarded::default()).await {
-            if let Some(rid) = message.id().filter(|_| message.kind() == Kind::Request) {
-                if in_flight.remove(rid) {
-                    let _ = table.end_request(id);
+            if let Err(e) = server.send(message.clone(), &Forwarded::default()).await {
+                if let Some(rid) = message.id().filter(|_| message.kind() == Kind::Request) {
+                    if in_flight.remove(rid) {
+                        let _ = table.end_request(id);
+                    }
+                    let body = match e {
+                        // A full queue is backpressure, as in `reverse`: the
+                        // server is fine, and the request may be sent again.
+                        UpstreamError::Busy(_) => error_response(
+                            Some(rid),
+                            code::OVERLOADED,
+                            &e.to_string(),
+                            Some(json!({ "retryAfterMs": RETRY_OVERLOADED_MS })),
+                        ),
+                        _ => error_response(Some(rid), code::UPSTREAM_FAILED, &e.to_string(), None),
+                    };
+                    let _ = lines.send(body).await;
                 }
-                let body = match e {
-                    // A full queue is backpressure, as in `reverse`: the
-                    // server is fine, and the request may be sent again.
-                    UpstreamError::Busy(_) => error_response(
-                        Some(rid),
-                        code::OVERLOADED,
-                        &e.to_string(),
-                        Some(json!({ "retryAfterMs": RETRY_OVERLOADED_MS })),
-                    ),
-                    _ => error_response(Some(rid), code::UPSTREAM_FAILED, &e.to_string(), None),
-                };
-                let _ = lines.send(body).await;
             }
         }
     };

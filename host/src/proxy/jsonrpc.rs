@@ -112,17 +112,51 @@ impl MessageError {
     }
 }
 
+/// What one body (a POST's, a stdio line) holds: a message, or a JSON-RPC
+/// batch of them.
+#[derive(Debug)]
+pub enum Incoming {
+    One(Message),
+    /// The elements in order, each a message or why it is not one (JSON-RPC:
+    /// an invalid element is answered on its own, the others are served).
+    /// Never empty.
+    Batch(Vec<Result<Message, MessageError>>),
+}
+
+impl Incoming {
+    /// Parses a body that may be a batch (MCP 2025-03-26 and earlier allow
+    /// them). A batch that is not JSON, or is empty, is one error.
+    pub fn parse(raw: Bytes) -> Result<Self, MessageError> {
+        let text = trim_ascii(&raw);
+        if text.first() != Some(&b'[') {
+            return Message::parse(raw).map(Incoming::One);
+        }
+        let elements: Vec<&RawValue> =
+            serde_json::from_slice(text).map_err(|e| MessageError::Parse(e.to_string()))?;
+        if elements.is_empty() {
+            return Err(MessageError::invalid("an empty batch", None));
+        }
+        let batch = elements
+            .into_iter()
+            .map(|element| Message::parse(raw.slice_ref(element.get().as_bytes())))
+            .collect();
+        Ok(Incoming::Batch(batch))
+    }
+}
+
 impl Message {
-    /// Parses one message. A JSON array (a batch, allowed by the 2025-03-26
-    /// protocol revision only) is refused as invalid: no current client sends
-    /// one.
+    /// Parses one message. A JSON array (a batch) is refused as invalid:
+    /// where batches are served, [`Incoming::parse`] reads the body.
     pub fn parse(raw: Bytes) -> Result<Self, MessageError> {
         let text = trim_ascii(&raw);
         if text.first() == Some(&b'[') {
             // Still check it is JSON, so garbage reads as a parse error.
             serde_json::from_slice::<&RawValue>(text)
                 .map_err(|e| MessageError::Parse(e.to_string()))?;
-            return Err(MessageError::invalid("batches are not supported", None));
+            return Err(MessageError::invalid(
+                "a batch where one message is expected",
+                None,
+            ));
         }
         let envelope: Envelope<'_> = match serde_json::from_slice(text) {
             Ok(envelope) => envelope,
@@ -481,6 +515,47 @@ mod tests {
         assert_eq!(err.code(), code::INVALID_REQUEST);
         let err = parse("[oops").expect_err("bad batch");
         assert_eq!(err.code(), code::PARSE_ERROR);
+    }
+
+    /// A batch is its elements, each with its bytes as they came, each
+    /// valid or not on its own; only a batch that is not JSON or is empty
+    /// is one error.
+    #[test]
+    fn proxy_jsonrpc_batches_are_read_element_by_element() {
+        let incoming = |text: &str| Incoming::parse(Bytes::from(text.to_owned()));
+        let one = incoming(r#" {"jsonrpc":"2.0","id":1,"method":"x"} "#).expect("one message");
+        assert!(matches!(one, Incoming::One(m) if m.id() == Some("1")));
+        let text = r#" [ {"jsonrpc":"2.0", "id":1,"method":"x"},
+            {"jsonrpc":"2.0","method":"n"}, {"jsonrpc":"1.0","id":"b","method":"x"}, 7,
+            [{"jsonrpc":"2.0","id":2,"method":"x"}], {"jsonrpc":"2.0","id":3,"result":{}} ] "#;
+        let Ok(Incoming::Batch(batch)) = incoming(text) else {
+            panic!("a batch")
+        };
+        assert_eq!(batch.len(), 6);
+        let request = batch[0].as_ref().expect("a request");
+        assert_eq!(
+            request.bytes(),
+            &r#"{"jsonrpc":"2.0", "id":1,"method":"x"}"#
+        );
+        assert_eq!(request.kind(), Kind::Request);
+        assert_eq!(batch[1].as_ref().map(Message::kind), Ok(Kind::Notification));
+        let invalid = batch[2].as_ref().expect_err("an old version");
+        assert_eq!(
+            (invalid.code(), invalid.id()),
+            (code::INVALID_REQUEST, Some("\"b\""))
+        );
+        for not_a_message in &batch[3..5] {
+            let code = not_a_message
+                .as_ref()
+                .map(|_| ())
+                .map_err(MessageError::code);
+            assert_eq!(code, Err(code::INVALID_REQUEST));
+        }
+        assert_eq!(batch[5].as_ref().map(Message::kind), Ok(Kind::Response));
+        let empty = incoming(" [ ] ").expect_err("an empty batch");
+        assert_eq!((empty.code(), empty.id()), (code::INVALID_REQUEST, None));
+        let cut = incoming(r#"[{"jsonrpc":"2.0","id":1,"method":"x"}"#).expect_err("cut");
+        assert_eq!(cut.code(), code::PARSE_ERROR);
     }
 
     /// JSON-RPC 2.0: a response has a result or an error, never both.

@@ -58,6 +58,16 @@ pub fn takes_priming_events(version: Option<&str>) -> bool {
     version == Some("2025-11-25")
 }
 
+/// Whether a client of this revision may post a JSON-RPC batch: 2025-03-26
+/// (and a client without the header, which speaks it) and 2024-11-05 allow
+/// them; 2025-06-18 removed them.
+pub fn takes_batches(version: Option<&str>) -> bool {
+    matches!(
+        version.unwrap_or(ASSUMED_WITHOUT_HEADER),
+        "2024-11-05" | "2025-03-26"
+    )
+}
+
 pub fn supported_versions() -> String {
     SESSION_ERA
         .iter()
@@ -82,6 +92,12 @@ mod tests {
         assert!(takes_priming_events(Some("2025-11-25")));
         for older_or_stateless in [None, Some("2025-06-18"), Some("2026-07-28")] {
             assert!(!takes_priming_events(older_or_stateless));
+        }
+        for with_batches in [None, Some("2025-03-26"), Some("2024-11-05")] {
+            assert!(takes_batches(with_batches), "{with_batches:?}");
+        }
+        for without in [Some("2025-06-18"), Some("2025-11-25"), Some("2026-07-28")] {
+            assert!(!takes_batches(without), "{without:?}");
         }
     }
 }

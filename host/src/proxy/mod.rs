@@ -32,6 +32,7 @@
 
 pub mod access_log;
 pub mod admin;
+mod batch;
 pub mod client_key;
 pub mod forward;
 pub mod jsonrpc;

@@ -8,6 +8,9 @@
 //! In a cluster the id is sealed and names the instance holding the session
 //! (see [`crate::cluster`]).
 //!
+//! A 2025-03-26 client may post a JSON-RPC batch, served element by element
+//! (see `proxy::batch`).
+//!
 //! Stateless era (2026-07-28): no protocol session. The proxy keys its own
 //! session by the client key, creating it on the client's first request; the
 //! table, its limits and eviction work exactly as in the other era.
@@ -43,12 +46,12 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::client_key::ClientKey;
-use super::jsonrpc::{code, error_response, Message};
+use super::jsonrpc::{code, error_response, Incoming, Message};
 use super::mcp_headers::{
     era_of, supported_versions, Era, LAST_EVENT_ID, MCP_METHOD, MCP_NAME, PROTOCOL_VERSION,
     SESSION_ID,
 };
-use super::upstream::{Event, Events, Forwarded, Reply, UpstreamError};
+use super::upstream::{Event, Events, Forwarded, Reply, Upstream, UpstreamError};
 use super::{sse, OpenError, Opened, Pinned, Proxy};
 use crate::cluster::route::HopClient;
 use crate::eviction::RemovalCause;
@@ -111,7 +114,7 @@ pub(crate) fn retry_after(mut response: Response, wait: Duration) -> Response {
     response
 }
 
-fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub(super) fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -134,7 +137,7 @@ fn forwarded(headers: &HeaderMap) -> Forwarded {
 /// header it takes anything (RFC 9110, 12.5.1); with one, the most specific
 /// range matching `media` decides (`a/b` over `a/*` over `*/*`), and `q=0`
 /// there means "not this".
-fn accepts(headers: &HeaderMap, media: &str) -> bool {
+pub(super) fn accepts(headers: &HeaderMap, media: &str) -> bool {
     let (kind, _) = media.split_once('/').unwrap_or((media, ""));
     let mut ranges = headers
         .get_all(ACCEPT)
@@ -372,9 +375,10 @@ async fn post_message(
     }
     // Parsed before the headers are checked, so that their refusals too
     // reach the caller waiting on the request's id.
-    let parsed = Message::parse(body);
+    let parsed = Incoming::parse(body);
     let id = match &parsed {
-        Ok(message) => message.id(),
+        Ok(Incoming::One(message)) => message.id(),
+        Ok(Incoming::Batch(_)) => None,
         Err(e) => e.id(),
     };
     let version = header(headers, PROTOCOL_VERSION);
@@ -402,7 +406,10 @@ async fn post_message(
         );
     }
     let message = match parsed {
-        Ok(message) => message,
+        Ok(Incoming::One(message)) => message,
+        Ok(Incoming::Batch(batch)) => {
+            return super::batch::post(proxy, client, headers, batch).await
+        }
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e.id(), e.code(), &e.to_string()),
     };
     match era {
@@ -442,17 +449,9 @@ async fn post_in_session(
         }
         return response;
     }
-    let Some(name) = header(headers, SESSION_ID) else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            rid,
-            code::INVALID_REQUEST,
-            "missing Mcp-Session-Id: send initialize first",
-        );
-    };
-    let id = match proxy.table.lookup(name) {
+    let id = match session_named(proxy, headers, rid) {
         Ok(id) => id,
-        Err(_) => return session_not_found(rid),
+        Err(refusal) => return refusal,
     };
     let request = match begin(proxy, id, client, &message) {
         Ok(request) => request,
@@ -462,6 +461,24 @@ async fn post_in_session(
         let _ = proxy.table.activate(id);
     }
     relay(proxy, request, message, headers).await
+}
+
+/// The session a sessions-era POST names, or its refusal (answering `rid`).
+#[allow(clippy::result_large_err)]
+pub(super) fn session_named(
+    proxy: &Proxy,
+    headers: &HeaderMap,
+    rid: Option<&str>,
+) -> Result<SessionId, Response> {
+    let Some(name) = header(headers, SESSION_ID) else {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            rid,
+            code::INVALID_REQUEST,
+            "missing Mcp-Session-Id: send initialize first",
+        ));
+    };
+    proxy.table.lookup(name).map_err(|_| session_not_found(rid))
 }
 
 async fn post_stateless(
@@ -517,7 +534,7 @@ async fn post_stateless(
 /// Starts a request on a live session: pins it (rate limited) and takes a
 /// handle on its upstream. A refusal answers the request by its id.
 #[allow(clippy::result_large_err)]
-fn begin(
+pub(super) fn begin(
     proxy: &Arc<Proxy>,
     id: SessionId,
     client: ClientKey,
@@ -567,10 +584,10 @@ const PRIMING_AFTER: Duration = Duration::from_secs(1);
 
 /// What a request still waiting on its upstream is told when its session is
 /// closed under it.
-const CLOSED_IN_FLIGHT: &str =
+pub(super) const CLOSED_IN_FLIGHT: &str =
     "the session was closed while this request was in flight; send initialize again";
 
-fn closed_in_flight(id: Option<&str>) -> Response {
+pub(super) fn closed_in_flight(id: Option<&str>) -> Response {
     refuse(
         StatusCode::NOT_FOUND,
         id,
@@ -613,15 +630,42 @@ async fn relay_and_tell(
         abort,
     } = request;
     let request_id = message.id().map(str::to_owned);
+    match dispatch(
+        proxy,
+        guard.id(),
+        upstream.as_ref(),
+        &abort,
+        message,
+        headers,
+    )
+    .await
+    {
+        Ok(Some(events)) => answer(events, request_id, headers, guard, abort).await,
+        Ok(None) => (StatusCode::ACCEPTED.into_response(), Answered::Fine),
+        Err(refusal) => (refusal, Answered::Refused),
+    }
+}
+
+/// Hands one message to its session's upstream: the events that answer it
+/// (none for a notification or a response), or what the client is told
+/// instead.
+pub(super) async fn dispatch(
+    proxy: &Proxy,
+    session: SessionId,
+    upstream: &dyn Upstream,
+    abort: &CancellationToken,
+    message: Message,
+    headers: &HeaderMap,
+) -> Result<Option<Events>, Response> {
+    let request_id = message.id().map(str::to_owned);
     let forwarded = forwarded(headers);
     let reply = tokio::select! {
         reply = upstream.send(message, &forwarded) => reply,
-        () = abort.cancelled() => {
-            return (closed_in_flight(request_id.as_deref()), Answered::Refused);
-        }
+        () = abort.cancelled() => return Err(closed_in_flight(request_id.as_deref())),
     };
-    let events = match reply {
-        Ok(Reply::Accepted) => return (StatusCode::ACCEPTED.into_response(), Answered::Fine),
+    match reply {
+        Ok(Reply::Accepted) => Ok(None),
+        Ok(Reply::Events(events)) => Ok(Some(events)),
         Ok(Reply::Refused {
             status,
             content_type,
@@ -631,20 +675,15 @@ async fn relay_and_tell(
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             let content_type = content_type.unwrap_or_else(|| "application/json".into());
             let response = (status, [(CONTENT_TYPE, content_type)], body).into_response();
-            return (with_challenge(response, challenge), Answered::Refused);
+            Err(with_challenge(response, challenge))
         }
-        Ok(Reply::Events(events)) => events,
         Err(e) => {
             if matches!(e, UpstreamError::SessionGone | UpstreamError::Failed(_)) {
-                let _ = proxy.table.remove(guard.id(), RemovalCause::UpstreamFailed);
+                let _ = proxy.table.remove(session, RemovalCause::UpstreamFailed);
             }
-            return (
-                upstream_refusal(&e, request_id.as_deref()),
-                Answered::Refused,
-            );
+            Err(upstream_refusal(&e, request_id.as_deref()))
         }
-    };
-    answer(events, request_id, headers, guard, abort).await
+    }
 }
 
 /// Answers with plain JSON when the first message the upstream sends is the

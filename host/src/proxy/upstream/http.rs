@@ -21,7 +21,7 @@ use reqwest::{RequestBuilder, StatusCode};
 use tokio::sync::watch;
 
 use super::{Event, Events, Forwarded, HttpUpstreamConfig, Reply, Upstream, UpstreamError};
-use crate::proxy::jsonrpc::{code, error_response, Message};
+use crate::proxy::jsonrpc::{code, error_response, Incoming, Message};
 use crate::proxy::mcp_headers::{
     LAST_EVENT_ID, MCP_METHOD, MCP_NAME, PROTOCOL_VERSION, SESSION_ID,
 };
@@ -240,7 +240,9 @@ impl Upstream for HttpUpstream {
 }
 
 /// The server-sent events of a response, as messages; a broken stream ends
-/// with an error response to the request it was answering.
+/// with an error response to the request it was answering. An event holding
+/// a batch (a 2025-03-26 server may send one) is its messages, the event's id
+/// on the last: resuming from it is resuming after all of them.
 fn events(response: reqwest::Response, request_id: Option<String>) -> Events {
     let mut answered = false;
     response
@@ -249,31 +251,49 @@ fn events(response: reqwest::Response, request_id: Option<String>) -> Events {
         .map(move |event| match event {
             Ok(event) => {
                 let id = Some(event.id).filter(|id| !id.is_empty());
-                let message = if event.data.trim().is_empty() {
-                    None
+                let messages = if event.data.trim().is_empty() {
+                    Vec::new()
                 } else {
-                    let parsed = Message::parse(Bytes::from(event.data));
-                    Some(parsed.unwrap_or_else(|e| {
-                        upstream_error(request_id.as_deref(), &format!("invalid message: {e}"))
-                    }))
+                    event_messages(Bytes::from(event.data), request_id.as_deref())
                 };
-                if message
-                    .as_ref()
-                    .is_some_and(|m| m.id().is_some() && m.id() == request_id.as_deref())
-                {
-                    answered = true;
+                answered |= messages
+                    .iter()
+                    .any(|m| m.id().is_some() && m.id() == request_id.as_deref());
+                let mut events: Vec<Event> = messages.into_iter().map(Event::message).collect();
+                match events.last_mut() {
+                    Some(last) => last.id = id,
+                    None => events.push(Event { id, message: None }),
                 }
-                Some(Event { id, message })
+                Some(events)
             }
-            Err(e) if !answered && request_id.is_some() => Some(Event::message(upstream_error(
-                request_id.as_deref(),
-                &format!("the upstream stream broke: {e}"),
-            ))),
+            Err(e) if !answered && request_id.is_some() => {
+                Some(vec![Event::message(upstream_error(
+                    request_id.as_deref(),
+                    &format!("the upstream stream broke: {e}"),
+                ))])
+            }
             Err(_) => None,
         })
-        .take_while(|event| futures::future::ready(event.is_some()))
-        .filter_map(futures::future::ready)
+        .take_while(|events| futures::future::ready(events.is_some()))
+        .flat_map(|events| futures::stream::iter(events.unwrap_or_default()))
         .boxed()
+}
+
+/// The messages of one event's data: one, a batch's valid elements, or an
+/// error answering the request when the data is no message at all.
+fn event_messages(data: Bytes, request_id: Option<&str>) -> Vec<Message> {
+    match Incoming::parse(data) {
+        Ok(Incoming::One(message)) => vec![message],
+        Ok(Incoming::Batch(batch)) => batch
+            .into_iter()
+            .filter_map(|element| {
+                element
+                    .map_err(|e| tracing::warn!("the upstream sent a batch with {e}"))
+                    .ok()
+            })
+            .collect(),
+        Err(e) => vec![upstream_error(request_id, &format!("invalid message: {e}"))],
+    }
 }
 
 fn upstream_error(id: Option<&str>, reason: &str) -> Message {

@@ -30,7 +30,7 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use super::lines::{BoundedLines, Line};
 use super::routes::{fail, priming, route, Routes};
 use super::{Events, Forwarded, Reply, Upstream, UpstreamError};
-use crate::proxy::jsonrpc::{code, error_response, Head, Kind, Message};
+use crate::proxy::jsonrpc::{code, error_response, Head, Incoming, Kind, Message};
 use crate::proxy::mcp_headers::takes_priming_events;
 
 /// Events buffered per reply stream before the upstream's output waits.
@@ -396,8 +396,22 @@ where
                 if line.trim_ascii().is_empty() {
                     continue;
                 }
-                match Message::parse(line.clone()) {
-                    Ok(message) => route(routes, message).await,
+                match Incoming::parse(line.clone()) {
+                    Ok(Incoming::One(message)) => route(routes, message).await,
+                    // A 2025-03-26 server may write a batch: its elements go
+                    // their ways as if each had its own line.
+                    Ok(Incoming::Batch(batch)) => {
+                        for element in batch {
+                            match element {
+                                Ok(message) => route(routes, message).await,
+                                Err(e) => tracing::warn!(
+                                    pid,
+                                    "upstream wrote a batch with an element that is not \
+                                     JSON-RPC: {e}"
+                                ),
+                            }
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(pid, "upstream wrote a line that is not JSON-RPC: {e}");
                         // A response the client cannot be given still ends

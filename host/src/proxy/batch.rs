@@ -1,0 +1,284 @@
+//! JSON-RPC batches: one POST carrying several messages, which MCP 2025-03-26
+//! (and 2024-11-05) allows and 2025-06-18 removed.
+//!
+//! The proxy serves a batch as its elements: each is pinned, rate limited and
+//! handed to the session's upstream on its own, as if it had come alone, so an
+//! upstream of any revision takes it (a 2025-06-18 server refuses batches).
+//! The answers go back together: a JSON array once every request of the batch
+//! is answered, or, as soon as the upstream has something else for the client
+//! on the way (progress, a request of its own), an event stream carrying all
+//! of it. An element that is not a valid message is answered on its own and
+//! the others are served; notifications and responses get no answer, as in
+//! JSON-RPC.
+
+use std::sync::Arc;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::stream::{self, BoxStream};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::client_key::ClientKey;
+use super::jsonrpc::{code, error_response, Kind, Message, MessageError};
+use super::mcp_headers::{takes_batches, PROTOCOL_VERSION};
+use super::reverse::{accepts, begin, dispatch, header, refuse, session_named, CLOSED_IN_FLIGHT};
+use super::session::ProxySession;
+use super::upstream::{Event, Events};
+use super::{sse, Pinned, Proxy};
+use crate::session::RequestGuard;
+
+/// Most messages one batch may carry: each is a request in flight, and one
+/// POST should not take a session's whole burst unseen.
+pub const MAX_BATCH: usize = 100;
+
+/// The most of a refusal's body read back to answer a batch's element by it.
+const REFUSAL_BODY_LIMIT: usize = 64 * 1024;
+
+/// Serves a sessions-era POST whose body is a batch.
+pub(super) async fn post(
+    proxy: &Arc<Proxy>,
+    client: ClientKey,
+    headers: &HeaderMap,
+    batch: Vec<Result<Message, MessageError>>,
+) -> Response {
+    let version = header(headers, PROTOCOL_VERSION);
+    if !takes_batches(version) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            None,
+            code::INVALID_REQUEST,
+            &format!(
+                "JSON-RPC batches were removed in MCP 2025-06-18: a client of {} posts one \
+                 message at a time",
+                version.unwrap_or_default()
+            ),
+        );
+    }
+    if batch.len() > MAX_BATCH {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            None,
+            code::INVALID_REQUEST,
+            &format!(
+                "a batch of {} messages; the proxy takes at most {MAX_BATCH} in one",
+                batch.len()
+            ),
+        );
+    }
+    if batch
+        .iter()
+        .any(|element| matches!(element, Ok(m) if m.is_request("initialize")))
+    {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            None,
+            code::INVALID_REQUEST,
+            "initialize must not be part of a batch: send it alone",
+        );
+    }
+    let session = match session_named(proxy, headers, None) {
+        Ok(session) => session,
+        Err(refusal) => return refusal,
+    };
+    let mut pieces: Vec<BoxStream<'static, Piece>> = Vec::new();
+    // A refused notification or response has no answer of its own in a batch
+    // (JSON-RPC); when nothing else is answered, the POST is answered with it.
+    let mut unanswered_refusal = None;
+    let mut refusal = |refusal: Response, rid: Option<String>| match rid {
+        Some(rid) => Some(refused(refusal, rid)),
+        None => {
+            tracing::debug!(status = %refusal.status(), "a notification or response of a batch was refused");
+            unanswered_refusal.get_or_insert(refusal);
+            None
+        }
+    };
+    let mut sent = Vec::new();
+    for element in batch {
+        let message = match element {
+            Ok(message) => message,
+            Err(e) => {
+                let error = error_message(e.id(), e.code(), &e.to_string());
+                pieces.push(stream::iter(error.map(Piece::answer)).boxed());
+                continue;
+            }
+        };
+        let rid = (message.kind() == Kind::Request).then(|| message.id().map(str::to_owned));
+        let rid = rid.flatten();
+        let request = match begin(proxy, session, client, &message) {
+            Ok(request) => request,
+            Err(refused) => {
+                pieces.extend(refusal(refused, rid));
+                continue;
+            }
+        };
+        if message.is_notification("notifications/initialized") {
+            let _ = proxy.table.activate(session);
+        }
+        sent.push(async move {
+            let Pinned {
+                guard,
+                upstream,
+                abort,
+            } = request;
+            match dispatch(proxy, session, upstream.as_ref(), &abort, message, headers).await {
+                Ok(Some(events)) => Sent::Events(answering(events, rid, guard, abort)),
+                Ok(None) => Sent::Accepted,
+                Err(refused) => Sent::Refused(refused, rid),
+            }
+        });
+    }
+    // Dispatched together: an HTTP upstream answers each POST only when it
+    // has the response, and the elements of a batch do not wait on each other.
+    for sent in futures::future::join_all(sent).await {
+        match sent {
+            Sent::Events(events) => pieces.push(events),
+            Sent::Accepted => {}
+            Sent::Refused(refused, rid) => pieces.extend(refusal(refused, rid)),
+        }
+    }
+    if pieces.is_empty() {
+        return unanswered_refusal.unwrap_or_else(|| StatusCode::ACCEPTED.into_response());
+    }
+    respond(stream::select_all(pieces), headers).await
+}
+
+/// What became of one element handed to the upstream.
+enum Sent {
+    Events(BoxStream<'static, Piece>),
+    Accepted,
+    Refused(Response, Option<String>),
+}
+
+/// A message for the client, and whether it answers one of the batch's
+/// requests (or elements).
+struct Piece {
+    message: Message,
+    answer: bool,
+}
+
+impl Piece {
+    fn answer(message: Message) -> Self {
+        Self {
+            message,
+            answer: true,
+        }
+    }
+}
+
+fn error_message(id: Option<&str>, code: i64, why: &str) -> Option<Message> {
+    Message::parse(error_response(id, code, why, None)).ok()
+}
+
+/// What a refused request's caller is told: the refusal's JSON-RPC error (a
+/// rate limit, a full table, an upstream refusing or failing), or one saying
+/// what the upstream answered when its body is none.
+fn refused(refusal: Response, rid: String) -> BoxStream<'static, Piece> {
+    stream::once(async move {
+        let status = refusal.status();
+        let body = axum::body::to_bytes(refusal.into_body(), REFUSAL_BODY_LIMIT)
+            .await
+            .unwrap_or_default();
+        let message = match Message::parse(body) {
+            Ok(message) if message.kind() == Kind::Response => Some(message),
+            _ => error_message(
+                Some(&rid),
+                code::UPSTREAM_FAILED,
+                &format!("the upstream refused the request ({status})"),
+            ),
+        };
+        message.map(Piece::answer)
+    })
+    .filter_map(futures::future::ready)
+    .boxed()
+}
+
+/// One request's events, ending with its answer: the response, or an error
+/// when the session closes or the upstream ends first. The request stays
+/// pinned while they last.
+fn answering(
+    events: Events,
+    rid: Option<String>,
+    guard: RequestGuard<ProxySession>,
+    abort: CancellationToken,
+) -> BoxStream<'static, Piece> {
+    let cut_short = abort.clone();
+    let mut answered = rid.is_none();
+    events
+        .take_until(abort.cancelled_owned())
+        // The batch's stream is one of its own: an upstream's event ids
+        // (priming ones too) resume streams it does not stand for.
+        .filter_map(|event| futures::future::ready(event.message))
+        .map(Some)
+        .chain(stream::once(async { None }))
+        .filter_map(move |message| {
+            let _pinned = &guard;
+            let piece = match message {
+                Some(message) => {
+                    let answer = !answered
+                        && message.kind() == Kind::Response
+                        && message.id() == rid.as_deref();
+                    answered |= answer;
+                    Some(Piece { message, answer })
+                }
+                None if !answered => {
+                    let (code, why) = if cut_short.is_cancelled() {
+                        (code::SESSION_CLOSED, CLOSED_IN_FLIGHT)
+                    } else {
+                        (
+                            code::UPSTREAM_FAILED,
+                            "the upstream ended without answering",
+                        )
+                    };
+                    error_message(rid.as_deref(), code, why).map(Piece::answer)
+                }
+                None => None,
+            };
+            futures::future::ready(piece)
+        })
+        .boxed()
+}
+
+/// The batch's answers as one JSON array, unless something else for the
+/// client comes first and it takes an event stream; then all of it as one.
+async fn respond(
+    mut pieces: stream::SelectAll<BoxStream<'static, Piece>>,
+    headers: &HeaderMap,
+) -> Response {
+    let takes_json = accepts(headers, "application/json");
+    let takes_stream = accepts(headers, "text/event-stream");
+    if !takes_json {
+        return sse::response(pieces.map(|piece| Event::message(piece.message)), None);
+    }
+    let mut answers = Vec::new();
+    while let Some(piece) = pieces.next().await {
+        if piece.answer {
+            answers.push(piece.message);
+        } else if takes_stream {
+            let so_far = answers.into_iter().chain(Some(piece.message));
+            let events = stream::iter(so_far)
+                .chain(pieces.map(|piece| piece.message))
+                .map(Event::message);
+            return sse::response(events, None);
+        }
+        // A client that takes only JSON gets the answers alone: what the
+        // upstream sends besides has no way there.
+    }
+    let mut body = BytesMut::new();
+    body.put_u8(b'[');
+    for (i, answer) in answers.iter().enumerate() {
+        if i > 0 {
+            body.put_u8(b',');
+        }
+        body.put_slice(answer.bytes());
+    }
+    body.put_u8(b']');
+    (
+        StatusCode::OK,
+        [(CONTENT_TYPE, "application/json")],
+        Bytes::from(body),
+    )
+        .into_response()
+}
