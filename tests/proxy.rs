@@ -1328,6 +1328,45 @@ mod proxy {
         });
     }
 
+    /// `--max-message` sets the limit both ways, and names itself to those
+    /// it refuses; a limit no message fits is refused at the start.
+    #[test]
+    fn proxy_forward_stdio_max_message_sets_the_limit_both_ways() {
+        with_watchdog(Duration::from_secs(60), || {
+            let echo = echo_server();
+            let server = [echo.to_str().expect("utf-8 path")];
+            let mut proxy = ForwardProcess::start(&[], &["--max-message", "64KiB"], &server);
+            let pad = "x".repeat(70_000);
+            proxy.send(&format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"pad":"{pad}"}}}}"#
+            ));
+            let refused = proxy.read().expect("an answer");
+            assert_eq!(refused["id"], 1, "{refused}");
+            let message = refused["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("65536 bytes") && message.contains("--max-message"),
+                "{message}"
+            );
+            proxy.send(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"big","arguments":{"bytes":70000}}}"#);
+            let failed = proxy.read().expect("an answer");
+            assert_eq!(failed["id"], 2, "{failed}");
+            let message = failed["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("--max-message"), "{message}");
+            proxy.send(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"big","arguments":{"bytes":60000}}}"#);
+            let fits = proxy.read().expect("an answer");
+            assert_eq!(
+                fits["result"]["content"][0]["text"].as_str().map(str::len),
+                Some(60_000)
+            );
+            pings_then_ends_cleanly(proxy, 4);
+
+            let (status, said) =
+                run_to_exit(&["forward", "stdio", "--max-message", "100", "--", "true"]);
+            assert!(!status.success());
+            assert!(said.contains("at least 1KiB"), "{said}");
+        });
+    }
+
     /// A full queue to the server is load, as in `reverse`: the request is
     /// refused as overloaded with a retry hint, not as a failed server. The
     /// server here never reads: a first message larger than a pipe holds

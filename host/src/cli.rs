@@ -751,6 +751,7 @@ mod tests {
             "policy-watch",
             "init-timeout",
             "max-body",
+            "max-message",
             "shutdown-grace",
             "upstream-grace",
             "upstream-timeout",

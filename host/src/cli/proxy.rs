@@ -173,9 +173,10 @@ pub struct ForwardUpstreamArgs {
 pub enum ForwardCommand {
     /// The client on our stdin/stdout; the server started from CMD ARGS.
     ///
-    /// Messages pass through unchanged. The session's --rate-limit applies to
-    /// the client's requests: a refused one gets a JSON-RPC error with
-    /// `error.data.retryAfterMs`, never silence.
+    /// Messages pass through unchanged (a JSON-RPC batch as its elements, one
+    /// per line). The session's --rate-limit applies to the client's requests:
+    /// a refused one gets a JSON-RPC error with `error.data.retryAfterMs`,
+    /// never silence.
     Stdio {
         #[command(flatten)]
         upstream: ForwardUpstreamArgs,
@@ -185,10 +186,28 @@ pub enum ForwardCommand {
         #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
         shutdown_grace: Duration,
 
+        /// Longest message, either way (at least 1KiB). A longer one is
+        /// skipped, and whoever waits for it gets an error by its id: the
+        /// sender of a request, the sender of the request a response answers.
+        #[arg(long, default_value = "16MiB", value_name = "SIZE", value_parser = parse_message_limit)]
+        max_message: usize,
+
         /// The MCP server to start, after `--`.
         #[arg(last = true, required = true, num_args = 1.., value_name = "CMD ARGS")]
         command: Vec<String>,
     },
+}
+
+/// A limit on one message: below 1 KiB not even an `initialize` fits.
+fn parse_message_limit(text: &str) -> Result<usize, String> {
+    let size = parse_size(text)?;
+    if size < 1 << 10 {
+        return Err(format!(
+            "`{}` is too small a message limit: at least 1KiB",
+            text.trim()
+        ));
+    }
+    Ok(size)
 }
 
 /// `shadowcat session`: talk to a running proxy's admin API.

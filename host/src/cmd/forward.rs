@@ -16,6 +16,7 @@ pub async fn run(cli: &Cli, command: &ForwardCommand) -> Result<()> {
     let ForwardCommand::Stdio {
         upstream,
         shutdown_grace,
+        max_message,
         command,
     } = command;
     let config = table_config(&cli.table)?;
@@ -41,6 +42,8 @@ pub async fn run(cli: &Cli, command: &ForwardCommand) -> Result<()> {
     let mut server = StdioCommand::new(command[0].clone(), command[1..].to_vec());
     server.grace = upstream.upstream_grace;
     server.max_pending = upstream.upstream_max_pending;
+    server.max_line = *max_message;
+    server.max_line_option = Some("--max-message");
     let end = forward::run(
         table,
         Arc::new(server),
