@@ -1985,14 +1985,14 @@ mod proxy {
     /// header, unless `version` is given): its status, whether it came as an
     /// event stream, and its messages (a JSON array's elements).
     fn post_batch(
-        proxy: &ProxyProcess,
+        mcp: &str,
         session: &str,
         batch: &Value,
         accept: &str,
         version: Option<&str>,
     ) -> (u16, bool, Vec<Value>) {
         let mut request = reqwest::blocking::Client::new()
-            .post(&proxy.mcp)
+            .post(mcp)
             .header("content-type", "application/json")
             .header("accept", accept)
             .header("mcp-session-id", session)
@@ -2051,7 +2051,7 @@ mod proxy {
                 {"jsonrpc": "1.0", "id": 4, "method": "ping"},
                 42,
             ]);
-            let (status, streamed, messages) = post_batch(&proxy, &session, &batch, both, None);
+            let (status, streamed, messages) = post_batch(&proxy.mcp, &session, &batch, both, None);
             assert_eq!((status, streamed), (200, false), "{messages:?}");
             assert_eq!(messages.len(), 5, "{messages:?}");
             assert_eq!(
@@ -2063,32 +2063,32 @@ mod proxy {
             assert_eq!(by_id(&messages, &json!(4))["error"]["code"], -32600);
             assert_eq!(by_id(&messages, &Value::Null)["error"]["code"], -32600);
 
-            // The server sends a log line before an answer: the client, which
+            // The server reports progress before an answer: the client, which
             // takes a stream, gets everything on one; one that takes only JSON
             // gets the answers.
             let batch = json!([
-                call(json!(10), "notify", json!({"message": "hello"})),
+                {"jsonrpc": "2.0", "id": 10, "method": "tools/call",
+                 "params": {"name": "sleep", "arguments": {"ms": 200},
+                            "_meta": {"progressToken": "t10"}}},
                 call(json!(11), "echo", json!({"message": "two"})),
             ]);
-            let (status, streamed, messages) = post_batch(&proxy, &session, &batch, both, None);
+            let (status, streamed, messages) = post_batch(&proxy.mcp, &session, &batch, both, None);
             assert_eq!((status, streamed), (200, true), "{messages:?}");
-            assert_eq!(messages.len(), 3, "{messages:?}");
-            let log = messages
-                .iter()
-                .position(|m| m["method"] == "notifications/message")
-                .expect("the log line");
-            assert_eq!(messages[log]["params"]["data"], "hello");
-            let notified = messages.iter().position(|m| m["id"] == 10).expect("10");
+            assert_eq!(messages.len(), 4, "{messages:?}");
+            let progress: Vec<usize> = (0..messages.len())
+                .filter(|&i| messages[i]["params"]["progressToken"] == "t10")
+                .collect();
+            let slept = messages.iter().position(|m| m["id"] == 10).expect("10");
             assert!(
-                log < notified,
-                "the log line before its answer: {messages:?}"
+                progress.len() == 2 && progress.iter().all(|&i| i < slept),
+                "progress before its answer: {messages:?}"
             );
             assert_eq!(
                 by_id(&messages, &json!(11))["result"]["content"][0]["text"],
                 "Echo: two"
             );
             let (status, streamed, messages) =
-                post_batch(&proxy, &session, &batch, "application/json", None);
+                post_batch(&proxy.mcp, &session, &batch, "application/json", None);
             assert_eq!((status, streamed), (200, false), "{messages:?}");
             let ids: Vec<&Value> = messages.iter().map(|m| &m["id"]).collect();
             assert_eq!(ids.len(), 2, "answers only: {messages:?}");
@@ -2101,41 +2101,41 @@ mod proxy {
                 call(json!(21), "echo", json!({"message": "quick"})),
             ]);
             let (status, streamed, messages) =
-                post_batch(&proxy, &session, &batch, "text/event-stream", None);
+                post_batch(&proxy.mcp, &session, &batch, "text/event-stream", None);
             assert_eq!((status, streamed), (200, true), "{messages:?}");
             let ids: Vec<&Value> = messages.iter().map(|m| &m["id"]).collect();
             assert_eq!(ids, [&json!(21), &json!(20)], "{messages:?}");
 
             // A server's batch: its elements reach the client.
             let batch = json!([call(json!(30), "batched", json!({"message": "both"}))]);
-            let (status, streamed, messages) = post_batch(&proxy, &session, &batch, both, None);
+            let (status, streamed, messages) = post_batch(&proxy.mcp, &session, &batch, both, None);
             assert_eq!((status, streamed), (200, true), "{messages:?}");
             assert_eq!(messages[0]["params"]["data"], "both", "{messages:?}");
             assert_eq!(messages[1]["result"]["content"][0]["text"], "batched");
 
             // Only notifications: nothing to answer.
             let batch = json!([{"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}]);
-            let (status, _, messages) = post_batch(&proxy, &session, &batch, both, None);
+            let (status, _, messages) = post_batch(&proxy.mcp, &session, &batch, both, None);
             assert_eq!(status, 202, "{messages:?}");
 
             // The rate limit counts every element (a bucket of 30, refilled
             // at 1 per second, half spent above): those over it are refused
             // by their id.
-            let pings: Vec<Value> = (0..30)
+            let pings: Vec<Value> = (0..60)
                 .map(|i| json!({"jsonrpc": "2.0", "id": 100 + i, "method": "ping"}))
                 .collect();
-            let (status, _, messages) = post_batch(&proxy, &session, &json!(pings), both, None);
+            let (status, _, messages) = post_batch(&proxy.mcp, &session, &json!(pings), both, None);
             assert_eq!(status, 200, "{messages:?}");
-            assert_eq!(messages.len(), 30, "{messages:?}");
+            assert_eq!(messages.len(), 60, "{messages:?}");
             let limited = messages
                 .iter()
                 .filter(|m| m["error"]["code"] == -32029)
                 .count();
             let answered = messages.iter().filter(|m| m["result"] == json!({})).count();
-            assert_eq!(limited + answered, 30, "{messages:?}");
+            assert_eq!(limited + answered, 60, "{messages:?}");
             assert!(
                 limited >= 5 && answered >= 5,
-                "{limited} of 30 limited: {messages:?}"
+                "{limited} of 60 limited: {messages:?}"
             );
             for ping in &pings {
                 by_id(&messages, &ping["id"]);
@@ -2143,13 +2143,13 @@ mod proxy {
             // A refused notification has no answer of its own: with nothing
             // else to answer, the POST says it was refused.
             let batch = json!([{"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}]);
-            let (status, _, messages) = post_batch(&proxy, &session, &batch, both, None);
+            let (status, _, messages) = post_batch(&proxy.mcp, &session, &batch, both, None);
             assert_eq!(status, 429, "{messages:?}");
             assert_eq!(messages[0]["error"]["code"], -32029, "{messages:?}");
 
             // What is refused whole, with why.
             let refused = |batch: Value, version: Option<&str>, session: &str| {
-                let (status, _, messages) = post_batch(&proxy, session, &batch, both, version);
+                let (status, _, messages) = post_batch(&proxy.mcp, session, &batch, both, version);
                 let message = messages[0]["error"]["message"].as_str().unwrap_or_default();
                 (status, message.to_owned())
             };
@@ -2174,6 +2174,53 @@ mod proxy {
             assert!(why.contains("at most 100"), "{why}");
             let (status, _) = refused(json!([ping]), None, "0123456789abcdef0123456789abcdef");
             assert_eq!(status, 404);
+        });
+    }
+
+    /// A batch waiting on its upstream when its session is closed is
+    /// answered then, each request with the error saying so, and its
+    /// requests no longer pin the session.
+    #[test]
+    fn proxy_closing_a_session_answers_its_batch_in_flight() {
+        with_watchdog(Duration::from_secs(120), || {
+            let (proxy, _mark) = start("batchclosed", &[], &[]);
+            let mut client = McpClient::new(&proxy.mcp);
+            assert_eq!(client.initialize().status, 200);
+            let session = client.session.clone().expect("a session");
+            let sleep = |id: u64| {
+                json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                       "params": {"name": "sleep", "arguments": {"ms": 600_000}}})
+            };
+            let batch = json!([sleep(1), sleep(2)]);
+            let started = Instant::now();
+            let mcp = proxy.mcp.clone();
+            let (status, streamed, messages) = std::thread::scope(|scope| {
+                let waiting = scope.spawn(|| {
+                    post_batch(
+                        &mcp,
+                        &session,
+                        &batch,
+                        "application/json, text/event-stream",
+                        None,
+                    )
+                });
+                std::thread::sleep(Duration::from_millis(500));
+                assert_eq!(client.delete(), 200);
+                waiting.join().expect("the batch's thread")
+            });
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "answered at the close"
+            );
+            assert_eq!((status, streamed), (200, false), "{messages:?}");
+            for id in [1, 2] {
+                assert_eq!(
+                    by_id(&messages, &json!(id))["error"]["code"],
+                    -32032,
+                    "{messages:?}"
+                );
+            }
+            assert_eq!(client.delete(), 404, "the session is gone");
         });
     }
 
