@@ -1,7 +1,7 @@
 //! Where a stdio server's messages go: a request's response and progress to
 //! that request's stream, what it sends on its own to the session's newest
-//! GET stream (or, with none open, the latest request's, or a backlog for the
-//! next GET stream). Every stream's events are numbered and the latest kept,
+//! GET stream (or, with none open, the stream of the latest request still in
+//! flight, or a backlog for the next GET stream). Every stream's events are numbered and the latest kept,
 //! so a client whose connection broke resumes the stream with
 //! `Last-Event-ID`.
 
@@ -65,9 +65,6 @@ pub(super) struct Routes {
     /// The request in flight that asked for progress under each token: its
     /// progress goes to it, whichever request is the latest.
     progress: HashMap<String, String>,
-    /// The most recent request still in flight: server messages sent while a
-    /// request runs most likely belong to it (progress, sampling).
-    latest: Option<String>,
     /// The session's GET streams, oldest first. A client may hold several
     /// (the transport allows it); each server message goes to one of them,
     /// the newest still open, never to all.
@@ -125,7 +122,6 @@ impl Routes {
         }
         let stream = self.open_stream(reply, true);
         self.pending.insert(id.to_owned(), stream);
-        self.latest = Some(id.to_owned());
         if let Some(token) = progress_token {
             self.progress.insert(token.to_owned(), id.to_owned());
         }
@@ -304,6 +300,18 @@ impl Routes {
         self.streams.get(&number).is_some_and(ClientStream::is_open)
     }
 
+    /// The reply stream of the most recent request still in flight, with its
+    /// connection open: a server message sent while requests run most likely
+    /// belongs to the latest of them (a log line, sampling), and when that
+    /// one is answered, to the one before. Streams are numbered as opened.
+    fn newest_request_open(&self) -> Option<u64> {
+        self.pending
+            .values()
+            .copied()
+            .filter(|&stream| self.is_open(stream))
+            .max()
+    }
+
     /// The newest GET stream still open, forgetting from the list those
     /// closed since (their streams stay remembered, for a resumption).
     fn newest_listener(&mut self) -> Option<u64> {
@@ -439,13 +447,7 @@ pub(super) async fn route(routes: &Mutex<Routes>, message: Message) {
             r.record(stream, message)
         } else if let Some(stream) = r.newest_listener() {
             r.record(stream, message)
-        } else if let Some(stream) = r
-            .latest
-            .as_ref()
-            .and_then(|id| r.pending.get(id))
-            .copied()
-            .filter(|&stream| r.is_open(stream))
-        {
+        } else if let Some(stream) = r.newest_request_open() {
             r.record(stream, message)
         } else {
             if r.backlog.len() >= BACKLOG {
@@ -481,7 +483,6 @@ impl Routes {
     /// Answers every request in flight with an error saying `why`; new ones
     /// are still taken.
     pub(super) fn fail_in_flight(&mut self, why: &str) {
-        self.latest = None;
         self.progress.clear();
         let pending: Vec<(String, u64)> = self.pending.drain().collect();
         for (id, stream) in pending {
@@ -500,6 +501,7 @@ impl Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn notification(text: &str) -> Message {
         let body = format!(
@@ -554,6 +556,39 @@ mod tests {
         assert!(routes.newest_listener().is_none());
         assert!(routes.listeners.is_empty());
         assert_eq!(routes.streams.len(), 3);
+    }
+
+    /// With no GET stream open, what the server sends on its own goes to the
+    /// latest request still in flight, and once that one is answered, to
+    /// the one before it; with none in flight, to the backlog.
+    #[tokio::test]
+    async fn proxy_stdio_server_messages_go_to_the_latest_request_in_flight() {
+        let routes = Mutex::new(Routes::default());
+        let (first, mut first_rx) = mpsc::channel(4);
+        let (second, mut second_rx) = mpsc::channel(4);
+        {
+            let mut r = routes.lock();
+            r.begin_request("1", None, first, 8).expect("room");
+            r.begin_request("2", None, second, 8).expect("room");
+        }
+        route(&routes, notification("during both")).await;
+        assert!(data(&second_rx.try_recv().expect("the latest")).contains("during both"));
+        assert!(first_rx.try_recv().is_err());
+        let answer = Message::parse(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":2,"result":{}}"#,
+        ))
+        .expect("a response");
+        route(&routes, answer).await;
+        assert!(second_rx.try_recv().is_ok(), "the answer");
+        route(&routes, notification("after the latest")).await;
+        assert!(data(&first_rx.try_recv().expect("the one before")).contains("after the latest"));
+        drop(first_rx);
+        route(&routes, notification("nobody")).await;
+        assert_eq!(
+            routes.lock().backlog.len(),
+            1,
+            "kept for the next GET stream"
+        );
     }
 
     /// A client that lost its connection resumes the stream after the last
