@@ -16,8 +16,8 @@ mod peers {
     use serde_json::Value;
 
     use crate::common::peers::{
-        command_line, path_str, python_marker, require, run_bounded, ClientRun, HttpMessage, Peer,
-        Peers, Relay, Report, SdkClient, CLIENT_LIMIT,
+        command_line, path_str, python_marker, require, run_bounded, ClientRun, HttpMessage,
+        HttpPeer, Peer, Peers, Relay, Report, SdkClient, CLIENT_LIMIT,
     };
     use crate::common::proxy::{
         echo_server, marker, metric, processes_with, wait_no_processes, McpClient, ProxyProcess,
@@ -236,6 +236,92 @@ mod peers {
         });
     }
 
+    /// server-everything over streamable HTTP, a relay that records what
+    /// reaches it, and `reverse --upstream-http` to the relay.
+    fn proxy_to_relayed_server_everything(
+        peers: &Peers,
+        mark: &str,
+    ) -> (HttpPeer, Relay, ProxyProcess) {
+        let server = peers.start_server_everything_http(mark);
+        let upstream = Relay::start(server.addr());
+        let proxy = ProxyProcess::start(&[], &["--upstream-http", &upstream.url()]);
+        (server, upstream, proxy)
+    }
+
+    /// A 2025-03-26 client's batch through `reverse --upstream-http` to
+    /// server-everything (a 2025-11-25 server, which takes no batch): each
+    /// element reaches it as a POST of its own, and the answers, with a
+    /// long-running tool's progress, come back on one stream.
+    #[test]
+    fn peers_a_batch_reaches_server_everything_as_its_elements() {
+        let Some(peers) = require("a batch to server-everything", EVERY_PEER) else {
+            return;
+        };
+        with_watchdog(Duration::from_secs(120), move || {
+            let mark = marker("se-batch");
+            let (mut server, upstream, proxy) = proxy_to_relayed_server_everything(&peers, &mark);
+            let mut client = McpClient::new(&proxy.mcp);
+            assert_eq!(client.initialize().status, 200);
+            let session = client.session.clone().expect("a session");
+            let batch = serde_json::json!([
+                {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                 "params": {"name": "echo", "arguments": {"message": "in a batch"}}},
+                {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                 "params": {"name": "trigger-long-running-operation",
+                            "arguments": {"duration": 1, "steps": 2},
+                            "_meta": {"progressToken": "batch-progress"}}},
+            ]);
+            let answer = reqwest::blocking::Client::new()
+                .post(&proxy.mcp)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-session-id", &session)
+                .body(batch.to_string())
+                .send()
+                .expect("the proxy answers");
+            assert_eq!(answer.status().as_u16(), 200);
+            let body = answer.text().expect("a body");
+            let messages: Vec<Value> = body
+                .lines()
+                .filter_map(|line| line.strip_prefix("data: "))
+                .filter_map(|data| serde_json::from_str(data).ok())
+                .collect();
+            let text = |id: i64| {
+                messages
+                    .iter()
+                    .find(|m| m["id"] == id)
+                    .map(|m| m["result"]["content"][0]["text"].to_string())
+                    .unwrap_or_else(|| panic!("no answer {id}: {body}"))
+            };
+            assert!(text(1).contains("Echo: in a batch"), "{body}");
+            assert!(text(2).contains("completed"), "{body}");
+            let progress = messages
+                .iter()
+                .filter(|m| m["params"]["progressToken"] == "batch-progress")
+                .count();
+            assert_eq!(progress, 2, "{body}");
+            let posted: Vec<Option<Value>> = upstream
+                .requests()
+                .iter()
+                .filter(|request| request.method() == "POST")
+                .map(HttpMessage::json)
+                .collect();
+            assert!(
+                posted.iter().flatten().all(Value::is_object),
+                "no batch upstream: {posted:?}"
+            );
+            let called = posted
+                .iter()
+                .flatten()
+                .filter(|m| m["method"] == "tools/call")
+                .count();
+            assert_eq!(called, 2, "{posted:?}");
+            shut_down(proxy, None);
+            server.stop();
+            assert!(wait_no_processes(&mark, Duration::from_secs(10)).is_empty());
+        });
+    }
+
     /// The same clients through `reverse --upstream-http` to server-everything's
     /// streamable HTTP, watched on the upstream side by a relay: each proxy
     /// session holds an upstream session of its own, whose id never reaches
@@ -248,9 +334,7 @@ mod peers {
         };
         with_watchdog(Duration::from_secs(300), move || {
             let mark = marker("se-http");
-            let mut server = peers.start_server_everything_http(&mark);
-            let upstream = Relay::start(server.addr());
-            let proxy = ProxyProcess::start(&[], &["--upstream-http", &upstream.url()]);
+            let (mut server, upstream, proxy) = proxy_to_relayed_server_everything(&peers, &mark);
             let (deleted, kept) = handshake_runs(&peers, &proxy.mcp, "through http");
             assert_sessions_after_handshake_runs(&proxy, &deleted, &kept);
 
