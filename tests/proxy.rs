@@ -2703,6 +2703,14 @@ mod proxy {
             ProxyProcess::start(global, &["--upstream-http", &server.url])
         }
 
+        /// A proxy for `server`, and a client whose session it opened.
+        fn proxy_and_session(server: &HttpMcpServer) -> (ProxyProcess, McpClient) {
+            let proxy = proxy_for(server, &[]);
+            let mut client = McpClient::new(&proxy.mcp);
+            assert_eq!(client.initialize().status, 200);
+            (proxy, client)
+        }
+
         /// A proxy for `server` with these `reverse` options besides.
         fn proxy_with(server: &HttpMcpServer, reverse: &[&str]) -> ProxyProcess {
             let mut args = vec!["--upstream-http", server.url.as_str()];
@@ -2843,9 +2851,7 @@ mod proxy {
         #[test]
         fn proxy_http_upstream_session_lost_upstream_closes_ours_with_404() {
             let server = HttpMcpServer::start();
-            let proxy = proxy_for(&server, &[]);
-            let mut client = McpClient::new(&proxy.mcp);
-            assert_eq!(client.initialize().status, 200);
+            let (proxy, mut client) = proxy_and_session(&server);
             server.expire("upstream-session-1");
             assert_eq!(
                 client.echo("x").status,
@@ -2870,9 +2876,7 @@ mod proxy {
         /// events `how` asks for (`stream`, `batch`).
         fn echo_answered_as(how: &str, message: &str) -> Answer {
             let server = HttpMcpServer::start();
-            let proxy = proxy_for(&server, &[]);
-            let mut client = McpClient::new(&proxy.mcp);
-            assert_eq!(client.initialize().status, 200);
+            let (_proxy, mut client) = proxy_and_session(&server);
             client.request(
                 "tools/call",
                 json!({"name": "echo", "arguments": {"message": message, how: true}}),
@@ -2921,6 +2925,45 @@ mod proxy {
                 "the id on the last message: {}",
                 answer.raw
             );
+        }
+
+        /// The elements of a batch go upstream as POSTs of their own, side
+        /// by side: an answer the server gives at once comes before one it
+        /// holds, though listed after it.
+        #[test]
+        fn proxy_http_upstream_batch_answers_come_as_they_are_given() {
+            let server = HttpMcpServer::start();
+            let (proxy, client) = proxy_and_session(&server);
+            let echo = |id: u64, arguments: serde_json::Value| {
+                json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                       "params": {"name": "echo", "arguments": arguments}})
+            };
+            let batch = json!([
+                echo(1, json!({"message": "late", "delay_ms": 1500})),
+                echo(2, json!({"message": "at once"})),
+            ]);
+            let answer = McpClient::new(&proxy.mcp)
+                .with_header(
+                    "mcp-session-id",
+                    client.session.as_deref().unwrap_or_default(),
+                )
+                .post_raw(batch.to_string().into_bytes(), "application/json");
+            assert_eq!(answer.status, 200, "{}", answer.raw);
+            let answers = answer.messages.first().and_then(|m| m.as_array());
+            let texts: Vec<&str> = answers
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["result"]["content"][0]["text"].as_str())
+                .collect();
+            assert_eq!(texts, ["Echo: at once", "Echo: late"], "{}", answer.raw);
+            let posts = server
+                .state
+                .seen
+                .lock()
+                .iter()
+                .filter(|seen| seen.rpc_method.as_deref() == Some("tools/call"))
+                .count();
+            assert_eq!(posts, 2, "one POST per element");
         }
 
         #[test]

@@ -1,8 +1,8 @@
 //! A small streamable-HTTP MCP server to stand behind `--upstream-http` in
 //! tests: sessions with ids of its own, 404 for unknown ones, DELETE, an SSE
 //! answer on request (`"stream": true` among a tool call's arguments; with
-//! `"batch": true`, one event holding a batch), and a record of every
-//! request it saw.
+//! `"batch": true`, one event holding a batch), a late answer (`"delay_ms"`),
+//! and a record of every request it saw.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -170,6 +170,9 @@ async fn handle_post(
     };
     let answer = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
     let arguments = &message["params"]["arguments"];
+    if let Some(ms) = arguments["delay_ms"].as_u64() {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let streamed = arguments["stream"].as_bool() == Some(true);
     let batched = arguments["batch"].as_bool() == Some(true);
     let mut response = if batched {

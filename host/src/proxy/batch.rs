@@ -17,6 +17,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
+use futures::future::{self, FutureExt};
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -83,73 +84,115 @@ pub(super) async fn post(
         Ok(session) => session,
         Err(refusal) => return refusal,
     };
-    let mut pieces: Vec<BoxStream<'static, Piece>> = Vec::new();
-    // A refused notification or response has no answer of its own in a batch
-    // (JSON-RPC); when nothing else is answered, the POST is answered with it.
-    let mut unanswered_refusal = None;
-    let mut refusal = |refusal: Response, rid: Option<String>| match rid {
-        Some(rid) => Some(refused(refusal, rid)),
-        None => {
-            tracing::debug!(status = %refusal.status(), "a notification or response of a batch was refused");
-            unanswered_refusal.get_or_insert(refusal);
-            None
-        }
-    };
-    let mut sent = Vec::new();
+    // What gets an answer in a batch: its requests, and its elements that
+    // are not messages. Notifications and responses get none (JSON-RPC).
+    let answered = batch
+        .iter()
+        .filter(|element| element.as_ref().map_or(true, |m| m.kind() == Kind::Request))
+        .count();
+    let headers = Arc::new(headers.clone());
+    let mut elements = Vec::with_capacity(batch.len());
     for element in batch {
         let message = match element {
             Ok(message) => message,
             Err(e) => {
                 let error = error_message(e.id(), e.code(), &e.to_string());
-                pieces.push(stream::iter(error.map(Piece::answer)).boxed());
+                let piece = stream::iter(error.map(Piece::answer)).boxed();
+                elements.push(future::ready(Outcome::Answer(piece)).boxed());
                 continue;
             }
         };
-        let rid = (message.kind() == Kind::Request).then(|| message.id().map(str::to_owned));
-        let rid = rid.flatten();
+        let rid = match message.kind() {
+            Kind::Request => message.id().map(str::to_owned),
+            _ => None,
+        };
+        // Pinned and rate limited here, in the batch's order.
         let request = match begin(proxy, session, client, &message) {
             Ok(request) => request,
-            Err(refused) => {
-                pieces.extend(refusal(refused, rid));
+            Err(refusal) => {
+                elements.push(future::ready(Outcome::refused(refusal, rid)).boxed());
                 continue;
             }
         };
         if message.is_notification("notifications/initialized") {
             let _ = proxy.table.activate(session);
         }
-        sent.push(async move {
-            let Pinned {
-                guard,
-                upstream,
-                abort,
-            } = request;
-            match dispatch(proxy, session, upstream.as_ref(), &abort, message, headers).await {
-                Ok(Some(events)) => Sent::Events(answering(events, rid, guard, abort)),
-                Ok(None) => Sent::Accepted,
-                Err(refused) => Sent::Refused(refused, rid),
+        let (proxy, headers) = (Arc::clone(proxy), Arc::clone(&headers));
+        elements.push(
+            async move {
+                let Pinned {
+                    guard,
+                    upstream,
+                    abort,
+                } = request;
+                let sent = dispatch(
+                    &proxy,
+                    session,
+                    upstream.as_ref(),
+                    &abort,
+                    message,
+                    &headers,
+                )
+                .await;
+                match sent {
+                    Ok(Some(events)) => Outcome::Answer(answering(events, rid, guard, abort)),
+                    Ok(None) => Outcome::Accepted,
+                    Err(refusal) => Outcome::refused(refusal, rid),
+                }
             }
-        });
+            .boxed(),
+        );
     }
-    // Dispatched together: an HTTP upstream answers each POST only when it
-    // has the response, and the elements of a batch do not wait on each other.
-    for sent in futures::future::join_all(sent).await {
-        match sent {
-            Sent::Events(events) => pieces.push(events),
-            Sent::Accepted => {}
-            Sent::Refused(refused, rid) => pieces.extend(refusal(refused, rid)),
+    if answered == 0 {
+        // Nothing will be answered: the POST says whether all was taken.
+        let mut refusal = None;
+        for outcome in futures::future::join_all(elements).await {
+            if let Outcome::Refused(refused) = outcome {
+                refusal.get_or_insert(refused);
+            }
         }
+        return refusal.unwrap_or_else(|| StatusCode::ACCEPTED.into_response());
     }
-    if pieces.is_empty() {
-        return unanswered_refusal.unwrap_or_else(|| StatusCode::ACCEPTED.into_response());
-    }
-    respond(stream::select_all(pieces), headers).await
+    // Handed to the upstream in the batch's order (each is first polled in
+    // turn), and answered as each answer comes: an HTTP upstream holds a
+    // POST until its response, and no element waits on another.
+    let pieces = stream::iter(elements)
+        .buffer_unordered(MAX_BATCH)
+        .filter_map(|outcome| {
+            future::ready(match outcome {
+                Outcome::Answer(piece) => Some(piece),
+                Outcome::Accepted | Outcome::Refused(_) => None,
+            })
+        })
+        .flatten_unordered(None)
+        .boxed();
+    respond(pieces, &headers).await
 }
 
-/// What became of one element handed to the upstream.
-enum Sent {
-    Events(BoxStream<'static, Piece>),
+/// What became of one element of a batch.
+enum Outcome {
+    /// Its answer (a request's, or an invalid element's), with whatever the
+    /// upstream sends for the client before it.
+    Answer(BoxStream<'static, Piece>),
+    /// A notification or response the upstream took.
     Accepted,
-    Refused(Response, Option<String>),
+    /// A notification or response refused, which has no answer of its own.
+    Refused(Response),
+}
+
+impl Outcome {
+    fn refused(refusal: Response, rid: Option<String>) -> Self {
+        match rid {
+            Some(rid) => Outcome::Answer(refused(refusal, rid)),
+            None => {
+                tracing::debug!(
+                    status = %refusal.status(),
+                    "a notification or response of a batch was refused"
+                );
+                Outcome::Refused(refusal)
+            }
+        }
+    }
 }
 
 /// A message for the client, and whether it answers one of the batch's
@@ -191,7 +234,7 @@ fn refused(refusal: Response, rid: String) -> BoxStream<'static, Piece> {
         };
         message.map(Piece::answer)
     })
-    .filter_map(futures::future::ready)
+    .filter_map(future::ready)
     .boxed()
 }
 
@@ -210,7 +253,7 @@ fn answering(
         .take_until(abort.cancelled_owned())
         // The batch's stream is one of its own: an upstream's event ids
         // (priming ones too) resume streams it does not stand for.
-        .filter_map(|event| futures::future::ready(event.message))
+        .filter_map(|event| future::ready(event.message))
         .map(Some)
         .chain(stream::once(async { None }))
         .filter_map(move |message| {
@@ -236,17 +279,14 @@ fn answering(
                 }
                 None => None,
             };
-            futures::future::ready(piece)
+            future::ready(piece)
         })
         .boxed()
 }
 
 /// The batch's answers as one JSON array, unless something else for the
 /// client comes first and it takes an event stream; then all of it as one.
-async fn respond(
-    mut pieces: stream::SelectAll<BoxStream<'static, Piece>>,
-    headers: &HeaderMap,
-) -> Response {
+async fn respond(mut pieces: BoxStream<'static, Piece>, headers: &HeaderMap) -> Response {
     let takes_json = accepts(headers, "application/json");
     let takes_stream = accepts(headers, "text/event-stream");
     if !takes_json {
