@@ -18,7 +18,7 @@ use crate::proxy::origin::AllowedOrigins;
 
 pub const REVERSE_ABOUT: &str = "Serve MCP clients over streamable HTTP at /mcp, one upstream per session.
 
-Each session holds its own upstream: a child process started from --upstream-stdio, or a session of its own on the streamable-HTTP server at --upstream-http. Both protocol eras are served: with protocol sessions (2025-11-25 and earlier: `initialize` opens a session, Shadowcat mints its MCP-Session-Id), and without (2026-07-28: Shadowcat keys its own session by --client-key). The session table's global options (--max-sessions, --idle-timeout, --max-age, --rate-limit, --eviction-policy, ...) bound the sessions; evicted or expired sessions answer 404, so clients initialize again.
+Each session holds its own upstream: a child process started from --upstream-stdio, or a session of its own on the streamable-HTTP server at --upstream-http. Both protocol eras are served: with protocol sessions (2025-11-25 and earlier: `initialize` opens a session, Shadowcat mints its MCP-Session-Id), and without (2026-07-28: Shadowcat keys its own session by --client-key). A JSON-RPC batch (2025-03-26) is served element by element, each rate limited and answered as if it came alone. The session table's global options (--max-sessions, --idle-timeout, --max-age, --rate-limit, --eviction-policy, ...) bound the sessions; evicted or expired sessions answer 404, so clients initialize again.
 
 The admin API (--admin-listen, loopback by default) lists, deletes and cleans up sessions, and serves /metrics (Prometheus) and /healthz; `shadowcat session ...` talks to it.
 
