@@ -15,6 +15,7 @@ mod peers {
 
     use serde_json::Value;
 
+    use crate::common::http_server::{HttpMcpServer, AUTHORIZATION_SERVER};
     use crate::common::peers::{
         command_line, path_str, python_marker, require, run_bounded, ClientRun, HttpMessage,
         HttpPeer, Peer, Peers, Relay, Report, SdkClient, CLIENT_LIMIT,
@@ -233,6 +234,40 @@ mod peers {
             shut_down(proxy, None);
             server.stop();
             assert!(wait_no_processes(&mark, Duration::from_secs(10)).is_empty());
+        });
+    }
+
+    /// The TypeScript SDK's OAuth discovery through `reverse --upstream-http`
+    /// to a server that requires a token: the challenge leads it to the
+    /// proxy's metadata, whose resource is the URL it connected to, so it
+    /// would go on to ask the server's authorisation server for a token for
+    /// the proxy. Straight to the server, the same script finds the server.
+    #[test]
+    fn peers_ts_sdk_oauth_discovery_through_the_proxy_names_the_proxy() {
+        let Some(peers) = require("OAuth discovery through the proxy", &[Peer::TsSdk]) else {
+            return;
+        };
+        with_watchdog(Duration::from_secs(120), move || {
+            let server = HttpMcpServer::start();
+            *server.state.require.lock() = Some("Bearer good".into());
+            let proxy = ProxyProcess::start(&[], &["--upstream-http", &server.url]);
+            let discover = |url: &str| {
+                let mut cmd = Command::new("node");
+                cmd.arg(peers.script("ts_oauth_discovery.mjs")).arg(url);
+                let run = run_bounded("ts_oauth_discovery.mjs", cmd, CLIENT_LIMIT);
+                assert!(run.ok(), "{}: {}", run.what, run.stderr);
+                serde_json::from_str::<Value>(run.stdout.trim())
+                    .unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+            };
+            for url in [&proxy.mcp, &server.url] {
+                let found = discover(url);
+                assert_eq!(found["resource"], url.as_str(), "{found}");
+                assert_eq!(found["authorizationServers"][0], AUTHORIZATION_SERVER);
+                let origin = url.strip_suffix("/mcp").expect("an /mcp URL");
+                let metadata = found["resourceMetadataUrl"].as_str().unwrap_or_default();
+                assert!(metadata.starts_with(origin), "{found}");
+            }
+            shut_down(proxy, None);
         });
     }
 

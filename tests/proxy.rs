@@ -2481,7 +2481,7 @@ mod proxy {
     /// found, or HTTP headers for a stdio server.
     #[test]
     fn proxy_reverse_refuses_to_start_with_an_upstream_it_cannot_use() {
-        let cases: [(&[&str], &[&str]); 3] = [
+        let cases: [(&[&str], &[&str]); 4] = [
             (
                 &[
                     "--upstream-stdio",
@@ -2496,6 +2496,15 @@ mod proxy {
             (
                 &["--upstream-stdio", "true", "--upstream-header", "X-Key: k"],
                 &["--upstream-header goes with --upstream-http"],
+            ),
+            (
+                &[
+                    "--upstream-stdio",
+                    "true",
+                    "--public-url",
+                    "https://a.example/mcp",
+                ],
+                &["--public-url goes with --upstream-http"],
             ),
         ];
         for (upstream, says) in cases {
@@ -2696,7 +2705,7 @@ mod proxy {
 
         use serde_json::json;
 
-        use crate::common::http_server::{HttpMcpServer, RESOURCE_METADATA};
+        use crate::common::http_server::{HttpMcpServer, AUTHORIZATION_SERVER};
         use crate::common::proxy::{metric, Answer, McpClient, ProxyProcess};
 
         fn proxy_for(server: &HttpMcpServer, global: &[&str]) -> ProxyProcess {
@@ -2771,6 +2780,58 @@ mod proxy {
             }
         }
 
+        /// Where a proxy whose `/mcp` is `mcp` serves its OAuth metadata.
+        fn our_metadata(mcp: &str) -> String {
+            let origin = mcp.strip_suffix("/mcp").expect("an /mcp URL");
+            format!("{origin}/.well-known/oauth-protected-resource/mcp")
+        }
+
+        fn metadata_of(url: &str) -> (u16, serde_json::Value) {
+            let answer = reqwest::blocking::get(url).expect("the proxy answers");
+            let status = answer.status().as_u16();
+            (status, answer.json().unwrap_or_default())
+        }
+
+        /// An upstream that requires OAuth: its challenges come back naming
+        /// the proxy's metadata (the rest of them as they were), which is
+        /// the upstream's (found where its challenge says, asked before any
+        /// client was refused) for the proxy's URL, so that a client checking
+        /// the resource it is given goes on; `--public-url` names the proxy
+        /// as clients reach it. An upstream without metadata: 404.
+        #[test]
+        fn proxy_http_upstream_oauth_metadata_names_the_proxy() {
+            let server = HttpMcpServer::start();
+            *server.state.require.lock() = Some("Bearer good".into());
+            for public in [None, Some("https://mcp.example.com/mcp")] {
+                let reverse = match public {
+                    Some(url) => vec!["--public-url", url],
+                    None => vec![],
+                };
+                let proxy = proxy_with(&server, &reverse);
+                let resource = public.unwrap_or(&proxy.mcp).to_owned();
+                let served = our_metadata(&proxy.mcp);
+                let root = served.strip_suffix("/mcp").expect("a path").to_owned();
+                for url in [&served, &root] {
+                    let (status, metadata) = metadata_of(url);
+                    assert_eq!(status, 200, "{url}: {metadata}");
+                    assert_eq!(metadata["resource"], resource.as_str(), "{metadata}");
+                    assert_eq!(metadata["authorization_servers"][0], AUTHORIZATION_SERVER);
+                    assert_eq!(metadata["scopes_supported"][0], "mcp");
+                }
+                let refused = McpClient::new(&proxy.mcp).initialize();
+                assert_eq!(refused.status, 401, "{}", refused.raw);
+                let expected = format!(
+                    r#"Bearer realm="http-echo", resource_metadata="{}", scope="mcp""#,
+                    our_metadata(&resource)
+                );
+                assert_eq!(challenge(&refused.headers), expected);
+            }
+            let open = HttpMcpServer::start();
+            let proxy = proxy_for(&open, &[]);
+            let (status, _) = metadata_of(&our_metadata(&proxy.mcp));
+            assert_eq!(status, 404, "an upstream without metadata");
+        }
+
         fn challenge(answer: &reqwest::header::HeaderMap) -> String {
             answer
                 .get("www-authenticate")
@@ -2789,7 +2850,7 @@ mod proxy {
             let proxy = proxy_for(&server, &[]);
             let refused = McpClient::new(&proxy.mcp).initialize();
             assert_eq!(refused.status, 401, "{}", refused.raw);
-            assert!(challenge(&refused.headers).contains(RESOURCE_METADATA));
+            assert!(challenge(&refused.headers).contains(&our_metadata(&proxy.mcp)));
 
             let mut client = McpClient::new(&proxy.mcp).with_header("authorization", "Bearer good");
             assert_eq!(client.initialize().status, 200);
@@ -2803,7 +2864,7 @@ mod proxy {
                 .send()
                 .expect("the proxy answers");
             assert_eq!(stream.status().as_u16(), 401);
-            assert!(challenge(stream.headers()).contains(RESOURCE_METADATA));
+            assert!(challenge(stream.headers()).contains(&our_metadata(&proxy.mcp)));
             // The latest credentials are the ones the teardown uses.
             assert_eq!(client.echo("again").text(), "Echo: again");
             assert_eq!(client.delete(), 200);

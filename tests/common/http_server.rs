@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -38,10 +38,15 @@ pub struct ServerState {
     /// The `Authorization` every request must carry, when set: others get
     /// 401 with a `WWW-Authenticate` naming [`RESOURCE_METADATA`].
     pub require: Mutex<Option<String>>,
+    /// `http://127.0.0.1:PORT`, once bound.
+    pub origin: Mutex<String>,
 }
 
-/// Where the 401's challenge says this server's OAuth metadata is.
-pub const RESOURCE_METADATA: &str = "http://127.0.0.1/.well-known/oauth-protected-resource";
+/// Where the 401's challenge says this server's OAuth metadata is, on its
+/// origin: not where RFC 9728 would look, so only the challenge tells.
+pub const METADATA_PATH: &str = "/oauth/metadata";
+/// The authorisation server its metadata names.
+pub const AUTHORIZATION_SERVER: &str = "https://auth.example.com";
 
 /// The running server; it stops with its runtime when dropped.
 pub struct HttpMcpServer {
@@ -63,6 +68,7 @@ impl HttpMcpServer {
                 "/mcp",
                 post(handle_post).get(handle_get).delete(handle_delete),
             )
+            .route(METADATA_PATH, get(metadata))
             .with_state(Arc::clone(&state));
         let addr: SocketAddr = runtime.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -74,6 +80,7 @@ impl HttpMcpServer {
             });
             addr
         });
+        *state.origin.lock() = format!("http://{addr}");
         Self {
             url: format!("http://{addr}/mcp"),
             state,
@@ -112,7 +119,10 @@ fn unauthorised(state: &ServerState, headers: &HeaderMap) -> Option<Response> {
     if header(headers, "authorization").as_deref() == Some(required.as_str()) {
         return None;
     }
-    let challenge = format!(r#"Bearer resource_metadata="{RESOURCE_METADATA}""#);
+    let origin = state.origin.lock().clone();
+    let challenge = format!(
+        r#"Bearer realm="http-echo", resource_metadata="{origin}{METADATA_PATH}", scope="mcp""#
+    );
     Some(
         (
             StatusCode::UNAUTHORIZED,
@@ -200,6 +210,17 @@ async fn handle_post(
             .insert("mcp-session-id", session.parse().expect("header value"));
     }
     response
+}
+
+/// Its protected-resource metadata (RFC 9728), naming itself.
+async fn metadata(State(state): State<Arc<ServerState>>) -> Response {
+    let origin = state.origin.lock().clone();
+    axum::Json(json!({
+        "resource": format!("{origin}/mcp"),
+        "authorization_servers": [AUTHORIZATION_SERVER],
+        "scopes_supported": ["mcp"],
+    }))
+    .into_response()
 }
 
 async fn handle_get(State(state): State<Arc<ServerState>>, headers: HeaderMap) -> Response {

@@ -75,6 +75,16 @@ pub struct ReverseArgs {
     #[arg(long = "allowed-origin", value_name = "ORIGIN", value_parser = parse_allowed_origin)]
     pub allowed_origins: Vec<String>,
 
+    /// The URL clients reach /mcp at, such as `https://mcp.example.com/mcp`
+    /// behind a TLS terminator (default: `http://` and the request's Host).
+    /// For an --upstream-http server that requires OAuth, the proxy serves
+    /// the server's protected-resource metadata as its own, for this URL, at
+    /// /.well-known/oauth-protected-resource/mcp, and points the server's
+    /// challenges there: clients get tokens for this URL, which the server
+    /// must accept.
+    #[arg(long, value_name = "URL", value_parser = parse_public_url)]
+    pub public_url: Option<reqwest::Url>,
+
     /// Who a client is, for per-client limits, eviction keys and the access
     /// log: `remote` (its IP address) or `header:NAME` (a header's value, only
     /// ever kept hashed). In the 2026-07-28 era it also names the session.
@@ -301,6 +311,17 @@ fn parse_upstream_header(text: &str) -> Result<UpstreamHeader, String> {
 fn parse_allowed_origin(text: &str) -> Result<String, String> {
     AllowedOrigins::new(&[text]).map_err(|e| e.to_string())?;
     Ok(text.trim().to_owned())
+}
+
+fn parse_public_url(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text.trim()).map_err(|e| format!("`{text}`: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("`{text}` is not an http(s) URL"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("`{text}`: a resource URL has no query or fragment"));
+    }
+    Ok(url)
 }
 
 fn parse_admin_listen(text: &str) -> Result<Option<SocketAddr>, String> {

@@ -53,6 +53,7 @@ pub async fn run(cli: &Cli, args: &ReverseArgs) -> Result<()> {
                 burst: args.init_burst,
             }),
             origins,
+            public_url: args.public_url.clone(),
         },
         listen: args.listen,
         admin_listen: args.admin_listen,
@@ -119,6 +120,11 @@ fn upstream_spec(args: &ReverseArgs) -> Result<UpstreamSpec> {
         anyhow::ensure!(
             args.upstream_headers.is_empty(),
             "--upstream-header goes with --upstream-http: a stdio server gets no HTTP headers"
+        );
+        anyhow::ensure!(
+            args.public_url.is_none(),
+            "--public-url goes with --upstream-http: it names the proxy in the OAuth metadata \
+             of an HTTP server, and a stdio server has none"
         );
         let mut command = StdioCommand::parse(line).map_err(anyhow::Error::msg)?;
         command.grace = up.upstream_grace;

@@ -38,6 +38,7 @@ pub mod forward;
 pub mod jsonrpc;
 pub mod mcp_headers;
 pub mod metrics;
+pub mod oauth;
 pub mod origin;
 pub mod reverse;
 pub mod server;
@@ -79,6 +80,9 @@ pub struct ProxyOptions {
     pub init_rate: Option<RateLimit>,
     /// Browser origins served besides this machine's (`--allowed-origin`).
     pub origins: origin::AllowedOrigins,
+    /// The URL clients reach `/mcp` at, as OAuth metadata names it
+    /// (`--public-url`); otherwise each request's `Host` tells.
+    pub public_url: Option<reqwest::Url>,
 }
 
 impl Default for ProxyOptions {
@@ -92,6 +96,7 @@ impl Default for ProxyOptions {
                 burst: NonZeroU32::new(20).expect("non-zero"),
             }),
             origins: origin::AllowedOrigins::default(),
+            public_url: None,
         }
     }
 }

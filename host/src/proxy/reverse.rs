@@ -51,7 +51,8 @@ use super::mcp_headers::{
     era_of, supported_versions, Era, LAST_EVENT_ID, MCP_METHOD, MCP_NAME, PROTOCOL_VERSION,
     SESSION_ID,
 };
-use super::upstream::{Event, Events, Forwarded, Reply, Upstream, UpstreamError};
+use super::oauth::ResourceMetadata;
+use super::upstream::{Event, Events, Forwarded, Reply, Upstream, UpstreamError, UpstreamSpec};
 use super::{sse, OpenError, Opened, Pinned, Proxy};
 use crate::cluster::route::HopClient;
 use crate::eviction::RemovalCause;
@@ -73,6 +74,23 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
             crate::cluster::route::route,
         )),
         None => router,
+    };
+    // An upstream's challenges name this proxy's metadata, here and after a
+    // hop alike, and the metadata is served.
+    let router = match &proxy.upstreams {
+        UpstreamSpec::Http(upstream) => {
+            let metadata = Arc::new(ResourceMetadata::new(
+                Arc::clone(upstream),
+                proxy.options.public_url.clone(),
+            ));
+            router
+                .layer(axum::middleware::from_fn_with_state(
+                    Arc::clone(&metadata),
+                    super::oauth::name_ourselves,
+                ))
+                .merge(super::oauth::router(metadata))
+        }
+        UpstreamSpec::Stdio(_) => router,
     };
     // Outermost: a page that may not use the proxy reaches nothing, not
     // even another instance; one that may gets CORS, here where a hop's

@@ -25,6 +25,7 @@ use crate::proxy::jsonrpc::{code, error_response, Incoming, Message};
 use crate::proxy::mcp_headers::{
     LAST_EVENT_ID, MCP_METHOD, MCP_NAME, PROTOCOL_VERSION, SESSION_ID,
 };
+use crate::proxy::oauth;
 
 pub struct HttpUpstream {
     config: Arc<HttpUpstreamConfig>,
@@ -101,6 +102,16 @@ impl HttpUpstream {
     fn gone(&self, status: StatusCode) -> bool {
         status == StatusCode::NOT_FOUND && self.session.lock().is_some()
     }
+
+    /// A refusal's `WWW-Authenticate`; where it says the server's metadata
+    /// is, the proxy's own metadata is taken from next.
+    fn challenge(&self, response: &reqwest::Response) -> Option<HeaderValue> {
+        let challenge = response.headers().get(WWW_AUTHENTICATE).cloned()?;
+        if let Some(location) = oauth::challenge_metadata(&challenge) {
+            *self.config.resource_metadata.lock() = Some(location);
+        }
+        Some(challenge)
+    }
 }
 
 #[async_trait]
@@ -145,7 +156,7 @@ impl Upstream for HttpUpstream {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         if !status.is_success() {
-            let challenge = response.headers().get(WWW_AUTHENTICATE).cloned();
+            let challenge = self.challenge(&response);
             let body = response.bytes().await.unwrap_or_default();
             return Ok(Reply::Refused {
                 status: status.as_u16(),
@@ -197,7 +208,7 @@ impl Upstream for HttpUpstream {
         if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
             return Err(UpstreamError::Denied {
                 status: status.as_u16(),
-                challenge: response.headers().get(WWW_AUTHENTICATE).cloned(),
+                challenge: self.challenge(&response),
             });
         }
         if !status.is_success() {

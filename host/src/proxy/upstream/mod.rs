@@ -160,6 +160,9 @@ pub struct HttpUpstreamConfig {
     /// Sent with every request (`--upstream-header`), in place of a
     /// client's header of the same name.
     pub headers: HeaderMap,
+    /// Where the server's last challenge said its protected-resource
+    /// metadata is (see [`crate::proxy::oauth`]).
+    pub resource_metadata: parking_lot::Mutex<Option<reqwest::Url>>,
 }
 
 impl HttpUpstreamConfig {
@@ -175,6 +178,7 @@ impl HttpUpstreamConfig {
             client,
             timeout,
             headers: HeaderMap::new(),
+            resource_metadata: parking_lot::Mutex::new(None),
         })
     }
 

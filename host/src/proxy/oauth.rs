@@ -1,0 +1,308 @@
+//! OAuth protected-resource metadata (RFC 9728) for an `--upstream-http`
+//! server that requires authorisation.
+//!
+//! An MCP client that gets a 401 follows the challenge's `resource_metadata`
+//! to the server's metadata, checks that its `resource` is the URL it is
+//! connected to, and asks the authorisation server named there for a token
+//! for that resource. Passed through unchanged, the upstream's challenge and
+//! metadata name the upstream, not the proxy the client is connected to, and
+//! a client that checks (the TypeScript SDK does) refuses to go on.
+//!
+//! So the proxy names itself: challenges coming back from the upstream point
+//! at the proxy's own metadata, which is the upstream's with `resource` set
+//! to the proxy's `/mcp` URL (`--public-url`, or the URL the request came
+//! to). Tokens are then issued for the proxy's URL, and passed to the
+//! upstream with each request: the upstream must accept that audience, as a
+//! server behind a gateway does.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header::{CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::Value;
+
+use super::upstream::HttpUpstreamConfig;
+
+/// Where RFC 9728 puts a resource's metadata: under this path on its origin,
+/// followed by the resource's own path (`/mcp`).
+pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// The proxy's side of an upstream's authorisation.
+pub struct ResourceMetadata {
+    upstream: Arc<HttpUpstreamConfig>,
+    /// The URL clients reach `/mcp` at (`--public-url`); otherwise told by
+    /// each request's `Host`.
+    public_url: Option<reqwest::Url>,
+}
+
+impl ResourceMetadata {
+    pub fn new(upstream: Arc<HttpUpstreamConfig>, public_url: Option<reqwest::Url>) -> Self {
+        Self {
+            upstream,
+            public_url,
+        }
+    }
+
+    /// The proxy's `/mcp` as the client of `headers` reaches it: the
+    /// resource its tokens are for.
+    fn resource(&self, headers: &HeaderMap) -> Option<reqwest::Url> {
+        if let Some(url) = &self.public_url {
+            return Some(url.clone());
+        }
+        let host = headers.get(HOST)?.to_str().ok()?;
+        reqwest::Url::parse(&format!("http://{host}/mcp")).ok()
+    }
+
+    /// Where the proxy serves the metadata of `resource`.
+    fn metadata_url(resource: &reqwest::Url) -> String {
+        let path = resource.path().trim_end_matches('/');
+        format!(
+            "{}{METADATA_PATH}{path}",
+            resource.origin().ascii_serialization()
+        )
+    }
+
+    /// Where the upstream's metadata may be: where its last challenge said,
+    /// then RFC 9728's places for its URL.
+    async fn upstream_locations(&self) -> Vec<reqwest::Url> {
+        let url = &self.upstream.url;
+        let origin = url.origin().ascii_serialization();
+        let path = url.path().trim_end_matches('/');
+        // Taken before the await: the lock is not held across it.
+        let recorded = self.upstream.resource_metadata.lock().clone();
+        let told = match recorded {
+            Some(told) => Some(told),
+            None => self.challenge_upstream().await,
+        };
+        told.into_iter()
+            .chain(reqwest::Url::parse(&format!("{origin}{METADATA_PATH}{path}")).ok())
+            .chain(reqwest::Url::parse(&format!("{origin}{METADATA_PATH}")).ok())
+            .collect()
+    }
+
+    /// Where the upstream's challenge to a request without credentials says
+    /// its metadata is. A client may ask this instance for the metadata
+    /// before any of the upstream's challenges came through it (another
+    /// instance of a cluster relayed the one it got).
+    async fn challenge_upstream(&self) -> Option<reqwest::Url> {
+        let response = self
+            .upstream
+            .client
+            .get(self.upstream.url.clone())
+            .header("accept", "text/event-stream")
+            .timeout(self.upstream.timeout)
+            .send()
+            .await
+            .ok()?;
+        let location = challenge_metadata(response.headers().get(WWW_AUTHENTICATE)?)?;
+        *self.upstream.resource_metadata.lock() = Some(location.clone());
+        Some(location)
+    }
+
+    /// The upstream's metadata document, from the first of its locations
+    /// that has one.
+    async fn fetch_upstream(&self) -> Result<serde_json::Map<String, Value>, String> {
+        let mut why = String::from("the upstream serves no protected-resource metadata");
+        for location in self.upstream_locations().await {
+            let answer = self
+                .upstream
+                .client
+                .get(location.clone())
+                .header("accept", "application/json")
+                .timeout(self.upstream.timeout)
+                .send()
+                .await;
+            let response = match answer {
+                Ok(response) if response.status().is_success() => response,
+                Ok(response) => {
+                    why = format!("{location} answered {}", response.status());
+                    continue;
+                }
+                Err(e) => {
+                    why = format!("{location}: {e}");
+                    continue;
+                }
+            };
+            match response.json::<Value>().await {
+                Ok(Value::Object(document)) => return Ok(document),
+                Ok(_) => why = format!("{location} is not a JSON object"),
+                Err(e) => why = format!("{location} is not JSON: {e}"),
+            }
+        }
+        Err(why)
+    }
+}
+
+/// `GET /.well-known/oauth-protected-resource[/mcp]`.
+pub fn router<S: Clone + Send + Sync + 'static>(metadata: Arc<ResourceMetadata>) -> Router<S> {
+    Router::new()
+        .route(METADATA_PATH, get(serve))
+        .route(&format!("{METADATA_PATH}/mcp"), get(serve))
+        .with_state(metadata)
+}
+
+async fn serve(State(metadata): State<Arc<ResourceMetadata>>, headers: HeaderMap) -> Response {
+    let Some(resource) = metadata.resource(&headers) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "no Host header to name this resource by (see --public-url)",
+        )
+            .into_response();
+    };
+    match metadata.fetch_upstream().await {
+        Ok(mut document) => {
+            document.insert("resource".into(), Value::String(resource.to_string()));
+            (
+                [(CONTENT_TYPE, "application/json")],
+                Value::Object(document).to_string(),
+            )
+                .into_response()
+        }
+        Err(why) => {
+            tracing::debug!("no protected-resource metadata to serve: {why}");
+            (StatusCode::NOT_FOUND, why).into_response()
+        }
+    }
+}
+
+/// Points the `resource_metadata` of every challenge going out at the
+/// proxy's own metadata. In a cluster each instance a response passes names
+/// itself, so the client is told of the one it reached.
+pub async fn name_ourselves(
+    State(metadata): State<Arc<ResourceMetadata>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let resource = metadata.resource(request.headers());
+    let mut response = next.run(request).await;
+    let Some(resource) = resource else {
+        return response;
+    };
+    let ours = ResourceMetadata::metadata_url(&resource);
+    let challenges: Vec<HeaderValue> = response
+        .headers()
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .map(|challenge| rewrite_challenge(challenge, &ours).unwrap_or_else(|| challenge.clone()))
+        .collect();
+    if challenges.is_empty() {
+        return response;
+    }
+    let headers = response.headers_mut();
+    headers.remove(WWW_AUTHENTICATE);
+    for challenge in challenges {
+        headers.append(WWW_AUTHENTICATE, challenge);
+    }
+    response
+}
+
+/// Where a challenge's value sits: the byte range of `resource_metadata`'s
+/// value, quotes included.
+fn metadata_param(challenge: &str) -> Option<(usize, usize)> {
+    let lower = challenge.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(found) = lower[from..].find("resource_metadata") {
+        let name = from + found;
+        from = name + "resource_metadata".len();
+        // A parameter's name starts the challenge's parameters or follows a
+        // separator: not the tail of a longer name.
+        let starts = lower[..name]
+            .chars()
+            .next_back()
+            .is_none_or(|c| c == ',' || c.is_ascii_whitespace());
+        let rest = lower[from..].trim_start();
+        if !starts || !rest.starts_with('=') {
+            continue;
+        }
+        let value = challenge.len() - rest[1..].trim_start().len();
+        let end = if challenge[value..].starts_with('"') {
+            let closing = challenge[value + 1..].find('"')?;
+            value + 1 + closing + 1
+        } else {
+            challenge[value..]
+                .find(|c: char| c == ',' || c.is_ascii_whitespace())
+                .map_or(challenge.len(), |end| value + end)
+        };
+        return Some((value, end));
+    }
+    None
+}
+
+/// The URL a challenge's `resource_metadata` gives.
+pub fn challenge_metadata(challenge: &HeaderValue) -> Option<reqwest::Url> {
+    let text = challenge.to_str().ok()?;
+    let (start, end) = metadata_param(text)?;
+    reqwest::Url::parse(text[start..end].trim_matches('"')).ok()
+}
+
+/// `challenge` with its `resource_metadata` set to `ours`; `None` when it
+/// has none.
+fn rewrite_challenge(challenge: &HeaderValue, ours: &str) -> Option<HeaderValue> {
+    let text = challenge.to_str().ok()?;
+    let (start, end) = metadata_param(text)?;
+    let rewritten = format!("{}\"{ours}\"{}", &text[..start], &text[end..]);
+    HeaderValue::from_str(&rewritten).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(text: &str) -> HeaderValue {
+        HeaderValue::from_str(text).expect("a header value")
+    }
+
+    #[test]
+    fn proxy_oauth_challenges_are_pointed_at_our_metadata_and_nothing_else_changes() {
+        let ours = "http://127.0.0.1:8080/.well-known/oauth-protected-resource/mcp";
+        let cases = [
+            (
+                r#"Bearer resource_metadata="https://up.example/.well-known/oauth-protected-resource""#,
+                format!(r#"Bearer resource_metadata="{ours}""#),
+            ),
+            (
+                r#"Bearer realm="mcp", Resource_Metadata = "https://up.example/m", scope="a b""#,
+                format!(r#"Bearer realm="mcp", Resource_Metadata = "{ours}", scope="a b""#),
+            ),
+            (
+                "Bearer resource_metadata=https://up.example/m, error=invalid_token",
+                format!(r#"Bearer resource_metadata="{ours}", error=invalid_token"#),
+            ),
+        ];
+        for (given, expected) in cases {
+            let rewritten = rewrite_challenge(&value(given), ours).expect(given);
+            assert_eq!(rewritten.to_str().ok(), Some(expected.as_str()), "{given}");
+        }
+        let told = challenge_metadata(&value(
+            r#"Bearer scope="x", resource_metadata="https://up.example/m""#,
+        ));
+        assert_eq!(
+            told.map(String::from).as_deref(),
+            Some("https://up.example/m")
+        );
+        for without in [
+            r#"Bearer realm="mcp""#,
+            r#"Bearer x_resource_metadata="https://up.example/m""#,
+            r#"Bearer realm="resource_metadata""#,
+        ] {
+            assert!(
+                rewrite_challenge(&value(without), ours).is_none(),
+                "{without}"
+            );
+        }
+    }
+
+    #[test]
+    fn proxy_oauth_metadata_is_served_where_rfc_9728_puts_it_for_our_url() {
+        let resource = reqwest::Url::parse("https://mcp.example.com/mcp").expect("a URL");
+        assert_eq!(
+            ResourceMetadata::metadata_url(&resource),
+            "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+    }
+}
