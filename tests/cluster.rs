@@ -735,6 +735,57 @@ http {{
         });
     }
 
+    /// Two instances in front of the HTTP server at `upstream`, and a client
+    /// whose session the first opened with the token `first`, now talking to
+    /// the second (a hop away from its session) with the token `then`.
+    fn session_through_a_hop(upstream: &str, first: &str, then: &str) -> (Cluster, McpClient) {
+        let node: &[&str] = &["--upstream-http", upstream];
+        let cluster = Cluster::start(&[], &[node, node]);
+        let mut client = McpClient::new(&cluster.mcp(0))
+            .with_header("authorization", &format!("Bearer {first}"));
+        assert_eq!(client.initialize().status, 200);
+        client.headers = vec![("authorization".into(), format!("Bearer {then}"))];
+        client.url = cluster.mcp(1);
+        (cluster, client)
+    }
+
+    /// An HTTP upstream's OAuth challenge, refused through a hop, names the
+    /// metadata of the instance the client reached, which serves it though
+    /// no challenge came to it from the upstream.
+    #[test]
+    fn cluster_oauth_challenges_through_a_hop_name_the_instance_reached() {
+        if require("cluster: OAuth through a hop", &[Peer::RedisServer]).is_none() {
+            return;
+        }
+        with_watchdog(LIMIT, || {
+            let server = crate::common::http_server::HttpMcpServer::start();
+            *server.state.require.lock() = Some("Bearer good".into());
+            let (cluster, mut client) = session_through_a_hop(&server.url, "good", "expired");
+            let refused = client.echo("through a hop");
+            assert_eq!(refused.status, 401, "{}", refused.raw);
+            let origin = cluster
+                .mcp(1)
+                .strip_suffix("/mcp")
+                .expect("an /mcp URL")
+                .to_owned();
+            let metadata = format!("{origin}/.well-known/oauth-protected-resource/mcp");
+            let challenge = refused
+                .headers
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            assert!(
+                challenge.contains(&format!(r#"resource_metadata="{metadata}""#)),
+                "{challenge}"
+            );
+            let served: Value = reqwest::blocking::get(&metadata)
+                .expect("the instance answers")
+                .json()
+                .expect("JSON metadata");
+            assert_eq!(served["resource"], cluster.mcp(1).as_str(), "{served}");
+        });
+    }
+
     /// POST SSE answers, the GET stream with `Last-Event-ID`, and DELETE,
     /// all through a hop, against an HTTP upstream that shows what arrived.
     #[test]
@@ -744,14 +795,8 @@ http {{
         }
         with_watchdog(LIMIT, || {
             let upstream = SseUpstream::start();
-            let node: &[&str] = &["--upstream-http", &upstream.url];
-            let cluster = Cluster::start(&[], &[node, node]);
-            let mut client =
-                McpClient::new(&cluster.mcp(0)).with_header("authorization", "Bearer first");
-            assert_eq!(client.initialize().status, 200);
             // Renewed credentials, sent through the hop from now on.
-            client.headers = vec![("authorization".into(), "Bearer hop".into())];
-            client.url = cluster.mcp(1);
+            let (cluster, mut client) = session_through_a_hop(&upstream.url, "first", "hop");
             let answer = client.request(
                 "tools/call",
                 json!({"name": "echo", "arguments": {"message": "streamed", "stream": true}}),
