@@ -125,6 +125,7 @@ async fn start_instances(
                 ..ProxyOptions::default()
             },
             listen: "127.0.0.1:0".parse().expect("addr"),
+            tls: None,
             admin_listen: None,
             admin_token: None,
             access_log: None,

@@ -47,6 +47,7 @@ async fn start_proxy(upstream: SocketAddr) -> RunningProxy {
             ..ProxyOptions::default()
         },
         listen: "127.0.0.1:0".parse().expect("addr"),
+        tls: None,
         admin_listen: None,
         admin_token: None,
         access_log: None,

@@ -271,6 +271,43 @@ mod peers {
         });
     }
 
+    /// The TypeScript and Python SDK clients over HTTPS (`--tls-cert`), each
+    /// trusting the proxy's certificate the way its runtime is told to.
+    #[test]
+    fn peers_sdk_clients_over_https() {
+        let Some(peers) = require("SDK clients over HTTPS", &[Peer::TsSdk, Peer::Python]) else {
+            return;
+        };
+        with_watchdog(Duration::from_secs(180), move || {
+            let cert = fixture("tls/localhost.pem").display().to_string();
+            let key = fixture("tls/localhost.key").display().to_string();
+            let upstream = format!("{} {}", echo_server().display(), marker("peers-tls"));
+            let proxy = ProxyProcess::start(
+                &[],
+                &[
+                    "--upstream-stdio",
+                    &upstream,
+                    "--tls-cert",
+                    &cert,
+                    "--tls-key",
+                    &key,
+                ],
+            );
+            assert!(proxy.mcp.starts_with("https://"), "{}", proxy.mcp);
+            for (kind, trust) in [
+                (SdkClient::Ts2, "NODE_EXTRA_CA_CERTS"),
+                (SdkClient::Python, "SSL_CERT_FILE"),
+            ] {
+                let message = format!("{kind:?} over TLS");
+                let mut cmd = peers.client(kind, &proxy.mcp, "legacy", &message);
+                cmd.env(trust, &cert);
+                let report = run_bounded(&message, cmd, CLIENT_LIMIT).report();
+                assert_eq!(report.echo, format!("Echo: {message}"), "{kind:?}");
+            }
+            shut_down(proxy, None);
+        });
+    }
+
     /// server-everything over streamable HTTP, a relay that records what
     /// reaches it, and `reverse --upstream-http` to the relay.
     fn proxy_to_relayed_server_everything(

@@ -19,7 +19,7 @@ mod proxy {
         echo_server, last_response, marker, metric, next_event, processes_with, read_answer,
         run_to_exit, wait_no_processes, wait_with_timeout, ForwardProcess, McpClient, ProxyProcess,
     };
-    use crate::common::{assert_ends_quietly_on_a_closed_stdout, with_watchdog};
+    use crate::common::{assert_ends_quietly_on_a_closed_stdout, fixture, with_watchdog};
 
     fn upstream(marker: &str) -> String {
         format!("{} {marker}", echo_server().display())
@@ -1981,6 +1981,96 @@ mod proxy {
             .contains("--max-body"));
     }
 
+    /// `--tls-cert` and `--tls-key`: `/mcp` over HTTPS for a client that
+    /// trusts the certificate; a client that does not, and plain HTTP, get
+    /// no answer, and the proxy serves on. What cannot be served is refused
+    /// at the start, saying why.
+    #[test]
+    fn proxy_serves_https_with_the_certificate_given() {
+        let (cert, key) = (fixture("tls/localhost.pem"), fixture("tls/localhost.key"));
+        let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+        let (proxy, _mark) = start(
+            "tls",
+            &[],
+            &["--tls-cert", &cert_arg, "--tls-key", &key_arg],
+        );
+        let port = proxy
+            .mcp
+            .strip_prefix("https://127.0.0.1:")
+            .and_then(|rest| rest.strip_suffix("/mcp"))
+            .unwrap_or_else(|| panic!("an https URL: {}", proxy.mcp))
+            .to_owned();
+        let pem = std::fs::read(&cert).expect("the certificate");
+        let untrusting = reqwest::blocking::Client::new();
+        let refused = untrusting.post(&proxy.mcp).body("{}").send();
+        assert!(refused.is_err(), "an unknown certificate: {refused:?}");
+        let plain = untrusting
+            .post(format!("http://127.0.0.1:{port}/mcp"))
+            .body("{}")
+            .send();
+        assert!(plain.is_err(), "plain HTTP on the TLS port: {plain:?}");
+        let mut client = McpClient::new(&proxy.mcp).trusting(&pem);
+        assert_eq!(client.initialize().status, 200);
+        assert_eq!(client.echo("over TLS").text(), "Echo: over TLS");
+        let localhost = format!("https://localhost:{port}/mcp");
+        let mut by_name = McpClient::new(&localhost).trusting(&pem);
+        assert_eq!(
+            by_name.initialize().status,
+            200,
+            "the certificate's other name"
+        );
+        assert!(proxy.terminate().success());
+
+        let up = upstream(&marker("tls-refused"));
+        let missing = "/nonexistent/cert.pem";
+        for (tls, says) in [
+            (
+                vec!["--tls-cert", &key_arg, "--tls-key", &key_arg],
+                "holds no certificate",
+            ),
+            (
+                vec!["--tls-cert", &cert_arg, "--tls-key", &cert_arg],
+                "private key",
+            ),
+            (vec!["--tls-cert", missing, "--tls-key", &key_arg], missing),
+            (vec!["--tls-cert", &cert_arg], "--tls-key"),
+            (
+                vec![
+                    "--tls-cert",
+                    &cert_arg,
+                    "--tls-key",
+                    &key_arg,
+                    "--cluster-redis",
+                    "redis://127.0.0.1:1/0",
+                    "--session-key-file",
+                    "/dev/null",
+                ],
+                "give --advertise https://",
+            ),
+        ] {
+            let mut args = vec!["--upstream-stdio", up.as_str()];
+            args.extend(tls.iter().copied());
+            let said = reverse_refused(&args);
+            assert!(said.contains(says), "{args:?}: {said}");
+        }
+    }
+
+    /// What `reverse ARGS` says as it refuses to start (on any port, without
+    /// an admin API).
+    fn reverse_refused(args: &[&str]) -> String {
+        let mut line = vec![
+            "reverse",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+        ];
+        line.extend(args);
+        let (status, said) = run_to_exit(&line);
+        assert!(!status.success(), "{args:?}: {said}");
+        said
+    }
+
     /// A batch POST as a 2025-03-26 client makes it (no MCP-Protocol-Version
     /// header, unless `version` is given): its status, whether it came as an
     /// event stream, and its messages (a JSON array's elements).
@@ -2508,16 +2598,7 @@ mod proxy {
             ),
         ];
         for (upstream, says) in cases {
-            let mut args = vec![
-                "reverse",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "off",
-            ];
-            args.extend(upstream);
-            let (status, stderr) = run_to_exit(&args);
-            assert!(!status.success(), "{upstream:?}: {stderr}");
+            let stderr = reverse_refused(upstream);
             for said in says {
                 assert!(stderr.contains(said), "{upstream:?}: {stderr}");
             }

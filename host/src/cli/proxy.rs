@@ -43,6 +43,16 @@ pub struct ReverseArgs {
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen: SocketAddr,
 
+    /// Serve /mcp over HTTPS with this PEM certificate chain (the server's
+    /// certificate first), and --tls-key. Clients must trust it; its names
+    /// are those they reach the proxy by.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Start one MCP server per session from this command line (split like a
     /// shell would, without running one), speaking MCP over its stdin/stdout.
     #[arg(long, value_name = "\"CMD ARGS\"")]
@@ -76,7 +86,7 @@ pub struct ReverseArgs {
     pub allowed_origins: Vec<String>,
 
     /// The URL clients reach /mcp at, such as `https://mcp.example.com/mcp`
-    /// behind a TLS terminator (default: `http://` and the request's Host).
+    /// behind a TLS terminator (default: the scheme served and the request's Host).
     /// For an --upstream-http server that requires OAuth, the proxy serves
     /// the server's protected-resource metadata as its own, for this URL, at
     /// /.well-known/oauth-protected-resource/mcp, and points the server's

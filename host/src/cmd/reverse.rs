@@ -8,6 +8,7 @@ use shadowcat::cluster::{ClusterConfig, ClusterKeys, ClusterTiming, InstanceId};
 use shadowcat::config::RateLimit;
 use shadowcat::proxy::origin::AllowedOrigins;
 use shadowcat::proxy::server::{ReverseConfig, RunningProxy};
+use shadowcat::proxy::tls;
 use shadowcat::proxy::upstream::{HttpUpstreamConfig, StdioCommand, UpstreamSpec};
 use shadowcat::proxy::ProxyOptions;
 
@@ -35,6 +36,23 @@ pub async fn run(cli: &Cli, args: &ReverseArgs) -> Result<()> {
              or --admin-listen off"
         );
     }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if let (Some(_), Some(_)) = (&tls, &args.cluster.cluster_redis) {
+        // The other instances reach this one at --advertise: over HTTPS, by a
+        // name its certificate has, which the default (an address) is not.
+        anyhow::ensure!(
+            args.cluster
+                .advertise
+                .as_ref()
+                .is_some_and(|url| url.scheme() == "https"),
+            "with --tls-cert, give --advertise https://NAME:PORT/mcp, a name of the \
+             certificate the other instances of the cluster reach this one by"
+        );
+    }
     let origins = AllowedOrigins::new(&args.allowed_origins)?;
     if origins.admits_any() {
         tracing::warn!(
@@ -54,8 +72,10 @@ pub async fn run(cli: &Cli, args: &ReverseArgs) -> Result<()> {
             }),
             origins,
             public_url: args.public_url.clone(),
+            https: tls.is_some(),
         },
         listen: args.listen,
+        tls,
         admin_listen: args.admin_listen,
         admin_token,
         access_log: args.access_log.clone(),
@@ -70,7 +90,7 @@ pub async fn run(cli: &Cli, args: &ReverseArgs) -> Result<()> {
     if let Some(admin) = running.admin {
         println!("admin http://{admin}");
     }
-    println!("mcp http://{}/mcp", running.mcp);
+    println!("mcp {scheme}://{}/mcp", running.mcp);
     let proxy = Arc::clone(running.proxy());
     tracing::info!(
         listen = %running.mcp,

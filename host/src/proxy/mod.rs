@@ -44,6 +44,7 @@ pub mod reverse;
 pub mod server;
 pub mod session;
 mod sse;
+pub mod tls;
 pub mod upstream;
 
 use std::num::NonZeroU32;
@@ -83,6 +84,9 @@ pub struct ProxyOptions {
     /// The URL clients reach `/mcp` at, as OAuth metadata names it
     /// (`--public-url`); otherwise each request's `Host` tells.
     pub public_url: Option<reqwest::Url>,
+    /// `/mcp` is served over HTTPS: the URLs the proxy names itself by
+    /// start with `https://`.
+    pub https: bool,
 }
 
 impl Default for ProxyOptions {
@@ -97,6 +101,7 @@ impl Default for ProxyOptions {
             }),
             origins: origin::AllowedOrigins::default(),
             public_url: None,
+            https: false,
         }
     }
 }

@@ -38,13 +38,20 @@ pub struct ResourceMetadata {
     /// The URL clients reach `/mcp` at (`--public-url`); otherwise told by
     /// each request's `Host`.
     public_url: Option<reqwest::Url>,
+    /// The scheme `/mcp` is served with, for a URL the `Host` tells.
+    scheme: &'static str,
 }
 
 impl ResourceMetadata {
-    pub fn new(upstream: Arc<HttpUpstreamConfig>, public_url: Option<reqwest::Url>) -> Self {
+    pub fn new(
+        upstream: Arc<HttpUpstreamConfig>,
+        public_url: Option<reqwest::Url>,
+        https: bool,
+    ) -> Self {
         Self {
             upstream,
             public_url,
+            scheme: if https { "https" } else { "http" },
         }
     }
 
@@ -55,7 +62,7 @@ impl ResourceMetadata {
             return Some(url.clone());
         }
         let host = headers.get(HOST)?.to_str().ok()?;
-        reqwest::Url::parse(&format!("http://{host}/mcp")).ok()
+        reqwest::Url::parse(&format!("{}://{host}/mcp", self.scheme)).ok()
     }
 
     /// Where the proxy serves the metadata of `resource`.

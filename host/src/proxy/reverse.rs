@@ -82,6 +82,7 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
             let metadata = Arc::new(ResourceMetadata::new(
                 Arc::clone(upstream),
                 proxy.options.public_url.clone(),
+                proxy.options.https,
             ));
             router
                 .layer(axum::middleware::from_fn_with_state(

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener, ListenerExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -16,6 +18,7 @@ use tokio::task::JoinHandle;
 use super::access_log::{AccessLog, AccessLogError, AccessLogWriter};
 use super::metrics::ProxyMetrics;
 use super::session::{CloseUpstream, ProxySession};
+use super::tls::TlsListener;
 use super::upstream::{ProgramError, UpstreamSpec};
 use super::{admin, reverse, Proxy, ProxyOptions};
 use crate::cluster::metrics::ClusterMetrics;
@@ -32,6 +35,8 @@ pub struct ReverseConfig {
     pub upstreams: UpstreamSpec,
     pub options: ProxyOptions,
     pub listen: SocketAddr,
+    /// Serve `/mcp` over HTTPS (`--tls-cert`, `--tls-key`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// `None`: no admin API.
     pub admin_listen: Option<SocketAddr>,
     pub admin_token: Option<String>,
@@ -104,6 +109,7 @@ impl RunningProxy {
             upstreams,
             options,
             listen,
+            tls,
             admin_listen,
             admin_token,
             access_log,
@@ -175,11 +181,17 @@ impl RunningProxy {
                 .push(cluster.spawn_renewal(Arc::downgrade(&proxy), cluster.timing.index_refresh));
         }
         let (stop, stopped) = watch::channel(false);
-        let mut servers = vec![tokio::spawn(serve(
-            listener,
-            reverse::router(Arc::clone(&proxy)),
-            stopped.clone(),
-        ))];
+        let mcp_router = reverse::router(Arc::clone(&proxy));
+        let mut servers = vec![match tls {
+            None => tokio::spawn(serve(listener, mcp_router, stopped.clone())),
+            Some(tls) => {
+                let listener = TlsListener::new(listener, tls)
+                    .map_err(|error| StartError::Listen { addr: mcp, error })?;
+                // Tapped only for the remote address as connect info, which
+                // axum gives tapped listeners of any kind.
+                tokio::spawn(serve(listener.tap_io(|_| ()), mcp_router, stopped.clone()))
+            }
+        }];
         let mut admin = None;
         if let Some(addr) = admin_listen {
             let listener = bind(addr).await?;
@@ -266,7 +278,11 @@ impl RunningProxy {
 
 /// Serves `router` until `stop` turns true; then stops accepting and lets
 /// open connections finish.
-async fn serve(listener: TcpListener, router: axum::Router, mut stop: watch::Receiver<bool>) {
+async fn serve<L>(listener: L, router: axum::Router, mut stop: watch::Receiver<bool>)
+where
+    L: Listener<Addr = SocketAddr>,
+    for<'a> SocketAddr: Connected<IncomingStream<'a, L>>,
+{
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
