@@ -2909,8 +2909,18 @@ mod proxy {
             }
             let open = HttpMcpServer::start();
             let proxy = proxy_for(&open, &[]);
-            let (status, _) = metadata_of(&our_metadata(&proxy.mcp));
-            assert_eq!(status, 404, "an upstream without metadata");
+            let answer = reqwest::blocking::get(our_metadata(&proxy.mcp)).expect("an answer");
+            assert_eq!(
+                answer.status().as_u16(),
+                404,
+                "an upstream without metadata"
+            );
+            let said = answer.text().unwrap_or_default();
+            let upstream = open.url.strip_suffix("/mcp").unwrap_or(&open.url);
+            assert!(
+                !said.contains(upstream),
+                "the upstream's address stays inside: {said}"
+            );
         }
 
         fn challenge(answer: &reqwest::header::HeaderMap) -> String {

@@ -170,9 +170,15 @@ async fn serve(State(metadata): State<Arc<ResourceMetadata>>, headers: HeaderMap
             )
                 .into_response()
         }
+        // Where the proxy looked (the upstream's addresses) is for its log,
+        // not for whoever asks.
         Err(why) => {
             tracing::debug!("no protected-resource metadata to serve: {why}");
-            (StatusCode::NOT_FOUND, why).into_response()
+            (
+                StatusCode::NOT_FOUND,
+                "the server behind this proxy publishes no protected-resource metadata",
+            )
+                .into_response()
         }
     }
 }
