@@ -23,7 +23,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::client_key::ClientKey;
-use super::jsonrpc::{code, error_response, Kind, Message, MessageError};
+use super::jsonrpc::{code, Kind, Message, MessageError};
 use super::mcp_headers::{takes_batches, PROTOCOL_VERSION};
 use super::reverse::{accepts, begin, dispatch, header, refuse, session_named, CLOSED_IN_FLIGHT};
 use super::session::ProxySession;
@@ -96,8 +96,8 @@ pub(super) async fn post(
         let message = match element {
             Ok(message) => message,
             Err(e) => {
-                let error = error_message(e.id(), e.code(), &e.to_string());
-                let piece = stream::iter(error.map(Piece::answer)).boxed();
+                let error = Message::error(e.id(), e.code(), &e.to_string());
+                let piece = stream::once(future::ready(Piece::answer(error))).boxed();
                 elements.push(future::ready(Outcome::Answer(piece)).boxed());
                 continue;
             }
@@ -211,10 +211,6 @@ impl Piece {
     }
 }
 
-fn error_message(id: Option<&str>, code: i64, why: &str) -> Option<Message> {
-    Message::parse(error_response(id, code, why, None)).ok()
-}
-
 /// What a refused request's caller is told: the refusal's JSON-RPC error (a
 /// rate limit, a full table, an upstream refusing or failing), or one saying
 /// what the upstream answered when its body is none.
@@ -225,16 +221,15 @@ fn refused(refusal: Response, rid: String) -> BoxStream<'static, Piece> {
             .await
             .unwrap_or_default();
         let message = match Message::parse(body) {
-            Ok(message) if message.kind() == Kind::Response => Some(message),
-            _ => error_message(
+            Ok(message) if message.kind() == Kind::Response => message,
+            _ => Message::error(
                 Some(&rid),
                 code::UPSTREAM_FAILED,
                 &format!("the upstream refused the request ({status})"),
             ),
         };
-        message.map(Piece::answer)
+        Piece::answer(message)
     })
-    .filter_map(future::ready)
     .boxed()
 }
 
@@ -275,7 +270,7 @@ fn answering(
                             "the upstream ended without answering",
                         )
                     };
-                    error_message(rid.as_deref(), code, why).map(Piece::answer)
+                    Some(Piece::answer(Message::error(rid.as_deref(), code, why)))
                 }
                 None => None,
             };

@@ -238,6 +238,15 @@ impl Message {
         self.kind == Kind::Notification && self.method() == Some(method)
     }
 
+    /// An error response to request `id` (`"id": null` for none), as the
+    /// proxy answers in place of a server.
+    pub fn error(id: Option<&str>, code: i64, why: &str) -> Self {
+        // `error_response` writes a valid response whatever `id` and `why`
+        // are (an id that is not JSON is written as null).
+        Self::parse(error_response(id, code, why, None))
+            .expect("an error response is a valid JSON-RPC response")
+    }
+
     /// The message exactly as received.
     pub fn bytes(&self) -> &Bytes {
         &self.raw

@@ -765,7 +765,7 @@ async fn answer(
     let cut_short = abort.clone();
     let closing = request_id
         .as_deref()
-        .map(|id| error_response(Some(id), code::SESSION_CLOSED, CLOSED_IN_FLIGHT, None));
+        .map(|id| Message::error(Some(id), code::SESSION_CLOSED, CLOSED_IN_FLIGHT));
     let stream = futures::stream::iter(priming)
         .chain(futures::stream::once(async move { first }))
         .chain(events.take_until(abort.cancelled_owned()))
@@ -779,10 +779,9 @@ async fn answer(
                 }
                 // After the last event: an error only if the close cut the
                 // stream before the request was answered.
-                None if cut_short.is_cancelled() && !answered => closing
-                    .as_ref()
-                    .and_then(|body| Message::parse(body.clone()).ok())
-                    .map(Event::message),
+                None if cut_short.is_cancelled() && !answered => {
+                    closing.clone().map(Event::message)
+                }
                 None => None,
             };
             futures::future::ready(event)

@@ -21,7 +21,7 @@ use reqwest::{RequestBuilder, StatusCode};
 use tokio::sync::watch;
 
 use super::{Event, Events, Forwarded, HttpUpstreamConfig, Reply, Upstream, UpstreamError};
-use crate::proxy::jsonrpc::{code, error_response, Incoming, Message};
+use crate::proxy::jsonrpc::{code, Incoming, Message};
 use crate::proxy::mcp_headers::{
     LAST_EVENT_ID, MCP_METHOD, MCP_NAME, PROTOCOL_VERSION, SESSION_ID,
 };
@@ -308,6 +308,5 @@ fn event_messages(data: Bytes, request_id: Option<&str>) -> Vec<Message> {
 }
 
 fn upstream_error(id: Option<&str>, reason: &str) -> Message {
-    let body = error_response(id, code::UPSTREAM_FAILED, reason, None);
-    Message::parse(body).expect("error responses are valid JSON-RPC")
+    Message::error(id, code::UPSTREAM_FAILED, reason)
 }

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use super::{Event, UpstreamError};
-use crate::proxy::jsonrpc::{code, error_response, Kind, Message};
+use crate::proxy::jsonrpc::{code, Kind, Message};
 
 /// Server messages kept while nobody listens (no GET stream, no request in
 /// flight); the oldest go first beyond this.
@@ -486,12 +486,10 @@ impl Routes {
         self.progress.clear();
         let pending: Vec<(String, u64)> = self.pending.drain().collect();
         for (id, stream) in pending {
-            let body = error_response(Some(&id), code::UPSTREAM_FAILED, why, None);
-            if let Ok(message) = Message::parse(body) {
-                let (to, event) = self.record(stream, message);
-                if let Some(to) = to {
-                    let _ = to.try_send(event);
-                }
+            let error = Message::error(Some(&id), code::UPSTREAM_FAILED, why);
+            let (to, event) = self.record(stream, error);
+            if let Some(to) = to {
+                let _ = to.try_send(event);
             }
             self.answered(stream);
         }

@@ -437,10 +437,7 @@ where
 /// Answers request `id` with an error saying `why`, in place of the
 /// server's response.
 async fn answer_with_error(routes: &Mutex<Routes>, id: &str, why: &str) {
-    let body = error_response(Some(id), code::UPSTREAM_FAILED, why, None);
-    if let Ok(error) = Message::parse(body) {
-        route(routes, error).await;
-    }
+    route(routes, Message::error(Some(id), code::UPSTREAM_FAILED, why)).await;
 }
 
 /// Settles a message over the line limit, of which only `head` is known.
