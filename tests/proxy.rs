@@ -2055,6 +2055,68 @@ mod proxy {
         }
     }
 
+    /// SIGHUP reads the certificate and key again: new connections get the
+    /// renewed certificate, the sessions opened before go on, and a pair
+    /// that fails to load leaves the one served in place.
+    #[test]
+    fn proxy_reloads_its_tls_certificate_on_sighup() {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        with_watchdog(Duration::from_secs(120), || {
+            let dir = tempfile::tempdir().expect("dir");
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            let install = |pem: &str, private: &str| {
+                std::fs::copy(fixture(pem), &cert).expect("copy the certificate");
+                std::fs::copy(fixture(private), &key).expect("copy the key");
+            };
+            install("tls/localhost.pem", "tls/localhost.key");
+            let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+            let (proxy, _mark) = start(
+                "tlsreload",
+                &[],
+                &["--tls-cert", &cert_arg, "--tls-key", &key_arg],
+            );
+            let first = std::fs::read(fixture("tls/localhost.pem")).expect("first certificate");
+            let renewed = std::fs::read(fixture("tls/renewed.pem")).expect("renewed certificate");
+            let both = [first.as_slice(), renewed.as_slice()].concat();
+            let mut before = McpClient::new(&proxy.mcp).trusting(&both);
+            assert_eq!(before.initialize().status, 200);
+            let hup_until_logged = |says: &str| {
+                kill(Pid::from_raw(proxy.pid() as i32), Signal::SIGHUP).expect("signal");
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let mut log = Vec::new();
+                while !log.iter().any(|l: &String| l.contains(says)) {
+                    assert!(Instant::now() < deadline, "no `{says}` in {log:?}");
+                    std::thread::sleep(Duration::from_millis(50));
+                    log.extend(proxy.log());
+                }
+            };
+            let connects_trusting = |pem: &[u8]| {
+                McpClient::new(&proxy.mcp)
+                    .trusting(pem)
+                    .post_raw(b"{}".to_vec(), "application/json")
+                    .status
+            };
+            assert_eq!(connects_trusting(&first), 400, "the first certificate");
+
+            install("tls/renewed.pem", "tls/renewed.key");
+            hup_until_logged("TLS certificate reloaded");
+            assert_eq!(connects_trusting(&renewed), 400, "the renewed certificate");
+            let old_only = McpClient::new(&proxy.mcp)
+                .trusting(&first)
+                .try_post_raw(b"{}".to_vec(), "application/json");
+            assert!(old_only.is_err(), "the replaced certificate: {old_only:?}");
+            assert_eq!(before.echo("renewed").text(), "Echo: renewed");
+
+            // A renewal caught half-way: the new certificate, the old key.
+            install("tls/localhost.pem", "tls/renewed.key");
+            hup_until_logged("keeping the TLS certificate served until now");
+            assert_eq!(connects_trusting(&renewed), 400, "still the renewed one");
+            assert_eq!(before.echo("kept").text(), "Echo: kept");
+            assert!(proxy.terminate().success());
+        });
+    }
+
     /// What `reverse ARGS` says as it refuses to start (on any port, without
     /// an admin API).
     fn reverse_refused(args: &[&str]) -> String {

@@ -289,13 +289,15 @@ impl McpClient {
 
     /// The same client, trusting the PEM certificate `pem` besides the
     /// usual roots (a proxy serving HTTPS with a certificate of its own).
+    /// Trusts every certificate of `pem` (one or several, concatenated).
     pub fn trusting(mut self, pem: &[u8]) -> Self {
-        let certificate = reqwest::Certificate::from_pem(pem).expect("a PEM certificate");
-        self.http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .add_root_certificate(certificate)
-            .build()
-            .expect("client");
+        let certificates = reqwest::Certificate::from_pem_bundle(pem).expect("PEM certificates");
+        assert!(!certificates.is_empty(), "no certificate to trust");
+        let builder = certificates.into_iter().fold(
+            reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)),
+            reqwest::blocking::ClientBuilder::add_root_certificate,
+        );
+        self.http = builder.build().expect("client");
         self
     }
 
@@ -305,8 +307,17 @@ impl McpClient {
     }
 
     pub fn post_raw(&self, body: Vec<u8>, content_type: &str) -> Answer {
-        let response = self.post_request(body, content_type).send();
-        read_answer(response.expect("proxy answers"), None)
+        read_answer(
+            self.try_post_raw(body, content_type)
+                .expect("proxy answers"),
+            None,
+        )
+    }
+
+    /// As [`McpClient::post_raw`], for a POST that may not get through
+    /// (a certificate the client does not trust).
+    pub fn try_post_raw(&self, body: Vec<u8>, content_type: &str) -> reqwest::Result<Response> {
+        self.post_request(body, content_type).send()
     }
 
     /// Sends a request and returns the response unread, to read its SSE

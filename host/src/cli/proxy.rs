@@ -45,7 +45,9 @@ pub struct ReverseArgs {
 
     /// Serve /mcp over HTTPS with this PEM certificate chain (the server's
     /// certificate first), and --tls-key. Clients must trust it; its names
-    /// are those they reach the proxy by.
+    /// are those they reach the proxy by. SIGHUP reads both files again
+    /// (renewal without a restart, which would end every session); a pair
+    /// that fails to load is logged and the one served stays.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 

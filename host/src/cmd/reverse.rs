@@ -37,7 +37,7 @@ pub async fn run(cli: &Cli, args: &ReverseArgs) -> Result<()> {
         );
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        (Some(cert), Some(key)) => Some(tls::Certificate::load(cert, key)?),
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use super::access_log::{AccessLog, AccessLogError, AccessLogWriter};
 use super::metrics::ProxyMetrics;
 use super::session::{CloseUpstream, ProxySession};
-use super::tls::TlsListener;
+use super::tls::{Certificate, TlsError, TlsListener};
 use super::upstream::{ProgramError, UpstreamSpec};
 use super::{admin, reverse, Proxy, ProxyOptions};
 use crate::cluster::metrics::ClusterMetrics;
@@ -35,8 +35,9 @@ pub struct ReverseConfig {
     pub upstreams: UpstreamSpec,
     pub options: ProxyOptions,
     pub listen: SocketAddr,
-    /// Serve `/mcp` over HTTPS (`--tls-cert`, `--tls-key`).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Serve `/mcp` over HTTPS (`--tls-cert`, `--tls-key`), reading the
+    /// certificate again on SIGHUP.
+    pub tls: Option<Arc<Certificate>>,
     /// `None`: no admin API.
     pub admin_listen: Option<SocketAddr>,
     pub admin_token: Option<String>,
@@ -67,6 +68,8 @@ pub enum StartError {
     Cluster(#[from] ClusterError),
     #[error(transparent)]
     Upstream(#[from] ProgramError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 // Not `#[from]`: that would also make the error its `source`, and a report
@@ -184,8 +187,9 @@ impl RunningProxy {
         let mcp_router = reverse::router(Arc::clone(&proxy));
         let mut servers = vec![match tls {
             None => tokio::spawn(serve(listener, mcp_router, stopped.clone())),
-            Some(tls) => {
-                let listener = TlsListener::new(listener, tls)
+            Some(certificate) => {
+                background.push(certificate.reload_on_sighup().map_err(StartError::Signal)?);
+                let listener = TlsListener::new(listener, certificate.server_config()?)
                     .map_err(|error| StartError::Listen { addr: mcp, error })?;
                 // Tapped only for the remote address as connect info, which
                 // axum gives tapped listeners of any kind.

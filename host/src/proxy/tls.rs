@@ -4,15 +4,22 @@
 //!
 //! Handshakes run on their own tasks, each bounded in time: a client that
 //! opens a connection and says nothing holds no one else's.
+//!
+//! The certificate is read again on SIGHUP: certificates are renewed every
+//! few weeks, and a restart would end every session the table holds.
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::RwLock;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
@@ -35,9 +42,86 @@ pub enum TlsError {
     Mismatch(String),
 }
 
-/// The server side of TLS from a PEM certificate chain (the server's first)
-/// and its PEM private key.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// The certificate chain and key the proxy presents, from their PEM files,
+/// and read from them again by [`Certificate::reload`].
+#[derive(Debug)]
+pub struct Certificate {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl Certificate {
+    /// Reads a PEM certificate chain (the server's first) and its PEM
+    /// private key, which must go together.
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let current = read_pair(cert, key, &provider)?;
+        Ok(Arc::new(Self {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            provider,
+            current: RwLock::new(Arc::new(current)),
+        }))
+    }
+
+    /// Reads both files again. On an error the certificate served stays as
+    /// it was: a renewal caught half-written must not take HTTPS down.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let renewed = read_pair(&self.cert, &self.key, &self.provider)?;
+        *self.current.write() = Arc::new(renewed);
+        Ok(())
+    }
+
+    /// The server side of TLS, presenting whatever this holds at each
+    /// handshake.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::clone(&self.provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Mismatch(e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
+        // The server speaks HTTP/1.1 (streams are long responses, not h2 ones).
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// Reloads on every SIGHUP, on the current tokio runtime, for as long as
+    /// the process runs.
+    #[cfg(unix)]
+    pub fn reload_on_sighup(self: &Arc<Self>) -> io::Result<tokio::task::JoinHandle<()>> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = signal(SignalKind::hangup())?;
+        let this = Arc::clone(self);
+        Ok(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let (cert, key) = (this.cert.clone(), this.key.clone());
+                let reloading = Arc::clone(&this);
+                // File reads and key parsing: off the runtime workers.
+                match tokio::task::spawn_blocking(move || reloading.reload()).await {
+                    Ok(Ok(())) => tracing::info!(
+                        cert = %cert.display(),
+                        key = %key.display(),
+                        "SIGHUP: TLS certificate reloaded; new connections get it"
+                    ),
+                    Ok(Err(e)) => {
+                        tracing::error!("SIGHUP: keeping the TLS certificate served until now: {e}")
+                    }
+                    Err(e) => tracing::error!("SIGHUP: the TLS reload failed: {e}"),
+                }
+            }
+        }))
+    }
+}
+
+impl ResolvesServerCert for Certificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.current.read()))
+    }
+}
+
+fn read_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError::Certificate {
@@ -56,16 +140,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
             e => e.to_string(),
         },
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Mismatch(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .map_err(|e| TlsError::Mismatch(e.to_string()))?;
-    // The server speaks HTTP/1.1 (streams are long responses, not h2 ones).
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    CertifiedKey::from_der(chain, key_der, provider).map_err(|e| TlsError::Mismatch(e.to_string()))
 }
 
 /// Accepts TCP connections and hands out those whose TLS handshake
