@@ -779,10 +779,53 @@ mod replay {
             &SMALL_BENCH[..],
             &["--help"][..],
             &["bench", "--help"],
-            &[],
         ] {
             assert_ends_quietly_on_a_closed_stdout(&mut shadowcat_command(args));
         }
+        // No argument at all: the help.
+        assert_ends_quietly_on_a_closed_stdout(&mut std::process::Command::new(env!(
+            "CARGO_BIN_EXE_shadowcat"
+        )));
+    }
+
+    /// Options without a command do nothing, which says so (rather than
+    /// printing the help and exiting 0), and a command's option given before
+    /// the command, or to another one, is named with the command it is for.
+    #[test]
+    fn replay_cli_misplaced_options_say_where_they_belong() {
+        let no_command = shadowcat_cli(&["--eviction-policy", "lfu.wasm"]);
+        let said = text(&no_command.stderr);
+        assert_eq!(no_command.status.code(), Some(2), "{said}");
+        assert!(
+            said.contains("no command after the options")
+                && said.contains("--eviction-policy lfu.wasm reverse --upstream-stdio"),
+            "{said}"
+        );
+        for (args, says) in [
+            (
+                &["--eviction-policy", "lfu.wasm", "--upstream-stdio", "x"][..],
+                "--upstream-stdio is an option of `shadowcat reverse`",
+            ),
+            (
+                &["bench", "--upstream-stdio=x"],
+                "--upstream-stdio is an option of `shadowcat reverse`",
+            ),
+            (
+                &["reverse", "--max-message", "1MiB"],
+                "--max-message is an option of `shadowcat forward stdio`",
+            ),
+        ] {
+            let out = shadowcat_cli(args);
+            let said = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {said}");
+            assert!(said.contains(says), "{args:?}: {said}");
+            assert!(!said.contains("similar argument"), "{args:?}: {said}");
+        }
+        let unknown = text(&shadowcat_cli(&["bench", "--no-such-option"]).stderr);
+        assert!(
+            unknown.contains("unexpected argument") && !unknown.contains("is an option of"),
+            "{unknown}"
+        );
     }
 
     #[test]

@@ -582,6 +582,62 @@ impl TableArgs {
     }
 }
 
+/// Adds to clap's "unexpected argument" a tip naming the commands the
+/// option belongs to, the usual slip being a command's option given before
+/// the command or to another one (`shadowcat --upstream-stdio CMD`).
+pub fn explain_misplaced_option(err: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if err.kind() != ErrorKind::UnknownArgument {
+        return err;
+    }
+    let Some(ContextValue::String(given)) = err.get(ContextKind::InvalidArg) else {
+        return err;
+    };
+    let Some(long) = given
+        .strip_prefix("--")
+        .map(|rest| rest.split('=').next().unwrap_or(rest).to_owned())
+    else {
+        return err;
+    };
+    let mut owners = Vec::new();
+    commands_with_option(&command(), "shadowcat", &long, &mut owners);
+    if owners.is_empty() {
+        return err;
+    }
+    let owners = owners
+        .iter()
+        .map(|path| format!("`{path}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let tip = format!("--{long} is an option of {owners}: give it after the command's name");
+    // Rebuilt rather than added to: clap's "a similar argument exists"
+    // (`--max-age` for `--max-message`) would point elsewhere.
+    let mut explained = clap::Error::new(ErrorKind::UnknownArgument).with_cmd(&command());
+    for kind in [ContextKind::InvalidArg, ContextKind::Usage] {
+        if let Some(value) = err.get(kind).cloned() {
+            explained.insert(kind, value);
+        }
+    }
+    explained.insert(
+        ContextKind::Suggested,
+        ContextValue::StyledStrs(vec![tip.into()]),
+    );
+    explained
+}
+
+fn commands_with_option(command: &clap::Command, path: &str, long: &str, found: &mut Vec<String>) {
+    for sub in command.get_subcommands() {
+        let sub_path = format!("{path} {}", sub.get_name());
+        let owns = sub
+            .get_arguments()
+            .any(|arg| !arg.is_global_set() && arg.get_long() == Some(long));
+        if owns {
+            found.push(sub_path.clone());
+        }
+        commands_with_option(sub, &sub_path, long, found);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::any::TypeId;

@@ -30,9 +30,21 @@ fn main() -> ExitCode {
                 eprintln!("error: {blamed}");
                 return ExitCode::from(2);
             }
-            None => err.exit(),
+            None => shadowcat::cli::explain_misplaced_option(err).exit(),
         },
     };
+    if cli.command.is_none() && std::env::args_os().len() > 1 {
+        // Options alone would print the help and exit 0, as if they had done
+        // something.
+        let given: Vec<String> = std::env::args().skip(1).collect();
+        eprintln!(
+            "error: no command after the options: they apply to one of reverse, forward, bench, \
+             config, policy or session, e.g.\n  shadowcat {} reverse --upstream-stdio \"CMD ARGS\"\n\n\
+             For more information, try 'shadowcat --help'.",
+            given.join(" ")
+        );
+        return ExitCode::from(2);
+    }
     init_tracing(&cli.log);
     if matches!(cli.command, Some(Command::Bench(_))) {
         // Top-level keys of a config file are shared with the proxy, so they
