@@ -283,7 +283,7 @@ fn upstream_refusal(error: &UpstreamError, id: Option<&str>) -> Response {
             Duration::from_secs(1),
         ),
         UpstreamError::SessionGone => session_not_found(id),
-        UpstreamError::Unsupported(_) => refuse(
+        UpstreamError::Unsupported(_) | UpstreamError::DuplicateId(_) => refuse(
             StatusCode::BAD_REQUEST,
             id,
             code::INVALID_REQUEST,

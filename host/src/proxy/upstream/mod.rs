@@ -104,6 +104,12 @@ pub enum UpstreamError {
     SessionGone,
     #[error("the upstream does not support this: {0}")]
     Unsupported(&'static str),
+    /// A request whose id (as JSON) another request of the session in flight
+    /// has: its answer could not be told apart.
+    #[error(
+        "request id {0} is already in flight on this session: requests in flight need distinct ids"
+    )]
+    DuplicateId(String),
     /// The upstream allows one server-to-client stream per session, and its
     /// session has one open (HTTP 409).
     #[error(

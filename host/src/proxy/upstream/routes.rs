@@ -116,9 +116,7 @@ impl Routes {
             return Err(UpstreamError::Busy(self.pending.len()));
         }
         if self.pending.contains_key(id) {
-            return Err(UpstreamError::Unsupported(
-                "a request id that is still in flight on this session",
-            ));
+            return Err(UpstreamError::DuplicateId(id.to_owned()));
         }
         let stream = self.open_stream(reply, true);
         self.pending.insert(id.to_owned(), stream);
@@ -522,6 +520,28 @@ mod tests {
     fn data(event: &Event) -> String {
         let message = event.message.as_ref().expect("a message");
         String::from_utf8_lossy(message.bytes()).into_owned()
+    }
+
+    #[test]
+    fn proxy_stdio_a_request_id_in_flight_is_refused_until_answered() {
+        let mut routes = Routes::default();
+        let (to, _rx) = mpsc::channel(1);
+        routes
+            .begin_request("7", None, to.clone(), 8)
+            .expect("room");
+        let again = routes.begin_request("7", None, to.clone(), 8);
+        assert_eq!(again, Err(UpstreamError::DuplicateId("7".into())));
+        assert!(
+            routes.begin_request(r#""7""#, None, to.clone(), 8).is_ok(),
+            "the string \"7\" is another id"
+        );
+        let response = Message::parse(br#"{"jsonrpc":"2.0","id":7,"result":{}}"#.to_vec().into())
+            .expect("a response");
+        assert!(routes.respond(response).is_some());
+        assert!(
+            routes.begin_request("7", None, to, 8).is_ok(),
+            "answered: free again"
+        );
     }
 
     #[test]
