@@ -215,33 +215,55 @@ pub async fn name_ourselves(
 }
 
 /// Where a challenge's value sits: the byte range of `resource_metadata`'s
-/// value, quotes included.
+/// value, quotes included. The name counts only as a parameter's: not
+/// inside another's quoted value (`realm="x, resource_metadata=y"`), nor as
+/// the tail of a longer name.
 fn metadata_param(challenge: &str) -> Option<(usize, usize)> {
-    let lower = challenge.to_ascii_lowercase();
-    let mut from = 0;
-    while let Some(found) = lower[from..].find("resource_metadata") {
-        let name = from + found;
-        from = name + "resource_metadata".len();
-        // A parameter's name starts the challenge's parameters or follows a
-        // separator: not the tail of a longer name.
-        let starts = lower[..name]
-            .chars()
-            .next_back()
-            .is_none_or(|c| c == ',' || c.is_ascii_whitespace());
-        let rest = lower[from..].trim_start();
-        if !starts || !rest.starts_with('=') {
+    const NAME: &[u8] = b"resource_metadata";
+    let bytes = challenge.as_bytes();
+    let mut at = 0;
+    // The byte before `at` outside quoted strings; none at the start.
+    let mut before: Option<u8> = None;
+    while at < bytes.len() {
+        if bytes[at] == b'"' {
+            at = quoted_end(bytes, at)?;
+            before = Some(b'"');
             continue;
         }
-        let value = challenge.len() - rest[1..].trim_start().len();
-        let end = if challenge[value..].starts_with('"') {
-            let closing = challenge[value + 1..].find('"')?;
-            value + 1 + closing + 1
-        } else {
-            challenge[value..]
-                .find(|c: char| c == ',' || c.is_ascii_whitespace())
-                .map_or(challenge.len(), |end| value + end)
-        };
-        return Some((value, end));
+        let named = bytes[at..]
+            .get(..NAME.len())
+            .is_some_and(|name| name.eq_ignore_ascii_case(NAME))
+            && before.is_none_or(|c| c == b',' || c.is_ascii_whitespace());
+        if named {
+            let rest = challenge[at + NAME.len()..].trim_start();
+            if let Some(assigned) = rest.strip_prefix('=') {
+                let value = challenge.len() - assigned.trim_start().len();
+                let end = if bytes.get(value) == Some(&b'"') {
+                    quoted_end(bytes, value)?
+                } else {
+                    challenge[value..]
+                        .find(|c: char| c == ',' || c.is_ascii_whitespace())
+                        .map_or(challenge.len(), |end| value + end)
+                };
+                return Some((value, end));
+            }
+        }
+        before = Some(bytes[at]);
+        at += 1;
+    }
+    None
+}
+
+/// Just past the closing quote of the quoted string opening at `open`
+/// (RFC 9110: a backslash escapes the byte after it); `None` if unclosed.
+fn quoted_end(bytes: &[u8], open: usize) -> Option<usize> {
+    let mut at = open + 1;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'\\' => at += 2,
+            b'"' => return Some(at + 1),
+            _ => at += 1,
+        }
     }
     None
 }
@@ -286,6 +308,12 @@ mod tests {
                 "Bearer resource_metadata=https://up.example/m, error=invalid_token",
                 format!(r#"Bearer resource_metadata="{ours}", error=invalid_token"#),
             ),
+            (
+                r#"Bearer realm="a \"q\", resource_metadata=x", resource_metadata="https://up.example/m""#,
+                format!(
+                    r#"Bearer realm="a \"q\", resource_metadata=x", resource_metadata="{ours}""#
+                ),
+            ),
         ];
         for (given, expected) in cases {
             let rewritten = rewrite_challenge(&value(given), ours).expect(given);
@@ -302,6 +330,9 @@ mod tests {
             r#"Bearer realm="mcp""#,
             r#"Bearer x_resource_metadata="https://up.example/m""#,
             r#"Bearer realm="resource_metadata""#,
+            r#"Bearer realm="x, resource_metadata=y""#,
+            r#"Bearer realm="x \", resource_metadata=y""#,
+            r#"Bearer realm="unclosed, resource_metadata="#,
         ] {
             assert!(
                 rewrite_challenge(&value(without), ours).is_none(),
