@@ -2848,8 +2848,11 @@ mod proxy {
 
         use serde_json::json;
 
+        use serde_json::Value;
+
         use crate::common::http_server::{HttpMcpServer, AUTHORIZATION_SERVER};
-        use crate::common::proxy::{metric, Answer, McpClient, ProxyProcess};
+        use crate::common::proxy::{metric, Answer, ForwardProcess, McpClient, ProxyProcess};
+        use crate::common::with_watchdog;
 
         fn proxy_for(server: &HttpMcpServer, global: &[&str]) -> ProxyProcess {
             ProxyProcess::start(global, &["--upstream-http", &server.url])
@@ -2908,6 +2911,17 @@ mod proxy {
                 server.state.deleted.lock().clone(),
                 vec!["upstream-session-1"]
             );
+            // MCP wants the revision on every request after initialize, the
+            // teardown's DELETE included, which no client request carries.
+            let seen = server.state.seen.lock().clone();
+            let named = |method: &str| {
+                seen.iter()
+                    .rev()
+                    .find(|s| s.method == method)
+                    .and_then(|s| s.protocol_version.clone())
+            };
+            assert!(named("POST").is_some(), "{seen:?}");
+            assert_eq!(named("DELETE"), named("POST"), "{seen:?}");
             assert_eq!(client.echo("x").status, 404);
         }
 
@@ -3196,6 +3210,147 @@ mod proxy {
             assert_eq!(last.mcp_method.as_deref(), Some("tools/call"));
             assert_eq!(last.mcp_name.as_deref(), Some("echo"));
             assert_eq!(last.session, None, "no protocol session upstream");
+        }
+
+        /// Reads what `forward` writes until every id of `ids` is answered;
+        /// everything read, in order.
+        fn read_until_answered(forward: &mut ForwardProcess, ids: &[u64]) -> Vec<Value> {
+            let mut read = Vec::new();
+            while !ids
+                .iter()
+                .all(|id| read.iter().any(|m: &Value| m["id"] == *id))
+            {
+                read.push(forward.read().expect("the proxy writes on"));
+            }
+            read
+        }
+
+        const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+        const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+
+        /// `forward http`: a stdio client reaches an HTTP server through a
+        /// session of its own there, with the credentials given, the
+        /// revision agreed on every later request, requests side by side,
+        /// event streams relayed, the rate limit applied here, and the
+        /// server's session deleted when the client is done.
+        #[test]
+        fn proxy_forward_http_bridges_a_stdio_client_to_an_http_server() {
+            with_watchdog(Duration::from_secs(60), || {
+                let server = HttpMcpServer::start();
+                *server.state.require.lock() = Some("Bearer k1".into());
+                let mut forward = ForwardProcess::http(
+                    &["--rate-limit", "1", "--burst", "4"],
+                    &[&server.url, "--upstream-header", "Authorization: Bearer k1"],
+                );
+                forward.send(INITIALIZE);
+                let init = forward.read().expect("initialize answered");
+                assert_eq!(init["result"]["serverInfo"]["name"], "http-echo", "{init}");
+                forward.send(INITIALIZED);
+                // A slow streamed answer, then a quick one: the quick one is
+                // not held behind it.
+                forward.send(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"slow","stream":true,"delay_ms":500}}}"#);
+                forward.send(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"message":"quick"}}}"#);
+                let read = read_until_answered(&mut forward, &[2, 3]);
+                let at = |id: u64| read.iter().position(|m| m["id"] == id).expect("answered");
+                assert!(at(3) < at(2), "side by side: {read:?}");
+                assert_eq!(read[at(2)]["result"]["content"][0]["text"], "Echo: slow");
+                let progress = read
+                    .iter()
+                    .position(|m| m["method"] == "notifications/progress")
+                    .expect("the stream's notification");
+                assert!(progress < at(2), "{read:?}");
+                // The burst of 4 is spent by the fourth request; the fifth is
+                // refused here.
+                forward.send(r#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#);
+                assert_eq!(forward.read().expect("pong")["id"], 4);
+                forward.send(r#"{"jsonrpc":"2.0","id":5,"method":"ping"}"#);
+                let refused = forward.read().expect("refused");
+                assert_eq!(refused["id"], 5);
+                assert_eq!(refused["error"]["code"], -32029, "{refused}");
+
+                let (status, rest, log) = forward.finish(Duration::from_secs(20));
+                assert!(status.success(), "{status:?}: {log}");
+                assert!(rest.is_empty(), "{rest:?}");
+                let seen = server.state.seen.lock().clone();
+                let session = "upstream-session-1";
+                assert_eq!(*server.state.deleted.lock(), vec![session.to_owned()]);
+                assert!(
+                    seen.iter()
+                        .all(|r| r.authorization.as_deref() == Some("Bearer k1")),
+                    "{seen:?}"
+                );
+                // The DELETE too: MCP asks for the header on every request
+                // after initialize.
+                for later in &seen[1..] {
+                    assert_eq!(later.session.as_deref(), Some(session), "{later:?}");
+                    assert_eq!(
+                        later.protocol_version.as_deref(),
+                        Some("2025-11-25"),
+                        "{later:?}"
+                    );
+                }
+                let gets = seen.iter().filter(|r| r.method == "GET").count();
+                assert_eq!(gets, 1, "one GET, which 405 ends: {seen:?}");
+                assert_eq!(seen.iter().filter(|r| r.method == "DELETE").count(), 1);
+            });
+        }
+
+        /// What goes wrong on the way to an HTTP server reaches the client
+        /// as errors by its requests' ids: a refusal (naming the status and
+        /// what to give), an unreachable server, and a session the server
+        /// ended, which ends the run.
+        #[test]
+        fn proxy_forward_http_tells_the_client_what_the_server_refused() {
+            with_watchdog(Duration::from_secs(60), || {
+                let server = HttpMcpServer::start();
+                *server.state.require.lock() = Some("Bearer k1".into());
+                let mut forward = ForwardProcess::http(&[], &[&server.url]);
+                forward.send(INITIALIZE);
+                let refused = forward.read().expect("an answer");
+                let said = refused["error"]["message"].as_str().unwrap_or_default();
+                assert_eq!(refused["id"], 1, "{refused}");
+                assert!(
+                    said.contains("HTTP 401") && said.contains("--upstream-header"),
+                    "{said}"
+                );
+                let (status, _, log) = forward.finish(Duration::from_secs(20));
+                assert!(status.success(), "no session was opened: {status:?} {log}");
+
+                let mut nowhere = ForwardProcess::http(&[], &["http://127.0.0.1:1/mcp"]);
+                nowhere.send(INITIALIZE);
+                let unreachable = nowhere.read().expect("an answer");
+                assert_eq!(unreachable["error"]["code"], -32031, "{unreachable}");
+                assert!(
+                    unreachable["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("cannot reach")),
+                    "{unreachable}"
+                );
+                drop(nowhere);
+
+                let mut forward = ForwardProcess::http(
+                    &[],
+                    &[&server.url, "--upstream-header", "Authorization: Bearer k1"],
+                );
+                forward.send(INITIALIZE);
+                assert!(forward.read().expect("initialized")["result"].is_object());
+                forward.send(INITIALIZED);
+                // The refused initialize opened none: this is the first.
+                server.expire("upstream-session-1");
+                forward.send(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#);
+                let gone = forward.read().expect("an answer");
+                assert_eq!(gone["id"], 2, "{gone}");
+                assert_eq!(gone["error"]["code"], -32031, "{gone}");
+                assert!(
+                    gone["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("session ended")),
+                    "{gone}"
+                );
+                let (status, _, log) = forward.finish(Duration::from_secs(20));
+                assert!(!status.success(), "the server ended the session: {log}");
+                assert!(log.contains("the MCP server ended"), "{log}");
+            });
         }
     }
 }

@@ -41,6 +41,7 @@ Durations take a unit: 250ms, 90s, 5m, 1h, 1h30m; `off` disables a timeout.
 Start here:
   serve MCP clients        shadowcat --eviction-policy lfu.wasm reverse --upstream-stdio \"CMD ARGS\"
   proxy a stdio client     shadowcat forward stdio -- CMD ARGS
+  ... to a remote server   shadowcat forward http https://mcp.example.com/mcp
   a proxy's sessions       shadowcat session list
   compare the policies     shadowcat bench
   policies found           shadowcat policy list";
@@ -85,7 +86,8 @@ pub enum Command {
     /// Serve MCP clients over streamable HTTP, one upstream per session.
     #[command(long_about = proxy::REVERSE_ABOUT)]
     Reverse(Box<ReverseArgs>),
-    /// Proxy one MCP client on stdin/stdout to a server it starts.
+    /// Proxy one MCP client on stdin/stdout to a server it starts, or to one
+    /// at a URL.
     #[command(subcommand)]
     Forward(ForwardCommand),
     /// List, delete or clean up the sessions of a running proxy.

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches};
-use shadowcat::cli::{replay_ignores, Cli, Command, PolicyCommand};
+use shadowcat::cli::{replay_ignores, Cli, Command, ForwardCommand, PolicyCommand};
 use shadowcat::proxy::upstream::reaper::{self, REAPER_ARG};
 
 mod cmd;
@@ -111,7 +111,10 @@ fn run(cli: Cli) -> Result<()> {
             runtime()?.block_on(cmd::reverse::run(&cli, args))
         }
         Some(Command::Forward(ref command)) => {
-            enable_reaper();
+            // An HTTP server is no process of ours: nothing to reap.
+            if matches!(command, ForwardCommand::Stdio { .. }) {
+                enable_reaper();
+            }
             runtime()?.block_on(cmd::forward::run(&cli, command))
         }
         Some(Command::Session(ref args)) => runtime()?.block_on(cmd::session::run(args)),

@@ -520,13 +520,21 @@ pub struct ForwardProcess {
 impl ForwardProcess {
     /// Starts `shadowcat --log warn GLOBAL... forward stdio FORWARD... -- SERVER...`.
     pub fn start(global: &[&str], forward: &[&str], server: &[&str]) -> Self {
+        let command = [&["stdio"], forward, &["--"], server].concat();
+        Self::run(global, &command)
+    }
+
+    /// Starts `shadowcat --log warn GLOBAL... forward http FORWARD...`.
+    pub fn http(global: &[&str], forward: &[&str]) -> Self {
+        Self::run(global, &[&["http"], forward].concat())
+    }
+
+    fn run(global: &[&str], forward: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
             .args(["--log", "warn"])
             .args(global)
-            .args(["forward", "stdio"])
+            .arg("forward")
             .args(forward)
-            .arg("--")
-            .args(server)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -218,6 +218,58 @@ pub enum ForwardCommand {
         #[arg(last = true, required = true, num_args = 1.., value_name = "CMD ARGS")]
         command: Vec<String>,
     },
+    /// The client on our stdin/stdout; a session of its own on the
+    /// streamable-HTTP MCP server at URL.
+    ///
+    /// For a client that speaks only stdio (an IDE, a desktop app) and a
+    /// remote server. Each client message goes in a POST of its own, side by
+    /// side; the server's answers (JSON or event streams, progress included)
+    /// and what it sends on its own (its GET stream, opened once the client
+    /// is initialized and opened again if it ends) come back one per line.
+    /// The protocol revision `initialize` agreed to goes with every later
+    /// request, and the server's session is deleted when the client closes
+    /// its input. The session's --rate-limit applies, as with `stdio`. A
+    /// request the server refuses (401, 404, 500...) gets a JSON-RPC error
+    /// naming the status.
+    Http {
+        /// The server's MCP endpoint, http:// or https://.
+        #[arg(value_name = "URL", value_parser = parse_http_url)]
+        url: reqwest::Url,
+
+        /// A header for every request to the server, for credentials:
+        /// `--upstream-header "Authorization: Bearer TOKEN"`. Repeat it for
+        /// more.
+        #[arg(
+            long = "upstream-header",
+            value_name = "\"NAME: VALUE\"",
+            value_parser = parse_upstream_header
+        )]
+        upstream_headers: Vec<UpstreamHeader>,
+
+        /// Connection timeout, and how long the session's DELETE may take at
+        /// the end (a request may rightly take longer: none is bounded).
+        #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+        upstream_timeout: Duration,
+
+        /// After the client closes stdin, how long the server may take to
+        /// answer the requests still in flight before its session is deleted.
+        #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+        shutdown_grace: Duration,
+
+        /// Longest client message (at least 1KiB). A longer one is not sent,
+        /// and its sender gets an error by its id.
+        #[arg(long, default_value = "16MiB", value_name = "SIZE", value_parser = parse_message_limit)]
+        max_message: usize,
+    },
+}
+
+/// An upstream's URL: HTTP or HTTPS only.
+fn parse_http_url(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{text}` is not an http:// or https:// URL"));
+    }
+    Ok(url)
 }
 
 /// A limit on one message: below 1 KiB not even an `initialize` fits.

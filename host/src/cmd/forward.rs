@@ -1,24 +1,54 @@
-//! `shadowcat forward stdio -- CMD ARGS...`: one stdio client, one server.
+//! `shadowcat forward stdio -- CMD ARGS...` and `shadowcat forward http
+//! URL`: one stdio client, one server.
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use shadowcat::cli::{Cli, ForwardCommand};
-use shadowcat::proxy::forward::{self, ForwardEnd};
+use shadowcat::proxy::forward::{self, ForwardEnd, ForwardServer};
 use shadowcat::proxy::session::{CloseUpstream, ProxySession};
-use shadowcat::proxy::upstream::StdioCommand;
+use shadowcat::proxy::upstream::{HttpUpstreamConfig, StdioCommand};
 use shadowcat::session::{FlushMode, SessionTable};
 use shadowcat::wasm::OpenedPolicy;
 
 use super::common::{open, table_config};
 
 pub async fn run(cli: &Cli, command: &ForwardCommand) -> Result<()> {
-    let ForwardCommand::Stdio {
-        upstream,
-        shutdown_grace,
-        max_message,
-        command,
-    } = command;
+    let (target, shutdown_grace) = match command {
+        ForwardCommand::Stdio {
+            upstream,
+            shutdown_grace,
+            max_message,
+            command,
+        } => {
+            let mut server = StdioCommand::new(command[0].clone(), command[1..].to_vec());
+            server.grace = upstream.upstream_grace;
+            server.max_pending = upstream.upstream_max_pending;
+            server.max_line = *max_message;
+            server.max_line_option = Some("--max-message");
+            (ForwardServer::Stdio(Arc::new(server)), *shutdown_grace)
+        }
+        ForwardCommand::Http {
+            url,
+            upstream_headers,
+            upstream_timeout,
+            shutdown_grace,
+            max_message,
+        } => {
+            let mut headers = reqwest::header::HeaderMap::new();
+            for header in upstream_headers {
+                headers.append(header.name.clone(), header.value.clone());
+            }
+            let config = HttpUpstreamConfig::new(url.clone(), *upstream_timeout)
+                .context("cannot build the HTTP client")?
+                .with_headers(headers);
+            let target = ForwardServer::Http {
+                config: Arc::new(config),
+                max_message: *max_message,
+            };
+            (target, *shutdown_grace)
+        }
+    };
     let config = table_config(&cli.table)?;
     let policy = {
         let (policy_args, spec) = (cli.policy.clone(), cli.table.eviction_policy.clone());
@@ -39,15 +69,10 @@ pub async fn run(cli: &Cli, command: &ForwardCommand) -> Result<()> {
         .flush(FlushMode::Thread)
         .build_shared()
         .context("invalid session table configuration")?;
-    let mut server = StdioCommand::new(command[0].clone(), command[1..].to_vec());
-    server.grace = upstream.upstream_grace;
-    server.max_pending = upstream.upstream_max_pending;
-    server.max_line = *max_message;
-    server.max_line_option = Some("--max-message");
     let end = forward::run(
         table,
-        Arc::new(server),
-        *shutdown_grace,
+        target,
+        shutdown_grace,
         tokio::io::stdin(),
         tokio::io::stdout(),
     )

@@ -1,17 +1,22 @@
 //! `shadowcat forward stdio -- CMD ARGS...`: the client on our stdin and
 //! stdout, the server spawned as our child, one session in between.
+//! `shadowcat forward http URL`: the same client, and a session of its own on
+//! a streamable-HTTP server (a stdio client, an IDE, reaching a remote
+//! server).
 //!
-//! Messages pass through unchanged, byte for byte and in order, in both
-//! directions. A JSON-RPC batch (MCP 2025-03-26) passes as its elements,
-//! one per line. The session's rate limit applies to the client's requests: a
-//! refused request is answered right here with a JSON-RPC error carrying the
-//! retry hint (`error.data.retryAfterMs`), never dropped silently.
-//! Notifications and responses always pass.
+//! Messages pass through unchanged, byte for byte, in both directions (to a
+//! stdio server in order; to an HTTP server each in a POST of its own, side
+//! by side, as streamable HTTP has them). A JSON-RPC batch (MCP 2025-03-26)
+//! passes as its elements, one per line. The session's rate limit applies to
+//! the client's requests: a refused request is answered right here with a
+//! JSON-RPC error carrying the retry hint (`error.data.retryAfterMs`), never
+//! dropped silently. Notifications and responses always pass.
 //!
 //! No request is left waiting: when the client closes stdin, the server gets
 //! up to the drain period to answer what is in flight before its own stdin is
-//! closed, and whatever it leaves unanswered (it exits, closes its stdout, or
-//! outlasts the drain period) is answered here with an error by its id.
+//! closed (or its HTTP session deleted), and whatever it leaves unanswered
+//! (it exits, closes its stdout, ends its session, or outlasts the drain
+//! period) is answered here with an error by its id.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -29,7 +34,8 @@ use super::jsonrpc::{code, error_response, Head, Incoming, Kind, Message};
 use super::mcp_headers::Era;
 use super::session::ProxySession;
 use super::upstream::{
-    BoundedLines, Forwarded, Line, StdioCommand, StdioUpstream, Upstream, UpstreamError,
+    BoundedLines, Event, Events, Forwarded, HttpUpstream, HttpUpstreamConfig, Line, Reply,
+    StdioCommand, StdioUpstream, Upstream, UpstreamError,
 };
 use crate::eviction::RemovalCause;
 use crate::session::{NewSession, SessionId, SessionTable, TableError};
@@ -91,13 +97,25 @@ impl InFlight {
     }
 }
 
+/// The server a forward run reaches.
+pub enum ForwardServer {
+    /// Started from a command, spoken to on its stdin and stdout.
+    Stdio(Arc<StdioCommand>),
+    /// A streamable-HTTP server, on which the run opens a session of its own;
+    /// a client message longer than `max_message` bytes is not sent.
+    Http {
+        config: Arc<HttpUpstreamConfig>,
+        max_message: usize,
+    },
+}
+
 /// Runs the forward proxy until the client or the server goes away. `input`
 /// and `output` are our stdin and stdout in the binary, pipes in tests.
 /// After the client closes `input`, the server gets up to `drain` to answer
 /// the requests still in flight before it is stopped.
 pub async fn run<R, W>(
     table: Arc<SessionTable<ProxySession>>,
-    command: Arc<StdioCommand>,
+    target: ForwardServer,
     drain: Duration,
     input: R,
     output: W,
@@ -106,11 +124,35 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (max_line, limit) = (command.max_line, command.line_limit());
-    let spawned = StdioUpstream::spawn(command)?;
-    let mut from_server = spawned.tap()?;
-    let server: Arc<dyn Upstream> = Arc::new(spawned);
-    let session = ProxySession::new(Arc::clone(&server), ClientKey(0), Era::Sessions);
+    let (server, from_server, max_line, limit) = match target {
+        ForwardServer::Stdio(command) => {
+            let (max_line, limit) = (command.max_line, command.line_limit());
+            let spawned = StdioUpstream::spawn(command)?;
+            let from_server = spawned.tap()?;
+            let server = Server::Stdio(Arc::new(spawned));
+            (server, from_server, max_line, limit)
+        }
+        ForwardServer::Http {
+            config,
+            max_message,
+        } => {
+            let limit =
+                format!("the limit of {max_message} bytes per message (--max-message raises it)");
+            let (to_relay, replies) = mpsc::channel(256);
+            let server = Server::Http(Arc::new(HttpSide {
+                upstream: Arc::new(HttpUpstream::new(config)),
+                headers: parking_lot::Mutex::new(Forwarded::default()),
+                to_relay: parking_lot::Mutex::new(Some(to_relay)),
+                tasks: parking_lot::Mutex::new(tokio::task::JoinSet::new()),
+                listening: std::sync::atomic::AtomicBool::new(false),
+            }));
+            let from_server = tokio_stream::wrappers::ReceiverStream::new(replies).boxed();
+            (server, from_server, max_message, limit)
+        }
+    };
+    let mut from_server: Events = from_server;
+    let upstream = server.upstream();
+    let session = ProxySession::new(Arc::clone(&upstream), ClientKey(0), Era::Sessions);
     let id = table
         .create(NewSession::anonymous(session))
         .map_err(|rejected| ForwardError::Table(rejected.error))?
@@ -143,12 +185,12 @@ where
     let failure = loop {
         let line = tokio::select! {
             line = requests.next() => line,
-            reason = server.failed() => break Some(reason),
+            reason = upstream.failed() => break Some(reason),
         };
         let line = match line {
             Some(Ok(Line::Line(line))) => line,
             Some(Ok(Line::TooLong(head))) => {
-                refuse_too_long(&head, &limit, &lines, server.as_ref()).await;
+                refuse_too_long(&head, &limit, &lines, &server).await;
                 continue;
             }
             Some(Err(_)) | None => break None,
@@ -178,23 +220,16 @@ where
                 let _ = lines.send(refusal).await;
                 continue;
             }
-            if let Err(e) = server.send(message.clone(), &Forwarded::default()).await {
-                if let Some(rid) = message.id().filter(|_| message.kind() == Kind::Request) {
-                    if in_flight.remove(rid) {
+            let rid = message
+                .id()
+                .filter(|_| message.kind() == Kind::Request)
+                .map(str::to_owned);
+            if let Err(e) = server.send(message).await {
+                if let Some(rid) = rid {
+                    if in_flight.remove(&rid) {
                         let _ = table.end_request(id);
                     }
-                    let body = match e {
-                        // A full queue is backpressure, as in `reverse`: the
-                        // server is fine, and the request may be sent again.
-                        UpstreamError::Busy(_) => error_response(
-                            Some(rid),
-                            code::OVERLOADED,
-                            &e.to_string(),
-                            Some(json!({ "retryAfterMs": RETRY_OVERLOADED_MS })),
-                        ),
-                        _ => error_response(Some(rid), code::UPSTREAM_FAILED, &e.to_string(), None),
-                    };
-                    let _ = lines.send(body).await;
+                    let _ = lines.send(failed_response(&rid, &e)).await;
                 }
             }
         }
@@ -206,17 +241,18 @@ where
         Some(reason) => Some(reason),
         None => tokio::select! {
             () = in_flight.emptied() => None,
-            reason = server.failed() => Some(reason),
+            reason = upstream.failed() => Some(reason),
             () = tokio::time::sleep(drain) => None,
         },
     };
-    server.close().await;
+    upstream.close().await;
+    server.stop();
     // The relay ends once the server's output is all delivered, so what is
     // still in flight after it will never be answered.
     let _ = relay.await;
     let unanswered = in_flight.take();
     // The server is gone by now, so this is how it went (its exit status).
-    let ended = server.failed().await;
+    let ended = upstream.failed().await;
     let why = match &failure {
         Some(reason) => format!("the MCP server ended before answering: {reason}"),
         None => format!(
@@ -255,7 +291,7 @@ async fn refuse_too_long(
     head: &[u8],
     limit: &str,
     to_client: &mpsc::Sender<Bytes>,
-    server: &dyn Upstream,
+    server: &Server,
 ) {
     match Head::peek(head) {
         Head::Call { id: Some(id) } => {
@@ -275,7 +311,7 @@ async fn refuse_too_long(
             let why = format!("the client's response is longer than {limit}; it was not passed on");
             let error = error_response(Some(&id), code::INTERNAL_ERROR, &why, None);
             if let Ok(error) = Message::parse(error) {
-                let _ = server.send(error, &Forwarded::default()).await;
+                let _ = server.send(error).await;
             }
         }
         Head::Response { id: None } | Head::Unknown => {
@@ -284,6 +320,230 @@ async fn refuse_too_long(
                 .send(error_response(None, code::INVALID_REQUEST, &why, None))
                 .await;
         }
+    }
+}
+
+/// The server of a run, and how a client message reaches it.
+enum Server {
+    /// Written to the server's stdin in order; everything it writes comes
+    /// back on the tap.
+    Stdio(Arc<StdioUpstream>),
+    Http(Arc<HttpSide>),
+}
+
+/// A run's session on an HTTP server: each message a POST of its own on a
+/// task, whose answer (a JSON body or an event stream) goes to the relay, as
+/// does the server's GET stream once the client is initialized.
+struct HttpSide {
+    upstream: Arc<HttpUpstream>,
+    /// The protocol revision the server agreed to, which every request after
+    /// `initialize` names (`MCP-Protocol-Version`).
+    headers: parking_lot::Mutex<Forwarded>,
+    /// Taken at the end, so that the relay ends once the tasks are stopped.
+    to_relay: parking_lot::Mutex<Option<mpsc::Sender<Event>>>,
+    tasks: parking_lot::Mutex<tokio::task::JoinSet<()>>,
+    listening: std::sync::atomic::AtomicBool,
+}
+
+/// Longest wait between two attempts to open the server's GET stream.
+const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+impl Server {
+    fn upstream(&self) -> Arc<dyn Upstream> {
+        match self {
+            Server::Stdio(server) => Arc::clone(server) as Arc<dyn Upstream>,
+            Server::Http(side) => Arc::clone(&side.upstream) as Arc<dyn Upstream>,
+        }
+    }
+
+    /// Hands `message` on. To a stdio server the error is the delivery's;
+    /// an HTTP server's answer, refusal or failure reaches the client
+    /// through the relay.
+    async fn send(&self, message: Message) -> Result<(), UpstreamError> {
+        match self {
+            Server::Stdio(server) => server
+                .send(message, &Forwarded::default())
+                .await
+                .map(|_| ()),
+            Server::Http(side) => {
+                let post = Arc::clone(side).post(message);
+                side.tasks.lock().spawn(post);
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends what still relays an HTTP server's answers: after the session's
+    /// end nothing more is read, and the relay ends with what it has.
+    fn stop(&self) {
+        if let Server::Http(side) = self {
+            side.to_relay.lock().take();
+            side.tasks.lock().abort_all();
+        }
+    }
+}
+
+impl HttpSide {
+    async fn post(self: Arc<Self>, message: Message) {
+        let Some(to_relay) = self.to_relay.lock().clone() else {
+            return;
+        };
+        let request = message.kind() == Kind::Request;
+        let rid = message.id().filter(|_| request).map(str::to_owned);
+        let initialize = message.is_request("initialize");
+        let initialized = message.is_notification("notifications/initialized");
+        let headers = self.headers.lock().clone();
+        let answer = match self.upstream.send(message, &headers).await {
+            Ok(Reply::Accepted) => {
+                if initialized {
+                    self.listen();
+                }
+                return;
+            }
+            Ok(Reply::Events(events)) => events,
+            Ok(Reply::Refused {
+                status,
+                body,
+                challenge,
+                ..
+            }) => {
+                let Some(rid) = rid else {
+                    tracing::warn!(status, "the server refused a notification or a response");
+                    return;
+                };
+                let why = refusal_reason(status, &body, challenge.is_some());
+                let _ = to_relay
+                    .send(Event::message(Message::error(
+                        Some(&rid),
+                        code::UPSTREAM_FAILED,
+                        &why,
+                    )))
+                    .await;
+                return;
+            }
+            Err(e) => {
+                match rid {
+                    Some(rid) => {
+                        let failed =
+                            Message::parse(failed_response(&rid, &e)).unwrap_or_else(|_| {
+                                Message::error(Some(&rid), code::UPSTREAM_FAILED, &e.to_string())
+                            });
+                        let _ = to_relay.send(Event::message(failed)).await;
+                    }
+                    None => tracing::warn!("a message to the server was lost: {e}"),
+                }
+                return;
+            }
+        };
+        let mut answer = answer;
+        while let Some(event) = answer.next().await {
+            if initialize {
+                if let Some(version) = event.message.as_ref().and_then(agreed_version) {
+                    self.headers.lock().protocol_version = Some(version);
+                }
+            }
+            if to_relay.send(event).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Opens the server's GET stream (once), for what it sends on its own,
+    /// and opens it again when it ends, resuming after the last event seen.
+    /// A server without one (405), or with one open elsewhere (409), is let
+    /// be.
+    fn listen(self: &Arc<Self>) {
+        if self
+            .listening
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let Some(to_relay) = self.to_relay.lock().clone() else {
+            return;
+        };
+        let side = Arc::clone(self);
+        let listen = async move {
+            let mut backoff = Duration::from_secs(1);
+            let mut last_event_id = None;
+            loop {
+                let mut headers = side.headers.lock().clone();
+                headers.last_event_id.clone_from(&last_event_id);
+                match side.upstream.listen(&headers).await {
+                    Ok(mut events) => {
+                        backoff = Duration::from_secs(1);
+                        while let Some(event) = events.next().await {
+                            if event.id.is_some() {
+                                last_event_id.clone_from(&event.id);
+                            }
+                            if event.message.is_some() && to_relay.send(event).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(
+                        UpstreamError::Unsupported(_)
+                        | UpstreamError::StreamConflict
+                        | UpstreamError::SessionGone,
+                    ) => return,
+                    Err(e) => tracing::debug!("the server's stream: {e}; opening it again"),
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
+            }
+        };
+        self.tasks.lock().spawn(listen);
+    }
+}
+
+/// The revision an `initialize` response agreed to.
+fn agreed_version(response: &Message) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Agreed {
+        result: AgreedResult,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct AgreedResult {
+        protocol_version: String,
+    }
+    serde_json::from_slice::<Agreed>(response.bytes())
+        .ok()
+        .map(|agreed| agreed.result.protocol_version)
+}
+
+/// What a client is told of an HTTP refusal of its request.
+fn refusal_reason(status: u16, body: &[u8], challenged: bool) -> String {
+    let said = String::from_utf8_lossy(&body[..body.len().min(512)])
+        .trim()
+        .to_owned();
+    let said = if said.is_empty() {
+        String::new()
+    } else {
+        format!(": {said}")
+    };
+    let hint = match status {
+        401 | 403 if challenged => {
+            " (the server wants credentials: give --upstream-header \"Authorization: Bearer TOKEN\")"
+        }
+        401 | 403 => " (give the server's credentials with --upstream-header)",
+        _ => "",
+    };
+    format!("the server refused the request with HTTP {status}{hint}{said}")
+}
+
+/// The error a request gets when it could not be handed on.
+fn failed_response(rid: &str, e: &UpstreamError) -> Bytes {
+    match e {
+        // A full queue is backpressure, as in `reverse`: the server is fine,
+        // and the request may be sent again.
+        UpstreamError::Busy(_) => error_response(
+            Some(rid),
+            code::OVERLOADED,
+            &e.to_string(),
+            Some(json!({ "retryAfterMs": RETRY_OVERLOADED_MS })),
+        ),
+        _ => error_response(Some(rid), code::UPSTREAM_FAILED, &e.to_string(), None),
     }
 }
 

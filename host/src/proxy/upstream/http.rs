@@ -34,8 +34,12 @@ pub struct HttpUpstream {
     /// The client's latest credentials, for the teardown's DELETE, which no
     /// request of the client's carries.
     credentials: Mutex<Option<HeaderValue>>,
+    /// The revision the client's latest request named, which the DELETE
+    /// names too (MCP wants it on every request after `initialize`).
+    protocol_version: Mutex<Option<HeaderValue>>,
     /// `Some(reason)` once the upstream session is gone.
     ended: watch::Sender<Option<String>>,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl HttpUpstream {
@@ -44,7 +48,9 @@ impl HttpUpstream {
             config,
             session: Mutex::new(None),
             credentials: Mutex::new(None),
+            protocol_version: Mutex::new(None),
             ended: watch::Sender::new(None),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -62,6 +68,13 @@ impl HttpUpstream {
         if let Some(credentials) = &headers.authorization {
             *self.credentials.lock() = Some(credentials.clone());
         }
+        if let Some(version) = headers
+            .protocol_version
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            *self.protocol_version.lock() = Some(version);
+        }
         let mut map = self.own_headers();
         let mut put = |name: &'static str, value: Option<&str>| {
             if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
@@ -76,8 +89,8 @@ impl HttpUpstream {
     }
 
     /// What every request of this session carries: the configured headers,
-    /// the client's credentials unless those name their own, and the
-    /// upstream session's id.
+    /// the client's credentials unless those name their own, the upstream
+    /// session's id and the revision last named.
     fn own_headers(&self) -> HeaderMap {
         let mut map = self.config.headers.clone();
         if !map.contains_key(AUTHORIZATION) {
@@ -89,6 +102,9 @@ impl HttpUpstream {
             if let Ok(session) = HeaderValue::from_str(session) {
                 map.insert(SESSION_ID, session);
             }
+        }
+        if let Some(version) = self.protocol_version.lock().clone() {
+            map.insert(PROTOCOL_VERSION, version);
         }
         map
     }
@@ -220,7 +236,11 @@ impl Upstream for HttpUpstream {
     }
 
     async fn close(&self) {
-        if self.session.lock().is_some() {
+        // Once: a second close (the table's teardown after the owner's) has
+        // nothing left to delete. The id stays, for a 404 still on its way
+        // to tell a session ended from one never had.
+        let first = !self.closed.swap(true, std::sync::atomic::Ordering::AcqRel);
+        if first && self.session.lock().is_some() {
             let deleted = self
                 .config
                 .client
