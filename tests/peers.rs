@@ -1088,6 +1088,67 @@ mod peers {
         });
     }
 
+    /// `forward http` driven by the Python SDK's stdio client: to
+    /// server-everything's streamable HTTP in the handshake era (probing
+    /// first, whose refusal the client falls back from, and pinned to legacy),
+    /// each run's session there deleted at its end; and to the Python server
+    /// in 2026-07-28, whose requests state their revision in `_meta` only.
+    #[test]
+    fn peers_forward_http_driven_by_the_python_sdk_stdio_client() {
+        let Some(peers) = require("forward http", &[Peer::ServerEverything, Peer::Python]) else {
+            return;
+        };
+        with_watchdog(Duration::from_secs(300), move || {
+            let forward = |url: String| {
+                let mut command = vec![shadowcat(), "--log".into(), "warn".into()];
+                command.extend(["forward".into(), "http".into(), url]);
+                command
+            };
+            let mark = marker("forward-http-se");
+            let mut server = peers.start_server_everything_http(&mark);
+            let upstream = Relay::start(server.addr());
+            for era in ["auto", "legacy"] {
+                let message = format!("forward http --era {era}");
+                let report = peers
+                    .run_stdio_client(era, &message, &forward(upstream.url()))
+                    .report();
+                assert!(report.tools.len() > 5, "{:?}", report.tools);
+                assert_eq!(report.echo, format!("Echo: {message}"));
+                assert_eq!(report.protocol_version.as_deref(), Some(HANDSHAKE_ERA));
+            }
+            let exchanges = upstream.exchanges();
+            let opened: HashSet<String> = exchanges
+                .iter()
+                .filter(|(request, _)| request.rpc_method().as_deref() == Some("initialize"))
+                .filter_map(|(_, response)| response.as_ref()?.header("mcp-session-id"))
+                .map(str::to_owned)
+                .collect();
+            let deleted: HashSet<String> = exchanges
+                .iter()
+                .filter(|(request, response)| {
+                    request.method() == "DELETE"
+                        && response.as_ref().is_some_and(|r| r.status() == 200)
+                })
+                .filter_map(|(request, _)| request.header("mcp-session-id"))
+                .map(str::to_owned)
+                .collect();
+            assert_eq!(opened.len(), 2, "{opened:?}");
+            assert_eq!(opened, deleted, "every session opened is deleted");
+            server.stop();
+
+            let mark = python_marker("forward-http-py");
+            let mut server = peers.start_py_server_http(&mark);
+            let message = "forward http --era 2026";
+            let report = peers
+                .run_stdio_client("2026", message, &forward(server.url()))
+                .report();
+            assert_eq!(report.tools, ["echo"]);
+            assert_eq!(report.echo, format!("Echo: {message}"));
+            assert_eq!(report.protocol_version.as_deref(), Some(STATELESS_ERA));
+            server.stop();
+        });
+    }
+
     /// `/metrics` after a run of real clients (watched by a relay in front of
     /// the proxy) parses as Prometheus text, and its values are what the relay
     /// saw: sessions created per `initialize`, requests by method and status,

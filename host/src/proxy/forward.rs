@@ -392,7 +392,14 @@ impl HttpSide {
         let rid = message.id().filter(|_| request).map(str::to_owned);
         let initialize = message.is_request("initialize");
         let initialized = message.is_notification("notifications/initialized");
-        let headers = self.headers.lock().clone();
+        let mut headers = self.headers.lock().clone();
+        if let Some(stated) = StatedRevision::of(&message) {
+            // 2026-07-28: no initialize; each request names its revision in
+            // `_meta`, and over HTTP in headers the server routes by.
+            headers.protocol_version = Some(stated.version);
+            headers.mcp_method = message.method().map(str::to_owned);
+            headers.mcp_name = stated.name;
+        }
         let answer = match self.upstream.send(message, &headers).await {
             Ok(Reply::Accepted) => {
                 if initialized {
@@ -411,14 +418,8 @@ impl HttpSide {
                     tracing::warn!(status, "the server refused a notification or a response");
                     return;
                 };
-                let why = refusal_reason(status, &body, challenge.is_some());
-                let _ = to_relay
-                    .send(Event::message(Message::error(
-                        Some(&rid),
-                        code::UPSTREAM_FAILED,
-                        &why,
-                    )))
-                    .await;
+                let answer = refusal_answer(&rid, status, &body, challenge.is_some());
+                let _ = to_relay.send(Event::message(answer)).await;
                 return;
             }
             Err(e) => {
@@ -496,6 +497,37 @@ impl HttpSide {
     }
 }
 
+/// What a 2026-07-28 request says of itself in its body, which streamable
+/// HTTP wants in headers: its revision (`_meta`), and the tool or prompt
+/// (`params.name`) or resource (`params.uri`) it names.
+struct StatedRevision {
+    version: String,
+    name: Option<String>,
+}
+
+impl StatedRevision {
+    const META_KEY: &'static str = "io.modelcontextprotocol/protocolVersion";
+
+    fn of(message: &Message) -> Option<Self> {
+        let body: serde_json::Value = serde_json::from_slice(message.bytes()).ok()?;
+        let params = body.get("params")?;
+        let version = params
+            .get("_meta")?
+            .get(Self::META_KEY)?
+            .as_str()?
+            .to_owned();
+        let name = match message.method() {
+            Some("tools/call" | "prompts/get") => params.get("name"),
+            Some("resources/read") => params.get("uri"),
+            _ => None,
+        };
+        Some(Self {
+            version,
+            name: name.and_then(serde_json::Value::as_str).map(str::to_owned),
+        })
+    }
+}
+
 /// The revision an `initialize` response agreed to.
 fn agreed_version(response: &Message) -> Option<String> {
     #[derive(serde::Deserialize)]
@@ -510,6 +542,31 @@ fn agreed_version(response: &Message) -> Option<String> {
     serde_json::from_slice::<Agreed>(response.bytes())
         .ok()
         .map(|agreed| agreed.result.protocol_version)
+}
+
+/// The answer to request `rid` that an HTTP server refused: the JSON-RPC
+/// error its body holds (a server's refusal of a method it does not serve,
+/// which a client may fall back from), by the request's id; otherwise an
+/// error naming the status.
+fn refusal_answer(rid: &str, status: u16, body: &[u8], challenged: bool) -> Message {
+    #[derive(serde::Deserialize)]
+    struct Refusal {
+        error: RefusalError,
+    }
+    #[derive(serde::Deserialize)]
+    struct RefusalError {
+        code: i64,
+        message: String,
+        data: Option<serde_json::Value>,
+    }
+    if let Ok(Refusal { error }) = serde_json::from_slice::<Refusal>(body) {
+        let answer = error_response(Some(rid), error.code, &error.message, error.data);
+        if let Ok(answer) = Message::parse(answer) {
+            return answer;
+        }
+    }
+    let why = refusal_reason(status, body, challenged);
+    Message::error(Some(rid), code::UPSTREAM_FAILED, &why)
 }
 
 /// What a client is told of an HTTP refusal of its request.
@@ -613,6 +670,66 @@ async fn write_lines<W: AsyncWrite + Unpin>(mut output: W, mut lines: mpsc::Rece
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn message(text: &str) -> Message {
+        Message::parse(Bytes::from(text.to_owned())).expect("a message")
+    }
+
+    #[test]
+    fn proxy_forward_http_reads_a_2026_request_for_its_headers() {
+        let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#;
+        for (body, name) in [
+            (
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo",{meta}}}}}"#
+                ),
+                Some("echo"),
+            ),
+            (
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"file:///a",{meta}}}}}"#
+                ),
+                Some("file:///a"),
+            ),
+            (
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"name":"not a name here",{meta}}}}}"#
+                ),
+                None,
+            ),
+        ] {
+            let stated = StatedRevision::of(&message(&body)).expect(&body);
+            assert_eq!(stated.version, "2026-07-28");
+            assert_eq!(stated.name.as_deref(), name, "{body}");
+        }
+        for older in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+        ] {
+            assert!(StatedRevision::of(&message(older)).is_none(), "{older}");
+        }
+    }
+
+    #[test]
+    fn proxy_forward_http_refusals_keep_the_servers_json_rpc_error() {
+        let body = br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32601,"message":"Method not found","data":{"m":"server/discover"}}}"#;
+        let answer = refusal_answer("7", 400, body, false);
+        let value: serde_json::Value = serde_json::from_slice(answer.bytes()).expect("json");
+        assert_eq!(value["id"], 7, "by the request's id");
+        assert_eq!(value["error"]["code"], -32601);
+        assert_eq!(value["error"]["data"]["m"], "server/discover");
+        let answer = refusal_answer(r#""r""#, 401, b"unauthorised", true);
+        let value: serde_json::Value = serde_json::from_slice(answer.bytes()).expect("json");
+        assert_eq!(value["id"], "r");
+        assert_eq!(value["error"]["code"], code::UPSTREAM_FAILED);
+        let said = value["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            said.contains("HTTP 401")
+                && said.contains("Authorization: Bearer")
+                && said.contains("unauthorised"),
+            "{said}"
+        );
+    }
 
     #[test]
     fn proxy_forward_rate_limit_hint_is_never_early() {
