@@ -3289,6 +3289,14 @@ mod proxy {
                         "{later:?}"
                     );
                 }
+                let at = |method: &str| {
+                    seen.iter()
+                        .position(|r| r.rpc_method.as_deref() == Some(method))
+                };
+                assert!(
+                    at("notifications/initialized") < at("tools/call"),
+                    "the notification first, as the client wrote it: {seen:?}"
+                );
                 let gets = seen.iter().filter(|r| r.method == "GET").count();
                 assert_eq!(gets, 1, "one GET, which 405 ends: {seen:?}");
                 assert_eq!(seen.iter().filter(|r| r.method == "DELETE").count(), 1);
@@ -3335,11 +3343,13 @@ mod proxy {
                 forward.send(INITIALIZE);
                 assert!(forward.read().expect("initialized")["result"].is_object());
                 forward.send(INITIALIZED);
+                forward.send(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#);
+                assert_eq!(forward.read().expect("pong")["id"], 2);
                 // The refused initialize opened none: this is the first.
                 server.expire("upstream-session-1");
-                forward.send(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#);
+                forward.send(r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#);
                 let gone = forward.read().expect("an answer");
-                assert_eq!(gone["id"], 2, "{gone}");
+                assert_eq!(gone["id"], 3, "{gone}");
                 assert_eq!(gone["error"]["code"], -32031, "{gone}");
                 assert!(
                     gone["error"]["message"]

@@ -357,14 +357,22 @@ impl Server {
     }
 
     /// Hands `message` on. To a stdio server the error is the delivery's;
-    /// an HTTP server's answer, refusal or failure reaches the client
-    /// through the relay.
+    /// an HTTP server's answer, refusal or failure of a request reaches the
+    /// client through the relay.
     async fn send(&self, message: Message) -> Result<(), UpstreamError> {
         match self {
             Server::Stdio(server) => server
                 .send(message, &Forwarded::default())
                 .await
                 .map(|_| ()),
+            // Notifications and responses are posted in turn (the server
+            // answers them at once, with 202): `notifications/initialized`
+            // reaches it before the requests after it. Requests go side by
+            // side, as a slow one must not hold up the rest.
+            Server::Http(side) if message.kind() != Kind::Request => {
+                Arc::clone(side).post(message).await;
+                Ok(())
+            }
             Server::Http(side) => {
                 let post = Arc::clone(side).post(message);
                 side.tasks.lock().spawn(post);
@@ -400,7 +408,7 @@ impl HttpSide {
             headers.mcp_method = message.method().map(str::to_owned);
             headers.mcp_name = stated.name;
         }
-        let answer = match self.upstream.send(message, &headers).await {
+        let mut answer = match self.upstream.send(message, &headers).await {
             Ok(Reply::Accepted) => {
                 if initialized {
                     self.listen();
@@ -423,12 +431,11 @@ impl HttpSide {
                 return;
             }
             Err(e) => {
+                // No queue of ours stands before an HTTP server: no `Busy`.
                 match rid {
                     Some(rid) => {
                         let failed =
-                            Message::parse(failed_response(&rid, &e)).unwrap_or_else(|_| {
-                                Message::error(Some(&rid), code::UPSTREAM_FAILED, &e.to_string())
-                            });
+                            Message::error(Some(&rid), code::UPSTREAM_FAILED, &e.to_string());
                         let _ = to_relay.send(Event::message(failed)).await;
                     }
                     None => tracing::warn!("a message to the server was lost: {e}"),
@@ -436,7 +443,6 @@ impl HttpSide {
                 return;
             }
         };
-        let mut answer = answer;
         while let Some(event) = answer.next().await {
             if initialize {
                 if let Some(version) = event.message.as_ref().and_then(agreed_version) {
