@@ -1221,7 +1221,7 @@ mod proxy {
             let message = failed["error"]["message"].as_str().unwrap_or_default();
             assert!(message.contains("exit status: 7"), "{message}");
             // The client's stdin is still open: the proxy exits on its own.
-            let (status, rest, log) = proxy.finish(Duration::from_secs(20));
+            let (status, rest, log) = proxy.ends_on_its_own(Duration::from_secs(20));
             assert!(!status.success(), "{status:?}");
             assert!(rest.is_empty(), "{rest:?}");
             assert!(
@@ -3357,7 +3357,7 @@ mod proxy {
                         .is_some_and(|m| m.contains("session ended")),
                     "{gone}"
                 );
-                let (status, _, log) = forward.finish(Duration::from_secs(20));
+                let (status, _, log) = forward.ends_on_its_own(Duration::from_secs(20));
                 assert!(!status.success(), "the server ended the session: {log}");
                 assert!(log.contains("the MCP server ended"), "{log}");
             });

@@ -115,7 +115,13 @@ fn run(cli: Cli) -> Result<()> {
             if matches!(command, ForwardCommand::Stdio { .. }) {
                 enable_reaper();
             }
-            runtime()?.block_on(cmd::forward::run(&cli, command))
+            let runtime = runtime()?;
+            let ended = runtime.block_on(cmd::forward::run(&cli, command));
+            // Tokio reads stdin on a blocking thread, which stays in its read
+            // while the client keeps its end open: a run the server ended
+            // must not wait for the client to close it.
+            runtime.shutdown_background();
+            ended
         }
         Some(Command::Session(ref args)) => runtime()?.block_on(cmd::session::run(args)),
     }

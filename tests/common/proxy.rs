@@ -578,6 +578,12 @@ impl ForwardProcess {
     /// wrote after the last [`ForwardProcess::read`], and its stderr.
     pub fn finish(mut self, limit: Duration) -> (ExitStatus, Vec<Value>, String) {
         self.stdin.take();
+        self.ends_on_its_own(limit)
+    }
+
+    /// As [`ForwardProcess::finish`], with the client still connected: for a
+    /// run the server ends.
+    pub fn ends_on_its_own(mut self, limit: Duration) -> (ExitStatus, Vec<Value>, String) {
         let status = wait_with_timeout(&mut self.child, limit);
         let mut rest = Vec::new();
         while let Some(message) = self.read() {
