@@ -8,6 +8,8 @@
 //! the over-long line is its start, enough to tell whose answer it was.
 
 use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 
 /// Bytes kept of the start of a line over the limit: far more than any
@@ -101,6 +103,24 @@ impl Decoder for BoundedLines {
         // A last line without its newline.
         self.searched = 0;
         Ok(Some(Line::Line(buf.split().freeze())))
+    }
+}
+
+/// Writes each of `lines` to `output` with its newline, flushed, until the
+/// channel closes or `output` fails (the reader went away).
+pub(crate) async fn write_lines<W: AsyncWrite + Unpin>(
+    mut output: W,
+    mut lines: mpsc::Receiver<Bytes>,
+) {
+    while let Some(line) = lines.recv().await {
+        let written = async {
+            output.write_all(&line).await?;
+            output.write_all(b"\n").await?;
+            output.flush().await
+        };
+        if written.await.is_err() {
+            return;
+        }
     }
 }
 

@@ -21,13 +21,12 @@ use futures::StreamExt;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
-use super::lines::{BoundedLines, Line};
+use super::lines::{write_lines, BoundedLines, Line};
 use super::routes::{fail, priming, route, Routes};
 use super::{Events, Forwarded, Reply, Upstream, UpstreamError};
 use crate::proxy::jsonrpc::{code, error_response, Head, Incoming, Kind, Message};
@@ -357,20 +356,6 @@ fn die_with_parent(cmd: &mut Command) {
 
 #[cfg(not(target_os = "linux"))]
 fn die_with_parent(_: &mut Command) {}
-
-async fn write_lines(mut stdin: ChildStdin, mut lines: mpsc::Receiver<Bytes>) {
-    while let Some(line) = lines.recv().await {
-        let written = async {
-            stdin.write_all(&line).await?;
-            stdin.write_all(b"\n").await?;
-            stdin.flush().await
-        };
-        if written.await.is_err() {
-            return;
-        }
-    }
-    let _ = stdin.shutdown().await;
-}
 
 /// What the reader of a server's stdout reaches: where its messages go,
 /// and its stdin, for the answers the proxy gives it itself.

@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
 
@@ -34,11 +34,15 @@ use super::jsonrpc::{code, error_response, Head, Incoming, Kind, Message};
 use super::mcp_headers::Era;
 use super::session::ProxySession;
 use super::upstream::{
-    BoundedLines, Event, Events, Forwarded, HttpUpstream, HttpUpstreamConfig, Line, Reply,
-    StdioCommand, StdioUpstream, Upstream, UpstreamError,
+    write_lines, BoundedLines, Events, Forwarded, HttpUpstreamConfig, Line, StdioCommand,
+    StdioUpstream, Upstream, UpstreamError,
 };
 use crate::eviction::RemovalCause;
 use crate::session::{NewSession, SessionId, SessionTable, TableError};
+
+mod http;
+
+use http::HttpSide;
 
 /// How a forward run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,15 +142,8 @@ where
         } => {
             let limit =
                 format!("the limit of {max_message} bytes per message (--max-message raises it)");
-            let (to_relay, replies) = mpsc::channel(256);
-            let server = Server::Http(Arc::new(HttpSide {
-                upstream: Arc::new(HttpUpstream::new(config)),
-                headers: parking_lot::Mutex::new(Forwarded::default()),
-                to_relay: parking_lot::Mutex::new(Some(to_relay)),
-                tasks: parking_lot::Mutex::new(tokio::task::JoinSet::new()),
-                listening: std::sync::atomic::AtomicBool::new(false),
-            }));
-            let from_server = tokio_stream::wrappers::ReceiverStream::new(replies).boxed();
+            let (side, from_server) = HttpSide::open(config);
+            let server = Server::Http(side);
             (server, from_server, max_message, limit)
         }
     };
@@ -331,28 +328,11 @@ enum Server {
     Http(Arc<HttpSide>),
 }
 
-/// A run's session on an HTTP server: each message a POST of its own on a
-/// task, whose answer (a JSON body or an event stream) goes to the relay, as
-/// does the server's GET stream once the client is initialized.
-struct HttpSide {
-    upstream: Arc<HttpUpstream>,
-    /// The protocol revision the server agreed to, which every request after
-    /// `initialize` names (`MCP-Protocol-Version`).
-    headers: parking_lot::Mutex<Forwarded>,
-    /// Taken at the end, so that the relay ends once the tasks are stopped.
-    to_relay: parking_lot::Mutex<Option<mpsc::Sender<Event>>>,
-    tasks: parking_lot::Mutex<tokio::task::JoinSet<()>>,
-    listening: std::sync::atomic::AtomicBool,
-}
-
-/// Longest wait between two attempts to open the server's GET stream.
-const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(30);
-
 impl Server {
     fn upstream(&self) -> Arc<dyn Upstream> {
         match self {
             Server::Stdio(server) => Arc::clone(server) as Arc<dyn Upstream>,
-            Server::Http(side) => Arc::clone(&side.upstream) as Arc<dyn Upstream>,
+            Server::Http(side) => Arc::clone(side.upstream()) as Arc<dyn Upstream>,
         }
     }
 
@@ -374,8 +354,7 @@ impl Server {
                 Ok(())
             }
             Server::Http(side) => {
-                let post = Arc::clone(side).post(message);
-                side.tasks.lock().spawn(post);
+                side.spawn_post(message);
                 Ok(())
             }
         }
@@ -385,214 +364,9 @@ impl Server {
     /// end nothing more is read, and the relay ends with what it has.
     fn stop(&self) {
         if let Server::Http(side) = self {
-            side.to_relay.lock().take();
-            side.tasks.lock().abort_all();
+            side.stop();
         }
     }
-}
-
-impl HttpSide {
-    async fn post(self: Arc<Self>, message: Message) {
-        let Some(to_relay) = self.to_relay.lock().clone() else {
-            return;
-        };
-        let request = message.kind() == Kind::Request;
-        let rid = message.id().filter(|_| request).map(str::to_owned);
-        let initialize = message.is_request("initialize");
-        let initialized = message.is_notification("notifications/initialized");
-        let mut headers = self.headers.lock().clone();
-        if let Some(stated) = StatedRevision::of(&message) {
-            // 2026-07-28: no initialize; each request names its revision in
-            // `_meta`, and over HTTP in headers the server routes by.
-            headers.protocol_version = Some(stated.version);
-            headers.mcp_method = message.method().map(str::to_owned);
-            headers.mcp_name = stated.name;
-        }
-        let mut answer = match self.upstream.send(message, &headers).await {
-            Ok(Reply::Accepted) => {
-                if initialized {
-                    self.listen();
-                }
-                return;
-            }
-            Ok(Reply::Events(events)) => events,
-            Ok(Reply::Refused {
-                status,
-                body,
-                challenge,
-                ..
-            }) => {
-                let Some(rid) = rid else {
-                    tracing::warn!(status, "the server refused a notification or a response");
-                    return;
-                };
-                let answer = refusal_answer(&rid, status, &body, challenge.is_some());
-                let _ = to_relay.send(Event::message(answer)).await;
-                return;
-            }
-            Err(e) => {
-                // No queue of ours stands before an HTTP server: no `Busy`.
-                match rid {
-                    Some(rid) => {
-                        let failed =
-                            Message::error(Some(&rid), code::UPSTREAM_FAILED, &e.to_string());
-                        let _ = to_relay.send(Event::message(failed)).await;
-                    }
-                    None => tracing::warn!("a message to the server was lost: {e}"),
-                }
-                return;
-            }
-        };
-        while let Some(event) = answer.next().await {
-            if initialize {
-                if let Some(version) = event.message.as_ref().and_then(agreed_version) {
-                    self.headers.lock().protocol_version = Some(version);
-                }
-            }
-            if to_relay.send(event).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// Opens the server's GET stream (once), for what it sends on its own,
-    /// and opens it again when it ends, resuming after the last event seen.
-    /// A server without one (405), or with one open elsewhere (409), is let
-    /// be.
-    fn listen(self: &Arc<Self>) {
-        if self
-            .listening
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
-            return;
-        }
-        let Some(to_relay) = self.to_relay.lock().clone() else {
-            return;
-        };
-        let side = Arc::clone(self);
-        let listen = async move {
-            let mut backoff = Duration::from_secs(1);
-            let mut last_event_id = None;
-            loop {
-                let mut headers = side.headers.lock().clone();
-                headers.last_event_id.clone_from(&last_event_id);
-                match side.upstream.listen(&headers).await {
-                    Ok(mut events) => {
-                        backoff = Duration::from_secs(1);
-                        while let Some(event) = events.next().await {
-                            if event.id.is_some() {
-                                last_event_id.clone_from(&event.id);
-                            }
-                            if event.message.is_some() && to_relay.send(event).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(
-                        UpstreamError::Unsupported(_)
-                        | UpstreamError::StreamConflict
-                        | UpstreamError::SessionGone,
-                    ) => return,
-                    Err(e) => tracing::debug!("the server's stream: {e}; opening it again"),
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
-            }
-        };
-        self.tasks.lock().spawn(listen);
-    }
-}
-
-/// What a 2026-07-28 request says of itself in its body, which streamable
-/// HTTP wants in headers: its revision (`_meta`), and the tool or prompt
-/// (`params.name`) or resource (`params.uri`) it names.
-struct StatedRevision {
-    version: String,
-    name: Option<String>,
-}
-
-impl StatedRevision {
-    const META_KEY: &'static str = "io.modelcontextprotocol/protocolVersion";
-
-    fn of(message: &Message) -> Option<Self> {
-        let body: serde_json::Value = serde_json::from_slice(message.bytes()).ok()?;
-        let params = body.get("params")?;
-        let version = params
-            .get("_meta")?
-            .get(Self::META_KEY)?
-            .as_str()?
-            .to_owned();
-        let name = match message.method() {
-            Some("tools/call" | "prompts/get") => params.get("name"),
-            Some("resources/read") => params.get("uri"),
-            _ => None,
-        };
-        Some(Self {
-            version,
-            name: name.and_then(serde_json::Value::as_str).map(str::to_owned),
-        })
-    }
-}
-
-/// The revision an `initialize` response agreed to.
-fn agreed_version(response: &Message) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Agreed {
-        result: AgreedResult,
-    }
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct AgreedResult {
-        protocol_version: String,
-    }
-    serde_json::from_slice::<Agreed>(response.bytes())
-        .ok()
-        .map(|agreed| agreed.result.protocol_version)
-}
-
-/// The answer to request `rid` that an HTTP server refused: the JSON-RPC
-/// error its body holds (a server's refusal of a method it does not serve,
-/// which a client may fall back from), by the request's id; otherwise an
-/// error naming the status.
-fn refusal_answer(rid: &str, status: u16, body: &[u8], challenged: bool) -> Message {
-    #[derive(serde::Deserialize)]
-    struct Refusal {
-        error: RefusalError,
-    }
-    #[derive(serde::Deserialize)]
-    struct RefusalError {
-        code: i64,
-        message: String,
-        data: Option<serde_json::Value>,
-    }
-    if let Ok(Refusal { error }) = serde_json::from_slice::<Refusal>(body) {
-        let answer = error_response(Some(rid), error.code, &error.message, error.data);
-        if let Ok(answer) = Message::parse(answer) {
-            return answer;
-        }
-    }
-    let why = refusal_reason(status, body, challenged);
-    Message::error(Some(rid), code::UPSTREAM_FAILED, &why)
-}
-
-/// What a client is told of an HTTP refusal of its request.
-fn refusal_reason(status: u16, body: &[u8], challenged: bool) -> String {
-    let said = String::from_utf8_lossy(&body[..body.len().min(512)])
-        .trim()
-        .to_owned();
-    let said = if said.is_empty() {
-        String::new()
-    } else {
-        format!(": {said}")
-    };
-    let hint = match status {
-        401 | 403 if challenged => {
-            " (the server wants credentials: give --upstream-header \"Authorization: Bearer TOKEN\")"
-        }
-        401 | 403 => " (give the server's credentials with --upstream-header)",
-        _ => "",
-    };
-    format!("the server refused the request with HTTP {status}{hint}{said}")
 }
 
 /// The error a request gets when it could not be handed on.
@@ -660,82 +434,9 @@ fn refusal_response(id: Option<&str>, refusal: &TableError) -> Bytes {
     }
 }
 
-async fn write_lines<W: AsyncWrite + Unpin>(mut output: W, mut lines: mpsc::Receiver<Bytes>) {
-    while let Some(line) = lines.recv().await {
-        let written = async {
-            output.write_all(&line).await?;
-            output.write_all(b"\n").await?;
-            output.flush().await
-        };
-        if written.await.is_err() {
-            return;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn message(text: &str) -> Message {
-        Message::parse(Bytes::from(text.to_owned())).expect("a message")
-    }
-
-    #[test]
-    fn proxy_forward_http_reads_a_2026_request_for_its_headers() {
-        let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#;
-        for (body, name) in [
-            (
-                format!(
-                    r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo",{meta}}}}}"#
-                ),
-                Some("echo"),
-            ),
-            (
-                format!(
-                    r#"{{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{{"uri":"file:///a",{meta}}}}}"#
-                ),
-                Some("file:///a"),
-            ),
-            (
-                format!(
-                    r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"name":"not a name here",{meta}}}}}"#
-                ),
-                None,
-            ),
-        ] {
-            let stated = StatedRevision::of(&message(&body)).expect(&body);
-            assert_eq!(stated.version, "2026-07-28");
-            assert_eq!(stated.name.as_deref(), name, "{body}");
-        }
-        for older in [
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
-        ] {
-            assert!(StatedRevision::of(&message(older)).is_none(), "{older}");
-        }
-    }
-
-    #[test]
-    fn proxy_forward_http_refusals_keep_the_servers_json_rpc_error() {
-        let body = br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32601,"message":"Method not found","data":{"m":"server/discover"}}}"#;
-        let answer = refusal_answer("7", 400, body, false);
-        let value: serde_json::Value = serde_json::from_slice(answer.bytes()).expect("json");
-        assert_eq!(value["id"], 7, "by the request's id");
-        assert_eq!(value["error"]["code"], -32601);
-        assert_eq!(value["error"]["data"]["m"], "server/discover");
-        let answer = refusal_answer(r#""r""#, 401, b"unauthorised", true);
-        let value: serde_json::Value = serde_json::from_slice(answer.bytes()).expect("json");
-        assert_eq!(value["id"], "r");
-        assert_eq!(value["error"]["code"], code::UPSTREAM_FAILED);
-        let said = value["error"]["message"].as_str().unwrap_or_default();
-        assert!(
-            said.contains("HTTP 401")
-                && said.contains("Authorization: Bearer")
-                && said.contains("unauthorised"),
-            "{said}"
-        );
-    }
 
     #[test]
     fn proxy_forward_rate_limit_hint_is_never_early() {
