@@ -1088,14 +1088,15 @@ mod peers {
         });
     }
 
-    /// `forward http` driven by the Python SDK's stdio client: to
-    /// server-everything's streamable HTTP in the handshake era (probing
-    /// first, whose refusal the client falls back from, and pinned to legacy),
-    /// each run's session there deleted at its end; and to the Python server
-    /// in 2026-07-28, whose requests state their revision in `_meta` only.
+    /// `forward http` driven by the SDKs' stdio clients: to
+    /// server-everything's streamable HTTP in the handshake era (the Python
+    /// client probing first, whose refusal it falls back from, and pinned to
+    /// legacy; the TypeScript SDK 1.x client), each run's session there
+    /// deleted at its end; and the Python client to the Python server in
+    /// 2026-07-28, whose requests state their revision in `_meta` only.
     #[test]
-    fn peers_forward_http_driven_by_the_python_sdk_stdio_client() {
-        let Some(peers) = require("forward http", &[Peer::ServerEverything, Peer::Python]) else {
+    fn peers_forward_http_driven_by_sdk_stdio_clients() {
+        let Some(peers) = require("forward http", EVERY_PEER) else {
             return;
         };
         with_watchdog(Duration::from_secs(300), move || {
@@ -1116,6 +1117,12 @@ mod peers {
                 assert_eq!(report.echo, format!("Echo: {message}"));
                 assert_eq!(report.protocol_version.as_deref(), Some(HANDSHAKE_ERA));
             }
+            let message = "forward http from the TypeScript SDK";
+            let report = peers
+                .run_ts_stdio_client(message, &forward(upstream.url()))
+                .report();
+            assert!(report.tools.len() > 5, "{:?}", report.tools);
+            assert_eq!(report.echo, format!("Echo: {message}"));
             let exchanges = upstream.exchanges();
             let opened: HashSet<String> = exchanges
                 .iter()
@@ -1132,7 +1139,7 @@ mod peers {
                 .filter_map(|(request, _)| request.header("mcp-session-id"))
                 .map(str::to_owned)
                 .collect();
-            assert_eq!(opened.len(), 2, "{opened:?}");
+            assert_eq!(opened.len(), 3, "{opened:?}");
             assert_eq!(opened, deleted, "every session opened is deleted");
             server.stop();
 

@@ -326,6 +326,17 @@ impl Peers {
         run_bounded(&what, cmd, CLIENT_LIMIT)
     }
 
+    /// `ts_stdio_client.mjs -- COMMAND...` (SDK 1.x), waited for (bounded).
+    pub fn run_ts_stdio_client(&self, message: &str, command: &[String]) -> ClientRun {
+        let mut cmd = Command::new("node");
+        cmd.arg(self.script("ts_stdio_client.mjs"))
+            .args(["--message", message])
+            .args(["--timeout", CLIENT_TIMEOUT_SECONDS, "--"])
+            .args(command);
+        let what = format!("ts_stdio_client -- {}", command.join(" "));
+        run_bounded(&what, cmd, CLIENT_LIMIT)
+    }
+
     /// server-everything on streamable HTTP, on a port of its own.
     pub fn start_server_everything_http(&self, marker: &str) -> HttpPeer {
         HttpPeer::start("server-everything", |port| {
