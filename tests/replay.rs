@@ -812,7 +812,7 @@ mod replay {
             ),
             (
                 &["reverse", "--max-message", "1MiB"],
-                "--max-message is an option of `shadowcat forward stdio`",
+                "--max-message is an option of `shadowcat forward stdio` and `shadowcat forward http`",
             ),
         ] {
             let out = shadowcat_cli(args);

@@ -606,11 +606,11 @@ pub fn explain_misplaced_option(err: clap::Error) -> clap::Error {
     if owners.is_empty() {
         return err;
     }
-    let owners = owners
-        .iter()
-        .map(|path| format!("`{path}`"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut owners: Vec<String> = owners.iter().map(|path| format!("`{path}`")).collect();
+    let owners = match owners.pop() {
+        Some(last) if !owners.is_empty() => format!("{} and {last}", owners.join(", ")),
+        last => last.unwrap_or_default(),
+    };
     let tip = format!("--{long} is an option of {owners}: give it after the command's name");
     // Rebuilt rather than added to: clap's "a similar argument exists"
     // (`--max-age` for `--max-message`) would point elsewhere.
