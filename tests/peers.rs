@@ -411,12 +411,7 @@ mod peers {
             assert_sessions_after_handshake_runs(&proxy, &deleted, &kept);
 
             let exchanges = upstream.exchanges();
-            let upstream_ids: HashSet<String> = exchanges
-                .iter()
-                .filter(|(request, _)| request.rpc_method().as_deref() == Some("initialize"))
-                .filter_map(|(_, response)| response.as_ref()?.header("mcp-session-id"))
-                .map(str::to_owned)
-                .collect();
+            let upstream_ids = upstream.sessions_opened();
             assert_eq!(
                 upstream_ids.len(),
                 deleted.len() + kept.len(),
@@ -1123,14 +1118,9 @@ mod peers {
                 .report();
             assert!(report.tools.len() > 5, "{:?}", report.tools);
             assert_eq!(report.echo, format!("Echo: {message}"));
-            let exchanges = upstream.exchanges();
-            let opened: HashSet<String> = exchanges
-                .iter()
-                .filter(|(request, _)| request.rpc_method().as_deref() == Some("initialize"))
-                .filter_map(|(_, response)| response.as_ref()?.header("mcp-session-id"))
-                .map(str::to_owned)
-                .collect();
-            let deleted: HashSet<String> = exchanges
+            let opened = upstream.sessions_opened();
+            let deleted: HashSet<String> = upstream
+                .exchanges()
                 .iter()
                 .filter(|(request, response)| {
                     request.method() == "DELETE"

@@ -601,20 +601,21 @@ pub fn explain_misplaced_option(err: clap::Error) -> clap::Error {
     else {
         return err;
     };
+    let root = command();
     let mut owners = Vec::new();
-    commands_with_option(&command(), "shadowcat", &long, &mut owners);
-    if owners.is_empty() {
+    commands_with_option(&root, "shadowcat", &long, &mut owners);
+    let Some(last) = owners.pop() else {
         return err;
-    }
-    let mut owners: Vec<String> = owners.iter().map(|path| format!("`{path}`")).collect();
-    let owners = match owners.pop() {
-        Some(last) if !owners.is_empty() => format!("{} and {last}", owners.join(", ")),
-        last => last.unwrap_or_default(),
+    };
+    let owners = if owners.is_empty() {
+        format!("`{last}`")
+    } else {
+        format!("`{}` and `{last}`", owners.join("`, `"))
     };
     let tip = format!("--{long} is an option of {owners}: give it after the command's name");
     // Rebuilt rather than added to: clap's "a similar argument exists"
     // (`--max-age` for `--max-message`) would point elsewhere.
-    let mut explained = clap::Error::new(ErrorKind::UnknownArgument).with_cmd(&command());
+    let mut explained = clap::Error::new(ErrorKind::UnknownArgument).with_cmd(&root);
     for kind in [ContextKind::InvalidArg, ContextKind::Usage] {
         if let Some(value) = err.get(kind).cloned() {
             explained.insert(kind, value);

@@ -7,6 +7,7 @@
 //! fails if `CI` is set, and otherwise skips with a message saying how to
 //! install the peers.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -672,6 +673,16 @@ impl Relay {
             .lock()
             .iter()
             .flat_map(|c| parse_messages(&c.lock().to_client, true))
+            .collect()
+    }
+
+    /// The session ids the server gave in answer to `initialize`.
+    pub fn sessions_opened(&self) -> HashSet<String> {
+        self.exchanges()
+            .iter()
+            .filter(|(request, _)| request.rpc_method().as_deref() == Some("initialize"))
+            .filter_map(|(_, response)| response.as_ref()?.header("mcp-session-id"))
+            .map(str::to_owned)
             .collect()
     }
 

@@ -197,6 +197,18 @@ impl Drop for ProxyProcess {
     }
 }
 
+/// Asserts that `message` is a JSON-RPC error of `code` whose message says
+/// `says`.
+pub fn assert_rpc_error(message: &Value, code: i64, says: &str) {
+    assert_eq!(message["error"]["code"], code, "{message}");
+    assert!(
+        message["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(says)),
+        "{message}"
+    );
+}
+
 pub fn wait_with_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
     let deadline = Instant::now() + limit;
     loop {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use parking_lot::Mutex;
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
@@ -184,24 +185,39 @@ struct StatedRevision {
 }
 
 impl StatedRevision {
-    const META_KEY: &'static str = "io.modelcontextprotocol/protocolVersion";
-
+    /// Read field by field, borrowing: a request's arguments, however
+    /// large, are skipped rather than built into a tree.
     fn of(message: &Message) -> Option<Self> {
-        let body: serde_json::Value = serde_json::from_slice(message.bytes()).ok()?;
-        let params = body.get("params")?;
-        let version = params
-            .get("_meta")?
-            .get(Self::META_KEY)?
-            .as_str()?
-            .to_owned();
+        #[derive(serde::Deserialize)]
+        struct Body<'a> {
+            #[serde(borrow)]
+            params: Option<Params<'a>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Params<'a> {
+            #[serde(rename = "_meta")]
+            meta: Option<Meta>,
+            #[serde(borrow)]
+            name: Option<&'a RawValue>,
+            #[serde(borrow)]
+            uri: Option<&'a RawValue>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Meta {
+            #[serde(rename = "io.modelcontextprotocol/protocolVersion")]
+            version: Option<String>,
+        }
+        let body: Body<'_> = serde_json::from_slice(message.bytes()).ok()?;
+        let params = body.params?;
+        let version = params.meta?.version?;
         let name = match message.method() {
-            Some("tools/call" | "prompts/get") => params.get("name"),
-            Some("resources/read") => params.get("uri"),
+            Some("tools/call" | "prompts/get") => params.name,
+            Some("resources/read") => params.uri,
             _ => None,
         };
         Some(Self {
             version,
-            name: name.and_then(serde_json::Value::as_str).map(str::to_owned),
+            name: name.and_then(|raw| serde_json::from_str::<String>(raw.get()).ok()),
         })
     }
 }

@@ -34,7 +34,7 @@ use super::jsonrpc::{code, error_response, Head, Incoming, Kind, Message};
 use super::mcp_headers::Era;
 use super::session::ProxySession;
 use super::upstream::{
-    write_lines, BoundedLines, Events, Forwarded, HttpUpstreamConfig, Line, StdioCommand,
+    limit_text, write_lines, BoundedLines, Forwarded, HttpUpstreamConfig, Line, StdioCommand,
     StdioUpstream, Upstream, UpstreamError,
 };
 use crate::eviction::RemovalCause;
@@ -128,7 +128,7 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (server, from_server, max_line, limit) = match target {
+    let (server, mut from_server, max_line, limit) = match target {
         ForwardServer::Stdio(command) => {
             let (max_line, limit) = (command.max_line, command.line_limit());
             let spawned = StdioUpstream::spawn(command)?;
@@ -140,14 +140,12 @@ where
             config,
             max_message,
         } => {
-            let limit =
-                format!("the limit of {max_message} bytes per message (--max-message raises it)");
+            let limit = limit_text(max_message, Some("--max-message"));
             let (side, from_server) = HttpSide::open(config);
             let server = Server::Http(side);
             (server, from_server, max_message, limit)
         }
     };
-    let mut from_server: Events = from_server;
     let upstream = server.upstream();
     let session = ProxySession::new(Arc::clone(&upstream), ClientKey(0), Era::Sessions);
     let id = table

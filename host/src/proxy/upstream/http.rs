@@ -7,6 +7,7 @@
 //! is no upstream session: requests go through with their headers, and the
 //! proxy's session only carries the client's limits and eviction state.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -39,7 +40,7 @@ pub struct HttpUpstream {
     protocol_version: Mutex<Option<HeaderValue>>,
     /// `Some(reason)` once the upstream session is gone.
     ended: watch::Sender<Option<String>>,
-    closed: std::sync::atomic::AtomicBool,
+    closed: AtomicBool,
 }
 
 impl HttpUpstream {
@@ -50,7 +51,7 @@ impl HttpUpstream {
             credentials: Mutex::new(None),
             protocol_version: Mutex::new(None),
             ended: watch::Sender::new(None),
-            closed: std::sync::atomic::AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -81,7 +82,6 @@ impl HttpUpstream {
                 map.insert(name, value);
             }
         };
-        put(PROTOCOL_VERSION, headers.protocol_version.as_deref());
         put(MCP_METHOD, headers.mcp_method.as_deref());
         put(MCP_NAME, headers.mcp_name.as_deref());
         put(LAST_EVENT_ID, headers.last_event_id.as_deref());
@@ -239,7 +239,7 @@ impl Upstream for HttpUpstream {
         // Once: a second close (the table's teardown after the owner's) has
         // nothing left to delete. The id stays, for a 404 still on its way
         // to tell a session ended from one never had.
-        let first = !self.closed.swap(true, std::sync::atomic::Ordering::AcqRel);
+        let first = !self.closed.swap(true, Ordering::AcqRel);
         if first && self.session.lock().is_some() {
             let deleted = self
                 .config

@@ -106,6 +106,15 @@ impl Decoder for BoundedLines {
     }
 }
 
+/// A line limit as a peer is told it: `the limit of 4194304 bytes per
+/// message (--max-body raises it)`, naming the option that sets it.
+pub(crate) fn limit_text(max_line: usize, option: Option<&str>) -> String {
+    let raise = option
+        .map(|option| format!(" ({option} raises it)"))
+        .unwrap_or_default();
+    format!("the limit of {max_line} bytes per message{raise}")
+}
+
 /// Writes each of `lines` to `output` with its newline, flushed, until the
 /// channel closes or `output` fails (the reader went away).
 pub(crate) async fn write_lines<W: AsyncWrite + Unpin>(

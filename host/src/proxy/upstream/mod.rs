@@ -18,7 +18,7 @@ use futures::stream::BoxStream;
 use reqwest::header::{HeaderMap, HeaderValue};
 
 pub use self::http::HttpUpstream;
-pub(crate) use self::lines::{write_lines, BoundedLines, Line};
+pub(crate) use self::lines::{limit_text, write_lines, BoundedLines, Line};
 pub use self::stdio::{ProgramError, StdioCommand, StdioUpstream};
 use super::jsonrpc::Message;
 

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
-use super::lines::{write_lines, BoundedLines, Line};
+use super::lines::{limit_text, write_lines, BoundedLines, Line};
 use super::routes::{fail, priming, route, Routes};
 use super::{Events, Forwarded, Reply, Upstream, UpstreamError};
 use crate::proxy::jsonrpc::{code, error_response, Head, Incoming, Kind, Message};
@@ -77,14 +77,9 @@ impl StdioCommand {
         }
     }
 
-    /// The line limit as a peer is told it: `the limit of 4194304 bytes per
-    /// message (--max-body raises it)`.
+    /// The line limit as a peer is told it (see [`limit_text`]).
     pub fn line_limit(&self) -> String {
-        let raise = self
-            .max_line_option
-            .map(|option| format!(" ({option} raises it)"))
-            .unwrap_or_default();
-        format!("the limit of {} bytes per message{raise}", self.max_line)
+        limit_text(self.max_line, self.max_line_option)
     }
 
     /// Where the program would be started from: a path (a name with a `/`)
