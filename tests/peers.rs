@@ -21,7 +21,8 @@ mod peers {
         HttpPeer, Peer, Peers, Relay, Report, SdkClient, CLIENT_LIMIT,
     };
     use crate::common::proxy::{
-        echo_server, marker, metric, processes_with, wait_no_processes, McpClient, ProxyProcess,
+        echo_server, marker, metric, processes_with, wait_no_processes, ForwardProcess, McpClient,
+        ProxyProcess,
     };
     use crate::common::{fixture, with_watchdog};
 
@@ -1142,6 +1143,97 @@ mod peers {
             assert_eq!(report.tools, ["echo"]);
             assert_eq!(report.echo, format!("Echo: {message}"));
             assert_eq!(report.protocol_version.as_deref(), Some(STATELESS_ERA));
+            server.stop();
+        });
+    }
+
+    /// `forward http` to a server that wants OAuth (the TypeScript SDK's
+    /// example, its tokens bound to the server's URL): the first run prints
+    /// the URL to open, the test follows it as a browser would (the demo
+    /// server approves at once and redirects to the proxy's loopback
+    /// listener), and the client's requests go through with the token. The
+    /// token is kept, for its owner only, and a second run uses it without
+    /// asking anyone.
+    #[test]
+    fn peers_forward_http_authorises_with_oauth_and_keeps_the_token() {
+        let Some(peers) = require("forward http with OAuth", &[Peer::TsSdk]) else {
+            return;
+        };
+        with_watchdog(Duration::from_secs(300), move || {
+            let mut server = peers.start_ts_oauth_server();
+            let url = format!("http://localhost:{}/mcp", server.port);
+            let store = tempfile::tempdir().expect("a directory");
+            let store_path = path_str(store.path());
+            let initialize = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"oauth-test","version":"1"}}}"#;
+            let session = |forward: &mut ForwardProcess, name: &str| {
+                forward.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+                forward.send(&format!(
+                    r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"greet","arguments":{{"name":"{name}"}}}}}}"#
+                ));
+                let answer = forward.read().expect("the tool's answer");
+                assert_eq!(answer["id"], 2, "{answer}");
+                assert_eq!(
+                    answer["result"]["content"][0]["text"],
+                    format!("Hello, {name}!"),
+                    "{answer}"
+                );
+            };
+            // `true` stands in for the desktop's browser opener.
+            let env = [("BROWSER", "true")];
+            let args = [url.as_str(), "--oauth-store", store_path.as_str()];
+
+            let mut forward = ForwardProcess::http_with_env(&[], &args, &env);
+            forward.send(initialize);
+            let asked = forward.stderr_until(
+                |line| line.trim_start().starts_with("http://localhost:"),
+                Duration::from_secs(60),
+            );
+            let authorize = reqwest::Url::parse(asked.trim()).expect("the URL to open");
+            let query: BTreeMap<String, String> = authorize.query_pairs().into_owned().collect();
+            assert_eq!(query["code_challenge_method"], "S256");
+            assert_eq!(query["resource"], url, "the token is asked for the server");
+            let page = reqwest::blocking::get(authorize.clone())
+                .and_then(|r| r.error_for_status())
+                .and_then(|r| r.text())
+                .expect("the browser's round trip");
+            assert!(page.contains("Shadowcat is authorised"), "{page}");
+            let answer = forward.read().expect("the initialize answer");
+            assert_eq!(answer["id"], 1, "{answer}");
+            assert!(answer["result"]["protocolVersion"].is_string(), "{answer}");
+            session(&mut forward, "first run");
+            let (status, rest, log) = forward.finish(Duration::from_secs(30));
+            assert!(status.success(), "{status:?}: {rest:?}\n{log}");
+
+            let kept: Vec<_> = std::fs::read_dir(store.path())
+                .expect("the store")
+                .map(|entry| entry.expect("an entry").path())
+                .collect();
+            assert_eq!(kept.len(), 1, "one file for the one server: {kept:?}");
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&kept[0])
+                    .expect("kept")
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o777, 0o600);
+            }
+            let text = std::fs::read_to_string(&kept[0]).expect("readable");
+            assert!(
+                text.contains("access_token") && text.contains(&url),
+                "{text}"
+            );
+
+            let mut forward = ForwardProcess::http_with_env(&[], &args, &env);
+            forward.send(initialize);
+            let answer = forward.read().expect("the initialize answer");
+            assert_eq!(answer["id"], 1, "{answer}");
+            session(&mut forward, "second run");
+            let (status, rest, log) = forward.finish(Duration::from_secs(30));
+            assert!(status.success(), "{status:?}: {rest:?}\n{log}");
+            assert!(
+                !log.contains("asks for authorisation"),
+                "the kept token needs no browser:\n{log}"
+            );
             server.stop();
         });
     }

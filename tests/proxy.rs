@@ -2845,7 +2845,8 @@ mod proxy {
 
         use serde_json::Value;
 
-        use crate::common::http_server::{HttpMcpServer, AUTHORIZATION_SERVER};
+        use crate::common::http_server::{Authorizer, HttpMcpServer, AUTHORIZATION_SERVER};
+        use crate::common::peers::path_str;
         use crate::common::proxy::{
             assert_rpc_error, metric, Answer, ForwardProcess, McpClient, ProxyProcess,
         };
@@ -3300,6 +3301,88 @@ mod proxy {
             });
         }
 
+        /// `forward http` authorises itself with OAuth when the server
+        /// answers 401: it registers (as the confidential client this server
+        /// makes of it, its secret sent with HTTP Basic), prints the URL to
+        /// open (followed here as a browser would), and sends the token it
+        /// gets. A token the
+        /// server stops taking is refreshed without a browser; when the
+        /// refresh is refused, the browser step runs again, with the same
+        /// registration. The session's DELETE carries the latest token.
+        #[test]
+        fn proxy_forward_http_authorises_with_oauth_and_refreshes() {
+            with_watchdog(Duration::from_secs(60), || {
+                let server = HttpMcpServer::start();
+                *server.state.require.lock() = Some("Bearer none yet".into());
+                *server.state.oauth.lock() = Some(Authorizer::confidential());
+                let store = tempfile::tempdir().expect("a directory");
+                let mut forward = ForwardProcess::http_with_env(
+                    &[],
+                    &[&server.url, "--oauth-store", &path_str(store.path())],
+                    &[("BROWSER", "true")],
+                );
+                let browse = |forward: &mut ForwardProcess| {
+                    let url = forward
+                        .stderr_until(|line| line.contains("/authorize?"), Duration::from_secs(20));
+                    let page = reqwest::blocking::get(url.trim())
+                        .and_then(|r| r.error_for_status())
+                        .and_then(|r| r.text())
+                        .expect("the browser's round trip");
+                    assert!(page.contains("Shadowcat is authorised"), "{page}");
+                };
+                let grants = || {
+                    let oauth = server.state.oauth.lock();
+                    let oauth = oauth.as_ref().expect("the authoriser");
+                    (oauth.registrations, oauth.grants.clone())
+                };
+                forward.send(INITIALIZE);
+                browse(&mut forward);
+                assert!(forward.read().expect("initialized")["result"].is_object());
+                forward.send(INITIALIZED);
+                assert_eq!(grants(), (1, vec!["authorization_code".to_owned()]));
+
+                // The server stops taking t1: refreshed, no browser.
+                *server.state.require.lock() = Some("Bearer revoked".into());
+                forward.send(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#);
+                assert_eq!(forward.read().expect("pong")["id"], 2);
+                assert_eq!(grants().1, ["authorization_code", "refresh_token"]);
+
+                // And t2, with refreshes refused: the browser again.
+                server
+                    .state
+                    .oauth
+                    .lock()
+                    .as_mut()
+                    .expect("the authoriser")
+                    .refuse_refresh = true;
+                *server.state.require.lock() = Some("Bearer revoked".into());
+                forward.send(r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#);
+                browse(&mut forward);
+                assert_eq!(forward.read().expect("pong")["id"], 3);
+                assert_eq!(
+                    grants(),
+                    (
+                        1,
+                        vec![
+                            "authorization_code".to_owned(),
+                            "refresh_token".to_owned(),
+                            "refresh_token".to_owned(),
+                            "authorization_code".to_owned(),
+                        ]
+                    ),
+                    "one registration, kept"
+                );
+                let (status, _, log) = forward.finish(Duration::from_secs(20));
+                assert!(status.success(), "{status:?} {log}");
+                let seen = server.state.seen.lock().clone();
+                let delete = seen
+                    .iter()
+                    .rfind(|r| r.method == "DELETE")
+                    .expect("a DELETE");
+                assert_eq!(delete.authorization.as_deref(), Some("Bearer t3"));
+            });
+        }
+
         /// What goes wrong on the way to an HTTP server reaches the client
         /// as errors by its requests' ids: a refusal (naming the status and
         /// what to give), an unreachable server, and a session the server
@@ -3309,17 +3392,27 @@ mod proxy {
             with_watchdog(Duration::from_secs(60), || {
                 let server = HttpMcpServer::start();
                 *server.state.require.lock() = Some("Bearer k1".into());
-                let mut forward = ForwardProcess::http(&[], &[&server.url]);
-                forward.send(INITIALIZE);
-                let refused = forward.read().expect("an answer");
-                let said = refused["error"]["message"].as_str().unwrap_or_default();
-                assert_eq!(refused["id"], 1, "{refused}");
-                assert!(
-                    said.contains("HTTP 401") && said.contains("--upstream-header"),
-                    "{said}"
-                );
-                let (status, _, log) = forward.finish(Duration::from_secs(20));
-                assert!(status.success(), "no session was opened: {status:?} {log}");
+                // OAuth first: the server's metadata names an authorisation
+                // server that cannot be reached, so the flow fails.
+                let store = tempfile::tempdir().expect("a directory");
+                let store = path_str(store.path());
+                for (oauth, said_also) in [(None, "OAuth failed"), (Some("--no-oauth"), "")] {
+                    let mut args = vec![server.url.as_str(), "--oauth-store", &store];
+                    args.extend(oauth);
+                    let mut forward = ForwardProcess::http(&[], &args);
+                    forward.send(INITIALIZE);
+                    let refused = forward.read().expect("an answer");
+                    let said = refused["error"]["message"].as_str().unwrap_or_default();
+                    assert_eq!(refused["id"], 1, "{refused}");
+                    assert!(
+                        said.contains("HTTP 401")
+                            && said.contains("--upstream-header")
+                            && said.contains(said_also),
+                        "{oauth:?}: {said}"
+                    );
+                    let (status, _, log) = forward.finish(Duration::from_secs(20));
+                    assert!(status.success(), "no session was opened: {status:?} {log}");
+                }
 
                 let mut nowhere = ForwardProcess::http(&[], &["http://127.0.0.1:1/mcp"]);
                 nowhere.send(INITIALIZE);

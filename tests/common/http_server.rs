@@ -40,6 +40,37 @@ pub struct ServerState {
     pub require: Mutex<Option<String>>,
     /// `http://127.0.0.1:PORT`, once bound.
     pub origin: Mutex<String>,
+    /// It is its own OAuth authorisation server (see [`Authorizer`]),
+    /// rather than naming [`AUTHORIZATION_SERVER`].
+    pub oauth: Mutex<Option<Authorizer>>,
+}
+
+/// A minimal OAuth authorisation server: dynamic registration, an
+/// authorisation endpoint that approves at once (redirecting with a code),
+/// and a token endpoint that checks PKCE and issues `t1`, `t2`... with
+/// refresh tokens `r1`, `r2`..., each new access token the only one
+/// [`ServerState::require`] then accepts.
+#[derive(Default)]
+pub struct Authorizer {
+    pub registrations: usize,
+    /// Grant types of the token requests served, in order.
+    pub grants: Vec<String>,
+    /// Refresh grants are refused (as for a revoked refresh token).
+    pub refuse_refresh: bool,
+    /// Registers confidential clients (secret `s-N`, sent with HTTP Basic),
+    /// whatever the registration asked for.
+    pub confidential: bool,
+    codes: std::collections::HashMap<String, (String, String)>,
+    issued: usize,
+}
+
+impl Authorizer {
+    pub fn confidential() -> Self {
+        Self {
+            confidential: true,
+            ..Self::default()
+        }
+    }
 }
 
 /// Where the 401's challenge says this server's OAuth metadata is, on its
@@ -69,6 +100,13 @@ impl HttpMcpServer {
                 post(handle_post).get(handle_get).delete(handle_delete),
             )
             .route(METADATA_PATH, get(metadata))
+            .route(
+                "/.well-known/oauth-authorization-server",
+                get(authorization_metadata),
+            )
+            .route("/register", post(register))
+            .route("/authorize", get(authorize))
+            .route("/token", post(token))
             .with_state(Arc::clone(&state));
         let addr: SocketAddr = runtime.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -215,9 +253,14 @@ async fn handle_post(
 /// Its protected-resource metadata (RFC 9728), naming itself.
 async fn metadata(State(state): State<Arc<ServerState>>) -> Response {
     let origin = state.origin.lock().clone();
+    let issuer = if state.oauth.lock().is_some() {
+        origin.clone()
+    } else {
+        AUTHORIZATION_SERVER.to_owned()
+    };
     axum::Json(json!({
         "resource": format!("{origin}/mcp"),
-        "authorization_servers": [AUTHORIZATION_SERVER],
+        "authorization_servers": [issuer],
         "scopes_supported": ["mcp"],
     }))
     .into_response()
@@ -245,4 +288,130 @@ async fn handle_delete(State(state): State<Arc<ServerState>>, headers: HeaderMap
     } else {
         StatusCode::NOT_FOUND.into_response()
     }
+}
+
+async fn authorization_metadata(State(state): State<Arc<ServerState>>) -> Response {
+    if state.oauth.lock().is_none() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let origin = state.origin.lock().clone();
+    axum::Json(json!({
+        "issuer": origin,
+        "authorization_endpoint": format!("{origin}/authorize"),
+        "token_endpoint": format!("{origin}/token"),
+        "registration_endpoint": format!("{origin}/register"),
+        "code_challenge_methods_supported": ["S256"],
+    }))
+    .into_response()
+}
+
+async fn register(State(state): State<Arc<ServerState>>, body: Bytes) -> Response {
+    let mut oauth = state.oauth.lock();
+    let Some(oauth) = oauth.as_mut() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+    oauth.registrations += 1;
+    let mut registered = request.clone();
+    registered["client_id"] = json!(format!("client-{}", oauth.registrations));
+    if oauth.confidential {
+        registered["client_secret"] = json!(format!("s-{}", oauth.registrations));
+        registered["token_endpoint_auth_method"] = json!("client_secret_basic");
+    }
+    (StatusCode::CREATED, axum::Json(registered)).into_response()
+}
+
+async fn authorize(
+    State(state): State<Arc<ServerState>>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let mut oauth = state.oauth.lock();
+    let Some(oauth) = oauth.as_mut() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if query.get("code_challenge_method").map(String::as_str) != Some("S256") {
+        return (StatusCode::BAD_REQUEST, "PKCE S256 required").into_response();
+    }
+    let (Some(challenge), Some(redirect), Some(state_param), Some(resource)) = (
+        query.get("code_challenge"),
+        query.get("redirect_uri"),
+        query.get("state"),
+        query.get("resource"),
+    ) else {
+        return (StatusCode::BAD_REQUEST, "missing parameters").into_response();
+    };
+    let code = format!("code-{}", oauth.codes.len() + 1);
+    oauth
+        .codes
+        .insert(code.clone(), (challenge.clone(), resource.clone()));
+    let location = format!("{redirect}?code={code}&state={state_param}");
+    (StatusCode::FOUND, [("location", location)]).into_response()
+}
+
+async fn token(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: Bytes) -> Response {
+    use base64::Engine;
+    use sha2::Digest;
+    let form: std::collections::HashMap<String, String> = url_pairs(&body).into_iter().collect();
+    let mut guard = state.oauth.lock();
+    let Some(oauth) = guard.as_mut() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let grant = form.get("grant_type").cloned().unwrap_or_default();
+    oauth.grants.push(grant.clone());
+    let refused = || {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "invalid_grant"})),
+        )
+    };
+    if oauth.confidential {
+        let n = oauth.registrations;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("client-{n}:s-{n}"));
+        if header(&headers, "authorization") != Some(format!("Basic {basic}")) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"error": "invalid_client"})),
+            )
+                .into_response();
+        }
+    }
+    match grant.as_str() {
+        "authorization_code" => {
+            let code = form.get("code").cloned().unwrap_or_default();
+            let Some((challenge, resource)) = oauth.codes.remove(&code) else {
+                return refused().into_response();
+            };
+            let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+            let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(sha2::Sha256::digest(verifier.as_bytes()));
+            if computed != challenge || form.get("resource") != Some(&resource) {
+                return refused().into_response();
+            }
+        }
+        "refresh_token" if !oauth.refuse_refresh => {
+            let expected = format!("r{}", oauth.issued);
+            if form.get("refresh_token") != Some(&expected) {
+                return refused().into_response();
+            }
+        }
+        _ => return refused().into_response(),
+    }
+    oauth.issued += 1;
+    let n = oauth.issued;
+    drop(guard);
+    *state.require.lock() = Some(format!("Bearer t{n}"));
+    axum::Json(json!({
+        "access_token": format!("t{n}"),
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "refresh_token": format!("r{n}"),
+    }))
+    .into_response()
+}
+
+/// `application/x-www-form-urlencoded` pairs.
+fn url_pairs(body: &[u8]) -> Vec<(String, String)> {
+    reqwest::Url::parse(&format!("http://x/?{}", String::from_utf8_lossy(body)))
+        .map(|url| url.query_pairs().into_owned().collect())
+        .unwrap_or_default()
 }

@@ -348,6 +348,25 @@ impl Peers {
         })
     }
 
+    /// The TypeScript SDK's example server (`simpleStreamableHttp.js`) with
+    /// its demo OAuth authorisation server (`--oauth-strict`: tokens must be
+    /// bound to the server's URL, `http://localhost:PORT/mcp`). Its demo
+    /// provider approves every authorisation at once, as a user who clicks
+    /// "allow" would; it issues no refresh tokens.
+    pub fn start_ts_oauth_server(&self) -> HttpPeer {
+        let example = self
+            .dir
+            .join("node_modules/@modelcontextprotocol/sdk/dist/esm/examples/server/simpleStreamableHttp.js");
+        HttpPeer::start("ts-oauth-example", |port| {
+            let mut cmd = Command::new("node");
+            cmd.arg(&example)
+                .args(["--oauth", "--oauth-strict"])
+                .env("MCP_PORT", port.to_string())
+                .env("MCP_AUTH_PORT", free_port().to_string());
+            cmd
+        })
+    }
+
     /// `py_server.py http` on loopback, on a port of its own; `marker` from
     /// [`python_marker`].
     pub fn start_py_server_http(&self, marker: &str) -> HttpPeer {

@@ -541,12 +541,22 @@ impl ForwardProcess {
         Self::run(global, &[&["http"], forward].concat())
     }
 
+    /// As [`ForwardProcess::http`], with `env` set for the process.
+    pub fn http_with_env(global: &[&str], forward: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::run_with_env(global, &[&["http"], forward].concat(), env)
+    }
+
     fn run(global: &[&str], forward: &[&str]) -> Self {
+        Self::run_with_env(global, forward, &[])
+    }
+
+    fn run_with_env(global: &[&str], forward: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shadowcat"))
             .args(["--log", "warn"])
             .args(global)
             .arg("forward")
             .args(forward)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -579,6 +589,24 @@ impl ForwardProcess {
             .read_line(&mut line)
             .expect("read from the proxy");
         (read > 0).then(|| serde_json::from_str(&line).expect("the proxy writes JSON lines"))
+    }
+
+    /// Reads the proxy's stderr up to the first line `wanted` accepts, which
+    /// it returns; fails with what it read if none comes within `limit`.
+    pub fn stderr_until(&mut self, wanted: impl Fn(&str) -> bool, limit: Duration) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if wanted(&line) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!(
+                    "no such line on the proxy's stderr within {limit:?}; it wrote:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
     }
 
     /// Closes the proxy's stdin: the client is done.

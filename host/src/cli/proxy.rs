@@ -229,8 +229,16 @@ pub enum ForwardCommand {
     /// The protocol revision `initialize` agreed to goes with every later
     /// request, and the server's session is deleted when the client closes
     /// its input. The session's --rate-limit applies, as with `stdio`. A
-    /// request the server refuses (401, 404, 500...) gets a JSON-RPC error
-    /// naming the status.
+    /// request the server refuses (404, 500...) gets a JSON-RPC error naming
+    /// the status.
+    ///
+    /// A server that answers 401 is authorised with OAuth, as MCP clients
+    /// do: its metadata names its authorisation server, Shadowcat registers
+    /// there (or uses --oauth-client-id), prints the URL to open in a browser
+    /// on stderr (and hands it to $BROWSER or the desktop's opener), and
+    /// keeps the tokens in --oauth-store for the next run, refreshing them
+    /// when they expire. Not with an `Authorization` --upstream-header, nor
+    /// with --no-oauth.
     Http {
         /// The server's MCP endpoint, http:// or https://.
         #[arg(value_name = "URL", value_parser = parse_http_url)]
@@ -260,6 +268,39 @@ pub enum ForwardCommand {
         /// and its sender gets an error by its id.
         #[arg(long, default_value = "16MiB", value_name = "SIZE", value_parser = parse_message_limit)]
         max_message: usize,
+
+        /// Never run the OAuth flow: a 401 is answered to the client as an
+        /// error naming it.
+        #[arg(long)]
+        no_oauth: bool,
+
+        /// An OAuth client registered beforehand with the server's
+        /// authorisation server, for one that takes no dynamic registration
+        /// (its redirect URI: http://127.0.0.1:PORT/callback, with
+        /// --oauth-callback-port).
+        #[arg(long, value_name = "ID")]
+        oauth_client_id: Option<String>,
+
+        /// A file holding that client's secret, for an authorisation server
+        /// that issues only confidential clients (a file, so that the secret
+        /// shows in no process list).
+        #[arg(long, value_name = "FILE", requires = "oauth_client_id")]
+        oauth_client_secret_file: Option<PathBuf>,
+
+        /// The loopback port the browser returns to; 0: any free port.
+        #[arg(long, default_value_t = 0, value_name = "PORT")]
+        oauth_callback_port: u16,
+
+        /// Where OAuth tokens are kept between runs, a file per server
+        /// readable by its owner only (default:
+        /// $XDG_STATE_HOME/shadowcat/oauth or ~/.local/state/shadowcat/oauth);
+        /// `off`: for this run only.
+        #[arg(long, value_name = "DIR|off")]
+        oauth_store: Option<PathBuf>,
+
+        /// How long the browser step of the OAuth flow may take.
+        #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+        oauth_timeout: Duration,
     },
 }
 

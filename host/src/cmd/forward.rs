@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use shadowcat::cli::{Cli, ForwardCommand};
+use shadowcat::proxy::forward::oauth::{self, OAuthClient, OAuthSettings};
 use shadowcat::proxy::forward::{self, ForwardEnd, ForwardServer};
 use shadowcat::proxy::session::{CloseUpstream, ProxySession};
 use shadowcat::proxy::upstream::{HttpUpstreamConfig, StdioCommand};
@@ -34,17 +35,53 @@ pub async fn run(cli: &Cli, command: &ForwardCommand) -> Result<()> {
             upstream_timeout,
             shutdown_grace,
             max_message,
+            no_oauth,
+            oauth_client_id,
+            oauth_client_secret_file,
+            oauth_callback_port,
+            oauth_store,
+            oauth_timeout,
         } => {
             let mut headers = reqwest::header::HeaderMap::new();
             for header in upstream_headers {
                 headers.append(header.name.clone(), header.value.clone());
             }
+            // Credentials given by hand are the ones sent: a flow's tokens
+            // would never be.
+            let oauth = !*no_oauth && !headers.contains_key(reqwest::header::AUTHORIZATION);
             let config = HttpUpstreamConfig::new(url.clone(), *upstream_timeout)
                 .context("cannot build the HTTP client")?
                 .with_headers(headers);
+            let client_secret = match oauth_client_secret_file {
+                Some(file) => Some(
+                    std::fs::read_to_string(file)
+                        .with_context(|| {
+                            format!("cannot read --oauth-client-secret-file {}", file.display())
+                        })?
+                        .trim()
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            let oauth = oauth.then(|| {
+                let store = match oauth_store {
+                    Some(dir) if dir.as_os_str() == "off" => None,
+                    Some(dir) => Some(dir.clone()),
+                    None => oauth::default_store(),
+                };
+                let settings = OAuthSettings {
+                    client_id: oauth_client_id.clone(),
+                    client_secret,
+                    callback_port: *oauth_callback_port,
+                    store,
+                    timeout: *oauth_timeout,
+                };
+                OAuthClient::new(url.clone(), settings, config.client.clone())
+            });
             let target = ForwardServer::Http {
                 config: Arc::new(config),
                 max_message: *max_message,
+                oauth,
             };
             (target, *shutdown_grace)
         }

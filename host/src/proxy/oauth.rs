@@ -214,12 +214,17 @@ pub async fn name_ourselves(
     response
 }
 
-/// Where a challenge's value sits: the byte range of `resource_metadata`'s
-/// value, quotes included. The name counts only as a parameter's: not
-/// inside another's quoted value (`realm="x, resource_metadata=y"`), nor as
-/// the tail of a longer name.
+/// Where a challenge's `resource_metadata` value sits (see
+/// [`challenge_param`]).
 fn metadata_param(challenge: &str) -> Option<(usize, usize)> {
-    const NAME: &[u8] = b"resource_metadata";
+    challenge_param(challenge, b"resource_metadata")
+}
+
+/// Where the value of a challenge's parameter `name` sits: its byte range,
+/// quotes included. The name counts only as a parameter's: not inside
+/// another's quoted value (`realm="x, resource_metadata=y"`), nor as the
+/// tail of a longer name.
+fn challenge_param(challenge: &str, name: &[u8]) -> Option<(usize, usize)> {
     let bytes = challenge.as_bytes();
     let mut at = 0;
     // The byte before `at` outside quoted strings; none at the start.
@@ -231,11 +236,11 @@ fn metadata_param(challenge: &str) -> Option<(usize, usize)> {
             continue;
         }
         let named = bytes[at..]
-            .get(..NAME.len())
-            .is_some_and(|name| name.eq_ignore_ascii_case(NAME))
+            .get(..name.len())
+            .is_some_and(|found| found.eq_ignore_ascii_case(name))
             && before.is_none_or(|c| c == b',' || c.is_ascii_whitespace());
         if named {
-            let rest = challenge[at + NAME.len()..].trim_start();
+            let rest = challenge[at + name.len()..].trim_start();
             if let Some(assigned) = rest.strip_prefix('=') {
                 let value = challenge.len() - assigned.trim_start().len();
                 let end = if bytes.get(value) == Some(&b'"') {
@@ -273,6 +278,25 @@ pub fn challenge_metadata(challenge: &HeaderValue) -> Option<reqwest::Url> {
     let text = challenge.to_str().ok()?;
     let (start, end) = metadata_param(text)?;
     reqwest::Url::parse(text[start..end].trim_matches('"')).ok()
+}
+
+/// The scopes a challenge asks for (`scope="a b"`), unquoted.
+pub fn challenge_scope(challenge: &HeaderValue) -> Option<String> {
+    let text = challenge.to_str().ok()?;
+    let (start, end) = challenge_param(text, b"scope")?;
+    let value = &text[start..end];
+    let scope = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+        Some(quoted) => {
+            let mut unescaped = String::with_capacity(quoted.len());
+            let mut chars = quoted.chars();
+            while let Some(c) = chars.next() {
+                unescaped.extend(if c == '\\' { chars.next() } else { Some(c) });
+            }
+            unescaped
+        }
+        None => value.to_owned(),
+    };
+    Some(scope).filter(|scope| !scope.trim().is_empty())
 }
 
 /// `challenge` with its `resource_metadata` set to `ours`; `None` when it

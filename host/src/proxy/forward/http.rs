@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use parking_lot::Mutex;
+use reqwest::header::HeaderValue;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::oauth::{OAuthClient, OAuthError};
 use crate::proxy::jsonrpc::{code, error_response, Kind, Message};
 use crate::proxy::upstream::{
     Event, Events, Forwarded, HttpUpstream, HttpUpstreamConfig, Reply, Upstream, UpstreamError,
@@ -31,6 +33,7 @@ pub(super) struct HttpSide {
     to_relay: Mutex<Option<mpsc::Sender<Event>>>,
     tasks: Mutex<JoinSet<()>>,
     listening: AtomicBool,
+    oauth: Option<Arc<OAuthClient>>,
 }
 
 /// Longest wait between two attempts to open the server's GET stream.
@@ -39,14 +42,23 @@ const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(30);
 impl HttpSide {
     /// A session (opened by the client's `initialize`) on the server of
     /// `config`, and the stream of everything it answers or sends.
-    pub(super) fn open(config: Arc<HttpUpstreamConfig>) -> (Arc<Self>, Events) {
+    pub(super) fn open(
+        config: Arc<HttpUpstreamConfig>,
+        oauth: Option<Arc<OAuthClient>>,
+    ) -> (Arc<Self>, Events) {
         let (to_relay, replies) = mpsc::channel(256);
+        let headers = Forwarded {
+            // A previous run's token, tried before the server asks.
+            authorization: oauth.as_ref().and_then(|oauth| oauth.credentials()),
+            ..Forwarded::default()
+        };
         let side = Arc::new(Self {
             upstream: Arc::new(HttpUpstream::new(config)),
-            headers: Mutex::new(Forwarded::default()),
+            headers: Mutex::new(headers),
             to_relay: Mutex::new(Some(to_relay)),
             tasks: Mutex::new(JoinSet::new()),
             listening: AtomicBool::new(false),
+            oauth,
         });
         (side, ReceiverStream::new(replies).boxed())
     }
@@ -84,7 +96,40 @@ impl HttpSide {
             headers.mcp_method = message.method().map(str::to_owned);
             headers.mcp_name = stated.name;
         }
-        let mut answer = match self.upstream.send(message, &headers).await {
+        let mut reply = self.upstream.send(message.clone(), &headers).await;
+        if let (
+            Some(oauth),
+            Ok(Reply::Refused {
+                status: 401,
+                challenge,
+                ..
+            }),
+        ) = (&self.oauth, &reply)
+        {
+            match self
+                .authorise(oauth, challenge.as_ref(), headers.authorization.as_ref())
+                .await
+            {
+                Ok(credentials) => {
+                    headers.authorization = Some(credentials);
+                    reply = self.upstream.send(message, &headers).await;
+                }
+                Err(e) => {
+                    tracing::error!("authorising with the MCP server failed: {e}");
+                    if let Some(rid) = rid {
+                        let why = format!(
+                            "the server refused the request with HTTP 401 and authorising with \
+                             OAuth failed: {e} (give credentials with --upstream-header \
+                             \"Authorization: Bearer TOKEN\" instead, or --no-oauth)"
+                        );
+                        let failed = Message::error(Some(&rid), code::UPSTREAM_FAILED, &why);
+                        let _ = to_relay.send(Event::message(failed)).await;
+                    }
+                    return;
+                }
+            }
+        }
+        let mut answer = match reply {
             Ok(Reply::Accepted) => {
                 if initialized {
                     self.listen();
@@ -131,6 +176,19 @@ impl HttpSide {
         }
     }
 
+    /// New credentials after the server refused `refused` (see
+    /// [`OAuthClient::reauthorize`]), sent with every message from now on.
+    async fn authorise(
+        &self,
+        oauth: &OAuthClient,
+        challenge: Option<&HeaderValue>,
+        refused: Option<&HeaderValue>,
+    ) -> Result<HeaderValue, OAuthError> {
+        let credentials = oauth.reauthorize(challenge, refused).await?;
+        self.headers.lock().authorization = Some(credentials.clone());
+        Ok(credentials)
+    }
+
     /// Opens the server's GET stream (once), for what it sends on its own,
     /// and opens it again when it ends, resuming after the last event seen.
     /// A server without one (405), or with one open elsewhere (409), is let
@@ -166,6 +224,19 @@ impl HttpSide {
                         | UpstreamError::StreamConflict
                         | UpstreamError::SessionGone,
                     ) => return,
+                    // Its token expired while no request came to renew it.
+                    Err(UpstreamError::Denied {
+                        status: 401,
+                        challenge,
+                    }) if side.oauth.is_some() => {
+                        if let Some(oauth) = &side.oauth {
+                            let refused = headers.authorization.as_ref();
+                            if let Err(e) = side.authorise(oauth, challenge.as_ref(), refused).await
+                            {
+                                tracing::warn!("the server's stream wants authorisation: {e}");
+                            }
+                        }
+                    }
                     Err(e) => tracing::debug!("the server's stream: {e}; opening it again"),
                 }
                 tokio::time::sleep(backoff).await;

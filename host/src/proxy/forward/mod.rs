@@ -41,8 +41,10 @@ use crate::eviction::RemovalCause;
 use crate::session::{NewSession, SessionId, SessionTable, TableError};
 
 mod http;
+pub mod oauth;
 
 use http::HttpSide;
+use oauth::OAuthClient;
 
 /// How a forward run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +112,9 @@ pub enum ForwardServer {
     Http {
         config: Arc<HttpUpstreamConfig>,
         max_message: usize,
+        /// Authorises the run when the server answers 401 (MCP
+        /// authorization); `None`: a 401 is the client's answer.
+        oauth: Option<Arc<OAuthClient>>,
     },
 }
 
@@ -139,9 +144,10 @@ where
         ForwardServer::Http {
             config,
             max_message,
+            oauth,
         } => {
             let limit = limit_text(max_message, Some("--max-message"));
-            let (side, from_server) = HttpSide::open(config);
+            let (side, from_server) = HttpSide::open(config, oauth);
             let server = Server::Http(side);
             (server, from_server, max_message, limit)
         }
