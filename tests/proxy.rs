@@ -3308,7 +3308,8 @@ mod proxy {
         /// gets. A token the
         /// server stops taking is refreshed without a browser; when the
         /// refresh is refused, the browser step runs again, with the same
-        /// registration. The session's DELETE carries the latest token.
+        /// registration. A 403 for want of a scope runs the browser step
+        /// for it. The session's DELETE carries the latest token.
         #[test]
         fn proxy_forward_http_authorises_with_oauth_and_refreshes() {
             with_watchdog(Duration::from_secs(60), || {
@@ -3329,6 +3330,7 @@ mod proxy {
                         .and_then(|r| r.text())
                         .expect("the browser's round trip");
                     assert!(page.contains("Shadowcat is authorised"), "{page}");
+                    url
                 };
                 let grants = || {
                     let oauth = server.state.oauth.lock();
@@ -3372,6 +3374,18 @@ mod proxy {
                     ),
                     "one registration, kept"
                 );
+
+                // A scope t3 lacks (403 insufficient_scope): no refresh, the
+                // browser, asked for the scopes the challenge names.
+                *server.state.step_up.lock() = Some("admin".into());
+                forward.send(r#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#);
+                let asked = browse(&mut forward);
+                assert!(asked.contains("scope=mcp+admin"), "{asked}");
+                assert_eq!(forward.read().expect("pong")["id"], 4);
+                let (_, granted) = grants();
+                assert_eq!(granted.len(), 5, "{granted:?}");
+                assert_eq!(granted[4], "authorization_code");
+
                 let (status, _, log) = forward.finish(Duration::from_secs(20));
                 assert!(status.success(), "{status:?} {log}");
                 let seen = server.state.seen.lock().clone();
@@ -3379,7 +3393,7 @@ mod proxy {
                     .iter()
                     .rfind(|r| r.method == "DELETE")
                     .expect("a DELETE");
-                assert_eq!(delete.authorization.as_deref(), Some("Bearer t3"));
+                assert_eq!(delete.authorization.as_deref(), Some("Bearer t4"));
             });
         }
 

@@ -43,6 +43,9 @@ pub struct ServerState {
     /// It is its own OAuth authorisation server (see [`Authorizer`]),
     /// rather than naming [`AUTHORIZATION_SERVER`].
     pub oauth: Mutex<Option<Authorizer>>,
+    /// A scope the token must have been granted: without it, 403
+    /// `insufficient_scope` naming it.
+    pub step_up: Mutex<Option<String>>,
 }
 
 /// A minimal OAuth authorisation server: dynamic registration, an
@@ -60,8 +63,11 @@ pub struct Authorizer {
     /// Registers confidential clients (secret `s-N`, sent with HTTP Basic),
     /// whatever the registration asked for.
     pub confidential: bool,
-    codes: std::collections::HashMap<String, (String, String)>,
+    /// Per code: its PKCE challenge, resource and scope.
+    codes: std::collections::HashMap<String, (String, String, String)>,
     issued: usize,
+    /// The scope each token `tN` was granted, at N - 1.
+    scopes: Vec<String>,
 }
 
 impl Authorizer {
@@ -154,10 +160,32 @@ fn record(state: &ServerState, method: &str, headers: &HeaderMap, rpc: Option<&V
 /// 401 for a request without the credentials [`ServerState::require`]s.
 fn unauthorised(state: &ServerState, headers: &HeaderMap) -> Option<Response> {
     let required = state.require.lock().clone()?;
-    if header(headers, "authorization").as_deref() == Some(required.as_str()) {
-        return None;
-    }
     let origin = state.origin.lock().clone();
+    if header(headers, "authorization").as_deref() == Some(required.as_str()) {
+        let wanted = state.step_up.lock().clone()?;
+        let granted = required
+            .strip_prefix("Bearer t")
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| {
+                let oauth = state.oauth.lock();
+                oauth.as_ref()?.scopes.get(n.checked_sub(1)?).cloned()
+            })
+            .unwrap_or_default();
+        if granted.split(' ').any(|scope| scope == wanted) {
+            return None;
+        }
+        let challenge = format!(
+            r#"Bearer error="insufficient_scope", scope="mcp {wanted}", resource_metadata="{origin}{METADATA_PATH}""#
+        );
+        return Some(
+            (
+                StatusCode::FORBIDDEN,
+                [("www-authenticate", challenge.as_str())],
+                "insufficient scope",
+            )
+                .into_response(),
+        );
+    }
     let challenge = format!(
         r#"Bearer realm="http-echo", resource_metadata="{origin}{METADATA_PATH}", scope="mcp""#
     );
@@ -341,9 +369,10 @@ async fn authorize(
         return (StatusCode::BAD_REQUEST, "missing parameters").into_response();
     };
     let code = format!("code-{}", oauth.codes.len() + 1);
+    let scope = query.get("scope").cloned().unwrap_or_default();
     oauth
         .codes
-        .insert(code.clone(), (challenge.clone(), resource.clone()));
+        .insert(code.clone(), (challenge.clone(), resource.clone(), scope));
     let location = format!("{redirect}?code={code}&state={state_param}");
     (StatusCode::FOUND, [("location", location)]).into_response()
 }
@@ -375,10 +404,10 @@ async fn token(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: 
                 .into_response();
         }
     }
-    match grant.as_str() {
+    let scope = match grant.as_str() {
         "authorization_code" => {
             let code = form.get("code").cloned().unwrap_or_default();
-            let Some((challenge, resource)) = oauth.codes.remove(&code) else {
+            let Some((challenge, resource, scope)) = oauth.codes.remove(&code) else {
                 return refused().into_response();
             };
             let verifier = form.get("code_verifier").cloned().unwrap_or_default();
@@ -387,15 +416,18 @@ async fn token(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: 
             if computed != challenge || form.get("resource") != Some(&resource) {
                 return refused().into_response();
             }
+            scope
         }
         "refresh_token" if !oauth.refuse_refresh => {
             let expected = format!("r{}", oauth.issued);
             if form.get("refresh_token") != Some(&expected) {
                 return refused().into_response();
             }
+            oauth.scopes.last().cloned().unwrap_or_default()
         }
         _ => return refused().into_response(),
-    }
+    };
+    oauth.scopes.push(scope);
     oauth.issued += 1;
     let n = oauth.issued;
     drop(guard);

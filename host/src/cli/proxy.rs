@@ -237,7 +237,7 @@ pub enum ForwardCommand {
     /// there (or uses --oauth-client-id), prints the URL to open in a browser
     /// on stderr (and hands it to $BROWSER or the desktop's opener), and
     /// keeps the tokens in --oauth-store for the next run, refreshing them
-    /// when they expire. Not with an `Authorization` --upstream-header, nor
+    /// when they expire (and asking again for a scope a 403 names). Not with an `Authorization` --upstream-header, nor
     /// with --no-oauth.
     Http {
         /// The server's MCP endpoint, http:// or https://.

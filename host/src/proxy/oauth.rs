@@ -282,8 +282,19 @@ pub fn challenge_metadata(challenge: &HeaderValue) -> Option<reqwest::Url> {
 
 /// The scopes a challenge asks for (`scope="a b"`), unquoted.
 pub fn challenge_scope(challenge: &HeaderValue) -> Option<String> {
+    challenge_value(challenge, b"scope")
+}
+
+/// Whether a 403's challenge asks for more scopes than the token has
+/// (`error="insufficient_scope"`, RFC 6750).
+pub fn wants_more_scope(challenge: &HeaderValue) -> bool {
+    challenge_value(challenge, b"error").as_deref() == Some("insufficient_scope")
+}
+
+/// The value of a challenge's parameter `name`, unquoted.
+fn challenge_value(challenge: &HeaderValue, name: &[u8]) -> Option<String> {
     let text = challenge.to_str().ok()?;
-    let (start, end) = challenge_param(text, b"scope")?;
+    let (start, end) = challenge_param(text, name)?;
     let value = &text[start..end];
     let scope = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
         Some(quoted) => {

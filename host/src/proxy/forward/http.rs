@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::oauth::{OAuthClient, OAuthError};
 use crate::proxy::jsonrpc::{code, error_response, Kind, Message};
+use crate::proxy::oauth::wants_more_scope;
 use crate::proxy::upstream::{
     Event, Events, Forwarded, HttpUpstream, HttpUpstreamConfig, Reply, Upstream, UpstreamError,
 };
@@ -96,39 +97,22 @@ impl HttpSide {
             headers.mcp_method = message.method().map(str::to_owned);
             headers.mcp_name = stated.name;
         }
-        let mut reply = self.upstream.send(message.clone(), &headers).await;
-        if let (
-            Some(oauth),
-            Ok(Reply::Refused {
-                status: 401,
-                challenge,
-                ..
-            }),
-        ) = (&self.oauth, &reply)
-        {
-            match self
-                .authorise(oauth, challenge.as_ref(), headers.authorization.as_ref())
-                .await
-            {
-                Ok(credentials) => {
-                    headers.authorization = Some(credentials);
-                    reply = self.upstream.send(message, &headers).await;
+        let reply = match self.send_authorised(message, headers).await {
+            Ok(reply) => reply,
+            Err((status, e)) => {
+                tracing::error!("authorising with the MCP server failed: {e}");
+                if let Some(rid) = rid {
+                    let why = format!(
+                        "the server refused the request with HTTP {status} and authorising with \
+                         OAuth failed: {e} (give credentials with --upstream-header \
+                         \"Authorization: Bearer TOKEN\" instead, or --no-oauth)"
+                    );
+                    let failed = Message::error(Some(&rid), code::UPSTREAM_FAILED, &why);
+                    let _ = to_relay.send(Event::message(failed)).await;
                 }
-                Err(e) => {
-                    tracing::error!("authorising with the MCP server failed: {e}");
-                    if let Some(rid) = rid {
-                        let why = format!(
-                            "the server refused the request with HTTP 401 and authorising with \
-                             OAuth failed: {e} (give credentials with --upstream-header \
-                             \"Authorization: Bearer TOKEN\" instead, or --no-oauth)"
-                        );
-                        let failed = Message::error(Some(&rid), code::UPSTREAM_FAILED, &why);
-                        let _ = to_relay.send(Event::message(failed)).await;
-                    }
-                    return;
-                }
+                return;
             }
-        }
+        };
         let mut answer = match reply {
             Ok(Reply::Accepted) => {
                 if initialized {
@@ -176,6 +160,41 @@ impl HttpSide {
         }
     }
 
+    /// Sends `message`. When the server refuses it for want of a token
+    /// (401) or of scopes (403 `insufficient_scope`) and OAuth is on, the
+    /// run authorises and sends it once more; the error is the refusal's
+    /// status and why authorising failed.
+    async fn send_authorised(
+        &self,
+        message: Message,
+        mut headers: Forwarded,
+    ) -> Result<Result<Reply, UpstreamError>, (u16, OAuthError)> {
+        let reply = self.upstream.send(message.clone(), &headers).await;
+        let Some(oauth) = &self.oauth else {
+            return Ok(reply);
+        };
+        let (status, challenge, more_scope) = match &reply {
+            Ok(Reply::Refused {
+                status: 401,
+                challenge,
+                ..
+            }) => (401, challenge.clone(), false),
+            Ok(Reply::Refused {
+                status: 403,
+                challenge: Some(challenge),
+                ..
+            }) if wants_more_scope(challenge) => (403, Some(challenge.clone()), true),
+            _ => return Ok(reply),
+        };
+        let refused = headers.authorization.as_ref();
+        let credentials = self
+            .authorise(oauth, challenge.as_ref(), refused, more_scope)
+            .await
+            .map_err(|e| (status, e))?;
+        headers.authorization = Some(credentials);
+        Ok(self.upstream.send(message, &headers).await)
+    }
+
     /// New credentials after the server refused `refused` (see
     /// [`OAuthClient::reauthorize`]), sent with every message from now on.
     async fn authorise(
@@ -183,8 +202,9 @@ impl HttpSide {
         oauth: &OAuthClient,
         challenge: Option<&HeaderValue>,
         refused: Option<&HeaderValue>,
+        more_scope: bool,
     ) -> Result<HeaderValue, OAuthError> {
-        let credentials = oauth.reauthorize(challenge, refused).await?;
+        let credentials = oauth.reauthorize(challenge, refused, more_scope).await?;
         self.headers.lock().authorization = Some(credentials.clone());
         Ok(credentials)
     }
@@ -231,8 +251,9 @@ impl HttpSide {
                     }) if side.oauth.is_some() => {
                         if let Some(oauth) = &side.oauth {
                             let refused = headers.authorization.as_ref();
-                            if let Err(e) = side.authorise(oauth, challenge.as_ref(), refused).await
-                            {
+                            let authorised =
+                                side.authorise(oauth, challenge.as_ref(), refused, false);
+                            if let Err(e) = authorised.await {
                                 tracing::warn!("the server's stream wants authorisation: {e}");
                             }
                         }

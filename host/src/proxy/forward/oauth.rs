@@ -14,7 +14,8 @@
 //!
 //! Tokens and the registration are kept in a file per server (mode 0600),
 //! so the next run needs no browser; an access token the server refuses is
-//! refreshed, and the flow runs again when that fails too.
+//! refreshed, and the flow runs again when that fails too, or when the
+//! server wants scopes the token lacks (a 403 `insufficient_scope`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -160,12 +161,15 @@ impl OAuthClient {
     }
 
     /// New credentials after the server refused `refused` (or none) with
-    /// `challenge`: another request's refresh if one came since, else a
-    /// refreshed token, else the browser flow.
+    /// `challenge`: another request's if it got some since, else a
+    /// refreshed token, else the browser flow. `more_scope`: the server
+    /// wants scopes the token lacks (a 403 `insufficient_scope`), which only
+    /// the browser flow, asking for the challenge's scopes, can grant.
     pub async fn reauthorize(
         &self,
         challenge: Option<&HeaderValue>,
         refused: Option<&HeaderValue>,
+        more_scope: bool,
     ) -> Result<HeaderValue, OAuthError> {
         let mut stored = self.stored.lock().await;
         if let Some(current) = self.credentials() {
@@ -173,7 +177,12 @@ impl OAuthClient {
                 return Ok(current);
             }
         }
-        let tokens = match self.refresh(&stored).await {
+        let refreshed = if more_scope {
+            None
+        } else {
+            self.refresh(&stored).await
+        };
+        let tokens = match refreshed {
             Some(tokens) => tokens,
             None => self.authorize(&mut stored, challenge).await?,
         };
