@@ -2846,7 +2846,7 @@ mod proxy {
         use serde_json::Value;
 
         use crate::common::http_server::{Authorizer, HttpMcpServer, AUTHORIZATION_SERVER};
-        use crate::common::peers::path_str;
+        use crate::common::peers::{free_port, path_str};
         use crate::common::proxy::{
             assert_rpc_error, metric, Answer, ForwardProcess, McpClient, ProxyProcess,
         };
@@ -3399,8 +3399,11 @@ mod proxy {
 
         /// What goes wrong on the way to an HTTP server reaches the client
         /// as errors by its requests' ids: a refusal (naming the status and
-        /// what to give), an unreachable server, and a session the server
-        /// ended, which ends the run.
+        /// what to give, with OAuth failing and without it), an
+        /// authorisation server that takes no registration (naming the
+        /// options for a client registered by hand, which then works), an
+        /// unreachable server, and a session the server ended, which ends
+        /// the run.
         #[test]
         fn proxy_forward_http_tells_the_client_what_the_server_refused() {
             with_watchdog(Duration::from_secs(60), || {
@@ -3427,6 +3430,50 @@ mod proxy {
                     let (status, _, log) = forward.finish(Duration::from_secs(20));
                     assert!(status.success(), "no session was opened: {status:?} {log}");
                 }
+
+                // An authorisation server without dynamic registration: the
+                // client registered by hand is given, with its port.
+                let registered = HttpMcpServer::start();
+                *registered.state.require.lock() = Some("Bearer none yet".into());
+                *registered.state.oauth.lock() = Some(Authorizer::without_registration());
+                let mut forward =
+                    ForwardProcess::http(&[], &[&registered.url, "--oauth-store", "off"]);
+                forward.send(INITIALIZE);
+                let refused = forward.read().expect("an answer");
+                let said = refused["error"]["message"].as_str().unwrap_or_default();
+                assert!(
+                    said.contains("no dynamic client registration")
+                        && said.contains("--oauth-client-id ID --oauth-callback-port PORT"),
+                    "{said}"
+                );
+                drop(forward);
+                let port = free_port().to_string();
+                let mut forward = ForwardProcess::http_with_env(
+                    &[],
+                    &[
+                        &registered.url,
+                        "--oauth-store",
+                        "off",
+                        "--oauth-client-id",
+                        "by-hand",
+                        "--oauth-callback-port",
+                        &port,
+                    ],
+                    &[("BROWSER", "true")],
+                );
+                forward.send(INITIALIZE);
+                let url = forward
+                    .stderr_until(|line| line.contains("/authorize?"), Duration::from_secs(20));
+                assert!(
+                    url.contains("client_id=by-hand")
+                        && url.contains(&format!("127.0.0.1%3A{port}%2Fcallback")),
+                    "{url}"
+                );
+                reqwest::blocking::get(url.trim())
+                    .and_then(|r| r.error_for_status())
+                    .expect("the browser's round trip");
+                assert!(forward.read().expect("initialized")["result"].is_object());
+                drop(forward);
 
                 let mut nowhere = ForwardProcess::http(&[], &["http://127.0.0.1:1/mcp"]);
                 nowhere.send(INITIALIZE);

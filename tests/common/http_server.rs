@@ -63,6 +63,8 @@ pub struct Authorizer {
     /// Registers confidential clients (secret `s-N`, sent with HTTP Basic),
     /// whatever the registration asked for.
     pub confidential: bool,
+    /// Takes no dynamic registration: its metadata names no endpoint for it.
+    pub no_registration: bool,
     /// Per code: its PKCE challenge, resource and scope.
     codes: std::collections::HashMap<String, (String, String, String)>,
     issued: usize,
@@ -74,6 +76,13 @@ impl Authorizer {
     pub fn confidential() -> Self {
         Self {
             confidential: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn without_registration() -> Self {
+        Self {
+            no_registration: true,
             ..Self::default()
         }
     }
@@ -323,14 +332,22 @@ async fn authorization_metadata(State(state): State<Arc<ServerState>>) -> Respon
         return StatusCode::NOT_FOUND.into_response();
     }
     let origin = state.origin.lock().clone();
-    axum::Json(json!({
+    let mut metadata = json!({
         "issuer": origin,
         "authorization_endpoint": format!("{origin}/authorize"),
         "token_endpoint": format!("{origin}/token"),
         "registration_endpoint": format!("{origin}/register"),
         "code_challenge_methods_supported": ["S256"],
-    }))
-    .into_response()
+    });
+    if state
+        .oauth
+        .lock()
+        .as_ref()
+        .is_some_and(|o| o.no_registration)
+    {
+        metadata["registration_endpoint"] = Value::Null;
+    }
+    axum::Json(metadata).into_response()
 }
 
 async fn register(State(state): State<Arc<ServerState>>, body: Bytes) -> Response {

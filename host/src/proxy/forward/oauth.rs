@@ -63,12 +63,10 @@ pub enum OAuthError {
     NoPkce { issuer: String },
     #[error(
         "the authorisation server {issuer} takes no dynamic client registration: register a client \
-         there with the redirect URI {redirect_uri} and give its id with --oauth-client-id"
+         there with the redirect URI http://127.0.0.1:PORT/callback (a port of your choice), then \
+         give --oauth-client-id ID --oauth-callback-port PORT"
     )]
-    NoRegistration {
-        issuer: String,
-        redirect_uri: String,
-    },
+    NoRegistration { issuer: String },
     #[error("registering with the authorisation server failed: {0}")]
     Registration(String),
     #[error("cannot listen for the browser's return on {0}")]
@@ -417,7 +415,6 @@ impl OAuthClient {
         let Some(endpoint) = &found.registration_endpoint else {
             return Err(OAuthError::NoRegistration {
                 issuer: found.issuer.clone(),
-                redirect_uri,
             });
         };
         let mut request = serde_json::json!({
