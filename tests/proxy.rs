@@ -3343,11 +3343,20 @@ mod proxy {
                 forward.send(INITIALIZED);
                 assert_eq!(grants(), (1, vec!["authorization_code".to_owned()]));
 
-                // The server stops taking t1: refreshed, no browser.
+                // The server stops taking t1: refreshed, no browser. Requests
+                // refused side by side share one refresh.
                 *server.state.require.lock() = Some("Bearer revoked".into());
-                forward.send(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#);
-                assert_eq!(forward.read().expect("pong")["id"], 2);
+                *server.state.refusal_delay.lock() = Duration::from_millis(300);
+                for id in [2, 20, 21, 22] {
+                    forward.send(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#));
+                }
+                let answered = read_until_answered(&mut forward, &[2, 20, 21, 22]);
+                assert!(
+                    answered.iter().all(|m| m["result"].is_object()),
+                    "{answered:?}"
+                );
                 assert_eq!(grants().1, ["authorization_code", "refresh_token"]);
+                *server.state.refusal_delay.lock() = Duration::ZERO;
 
                 // And t2, with refreshes refused: the browser again.
                 server

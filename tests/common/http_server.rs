@@ -46,6 +46,9 @@ pub struct ServerState {
     /// A scope the token must have been granted: without it, 403
     /// `insufficient_scope` naming it.
     pub step_up: Mutex<Option<String>>,
+    /// How long a POST waits before it is refused for its credentials, so
+    /// that requests sent together are refused together.
+    pub refusal_delay: Mutex<std::time::Duration>,
 }
 
 /// A minimal OAuth authorisation server: dynamic registration, an
@@ -218,6 +221,8 @@ async fn handle_post(
     };
     record(&state, "POST", &headers, Some(&message));
     if let Some(refused) = unauthorised(&state, &headers) {
+        let delay = *state.refusal_delay.lock();
+        tokio::time::sleep(delay).await;
         return refused;
     }
     let stateless = header(&headers, "mcp-protocol-version").as_deref() == Some("2026-07-28");

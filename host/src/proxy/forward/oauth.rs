@@ -510,13 +510,14 @@ impl OAuthClient {
             .http
             .get(url.clone())
             .header(ACCEPT, "application/json")
+            .timeout(CALL_TIMEOUT)
             .send()
             .await
             .ok()?;
         if !response.status().is_success() {
             return None;
         }
-        response.json().await.ok()
+        serde_json::from_slice(&bounded_body(response).await?).ok()
     }
 
     fn save(&self, stored: &Stored) {
@@ -621,11 +622,16 @@ async fn exchange<T: serde::de::DeserializeOwned>(
 ) -> Result<T, OAuthError> {
     let response = request
         .header(ACCEPT, "application/json")
+        .timeout(CALL_TIMEOUT)
         .send()
         .await
         .map_err(|e| failed(format!("{endpoint}: {e}")))?;
     let status = response.status();
-    let body = response.bytes().await.unwrap_or_default();
+    let body = bounded_body(response).await.ok_or_else(|| {
+        failed(format!(
+            "{endpoint} answered more than {BODY_LIMIT} bytes, or broke off"
+        ))
+    })?;
     if !status.is_success() {
         return Err(failed(format!(
             "{endpoint} answered HTTP {status}: {}",
@@ -634,6 +640,25 @@ async fn exchange<T: serde::de::DeserializeOwned>(
     }
     serde_json::from_slice(&body)
         .map_err(|e| failed(format!("{endpoint} answered what is not {what}: {e}")))
+}
+
+/// Longest any one call to a metadata, registration or token endpoint may
+/// take: one that accepts and never answers must not hold the flow.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest answer read from one: metadata and tokens take a few kilobytes.
+const BODY_LIMIT: usize = 1 << 20;
+
+/// The body of `response`, unless it breaks off or grows past
+/// [`BODY_LIMIT`] (read no further).
+async fn bounded_body(mut response: reqwest::Response) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.ok()? {
+        if body.len() + chunk.len() > BODY_LIMIT {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Some(body)
 }
 
 fn said(body: &[u8]) -> String {
@@ -908,6 +933,24 @@ mod tests {
         let (listener, _) = listen().await;
         let waited = await_code(listener, "s3", Duration::from_millis(50)).await;
         assert!(matches!(waited, Err(OAuthError::TimedOut(_))), "{waited:?}");
+    }
+
+    /// A token endpoint answering without end is not read to its end.
+    #[tokio::test]
+    async fn proxy_forward_oauth_reads_a_bounded_answer() {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("a port");
+        let port = listener.local_addr().expect("bound").port();
+        let app = Router::new().route(
+            "/token",
+            axum::routing::post(|| async { vec![b' '; BODY_LIMIT + 1] }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let endpoint = url(&format!("http://127.0.0.1:{port}/token"));
+        let request = reqwest::Client::new().post(endpoint.clone());
+        let answered: Result<serde_json::Value, _> =
+            exchange(request, &endpoint, "a token", OAuthError::Token).await;
+        let e = answered.expect_err("too long");
+        assert!(e.to_string().contains("more than 1048576 bytes"), "{e}");
     }
 
     #[test]
