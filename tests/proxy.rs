@@ -3406,6 +3406,32 @@ mod proxy {
             });
         }
 
+        /// A client secret file that cannot be read, or holds nothing, stops
+        /// the run before it starts, naming the file.
+        #[test]
+        fn proxy_forward_http_refuses_a_missing_or_empty_client_secret() {
+            with_watchdog(Duration::from_secs(30), || {
+                let dir = tempfile::tempdir().expect("a directory");
+                let empty = dir.path().join("secret");
+                std::fs::write(&empty, "\n").expect("written");
+                let missing = dir.path().join("none");
+                for (file, says) in [(&empty, "is empty"), (&missing, "cannot read")] {
+                    let file = path_str(file);
+                    let args = [
+                        "http://127.0.0.1:1/mcp",
+                        "--oauth-client-id",
+                        "x",
+                        "--oauth-client-secret-file",
+                        &file,
+                    ];
+                    let (status, _, log) =
+                        ForwardProcess::http(&[], &args).finish(Duration::from_secs(10));
+                    assert!(!status.success(), "{log}");
+                    assert!(log.contains(says) && log.contains(&file), "{log}");
+                }
+            });
+        }
+
         /// What goes wrong on the way to an HTTP server reaches the client
         /// as errors by its requests' ids: a refusal (naming the status and
         /// what to give, with OAuth failing and without it), an

@@ -53,14 +53,18 @@ pub async fn run(cli: &Cli, command: &ForwardCommand) -> Result<()> {
                 .context("cannot build the HTTP client")?
                 .with_headers(headers);
             let client_secret = match oauth_client_secret_file {
-                Some(file) => Some(
-                    std::fs::read_to_string(file)
-                        .with_context(|| {
-                            format!("cannot read --oauth-client-secret-file {}", file.display())
-                        })?
-                        .trim()
-                        .to_owned(),
-                ),
+                Some(file) => {
+                    let secret = std::fs::read_to_string(file).with_context(|| {
+                        format!("cannot read --oauth-client-secret-file {}", file.display())
+                    })?;
+                    let secret = secret.trim();
+                    anyhow::ensure!(
+                        !secret.is_empty(),
+                        "--oauth-client-secret-file {} is empty",
+                        file.display()
+                    );
+                    Some(secret.to_owned())
+                }
                 None => None,
             };
             let oauth = oauth.then(|| {

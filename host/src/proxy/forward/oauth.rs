@@ -339,11 +339,7 @@ impl OAuthClient {
                 issuer: issuer_name,
             });
         }
-        let endpoint = |name: &str, value: &str| {
-            Url::parse(value).map_err(|e| {
-                OAuthError::Discovery(format!("the {name} `{value}` is not a URL: {e}"))
-            })
-        };
+        let endpoint = |name: &str, value: &str| secure_endpoint(name, value);
         let scope = challenge
             .and_then(challenge_scope)
             .or_else(|| Some(scopes_supported.join(" ")).filter(|s| !s.is_empty()));
@@ -591,6 +587,28 @@ fn resource_for(server: &Url, said: Option<&str>) -> String {
         }
     }
     own.to_string()
+}
+
+/// An endpoint named by the authorisation server's metadata, which the
+/// server reached chose: HTTPS, or HTTP on loopback only. Codes, secrets and
+/// tokens then cross no network in the clear, and the URL handed to the
+/// desktop's opener cannot be a file or another program's scheme.
+fn secure_endpoint(name: &str, value: &str) -> Result<Url, OAuthError> {
+    let url = Url::parse(value)
+        .map_err(|e| OAuthError::Discovery(format!("the {name} `{value}` is not a URL: {e}")))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        _ => Err(OAuthError::Discovery(format!(
+            "the {name} `{value}` is not an https:// URL (http:// only on this machine)"
+        ))),
+    }
 }
 
 fn redirect_port(redirect_uri: &str) -> Option<u16> {
@@ -853,6 +871,29 @@ mod tests {
                 "https://auth.example.com/tenant/.well-known/openid-configuration",
             ]
         );
+    }
+
+    #[test]
+    fn proxy_forward_oauth_takes_endpoints_on_https_or_this_machine_only() {
+        for good in [
+            "https://auth.example.com/authorize",
+            "http://localhost:3001/token",
+            "http://127.0.0.1:9/register",
+            "http://[::1]:9/token",
+        ] {
+            assert!(secure_endpoint("endpoint", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://auth.example.com/token",
+            "file:///etc/passwd",
+            "javascript:alert(1)",
+            "x-app://open",
+            "http://localhost.example.com/token",
+            "not a url",
+        ] {
+            let e = secure_endpoint("authorization_endpoint", bad).expect_err(bad);
+            assert!(e.to_string().contains("authorization_endpoint"), "{e}");
+        }
     }
 
     #[test]
