@@ -3322,23 +3322,13 @@ mod proxy {
                     &[&server.url, "--oauth-store", &path_str(store.path())],
                     &[("BROWSER", "true")],
                 );
-                let browse = |forward: &mut ForwardProcess| {
-                    let url = forward
-                        .stderr_until(|line| line.contains("/authorize?"), Duration::from_secs(20));
-                    let page = reqwest::blocking::get(url.trim())
-                        .and_then(|r| r.error_for_status())
-                        .and_then(|r| r.text())
-                        .expect("the browser's round trip");
-                    assert!(page.contains("Shadowcat is authorised"), "{page}");
-                    url
-                };
                 let grants = || {
                     let oauth = server.state.oauth.lock();
                     let oauth = oauth.as_ref().expect("the authoriser");
                     (oauth.registrations, oauth.grants.clone())
                 };
                 forward.send(INITIALIZE);
-                browse(&mut forward);
+                forward.follow_authorisation(Duration::from_secs(20));
                 assert!(forward.read().expect("initialized")["result"].is_object());
                 forward.send(INITIALIZED);
                 assert_eq!(grants(), (1, vec!["authorization_code".to_owned()]));
@@ -3368,7 +3358,7 @@ mod proxy {
                     .refuse_refresh = true;
                 *server.state.require.lock() = Some("Bearer revoked".into());
                 forward.send(r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#);
-                browse(&mut forward);
+                forward.follow_authorisation(Duration::from_secs(20));
                 assert_eq!(forward.read().expect("pong")["id"], 3);
                 assert_eq!(
                     grants(),
@@ -3388,8 +3378,8 @@ mod proxy {
                 // browser, asked for the scopes the challenge names.
                 *server.state.step_up.lock() = Some("admin".into());
                 forward.send(r#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#);
-                let asked = browse(&mut forward);
-                assert!(asked.contains("scope=mcp+admin"), "{asked}");
+                let asked = forward.follow_authorisation(Duration::from_secs(20));
+                assert!(asked.as_str().contains("scope=mcp+admin"), "{asked}");
                 assert_eq!(forward.read().expect("pong")["id"], 4);
                 let (_, granted) = grants();
                 assert_eq!(granted.len(), 5, "{granted:?}");
@@ -3497,16 +3487,14 @@ mod proxy {
                     &[("BROWSER", "true")],
                 );
                 forward.send(INITIALIZE);
-                let url = forward
-                    .stderr_until(|line| line.contains("/authorize?"), Duration::from_secs(20));
+                let url = forward.follow_authorisation(Duration::from_secs(20));
                 assert!(
-                    url.contains("client_id=by-hand")
-                        && url.contains(&format!("127.0.0.1%3A{port}%2Fcallback")),
+                    url.as_str().contains("client_id=by-hand")
+                        && url
+                            .as_str()
+                            .contains(&format!("127.0.0.1%3A{port}%2Fcallback")),
                     "{url}"
                 );
-                reqwest::blocking::get(url.trim())
-                    .and_then(|r| r.error_for_status())
-                    .expect("the browser's round trip");
                 assert!(forward.read().expect("initialized")["result"].is_object());
                 drop(forward);
 

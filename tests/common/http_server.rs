@@ -402,7 +402,8 @@ async fn authorize(
 async fn token(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: Bytes) -> Response {
     use base64::Engine;
     use sha2::Digest;
-    let form: std::collections::HashMap<String, String> = url_pairs(&body).into_iter().collect();
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(&body).into_owned().collect();
     let mut guard = state.oauth.lock();
     let Some(oauth) = guard.as_mut() else {
         return StatusCode::NOT_FOUND.into_response();
@@ -461,11 +462,4 @@ async fn token(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: 
         "refresh_token": format!("r{n}"),
     }))
     .into_response()
-}
-
-/// `application/x-www-form-urlencoded` pairs.
-fn url_pairs(body: &[u8]) -> Vec<(String, String)> {
-    reqwest::Url::parse(&format!("http://x/?{}", String::from_utf8_lossy(body)))
-        .map(|url| url.query_pairs().into_owned().collect())
-        .unwrap_or_default()
 }

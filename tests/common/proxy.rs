@@ -609,6 +609,20 @@ impl ForwardProcess {
         }
     }
 
+    /// Waits (up to `limit`) for the authorisation URL the proxy prints on
+    /// stderr and follows it as a browser would, redirects included, to the
+    /// proxy's own page saying it is authorised. Returns the URL.
+    pub fn follow_authorisation(&mut self, limit: Duration) -> reqwest::Url {
+        let line = self.stderr_until(|line| line.contains("/authorize?"), limit);
+        let url = reqwest::Url::parse(line.trim()).expect("the URL to open");
+        let page = reqwest::blocking::get(url.clone())
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.text())
+            .expect("the browser's round trip");
+        assert!(page.contains("Shadowcat is authorised"), "{page}");
+        url
+    }
+
     /// Closes the proxy's stdin: the client is done.
     pub fn close_stdin(&mut self) {
         self.stdin.take();

@@ -214,12 +214,6 @@ pub async fn name_ourselves(
     response
 }
 
-/// Where a challenge's `resource_metadata` value sits (see
-/// [`challenge_param`]).
-fn metadata_param(challenge: &str) -> Option<(usize, usize)> {
-    challenge_param(challenge, b"resource_metadata")
-}
-
 /// Where the value of a challenge's parameter `name` sits: its byte range,
 /// quotes included. The name counts only as a parameter's: not inside
 /// another's quoted value (`realm="x, resource_metadata=y"`), nor as the
@@ -275,9 +269,7 @@ fn quoted_end(bytes: &[u8], open: usize) -> Option<usize> {
 
 /// The URL a challenge's `resource_metadata` gives.
 pub fn challenge_metadata(challenge: &HeaderValue) -> Option<reqwest::Url> {
-    let text = challenge.to_str().ok()?;
-    let (start, end) = metadata_param(text)?;
-    reqwest::Url::parse(text[start..end].trim_matches('"')).ok()
+    reqwest::Url::parse(&challenge_value(challenge, b"resource_metadata")?).ok()
 }
 
 /// The scopes a challenge asks for (`scope="a b"`), unquoted.
@@ -296,7 +288,7 @@ fn challenge_value(challenge: &HeaderValue, name: &[u8]) -> Option<String> {
     let text = challenge.to_str().ok()?;
     let (start, end) = challenge_param(text, name)?;
     let value = &text[start..end];
-    let scope = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+    let unquoted = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
         Some(quoted) => {
             let mut unescaped = String::with_capacity(quoted.len());
             let mut chars = quoted.chars();
@@ -307,14 +299,14 @@ fn challenge_value(challenge: &HeaderValue, name: &[u8]) -> Option<String> {
         }
         None => value.to_owned(),
     };
-    Some(scope).filter(|scope| !scope.trim().is_empty())
+    Some(unquoted).filter(|value| !value.trim().is_empty())
 }
 
 /// `challenge` with its `resource_metadata` set to `ours`; `None` when it
 /// has none.
 fn rewrite_challenge(challenge: &HeaderValue, ours: &str) -> Option<HeaderValue> {
     let text = challenge.to_str().ok()?;
-    let (start, end) = metadata_param(text)?;
+    let (start, end) = challenge_param(text, b"resource_metadata")?;
     let rewritten = format!("{}\"{ours}\"{}", &text[..start], &text[end..]);
     HeaderValue::from_str(&rewritten).ok()
 }

@@ -95,7 +95,8 @@ impl AllowedOrigins {
     }
 }
 
-fn is_this_machine(url: &Url) -> bool {
+/// `localhost` or a loopback address.
+pub(crate) fn is_this_machine(url: &Url) -> bool {
     let Some(host) = url.host_str() else {
         return false;
     };

@@ -170,9 +170,6 @@ impl HttpSide {
         mut headers: Forwarded,
     ) -> Result<Result<Reply, UpstreamError>, (u16, OAuthError)> {
         let reply = self.upstream.send(message.clone(), &headers).await;
-        let Some(oauth) = &self.oauth else {
-            return Ok(reply);
-        };
         let (status, challenge, more_scope) = match &reply {
             Ok(Reply::Refused {
                 status: 401,
@@ -187,26 +184,29 @@ impl HttpSide {
             _ => return Ok(reply),
         };
         let refused = headers.authorization.as_ref();
-        let credentials = self
-            .authorise(oauth, challenge.as_ref(), refused, more_scope)
-            .await
-            .map_err(|e| (status, e))?;
-        headers.authorization = Some(credentials);
+        let authorised = self.authorise(challenge.as_ref(), refused, more_scope);
+        let Some(credentials) = authorised.await else {
+            return Ok(reply);
+        };
+        headers.authorization = Some(credentials.map_err(|e| (status, e))?);
         Ok(self.upstream.send(message, &headers).await)
     }
 
     /// New credentials after the server refused `refused` (see
-    /// [`OAuthClient::reauthorize`]), sent with every message from now on.
+    /// [`OAuthClient::reauthorize`]), sent with every message from now on;
+    /// `None` without OAuth.
     async fn authorise(
         &self,
-        oauth: &OAuthClient,
         challenge: Option<&HeaderValue>,
         refused: Option<&HeaderValue>,
         more_scope: bool,
-    ) -> Result<HeaderValue, OAuthError> {
-        let credentials = oauth.reauthorize(challenge, refused, more_scope).await?;
-        self.headers.lock().authorization = Some(credentials.clone());
-        Ok(credentials)
+    ) -> Option<Result<HeaderValue, OAuthError>> {
+        let oauth = self.oauth.as_ref()?;
+        let authorised = oauth.reauthorize(challenge, refused, more_scope).await;
+        if let Ok(credentials) = &authorised {
+            self.headers.lock().authorization = Some(credentials.clone());
+        }
+        Some(authorised)
     }
 
     /// Opens the server's GET stream (once), for what it sends on its own,
@@ -249,13 +249,10 @@ impl HttpSide {
                         status: 401,
                         challenge,
                     }) if side.oauth.is_some() => {
-                        if let Some(oauth) = &side.oauth {
-                            let refused = headers.authorization.as_ref();
-                            let authorised =
-                                side.authorise(oauth, challenge.as_ref(), refused, false);
-                            if let Err(e) = authorised.await {
-                                tracing::warn!("the server's stream wants authorisation: {e}");
-                            }
+                        let refused = headers.authorization.as_ref();
+                        let authorised = side.authorise(challenge.as_ref(), refused, false);
+                        if let Some(Err(e)) = authorised.await {
+                            tracing::warn!("the server's stream wants authorisation: {e}");
                         }
                     }
                     Err(e) => tracing::debug!("the server's stream: {e}; opening it again"),
@@ -355,11 +352,16 @@ fn refusal_answer(rid: &str, status: u16, body: &[u8], challenged: bool) -> Mess
     Message::error(Some(rid), code::UPSTREAM_FAILED, &why)
 }
 
+/// The start of an HTTP answer's body, as a message quotes it.
+pub(super) fn body_excerpt(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(512)])
+        .trim()
+        .to_owned()
+}
+
 /// What a client is told of an HTTP refusal of its request.
 fn refusal_reason(status: u16, body: &[u8], challenged: bool) -> String {
-    let said = String::from_utf8_lossy(&body[..body.len().min(512)])
-        .trim()
-        .to_owned();
+    let said = body_excerpt(body);
     let said = if said.is_empty() {
         String::new()
     } else {

@@ -35,7 +35,9 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use super::http::body_excerpt;
 use crate::proxy::oauth::{challenge_metadata, challenge_scope};
+use crate::proxy::origin::is_this_machine;
 
 /// How `forward http` authorises itself, when the server asks.
 #[derive(Debug, Clone)]
@@ -276,13 +278,7 @@ impl OAuthClient {
     async fn discover(&self, challenge: Option<&HeaderValue>) -> Result<Discovered, OAuthError> {
         let mut candidates: Vec<Url> = challenge.and_then(challenge_metadata).into_iter().collect();
         candidates.extend(well_known(&self.server, "oauth-protected-resource"));
-        let mut resource_metadata = None;
-        for url in &candidates {
-            if let Some(found) = self.get_json::<ResourceMetadata>(url).await {
-                resource_metadata = Some(found);
-                break;
-            }
-        }
+        let resource_metadata = self.first_json::<ResourceMetadata>(&candidates).await;
         let (issuer, scopes_supported, said_resource) = match resource_metadata {
             Some(metadata) => {
                 let issuer = metadata
@@ -313,14 +309,8 @@ impl OAuthClient {
         };
         let mut candidates = well_known(&issuer, "oauth-authorization-server");
         candidates.extend(well_known(&issuer, "openid-configuration"));
-        let mut server_metadata = None;
-        for url in &candidates {
-            if let Some(found) = self.get_json::<ServerMetadata>(url).await {
-                server_metadata = Some(found);
-                break;
-            }
-        }
-        let metadata = server_metadata.ok_or_else(|| {
+        let metadata = self.first_json::<ServerMetadata>(&candidates).await;
+        let metadata = metadata.ok_or_else(|| {
             OAuthError::Discovery(format!(
                 "no authorisation server metadata at {}",
                 join_urls(&candidates)
@@ -339,21 +329,20 @@ impl OAuthClient {
                 issuer: issuer_name,
             });
         }
-        let endpoint = |name: &str, value: &str| secure_endpoint(name, value);
         let scope = challenge
             .and_then(challenge_scope)
             .or_else(|| Some(scopes_supported.join(" ")).filter(|s| !s.is_empty()));
         Ok(Discovered {
             token_auth_methods: metadata.token_endpoint_auth_methods_supported,
-            authorization_endpoint: endpoint(
+            authorization_endpoint: secure_endpoint(
                 "authorization_endpoint",
                 &metadata.authorization_endpoint,
             )?,
-            token_endpoint: endpoint("token_endpoint", &metadata.token_endpoint)?,
+            token_endpoint: secure_endpoint("token_endpoint", &metadata.token_endpoint)?,
             registration_endpoint: metadata
                 .registration_endpoint
                 .as_deref()
-                .map(|value| endpoint("registration_endpoint", value))
+                .map(|value| secure_endpoint("registration_endpoint", value))
                 .transpose()?,
             scope,
             resource: resource_for(&self.server, said_resource.as_deref()),
@@ -501,19 +490,15 @@ impl OAuthClient {
         })
     }
 
-    async fn get_json<T: for<'de> Deserialize<'de>>(&self, url: &Url) -> Option<T> {
-        let response = self
-            .http
-            .get(url.clone())
-            .header(ACCEPT, "application/json")
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .ok()?;
-        if !response.status().is_success() {
-            return None;
+    /// The first of `candidates` that answers with a `T`, in order.
+    async fn first_json<T: for<'de> Deserialize<'de>>(&self, candidates: &[Url]) -> Option<T> {
+        for url in candidates {
+            let request = self.http.get(url.clone());
+            if let Ok(found) = exchange(request, url, "metadata", OAuthError::Discovery).await {
+                return Some(found);
+            }
         }
-        serde_json::from_slice(&bounded_body(response).await?).ok()
+        None
     }
 
     fn save(&self, stored: &Stored) {
@@ -596,15 +581,9 @@ fn resource_for(server: &Url, said: Option<&str>) -> String {
 fn secure_endpoint(name: &str, value: &str) -> Result<Url, OAuthError> {
     let url = Url::parse(value)
         .map_err(|e| OAuthError::Discovery(format!("the {name} `{value}` is not a URL: {e}")))?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
     match url.scheme() {
         "https" => Ok(url),
-        "http" if loopback => Ok(url),
+        "http" if is_this_machine(&url) => Ok(url),
         _ => Err(OAuthError::Discovery(format!(
             "the {name} `{value}` is not an https:// URL (http:// only on this machine)"
         ))),
@@ -653,7 +632,7 @@ async fn exchange<T: serde::de::DeserializeOwned>(
     if !status.is_success() {
         return Err(failed(format!(
             "{endpoint} answered HTTP {status}: {}",
-            said(&body)
+            body_excerpt(&body)
         )));
     }
     serde_json::from_slice(&body)
@@ -677,12 +656,6 @@ async fn bounded_body(mut response: reqwest::Response) -> Option<Vec<u8>> {
         body.extend_from_slice(&chunk);
     }
     Some(body)
-}
-
-fn said(body: &[u8]) -> String {
-    String::from_utf8_lossy(&body[..body.len().min(512)])
-        .trim()
-        .to_owned()
 }
 
 fn join_urls(urls: &[Url]) -> String {
