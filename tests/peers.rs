@@ -1147,6 +1147,58 @@ mod peers {
         });
     }
 
+    /// `forward http` to the Python SDK's server, restarted under it: once
+    /// the server is back, the proxy finds its session gone (404, on the
+    /// client's next call or on reopening the server's stream, whichever
+    /// comes first) and starts a new one with the client's `initialize` and
+    /// `initialized`, sent without the old id, which this server would
+    /// refuse. The client's call is answered as if nothing had happened.
+    #[test]
+    fn peers_forward_http_starts_a_new_session_after_the_server_restarts() {
+        let Some(peers) = require("forward http over a server restart", &[Peer::Python]) else {
+            return;
+        };
+        with_watchdog(Duration::from_secs(120), move || {
+            let mark = python_marker("forward-http-restart");
+            let mut server = peers.start_py_server_http(&mark);
+            let mut forward = ForwardProcess::http(&[], &[&server.url()]);
+            forward.send(&format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"{HANDSHAKE_ERA}","capabilities":{{}},"clientInfo":{{"name":"restart-test","version":"1"}}}}}}"#
+            ));
+            let answer = forward.read().expect("the initialize answer");
+            assert_eq!(
+                answer["result"]["protocolVersion"], HANDSHAKE_ERA,
+                "{answer}"
+            );
+            forward.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+            let mut call = |id: u64, message: &str| {
+                forward.send(&format!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"{message}"}}}}}}"#
+                ));
+                let answer = forward.read().expect("the tool's answer");
+                assert_eq!(answer["id"], id, "{answer}");
+                assert_eq!(
+                    answer["result"]["content"][0]["text"],
+                    format!("Echo: {message}"),
+                    "{answer}"
+                );
+            };
+            call(2, "before");
+            peers.restart_py_server_http(&mut server, &mark);
+            call(3, "after");
+            call(4, "and on");
+            let (status, rest, log) = forward.finish(Duration::from_secs(30));
+            assert!(status.success(), "{status:?}: {rest:?}\n{log}");
+            assert!(rest.is_empty(), "{rest:?}");
+            assert_eq!(
+                log.matches("the MCP server ended the session").count(),
+                1,
+                "{log}"
+            );
+            server.stop();
+        });
+    }
+
     /// `forward http` to a server that wants OAuth (the TypeScript SDK's
     /// example, its tokens bound to the server's URL): the first run prints
     /// the URL to open, the test follows it as a browser would (the demo

@@ -3422,13 +3422,132 @@ mod proxy {
             });
         }
 
+        /// A server that ends the session (404 for its id: it expired, or the
+        /// server restarted) gets a new one, as MCP asks of its clients: the
+        /// client's `initialize` and `initialized` go again, without the old
+        /// id, and the request goes once more on the new session. The client,
+        /// which on stdio has no session to start, sees only its answers.
+        /// Requests that find the session gone together start one between
+        /// them. A new session the server refuses is the request's error,
+        /// and the run goes on: the next request tries again. A server
+        /// stream that ends each session is given one new session, not one
+        /// after another.
+        #[test]
+        fn proxy_forward_http_starts_a_new_session_when_the_server_ends_its_own() {
+            with_watchdog(Duration::from_secs(60), || {
+                let server = HttpMcpServer::start();
+                let mut forward = ForwardProcess::http(&[], &[&server.url]);
+                forward.send(INITIALIZE);
+                assert!(forward.read().expect("initialized")["result"].is_object());
+                forward.send(INITIALIZED);
+                forward.send(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#);
+                assert_eq!(forward.read().expect("pong")["id"], 2);
+
+                server.expire("upstream-session-1");
+                forward.send(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"message":"again"}}}"#);
+                let answer = forward.read().expect("an answer");
+                assert_eq!(answer["id"], 3, "no second initialize answer: {answer}");
+                assert_eq!(
+                    answer["result"]["content"][0]["text"], "Echo: again",
+                    "{answer}"
+                );
+                let initializes = |server: &HttpMcpServer| {
+                    let seen = server.state.seen.lock();
+                    seen.iter()
+                        .filter(|r| r.rpc_method.as_deref() == Some("initialize"))
+                        .cloned()
+                        .collect::<Vec<_>>()
+                };
+                let again = initializes(&server);
+                assert_eq!(again.len(), 2, "{again:?}");
+                assert_eq!(again[1].session, None, "a new session names no old one");
+                {
+                    let seen = server.state.seen.lock();
+                    let after: Vec<_> = seen
+                        .iter()
+                        .skip_while(|r| r.rpc_method.as_deref() != Some("tools/call"))
+                        .map(|r| (r.rpc_method.clone(), r.session.clone()))
+                        .collect();
+                    let call = || Some("tools/call".to_owned());
+                    let on = |n: u32| Some(format!("upstream-session-{n}"));
+                    assert_eq!(
+                        after,
+                        [
+                            (call(), on(1)),
+                            (Some("initialize".into()), None),
+                            (Some("notifications/initialized".into()), on(2)),
+                            (call(), on(2)),
+                        ],
+                        "{seen:?}"
+                    );
+                }
+
+                // Four requests find it gone together: one new session.
+                server.expire("upstream-session-2");
+                for id in 10..14 {
+                    forward.send(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#));
+                }
+                let read = read_until_answered(&mut forward, &[10, 11, 12, 13]);
+                assert!(read.iter().all(|m| m["result"].is_object()), "{read:?}");
+                assert_eq!(initializes(&server).len(), 3);
+
+                // A new session refused: that request's error, then the next
+                // request starts one.
+                server.expire("upstream-session-3");
+                *server.state.refuse_initialize.lock() = true;
+                forward.send(r#"{"jsonrpc":"2.0","id":20,"method":"ping"}"#);
+                let refused = forward.read().expect("an answer");
+                assert_eq!(refused["id"], 20, "{refused}");
+                assert_rpc_error(&refused, -32031, "ended the session");
+                let said = refused["error"]["message"].as_str().unwrap_or_default();
+                assert!(
+                    said.contains("HTTP 503") && said.contains("maintenance"),
+                    "{said}"
+                );
+                *server.state.refuse_initialize.lock() = false;
+                forward.send(r#"{"jsonrpc":"2.0","id":21,"method":"ping"}"#);
+                assert_eq!(forward.read().expect("pong")["id"], 21);
+
+                let (status, rest, log) = forward.finish(Duration::from_secs(20));
+                assert!(status.success(), "{status:?}: {log}");
+                assert!(rest.is_empty(), "{rest:?}");
+                assert!(log.contains("the MCP server ended the session"), "{log}");
+                assert_eq!(*server.state.deleted.lock(), ["upstream-session-4"]);
+
+                // A server whose stream ends every session it is opened in:
+                // the stream finds the session gone and starts one, which
+                // its stream ends too. One new session, not one a second.
+                let server = HttpMcpServer::start();
+                *server.state.streams_end_sessions.lock() = true;
+                let mut forward = ForwardProcess::http(&[], &[&server.url]);
+                forward.send(INITIALIZE);
+                assert!(forward.read().expect("initialized")["result"].is_object());
+                forward.send(INITIALIZED);
+                let gets = || {
+                    let seen = server.state.seen.lock();
+                    seen.iter().filter(|r| r.method == "GET").count()
+                };
+                while gets() < 2 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                // The stream's retries wait a second, then two.
+                std::thread::sleep(Duration::from_millis(2500));
+                assert_eq!(gets(), 2);
+                assert_eq!(initializes(&server).len(), 2);
+                forward.send(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#);
+                assert_eq!(forward.read().expect("pong")["id"], 2);
+                let (status, _, log) = forward.finish(Duration::from_secs(20));
+                assert!(status.success(), "{status:?}: {log}");
+                assert!(log.contains("not listening"), "{log}");
+            });
+        }
+
         /// What goes wrong on the way to an HTTP server reaches the client
         /// as errors by its requests' ids: a refusal (naming the status and
         /// what to give, with OAuth failing and without it), an
         /// authorisation server that takes no registration (naming the
-        /// options for a client registered by hand, which then works), an
-        /// unreachable server, and a session the server ended, which ends
-        /// the run.
+        /// options for a client registered by hand, which then works), and
+        /// an unreachable server.
         #[test]
         fn proxy_forward_http_tells_the_client_what_the_server_refused() {
             with_watchdog(Duration::from_secs(60), || {
@@ -3503,25 +3622,6 @@ mod proxy {
                 let unreachable = nowhere.read().expect("an answer");
                 assert_rpc_error(&unreachable, -32031, "cannot reach");
                 drop(nowhere);
-
-                let mut forward = ForwardProcess::http(
-                    &[],
-                    &[&server.url, "--upstream-header", "Authorization: Bearer k1"],
-                );
-                forward.send(INITIALIZE);
-                assert!(forward.read().expect("initialized")["result"].is_object());
-                forward.send(INITIALIZED);
-                forward.send(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#);
-                assert_eq!(forward.read().expect("pong")["id"], 2);
-                // The refused initialize opened none: this is the first.
-                server.expire("upstream-session-1");
-                forward.send(r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#);
-                let gone = forward.read().expect("an answer");
-                assert_eq!(gone["id"], 3, "{gone}");
-                assert_rpc_error(&gone, -32031, "session ended");
-                let (status, _, log) = forward.ends_on_its_own(Duration::from_secs(20));
-                assert!(!status.success(), "the server ended the session: {log}");
-                assert!(log.contains("the MCP server ended"), "{log}");
             });
         }
     }

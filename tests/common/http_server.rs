@@ -49,6 +49,11 @@ pub struct ServerState {
     /// How long a POST waits before it is refused for its credentials, so
     /// that requests sent together are refused together.
     pub refusal_delay: Mutex<std::time::Duration>,
+    /// `initialize` is answered 503, as by a server down for maintenance.
+    pub refuse_initialize: Mutex<bool>,
+    /// The GET stream is answered 404 whatever the session, as by a server
+    /// that ends a session once it is listened to.
+    pub streams_end_sessions: Mutex<bool>,
 }
 
 /// A minimal OAuth authorisation server: dynamic registration, an
@@ -228,6 +233,9 @@ async fn handle_post(
     let stateless = header(&headers, "mcp-protocol-version").as_deref() == Some("2026-07-28");
     let method = message["method"].as_str().unwrap_or_default().to_owned();
     let mut new_session = None;
+    if method == "initialize" && *state.refuse_initialize.lock() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "maintenance").into_response();
+    }
     if method == "initialize" {
         let mut issued = state.issued.lock();
         *issued += 1;
@@ -312,6 +320,9 @@ async fn handle_get(State(state): State<Arc<ServerState>>, headers: HeaderMap) -
     record(&state, "GET", &headers, None);
     if let Some(refused) = unauthorised(&state, &headers) {
         return refused;
+    }
+    if *state.streams_end_sessions.lock() {
+        return (StatusCode::NOT_FOUND, "unknown session").into_response();
     }
     StatusCode::METHOD_NOT_ALLOWED.into_response()
 }

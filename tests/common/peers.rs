@@ -370,15 +370,28 @@ impl Peers {
     /// `py_server.py http` on loopback, on a port of its own; `marker` from
     /// [`python_marker`].
     pub fn start_py_server_http(&self, marker: &str) -> HttpPeer {
-        HttpPeer::start("py_server", |port| {
-            let mut cmd = Command::new(self.python());
-            cmd.arg(marker).arg(self.script("py_server.py")).args([
-                "http",
-                "--port",
-                &port.to_string(),
-            ]);
-            cmd
+        HttpPeer::start("py_server", |port| self.py_server_http(marker, port))
+    }
+
+    /// Stops `server` (from [`Self::start_py_server_http`]) and starts it
+    /// again on its port, holding no session: a server restarted under
+    /// its clients.
+    pub fn restart_py_server_http(&self, server: &mut HttpPeer, marker: &str) {
+        server.stop();
+        *server = HttpPeer::start_on("py_server", server.port, &|port| {
+            self.py_server_http(marker, port)
         })
+        .unwrap_or_else(|e| panic!("py_server did not start again: {e}"));
+    }
+
+    fn py_server_http(&self, marker: &str, port: u16) -> Command {
+        let mut cmd = Command::new(self.python());
+        cmd.arg(marker).arg(self.script("py_server.py")).args([
+            "http",
+            "--port",
+            &port.to_string(),
+        ]);
+        cmd
     }
 }
 
@@ -394,14 +407,7 @@ pub fn command_line(words: &[String]) -> String {
 /// Runs `cmd` in a process group of its own, collecting its output, and kills
 /// the group if it has not exited within `limit`.
 pub fn run_bounded(what: &str, mut cmd: Command, limit: Duration) -> ClientRun {
-    use std::os::unix::process::CommandExt;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let mut child = spawn_grouped(what, &mut cmd);
     let stdout = drain(child.stdout.take().expect("stdout"));
     let stderr = drain(child.stderr.take().expect("stderr"));
     let deadline = Instant::now() + limit;
@@ -430,6 +436,18 @@ pub fn run_bounded(what: &str, mut cmd: Command, limit: Duration) -> ClientRun {
         stdout: collect(stdout, "stdout"),
         stderr: collect(stderr, "stderr"),
     }
+}
+
+/// Starts `cmd`, its output piped, in a process group of its own, so that
+/// whatever it starts stops with it ([`kill_group`]).
+fn spawn_grouped(what: &str, cmd: &mut Command) -> Child {
+    use std::os::unix::process::CommandExt;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"))
 }
 
 fn drain(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
@@ -489,45 +507,51 @@ impl HttpPeer {
     /// Starts the server from `command(port)` on a free port and waits until
     /// it accepts connections; tries another port if that one was taken.
     fn start(name: &'static str, command: impl Fn(u16) -> Command) -> Self {
-        use std::os::unix::process::CommandExt;
         let mut failures = Vec::new();
         for _ in 0..3 {
-            let port = free_port();
-            let mut child = command(port)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .process_group(0)
-                .spawn()
-                .unwrap_or_else(|e| panic!("{name}: cannot start: {e}"));
-            let output = Arc::new(Mutex::new(Vec::new()));
-            for pipe in [
-                Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
-                Box::new(child.stderr.take().expect("stderr")),
-            ] {
-                let output = Arc::clone(&output);
-                std::thread::spawn(move || {
-                    for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                        let mut lines = output.lock();
-                        if lines.len() < 2_000 {
-                            lines.push(line);
-                        }
-                    }
-                });
+            match Self::start_on(name, free_port(), &command) {
+                Ok(peer) => return peer,
+                Err(failure) => failures.push(failure),
             }
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            if wait_listening(addr, &mut child, Duration::from_secs(60)) {
-                return Self {
-                    name,
-                    child: Some(child),
-                    port,
-                    output,
-                };
-            }
-            kill_group(&mut child);
-            failures.push(format!("port {port}: {}", output.lock().join("\n")));
         }
         panic!("{name} did not start:\n{}", failures.join("\n"));
+    }
+
+    /// Starts the server on `port`; `Err` says what it wrote if it did not
+    /// come up.
+    fn start_on(
+        name: &'static str,
+        port: u16,
+        command: &impl Fn(u16) -> Command,
+    ) -> Result<Self, String> {
+        let mut child = spawn_grouped(name, &mut command(port));
+        let output = Arc::new(Mutex::new(Vec::new()));
+        for pipe in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let output = Arc::clone(&output);
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut lines = output.lock();
+                    if lines.len() < 2_000 {
+                        lines.push(line);
+                    }
+                }
+            });
+        }
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if wait_listening(addr, &mut child, Duration::from_secs(60)) {
+            return Ok(Self {
+                name,
+                child: Some(child),
+                port,
+                output,
+            });
+        }
+        kill_group(&mut child);
+        let written = output.lock().join("\n");
+        Err(format!("port {port}: {written}"))
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -3,7 +3,7 @@
 //! event stream) goes to the relay, as does the server's GET stream once the
 //! client is initialized.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +35,16 @@ pub(super) struct HttpSide {
     tasks: Mutex<JoinSet<()>>,
     listening: AtomicBool,
     oauth: Option<Arc<OAuthClient>>,
+    /// The client's `initialize` and `initialized`, as it sent them: what
+    /// starts a new session when the server ends this one.
+    initialize: Mutex<Option<Message>>,
+    initialized: Mutex<Option<Message>>,
+    /// Held while a new session starts, so that requests that find the
+    /// session gone together start one between them.
+    renewal: tokio::sync::Mutex<()>,
+    /// Sessions started after the first: a request that found the session
+    /// gone before the count moved on starts the next one.
+    renewals: AtomicU64,
 }
 
 /// Longest wait between two attempts to open the server's GET stream.
@@ -54,12 +64,16 @@ impl HttpSide {
             ..Forwarded::default()
         };
         let side = Arc::new(Self {
-            upstream: Arc::new(HttpUpstream::new(config)),
+            upstream: Arc::new(HttpUpstream::renewing(config)),
             headers: Mutex::new(headers),
             to_relay: Mutex::new(Some(to_relay)),
             tasks: Mutex::new(JoinSet::new()),
             listening: AtomicBool::new(false),
             oauth,
+            initialize: Mutex::new(None),
+            initialized: Mutex::new(None),
+            renewal: tokio::sync::Mutex::new(()),
+            renewals: AtomicU64::new(0),
         });
         (side, ReceiverStream::new(replies).boxed())
     }
@@ -89,6 +103,13 @@ impl HttpSide {
         let rid = message.id().filter(|_| request).map(str::to_owned);
         let initialize = message.is_request("initialize");
         let initialized = message.is_notification("notifications/initialized");
+        if initialize {
+            *self.initialize.lock() = Some(message.clone());
+        }
+        if initialized {
+            *self.initialized.lock() = Some(message.clone());
+        }
+        let renewals = self.renewals.load(Ordering::Acquire);
         let mut headers = self.headers.lock().clone();
         if let Some(stated) = StatedRevision::of(&message) {
             // 2026-07-28: no initialize; each request names its revision in
@@ -97,7 +118,21 @@ impl HttpSide {
             headers.mcp_method = message.method().map(str::to_owned);
             headers.mcp_name = stated.name;
         }
-        let reply = match self.send_authorised(message, headers).await {
+        let mut reply = self.send_authorised(message.clone(), headers).await;
+        if matches!(reply, Ok(Err(UpstreamError::SessionGone))) {
+            reply = match self.renew(renewals).await {
+                // Headers as of the new session (sessions are not of the
+                // 2026-07-28 era, whose requests state their own).
+                Ok(()) => {
+                    let headers = self.headers.lock().clone();
+                    self.send_authorised(message, headers).await
+                }
+                Err(e) => Ok(Err(UpstreamError::Failed(format!(
+                    "the MCP server ended the session, and a new one could not be started: {e}"
+                )))),
+            };
+        }
+        let reply = match reply {
             Ok(reply) => reply,
             Err((status, e)) => {
                 tracing::error!("authorising with the MCP server failed: {e}");
@@ -157,6 +192,85 @@ impl HttpSide {
             if to_relay.send(event).await.is_err() {
                 return;
             }
+        }
+    }
+
+    /// Starts a new session with the client's `initialize`, and its
+    /// `initialized` once it said that, after the server ended the session
+    /// (MCP: a client that gets 404 for its session starts a new one),
+    /// unless another request did since `renewals` was read. The answer to
+    /// the `initialize` is not relayed: the client has one. What the server
+    /// kept for the old session (subscriptions, a log level) is not set
+    /// again; the WARN line says so.
+    async fn renew(&self, renewals: u64) -> Result<(), String> {
+        let _renewing = self.renewal.lock().await;
+        if self.renewals.load(Ordering::Acquire) != renewals {
+            return Ok(());
+        }
+        let initialize = self
+            .initialize
+            .lock()
+            .clone()
+            .ok_or("the client had not sent initialize")?;
+        tracing::warn!(
+            "the MCP server ended the session; starting a new one with the client's initialize \
+             (what the server held for the old session, such as subscriptions, is not carried over)"
+        );
+        let Reply::Events(mut answer) = self.send_renewing(initialize).await? else {
+            return Err("the server answered initialize with nothing".into());
+        };
+        let agreed = loop {
+            let Some(event) = answer.next().await else {
+                return Err("the server's stream ended before it answered initialize".into());
+            };
+            let Some(message) = event.message else {
+                continue;
+            };
+            if message.kind() != Kind::Response {
+                // The server's own message on the handshake's stream: the
+                // client's to see, as any other.
+                self.relay(Event::message(message)).await;
+                continue;
+            }
+            break agreed_version(&message).ok_or_else(|| {
+                format!(
+                    "the server answered initialize with {}",
+                    body_excerpt(message.bytes())
+                )
+            })?;
+        };
+        self.headers.lock().protocol_version = Some(agreed);
+        let initialized = self.initialized.lock().clone();
+        if let Some(initialized) = initialized {
+            self.send_renewing(initialized).await?;
+        }
+        self.renewals.fetch_add(1, Ordering::AcqRel);
+        tracing::info!("a new session with the MCP server started");
+        Ok(())
+    }
+
+    /// Sends one message of [`Self::renew`]; a refusal is an error naming
+    /// the message's method.
+    async fn send_renewing(&self, message: Message) -> Result<Reply, String> {
+        let method = message.method().unwrap_or_default().to_owned();
+        let headers = self.headers.lock().clone();
+        match self.send_authorised(message, headers).await {
+            Ok(Ok(Reply::Refused { status, body, .. })) => Err(format!(
+                "the server refused {method} with HTTP {status}: {}",
+                body_excerpt(&body)
+            )),
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err((status, e)) => Err(format!(
+                "the server refused {method} with HTTP {status}, and authorising failed: {e}"
+            )),
+        }
+    }
+
+    async fn relay(&self, event: Event) {
+        let to_relay = self.to_relay.lock().clone();
+        if let Some(to_relay) = to_relay {
+            let _ = to_relay.send(event).await;
         }
     }
 
@@ -224,12 +338,18 @@ impl HttpSide {
         let listen = async move {
             let mut backoff = Duration::from_secs(1);
             let mut last_event_id = None;
+            // This loop started the session its stream was then refused in:
+            // a server that ends every session's stream is not answered with
+            // session after session.
+            let mut renewed_here = false;
             loop {
+                let renewals = side.renewals.load(Ordering::Acquire);
                 let mut headers = side.headers.lock().clone();
                 headers.last_event_id.clone_from(&last_event_id);
                 match side.upstream.listen(&headers).await {
                     Ok(mut events) => {
                         backoff = Duration::from_secs(1);
+                        renewed_here = false;
                         while let Some(event) = events.next().await {
                             if event.id.is_some() {
                                 last_event_id.clone_from(&event.id);
@@ -239,11 +359,23 @@ impl HttpSide {
                             }
                         }
                     }
-                    Err(
-                        UpstreamError::Unsupported(_)
-                        | UpstreamError::StreamConflict
-                        | UpstreamError::SessionGone,
-                    ) => return,
+                    Err(UpstreamError::Unsupported(_) | UpstreamError::StreamConflict) => return,
+                    // Found here first (a server restarted while the client
+                    // was quiet): the next request finds a new session.
+                    Err(UpstreamError::SessionGone) if renewed_here => {
+                        tracing::warn!(
+                            "the MCP server ends its stream's session at once; not listening"
+                        );
+                        return;
+                    }
+                    Err(UpstreamError::SessionGone) => match side.renew(renewals).await {
+                        Ok(()) => {
+                            renewed_here = true;
+                            last_event_id = None;
+                            continue;
+                        }
+                        Err(e) => tracing::warn!("starting a new session with the MCP server: {e}"),
+                    },
                     // Its token expired while no request came to renew it.
                     Err(UpstreamError::Denied {
                         status: 401,

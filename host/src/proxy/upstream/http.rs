@@ -41,6 +41,9 @@ pub struct HttpUpstream {
     /// `Some(reason)` once the upstream session is gone.
     ended: watch::Sender<Option<String>>,
     closed: AtomicBool,
+    /// Its owner starts a new session when the server ends one (see
+    /// [`Self::renewing`]).
+    renews: bool,
 }
 
 impl HttpUpstream {
@@ -52,6 +55,20 @@ impl HttpUpstream {
             protocol_version: Mutex::new(None),
             ended: watch::Sender::new(None),
             closed: AtomicBool::new(false),
+            renews: false,
+        }
+    }
+
+    /// An upstream whose owner starts a new session when the server ends
+    /// its own (`forward http`, whose stdio client cannot): a 404 is
+    /// `SessionGone` without ending the upstream, and an `initialize` goes
+    /// without the session id (as MCP wants of a new session), its answer's
+    /// id then replacing the old one. Until it does, requests go with the
+    /// old id, so that each finds the session gone rather than none named.
+    pub fn renewing(config: Arc<HttpUpstreamConfig>) -> Self {
+        Self {
+            renews: true,
+            ..Self::new(config)
         }
     }
 
@@ -119,6 +136,15 @@ impl HttpUpstream {
         status == StatusCode::NOT_FOUND && self.session.lock().is_some()
     }
 
+    /// The server ended the session: so does this upstream, unless its
+    /// owner starts another.
+    fn session_gone(&self) -> UpstreamError {
+        if !self.renews {
+            self.end("the upstream session ended (404)");
+        }
+        UpstreamError::SessionGone
+    }
+
     /// A refusal's `WWW-Authenticate`; where it says the server's metadata
     /// is, the proxy's own metadata is taken from next.
     fn challenge(&self, response: &reqwest::Response) -> Option<HeaderValue> {
@@ -136,6 +162,7 @@ impl Upstream for HttpUpstream {
         if let Some(reason) = self.ended.borrow().clone() {
             return Err(UpstreamError::Failed(reason));
         }
+        let renewal = self.renews && message.is_request("initialize");
         let request = self
             .config
             .client
@@ -143,9 +170,17 @@ impl Upstream for HttpUpstream {
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json, text/event-stream")
             .body(message.bytes().clone());
-        let response = self
+        let mut request = self
             .with_headers(request, headers)
-            .send()
+            .build()
+            .map_err(|e| self.unreachable(e))?;
+        if renewal {
+            request.headers_mut().remove(SESSION_ID);
+        }
+        let response = self
+            .config
+            .client
+            .execute(request)
             .await
             .map_err(|e| self.unreachable(e))?;
         let status = response.status();
@@ -155,13 +190,12 @@ impl Upstream for HttpUpstream {
             .and_then(|v| v.to_str().ok())
         {
             let mut session = self.session.lock();
-            if session.is_none() {
+            if session.is_none() || renewal {
                 *session = Some(id.to_owned());
             }
         }
-        if self.gone(status) {
-            self.end("the upstream session ended (404)");
-            return Err(UpstreamError::SessionGone);
+        if !renewal && self.gone(status) {
+            return Err(self.session_gone());
         }
         if status == StatusCode::ACCEPTED {
             return Ok(Reply::Accepted);
@@ -212,8 +246,7 @@ impl Upstream for HttpUpstream {
             .map_err(|e| self.unreachable(e))?;
         let status = response.status();
         if self.gone(status) {
-            self.end("the upstream session ended (404)");
-            return Err(UpstreamError::SessionGone);
+            return Err(self.session_gone());
         }
         if status == StatusCode::METHOD_NOT_ALLOWED {
             return Err(UpstreamError::Unsupported("a server-to-client stream"));
