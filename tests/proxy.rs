@@ -3482,14 +3482,23 @@ mod proxy {
                     );
                 }
 
-                // Four requests find it gone together: one new session.
+                // Four requests find it gone together: one new session,
+                // which agrees to another revision, named from then on.
                 server.expire("upstream-session-2");
+                *server.state.agrees_to.lock() = Some("2025-06-18".into());
                 for id in 10..14 {
                     forward.send(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#));
                 }
                 let read = read_until_answered(&mut forward, &[10, 11, 12, 13]);
                 assert!(read.iter().all(|m| m["result"].is_object()), "{read:?}");
                 assert_eq!(initializes(&server).len(), 3);
+                {
+                    let seen = server.state.seen.lock();
+                    let last = seen.last().expect("the last ping");
+                    assert_eq!(last.session.as_deref(), Some("upstream-session-3"));
+                    assert_eq!(last.protocol_version.as_deref(), Some("2025-06-18"));
+                }
+                *server.state.agrees_to.lock() = None;
 
                 // A new session refused: that request's error, then the next
                 // request starts one.
@@ -3512,6 +3521,10 @@ mod proxy {
                 assert!(status.success(), "{status:?}: {log}");
                 assert!(rest.is_empty(), "{rest:?}");
                 assert!(log.contains("the MCP server ended the session"), "{log}");
+                assert!(
+                    log.contains("agreed to revision 2025-06-18, not 2025-11-25"),
+                    "{log}"
+                );
                 assert_eq!(*server.state.deleted.lock(), ["upstream-session-4"]);
 
                 // A server whose stream ends every session it is opened in:

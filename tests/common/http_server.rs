@@ -51,6 +51,8 @@ pub struct ServerState {
     pub refusal_delay: Mutex<std::time::Duration>,
     /// `initialize` is answered 503, as by a server down for maintenance.
     pub refuse_initialize: Mutex<bool>,
+    /// The revision `initialize` agrees to, when not 2025-11-25.
+    pub agrees_to: Mutex<Option<String>>,
     /// The GET stream is answered 404 whatever the session, as by a server
     /// that ends a session once it is listened to.
     pub streams_end_sessions: Mutex<bool>,
@@ -253,8 +255,11 @@ async fn handle_post(
         return StatusCode::ACCEPTED.into_response();
     };
     let result = match method.as_str() {
-        "initialize" => json!({"protocolVersion": "2025-11-25", "capabilities": {},
-                               "serverInfo": {"name": "http-echo", "version": "1"}}),
+        "initialize" => {
+            let agreed = state.agrees_to.lock().clone();
+            json!({"protocolVersion": agreed.as_deref().unwrap_or("2025-11-25"),
+                   "capabilities": {}, "serverInfo": {"name": "http-echo", "version": "1"}})
+        }
         "tools/call" => {
             let text = format!(
                 "Echo: {}",

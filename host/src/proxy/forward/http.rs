@@ -239,7 +239,13 @@ impl HttpSide {
                 )
             })?;
         };
-        self.headers.lock().protocol_version = Some(agreed);
+        let before = self.headers.lock().protocol_version.replace(agreed.clone());
+        if let Some(before) = before.filter(|before| *before != agreed) {
+            tracing::warn!(
+                "the MCP server's new session agreed to revision {agreed}, not {before}: the \
+                 client goes on speaking the one it agreed to"
+            );
+        }
         let initialized = self.initialized.lock().clone();
         if let Some(initialized) = initialized {
             self.send_renewing(initialized).await?;
