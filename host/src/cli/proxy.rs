@@ -229,16 +229,22 @@ pub enum ForwardCommand {
     /// The protocol revision `initialize` agreed to goes with every later
     /// request, and the server's session is deleted when the client closes
     /// its input. The session's --rate-limit applies, as with `stdio`. A
-    /// request the server refuses (404, 500...) gets a JSON-RPC error naming
+    /// request the server refuses (400, 500...) gets a JSON-RPC error naming
     /// the status.
+    ///
+    /// A session the server ends (404: it expired, or the server restarted)
+    /// is replaced, as MCP asks of clients: the client's `initialize` and
+    /// `initialized` go again, then the request; the client sees only its
+    /// answers, and a WARN line says that what the server held for the old
+    /// session starts afresh.
     ///
     /// A server that answers 401 is authorised with OAuth, as MCP clients
     /// do: its metadata names its authorisation server, Shadowcat registers
     /// there (or uses --oauth-client-id), prints the URL to open in a browser
     /// on stderr (and hands it to $BROWSER or the desktop's opener), and
     /// keeps the tokens in --oauth-store for the next run, refreshing them
-    /// when they expire (and asking again for a scope a 403 names). Not with an `Authorization` --upstream-header, nor
-    /// with --no-oauth.
+    /// when they expire (and asking again for a scope a 403 names). Not with
+    /// an `Authorization` --upstream-header, nor with --no-oauth.
     Http {
         /// The server's MCP endpoint, http:// or https://.
         #[arg(value_name = "URL", value_parser = parse_http_url)]
