@@ -3425,8 +3425,9 @@ mod proxy {
         /// A server that ends the session (404 for its id: it expired, or the
         /// server restarted) gets a new one, as MCP asks of its clients: the
         /// client's `initialize` and `initialized` go again, without the old
-        /// id, and the request goes once more on the new session. The client,
-        /// which on stdio has no session to start, sees only its answers.
+        /// id, then its log level and the subscriptions it still holds, and
+        /// the request goes once more on the new session. The client, which
+        /// on stdio has no session to start, sees only its answers.
         /// Requests that find the session gone together start one between
         /// them. A new session the server refuses is the request's error,
         /// and the run goes on: the next request tries again. A server
@@ -3442,6 +3443,22 @@ mod proxy {
                 forward.send(INITIALIZED);
                 forward.send(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#);
                 assert_eq!(forward.read().expect("pong")["id"], 2);
+                // What the session is given again: the log level, and the
+                // subscriptions still held.
+                forward.send(r#"{"jsonrpc":"2.0","id":4,"method":"logging/setLevel","params":{"level":"debug"}}"#);
+                for (id, method, uri) in [
+                    (5, "subscribe", "file:///a"),
+                    (6, "subscribe", "file:///b"),
+                    (7, "unsubscribe", "file:///a"),
+                    (8, "subscribe", "file:///missing"),
+                ] {
+                    forward.send(&format!(
+                        r#"{{"jsonrpc":"2.0","id":{id},"method":"resources/{method}","params":{{"uri":"{uri}"}}}}"#
+                    ));
+                }
+                let set_up = read_until_answered(&mut forward, &[4, 5, 6, 7, 8]);
+                let refused = set_up.iter().filter(|m| m["error"].is_object()).count();
+                assert_eq!(refused, 1, "the missing resource's: {set_up:?}");
 
                 server.expire("upstream-session-1");
                 forward.send(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"message":"again"}}}"#);
@@ -3476,9 +3493,31 @@ mod proxy {
                             (call(), on(1)),
                             (Some("initialize".into()), None),
                             (Some("notifications/initialized".into()), on(2)),
+                            (Some("logging/setLevel".into()), on(2)),
+                            (Some("resources/subscribe".into()), on(2)),
+                            (Some("resources/subscribe".into()), on(2)),
                             (call(), on(2)),
                         ],
                         "{seen:?}"
+                    );
+                    let again = |method: &str| {
+                        seen.iter()
+                            .rfind(|r| r.rpc_method.as_deref() == Some(method))
+                            .and_then(|r| r.rpc_params.clone())
+                    };
+                    assert_eq!(again("logging/setLevel"), Some(json!({"level": "debug"})));
+                    let subscribed: Vec<_> = seen
+                        .iter()
+                        .filter(|r| r.session == on(2))
+                        .filter(|r| r.rpc_method.as_deref() == Some("resources/subscribe"))
+                        .map(|r| r.rpc_params.clone())
+                        .collect();
+                    assert_eq!(
+                        subscribed,
+                        [
+                            Some(json!({"uri": "file:///b"})),
+                            Some(json!({"uri": "file:///missing"}))
+                        ]
                     );
                 }
 
@@ -3525,6 +3564,11 @@ mod proxy {
                     log.contains("agreed to revision 2025-06-18, not 2025-11-25"),
                     "{log}"
                 );
+                // The refused subscription, again on each new session; the
+                // session stood without it.
+                let refused_again = "resources/subscribe again: ";
+                assert_eq!(log.matches(refused_again).count(), 3, "{log}");
+                assert!(log.contains("Resource not found"), "{log}");
                 assert_eq!(*server.state.deleted.lock(), ["upstream-session-4"]);
 
                 // A server whose stream ends every session it is opened in:

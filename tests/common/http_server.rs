@@ -26,6 +26,7 @@ pub struct Seen {
     pub mcp_method: Option<String>,
     pub mcp_name: Option<String>,
     pub rpc_method: Option<String>,
+    pub rpc_params: Option<Value>,
     pub authorization: Option<String>,
 }
 
@@ -172,6 +173,7 @@ fn record(state: &ServerState, method: &str, headers: &HeaderMap, rpc: Option<&V
         mcp_method: header(headers, "mcp-method"),
         mcp_name: header(headers, "mcp-name"),
         rpc_method: rpc.and_then(|m| m["method"].as_str()).map(str::to_owned),
+        rpc_params: rpc.and_then(|m| m.get("params")).cloned(),
         authorization: header(headers, "authorization"),
     });
 }
@@ -254,6 +256,11 @@ async fn handle_post(
     let Some(id) = message.get("id").cloned() else {
         return StatusCode::ACCEPTED.into_response();
     };
+    if method == "resources/subscribe" && message["params"]["uri"] == "file:///missing" {
+        let refused = json!({"jsonrpc": "2.0", "id": id,
+                             "error": {"code": -32002, "message": "Resource not found"}});
+        return ([("content-type", "application/json")], refused.to_string()).into_response();
+    }
     let result = match method.as_str() {
         "initialize" => {
             let agreed = state.agrees_to.lock().clone();

@@ -234,8 +234,9 @@ pub enum ForwardCommand {
     ///
     /// A session the server ends (404: it expired, or the server restarted)
     /// is replaced, as MCP asks of clients: the client's `initialize` and
-    /// `initialized` go again, then the request; the client sees only its
-    /// answers, and a WARN line says that what the server held for the old
+    /// `initialized` go again, then its log level and resource
+    /// subscriptions, then the request; the client sees only its answers,
+    /// and a WARN line says that what else the server held for the old
     /// session starts afresh.
     ///
     /// A server that answers 401 is authorised with OAuth, as MCP clients

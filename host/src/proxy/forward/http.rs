@@ -3,6 +3,7 @@
 //! event stream) goes to the relay, as does the server's GET stream once the
 //! client is initialized.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,10 +36,9 @@ pub(super) struct HttpSide {
     tasks: Mutex<JoinSet<()>>,
     listening: AtomicBool,
     oauth: Option<Arc<OAuthClient>>,
-    /// The client's `initialize` and `initialized`, as it sent them: what
-    /// starts a new session when the server ends this one.
-    initialize: Mutex<Option<Message>>,
-    initialized: Mutex<Option<Message>>,
+    /// What the client set up in the session: what a new one is given
+    /// when the server ends this one.
+    setup: Mutex<Setup>,
     /// Held while a new session starts, so that requests that find the
     /// session gone together start one between them.
     renewal: tokio::sync::Mutex<()>,
@@ -70,8 +70,7 @@ impl HttpSide {
             tasks: Mutex::new(JoinSet::new()),
             listening: AtomicBool::new(false),
             oauth,
-            initialize: Mutex::new(None),
-            initialized: Mutex::new(None),
+            setup: Mutex::new(Setup::default()),
             renewal: tokio::sync::Mutex::new(()),
             renewals: AtomicU64::new(0),
         });
@@ -82,10 +81,20 @@ impl HttpSide {
         &self.upstream
     }
 
-    /// Posts `message` on a task of its own.
-    pub(super) fn spawn_post(self: &Arc<Self>, message: Message) {
-        let post = Arc::clone(self).post(message);
-        self.tasks.lock().spawn(post);
+    /// Sends a client message. Notifications and responses are posted in
+    /// turn (the server answers them at once, with 202):
+    /// `notifications/initialized` reaches it before the requests after
+    /// it. Requests go side by side, each on a task of its own, as a slow
+    /// one must not hold up the rest. What a message sets up is noted
+    /// first, in the client's order, which the tasks do not keep.
+    pub(super) async fn forward(self: &Arc<Self>, message: Message) {
+        self.setup.lock().note(&message);
+        if message.kind() == Kind::Request {
+            let post = Arc::clone(self).post(message);
+            self.tasks.lock().spawn(post);
+        } else {
+            Arc::clone(self).post(message).await;
+        }
     }
 
     /// Ends what still relays the server's answers: after the session's end
@@ -103,12 +112,6 @@ impl HttpSide {
         let rid = message.id().filter(|_| request).map(str::to_owned);
         let initialize = message.is_request("initialize");
         let initialized = message.is_notification("notifications/initialized");
-        if initialize {
-            *self.initialize.lock() = Some(message.clone());
-        }
-        if initialized {
-            *self.initialized.lock() = Some(message.clone());
-        }
         let renewals = self.renewals.load(Ordering::Acquire);
         let mut headers = self.headers.lock().clone();
         if let Some(stated) = StatedRevision::of(&message) {
@@ -195,50 +198,38 @@ impl HttpSide {
         }
     }
 
-    /// Starts a new session with the client's `initialize`, and its
-    /// `initialized` once it said that, after the server ended the session
-    /// (MCP: a client that gets 404 for its session starts a new one),
-    /// unless another request did since `renewals` was read. The answer to
-    /// the `initialize` is not relayed: the client has one. What the server
-    /// kept for the old session (subscriptions, a log level) is not set
-    /// again; the WARN line says so.
+    /// Starts a new session with the client's `initialize`, its
+    /// `initialized` once it said that, then its log level and resource
+    /// subscriptions, after the server ended the session (MCP: a client
+    /// that gets 404 for its session starts a new one), unless another
+    /// request did since `renewals` was read. The answers are not relayed:
+    /// the client has them. What else the server held for the old session
+    /// starts afresh; the WARN line says so.
     async fn renew(&self, renewals: u64) -> Result<(), String> {
         let _renewing = self.renewal.lock().await;
         if self.renewals.load(Ordering::Acquire) != renewals {
             return Ok(());
         }
-        let initialize = self
-            .initialize
-            .lock()
-            .clone()
-            .ok_or("the client had not sent initialize")?;
+        let (initialize, initialized, rest) = self.setup.lock().to_send_again();
+        let initialize = initialize.ok_or("the client had not sent initialize")?;
         tracing::warn!(
-            "the MCP server ended the session; starting a new one with the client's initialize \
-             (what the server held for the old session, such as subscriptions, is not carried over)"
+            "the MCP server ended the session; starting a new one with the client's initialize, \
+             log level and resource subscriptions (what else the server held for the old \
+             session starts afresh)"
         );
-        let Reply::Events(mut answer) = self.send_renewing(initialize).await? else {
+        let Reply::Events(answer) = self.send_renewing(initialize).await? else {
             return Err("the server answered initialize with nothing".into());
         };
-        let agreed = loop {
-            let Some(event) = answer.next().await else {
-                return Err("the server's stream ended before it answered initialize".into());
-            };
-            let Some(message) = event.message else {
-                continue;
-            };
-            if message.kind() != Kind::Response {
-                // The server's own message on the handshake's stream: the
-                // client's to see, as any other.
-                self.relay(Event::message(message)).await;
-                continue;
-            }
-            break agreed_version(&message).ok_or_else(|| {
-                format!(
-                    "the server answered initialize with {}",
-                    body_excerpt(message.bytes())
-                )
-            })?;
-        };
+        let response = self
+            .response_on(answer)
+            .await
+            .ok_or("the server's stream ended before it answered initialize")?;
+        let agreed = agreed_version(&response).ok_or_else(|| {
+            format!(
+                "the server answered initialize with {}",
+                body_excerpt(response.bytes())
+            )
+        })?;
         let before = self.headers.lock().protocol_version.replace(agreed.clone());
         if let Some(before) = before.filter(|before| *before != agreed) {
             tracing::warn!(
@@ -246,13 +237,44 @@ impl HttpSide {
                  client goes on speaking the one it agreed to"
             );
         }
-        let initialized = self.initialized.lock().clone();
         if let Some(initialized) = initialized {
             self.send_renewing(initialized).await?;
+        }
+        // The session stands without these: one refused is a WARN line.
+        for message in rest {
+            let method = message.method().unwrap_or_default().to_owned();
+            let refused = match self.send_renewing(message).await {
+                Ok(Reply::Events(answer)) => self
+                    .response_on(answer)
+                    .await
+                    .filter(Message::is_error)
+                    .map(|response| body_excerpt(response.bytes())),
+                Ok(_) => None,
+                Err(e) => Some(e),
+            };
+            if let Some(why) = refused {
+                tracing::warn!("the MCP server's new session: {method} again: {why}");
+            }
         }
         self.renewals.fetch_add(1, Ordering::AcqRel);
         tracing::info!("a new session with the MCP server started");
         Ok(())
+    }
+
+    /// The response on `answer`, relaying what else the server sends on it
+    /// (its own messages are the client's to see); `None` if it ended
+    /// first.
+    async fn response_on(&self, mut answer: Events) -> Option<Message> {
+        while let Some(event) = answer.next().await {
+            let Some(message) = event.message else {
+                continue;
+            };
+            if message.kind() == Kind::Response {
+                return Some(message);
+            }
+            self.relay(Event::message(message)).await;
+        }
+        None
     }
 
     /// Sends one message of [`Self::renew`]; a refusal is an error naming
@@ -401,6 +423,71 @@ impl HttpSide {
         };
         self.tasks.lock().spawn(listen);
     }
+}
+
+/// What the client set up in a session on the server, as the messages that
+/// did it, for a new session to be given again.
+#[derive(Default)]
+struct Setup {
+    initialize: Option<Message>,
+    initialized: Option<Message>,
+    log_level: Option<Message>,
+    /// The latest `resources/subscribe` of each resource not unsubscribed
+    /// since, by its URI.
+    subscriptions: BTreeMap<String, Message>,
+}
+
+impl Setup {
+    /// Keeps `message` if it sets something up. Whether the server took it
+    /// is not waited for: one it refused is refused again, to no harm.
+    fn note(&mut self, message: &Message) {
+        let Some(method) = message.method() else {
+            return;
+        };
+        let request = message.kind() == Kind::Request;
+        match method {
+            "initialize" if request => self.initialize = Some(message.clone()),
+            "notifications/initialized" => self.initialized = Some(message.clone()),
+            "logging/setLevel" if request => self.log_level = Some(message.clone()),
+            "resources/subscribe" if request => {
+                if let Some(uri) = resource_uri(message) {
+                    self.subscriptions.insert(uri, message.clone());
+                }
+            }
+            "resources/unsubscribe" if request => {
+                if let Some(uri) = resource_uri(message) {
+                    self.subscriptions.remove(&uri);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The `initialize`, the `initialized`, and what follows them.
+    fn to_send_again(&self) -> (Option<Message>, Option<Message>, Vec<Message>) {
+        let rest = self
+            .log_level
+            .iter()
+            .chain(self.subscriptions.values())
+            .cloned()
+            .collect();
+        (self.initialize.clone(), self.initialized.clone(), rest)
+    }
+}
+
+/// The `uri` a `resources/subscribe` or `unsubscribe` names.
+fn resource_uri(message: &Message) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        params: Params,
+    }
+    #[derive(serde::Deserialize)]
+    struct Params {
+        uri: String,
+    }
+    serde_json::from_slice::<Body>(message.bytes())
+        .ok()
+        .map(|body| body.params.uri)
 }
 
 /// What a 2026-07-28 request says of itself in its body, which streamable

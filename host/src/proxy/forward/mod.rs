@@ -349,16 +349,8 @@ impl Server {
                 .send(message, &Forwarded::default())
                 .await
                 .map(|_| ()),
-            // Notifications and responses are posted in turn (the server
-            // answers them at once, with 202): `notifications/initialized`
-            // reaches it before the requests after it. Requests go side by
-            // side, as a slow one must not hold up the rest.
-            Server::Http(side) if message.kind() != Kind::Request => {
-                Arc::clone(side).post(message).await;
-                Ok(())
-            }
             Server::Http(side) => {
-                side.spawn_post(message);
+                side.forward(message).await;
                 Ok(())
             }
         }
