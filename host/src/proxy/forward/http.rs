@@ -121,14 +121,14 @@ impl HttpSide {
             headers.mcp_method = message.method().map(str::to_owned);
             headers.mcp_name = stated.name;
         }
-        let mut reply = self.send_authorised(message.clone(), headers).await;
+        let mut reply = self.send_authorised(&message, headers).await;
         if matches!(reply, Ok(Err(UpstreamError::SessionGone))) {
             reply = match self.renew(renewals).await {
                 // Headers as of the new session (sessions are not of the
                 // 2026-07-28 era, whose requests state their own).
                 Ok(()) => {
                     let headers = self.headers.lock().clone();
-                    self.send_authorised(message, headers).await
+                    self.send_authorised(&message, headers).await
                 }
                 Err(e) => Ok(Err(UpstreamError::Failed(format!(
                     "the MCP server ended the session, and a new one could not be started: {e}"
@@ -282,7 +282,7 @@ impl HttpSide {
     async fn send_renewing(&self, message: Message) -> Result<Reply, String> {
         let method = message.method().unwrap_or_default().to_owned();
         let headers = self.headers.lock().clone();
-        match self.send_authorised(message, headers).await {
+        match self.send_authorised(&message, headers).await {
             Ok(Ok(Reply::Refused { status, body, .. })) => Err(format!(
                 "the server refused {method} with HTTP {status}: {}",
                 body_excerpt(&body)
@@ -305,10 +305,11 @@ impl HttpSide {
     /// Sends `message`. When the server refuses it for want of a token
     /// (401) or of scopes (403 `insufficient_scope`) and OAuth is on, the
     /// run authorises and sends it once more; the error is the refusal's
-    /// status and why authorising failed.
+    /// status and why authorising failed. Borrowed: a caller that sends it
+    /// again after a new session copies nothing more than a send does.
     async fn send_authorised(
         &self,
-        message: Message,
+        message: &Message,
         mut headers: Forwarded,
     ) -> Result<Result<Reply, UpstreamError>, (u16, OAuthError)> {
         let reply = self.upstream.send(message.clone(), &headers).await;
@@ -331,7 +332,7 @@ impl HttpSide {
             return Ok(reply);
         };
         headers.authorization = Some(credentials.map_err(|e| (status, e))?);
-        Ok(self.upstream.send(message, &headers).await)
+        Ok(self.upstream.send(message.clone(), &headers).await)
     }
 
     /// New credentials after the server refused `refused` (see
