@@ -414,6 +414,68 @@ mod replay {
             .all(|r| r.rounds == 1 && r.cost_vs_lru_range.is_none()));
     }
 
+    /// The calls into each WebAssembly policy during its replay, which set
+    /// its cost apart from its algorithm's: rare for a policy whose victims
+    /// are chosen ahead (FIFO's order holds until the victims leave), at
+    /// least one per eviction for one choosing among candidates the host
+    /// samples afresh each time (Redis's LFU). The count is one replay's,
+    /// whatever the rounds; none for a built-in.
+    #[test]
+    fn replay_bench_counts_the_calls_into_each_webassembly_policy() {
+        let trace = reference_trace();
+        let names = ["lru", "fifo.wasm", "lfu-decay.wasm"];
+        let compare = |rounds| {
+            bench::run(
+                &trace,
+                &plan_at_4897(&names, rounds),
+                &open_configured,
+                &mut Quiet,
+            )
+            .expect("bench")
+        };
+        let report = compare(1);
+        let calls = |r: &bench::BenchRow| (r.policy.clone(), r.policy_calls);
+        let [lru, fifo, lfu_decay] = &report.rows[..] else {
+            panic!("{:?}", report.rows.iter().map(calls).collect::<Vec<_>>());
+        };
+        assert_eq!(lru.policy_calls, None);
+        let evictions = |r: &bench::BenchRow| r.evictions.expect("evictions");
+        let fifo_calls = fifo.policy_calls.expect("fifo.wasm calls");
+        assert!(
+            fifo_calls > 0 && fifo_calls * 10 < evictions(fifo),
+            "{fifo_calls} calls for {} evictions",
+            evictions(fifo)
+        );
+        let sampled_calls = lfu_decay.policy_calls.expect("lfu-decay.wasm calls");
+        assert!(
+            sampled_calls >= evictions(lfu_decay),
+            "{sampled_calls} calls for {} evictions",
+            evictions(lfu_decay)
+        );
+        let rounds = compare(2);
+        assert_eq!(
+            rounds.rows.iter().map(calls).collect::<Vec<_>>(),
+            report.rows.iter().map(calls).collect::<Vec<_>>()
+        );
+        // The table's last column, per 1,000 requests.
+        let table = bench::render(&report, bench::OutputFormat::Table).expect("table");
+        let header = table.lines().nth(1).unwrap_or_default();
+        assert!(header.trim_end().ends_with("calls/1k"), "{table}");
+        let last_cell = |policy: &str| {
+            let line = table
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(policy))
+                .unwrap_or_else(|| panic!("{policy}: {table}"));
+            line.split_whitespace()
+                .last()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(last_cell("lru"), "-");
+        let per_thousand = fifo_calls as f64 * 1000.0 / fifo.requests as f64;
+        assert_eq!(last_cell("fifo.wasm"), format!("{per_thousand:.1}"));
+    }
+
     /// A policy whose rounds count differently (here one label opening lru
     /// and fifo in turn) is reported, not silently averaged.
     #[test]
@@ -856,7 +918,11 @@ mod replay {
             .unwrap_or_else(|| panic!("{table}"));
         // Column widths follow the widest cell, so compare cells, not spacing.
         let cells: Vec<&str> = lru.split_whitespace().collect();
-        assert_eq!(cells[cells.len() - 2..], ["1.00x", "1.00-1.00x"], "{lru}");
+        assert_eq!(
+            cells[cells.len() - 3..],
+            ["1.00x", "1.00-1.00x", "-"],
+            "{lru}"
+        );
         let csv_header = |rounds| {
             let out = args(rounds, "csv");
             assert!(out.status.success(), "{}", text(&out.stderr));
@@ -866,8 +932,8 @@ mod replay {
                 .unwrap_or_default()
                 .to_owned()
         };
-        assert!(csv_header("2").ends_with(",cost_vs_lru,cost_range"));
-        assert!(csv_header("1").ends_with(",cost_vs_lru"));
+        assert!(csv_header("2").ends_with(",cost_vs_lru,cost_range,calls/1k"));
+        assert!(csv_header("1").ends_with(",cost_vs_lru,calls/1k"));
         let out = args("0", "table");
         assert!(!out.status.success());
         let err = text(&out.stderr);

@@ -104,6 +104,8 @@ Policies: the built-in lru and fifo and every .wasm policy found, unless --polic
 
 When some evictions were not the policy's own choice (the host's LRU order stood in because the policy faulted, timed out, answered with an error, was quarantined or proposed no valid victim), a warning names the cause and counts.
 
+The last column, calls/1k, counts the calls into a WebAssembly policy per 1,000 requests (- for the built-ins). Each crossing into the sandbox costs about as much as a few dozen evictions: a policy asked at every eviction (one choosing among sampled candidates, or one whose choice depends on the arriving session) shows about as many calls as evictions; one whose victims are chosen ahead (stable-order) a few per 1,000; one whose order holds only while no client it remembers returns (ghost-conditional) about one per such return.
+
 Examples:
   shadowcat bench
   shadowcat bench --trace cloudPhysicsIO.bin --capacity 4897 --policy lru --policy fifo.wasm

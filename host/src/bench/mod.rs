@@ -127,6 +127,11 @@ pub struct BenchRow {
     pub cost_vs_lru_range: Option<[f64; 2]>,
     /// Miss ratio above Belady's at the same capacity (absolute difference).
     pub gap_vs_belady: Option<f64>,
+    /// Calls into a WebAssembly policy during the replay (the first round's):
+    /// each crossing into the sandbox costs about as much as a few dozen
+    /// evictions, so this tells a slow policy's time apart from its
+    /// algorithm's. `None` for a built-in policy and Belady.
+    pub policy_calls: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -212,6 +217,7 @@ struct RoundResult {
     misses: u64,
     evictions: u64,
     wall: Duration,
+    policy_calls: Option<u64>,
 }
 
 /// The middle value (the mean of the two middle ones for an even count);
@@ -372,6 +378,7 @@ pub fn run(
                         error,
                     })?;
                 progress.replay_started(name, &shown, trace.len() as u64);
+                let calls_before = opened.wasm_metrics().map(|m| m.calls);
                 let outcome = replay(trace, opened.eviction(), capacity, plan.mode, &mut |done| {
                     progress.replay_advanced(done)
                 })
@@ -381,6 +388,9 @@ pub fn run(
                     error,
                 })?;
                 let wasm = opened.wasm_metrics();
+                let policy_calls = wasm
+                    .zip(calls_before)
+                    .map(|(after, before)| after.calls.saturating_sub(before));
                 if let Some(warning) = fallback_warning(name, &shown, &outcome, wasm) {
                     warnings.push(warning);
                 }
@@ -403,6 +413,7 @@ pub fn run(
                     misses: outcome.misses,
                     evictions: outcome.evictions,
                     wall: outcome.wall,
+                    policy_calls,
                 });
             }
         }
@@ -437,6 +448,7 @@ pub fn run(
                 wall,
             );
             row.rounds = plan.rounds;
+            row.policy_calls = first.policy_calls;
             if let Some(baseline) = baseline_runs {
                 // The ratio is taken within each round, against the baseline
                 // of that round, before the median: a disturbance that slows
@@ -607,6 +619,7 @@ fn make_row(
         cost_vs_lru: None,
         cost_vs_lru_range: None,
         gap_vs_belady: None,
+        policy_calls: None,
     }
 }
 

@@ -38,7 +38,14 @@ fn cells(row: &BenchRow, range: bool) -> Vec<String> {
                 .map_or_else(|| "-".to_owned(), |[lo, hi]| format!("{lo:.2}-{hi:.2}x")),
         );
     }
+    cells.push(opt(calls_per_thousand(row), |c| format!("{c:.1}")));
     cells
+}
+
+/// A WebAssembly policy's calls per 1,000 requests.
+fn calls_per_thousand(row: &BenchRow) -> Option<f64> {
+    let calls = row.policy_calls?;
+    (row.requests > 0).then(|| calls as f64 * 1000.0 / row.requests as f64)
 }
 
 /// Whether the report has per-round spreads to show (more than one round).
@@ -51,8 +58,12 @@ fn headers(range: bool) -> Vec<&'static str> {
     if range {
         headers.push("cost range");
     }
+    headers.push(CALLS_HEADER);
     headers
 }
+
+/// Calls into the sandbox per 1,000 requests (`-` for the built-ins).
+const CALLS_HEADER: &str = "calls/1k";
 
 const HEADERS: [&str; 10] = [
     "policy",
