@@ -367,9 +367,9 @@ impl SlotCounts {
         self.counts[Self::locate(id)] == 1
     }
 
-    /// Zeroes the counts under set bits only (every other count is 0): an
-    /// install resets the whole mask, and writing all 1,024 counts each
-    /// time would cost more cache lines than the victims it counts.
+    /// Zeroes the counts under set bits only (every other count is 0):
+    /// writing all 8,192 counts would cost more cache lines than the
+    /// victims they count.
     fn clear(&mut self) {
         for (word, bits) in self.bits.iter_mut().enumerate() {
             let mut left = *bits;
@@ -1653,7 +1653,8 @@ mod tests {
         );
         let ahead = [a, b, c].map(SessionId::to_bits);
         buffer.install_ready(&ahead, 0, &mut Vec::new(), Arrivals::Stay, &[], PREFETCH);
-        // Slot 5 + 1,024 shares `a`'s bit; another generation of `b` is not `b`.
+        // Slot 5 + SLOT_COUNTS shares `a`'s bit; another generation of `b`
+        // is not `b`.
         let lookalikes = [
             event(KIND_ACCESSED, SessionId::new(5 + SLOT_COUNTS as u32, 0)),
             event(KIND_REMOVED, SessionId::new(6, 1)),
