@@ -1132,6 +1132,20 @@ mod proxy {
         (ForwardProcess::start(&[], &[], &server), mark)
     }
 
+    /// The next line answers mcp_echo's `ask` called as request `id`: the
+    /// response its own request got was an error with `code`.
+    fn assert_server_got_error(proxy: &mut ForwardProcess, id: u64, code: i64) {
+        let answered = proxy.read().expect("the tool's answer");
+        assert_eq!(answered["id"], id, "{answered}");
+        let text = answered["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default();
+        let got: Value = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("the server got a response ({e}): {answered}"));
+        assert_eq!(got["id"], format!("ask-{id}"), "{got}");
+        assert_eq!(got["error"]["code"], code, "{got}");
+    }
+
     /// The session lives on: a ping (`id`) is the next thing answered, and
     /// the proxy then ends cleanly with nothing else written.
     fn pings_then_ends_cleanly(mut proxy: ForwardProcess, id: u64) {
@@ -1311,15 +1325,7 @@ mod proxy {
             proxy.send(&format!(
                 r#"{{"jsonrpc":"2.0","id":"ask-6","result":{{"roots":[],"_meta":{{"pad":"{pad}"}}}}}}"#
             ));
-            let answered = proxy.read().expect("the tool's answer");
-            assert_eq!(answered["id"], 6, "{answered}");
-            let text = answered["result"]["content"][0]["text"]
-                .as_str()
-                .unwrap_or_default();
-            let got: Value = serde_json::from_str(text)
-                .unwrap_or_else(|e| panic!("the server got a response ({e}): {answered}"));
-            assert_eq!(got["id"], "ask-6", "{got}");
-            assert_eq!(got["error"]["code"], -32603, "{got}");
+            assert_server_got_error(&mut proxy, 6, -32603);
 
             // A notification gets no answer: the next line is the ping's.
             proxy.send(&format!(
@@ -1330,7 +1336,10 @@ mod proxy {
     }
 
     /// `--max-message` sets the limit both ways, and names itself to those
-    /// it refuses; a limit no message fits is refused at the start.
+    /// it refuses; a limit no message fits is refused at the start. A
+    /// message whose id comes last, after what makes it long (the
+    /// TypeScript SDK's order), is answered by that id too, either way, and
+    /// the run goes on.
     #[test]
     fn proxy_forward_stdio_max_message_sets_the_limit_both_ways() {
         with_watchdog(Duration::from_secs(60), || {
@@ -1359,7 +1368,21 @@ mod proxy {
                 fits["result"]["content"][0]["text"].as_str().map(str::len),
                 Some(60_000)
             );
-            pings_then_ends_cleanly(proxy, 4);
+
+            proxy.send(&format!(
+                r#"{{"method":"tools/call","params":{{"pad":"{pad}"}},"jsonrpc":"2.0","id":"c-4"}}"#
+            ));
+            let refused = proxy.read().expect("an answer");
+            assert_eq!(refused["id"], "c-4", "{refused}");
+            assert_eq!(refused["error"]["code"], -32600, "{refused}");
+            proxy.send(r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"big","arguments":{"bytes":70000,"idLast":true}}}"#);
+            let failed = proxy.read().expect("an answer");
+            assert_eq!(failed["id"], 5, "{failed}");
+            let message = failed["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("--max-message"), "{message}");
+            proxy.send(r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"ask","arguments":{"bytes":70000,"idLast":true}}}"#);
+            assert_server_got_error(&mut proxy, 6, -32600);
+            pings_then_ends_cleanly(proxy, 7);
 
             let (status, said) =
                 run_to_exit(&["forward", "stdio", "--max-message", "100", "--", "true"]);
@@ -2376,7 +2399,9 @@ mod proxy {
     /// A server's request over it never reaches the client, and the server
     /// is told so by its id rather than left waiting (mcp_echo's `ask`
     /// answers with the response its request got). The session and its
-    /// server go on.
+    /// server go on. With the id last, after the long part (the TypeScript
+    /// SDK's order), the same: another request in flight waits on for its
+    /// own answer.
     #[test]
     fn proxy_stdio_messages_over_the_line_limit_fail_only_what_waits_for_them() {
         let (proxy, mark) = start("longline", &[], &["--max-body", "1MiB"]);
@@ -2384,9 +2409,11 @@ mod proxy {
         assert_eq!(client.initialize().status, 200);
         let server = processes_with(&mark);
         assert_eq!(server.len(), 1);
-        let call = |client: &mut McpClient, id: u64, tool: &str, bytes: u64| {
+        let mut id_last = false;
+        let call = |client: &mut McpClient, id: u64, tool: &str, bytes: u64, id_last: bool| {
             client.post(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-                               "params": {"name": tool, "arguments": {"bytes": bytes}}}))
+                               "params": {"name": tool,
+                                          "arguments": {"bytes": bytes, "idLast": id_last}}}))
         };
         let names_the_limit = |message: &str| {
             assert!(
@@ -2394,23 +2421,36 @@ mod proxy {
                 "{message}"
             );
         };
-        let fits = call(&mut client, 100, "big", 1000);
+        let fits = call(&mut client, 100, "big", 1000, false);
         assert_eq!(fits.text().len(), 1000, "{}", fits.raw);
-        for id in [101, 102] {
-            let over = call(&mut client, id, "big", 2 << 20);
+        for id in [101, 102, 103] {
+            // Its answer streams once it takes a second: in flight, beside
+            // the long answer, which must not be taken for its own.
+            let beside = id_last.then(|| {
+                client.request_unread(
+                    "tools/call",
+                    json!({"name": "sleep", "arguments": {"ms": 2_500}}),
+                )
+            });
+            let over = call(&mut client, id, "big", 2 << 20, id_last);
             assert_eq!(over.status, 200, "{}", over.raw);
             assert_eq!(over.body["id"], id, "{}", over.raw);
             assert_eq!(over.body["error"]["code"], -32031, "{}", over.raw);
             names_the_limit(over.body["error"]["message"].as_str().unwrap_or_default());
+            if let Some(beside) = beside {
+                let beside = read_answer(beside, None);
+                assert_eq!(beside.text(), "slept 2500 ms", "{}", beside.raw);
+            }
             assert_eq!(client.echo("still here").text(), "Echo: still here");
 
-            let asked = call(&mut client, id + 100, "ask", 2 << 20);
+            let asked = call(&mut client, id + 100, "ask", 2 << 20, id_last);
             assert_eq!(asked.status, 200, "{}", asked.raw);
             let got: Value = serde_json::from_str(&asked.text())
                 .unwrap_or_else(|e| panic!("the server got a response ({e}): {}", asked.raw));
             assert_eq!(got["id"], format!("ask-{}", id + 100), "{got}");
             assert_eq!(got["error"]["code"], -32600, "{got}");
             names_the_limit(got["error"]["message"].as_str().unwrap_or_default());
+            id_last = true;
         }
         assert_eq!(processes_with(&mark), server, "the same server process");
     }

@@ -16,7 +16,9 @@
 //! leaving the request unanswered), `big {bytes}` (answers a text of that
 //! many bytes, to go over a line limit), `ask {bytes}` (sends the client a
 //! `roots/list` request padded to that many bytes, and answers with the
-//! client's response as text, or `no answer` after 10 s), `batched
+//! client's response as text, or `no answer` after 10 s; with `idLast`
+//! set, `big`'s answer and `ask`'s request name their id last, after what
+//! makes them long, as the TypeScript SDK writes messages), `batched
 //! {message}` (writes a log notification and its answer as one JSON-RPC
 //! batch, as a 2025-03-26 server may). Any other method gets -32601.
 //!
@@ -158,7 +160,11 @@ fn handle(out: &Mutex<std::io::Stdout>, asked: &Asked, id: Value, method: &str, 
                 "crash" => std::process::exit(3),
                 "big" => {
                     let bytes = arguments["bytes"].as_u64().unwrap_or(1 << 20);
-                    text(&"x".repeat(usize::try_from(bytes).unwrap_or(usize::MAX)))
+                    let big = text(&"x".repeat(usize::try_from(bytes).unwrap_or(usize::MAX)));
+                    if arguments["idLast"] == true {
+                        return send_id_last(out, ("result", &big), &id);
+                    }
+                    big
                 }
                 "ask" => {
                     let bytes = arguments["bytes"].as_u64().unwrap_or(0);
@@ -168,11 +174,16 @@ fn handle(out: &Mutex<std::io::Stdout>, asked: &Asked, id: Value, method: &str, 
                     if let Ok(mut asked) = asked.lock() {
                         asked.insert(ask_id.to_string(), answered);
                     }
-                    send(
-                        out,
-                        json!({"jsonrpc": "2.0", "id": ask_id, "method": "roots/list",
-                               "params": {"_meta": {"pad": pad}}}),
-                    );
+                    let params = json!({"_meta": {"pad": pad}});
+                    if arguments["idLast"] == true {
+                        send_id_last(out, ("params", &params), &ask_id);
+                    } else {
+                        send(
+                            out,
+                            json!({"jsonrpc": "2.0", "id": ask_id, "method": "roots/list",
+                                   "params": params}),
+                        );
+                    }
                     match answer.recv_timeout(Duration::from_secs(10)) {
                         Ok(response) => text(&response.to_string()),
                         Err(_) => text("no answer"),
@@ -200,6 +211,24 @@ fn handle(out: &Mutex<std::io::Stdout>, asked: &Asked, id: Value, method: &str, 
 
 fn text(text: &str) -> Value {
     json!({"content": [{"type": "text", "text": text}]})
+}
+
+/// Writes a message whose `id` comes last (`serde_json`'s maps sort their
+/// keys, so it is put together by hand): `{"result":…,"jsonrpc":"2.0",
+/// "id":…}` for a response, `{"method":"roots/list","params":…,…}` for a
+/// request.
+fn send_id_last(out: &Mutex<std::io::Stdout>, (key, body): (&str, &Value), id: &Value) {
+    let method = if key == "params" {
+        r#""method":"roots/list","#
+    } else {
+        ""
+    };
+    let Ok(mut out) = out.lock() else { return };
+    let _ = writeln!(
+        out,
+        r#"{{{method}"{key}":{body},"jsonrpc":"2.0","id":{id}}}"#
+    );
+    let _ = out.flush();
 }
 
 fn send(out: &Mutex<std::io::Stdout>, message: Value) {

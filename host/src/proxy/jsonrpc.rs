@@ -308,106 +308,6 @@ impl Message {
     }
 }
 
-/// What the start of a message shows of its envelope, when the rest is not
-/// to be had (a line over the stdio limit, cut short).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Head {
-    /// A response (a result or an error came), with the compact id of the
-    /// request it answers when the start holds that id whole.
-    Response { id: Option<String> },
-    /// A request or a notification (a method or params came), with the
-    /// compact id of a request when the start holds it whole before its
-    /// params: a call without one cannot be answered.
-    Call { id: Option<String> },
-    /// Nothing before the cut tells.
-    Unknown,
-}
-
-impl Head {
-    /// Reads the envelope's fields in the order they come, as far as `start`
-    /// goes: JSON's own parser, stopped by the cut, so that nothing inside
-    /// a string or a nested value is taken for a field.
-    pub fn peek(start: &[u8]) -> Self {
-        let mut seen = Seen::default();
-        let mut reader = serde_json::Deserializer::from_slice(start);
-        // The cut ends every start with an error: what was seen before it
-        // is the answer.
-        let _ = serde::Deserializer::deserialize_map(
-            &mut reader,
-            Peek {
-                start,
-                seen: &mut seen,
-            },
-        );
-        let id = if seen.ids == 1 { seen.id } else { None };
-        match (seen.call, seen.response) {
-            (true, _) => Head::Call { id },
-            (false, true) => Head::Response { id },
-            (false, false) => Head::Unknown,
-        }
-    }
-}
-
-#[derive(Default)]
-struct Seen {
-    /// `id` fields met: one of two ids may be the one cut off.
-    ids: u32,
-    id: Option<String>,
-    call: bool,
-    response: bool,
-}
-
-struct Peek<'s, 'de> {
-    start: &'de [u8],
-    seen: &'s mut Seen,
-}
-
-impl<'de> serde::de::Visitor<'de> for Peek<'_, 'de> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON-RPC message")
-    }
-
-    fn visit_map<A>(self, mut map: A) -> Result<(), A::Error>
-    where
-        A: serde::de::MapAccess<'de>,
-    {
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match key.as_ref() {
-                "id" => {
-                    self.seen.ids += 1;
-                    let id = map.next_value::<&'de RawValue>()?;
-                    // An id the cut ends may be missing digits (`12` of `123`).
-                    let cut =
-                        id.get().as_bytes().as_ptr_range().end >= self.start.as_ptr_range().end;
-                    self.seen.id = if cut { None } else { answerable_id(id) };
-                }
-                // An id may follow: read on, unless the params (what
-                // usually runs past the cut) come after the id.
-                "method" | "params" => {
-                    self.seen.call = true;
-                    if key == "params" && self.seen.ids > 0 {
-                        return Ok(());
-                    }
-                    map.next_value::<IgnoredAny>()?;
-                }
-                "result" | "error" => {
-                    self.seen.response = true;
-                    if self.seen.ids > 0 {
-                        return Ok(());
-                    }
-                    map.next_value::<IgnoredAny>()?;
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 fn trim_ascii(bytes: &[u8]) -> &[u8] {
     bytes.trim_ascii()
 }
@@ -436,7 +336,7 @@ fn not_an_envelope(text: &[u8], error: &serde_json::Error) -> MessageError {
 /// The compact id an error response can carry: JSON-RPC ids are strings or
 /// numbers; anything else (`null`, an object, a number out of range) cannot
 /// be echoed as the id of the request.
-fn answerable_id(id: &RawValue) -> Option<String> {
+pub(crate) fn answerable_id(id: &RawValue) -> Option<String> {
     match id.get().trim_start().as_bytes().first() {
         Some(b'"' | b'-' | b'0'..=b'9') => readable_id(id.get()),
         _ => None,
@@ -627,71 +527,6 @@ mod tests {
         let err = parse(r#"{"jsonrpc":"2.0","id":9,"method":"#).expect_err("cut short");
         assert_eq!(err.code(), code::PARSE_ERROR);
         assert_eq!(err.id(), None, "an id in unparseable bytes is not trusted");
-    }
-
-    #[test]
-    fn proxy_jsonrpc_head_of_a_cut_message_tells_whose_answer_it_is() {
-        let response = |id: Option<&str>| Head::Response {
-            id: id.map(str::to_owned),
-        };
-        let call = |id: Option<&str>| Head::Call {
-            id: id.map(str::to_owned),
-        };
-        let cases: &[(&str, Head)] = &[
-            (
-                r#"{"jsonrpc":"2.0","id":10,"result":{"content":[{"te"#,
-                response(Some("10")),
-            ),
-            (
-                r#"{"id" : "a\"b", "jsonrpc":"2.0", "error":{"co"#,
-                response(Some(r#""a\"b""#)),
-            ),
-            (r#" {"result":{"id":3,"x":"#, response(None)),
-            (r#"{"result":{"text":"a"},"id":12"#, response(None)),
-            (r#"{"result":{},"id":12,"#, response(Some("12"))),
-            (r#"{"jsonrpc":"2.0","id":null,"result":"#, response(None)),
-            (
-                r#"{"jsonrpc":"2.0","id":1,"id":2,"result":"#,
-                response(None),
-            ),
-            (
-                r#"{"jsonrpc":"2.0","id":4,"method":"sampling/createMessage","params":{"#,
-                call(Some("4")),
-            ),
-            (
-                r#"{"method":"elicitation/create","id":"e1","jsonrpc":"2.0","params":{"#,
-                call(Some(r#""e1""#)),
-            ),
-            (
-                r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"id":5,"#,
-                call(None),
-            ),
-            (
-                r#"{"jsonrpc":"2.0","method":"x","params":{"a":1},"id":6"#,
-                call(None),
-            ),
-            (
-                r#"{"jsonrpc":"2.0","method":"x","params":{"a":1},"id":6,"#,
-                call(Some("6")),
-            ),
-            (r#"{"jsonrpc":"2.0","method":"sampling/crea"#, call(None)),
-            (r#"{"jsonrpc":"2.0","params":{"result":"#, call(None)),
-            (
-                r#"{"jsonrpc":"2.0","id":4,"_meta":{"result":"#,
-                Head::Unknown,
-            ),
-            (r#"{"jsonrpc":"2.0","id":"#, Head::Unknown),
-            (r#"[{"jsonrpc":"2.0","id":1,"result":"#, Head::Unknown),
-            ("garbage", Head::Unknown),
-        ];
-        for (start, head) in cases {
-            assert_eq!(Head::peek(start.as_bytes()), *head, "{start}");
-        }
-        // A string id cut short is not taken either.
-        assert_eq!(
-            Head::peek(br#"{"result":1,"id":"ab"#),
-            Head::Response { id: None }
-        );
     }
 
     #[test]

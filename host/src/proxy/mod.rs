@@ -35,6 +35,7 @@ pub mod admin;
 mod batch;
 pub mod client_key;
 pub mod forward;
+pub mod head;
 pub mod jsonrpc;
 pub mod mcp_headers;
 pub mod metrics;

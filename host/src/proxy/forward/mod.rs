@@ -30,7 +30,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
 
 use super::client_key::ClientKey;
-use super::jsonrpc::{code, error_response, Head, Incoming, Kind, Message};
+use super::head::Head;
+use super::jsonrpc::{code, error_response, Incoming, Kind, Message};
 use super::mcp_headers::Era;
 use super::session::ProxySession;
 use super::upstream::{
@@ -191,7 +192,7 @@ where
         let line = match line {
             Some(Ok(Line::Line(line))) => line,
             Some(Ok(Line::TooLong(head))) => {
-                refuse_too_long(&head, &limit, &lines, &server).await;
+                refuse_too_long(head, &limit, &lines, &server).await;
                 continue;
             }
             Some(Err(_)) | None => break None,
@@ -282,19 +283,19 @@ where
     })
 }
 
-/// Settles a client message over the line limit, of which only `head` is
-/// known, so that nobody waits for it: a request is answered with an error
-/// by its id; a response (to a request of the server's) goes to the server
-/// as an error for that request. A message that cannot be told is answered
+/// Settles a client message over the line limit, of which only its
+/// envelope, `head`, is known, so that nobody waits for it: a request is
+/// answered with an error by its id; a response (to a request of the
+/// server's) goes to the server as an error for that request. A message that cannot be told is answered
 /// with an error without an id, as JSON-RPC answers what it cannot read;
 /// a notification is dropped.
 async fn refuse_too_long(
-    head: &[u8],
+    head: Head,
     limit: &str,
     to_client: &mpsc::Sender<Bytes>,
     server: &Server,
 ) {
-    match Head::peek(head) {
+    match head {
         Head::Call { id: Some(id) } => {
             let why = format!("the request is longer than {limit}; it was not passed on");
             let _ = to_client
@@ -302,10 +303,7 @@ async fn refuse_too_long(
                 .await;
         }
         Head::Call { id: None } => {
-            tracing::warn!(
-                "the client wrote a notification (or a request whose id follows its params) \
-                 longer than {limit}: dropped"
-            );
+            tracing::warn!("the client wrote a notification longer than {limit}: dropped");
         }
         Head::Response { id: Some(id) } => {
             tracing::warn!(id, "the client wrote a response longer than {limit}");

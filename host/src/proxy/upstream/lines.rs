@@ -4,26 +4,25 @@
 //! A line over the limit does not end the stream. JSON cannot hold a raw
 //! line break (inside a string it is escaped), so the next newline is where
 //! the over-long message ends, whatever it was: the rest of the line is
-//! skipped there and the lines after it are read as usual. What is kept of
-//! the over-long line is its start, enough to tell whose answer it was.
+//! skipped there and the lines after it are read as usual. Nothing of the
+//! over-long line is kept but its envelope, read as it goes by: whose
+//! message it was, wherever its id comes.
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 
-/// Bytes kept of the start of a line over the limit: far more than any
-/// envelope takes before its result (`{"jsonrpc":"2.0","id":...,"result":`).
-const HEAD: usize = 8 << 10;
+use crate::proxy::head::{Head, HeadScan};
 
 /// One item read from the server's stdout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Line {
     /// A whole line, without its line break.
     Line(Bytes),
-    /// A line over the limit: its first bytes. The rest is skipped up to
-    /// its end.
-    TooLong(Bytes),
+    /// A line over the limit, skipped to its end (or to the end of the
+    /// stream, which cut it): what it showed of its envelope.
+    TooLong(Head),
 }
 
 /// Newline-delimited lines of at most `max` bytes.
@@ -33,8 +32,8 @@ pub(crate) struct BoundedLines {
     /// Where the search for a newline resumes in the buffer: what was
     /// searched before has none.
     searched: usize,
-    /// Skipping the rest of a line over the limit.
-    skipping: bool,
+    /// Skipping the rest of a line over the limit, reading its envelope.
+    skipping: Option<HeadScan>,
 }
 
 impl BoundedLines {
@@ -42,7 +41,7 @@ impl BoundedLines {
         Self {
             max,
             searched: 0,
-            skipping: false,
+            skipping: None,
         }
     }
 }
@@ -52,15 +51,19 @@ impl Decoder for BoundedLines {
     type Error = std::io::Error;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Line>, Self::Error> {
-        if self.skipping {
+        if let Some(scan) = &mut self.skipping {
             match memchr::memchr(b'\n', buf) {
                 Some(end) => {
+                    scan.feed(&buf[..end]);
+                    let head = scan.head();
                     buf.advance(end + 1);
-                    self.skipping = false;
+                    self.skipping = None;
+                    return Ok(Some(Line::TooLong(head)));
                 }
                 None => {
                     // Nothing of it is kept: memory stays bounded however
                     // long the line goes on.
+                    scan.feed(buf);
                     buf.clear();
                     return Ok(None);
                 }
@@ -78,12 +81,13 @@ impl Decoder for BoundedLines {
             }
             None if buf.len() > self.max => {
                 self.searched = 0;
-                self.skipping = true;
-                let head = Bytes::copy_from_slice(&buf[..buf.len().min(HEAD).min(self.max)]);
-                // The newline ending it may already be in the buffer, past
-                // the window: the next call skips up to it.
+                let mut scan = HeadScan::default();
+                scan.feed(&buf[..window]);
+                self.skipping = Some(scan);
                 buf.advance(window);
-                Ok(Some(Line::TooLong(head)))
+                // The newline ending it may already be in the buffer, past
+                // the window.
+                self.decode(buf)
             }
             None => {
                 self.searched = window;
@@ -96,8 +100,12 @@ impl Decoder for BoundedLines {
         if let Some(line) = self.decode(buf)? {
             return Ok(Some(line));
         }
-        if self.skipping || buf.is_empty() {
+        if let Some(scan) = self.skipping.take() {
+            // Cut by the end of the stream: what was read of it.
             buf.clear();
+            return Ok(Some(Line::TooLong(scan.head())));
+        }
+        if buf.is_empty() {
             return Ok(None);
         }
         // A last line without its newline.
@@ -157,8 +165,15 @@ mod tests {
         Line::Line(Bytes::copy_from_slice(text.as_bytes()))
     }
 
-    fn too_long(head: &str) -> Line {
-        Line::TooLong(Bytes::copy_from_slice(head.as_bytes()))
+    /// A line over the limit that is not JSON.
+    fn too_long() -> Line {
+        Line::TooLong(Head::Unknown)
+    }
+
+    fn response(id: Option<&str>) -> Line {
+        Line::TooLong(Head::Response {
+            id: id.map(str::to_owned),
+        })
     }
 
     #[test]
@@ -166,45 +181,65 @@ mod tests {
         // Whole, in pieces, and with the newline past the window.
         assert_eq!(
             read_all(4, &[b"ab\nabcd\nabcdefgh\nxy\n"]),
-            [line("ab"), line("abcd"), too_long("abcd"), line("xy")]
+            [line("ab"), line("abcd"), too_long(), line("xy")]
         );
         assert_eq!(
             read_all(4, &[b"ab", b"cdef", b"ghij", b"kl\nx", b"y\nz"]),
-            [too_long("abcd"), line("xy"), line("z")]
+            [too_long(), line("xy"), line("z")]
         );
         assert_eq!(
             read_all(4, &[b"abcde", b"\n", b"ok\n"]),
-            [too_long("abcd"), line("ok")]
+            [too_long(), line("ok")]
         );
         // Two over-long lines in a row, and one cut by the end of the stream.
         assert_eq!(
             read_all(3, &[b"abcdef\nghijkl\nmn\nopqrs"]),
-            [
-                too_long("abc"),
-                too_long("ghi"),
-                line("mn"),
-                too_long("opq")
-            ]
+            [too_long(), too_long(), line("mn"), too_long()]
         );
         assert_eq!(read_all(3, &[b"", b"\n\n"]), [line(""), line("")]);
     }
 
     #[test]
-    fn proxy_stdio_lines_keep_a_bounded_head_and_buffer() {
-        let max = HEAD * 4;
+    fn proxy_stdio_lines_over_the_limit_tell_whose_they_were_from_their_end() {
+        // The id after the result, as the TypeScript SDK writes it, in
+        // pieces that split the key and the id.
+        assert_eq!(
+            read_all(
+                16,
+                &[
+                    br#"{"result":{"text":"xxxxxxxxxxxx"},"i"#,
+                    br#"d":1"#,
+                    b"2}\n{}\n"
+                ]
+            ),
+            [response(Some("12")), line("{}")]
+        );
+        // Cut by the end of the stream before its id ended: no id.
+        assert_eq!(
+            read_all(16, &[br#"{"result":{"text":"xxxxxxxxxxxx"},"id":12"#]),
+            [response(None)]
+        );
+    }
+
+    #[test]
+    fn proxy_stdio_lines_keep_a_bounded_buffer() {
+        let max = 1 << 15;
         let mut codec = BoundedLines::new(max);
         let mut buf = BytesMut::new();
-        buf.extend_from_slice(&vec![b'x'; max + 1]);
-        let Some(Line::TooLong(head)) = codec.decode(&mut buf).expect("decodes") else {
-            panic!("a line over the limit");
-        };
-        assert_eq!(head.len(), HEAD);
+        buf.extend_from_slice(br#"{"result":""#);
+        buf.extend_from_slice(&vec![b'x'; max]);
+        assert_eq!(codec.decode(&mut buf).expect("decodes"), None);
+        assert!(buf.is_empty(), "what is skipped is not kept");
         for _ in 0..8 {
             buf.extend_from_slice(&vec![b'y'; max]);
             assert_eq!(codec.decode(&mut buf).expect("decodes"), None);
             assert!(buf.is_empty(), "what is skipped is not kept");
         }
-        buf.extend_from_slice(b"yyy\n{}\n");
+        buf.extend_from_slice(b"yyy\",\"id\":\"late\"}\n{}\n");
+        assert_eq!(
+            codec.decode(&mut buf).expect("decodes"),
+            Some(response(Some("\"late\"")))
+        );
         assert_eq!(codec.decode(&mut buf).expect("decodes"), Some(line("{}")));
     }
 }

@@ -29,7 +29,8 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use super::lines::{limit_text, write_lines, BoundedLines, Line};
 use super::routes::{fail, priming, route, Routes};
 use super::{Events, Forwarded, Reply, Upstream, UpstreamError};
-use crate::proxy::jsonrpc::{code, error_response, Head, Incoming, Kind, Message};
+use crate::proxy::head::Head;
+use crate::proxy::jsonrpc::{code, error_response, Incoming, Kind, Message};
 use crate::proxy::mcp_headers::takes_priming_events;
 
 /// Events buffered per reply stream before the upstream's output waits.
@@ -404,7 +405,7 @@ where
                 }
             }
             Some(Ok(Line::TooLong(head))) => {
-                if let Some(end) = skip_too_long(&server, &head).await {
+                if let Some(end) = skip_too_long(&server, head).await {
                     return end;
                 }
             }
@@ -420,21 +421,22 @@ async fn answer_with_error(routes: &Mutex<Routes>, id: &str, why: &str) {
     route(routes, Message::error(Some(id), code::UPSTREAM_FAILED, why)).await;
 }
 
-/// Settles a message over the line limit, of which only `head` is known.
+/// Settles a message over the line limit, of which only its envelope,
+/// `head`, is known.
 /// A request of the server's is answered with an error, to the server: the
 /// client never saw it. A response of the server's: the request it answers
 /// gets an error instead. When that request cannot be told, every request
 /// in flight gets it, since any of them may be waiting for the lost answer;
 /// in one ordered stream (the forward proxy), which has no requests in
 /// flight to fail, the stream ends. Returns how the stream ends, if it does.
-async fn skip_too_long(server: &Server, head: &[u8]) -> Option<StdoutEnd> {
+async fn skip_too_long(server: &Server, head: Head) -> Option<StdoutEnd> {
     let Server {
         routes,
         stdin,
         pid,
         limit,
     } = server;
-    match Head::peek(head) {
+    match head {
         Head::Call { id: Some(id) } => {
             tracing::warn!(
                 pid,
@@ -461,8 +463,7 @@ async fn skip_too_long(server: &Server, head: &[u8]) -> Option<StdoutEnd> {
         Head::Call { id: None } => {
             tracing::warn!(
                 pid,
-                "upstream wrote a notification (or a request whose id follows its params) \
-                 longer than {limit}: dropped"
+                "upstream wrote a notification longer than {limit}: dropped"
             );
             None
         }
@@ -696,24 +697,34 @@ mod tests {
         assert!(next(&mut rx[1])["result"].is_object(), "read on after it");
         assert!(rx[2].try_recv().is_err(), "a notification fails nothing");
 
-        // An answer whose id the start does not hold: any request in flight
-        // may be the one it answers, so each fails; the session does not.
+        // The id after the result (the TypeScript SDK's order) still tells
+        // whose answer it was: that request fails, and the other waits on.
+        let long_answer = |id: &str| {
+            vec![format!(
+                r#"{{"jsonrpc":"2.0","result":{{"text":"{big}"}},"id":{id}}}"#
+            )]
+        };
         let mut rx = in_flight(&routes, &["4", "5"]);
-        let end = read(
-            &routes,
-            &[format!(
-                r#"{{"jsonrpc":"2.0","result":{{"text":"{big}"}},"id":4}}"#
-            )],
-        )
-        .await;
+        let end = read(&routes, &long_answer("4")).await;
         assert!(matches!(end, StdoutEnd::Closed));
-        for (rx, id) in rx.iter_mut().zip([4, 5]) {
+        let failed = next(&mut rx[0]);
+        assert_eq!(failed["id"], 4);
+        assert_eq!(failed["error"]["code"], code::UPSTREAM_FAILED);
+        assert!(rx[1].try_recv().is_err(), "another request waits on");
+
+        // An answer without an id that can be told: any request in flight
+        // may be the one it answers, so each fails; the session does not.
+        let mut rx = vec![rx.swap_remove(1)];
+        rx.extend(in_flight(&routes, &["6"]));
+        let end = read(&routes, &long_answer("null")).await;
+        assert!(matches!(end, StdoutEnd::Closed));
+        for (rx, id) in rx.iter_mut().zip([5, 6]) {
             let failed = next(rx);
             assert_eq!(failed["id"], id);
             assert_eq!(failed["error"]["code"], code::UPSTREAM_FAILED);
         }
         assert_eq!(
-            in_flight(&routes, &["6"]).len(),
+            in_flight(&routes, &["7"]).len(),
             1,
             "new requests are taken"
         );
@@ -726,8 +737,8 @@ mod tests {
     }
 
     /// A request of the server's over the limit never reaches the client:
-    /// the server gets an error for it, by its id, and no request of the
-    /// client's fails. One whose id is not in the start cannot be answered.
+    /// the server gets an error for it, by its id wherever the id comes, and
+    /// no request of the client's fails. A notification gets nothing.
     #[tokio::test]
     async fn proxy_stdio_a_request_over_the_limit_is_answered_to_the_server() {
         let routes = Arc::new(Mutex::new(Routes::default()));
@@ -745,7 +756,14 @@ mod tests {
         .await;
         assert!(matches!(end, StdoutEnd::Closed));
         let ids: Vec<&serde_json::Value> = answers.iter().map(|a| &a["id"]).collect();
-        assert_eq!(ids, [&serde_json::json!("s1"), &serde_json::json!(7)]);
+        assert_eq!(
+            ids,
+            [
+                &serde_json::json!("s1"),
+                &serde_json::json!(7),
+                &serde_json::json!(8)
+            ]
+        );
         for answer in &answers {
             assert_eq!(answer["error"]["code"], code::INVALID_REQUEST, "{answer}");
             let message = answer["error"]["message"].as_str().unwrap_or_default();
