@@ -1084,6 +1084,43 @@ mod peers {
         });
     }
 
+    /// A request over `forward stdio`'s line limit from the TypeScript SDK's
+    /// stdio client, which writes the id last, after the params that made it
+    /// long: the client is answered by that id at once (not after its own
+    /// request timeout), and its session with server-everything goes on.
+    #[test]
+    fn peers_forward_stdio_refuses_an_over_long_ts_sdk_request_by_its_id() {
+        let Some(peers) = require(
+            "forward stdio over-long requests",
+            &[Peer::ServerEverything, Peer::TsSdk],
+        ) else {
+            return;
+        };
+        with_watchdog(Duration::from_secs(120), move || {
+            let mark = marker("forward-long-ts");
+            let mut command = vec![shadowcat(), "--log".into(), "warn".into()];
+            command.extend(["forward", "stdio", "--max-message", "64KiB", "--"].map(String::from));
+            command.extend(peers.server_everything_stdio(&mark));
+            let message = "after an over-long request";
+            let report = peers
+                .run_ts_stdio_client(message, Some(100_000), &command)
+                .report();
+            let refused = report.too_long.expect("the long call was refused");
+            assert_eq!(refused["code"], -32600, "{refused}");
+            let said = refused["message"].as_str().unwrap_or_default();
+            assert!(
+                said.contains("65536 bytes") && said.contains("--max-message"),
+                "{said}"
+            );
+            assert_eq!(report.echo, format!("Echo: {message}"));
+            let left = wait_no_processes(&mark, Duration::from_secs(15));
+            assert!(
+                left.is_empty(),
+                "the proxy and its server are gone: {left:?}"
+            );
+        });
+    }
+
     /// `forward http` driven by the SDKs' stdio clients: to
     /// server-everything's streamable HTTP in the handshake era (the Python
     /// client probing first, whose refusal it falls back from, and pinned to
@@ -1115,7 +1152,7 @@ mod peers {
             }
             let message = "forward http from the TypeScript SDK";
             let report = peers
-                .run_ts_stdio_client(message, &forward(upstream.url()))
+                .run_ts_stdio_client(message, None, &forward(upstream.url()))
                 .report();
             assert!(report.tools.len() > 5, "{:?}", report.tools);
             assert_eq!(report.echo, format!("Echo: {message}"));

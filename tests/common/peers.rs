@@ -202,6 +202,9 @@ pub struct Report {
     pub echo: String,
     pub protocol_version: Option<String>,
     pub session_id: Option<String>,
+    /// The error a call over the line limit got (`ts_stdio_client.mjs
+    /// --too-long`).
+    pub too_long: Option<Value>,
 }
 
 /// A finished client run.
@@ -245,6 +248,7 @@ impl ClientRun {
             echo: text("echo").unwrap_or_default(),
             protocol_version: text("protocol_version"),
             session_id: text("session_id"),
+            too_long: Some(json["too_long"].clone()).filter(|refused| !refused.is_null()),
         }
     }
 }
@@ -327,12 +331,21 @@ impl Peers {
         run_bounded(&what, cmd, CLIENT_LIMIT)
     }
 
-    /// `ts_stdio_client.mjs -- COMMAND...` (SDK 1.x), waited for (bounded).
-    pub fn run_ts_stdio_client(&self, message: &str, command: &[String]) -> ClientRun {
+    /// `ts_stdio_client.mjs -- COMMAND...` (SDK 1.x), waited for (bounded);
+    /// `too_long`: the bytes of a call to make first, expecting it refused.
+    pub fn run_ts_stdio_client(
+        &self,
+        message: &str,
+        too_long: Option<usize>,
+        command: &[String],
+    ) -> ClientRun {
         let mut cmd = Command::new("node");
         cmd.arg(self.script("ts_stdio_client.mjs"))
-            .args(["--message", message])
-            .args(["--timeout", CLIENT_TIMEOUT_SECONDS, "--"])
+            .args(["--message", message]);
+        if let Some(bytes) = too_long {
+            cmd.args(["--too-long", &bytes.to_string()]);
+        }
+        cmd.args(["--timeout", CLIENT_TIMEOUT_SECONDS, "--"])
             .args(command);
         let what = format!("ts_stdio_client -- {}", command.join(" "));
         run_bounded(&what, cmd, CLIENT_LIMIT)
