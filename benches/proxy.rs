@@ -5,14 +5,19 @@
 //!
 //! The upstream is an in-process streamable-HTTP MCP server that keeps
 //! nothing per session, so the memory measured is the proxy's own.
+//!
+//! And the price of reading the envelope of a stdio message over the line
+//! limit as it is skipped (to answer it by its id, wherever it comes),
+//! against finding its end alone.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::{json, Value};
 use shadowcat::proxy::client_key::ClientKeySource;
+use shadowcat::proxy::head::{Head, HeadScan};
 use shadowcat::proxy::server::{ReverseConfig, RunningProxy};
 use shadowcat::proxy::upstream::{HttpUpstreamConfig, UpstreamSpec};
 use shadowcat::proxy::ProxyOptions;
@@ -297,11 +302,52 @@ fn bench_memory(_: &mut Criterion) {
     });
 }
 
+/// A 16 MiB response, its id last as the TypeScript SDK writes it: one long
+/// string (a file's text, base64), and a long array of numbers, where every
+/// byte is outside a string.
+fn bench_over_long_envelope(c: &mut Criterion) {
+    const BYTES: usize = 16 << 20;
+    let text = format!(
+        r#"{{"result":{{"content":[{{"type":"text","text":"{}"}}]}},"jsonrpc":"2.0","id":7}}"#,
+        "ab\\\"cd".repeat(BYTES / 8)
+    );
+    let numbers = format!(
+        r#"{{"result":{{"values":[{}0]}},"jsonrpc":"2.0","id":7}}"#,
+        "12345,".repeat(BYTES / 6)
+    );
+    let mut group = c.benchmark_group("over_long_16MiB");
+    group.sample_size(20);
+    for (name, message) in [("text", &text), ("numbers", &numbers)] {
+        group.throughput(Throughput::Bytes(message.len() as u64));
+        group.bench_function(format!("{name}/end_only"), |b| {
+            b.iter(|| memchr::memchr(b'\n', message.as_bytes()))
+        });
+        group.bench_function(format!("{name}/envelope"), |b| {
+            b.iter(|| {
+                let mut scan = HeadScan::default();
+                // In the reader's pieces.
+                for piece in message.as_bytes().chunks(64 << 10) {
+                    scan.feed(piece);
+                }
+                let head = scan.head();
+                assert_eq!(
+                    head,
+                    Head::Response {
+                        id: Some("7".into())
+                    }
+                );
+                head
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = bench_latency, bench_throughput, bench_memory
+    targets = bench_latency, bench_throughput, bench_memory, bench_over_long_envelope
 }
 criterion_main!(benches);

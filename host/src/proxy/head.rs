@@ -42,6 +42,18 @@ const KEY_BYTES: usize = 48;
 /// Raw bytes kept of an id; a longer id cannot be answered by.
 const ID_BYTES: usize = 1024;
 
+/// The bytes that change the scanner's state inside a value.
+const MOVES_IN_VALUE: [bool; 256] = {
+    let mut moves = [false; 256];
+    let mut at = 0;
+    let bytes = *b"\"{}[],";
+    while at < bytes.len() {
+        moves[bytes[at] as usize] = true;
+        at += 1;
+    }
+    moves
+};
+
 /// The top-level key whose value is being read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Key {
@@ -142,6 +154,20 @@ impl HeadScan {
                 let used = self.skip_string(bytes);
                 bytes = &bytes[used..];
                 continue;
+            }
+            if self.at == At::InValue {
+                // Numbers, literals and spaces between the bytes that open,
+                // close or separate (a long array of numbers is all of them):
+                // passed over in a run.
+                let run = bytes
+                    .iter()
+                    .position(|&b| MOVES_IN_VALUE[usize::from(b)])
+                    .unwrap_or(bytes.len());
+                if run > 0 {
+                    self.keep(&bytes[..run]);
+                    bytes = &bytes[run..];
+                    continue;
+                }
             }
             let byte = bytes[0];
             bytes = &bytes[1..];
