@@ -2409,7 +2409,6 @@ mod proxy {
         assert_eq!(client.initialize().status, 200);
         let server = processes_with(&mark);
         assert_eq!(server.len(), 1);
-        let mut id_last = false;
         let call = |client: &mut McpClient, id: u64, tool: &str, bytes: u64, id_last: bool| {
             client.post(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
                                "params": {"name": tool,
@@ -2423,7 +2422,7 @@ mod proxy {
         };
         let fits = call(&mut client, 100, "big", 1000, false);
         assert_eq!(fits.text().len(), 1000, "{}", fits.raw);
-        for id in [101, 102, 103] {
+        for (id, id_last) in [(101, false), (102, true), (103, true)] {
             // Its answer streams once it takes a second: in flight, beside
             // the long answer, which must not be taken for its own.
             let beside = id_last.then(|| {
@@ -2450,7 +2449,6 @@ mod proxy {
             assert_eq!(got["id"], format!("ask-{}", id + 100), "{got}");
             assert_eq!(got["error"]["code"], -32600, "{got}");
             names_the_limit(got["error"]["message"].as_str().unwrap_or_default());
-            id_last = true;
         }
         assert_eq!(processes_with(&mark), server, "the same server process");
     }

@@ -9,6 +9,8 @@
 //! "id":7}`, `{"method":…,"params":…,"jsonrpc":"2.0","id":7}`), after the
 //! part that made the message too long.
 
+use std::borrow::Cow;
+
 use serde_json::value::RawValue;
 
 use super::jsonrpc::answerable_id;
@@ -55,41 +57,43 @@ const MOVES_IN_VALUE: [bool; 256] = {
 };
 
 /// The top-level key whose value is being read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Key {
     Id,
     Call,
     Response,
+    #[default]
     Other,
 }
 
 impl Key {
     fn of(raw: &[u8]) -> Self {
-        let name = if raw.contains(&b'\\') {
+        let name: Cow<'_, [u8]> = if raw.contains(&b'\\') {
             // Escaped: JSON's own decoding, on the few bytes kept.
             match std::str::from_utf8(raw)
                 .ok()
                 .and_then(|raw| serde_json::from_str::<String>(&format!("\"{raw}\"")).ok())
             {
-                Some(name) => name,
+                Some(name) => Cow::Owned(name.into_bytes()),
                 None => return Key::Other,
             }
         } else {
-            String::from_utf8_lossy(raw).into_owned()
+            Cow::Borrowed(raw)
         };
-        match name.as_str() {
-            "id" => Key::Id,
-            "method" | "params" => Key::Call,
-            "result" | "error" => Key::Response,
+        match &*name {
+            b"id" => Key::Id,
+            b"method" | b"params" => Key::Call,
+            b"result" | b"error" => Key::Response,
             _ => Key::Other,
         }
     }
 }
 
 /// Where the scanner stands, outside the strings it skips.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum At {
     /// Before the opening brace.
+    #[default]
     Start,
     /// In the top-level object, before a key (or its end).
     BeforeKey,
@@ -107,7 +111,7 @@ enum At {
 /// nested, and the inside of every string, is skipped over without being
 /// kept, so a key or an id named inside a value is not taken for the
 /// envelope's.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct HeadScan {
     at: At,
     /// Nesting inside the current top-level value.
@@ -125,25 +129,6 @@ pub struct HeadScan {
     id: Option<String>,
     call: bool,
     response: bool,
-}
-
-impl Default for HeadScan {
-    fn default() -> Self {
-        Self {
-            at: At::Start,
-            depth: 0,
-            in_string: false,
-            escaped: false,
-            key: Vec::new(),
-            value_of: Key::Other,
-            id_bytes: Vec::new(),
-            id_too_long: false,
-            ids: 0,
-            id: None,
-            call: false,
-            response: false,
-        }
-    }
 }
 
 impl HeadScan {
