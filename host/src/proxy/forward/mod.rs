@@ -286,9 +286,9 @@ where
 /// Settles a client message over the line limit, of which only its
 /// envelope, `head`, is known, so that nobody waits for it: a request is
 /// answered with an error by its id; a response (to a request of the
-/// server's) goes to the server as an error for that request. A message that cannot be told is answered
-/// with an error without an id, as JSON-RPC answers what it cannot read;
-/// a notification is dropped.
+/// server's) goes to the server as an error for that request. A message
+/// that cannot be told is answered with an error without an id, as JSON-RPC
+/// answers what it cannot read; a notification is dropped.
 async fn refuse_too_long(
     head: Head,
     limit: &str,

@@ -422,13 +422,13 @@ async fn answer_with_error(routes: &Mutex<Routes>, id: &str, why: &str) {
 }
 
 /// Settles a message over the line limit, of which only its envelope,
-/// `head`, is known.
-/// A request of the server's is answered with an error, to the server: the
-/// client never saw it. A response of the server's: the request it answers
-/// gets an error instead. When that request cannot be told, every request
-/// in flight gets it, since any of them may be waiting for the lost answer;
-/// in one ordered stream (the forward proxy), which has no requests in
-/// flight to fail, the stream ends. Returns how the stream ends, if it does.
+/// `head`, is known. A request of the server's is answered with an error,
+/// to the server: the client never saw it. A response of the server's: the
+/// request it answers gets an error instead. When that request cannot be
+/// told, every request in flight gets it, since any of them may be waiting
+/// for the lost answer; in one ordered stream (the forward proxy), which has
+/// no requests in flight to fail, the stream ends. Returns how the stream
+/// ends, if it does.
 async fn skip_too_long(server: &Server, head: Head) -> Option<StdoutEnd> {
     let Server {
         routes,
