@@ -101,8 +101,7 @@ impl InstanceId {
     pub fn random() -> Self {
         let mut bytes = [0u8; 6];
         rand::rng().fill_bytes(&mut bytes);
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        Self(Arc::from(format!("sc-{hex}")))
+        Self(Arc::from(format!("sc-{}", hex::encode(bytes))))
     }
 
     pub fn as_str(&self) -> &str {

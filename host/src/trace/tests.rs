@@ -23,10 +23,7 @@ fn real_trace_bytes() -> Vec<u8> {
     let bytes = zstd::stream::decode_all(compressed.as_slice())
         .unwrap_or_else(|e| panic!("decompressing {REAL_TRACE_ZST}: {e}"));
     use sha2::Digest;
-    let digest: String = sha2::Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
     assert_eq!(
         digest, REAL_TRACE_SHA256,
         "the fixture is not the reference trace"

@@ -232,7 +232,7 @@ impl PolicyEngine {
     pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<LoadedComponent, PolicyError> {
         check_header(path, bytes)?;
         let digest: [u8; 32] = Sha256::digest(bytes).into();
-        let sha256 = hex(&digest);
+        let sha256 = hex::encode(digest);
         let (component, from_cache) = self.compile_cached(path, bytes, &digest)?;
         let version = check_interface(path, &self.engine, &component)?;
         let invalid = |e: wasmtime::Error| PolicyError::Invalid {
@@ -276,7 +276,7 @@ impl PolicyEngine {
         bytes: &[u8],
         digest: &[u8; 32],
     ) -> Result<(Component, bool), PolicyError> {
-        let key = self.cache_key(&hex(digest));
+        let key = self.cache_key(&hex::encode(digest));
         if let Some(cache) = &self.cache {
             match cache.read(&key, digest) {
                 Ok(Some(artefact)) => {
@@ -315,10 +315,6 @@ impl PolicyEngine {
         }
         Ok((component, false))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Tells a core module, a component and something else apart by the header,

@@ -745,8 +745,7 @@ async fn callback(
 /// The file of `server`'s tokens in `dir`: named by a hash of its URL.
 fn store_file(dir: &Path, server: &Url) -> PathBuf {
     let digest = Sha256::digest(server.as_str().as_bytes());
-    let name: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    dir.join(format!("{name}.json"))
+    dir.join(format!("{}.json", hex::encode(&digest[..8])))
 }
 
 fn load(file: &Path) -> Option<Stored> {
