@@ -149,19 +149,14 @@ cd "$root"
     --expect-export "$v03"
 
 # lru-c: the Rust lru's twin in C, from the WIT file alone, and the policy
-# that keeps interface 0.2 loading (its layouts are 0.3's; the SDK is on 0.3). `wit-bindgen c`
-# (crate wit-bindgen-cli, the version the Rust guests' bindings come from,
-# installed under policies/target/tools) writes the bindings; Debian's clang
-# compiles them with the policy and its small freestanding libc (no WASI
-# libc: a policy imports nothing but the host's log); lld-22 links; the same
-# tool as above makes the component.
-wit_bindgen_version=0.61.1
-wit_bindgen="$here/target/tools/bin/wit-bindgen"
-if [[ "$("$wit_bindgen" --version 2>/dev/null)" != "wit-bindgen-cli $wit_bindgen_version" ]]; then
-    echo "build.sh: installing wit-bindgen-cli $wit_bindgen_version into $here/target/tools" >&2
-    cargo install wit-bindgen-cli --version "$wit_bindgen_version" --locked --quiet \
-        --root "$here/target/tools"
-fi
+# that keeps interface 0.2 loading (its layouts are 0.3's; the SDK is on 0.3).
+# policies/c-bindgen (wit-bindgen's C generator at the version the Rust guests'
+# bindings come from, a crate of its own built under policies/target/tools)
+# writes the bindings; Debian's clang compiles them with the policy and its
+# small freestanding libc (no WASI libc: a policy imports nothing but the
+# host's log); lld-22 links; the same tool as above makes the component.
+c_bindgen=(env CARGO_TARGET_DIR="$here/target/tools" cargo run --quiet --release --locked
+    --manifest-path "$here/c-bindgen/Cargo.toml" --)
 if ! command -v clang >/dev/null 2>&1; then
     echo "build.sh: installing clang (for policies/lru-c)" >&2
     export DEBIAN_FRONTEND=noninteractive
@@ -171,7 +166,10 @@ fi
 c_out="$here/target/lru-c"
 rm -rf "$c_out"
 mkdir -p "$c_out"
-if ! generated="$("$wit_bindgen" c --world eviction-policy --out-dir "$c_out" "$root/wit/0.2.0" 2>&1)"; then
+if [[ ! -x "$here/target/tools/release/shadowcat-c-bindgen" ]]; then
+    echo "build.sh: building policies/c-bindgen into $here/target/tools (once, about a minute)" >&2
+fi
+if ! generated="$("${c_bindgen[@]}" "$root/wit/0.2.0" eviction-policy "$c_out" 2>&1)"; then
     echo "$generated" >&2
     exit 1
 fi
