@@ -155,7 +155,8 @@ cd "$root"
 # writes the bindings; Debian's clang compiles them with the policy and its
 # small freestanding libc (no WASI libc: a policy imports nothing but the
 # host's log); lld-22 links; the same tool as above makes the component.
-c_bindgen=(env CARGO_TARGET_DIR="$here/target/tools" cargo run --quiet --release --locked
+tools="$here/target/tools"
+c_bindgen=(env CARGO_TARGET_DIR="$tools" cargo run --quiet --release --locked
     --manifest-path "$here/c-bindgen/Cargo.toml" --)
 if ! command -v clang >/dev/null 2>&1; then
     echo "build.sh: installing clang (for policies/lru-c)" >&2
@@ -166,8 +167,8 @@ fi
 c_out="$here/target/lru-c"
 rm -rf "$c_out"
 mkdir -p "$c_out"
-if [[ ! -x "$here/target/tools/release/shadowcat-c-bindgen" ]]; then
-    echo "build.sh: building policies/c-bindgen into $here/target/tools (once, about a minute)" >&2
+if [[ ! -x "$tools/release/shadowcat-c-bindgen" ]]; then
+    echo "build.sh: building policies/c-bindgen into $tools (once, about a minute)" >&2
 fi
 if ! generated="$("${c_bindgen[@]}" "$root/wit/0.2.0" eviction-policy "$c_out" 2>&1)"; then
     echo "$generated" >&2

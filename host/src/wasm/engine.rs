@@ -233,7 +233,7 @@ impl PolicyEngine {
         check_header(path, bytes)?;
         let digest: [u8; 32] = Sha256::digest(bytes).into();
         let sha256 = hex::encode(digest);
-        let (component, from_cache) = self.compile_cached(path, bytes, &digest)?;
+        let (component, from_cache) = self.compile_cached(path, bytes, &digest, &sha256)?;
         let version = check_interface(path, &self.engine, &component)?;
         let invalid = |e: wasmtime::Error| PolicyError::Invalid {
             path: path.to_owned(),
@@ -275,8 +275,9 @@ impl PolicyEngine {
         path: &Path,
         bytes: &[u8],
         digest: &[u8; 32],
+        sha256: &str,
     ) -> Result<(Component, bool), PolicyError> {
-        let key = self.cache_key(&hex::encode(digest));
+        let key = self.cache_key(sha256);
         if let Some(cache) = &self.cache {
             match cache.read(&key, digest) {
                 Ok(Some(artefact)) => {
